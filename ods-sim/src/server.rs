@@ -1,0 +1,1 @@
+//! TDS sessions backed by PostgreSQL (stub: being written).

@@ -1,0 +1,161 @@
+//! The SQL Server type model the simulator speaks: column types as declared in the Ed-Fi DDL and
+//! sent in COLMETADATA, and values as carried in ROW tokens and RPC parameters.
+//!
+//! Backing storage on PostgreSQL (see `docs/ods-simulator.md`):
+//! bit→boolean, tinyint/smallint→smallint, int→integer, bigint→bigint, decimal(p,s)→numeric(p,s),
+//! float→double precision, nvarchar/varchar/nchar(n)→varchar(n) (max→text), date→date,
+//! datetime2(p)/datetime→timestamp (microseconds), uniqueidentifier→uuid, varbinary→bytea.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use uuid::Uuid;
+
+/// A SQL Server column type. Lengths are in characters for strings and bytes for binary;
+/// `None` means `max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlType {
+    Bit,
+    TinyInt,
+    SmallInt,
+    Int,
+    BigInt,
+    Decimal { precision: u8, scale: u8 },
+    Float,
+    NVarChar(Option<u16>),
+    VarChar(Option<u16>),
+    NChar(u16),
+    Date,
+    DateTime2 { scale: u8 },
+    DateTime,
+    UniqueIdentifier,
+    VarBinary(Option<u16>),
+}
+
+impl SqlType {
+    /// The type as written in T-SQL DDL, e.g. `nvarchar(60)`, `decimal(9,2)`.
+    pub fn ddl(&self) -> String {
+        fn len(n: &Option<u16>) -> String {
+            n.map_or_else(|| "max".to_string(), |n| n.to_string())
+        }
+        match self {
+            SqlType::Bit => "bit".into(),
+            SqlType::TinyInt => "tinyint".into(),
+            SqlType::SmallInt => "smallint".into(),
+            SqlType::Int => "int".into(),
+            SqlType::BigInt => "bigint".into(),
+            SqlType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            SqlType::Float => "float".into(),
+            SqlType::NVarChar(n) => format!("nvarchar({})", len(n)),
+            SqlType::VarChar(n) => format!("varchar({})", len(n)),
+            SqlType::NChar(n) => format!("nchar({n})"),
+            SqlType::Date => "date".into(),
+            SqlType::DateTime2 { scale } => format!("datetime2({scale})"),
+            SqlType::DateTime => "datetime".into(),
+            SqlType::UniqueIdentifier => "uniqueidentifier".into(),
+            SqlType::VarBinary(n) => format!("varbinary({})", len(n)),
+        }
+    }
+
+    /// The PostgreSQL column type that stores this type in the backing database.
+    pub fn pg_type(&self) -> String {
+        match self {
+            SqlType::Bit => "boolean".into(),
+            SqlType::TinyInt | SqlType::SmallInt => "smallint".into(),
+            SqlType::Int => "integer".into(),
+            SqlType::BigInt => "bigint".into(),
+            SqlType::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
+            SqlType::Float => "double precision".into(),
+            SqlType::NVarChar(Some(n)) | SqlType::VarChar(Some(n)) | SqlType::NChar(n) => {
+                format!("varchar({n})")
+            }
+            SqlType::NVarChar(None) | SqlType::VarChar(None) => "text".into(),
+            SqlType::Date => "date".into(),
+            SqlType::DateTime2 { .. } | SqlType::DateTime => "timestamp(6)".into(),
+            SqlType::UniqueIdentifier => "uuid".into(),
+            SqlType::VarBinary(_) => "bytea".into(),
+        }
+    }
+}
+
+/// One value in a row or an RPC parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Bit(bool),
+    TinyInt(u8),
+    SmallInt(i16),
+    Int(i32),
+    BigInt(i64),
+    /// Unscaled integer and scale: 12.34 is `Decimal { value: 1234, scale: 2 }`.
+    Decimal { value: i128, scale: u8 },
+    Float(f64),
+    String(String),
+    Date(NaiveDate),
+    DateTime(NaiveDateTime),
+    Uuid(Uuid),
+    Binary(Vec<u8>),
+}
+
+/// A result-set column as sent in COLMETADATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: SqlType,
+    pub nullable: bool,
+}
+
+/// A SQL Server error as sent in an ERROR token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Msg {number}, Level {class}, State {state}: {message}")]
+pub struct SqlError {
+    pub number: i32,
+    pub state: u8,
+    pub class: u8,
+    pub message: String,
+}
+
+impl SqlError {
+    pub fn new(number: i32, class: u8, message: impl Into<String>) -> Self {
+        SqlError {
+            number,
+            state: 1,
+            class,
+            message: message.into(),
+        }
+    }
+
+    /// Error 102-style syntax error / unsupported construct (class 15).
+    pub fn unsupported(what: impl std::fmt::Display) -> Self {
+        SqlError::new(
+            40000,
+            16,
+            format!("ods-sim does not support {what}"),
+        )
+    }
+}
+
+/// A typed parameter of an RPC call (`sp_executesql`), named as sent (`@P1`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub ty: SqlType,
+    pub value: SqlValue,
+}
+
+/// A column of a table definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: SqlType,
+    pub nullable: bool,
+}
+
+/// A table as declared in SQL Server DDL: schema, name, columns in order, primary key columns in
+/// key order. Used to create the backing PostgreSQL table and the catalog rows that
+/// `INFORMATION_SCHEMA` and `sys.*` show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    pub primary_key: Vec<String>,
+}
