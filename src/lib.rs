@@ -1,1 +1,13 @@
+//! edfi-cdc: change data capture from SQL Server Change Tracking on an Ed-Fi ODS into Aurora
+//! PostgreSQL staging (and, later, Redshift). See `docs/ARCHITECTURE.md`.
 
+pub mod checkpoint;
+pub mod commands;
+pub mod config;
+pub mod event;
+pub mod metrics;
+pub mod pipeline;
+pub mod retry;
+pub mod sink;
+pub mod source;
+pub mod stream;

@@ -1,1 +1,236 @@
-fn main() {}
+//! The `edfi-cdc` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use edfi_cdc::config::{self, ConnectorConfig};
+use edfi_cdc::{commands, pipeline};
+
+/// Change data capture from SQL Server Change Tracking on an Ed-Fi ODS into PostgreSQL staging.
+///
+/// Secrets (passwords) come from the environment through `${VAR}` references in the connector
+/// files, never from the command line. Exit codes: 0 success, 1 runtime failure, 2 invalid
+/// configuration (nothing was touched), 3 a check failed.
+#[derive(Parser)]
+#[command(name = "edfi-cdc", version)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "EDFI_CDC_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `edfi_cdc=debug`.
+    #[arg(long, global = true, default_value = "info", env = "EDFI_CDC_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate until SIGTERM/SIGINT.
+    Run {
+        /// Connector file(s) or directories of them.
+        #[arg(long, short, required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+    },
+    /// Check connectivity, Change Tracking, keys, permissions, retention headroom and targets.
+    Check {
+        #[arg(long, short, required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+    },
+    /// Checkpoints, lag and snapshot progress per sink and table.
+    Status {
+        #[arg(long, short, required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the sinks to re-snapshot a table (taken by the running replicator, or at next start).
+    Resnapshot {
+        #[arg(long, short, required = true)]
+        config: PathBuf,
+        /// `schema.Table` or `Table`.
+        table: String,
+    },
+    /// Print the T-SQL that turns Change Tracking on for the configured database and tables.
+    EnableCt {
+        #[arg(long, short, required = true)]
+        config: PathBuf,
+        /// Print the statements (this command never runs them).
+        #[arg(long, required = true)]
+        print: bool,
+    },
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(paths: &[PathBuf]) -> Result<Vec<ConnectorConfig>, ExitCode> {
+    config::load(paths, &|k| std::env::var(k).ok()).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config } => {
+            let configs = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let grace = configs
+                .iter()
+                .map(|c| c.shutdown_grace)
+                .max()
+                .unwrap_or_default();
+            let stop = CancellationToken::new();
+            let mut run = tokio::spawn(pipeline::run(configs, stop.clone()));
+            let result = tokio::select! {
+                r = &mut run => r,
+                _ = shutdown_signal() => {
+                    info!(grace_seconds = grace.as_secs(), "stop requested; finishing the current transaction");
+                    stop.cancel();
+                    match tokio::time::timeout(grace, &mut run).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            warn!("grace period over; abandoning open transactions (they roll back, checkpoints keep it safe)");
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok(Ok(())) => {
+                    info!("stopped");
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) => {
+                    error!(error = format!("{e:#}"), "edfi-cdc failed");
+                    eprintln!("edfi-cdc: {e:#}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("edfi-cdc: internal error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config } => {
+            let configs = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let mut ok = true;
+            for c in &configs {
+                println!("connector {} ({})", c.name, c.file.display());
+                for l in commands::check(c).await {
+                    ok &= l.pass;
+                    println!("  {l}");
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Command::Status { config, json } => {
+            let configs = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            for c in &configs {
+                match commands::status(c).await {
+                    Ok(rows) => print!("{}", commands::render_status(&rows, json)),
+                    Err(e) => {
+                        eprintln!("edfi-cdc status: connector {}: {e:#}", c.name);
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Resnapshot { config, table } => {
+            let configs = match load(std::slice::from_ref(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match commands::resnapshot(&configs[0], &table).await {
+                Ok(id) => {
+                    println!("re-snapshot of {id} requested; the running replicator takes it at its next transaction (or at its next start)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("edfi-cdc resnapshot: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::EnableCt { config, print: _ } => {
+            let configs = match load(std::slice::from_ref(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let c = &configs[0];
+            print!(
+                "{}",
+                edfi_cdc::source::mssql::queries::enable_ct(&c.source.database, &c.tables())
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,877 @@
+//! Connector configuration: one TOML file per ODS database.
+//!
+//! Loading runs in three steps, each reporting the file, the key and the reason of every problem
+//! before anything connects: `${VAR}` / `${VAR:-default}` expansion on the file's text (a value
+//! inside a quoted string is escaped for TOML), parsing into the structs below (unknown keys are
+//! errors), then validation of values and of the connectors against each other.
+//! `docs/configuration.md` documents every key; keep it in step with this file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::event::TableId;
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// Dotted key path (`sinks.staging.url`), or the line when no key applies.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: `{}`: {}",
+            self.file.display(),
+            self.key,
+            self.reason
+        )
+    }
+}
+
+/// Every problem found while loading a set of connector files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A secret string: never shown by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); write e.g. \"500ms\", \"1s\", \"5m\""
+        ))
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Connector name: checkpoints in every target are kept per connector.
+    pub name: String,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub poll: PollConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub stream: StreamConfig,
+    /// Table groups (`ic`, `illuminate`, …), each switchable.
+    pub groups: BTreeMap<String, GroupConfig>,
+    /// Per-table options, keyed `schema.Table`.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableOptions>,
+    pub sinks: SinksConfig,
+    /// How long a stop request (SIGTERM/SIGINT) may take before the process exits anyway.
+    #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+    /// TLS to SQL Server. On by default; only a test server without TLS turns it off.
+    #[serde(default = "yes")]
+    pub encrypt: bool,
+    /// Accept the server certificate without validation (self-signed RDS test instances).
+    #[serde(default)]
+    pub trust_server_certificate: bool,
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+fn default_port() -> u16 {
+    1433
+}
+fn yes() -> bool {
+    true
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// Time between the starts of two poll cycles.
+    #[serde(default = "default_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    /// A cycle with at least this many changes is followed by the next one at once.
+    #[serde(default = "default_busy_threshold")]
+    pub busy_threshold: u64,
+    /// Rows per snapshot chunk (one short read, one sink transaction).
+    #[serde(default = "default_chunk_rows")]
+    pub snapshot_chunk_rows: u32,
+    /// How long snapshot reading may run between two poll cycles, so that other tables keep
+    /// streaming while one table is (re-)snapshotted.
+    #[serde(default = "default_snapshot_slice", deserialize_with = "duration")]
+    pub snapshot_slice: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_busy_threshold() -> u64 {
+    10_000
+}
+fn default_chunk_rows() -> u32 {
+    10_000
+}
+fn default_snapshot_slice() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            interval: default_interval(),
+            busy_threshold: default_busy_threshold(),
+            snapshot_chunk_rows: default_chunk_rows(),
+            snapshot_slice: default_snapshot_slice(),
+        }
+    }
+}
+
+/// Exponential backoff with jitter for transient faults; past `max_attempts` the process exits
+/// non-zero so that its supervisor restarts it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_initial_delay", deserialize_with = "duration")]
+    pub initial_delay: Duration,
+    #[serde(default = "default_max_delay", deserialize_with = "duration")]
+    pub max_delay: Duration,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: usize,
+}
+
+fn default_initial_delay() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_attempts() -> usize {
+    10
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_delay: default_initial_delay(),
+            max_delay: default_max_delay(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    #[serde(default = "default_stream_kind")]
+    pub kind: StreamKind,
+    /// Messages the embedded stream holds before the poller waits for the sinks.
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+}
+
+fn default_stream_kind() -> StreamKind {
+    StreamKind::Embedded
+}
+fn default_capacity() -> usize {
+    20_000
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            kind: default_stream_kind(),
+            capacity: default_capacity(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Source schema of the group's tables.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    pub tables: Vec<String>,
+}
+
+fn default_schema() -> String {
+    "edfi".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableOptions {
+    /// Replicate only these columns (the primary key columns are always included).
+    pub columns: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    pub staging: Option<StagingSinkConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentifierCase {
+    /// `edfi.Student.StudentUSI` → `edfi.student.studentusi`, as Ed-Fi's PostgreSQL DDL has them.
+    Lower,
+    /// Keep the source spelling (quoted).
+    Preserve,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagingSinkConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// libpq-style URL of the staging database (`postgres://user@host:5432/db`); the password
+    /// belongs in the environment (`PGPASSWORD`) or in `${VAR}`.
+    pub url: Secret,
+    #[serde(default = "default_identifiers")]
+    pub identifiers: IdentifierCase,
+    /// Source schema → target schema. Unmapped schemas keep their name (after `identifiers`).
+    #[serde(default)]
+    pub schema_map: BTreeMap<String, String>,
+    /// A transaction takes whole cycles until it holds at least this many events.
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: usize,
+}
+
+fn default_identifiers() -> IdentifierCase {
+    IdentifierCase::Lower
+}
+fn default_max_batch_events() -> usize {
+    50_000
+}
+
+impl ConnectorConfig {
+    /// The tables of all enabled groups, in configuration order, each once.
+    pub fn tables(&self) -> Vec<TableId> {
+        let mut out: Vec<TableId> = Vec::new();
+        for g in self.groups.values().filter(|g| g.enabled) {
+            for t in &g.tables {
+                let id = match t.split_once('.') {
+                    Some((s, n)) => TableId::new(s, n),
+                    None => TableId::new(g.schema.clone(), t.clone()),
+                };
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn table_options(&self, table: &TableId) -> Option<&TableOptions> {
+        self.tables.get(&table.to_string())
+    }
+}
+
+/// Expand `${VAR}` and `${VAR:-default}` in `text`; `$${` is a literal `${`. Values landing
+/// inside a double-quoted TOML string are escaped for it. Problems name the line's key.
+pub fn expand_env(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<Problem>> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    let mut section = String::new();
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
+            section = trimmed
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+        }
+        let key = || {
+            let k = line.split('=').next().unwrap_or("").trim();
+            if section.is_empty() {
+                k.to_string()
+            } else {
+                format!("{section}.{k}")
+            }
+        };
+        let mut in_string = false;
+        let mut rest = line;
+        while let Some(pos) = rest.find(['$', '"', '\\', '#']) {
+            let (before, at) = rest.split_at(pos);
+            out.push_str(before);
+            let c = at.as_bytes()[0];
+            match c {
+                b'"' => {
+                    in_string = !in_string;
+                    out.push('"');
+                    rest = &at[1..];
+                }
+                b'\\' if in_string => {
+                    let n = at.char_indices().nth(2).map_or(at.len(), |(i, _)| i);
+                    out.push_str(&at[..n]);
+                    rest = &at[n..];
+                }
+                b'#' if !in_string => {
+                    out.push_str(at);
+                    rest = "";
+                }
+                b'$' if at.starts_with("$${") => {
+                    out.push_str("${");
+                    rest = &at[3..];
+                }
+                b'$' if at.starts_with("${") => {
+                    let Some(end) = at.find('}') else {
+                        problems.push(Problem {
+                            file: file.into(),
+                            key: key(),
+                            reason: "`${` without a closing `}`".into(),
+                        });
+                        out.push_str(at);
+                        rest = "";
+                        continue;
+                    };
+                    let inner = &at[2..end];
+                    let (name, default) = match inner.split_once(":-") {
+                        Some((n, d)) => (n, Some(d)),
+                        None => (inner, None),
+                    };
+                    let valid_name = !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    let value = if !valid_name {
+                        problems.push(Problem {
+                            file: file.into(),
+                            key: key(),
+                            reason: format!("`${{{inner}}}` is not a valid variable reference"),
+                        });
+                        String::new()
+                    } else {
+                        match (env(name), default) {
+                            (Some(v), _) => v,
+                            (None, Some(d)) => d.to_string(),
+                            (None, None) => {
+                                problems.push(Problem {
+                                    file: file.into(),
+                                    key: key(),
+                                    reason: format!(
+                                        "environment variable {name} is not set (set it, or write ${{{name}:-default}})"
+                                    ),
+                                });
+                                String::new()
+                            }
+                        }
+                    };
+                    if in_string {
+                        for ch in value.chars() {
+                            match ch {
+                                '"' => out.push_str("\\\""),
+                                '\\' => out.push_str("\\\\"),
+                                '\n' => out.push_str("\\n"),
+                                c => out.push(c),
+                            }
+                        }
+                    } else {
+                        out.push_str(&value);
+                    }
+                    rest = &at[end + 1..];
+                }
+                _ => {
+                    out.push(c as char);
+                    rest = &at[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The dotted key at byte `offset` of `text`: the section header above it and the key on its
+/// line.
+fn key_at(text: &str, offset: usize) -> String {
+    let mut section = String::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+        }
+        if offset < line_start + line.len() {
+            let line_no = text[..line_start].matches('\n').count() + 1;
+            let k = line.split('=').next().unwrap_or("").trim();
+            if trimmed.starts_with('[') || !line.contains('=') {
+                return format!("{section} (line {line_no})");
+            }
+            return if section.is_empty() {
+                format!("{k} (line {line_no})")
+            } else {
+                format!("{section}.{k} (line {line_no})")
+            };
+        }
+        line_start += line.len();
+    }
+    section
+}
+
+/// Parse one connector file's (already expanded) text.
+pub fn parse(file: &Path, text: &str) -> Result<ConnectorConfig, Vec<Problem>> {
+    let mut config: ConnectorConfig = toml::from_str(text).map_err(|e| {
+        // Never echo the offending line: after expansion it may hold a secret.
+        let key = e
+            .span()
+            .map(|s| key_at(text, s.start))
+            .unwrap_or_else(|| "(file)".into());
+        vec![Problem {
+            file: file.into(),
+            key,
+            reason: e.message().to_string(),
+        }]
+    })?;
+    config.file = file.into();
+    let problems = validate(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn validate(c: &ConnectorConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut bad = |key: &str, reason: String| {
+        problems.push(Problem {
+            file: c.file.clone(),
+            key: key.into(),
+            reason,
+        })
+    };
+    if c.name.is_empty()
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch))
+    {
+        bad(
+            "name",
+            "must be non-empty letters, digits, `-` or `_`".into(),
+        );
+    }
+    if c.source.host.is_empty() {
+        bad("source.host", "must not be empty".into());
+    }
+    if c.source.database.is_empty() {
+        bad("source.database", "must not be empty".into());
+    }
+    if c.source.port == 0 {
+        bad("source.port", "must be a TCP port (1-65535)".into());
+    }
+    if c.poll.interval.is_zero() {
+        bad("poll.interval", "must be greater than zero".into());
+    }
+    if c.poll.snapshot_chunk_rows == 0 {
+        bad("poll.snapshot_chunk_rows", "must be at least 1".into());
+    }
+    if c.retry.max_attempts == 0 {
+        bad("retry.max_attempts", "must be at least 1".into());
+    }
+    if c.stream.capacity == 0 {
+        bad("stream.capacity", "must be at least 1".into());
+    }
+    for (name, g) in &c.groups {
+        if g.tables.is_empty() {
+            bad(&format!("groups.{name}.tables"), "lists no table".into());
+        }
+        for t in &g.tables {
+            if t.is_empty() || t.split('.').count() > 2 {
+                bad(
+                    &format!("groups.{name}.tables"),
+                    format!("`{t}` is not `Table` or `schema.Table`"),
+                );
+            }
+        }
+    }
+    let tables = c.tables();
+    if tables.is_empty() {
+        bad(
+            "groups",
+            "no enabled group lists a table: nothing to replicate".into(),
+        );
+    }
+    for (key, opts) in &c.tables {
+        let known = tables.iter().any(|t| &t.to_string() == key);
+        if !known {
+            bad(
+                &format!("tables.{key}"),
+                "is not a table of any enabled group".into(),
+            );
+        }
+        if opts.columns.as_ref().is_some_and(|cols| cols.is_empty()) {
+            bad(
+                &format!("tables.{key}.columns"),
+                "must list at least one column".into(),
+            );
+        }
+    }
+    match &c.sinks.staging {
+        Some(s) if s.enabled => {
+            if s.url.expose().is_empty() {
+                bad("sinks.staging.url", "must not be empty".into());
+            } else if s.url.expose().parse::<tokio_postgres::Config>().is_err() {
+                bad(
+                    "sinks.staging.url",
+                    "is not a PostgreSQL connection URL (postgres://user@host:port/db)".into(),
+                );
+            }
+            if s.max_batch_events == 0 {
+                bad(
+                    "sinks.staging.max_batch_events",
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        _ => bad(
+            "sinks",
+            "no sink is enabled: configure and enable [sinks.staging]".into(),
+        ),
+    }
+    problems
+}
+
+/// Load connector files (a directory means every `*.toml` in it), check each and all of them
+/// together. `env` looks up environment variables.
+pub fn load(
+    paths: &[PathBuf],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<ConnectorConfig>, ConfigError> {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut found: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                        .collect();
+                    found.sort();
+                    if found.is_empty() {
+                        problems.push(Problem {
+                            file: p.clone(),
+                            key: "(directory)".into(),
+                            reason: "holds no *.toml connector file".into(),
+                        });
+                    }
+                    files.extend(found);
+                }
+                Err(e) => problems.push(Problem {
+                    file: p.clone(),
+                    key: "(directory)".into(),
+                    reason: e.to_string(),
+                }),
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut configs = Vec::new();
+    for f in &files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem {
+                    file: f.clone(),
+                    key: "(file)".into(),
+                    reason: format!("cannot be read: {e}"),
+                });
+                continue;
+            }
+        };
+        match expand_env(f, &text, env).and_then(|t| parse(f, &t)) {
+            Ok(c) => configs.push(c),
+            Err(p) => problems.extend(p),
+        }
+    }
+    problems.extend(cross_check(&configs));
+    if problems.is_empty() {
+        Ok(configs)
+    } else {
+        Err(ConfigError(problems))
+    }
+}
+
+/// Connectors run side by side must have distinct names and must not write the same target
+/// table.
+fn cross_check(configs: &[ConnectorConfig]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut names: HashMap<&str, &Path> = HashMap::new();
+    let mut targets: HashMap<(String, String), (&str, &Path)> = HashMap::new();
+    for c in configs {
+        if let Some(other) = names.insert(&c.name, &c.file) {
+            problems.push(Problem {
+                file: c.file.clone(),
+                key: "name".into(),
+                reason: format!(
+                    "connector name `{}` is also used by {}",
+                    c.name,
+                    other.display()
+                ),
+            });
+        }
+        let Some(staging) = c.sinks.staging.as_ref().filter(|s| s.enabled) else {
+            continue;
+        };
+        let db = target_database(staging.url.expose());
+        for t in c.tables() {
+            let target = crate::sink::staging::target_table(staging, &t);
+            let key = (db.clone(), target.to_string());
+            if let Some((other, other_file)) = targets.get(&key) {
+                problems.push(Problem {
+                    file: c.file.clone(),
+                    key: "sinks.staging".into(),
+                    reason: format!(
+                        "connectors `{}` and `{other}` ({}) both write staging table {}",
+                        c.name,
+                        other_file.display(),
+                        key.1
+                    ),
+                });
+            } else {
+                targets.insert(key, (&c.name, &c.file));
+            }
+        }
+    }
+    problems
+}
+
+/// Host, port and database of a PostgreSQL URL, to tell whether two sinks share a database.
+fn target_database(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(cfg) => format!(
+            "{:?}/{:?}/{:?}",
+            cfg.get_hosts(),
+            cfg.get_ports(),
+            cfg.get_dbname()
+        ),
+        Err(_) => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "edfi-ods"
+[source]
+host = "${ODS_HOST}"
+port = ${ODS_PORT:-1433}
+database = "EdFi_Ods"
+user = "sa"
+password = "${ODS_PASSWORD}"
+[groups.ic]
+tables = ["Student", "School"]
+[sinks.staging]
+url = "${STAGING_DATABASE_URL}"
+"#;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<ConnectorConfig, Vec<Problem>> {
+        let f = Path::new("test.toml");
+        expand_env(f, text, &env(vars)).and_then(|t| parse(f, &t))
+    }
+
+    const VARS: &[(&str, &str)] = &[
+        ("ODS_HOST", "127.0.0.1"),
+        ("ODS_PASSWORD", "p\"w\\d"),
+        (
+            "STAGING_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/staging",
+        ),
+    ];
+
+    #[test]
+    fn expands_variables_defaults_and_escapes_secrets() {
+        let c = load_text(MINIMAL, VARS).unwrap();
+        assert_eq!(c.source.host, "127.0.0.1");
+        assert_eq!(c.source.port, 1433);
+        assert_eq!(c.source.password.expose(), "p\"w\\d");
+        assert_eq!(format!("{:?}", c.source.password), "\"<redacted>\"");
+        assert_eq!(c.poll.interval, Duration::from_secs(1));
+        assert_eq!(
+            c.tables(),
+            vec![
+                TableId::new("edfi", "Student"),
+                TableId::new("edfi", "School")
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_variable_names_file_key_and_variable() {
+        let err = load_text(MINIMAL, &VARS[..1]).unwrap_err();
+        let text: Vec<String> = err.iter().map(|p| p.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("test.toml: `source.password`") && t.contains("ODS_PASSWORD")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("`sinks.staging.url`") && t.contains("STAGING_DATABASE_URL")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let text = MINIMAL.replace("[groups.ic]", "[groups.ic]\ntabels = []");
+        let err = load_text(&text, VARS).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(
+            err[0].reason.contains("unknown field `tabels`"),
+            "{}",
+            err[0]
+        );
+        assert!(err[0].key.starts_with("groups.ic.tabels"), "{}", err[0]);
+    }
+
+    #[test]
+    fn bad_values_are_reported_together_without_secrets() {
+        let text = MINIMAL.replace(
+            "[groups.ic]",
+            "[poll]\ninterval = \"0s\"\nsnapshot_chunk_rows = 0\n[groups.ic]",
+        );
+        let err = load_text(&text, VARS).unwrap_err();
+        let keys: Vec<&str> = err.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["poll.interval", "poll.snapshot_chunk_rows"]);
+        let text = MINIMAL.replace("port = ${ODS_PORT:-1433}", "port = \"${ODS_PASSWORD}\"");
+        let err = load_text(&text, VARS).unwrap_err();
+        assert!(err[0].key.starts_with("source.port"), "{}", err[0]);
+        assert!(
+            !err[0].to_string().contains("w\\d"),
+            "secret leaked: {}",
+            err[0]
+        );
+        let text = MINIMAL.replace(
+            "[sinks.staging]",
+            "[poll]\ninterval = \"soon\"\n[sinks.staging]",
+        );
+        let err = load_text(&text, VARS).unwrap_err();
+        assert!(err[0].reason.contains("not a duration"), "{}", err[0]);
+    }
+
+    #[test]
+    fn shipped_connector_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/edfi-ods.toml");
+        let vars = [
+            ("ODS_HOST", "h"),
+            ("ODS_PORT", "1433"),
+            ("ODS_DATABASE", "EdFi_Ods"),
+            ("ODS_USER", "u"),
+            ("ODS_PASSWORD", "p"),
+            (
+                "STAGING_DATABASE_URL",
+                "postgres://postgres@127.0.0.1/staging",
+            ),
+        ];
+        let configs = load(&[path], &env(&vars)).unwrap();
+        let tables = configs[0].tables();
+        assert_eq!(tables.len(), 37, "{tables:?}");
+        assert!(configs[0].source.encrypt, "TLS must be on by default");
+    }
+
+    #[test]
+    fn two_connectors_writing_one_table_is_an_error_naming_both() {
+        let dir = std::env::temp_dir().join(format!("edfi-cdc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.toml"), MINIMAL).unwrap();
+        std::fs::write(
+            dir.join("b.toml"),
+            MINIMAL.replace("edfi-ods", "edfi-ods-2025"),
+        )
+        .unwrap();
+        let err = load(&[dir.clone()], &env(VARS)).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.reason.contains("`edfi-ods-2025` and `edfi-ods`")
+                    && p.reason.contains("edfi.student")),
+            "{err}"
+        );
+    }
+}

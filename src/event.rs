@@ -1,0 +1,662 @@
+//! The change model every part shares: table schemas, values, change events, watermarks and
+//! snapshot markers — and their wire form, JSON shaped like the Debezium envelope.
+//!
+//! A source emits, per poll cycle, the cycle's [`ChangeEvent`]s and then a [`Watermark`] `V`:
+//! every change up to `V` of every streaming table has been sent. A sink applies events only up
+//! to a watermark, never half a cycle. Snapshots of single tables travel as [`SnapshotMarker`]s
+//! around their `r` (read) events.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use serde_json::{json, Map, Value as Json};
+use uuid::Uuid;
+
+/// A source table: schema and name as the source spells them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableId {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        TableId {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A column's type as the source declares it (SQL Server names: `nvarchar`, `decimal`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceType {
+    /// Lower-case SQL Server type name.
+    pub name: String,
+    /// Characters for character types, bytes for binary ones; `None` for `max` or not applicable.
+    pub max_length: Option<i32>,
+    pub precision: Option<u8>,
+    pub scale: Option<u8>,
+}
+
+/// The kind of value a column holds, which decides how its wire form is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Bool,
+    Int,
+    Float,
+    Decimal,
+    String,
+    Bytes,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Time,
+    Uuid,
+}
+
+impl SourceType {
+    pub fn kind(&self) -> ValueKind {
+        match self.name.as_str() {
+            "bit" => ValueKind::Bool,
+            "tinyint" | "smallint" | "int" | "bigint" => ValueKind::Int,
+            "float" | "real" => ValueKind::Float,
+            "decimal" | "numeric" | "money" | "smallmoney" => ValueKind::Decimal,
+            "binary" | "varbinary" | "image" | "timestamp" | "rowversion" => ValueKind::Bytes,
+            "date" => ValueKind::Date,
+            "datetime" | "datetime2" | "smalldatetime" => ValueKind::Timestamp,
+            "datetimeoffset" => ValueKind::TimestampTz,
+            "time" => ValueKind::Time,
+            "uniqueidentifier" => ValueKind::Uuid,
+            _ => ValueKind::String,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSchema {
+    pub name: String,
+    pub source_type: SourceType,
+    pub nullable: bool,
+}
+
+/// The replicated shape of a table: its columns in source order (possibly a configured subset)
+/// and its primary key as indexes into `columns`, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    pub id: TableId,
+    pub columns: Vec<ColumnSchema>,
+    pub key: Vec<usize>,
+}
+
+impl TableSchema {
+    pub fn key_columns(&self) -> impl Iterator<Item = &ColumnSchema> {
+        self.key.iter().map(|&i| &self.columns[i])
+    }
+}
+
+/// One column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// Exact decimal in plain notation (`-12.340`).
+    Decimal(String),
+    String(String),
+    Bytes(Vec<u8>),
+    Date(NaiveDate),
+    Timestamp(NaiveDateTime),
+    TimestampTz(DateTime<Utc>),
+    Time(NaiveTime),
+    Uuid(Uuid),
+}
+
+impl Value {
+    /// JSON form used on the wire: numbers for integers and floats, strings for everything
+    /// whose precision JSON numbers would lose (decimals) or that has no JSON type.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => json!(i),
+            Value::Float(f) => json!(f),
+            Value::Decimal(s) | Value::String(s) => Json::String(s.clone()),
+            Value::Bytes(b) => Json::String(hex_encode(b)),
+            Value::Date(d) => Json::String(d.format("%Y-%m-%d").to_string()),
+            Value::Timestamp(t) => Json::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+            Value::TimestampTz(t) => Json::String(t.to_rfc3339()),
+            Value::Time(t) => Json::String(t.format("%H:%M:%S%.f").to_string()),
+            Value::Uuid(u) => Json::String(u.to_string()),
+        }
+    }
+
+    /// Inverse of [`Value::to_json`] for a column of the given kind.
+    pub fn from_json(kind: ValueKind, json: &Json) -> Result<Value, CodecError> {
+        let bad = || CodecError::Value {
+            kind,
+            json: json.to_string(),
+        };
+        if json.is_null() {
+            return Ok(Value::Null);
+        }
+        let s = || json.as_str().ok_or_else(bad);
+        Ok(match kind {
+            ValueKind::Bool => Value::Bool(json.as_bool().ok_or_else(bad)?),
+            ValueKind::Int => Value::Int(json.as_i64().ok_or_else(bad)?),
+            ValueKind::Float => Value::Float(json.as_f64().ok_or_else(bad)?),
+            ValueKind::Decimal => Value::Decimal(s()?.to_string()),
+            ValueKind::String => Value::String(s()?.to_string()),
+            ValueKind::Bytes => Value::Bytes(hex_decode(s()?).ok_or_else(bad)?),
+            ValueKind::Date => {
+                Value::Date(NaiveDate::parse_from_str(s()?, "%Y-%m-%d").map_err(|_| bad())?)
+            }
+            ValueKind::Timestamp => Value::Timestamp(
+                NaiveDateTime::parse_from_str(s()?, "%Y-%m-%dT%H:%M:%S%.f").map_err(|_| bad())?,
+            ),
+            ValueKind::TimestampTz => Value::TimestampTz(
+                DateTime::parse_from_rfc3339(s()?)
+                    .map_err(|_| bad())?
+                    .with_timezone(&Utc),
+            ),
+            ValueKind::Time => {
+                Value::Time(NaiveTime::parse_from_str(s()?, "%H:%M:%S%.f").map_err(|_| bad())?)
+            }
+            ValueKind::Uuid => Value::Uuid(Uuid::parse_str(s()?).map_err(|_| bad())?),
+        })
+    }
+}
+
+/// Renders a key for error messages and logs: `StudentUSI=42, SchoolId=7`.
+pub fn describe_key(schema: &TableSchema, key: &[Value]) -> String {
+    schema
+        .key_columns()
+        .zip(key)
+        .map(|(c, v)| format!("{}={}", c.name, v.to_json()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// What happened to a row: Debezium's `op` letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `c`: inserted after the baseline.
+    Create,
+    /// `u`: existed at the baseline and still exists (possibly deleted and re-inserted).
+    Update,
+    /// `d`: gone.
+    Delete,
+    /// `r`: read by a snapshot.
+    Read,
+}
+
+impl Op {
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Op> {
+        Some(match code {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            _ => return None,
+        })
+    }
+}
+
+/// One changed row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub table: Arc<TableSchema>,
+    pub op: Op,
+    /// Key values in key order.
+    pub key: Vec<Value>,
+    /// The row after the change, in column order; `None` for a delete.
+    pub after: Option<Vec<Value>>,
+    /// CT version of the change (`SYS_CHANGE_VERSION`); for snapshot reads, the snapshot's
+    /// starting version.
+    pub version: i64,
+    /// Commit time of `version` at the source, where known.
+    pub commit_time: Option<DateTime<Utc>>,
+}
+
+/// "Every change up to `version` of every streaming table has been sent."
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watermark {
+    pub version: i64,
+    /// Commit time of `version` at the source, where known.
+    pub commit_time: Option<DateTime<Utc>>,
+}
+
+/// Brackets the `r` events of one table's snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotMarker {
+    /// A snapshot of `table` begins, consistent with CT from `version` on. A sink discards any
+    /// earlier partial snapshot of the table.
+    Started {
+        table: Arc<TableSchema>,
+        version: i64,
+        total_rows: Option<u64>,
+    },
+    /// All `r` events of the table up to and including `last_key` (key order) have been sent;
+    /// `rows` counts them from the start of the snapshot.
+    Chunk {
+        table: Arc<TableSchema>,
+        last_key: Vec<Value>,
+        rows: u64,
+    },
+    /// The snapshot is complete; from now on the table's changes after `version` arrive in poll
+    /// cycles, and the sink publishes the loaded table at the next watermark.
+    Done {
+        table: Arc<TableSchema>,
+        version: i64,
+        rows: u64,
+    },
+}
+
+impl SnapshotMarker {
+    pub fn table(&self) -> &Arc<TableSchema> {
+        match self {
+            SnapshotMarker::Started { table, .. }
+            | SnapshotMarker::Chunk { table, .. }
+            | SnapshotMarker::Done { table, .. } => table,
+        }
+    }
+}
+
+/// What travels through a stream, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Change(ChangeEvent),
+    Watermark(Watermark),
+    Snapshot(SnapshotMarker),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("malformed change message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("change message has no valid field `{0}`")]
+    Missing(&'static str),
+    #[error("change message for unknown table {0}")]
+    UnknownTable(TableId),
+    #[error("value {json} is not a valid {kind:?}")]
+    Value { kind: ValueKind, json: String },
+}
+
+fn row_json(schema: &TableSchema, values: &[Value]) -> Json {
+    let mut m = Map::with_capacity(values.len());
+    for (c, v) in schema.columns.iter().zip(values) {
+        m.insert(c.name.clone(), v.to_json());
+    }
+    Json::Object(m)
+}
+
+fn key_json(schema: &TableSchema, key: &[Value]) -> Json {
+    let mut m = Map::with_capacity(key.len());
+    for (c, v) in schema.key_columns().zip(key) {
+        m.insert(c.name.clone(), v.to_json());
+    }
+    Json::Object(m)
+}
+
+/// Wire form of a message: `(key, value)` JSON documents.
+///
+/// Change events follow the Debezium envelope: the key is the primary key as an object; the
+/// value has `before` (always null: Change Tracking does not keep old images), `after`,
+/// `source` (`connector`, `db`, `schema`, `table`, `change_version`, `snapshot`, `ts_ms` of the
+/// source commit), `op` and `ts_ms` (when the event was produced). Watermarks and snapshot
+/// markers use the same shape with `op` = `watermark` / `snapshot_started` / `snapshot_chunk` /
+/// `snapshot_done`, so that one decoder reads a whole stream.
+pub fn encode(connector: &str, database: &str, msg: &Message) -> (Json, Json) {
+    let now_ms = Utc::now().timestamp_millis();
+    let source =
+        |table: Option<&TableId>, version: i64, commit: Option<DateTime<Utc>>, snapshot: &str| {
+            json!({
+                "connector": connector,
+                "db": database,
+                "schema": table.map(|t| t.schema.clone()),
+                "table": table.map(|t| t.name.clone()),
+                "change_version": version,
+                "snapshot": snapshot,
+                "ts_ms": commit.map(|t| t.timestamp_millis()),
+            })
+        };
+    match msg {
+        Message::Change(ev) => {
+            let snapshot = if ev.op == Op::Read { "true" } else { "false" };
+            let value = json!({
+                "before": Json::Null,
+                "after": ev.after.as_ref().map(|row| row_json(&ev.table, row)),
+                "source": source(Some(&ev.table.id), ev.version, ev.commit_time, snapshot),
+                "op": ev.op.code(),
+                "ts_ms": now_ms,
+            });
+            (key_json(&ev.table, &ev.key), value)
+        }
+        Message::Watermark(w) => (
+            json!({"watermark": w.version}),
+            json!({
+                "before": Json::Null,
+                "after": Json::Null,
+                "source": source(None, w.version, w.commit_time, "false"),
+                "op": "watermark",
+                "ts_ms": now_ms,
+            }),
+        ),
+        Message::Snapshot(m) => {
+            let table = m.table();
+            let (op, version, extra) = match m {
+                SnapshotMarker::Started {
+                    version,
+                    total_rows,
+                    ..
+                } => (
+                    "snapshot_started",
+                    *version,
+                    json!({"total_rows": total_rows}),
+                ),
+                SnapshotMarker::Chunk { last_key, rows, .. } => (
+                    "snapshot_chunk",
+                    0,
+                    json!({"last_key": key_json(table, last_key), "rows": rows}),
+                ),
+                SnapshotMarker::Done { version, rows, .. } => {
+                    ("snapshot_done", *version, json!({"rows": rows}))
+                }
+            };
+            (
+                json!({"snapshot": table.id.to_string()}),
+                json!({
+                    "before": Json::Null,
+                    "after": Json::Null,
+                    "source": source(Some(&table.id), version, None, "true"),
+                    "op": op,
+                    "snapshot": extra,
+                    "ts_ms": now_ms,
+                }),
+            )
+        }
+    }
+}
+
+fn values_from_json(
+    schema: &TableSchema,
+    cols: impl Iterator<Item = usize>,
+    obj: &Json,
+) -> Result<Vec<Value>, CodecError> {
+    let obj = obj.as_object().ok_or(CodecError::Missing("after"))?;
+    cols.map(|i| {
+        let c = &schema.columns[i];
+        Value::from_json(
+            c.source_type.kind(),
+            obj.get(&c.name).unwrap_or(&Json::Null),
+        )
+    })
+    .collect()
+}
+
+/// Inverse of [`encode`]; `lookup` resolves a table to its schema.
+pub fn decode(
+    key: &Json,
+    value: &Json,
+    lookup: impl Fn(&TableId) -> Option<Arc<TableSchema>>,
+) -> Result<Message, CodecError> {
+    let op = value["op"].as_str().ok_or(CodecError::Missing("op"))?;
+    let source = &value["source"];
+    let version = source["change_version"]
+        .as_i64()
+        .ok_or(CodecError::Missing("source.change_version"))?;
+    let commit_time = source["ts_ms"]
+        .as_i64()
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    if op == "watermark" {
+        return Ok(Message::Watermark(Watermark {
+            version,
+            commit_time,
+        }));
+    }
+    let table_id = TableId::new(
+        source["schema"]
+            .as_str()
+            .ok_or(CodecError::Missing("source.schema"))?,
+        source["table"]
+            .as_str()
+            .ok_or(CodecError::Missing("source.table"))?,
+    );
+    let table = lookup(&table_id).ok_or(CodecError::UnknownTable(table_id))?;
+    let snap = &value["snapshot"];
+    let rows = || {
+        snap["rows"]
+            .as_u64()
+            .ok_or(CodecError::Missing("snapshot.rows"))
+    };
+    let marker = match op {
+        "snapshot_started" => SnapshotMarker::Started {
+            table,
+            version,
+            total_rows: snap["total_rows"].as_u64(),
+        },
+        "snapshot_chunk" => SnapshotMarker::Chunk {
+            last_key: values_from_json(&table, table.key.iter().copied(), &snap["last_key"])?,
+            rows: rows()?,
+            table,
+        },
+        "snapshot_done" => SnapshotMarker::Done {
+            table,
+            version,
+            rows: rows()?,
+        },
+        code => {
+            let op = Op::from_code(code).ok_or(CodecError::Missing("op"))?;
+            let key = values_from_json(&table, table.key.iter().copied(), key)?;
+            let after = match &value["after"] {
+                Json::Null => None,
+                after => Some(values_from_json(&table, 0..table.columns.len(), after)?),
+            };
+            return Ok(Message::Change(ChangeEvent {
+                table,
+                op,
+                key,
+                after,
+                version,
+                commit_time,
+            }));
+        }
+    };
+    Ok(Message::Snapshot(marker))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn col(name: &str, ty: &str) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            source_type: SourceType {
+                name: ty.into(),
+                max_length: None,
+                precision: None,
+                scale: None,
+            },
+            nullable: true,
+        }
+    }
+
+    pub fn every_type_schema() -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            id: TableId::new("edfi", "Student"),
+            columns: vec![
+                col("StudentUSI", "int"),
+                col("BirthDate", "date"),
+                col("FirstName", "nvarchar"),
+                col("Id", "uniqueidentifier"),
+                col("CreateDate", "datetime2"),
+                col("Score", "decimal"),
+                col("Active", "bit"),
+                col("Photo", "varbinary"),
+                col("Ratio", "float"),
+                col("Offset", "datetimeoffset"),
+                col("StartTime", "time"),
+            ],
+            key: vec![0, 1],
+        })
+    }
+
+    fn sample_row() -> Vec<Value> {
+        vec![
+            Value::Int(42),
+            Value::Date(NaiveDate::from_ymd_opt(2010, 3, 4).unwrap()),
+            Value::String("Zoë \"Nguyễn\", 日本\n".into()),
+            Value::Uuid(Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0)),
+            Value::Timestamp(
+                NaiveDate::from_ymd_opt(2024, 1, 2)
+                    .unwrap()
+                    .and_hms_micro_opt(3, 4, 5, 123_456)
+                    .unwrap(),
+            ),
+            Value::Decimal("-12.340".into()),
+            Value::Bool(true),
+            Value::Bytes(vec![0, 1, 254, 255]),
+            Value::Float(0.5),
+            Value::TimestampTz(DateTime::from_timestamp(1_700_000_000, 5_000).unwrap()),
+            Value::Time(NaiveTime::from_hms_micro_opt(8, 30, 0, 1).unwrap()),
+        ]
+    }
+
+    fn roundtrip(msg: Message) {
+        let schema = every_type_schema();
+        let (k, v) = encode("edfi-ods", "EdFi_Ods", &msg);
+        let text_k = serde_json::to_string(&k).unwrap();
+        let text_v = serde_json::to_string(&v).unwrap();
+        let back = decode(
+            &serde_json::from_str(&text_k).unwrap(),
+            &serde_json::from_str(&text_v).unwrap(),
+            |id| (id == &schema.id).then(|| schema.clone()),
+        )
+        .unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn change_events_round_trip_with_every_value_kind() {
+        let table = every_type_schema();
+        let row = sample_row();
+        for op in [Op::Create, Op::Update, Op::Read] {
+            roundtrip(Message::Change(ChangeEvent {
+                table: table.clone(),
+                op,
+                key: vec![row[0].clone(), row[1].clone()],
+                after: Some(row.clone()),
+                version: 17,
+                commit_time: DateTime::from_timestamp_millis(1_700_000_000_123),
+            }));
+        }
+        let mut nulls = row.clone();
+        for v in nulls.iter_mut().skip(2) {
+            *v = Value::Null;
+        }
+        roundtrip(Message::Change(ChangeEvent {
+            table: table.clone(),
+            op: Op::Update,
+            key: vec![row[0].clone(), row[1].clone()],
+            after: Some(nulls),
+            version: 18,
+            commit_time: None,
+        }));
+        roundtrip(Message::Change(ChangeEvent {
+            table,
+            op: Op::Delete,
+            key: vec![row[0].clone(), row[1].clone()],
+            after: None,
+            version: 19,
+            commit_time: None,
+        }));
+    }
+
+    #[test]
+    fn control_messages_round_trip() {
+        let table = every_type_schema();
+        let row = sample_row();
+        roundtrip(Message::Watermark(Watermark {
+            version: 99,
+            commit_time: DateTime::from_timestamp_millis(1_700_000_000_000),
+        }));
+        roundtrip(Message::Snapshot(SnapshotMarker::Started {
+            table: table.clone(),
+            version: 5,
+            total_rows: Some(1000),
+        }));
+        roundtrip(Message::Snapshot(SnapshotMarker::Chunk {
+            table: table.clone(),
+            last_key: vec![row[0].clone(), row[1].clone()],
+            rows: 500,
+        }));
+        roundtrip(Message::Snapshot(SnapshotMarker::Done {
+            table,
+            version: 5,
+            rows: 1000,
+        }));
+    }
+
+    #[test]
+    fn envelope_has_debezium_fields() {
+        let table = every_type_schema();
+        let row = sample_row();
+        let (k, v) = encode(
+            "edfi-ods",
+            "EdFi_Ods",
+            &Message::Change(ChangeEvent {
+                table,
+                op: Op::Create,
+                key: vec![row[0].clone(), row[1].clone()],
+                after: Some(row),
+                version: 3,
+                commit_time: None,
+            }),
+        );
+        assert_eq!(k, json!({"StudentUSI": 42, "BirthDate": "2010-03-04"}));
+        for field in ["before", "after", "source", "op", "ts_ms"] {
+            assert!(v.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(v["op"], "c");
+        assert_eq!(v["source"]["table"], "Student");
+        assert_eq!(v["after"]["FirstName"], "Zoë \"Nguyễn\", 日本\n");
+    }
+}

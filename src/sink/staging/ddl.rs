@@ -1,0 +1,296 @@
+//! Target names, the SQL Server → PostgreSQL type mapping (`docs/type-mapping.md`), creating
+//! missing target tables and checking existing ones.
+
+use std::fmt;
+
+use tokio_postgres::GenericClient;
+
+use crate::config::{IdentifierCase, StagingSinkConfig};
+use crate::event::{SourceType, TableId, TableSchema};
+
+/// A PostgreSQL `schema.table`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PgName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl PgName {
+    /// Quoted for SQL.
+    pub fn sql(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
+}
+
+impl fmt::Display for PgName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A quoted PostgreSQL identifier.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub fn case(cfg: &StagingSinkConfig, s: &str) -> String {
+    match cfg.identifiers {
+        IdentifierCase::Lower => s.to_lowercase(),
+        IdentifierCase::Preserve => s.to_string(),
+    }
+}
+
+pub fn target_table(cfg: &StagingSinkConfig, t: &TableId) -> PgName {
+    PgName {
+        schema: cfg
+            .schema_map
+            .get(&t.schema)
+            .cloned()
+            .unwrap_or_else(|| case(cfg, &t.schema)),
+        name: case(cfg, &t.name),
+    }
+}
+
+/// The shadow table a snapshot loads before it replaces the target: schema `edfi_cdc_shadow`,
+/// named after the target (shortened with a hash past PostgreSQL's 63-byte limit).
+pub fn shadow_table(connector: &str, target: &PgName) -> PgName {
+    let full = format!("{connector}__{}__{}", target.schema, target.name);
+    let name = if full.len() <= 63 {
+        full
+    } else {
+        let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        let mut cut = 54;
+        while !full.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}_{:08x}", &full[..cut], hash as u32)
+    };
+    PgName {
+        schema: "edfi_cdc_shadow".into(),
+        name,
+    }
+}
+
+/// The PostgreSQL type for a SQL Server column type.
+pub fn pg_type(t: &SourceType) -> String {
+    let len = |default: &str| match t.max_length {
+        Some(n) if n > 0 => format!("{default}({n})"),
+        _ => "text".to_string(),
+    };
+    match t.name.as_str() {
+        "bit" => "boolean".into(),
+        "tinyint" | "smallint" => "smallint".into(),
+        "int" => "integer".into(),
+        "bigint" => "bigint".into(),
+        "decimal" | "numeric" => match (t.precision, t.scale) {
+            (Some(p), Some(s)) => format!("numeric({p},{s})"),
+            _ => "numeric".into(),
+        },
+        "money" => "numeric(19,4)".into(),
+        "smallmoney" => "numeric(10,4)".into(),
+        "float" => "double precision".into(),
+        "real" => "real".into(),
+        "char" | "nchar" => match t.max_length {
+            Some(n) if n > 0 => format!("char({n})"),
+            _ => "text".into(),
+        },
+        "varchar" | "nvarchar" => len("varchar"),
+        "date" => "date".into(),
+        "datetime2" => "timestamp(6)".into(),
+        "datetime" => "timestamp(3)".into(),
+        "smalldatetime" => "timestamp(0)".into(),
+        "datetimeoffset" => "timestamptz".into(),
+        "time" => "time".into(),
+        "uniqueidentifier" => "uuid".into(),
+        "binary" | "varbinary" | "image" | "rowversion" | "timestamp" => "bytea".into(),
+        _ => "text".into(),
+    }
+}
+
+/// `CREATE TABLE` for a missing target.
+pub fn create_table_sql(cfg: &StagingSinkConfig, schema: &TableSchema, target: &PgName) -> String {
+    let cols: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                ident(&case(cfg, &c.name)),
+                pg_type(&c.source_type),
+                if c.nullable { "" } else { " NOT NULL" }
+            )
+        })
+        .collect();
+    let keys: Vec<String> = schema
+        .key_columns()
+        .map(|c| ident(&case(cfg, &c.name)))
+        .collect();
+    format!(
+        "CREATE TABLE {} (\n    {},\n    PRIMARY KEY ({})\n)",
+        target.sql(),
+        cols.join(",\n    "),
+        keys.join(", ")
+    )
+}
+
+/// Type family used to decide whether an existing column can hold the source's values.
+fn family(pg: &str) -> &'static str {
+    match pg {
+        "boolean" => "bool",
+        "smallint" | "integer" | "bigint" => "int",
+        "numeric" | "double precision" | "real" => "number",
+        "character varying" | "text" | "character" => "text",
+        "date" => "date",
+        "timestamp without time zone" => "timestamp",
+        "timestamp with time zone" => "timestamptz",
+        "time without time zone" => "time",
+        "uuid" => "uuid",
+        "bytea" => "bytes",
+        _ => "other",
+    }
+}
+
+fn int_width(pg: &str) -> u8 {
+    match pg {
+        "smallint" => 2,
+        "integer" => 4,
+        _ => 8,
+    }
+}
+
+/// Create the target table if it is missing, or check that an existing one can hold the
+/// source's rows: every replicated column present with a compatible type, and a primary key or
+/// unique index on exactly the key columns. Returns the problems found (empty: fine).
+pub async fn ensure_table(
+    client: &impl GenericClient,
+    cfg: &StagingSinkConfig,
+    schema: &TableSchema,
+    target: &PgName,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let existing = client
+        .query(
+            "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2",
+            &[&target.schema, &target.name],
+        )
+        .await?;
+    if existing.is_empty() {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                ident(&target.schema)
+            ))
+            .await?;
+        client
+            .batch_execute(&create_table_sql(cfg, schema, target))
+            .await?;
+        return Ok(Vec::new());
+    }
+    let mut problems = Vec::new();
+    for c in &schema.columns {
+        let name = case(cfg, &c.name);
+        let wanted = pg_type(&c.source_type);
+        let Some(row) = existing.iter().find(|r| r.get::<_, &str>(0) == name) else {
+            problems.push(format!(
+                "column {name} is missing (source {} {})",
+                c.name, c.source_type.name
+            ));
+            continue;
+        };
+        let have: &str = row.get(1);
+        let have_len: Option<i32> = row.get(2);
+        let want_family = family(wanted.split('(').next().unwrap_or(&wanted).trim());
+        let want_family = if wanted.starts_with("varchar") || wanted.starts_with("char") {
+            "text"
+        } else {
+            want_family
+        };
+        let ok = match (want_family, family(have)) {
+            ("int", "int") => int_width(have) >= int_width(&wanted),
+            ("int", "number") | ("number", "number") => true,
+            ("text", "text") => match (c.source_type.max_length, have_len) {
+                (_, None) => true,
+                (Some(src), Some(dst)) => dst >= src,
+                (None, Some(_)) => false,
+            },
+            ("uuid", "text") => have_len.is_none_or(|n| n >= 36),
+            (a, b) => a == b,
+        };
+        if !ok {
+            let have_desc = have_len.map_or_else(|| have.to_string(), |n| format!("{have}({n})"));
+            problems.push(format!("column {name} is {have_desc}, which cannot hold source {} values (mapped type {wanted})", c.source_type.name));
+        }
+    }
+    let keys: Vec<String> = schema.key_columns().map(|c| case(cfg, &c.name)).collect();
+    let has_key: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 \
+             AND i.indisunique AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname) \
+             FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) = \
+             (SELECT array_agg(k ORDER BY k) FROM unnest($3::text[]) AS k))",
+            &[&target.schema, &target.name, &keys],
+        )
+        .await?
+        .get(0);
+    if !has_key {
+        problems.push(format!(
+            "no primary key or unique index on ({}), which upserts need",
+            keys.join(", ")
+        ));
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(name: &str, len: Option<i32>, p: Option<u8>, s: Option<u8>) -> SourceType {
+        SourceType {
+            name: name.into(),
+            max_length: len,
+            precision: p,
+            scale: s,
+        }
+    }
+
+    #[test]
+    fn maps_ed_fi_column_types() {
+        assert_eq!(
+            pg_type(&st("nvarchar", Some(60), None, None)),
+            "varchar(60)"
+        );
+        assert_eq!(pg_type(&st("nvarchar", None, None, None)), "text");
+        assert_eq!(
+            pg_type(&st("decimal", None, Some(9), Some(2))),
+            "numeric(9,2)"
+        );
+        assert_eq!(pg_type(&st("datetime2", None, None, None)), "timestamp(6)");
+        assert_eq!(pg_type(&st("uniqueidentifier", None, None, None)), "uuid");
+        assert_eq!(pg_type(&st("bit", None, None, None)), "boolean");
+        assert_eq!(pg_type(&st("tinyint", None, None, None)), "smallint");
+    }
+
+    #[test]
+    fn shadow_names_fit_postgres_limit_and_stay_distinct() {
+        let a = shadow_table(
+            "edfi-ods",
+            &PgName {
+                schema: "edfi".into(),
+                name: "studenteducationorganizationassociationelectronicmail".into(),
+            },
+        );
+        let b = shadow_table(
+            "edfi-ods",
+            &PgName {
+                schema: "edfi".into(),
+                name: "studenteducationorganizationassociationelectronicmai2".into(),
+            },
+        );
+        assert!(a.name.len() <= 63 && b.name.len() <= 63);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,881 @@
+//! The staging sink: mirrors each source table into Aurora PostgreSQL.
+//!
+//! Guarantees:
+//! - Events are applied only up to a watermark; one transaction takes one or more whole cycles
+//!   (until `max_batch_events`), and stores the checkpoint (`edfi_cdc.table_state`,
+//!   `edfi_cdc.sink_state`) in the same transaction. A crash loses nothing and applies nothing
+//!   twice: the poller resumes from the stored checkpoint, and events at or below a table's
+//!   checkpoint are skipped.
+//! - Set-based: per table, the transaction's events are collapsed to the last change per key,
+//!   COPYed into a temporary table, then deleted / upserted into the target in two statements.
+//! - A snapshot loads a shadow table chunk by chunk (each chunk one transaction with its
+//!   progress); at the first watermark after the snapshot is complete, the changes since the
+//!   snapshot's version are applied to the shadow and it replaces the target's rows in one
+//!   transaction (DELETE + INSERT, so readers see the old rows or the new, never an empty or
+//!   half-loaded table).
+//! - A row the target rejects stops the sink with the table, key and reason; nothing is skipped.
+
+pub mod copy;
+pub mod ddl;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::checkpoint::{self, key_to_json, Phase, SinkCheckpoint, TableCheckpoint};
+use crate::config::{RetryConfig, StagingSinkConfig};
+use crate::event::{
+    describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Watermark,
+};
+use crate::metrics;
+use crate::retry::Backoff;
+use crate::stream::embedded::Consumer;
+
+use super::SinkError;
+pub use ddl::target_table;
+use ddl::{case, ident, PgName};
+
+const SINK: &str = "staging";
+const OP_COLUMN: &str = "edfi_cdc_op";
+
+struct TableRt {
+    schema: Arc<TableSchema>,
+    target: PgName,
+    shadow: PgName,
+    /// Quoted target column names, in schema column order.
+    columns: Vec<String>,
+    keys: Vec<String>,
+    state: Option<TableCheckpoint>,
+    /// A snapshot this sink does not need (it already holds everything up to its version).
+    ignoring_snapshot: bool,
+    temp: String,
+}
+
+/// Events waiting for a transaction, collapsed to the last change per key.
+#[derive(Default)]
+struct Batch {
+    tables: HashMap<TableId, HashMap<String, ChangeEvent>>,
+    events: usize,
+}
+
+impl Batch {
+    fn add(&mut self, ev: ChangeEvent) {
+        let key = serde_json::to_string(&checkpoint::key_to_json(&ev.key)).expect("JSON of values");
+        self.events += 1;
+        self.tables
+            .entry(ev.table.id.clone())
+            .or_default()
+            .insert(key, ev);
+    }
+
+    fn absorb(&mut self, other: Batch) {
+        for (t, evs) in other.tables {
+            let mine = self.tables.entry(t).or_default();
+            for (k, ev) in evs {
+                mine.insert(k, ev);
+            }
+        }
+        self.events += other.events;
+    }
+}
+
+/// Counters for the periodic progress line.
+struct Progress {
+    since: Instant,
+    events: u64,
+    latencies: Vec<f64>,
+}
+
+pub struct StagingSink {
+    connector: String,
+    cfg: StagingSinkConfig,
+    retry: RetryConfig,
+    client: Option<Client>,
+    temps: HashSet<String>,
+    tables: HashMap<TableId, TableRt>,
+    /// Events up to the last watermark received: committable.
+    ready: Batch,
+    watermark: Option<Watermark>,
+    /// Events after the last watermark: not committable yet.
+    open: Batch,
+    /// `r` events of the current snapshot chunk.
+    snapshot_rows: Vec<ChangeEvent>,
+    resnapshots: Option<mpsc::UnboundedSender<TableId>>,
+    progress: Progress,
+}
+
+async fn connect(url: &str) -> Result<Client, SinkError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| SinkError::from_pg(SINK, &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "staging connection closed");
+        }
+    });
+    Ok(client)
+}
+
+fn pg(e: tokio_postgres::Error) -> SinkError {
+    SinkError::from_pg(SINK, &e)
+}
+
+impl StagingSink {
+    /// Connect, create the checkpoint tables and missing target tables, check existing ones,
+    /// and load the stored checkpoint. Retries transient faults.
+    pub async fn open(
+        connector: &str,
+        cfg: &StagingSinkConfig,
+        retry: &RetryConfig,
+        schemas: &[Arc<TableSchema>],
+        stop: &CancellationToken,
+    ) -> Result<(StagingSink, SinkCheckpoint), SinkError> {
+        let mut backoff = Backoff::new(retry);
+        loop {
+            match Self::open_once(connector, cfg, retry, schemas).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_retriable() => {
+                    if !backoff.pause(SINK, &e, stop).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn open_once(
+        connector: &str,
+        cfg: &StagingSinkConfig,
+        retry: &RetryConfig,
+        schemas: &[Arc<TableSchema>],
+    ) -> Result<(StagingSink, SinkCheckpoint), SinkError> {
+        let client = connect(cfg.url.expose()).await?;
+        checkpoint::install(&client).await.map_err(pg)?;
+        client
+            .batch_execute("CREATE SCHEMA IF NOT EXISTS edfi_cdc_shadow")
+            .await
+            .map_err(pg)?;
+        let mut tables = HashMap::new();
+        for (i, schema) in schemas.iter().enumerate() {
+            let target = target_table(cfg, &schema.id);
+            let owner: Option<String> = client
+                .query_opt(
+                    "SELECT connector FROM edfi_cdc.table_state WHERE sink = $1 AND target_schema = $2 \
+                     AND target_table = $3 AND connector <> $4",
+                    &[&SINK, &target.schema, &target.name, &connector],
+                )
+                .await
+                .map_err(pg)?
+                .map(|r| r.get(0));
+            if let Some(owner) = owner {
+                return Err(SinkError::Fatal {
+                    sink: SINK.into(),
+                    message: format!("staging table {target} is already written by connector `{owner}`; connector `{connector}` cannot write it too (map one of them to another schema with schema_map)"),
+                });
+            }
+            let problems = ddl::ensure_table(&client, cfg, schema, &target)
+                .await
+                .map_err(pg)?;
+            if !problems.is_empty() {
+                return Err(SinkError::Incompatible {
+                    sink: SINK.into(),
+                    table: schema.id.clone(),
+                    target: target.to_string(),
+                    problems,
+                });
+            }
+            tables.insert(
+                schema.id.clone(),
+                TableRt {
+                    schema: schema.clone(),
+                    shadow: ddl::shadow_table(connector, &target),
+                    columns: schema
+                        .columns
+                        .iter()
+                        .map(|c| ident(&case(cfg, &c.name)))
+                        .collect(),
+                    keys: schema
+                        .key_columns()
+                        .map(|c| ident(&case(cfg, &c.name)))
+                        .collect(),
+                    target,
+                    state: None,
+                    ignoring_snapshot: false,
+                    temp: format!("edfi_cdc_batch_{i}"),
+                },
+            );
+        }
+        let cp = checkpoint::load(&client, connector, SINK, schemas)
+            .await
+            .map_err(pg)?;
+        for (id, state) in &cp.tables {
+            if let Some(rt) = tables.get_mut(id) {
+                rt.state = Some(state.clone());
+            }
+        }
+        info!(sink = SINK, tables = tables.len(), "staging sink ready");
+        let sink = StagingSink {
+            connector: connector.to_string(),
+            cfg: cfg.clone(),
+            retry: retry.clone(),
+            client: Some(client),
+            temps: HashSet::new(),
+            tables,
+            ready: Batch::default(),
+            watermark: None,
+            open: Batch::default(),
+            snapshot_rows: Vec::new(),
+            resnapshots: None,
+            progress: Progress {
+                since: Instant::now(),
+                events: 0,
+                latencies: Vec::new(),
+            },
+        };
+        Ok((sink, cp))
+    }
+
+    /// Apply messages until the stream ends (the poller stopped) or a fatal error. Tables an
+    /// operator asks to re-snapshot are passed to `resnapshots`.
+    pub async fn run(
+        mut self,
+        mut input: Consumer,
+        resnapshots: mpsc::UnboundedSender<TableId>,
+        stop: CancellationToken,
+    ) -> Result<(), SinkError> {
+        self.resnapshots = Some(resnapshots);
+        let mut backoff = Backoff::new(&self.retry);
+        while let Some(msg) = input.recv().await {
+            let mut next = Some(msg);
+            // Take whatever else is ready, up to the batch limit, so that a busy stream is
+            // applied in fewer, larger transactions.
+            while let Some(msg) = next.take() {
+                match msg {
+                    Message::Change(ev) => self.accept(ev),
+                    Message::Watermark(w) => {
+                        self.ready.absorb(std::mem::take(&mut self.open));
+                        self.watermark = Some(w);
+                        if self.ready.events >= self.cfg.max_batch_events {
+                            break;
+                        }
+                    }
+                    Message::Snapshot(marker) => {
+                        self.flush(&mut backoff, &stop).await?;
+                        self.snapshot(marker, &mut backoff, &stop).await?;
+                    }
+                }
+                next = input.try_recv();
+            }
+            if let Some(msg) = next {
+                self.flush(&mut backoff, &stop).await?;
+                Box::pin(self.requeue(msg, &mut backoff, &stop)).await?;
+            }
+            self.flush(&mut backoff, &stop).await?;
+        }
+        self.flush(&mut backoff, &stop).await?;
+        if self.open.events > 0 {
+            info!(sink = SINK, events = self.open.events, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
+        }
+        Ok(())
+    }
+
+    /// Handle a message taken while a full batch was being collected.
+    async fn requeue(
+        &mut self,
+        msg: Message,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        match msg {
+            Message::Change(ev) => self.accept(ev),
+            Message::Watermark(w) => {
+                self.ready.absorb(std::mem::take(&mut self.open));
+                self.watermark = Some(w);
+            }
+            Message::Snapshot(marker) => self.snapshot(marker, backoff, stop).await?,
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, ev: ChangeEvent) {
+        let Some(rt) = self.tables.get(&ev.table.id) else {
+            return;
+        };
+        if ev.op == Op::Read {
+            if rt
+                .state
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Snapshot)
+                && !rt.ignoring_snapshot
+            {
+                self.snapshot_rows.push(ev);
+            }
+            return;
+        }
+        match &rt.state {
+            Some(s) if s.phase != Phase::Snapshot && ev.version > s.version => self.open.add(ev),
+            _ => {}
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, SinkError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(connect(self.cfg.url.expose()).await?);
+            self.temps.clear();
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Run `op` in a transaction, retrying transient faults with a fresh connection.
+    async fn with_retry<F>(
+        &mut self,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+        mut op: F,
+    ) -> Result<(), SinkError>
+    where
+        F: for<'a> FnMut(
+            &'a mut StagingSink,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>,
+        >,
+    {
+        loop {
+            match op(self).await {
+                Ok(()) => {
+                    backoff.reset();
+                    return Ok(());
+                }
+                Err(e) if e.is_retriable() => {
+                    metrics::error(SINK, "transient");
+                    self.client = None;
+                    if !backoff.pause(SINK, &e, stop).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    metrics::error(SINK, "fatal");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Commit everything up to the last watermark, if there is anything new.
+    async fn flush(
+        &mut self,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let Some(w) = self.watermark.clone() else {
+            return Ok(());
+        };
+        let pending_swap = self.tables.values().any(|t| {
+            t.state
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::PendingSwap)
+        });
+        let behind = self.tables.values().any(|t| {
+            t.state
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Streaming && s.version < w.version)
+        });
+        if self.ready.events == 0 && !pending_swap && !behind {
+            self.watermark = None;
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.with_retry(backoff, stop, |s| Box::pin(s.apply_watermark(w.clone())))
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        metrics::flush(SINK, "watermark", seconds);
+        metrics::applied(SINK, w.version);
+        let now = Utc::now();
+        let batch = std::mem::take(&mut self.ready);
+        for (table, evs) in &batch.tables {
+            metrics::applied_events(SINK, &table.to_string(), evs.len() as u64);
+            for ev in evs.values() {
+                if let Some(t) = ev.commit_time {
+                    let lat = (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    metrics::latency(SINK, lat);
+                    self.progress.latencies.push(lat);
+                }
+            }
+        }
+        self.progress.events += batch.events as u64;
+        for rt in self.tables.values_mut() {
+            if let Some(s) = rt
+                .state
+                .as_mut()
+                .filter(|s| s.phase != Phase::Snapshot && s.version <= w.version)
+            {
+                s.phase = Phase::Streaming;
+                s.version = w.version;
+                s.commit_time = w.commit_time;
+            }
+        }
+        debug!(
+            sink = SINK,
+            version = w.version,
+            events = batch.events,
+            ms = (seconds * 1000.0).round(),
+            "applied"
+        );
+        self.watermark = None;
+        self.report(w.version);
+        Ok(())
+    }
+
+    /// Every 5 s: one line with throughput and commit-to-staging latency.
+    fn report(&mut self, version: i64) {
+        let elapsed = self.progress.since.elapsed();
+        if elapsed < Duration::from_secs(5) {
+            return;
+        }
+        let lat = &mut self.progress.latencies;
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+        };
+        info!(
+            sink = SINK,
+            version,
+            events = self.progress.events,
+            events_per_sec = (self.progress.events as f64 / elapsed.as_secs_f64()).round(),
+            latency_p50_ms = pct(0.5).map(|s| (s * 1000.0).round()),
+            latency_p99_ms = pct(0.99).map(|s| (s * 1000.0).round()),
+            "replicating"
+        );
+        self.progress = Progress {
+            since: Instant::now(),
+            events: 0,
+            latencies: Vec::new(),
+        };
+    }
+
+    async fn ensure_temp(&mut self, id: &TableId) -> Result<(), SinkError> {
+        let rt = &self.tables[id];
+        if self.temps.contains(&rt.temp) {
+            return Ok(());
+        }
+        let sql = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {temp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {target} WITH NO DATA; \
+             ALTER TABLE {temp} ADD COLUMN IF NOT EXISTS {op} \"char\"",
+            temp = rt.temp,
+            cols = rt.columns.join(", "),
+            target = rt.target.sql(),
+            op = OP_COLUMN,
+        );
+        let temp = rt.temp.clone();
+        self.client().await?.batch_execute(&sql).await.map_err(pg)?;
+        self.temps.insert(temp);
+        Ok(())
+    }
+
+    async fn apply_watermark(&mut self, w: Watermark) -> Result<(), SinkError> {
+        let ids: Vec<TableId> = self.ready.tables.keys().cloned().collect();
+        for id in &ids {
+            self.ensure_temp(id).await?;
+        }
+        let requests;
+        {
+            let connector = self.connector.clone();
+            let client = self
+                .client
+                .as_mut()
+                .expect("connected by ensure_temp or before");
+            let tx = client.transaction().await.map_err(pg)?;
+            for id in &ids {
+                let rt = &self.tables[id];
+                let dest = match rt.state.as_ref().map(|s| s.phase) {
+                    Some(Phase::PendingSwap) => &rt.shadow,
+                    _ => &rt.target,
+                };
+                let events: Vec<&ChangeEvent> = self.ready.tables[id].values().collect();
+                apply_changes(&tx, rt, dest, &events).await?;
+            }
+            for rt in self.tables.values() {
+                if rt
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
+                {
+                    let cols = rt.columns.join(", ");
+                    tx.batch_execute(&format!(
+                        "DELETE FROM {t}; INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}",
+                        t = rt.target.sql(),
+                        s = rt.shadow.sql()
+                    ))
+                    .await
+                    .map_err(pg)?;
+                    info!(sink = SINK, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published");
+                }
+            }
+            tx.execute(
+                "UPDATE edfi_cdc.table_state SET phase = 'streaming', version = $3, commit_time = $4, \
+                 snapshot_last_key = NULL, updated_at = now() \
+                 WHERE connector = $1 AND sink = $2 AND phase IN ('streaming', 'pending_swap') AND version <= $3",
+                &[&connector, &SINK, &w.version, &w.commit_time],
+            )
+            .await
+            .map_err(pg)?;
+            tx.execute(
+                "INSERT INTO edfi_cdc.sink_state (connector, sink, version, commit_time) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (connector, sink) DO UPDATE SET version = EXCLUDED.version, \
+                 commit_time = EXCLUDED.commit_time, updated_at = now()",
+                &[&connector, &SINK, &w.version, &w.commit_time],
+            )
+            .await
+            .map_err(pg)?;
+            requests = checkpoint::take_resnapshot_requests(&tx, &connector, true)
+                .await
+                .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+        }
+        if let Some(tx) = &self.resnapshots {
+            for t in requests {
+                info!(sink = SINK, table = %t, "re-snapshot request taken");
+                tx.send(t).ok();
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot(
+        &mut self,
+        marker: SnapshotMarker,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let id = marker.table().id.clone();
+        let Some(rt) = self.tables.get_mut(&id) else {
+            return Ok(());
+        };
+        match marker {
+            SnapshotMarker::Started {
+                version,
+                total_rows,
+                ..
+            } => {
+                // A sink that already streams this table from at least `version` needs nothing.
+                rt.ignoring_snapshot = rt
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version);
+                if rt.ignoring_snapshot {
+                    info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version");
+                    return Ok(());
+                }
+                let started = Instant::now();
+                self.with_retry(backoff, stop, |s| {
+                    Box::pin(s.start_snapshot(id.clone(), version, total_rows))
+                })
+                .await?;
+                metrics::flush(SINK, "snapshot_start", started.elapsed().as_secs_f64());
+                let rt = self.tables.get_mut(&id).expect("table exists");
+                rt.state = Some(TableCheckpoint {
+                    phase: Phase::Snapshot,
+                    version,
+                    commit_time: None,
+                    snapshot_last_key: None,
+                    snapshot_rows: 0,
+                    snapshot_total_rows: total_rows,
+                    snapshot_started_at: Some(Utc::now()),
+                });
+            }
+            SnapshotMarker::Chunk { last_key, rows, .. } => {
+                if rt.ignoring_snapshot
+                    || rt.state.as_ref().is_none_or(|s| s.phase != Phase::Snapshot)
+                {
+                    self.snapshot_rows.clear();
+                    return Ok(());
+                }
+                let started = Instant::now();
+                let n = self.snapshot_rows.len() as u64;
+                self.with_retry(backoff, stop, |s| {
+                    Box::pin(s.apply_chunk(id.clone(), last_key.clone(), rows))
+                })
+                .await?;
+                metrics::flush(SINK, "snapshot_chunk", started.elapsed().as_secs_f64());
+                metrics::snapshot_rows(SINK, &id.to_string(), n);
+                self.snapshot_rows.clear();
+                let s = self
+                    .tables
+                    .get_mut(&id)
+                    .and_then(|rt| rt.state.as_mut())
+                    .expect("snapshot state");
+                s.snapshot_last_key = Some(last_key);
+                s.snapshot_rows = rows;
+            }
+            SnapshotMarker::Done { version, rows, .. } => {
+                if rt.ignoring_snapshot
+                    || rt.state.as_ref().is_none_or(|s| s.phase != Phase::Snapshot)
+                {
+                    rt.ignoring_snapshot = false;
+                    return Ok(());
+                }
+                let connector = self.connector.clone();
+                self.with_retry(backoff, stop, |s| {
+                    let connector = connector.clone();
+                    let id = id.clone();
+                    Box::pin(async move {
+                        let client = s.client().await?;
+                        client
+                            .execute(
+                                "UPDATE edfi_cdc.table_state SET phase = 'pending_swap', snapshot_rows = $5, updated_at = now() \
+                                 WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
+                                &[&connector, &SINK, &id.schema, &id.name, &(rows as i64)],
+                            )
+                            .await
+                            .map_err(pg)?;
+                        Ok(())
+                    })
+                })
+                .await?;
+                info!(sink = SINK, table = %id, version, rows, "snapshot loaded; published at the next watermark");
+                let s = self
+                    .tables
+                    .get_mut(&id)
+                    .and_then(|rt| rt.state.as_mut())
+                    .expect("snapshot state");
+                s.phase = Phase::PendingSwap;
+                s.snapshot_rows = rows;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_snapshot(
+        &mut self,
+        id: TableId,
+        version: i64,
+        total: Option<u64>,
+    ) -> Result<(), SinkError> {
+        let connector = self.connector.clone();
+        self.client().await?;
+        let client = self.client.as_mut().expect("connected above");
+        let rt = &self.tables[&id];
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} (LIKE {t} INCLUDING ALL)",
+            s = rt.shadow.sql(),
+            t = rt.target.sql()
+        ))
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO edfi_cdc.table_state (connector, sink, source_schema, source_table, target_schema, \
+             target_table, phase, version, snapshot_rows, snapshot_total_rows, snapshot_started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'snapshot', $7, 0, $8, now()) \
+             ON CONFLICT (connector, sink, source_schema, source_table) DO UPDATE SET phase = 'snapshot', \
+             version = EXCLUDED.version, snapshot_last_key = NULL, snapshot_rows = 0, \
+             snapshot_total_rows = EXCLUDED.snapshot_total_rows, snapshot_started_at = now(), updated_at = now()",
+            &[&connector, &SINK, &id.schema, &id.name, &rt.target.schema, &rt.target.name, &version, &total.map(|n| n as i64)],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn apply_chunk(
+        &mut self,
+        id: TableId,
+        last_key: Vec<crate::event::Value>,
+        rows: u64,
+    ) -> Result<(), SinkError> {
+        let connector = self.connector.clone();
+        let already = self.tables[&id]
+            .state
+            .as_ref()
+            .map_or(0, |s| s.snapshot_rows);
+        // Rows this sink already holds are re-sent only when the poller resumed from another
+        // sink's earlier position; then upsert, else load straight into the shadow table.
+        let overlap = already + self.snapshot_rows.len() as u64 != rows;
+        if overlap {
+            self.ensure_temp(&id).await?;
+        }
+        self.client().await?;
+        let client = self.client.as_mut().expect("connected above");
+        let rt = &self.tables[&id];
+        let tx = client.transaction().await.map_err(pg)?;
+        let events: Vec<&ChangeEvent> = self.snapshot_rows.iter().collect();
+        if overlap {
+            apply_changes(&tx, rt, &rt.shadow, &events).await?;
+        } else {
+            copy_rows(
+                &tx,
+                rt,
+                &format!(
+                    "COPY {} ({}) FROM STDIN",
+                    rt.shadow.sql(),
+                    rt.columns.join(", ")
+                ),
+                &events,
+                false,
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE edfi_cdc.table_state SET snapshot_last_key = $5, snapshot_rows = $6, updated_at = now() \
+             WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
+            &[&connector, &SINK, &id.schema, &id.name, &key_to_json(&last_key), &(rows as i64)],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+}
+
+/// COPY `events` with `sql`; a row the target rejects becomes [`SinkError::Rejected`] naming
+/// its key.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    rt: &TableRt,
+    sql: &str,
+    events: &[&ChangeEvent],
+    with_op: bool,
+) -> Result<(), SinkError> {
+    let mut buf = String::with_capacity(64 * 1024);
+    let copy = tx.copy_in::<_, Bytes>(sql).await.map_err(pg)?;
+    futures_util::pin_mut!(copy);
+    let nulls: Vec<crate::event::Value> = vec![crate::event::Value::Null; rt.schema.columns.len()];
+    for ev in events {
+        let row: Vec<crate::event::Value>;
+        let values: &[crate::event::Value] = match &ev.after {
+            Some(after) => after,
+            None => {
+                let mut r = nulls.clone();
+                for (&k, v) in rt.schema.key.iter().zip(&ev.key) {
+                    r[k] = v.clone();
+                }
+                row = r;
+                &row
+            }
+        };
+        if with_op {
+            let op =
+                crate::event::Value::String(if ev.op == Op::Delete { "d" } else { "u" }.into());
+            copy::push_row(&mut buf, values.iter().chain(std::iter::once(&op)));
+        } else {
+            copy::push_row(&mut buf, values);
+        }
+        if buf.len() >= 64 * 1024 {
+            copy.send(Bytes::from(std::mem::take(&mut buf)))
+                .await
+                .map_err(|e| rejected(rt, events, &e))?;
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(Bytes::from(buf))
+            .await
+            .map_err(|e| rejected(rt, events, &e))?;
+    }
+    copy.finish().await.map_err(|e| rejected(rt, events, &e))?;
+    Ok(())
+}
+
+/// Map a COPY failure to the row it names (`CONTEXT: COPY x, line N, column c: …`).
+fn rejected(rt: &TableRt, events: &[&ChangeEvent], e: &tokio_postgres::Error) -> SinkError {
+    let Some(db) = e.as_db_error() else {
+        return pg_owned(e);
+    };
+    let class = &db.code().code()[..2];
+    if !["22", "23"].contains(&class) {
+        return pg_owned(e);
+    }
+    let context = db.where_().unwrap_or_default();
+    let line: Option<usize> = context
+        .split("line ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    let column = context
+        .split("column ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .unwrap_or("?");
+    let key = line
+        .and_then(|n| events.get(n.wrapping_sub(1)))
+        .map_or_else(
+            || "unknown".to_string(),
+            |ev| describe_key(&rt.schema, &ev.key),
+        );
+    SinkError::Rejected {
+        sink: SINK.into(),
+        table: rt.schema.id.clone(),
+        key,
+        reason: format!("{} (target {} column {column})", db.message(), rt.target),
+    }
+}
+
+fn pg_owned(e: &tokio_postgres::Error) -> SinkError {
+    SinkError::from_pg(SINK, e)
+}
+
+/// Apply collapsed changes to `dest` set-based: COPY into the table's temporary table, delete
+/// the deleted keys, upsert the rest.
+async fn apply_changes(
+    tx: &Transaction<'_>,
+    rt: &TableRt,
+    dest: &PgName,
+    events: &[&ChangeEvent],
+) -> Result<(), SinkError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let cols = rt.columns.join(", ");
+    copy_rows(
+        tx,
+        rt,
+        &format!("COPY {} ({cols}, {OP_COLUMN}) FROM STDIN", rt.temp),
+        events,
+        true,
+    )
+    .await?;
+    let on: Vec<String> = rt.keys.iter().map(|k| format!("t.{k} = b.{k}")).collect();
+    let non_keys: Vec<&String> = rt.columns.iter().filter(|c| !rt.keys.contains(c)).collect();
+    let conflict = if non_keys.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!(
+            "DO UPDATE SET {}",
+            non_keys
+                .iter()
+                .map(|c| format!("{c} = EXCLUDED.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let sql = format!(
+        "DELETE FROM {dest} AS t USING {temp} AS b WHERE b.{OP_COLUMN} = 'd' AND {on}; \
+         INSERT INTO {dest} ({cols}) SELECT {cols} FROM {temp} WHERE {OP_COLUMN} <> 'd' \
+         ON CONFLICT ({keys}) {conflict}",
+        dest = dest.sql(),
+        temp = rt.temp,
+        on = on.join(" AND "),
+        keys = rt.keys.join(", "),
+    );
+    tx.batch_execute(&sql).await.map_err(|e| {
+        let mut err = pg_owned(&e);
+        if let SinkError::Fatal { message, .. } = &err {
+            err = SinkError::Rejected {
+                sink: SINK.into(),
+                table: rt.schema.id.clone(),
+                key: "see reason".into(),
+                reason: format!("{message} (merging into {dest})"),
+            };
+        }
+        err
+    })?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Table metadata from the source catalog, and the checks that every configured table can be
+//! replicated: it exists, has a primary key, has Change Tracking on, and the columns named in
+//! the configuration exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::ConnectorConfig;
+use crate::event::{ColumnSchema, SourceType, TableId, TableSchema};
+
+use super::value::{as_i64, as_str};
+use super::{queries, Connection, SourceError};
+
+/// What the catalog says about the configured tables.
+pub struct Catalog {
+    pub schemas: Vec<Arc<TableSchema>>,
+    /// Tables without Change Tracking, by name; empty when all are tracked.
+    pub untracked: Vec<TableId>,
+}
+
+/// Read columns, keys and CT state of the configured tables. Problems that make a table
+/// impossible to replicate (missing, no primary key, unknown configured column) are collected and
+/// returned together as [`SourceError::Tables`].
+pub async fn discover(
+    conn: &mut Connection,
+    config: &ConnectorConfig,
+) -> Result<Catalog, SourceError> {
+    let wanted = config.tables();
+    let mut columns: HashMap<(String, String), (TableId, Vec<ColumnSchema>)> = HashMap::new();
+    for row in conn.rows(queries::COLUMNS, &[]).await? {
+        let (Some(schema), Some(table), Some(name), Some(ty)) = (
+            as_str(&row[0]),
+            as_str(&row[1]),
+            as_str(&row[2]),
+            as_str(&row[3]),
+        ) else {
+            continue;
+        };
+        let lookup = (schema.to_lowercase(), table.to_lowercase());
+        if !wanted
+            .iter()
+            .any(|t| (t.schema.to_lowercase(), t.name.to_lowercase()) == lookup)
+        {
+            continue;
+        }
+        let max_length = as_i64(&row[4]).and_then(|n| (n >= 0).then_some(n as i32));
+        let entry = columns
+            .entry(lookup)
+            .or_insert_with(|| (TableId::new(schema, table), Vec::new()));
+        entry.1.push(ColumnSchema {
+            name: name.to_string(),
+            source_type: SourceType {
+                name: ty.to_lowercase(),
+                max_length,
+                precision: as_i64(&row[5]).map(|p| p as u8),
+                scale: as_i64(&row[6]).map(|s| s as u8),
+            },
+            nullable: as_str(&row[7]) == Some("YES"),
+        });
+    }
+    let mut keys: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for row in conn.rows(queries::PRIMARY_KEYS, &[]).await? {
+        if let (Some(s), Some(t), Some(c)) = (as_str(&row[0]), as_str(&row[1]), as_str(&row[2])) {
+            keys.entry((s.to_lowercase(), t.to_lowercase()))
+                .or_default()
+                .push(c.to_string());
+        }
+    }
+    let tracked: Vec<(String, String)> = conn
+        .rows(queries::TRACKED_TABLES, &[])
+        .await?
+        .iter()
+        .filter_map(|r| Some((as_str(&r[0])?.to_lowercase(), as_str(&r[1])?.to_lowercase())))
+        .collect();
+
+    let mut problems = Vec::new();
+    let mut schemas = Vec::new();
+    let mut untracked = Vec::new();
+    for t in &wanted {
+        let lookup = (t.schema.to_lowercase(), t.name.to_lowercase());
+        let Some((id, cols)) = columns.remove(&lookup) else {
+            problems.push(format!(
+                "table {t} does not exist in the source database (or the login cannot see it)"
+            ));
+            continue;
+        };
+        let Some(key_names) = keys.get(&lookup) else {
+            problems.push(format!("table {id} has no primary key: Change Tracking needs one; add a primary key or remove the table from the connector"));
+            continue;
+        };
+        let selected: Vec<ColumnSchema> = match config
+            .table_options(t)
+            .and_then(|o| o.columns.as_ref())
+        {
+            None => cols,
+            Some(list) => {
+                for name in list {
+                    if !cols.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
+                        problems.push(format!(
+                            "table {id} has no column `{name}` (listed in tables.\"{t}\".columns)"
+                        ));
+                    }
+                }
+                cols.into_iter()
+                    .filter(|c| {
+                        key_names.contains(&c.name)
+                            || list.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
+                    })
+                    .collect()
+            }
+        };
+        let key: Vec<usize> = key_names
+            .iter()
+            .filter_map(|k| selected.iter().position(|c| &c.name == k))
+            .collect();
+        if !tracked.contains(&lookup) {
+            untracked.push(id.clone());
+        }
+        schemas.push(Arc::new(TableSchema {
+            id,
+            columns: selected,
+            key,
+        }));
+    }
+    if problems.is_empty() {
+        Ok(Catalog { schemas, untracked })
+    } else {
+        Err(SourceError::Tables(problems))
+    }
+}
