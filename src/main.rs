@@ -22,7 +22,12 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "EDFI_CDC_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `edfi_cdc=debug`.
-    #[arg(long, global = true, default_value = "info", env = "EDFI_CDC_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,tiberius=warn",
+        env = "EDFI_CDC_LOG"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,

@@ -6,7 +6,7 @@ use std::fmt;
 use tokio_postgres::GenericClient;
 
 use crate::config::{IdentifierCase, StagingSinkConfig};
-use crate::event::{SourceType, TableId, TableSchema};
+use crate::event::{SourceType, TableId, TableSchema, ValueKind};
 
 /// A PostgreSQL `schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -201,11 +201,17 @@ pub async fn ensure_table(
         };
         let have: &str = row.get(1);
         let have_len: Option<i32> = row.get(2);
-        let want_family = family(wanted.split('(').next().unwrap_or(&wanted).trim());
-        let want_family = if wanted.starts_with("varchar") || wanted.starts_with("char") {
-            "text"
-        } else {
-            want_family
+        let want_family = match c.source_type.kind() {
+            ValueKind::Bool => "bool",
+            ValueKind::Int => "int",
+            ValueKind::Float | ValueKind::Decimal => "number",
+            ValueKind::String => "text",
+            ValueKind::Bytes => "bytes",
+            ValueKind::Date => "date",
+            ValueKind::Timestamp => "timestamp",
+            ValueKind::TimestampTz => "timestamptz",
+            ValueKind::Time => "time",
+            ValueKind::Uuid => "uuid",
         };
         let ok = match (want_family, family(have)) {
             ("int", "int") => int_width(have) >= int_width(&wanted),

@@ -295,6 +295,9 @@ pub struct Poller {
     out: Producer,
     resnapshots: mpsc::UnboundedReceiver<TableId>,
     last_watermark: i64,
+    /// A snapshot finished since the last watermark: the next cycle sends one even if the
+    /// source is idle, so that the sinks publish the table.
+    publish_pending: bool,
 }
 
 impl Poller {
@@ -352,6 +355,7 @@ impl Poller {
             out,
             resnapshots,
             last_watermark,
+            publish_pending: false,
         }
     }
 
@@ -520,18 +524,14 @@ impl Poller {
             .await?;
         }
         let conn = self.conn.as_mut().expect("connected in this cycle");
-        let commit_time = if version > self.last_watermark {
-            conn.commit_time(version).await?
-        } else {
-            None
-        };
+        let commit_time = conn.commit_time(version).await?;
         conn.batch(queries::COMMIT).await?;
         for t in &mut self.tables {
             if let Phase::Streaming { last } = &mut t.phase {
                 *last = (*last).max(version);
             }
         }
-        if version > self.last_watermark || events > 0 {
+        if version > self.last_watermark || events > 0 || self.publish_pending {
             self.send(Message::Watermark(Watermark {
                 version,
                 commit_time,
@@ -539,6 +539,7 @@ impl Poller {
             .await?;
             debug!(version, events, "cycle");
             self.last_watermark = version;
+            self.publish_pending = false;
         }
         Ok(events)
     }
@@ -650,6 +651,7 @@ impl Poller {
             }))
             .await?;
             self.tables[i].phase = Phase::Streaming { last: version };
+            self.publish_pending = true;
             self.snapshot_queue.pop_front();
             return Ok(!self.snapshot_queue.is_empty());
         }

@@ -1,0 +1,49 @@
+# Shared by scripts/test and scripts/demo: make sure what they need is installed and running.
+# Idempotent; needs no input. Slow tools are cached outside the repository.
+
+ensure_postgres() {
+  if ! command -v psql >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    echo "== installing PostgreSQL"
+    apt-get update -qq && apt-get install -y -qq postgresql postgresql-client >/dev/null
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "== starting PostgreSQL"
+    for v in $(ls /etc/postgresql); do
+      pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+    done
+  fi
+  for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    sleep 0.5
+  done
+  pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+  if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+    echo "PostgreSQL on 127.0.0.1:5432 must accept user postgres without a password (trust auth)" >&2
+    exit 1
+  fi
+  # Tests run in parallel, each with a simulator, a replicator and its own databases.
+  local max
+  max=$(psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'show max_connections')
+  if [ "${max:-0}" -lt 400 ]; then
+    echo "== raising PostgreSQL max_connections to 400 (was $max)"
+    psql -h 127.0.0.1 -U postgres -d postgres -qc 'ALTER SYSTEM SET max_connections = 400' >/dev/null
+    for v in $(ls /etc/postgresql); do
+      pg_ctlcluster --skip-systemctl-redirect "$v" main restart
+    done
+    for _ in $(seq 1 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+  fi
+}
+
+ensure_python_tds() {
+  if ! python3 -c 'import pytds' >/dev/null 2>&1; then
+    echo "== installing python-tds (independent TDS client for the wire cross-check)"
+    python3 -m pip install -q python-tds
+  fi
+}
+
+ensure_nextest() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "== installing cargo-nextest"
+    cargo install -q --locked cargo-nextest
+  fi
+}

@@ -1,0 +1,193 @@
+//! Bad input gets a clear error, a non-zero exit and nothing lost or leaked.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::*;
+
+fn output(cmd: &mut std::process::Command) -> (i32, String) {
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run edfi-cdc");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn malformed_config_and_missing_variable_exit_2_naming_file_and_key() {
+    let dir = std::env::temp_dir().join(unique("edfi-cdc-bad"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.toml");
+    std::fs::write(
+        &path,
+        default_connector("").replace("[poll]", "[poll]\nintervall = \"1s\""),
+    )
+    .unwrap();
+    let (code, text) = output(
+        std::process::Command::new(bin("edfi-cdc"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("ODS_HOST", "127.0.0.1")
+            .env("ODS_DATABASE", "x")
+            .env("ODS_USER", "sa")
+            .env("ODS_PASSWORD", "p")
+            .env("STAGING_DATABASE_URL", "postgres://postgres@127.0.0.1/x"),
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("broken.toml")
+            && text.contains("poll.intervall")
+            && text.contains("unknown field"),
+        "{text}"
+    );
+
+    std::fs::write(&path, default_connector("")).unwrap();
+    let (code, text) = output(
+        std::process::Command::new(bin("edfi-cdc"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("ODS_PASSWORD")
+            .env("ODS_HOST", "127.0.0.1")
+            .env("ODS_DATABASE", "x")
+            .env("ODS_USER", "sa")
+            .env("STAGING_DATABASE_URL", "postgres://postgres@127.0.0.1/x"),
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("source.password") && text.contains("ODS_PASSWORD is not set"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn wrong_password_fails_without_printing_it() {
+    let sim = Simulator::start(50, 1);
+    let staging = TestDb::create("staging").await;
+    let mut connector = Connector::new(&sim, &staging, "");
+    let secret = "Wr0ng-Secret-Value";
+    connector.env.retain(|(k, _)| k != "ODS_PASSWORD");
+    connector.env.push(("ODS_PASSWORD".into(), secret.into()));
+    let (code, text) = output(&mut connector.command(&["run"]));
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("18456") && text.contains("ODS_PASSWORD"),
+        "{text}"
+    );
+    assert!(!text.contains(secret), "the password leaked:\n{text}");
+}
+
+#[tokio::test]
+async fn unreachable_source_is_retried_with_backoff_then_exits_non_zero() {
+    let sim = Simulator::start(20, 1);
+    let staging = TestDb::create("staging").await;
+    let mut connector = Connector::new(&sim, &staging, "");
+    // A port nothing listens on: bind one, note it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    connector.env.retain(|(k, _)| k != "ODS_PORT");
+    connector.env.push(("ODS_PORT".into(), port.to_string()));
+    let text = std::fs::read_to_string(&connector.path)
+        .unwrap()
+        .replace("max_attempts = 8", "max_attempts = 3");
+    std::fs::write(&connector.path, text).unwrap();
+    let (code, text) = output(&mut connector.command(&["run"]));
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        text.matches("transient fault; retrying").count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("cannot reach SQL Server"), "{text}");
+}
+
+#[tokio::test]
+async fn tables_without_change_tracking_or_primary_key_are_named() {
+    let sim = Simulator::start(20, 1);
+    let staging = TestDb::create("staging").await;
+    let source = connect(&sim.backing_url()).await;
+    source
+        .query("SELECT ct.disable_table('edfi', 'Session')", &[])
+        .await
+        .unwrap();
+    let connector = Connector::new(&sim, &staging, "");
+    let (code, text) = output(&mut connector.command(&["run"]));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("Change Tracking is not enabled on edfi.Session")
+            && text.contains("enable-ct --print"),
+        "{text}"
+    );
+    let (code, text) = output(&mut connector.command(&["check"]));
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("FAIL table edfi.Session") && text.contains("PASS table edfi.Student"),
+        "{text}"
+    );
+
+    source.batch_execute("SELECT ct.enable_table('edfi', 'Session', true); ALTER TABLE edfi.\"Course\" DROP CONSTRAINT \"Course_pkey\"").await.unwrap();
+    let (code, text) = output(&mut connector.command(&["run"]));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("table edfi.Course has no primary key"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_target_rejects_stops_the_sink_naming_table_key_and_reason() {
+    let sim = Simulator::start(50, 2);
+    let staging = TestDb::create("staging").await;
+    let connector = Connector::new(&sim, &staging, "");
+    let mut rep = connector.run();
+    let source = connect(&sim.backing_url()).await;
+    let target = connect(&staging.url()).await;
+    wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
+    target
+        .batch_execute(
+            "ALTER TABLE edfi.student ADD CONSTRAINT no_rejects CHECK (lastsurname <> 'REJECT-ME')",
+        )
+        .await
+        .unwrap();
+    let usi: i32 = source
+        .query_one("SELECT min(\"StudentUSI\") FROM edfi.\"Student\"", &[])
+        .await
+        .unwrap()
+        .get(0);
+    source
+        .execute(
+            "UPDATE edfi.\"Student\" SET \"LastSurname\" = 'REJECT-ME' WHERE \"StudentUSI\" = $1",
+            &[&usi],
+        )
+        .await
+        .unwrap();
+    let status = rep.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1));
+    let log = rep.log();
+    assert!(
+        log.contains("edfi.Student")
+            && log.contains(&format!("StudentUSI={usi}"))
+            && log.contains("no_rejects"),
+        "{log}"
+    );
+    let stored: String = target
+        .query_one(
+            "SELECT lastsurname FROM edfi.student WHERE studentusi = $1",
+            &[&usi],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(stored, "REJECT-ME");
+}

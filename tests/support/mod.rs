@@ -1,0 +1,442 @@
+//! Test harness: real servers, one set per test. Each test gets its own PostgreSQL databases
+//! (simulated ODS and staging), its own simulator port, its own replicator process, and guards
+//! that stop every process and drop every database when the test ends, passed or failed.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const SIM_PASSWORD: &str = "Sim-Passw0rd!";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn db_url(name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+fn drop_database(name: &str) {
+    let status = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+        .arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .stdout(Stdio::null())
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!("warning: could not drop test database {name}");
+    }
+}
+
+/// A PostgreSQL database dropped when the guard goes.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn create(prefix: &str) -> TestDb {
+        let name = unique(prefix);
+        connect(PG_SERVER)
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        TestDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        db_url(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        drop_database(&self.name);
+    }
+}
+
+/// Directory of the binaries this test run built (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+/// A running `ods-sim` with its own backing database.
+pub struct Simulator {
+    child: Child,
+    pub addr: String,
+    pub database: String,
+}
+
+impl Simulator {
+    pub fn start(students: u64, seed: u64) -> Simulator {
+        let database = unique("odssim");
+        Self::start_on(&database, students, seed)
+    }
+
+    /// Start (or restart) on an existing or new database `database`.
+    pub fn start_on(database: &str, students: u64, seed: u64) -> Simulator {
+        let mut child = Command::new(bin("ods-sim"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--postgres",
+                PG_SERVER,
+                "--database",
+                database,
+            ])
+            .args([
+                "--students",
+                &students.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--log",
+                "warn",
+            ])
+            .env("ODS_SIM_PASSWORD", SIM_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ods-sim");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ods-sim stdout");
+        let addr = line
+            .strip_prefix("ods-sim ready on ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("ods-sim did not start: {line:?}"))
+            .to_string();
+        Simulator {
+            child,
+            addr,
+            database: database.to_string(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The backing PostgreSQL database (the source's truth, for comparisons and workloads).
+    pub fn backing_url(&self) -> String {
+        db_url(&self.database)
+    }
+
+    /// Stop the process but keep the database (for restarts).
+    pub fn stop(mut self) -> String {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        let db = std::mem::take(&mut self.database);
+        std::mem::forget(self);
+        db
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        if !self.database.is_empty() {
+            drop_database(&self.database);
+        }
+    }
+}
+
+/// A connector file for a test: simulator source, staging target, fast polling.
+pub struct Connector {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Connector {
+    pub fn new(sim: &Simulator, staging: &TestDb, extra: &str) -> Connector {
+        Self::with_text(sim, staging, &default_connector(extra))
+    }
+
+    pub fn with_text(sim: &Simulator, staging: &TestDb, text: &str) -> Connector {
+        let dir = std::env::temp_dir().join(unique("edfi-cdc-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edfi-ods.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = vec![
+            ("ODS_HOST".into(), "127.0.0.1".into()),
+            ("ODS_PORT".into(), sim.port().to_string()),
+            ("ODS_DATABASE".into(), sim.database.clone()),
+            ("ODS_USER".into(), "sa".into()),
+            ("ODS_PASSWORD".into(), SIM_PASSWORD.into()),
+            ("STAGING_DATABASE_URL".into(), staging.url()),
+        ];
+        Connector { dir, path, env }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("edfi-cdc"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// Start `edfi-cdc run`.
+    pub fn run(&self) -> Replicator {
+        let child = self
+            .command(&["run", "--log", "edfi_cdc=info"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edfi-cdc");
+        Replicator::new(child)
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// The shipped connector's shape, with test settings: both groups, TLS off (the simulator has
+/// none), fast polling, small snapshot chunks, and a short retry budget.
+pub fn default_connector(extra: &str) -> String {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/edfi-ods.toml"),
+    )
+    .unwrap();
+    let shipped = shipped
+        .replace("encrypt = ${ODS_ENCRYPT:-true}", "encrypt = false")
+        .replace(
+            "interval = \"${POLL_INTERVAL:-1s}\"",
+            "interval = \"200ms\"\nsnapshot_chunk_rows = 2000",
+        )
+        .replace("shutdown_grace = \"30s\"", "shutdown_grace = \"10s\"");
+    format!("{shipped}\n[retry]\ninitial_delay = \"100ms\"\nmax_delay = \"1s\"\nmax_attempts = 8\n{extra}")
+}
+
+/// A running `edfi-cdc run`; its stderr is collected in the background.
+pub struct Replicator {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Replicator {
+    fn new(mut child: Child) -> Replicator {
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Replicator { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `kill -9`.
+    pub fn kill(mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    /// SIGTERM, then wait for the exit status (with a deadline).
+    pub fn terminate(mut self, deadline: Duration) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.wait(deadline)
+    }
+
+    pub fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50)); // let the log reader finish
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "edfi-cdc did not exit within {deadline:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The simulated database's current CT version (read from its backing database).
+pub async fn source_version(source: &Client) -> i64 {
+    source
+        .query_one("SELECT ct.current_version()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Wait until every table of the staging sink is streaming at (or past) the source's current
+/// version.
+pub async fn wait_caught_up(
+    source: &Client,
+    staging: &Client,
+    tables: usize,
+    deadline: Duration,
+) -> i64 {
+    let target = source_version(source).await;
+    wait_for(&format!("staging to reach version {target} on {tables} tables"), deadline, || async {
+        let row = staging
+            .query_opt(
+                "SELECT count(*) FILTER (WHERE phase = 'streaming' AND version >= $1), count(*) FROM edfi_cdc.table_state",
+                &[&target],
+            )
+            .await
+            .ok()
+            .flatten()?;
+        let (done, all): (i64, i64) = (row.get(0), row.get(1));
+        (done as usize == tables && all as usize == tables).then_some(target)
+    })
+    .await
+}
+
+/// Every row of a table, each column cast to text, in key order.
+async fn table_rows(
+    client: &Client,
+    schema: &str,
+    table: &str,
+    columns: &[String],
+    keys: &[String],
+) -> Vec<Vec<Option<String>>> {
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let cols: Vec<String> = columns.iter().map(|c| format!("{}::text", q(c))).collect();
+    let order: Vec<String> = keys.iter().map(|k| q(k)).collect();
+    let sql = format!(
+        "SELECT {} FROM {}.{} ORDER BY {}",
+        cols.join(", "),
+        q(schema),
+        q(table),
+        order.join(", ")
+    );
+    client
+        .query(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| {
+            (0..columns.len())
+                .map(|i| r.get::<_, Option<String>>(i))
+                .collect()
+        })
+        .collect()
+}
+
+/// Compare every replicated table of the simulator's backing database with staging, row by row.
+/// `lower`: staging identifiers are lower-cased. Returns a description of every difference.
+pub async fn compare_all(source: &Client, staging: &Client, lower: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    for def in ods_sim::edfi::tables() {
+        let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+        let keys = def.primary_key.clone();
+        let src = table_rows(source, &def.schema, &def.name, &columns, &keys).await;
+        let name = |s: &str| {
+            if lower {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        let dst = table_rows(
+            staging,
+            &name(&def.schema),
+            &name(&def.name),
+            &columns.iter().map(|c| name(c)).collect::<Vec<_>>(),
+            &keys.iter().map(|c| name(c)).collect::<Vec<_>>(),
+        )
+        .await;
+        if src != dst {
+            let missing = src.iter().filter(|r| !dst.contains(r)).count();
+            let extra = dst.iter().filter(|r| !src.contains(r)).count();
+            let first = src
+                .iter()
+                .find(|r| !dst.contains(r))
+                .or_else(|| dst.iter().find(|r| !src.contains(r)));
+            problems.push(format!(
+                "{}.{}: source {} rows, staging {} rows; {missing} source rows missing or different, {extra} staging rows extra; e.g. {first:?}",
+                def.schema, def.name, src.len(), dst.len()
+            ));
+        }
+    }
+    problems
+}
