@@ -7,7 +7,8 @@
 //! - `edfi_cdc.sink_state`: per connector and sink — the last applied watermark and its source
 //!   commit time;
 //! - `edfi_cdc.resnapshot_requests`: tables an operator asked to re-snapshot
-//!   (`edfi-cdc resnapshot`), consumed by the running sink in its next transaction.
+//!   (`edfi-cdc resnapshot`), seen by the running sink at its next transaction and deleted in
+//!   the transaction that starts the snapshot.
 //!
 //! On start the poller resumes every table from the least advanced position over all sinks
 //! ([`resume_point`]); a sink skips what it already holds.
@@ -236,24 +237,20 @@ pub async fn load(
             },
         );
     }
-    cp.resnapshot_requests = take_resnapshot_requests(client, connector, false).await?;
+    cp.resnapshot_requests = resnapshot_requests(client, connector).await?;
     Ok(cp)
 }
 
-/// Pending re-snapshot requests of a connector; with `consume`, deleted in the caller's
-/// transaction.
-pub async fn take_resnapshot_requests(
+/// Pending re-snapshot requests of a connector.
+pub async fn resnapshot_requests(
     client: &impl GenericClient,
     connector: &str,
-    consume: bool,
 ) -> Result<Vec<TableId>, tokio_postgres::Error> {
-    let sql = if consume {
-        "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 RETURNING source_schema, source_table"
-    } else {
-        "SELECT source_schema, source_table FROM edfi_cdc.resnapshot_requests WHERE connector = $1"
-    };
     Ok(client
-        .query(sql, &[&connector])
+        .query(
+            "SELECT source_schema, source_table FROM edfi_cdc.resnapshot_requests WHERE connector = $1",
+            &[&connector],
+        )
         .await?
         .iter()
         .map(|r| TableId::new(r.get::<_, String>(0), r.get::<_, String>(1)))

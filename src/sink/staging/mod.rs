@@ -109,6 +109,9 @@ pub struct StagingSink {
     /// `r` events of the current snapshot chunk.
     snapshot_rows: Vec<ChangeEvent>,
     resnapshots: Option<mpsc::UnboundedSender<TableId>>,
+    /// Re-snapshots an operator asked for and the poller was told of; the request row is
+    /// deleted in the transaction that starts the snapshot, so a crash cannot lose it.
+    requested: HashSet<TableId>,
     progress: Progress,
 }
 
@@ -235,6 +238,7 @@ impl StagingSink {
             open: Batch::default(),
             snapshot_rows: Vec::new(),
             resnapshots: None,
+            requested: cp.resnapshot_requests.iter().cloned().collect(),
             progress: Progress {
                 since: Instant::now(),
                 events: 0,
@@ -275,10 +279,6 @@ impl StagingSink {
                 }
                 next = input.try_recv();
             }
-            if let Some(msg) = next {
-                self.flush(&mut backoff, &stop).await?;
-                Box::pin(self.requeue(msg, &mut backoff, &stop)).await?;
-            }
             self.flush(&mut backoff, &stop).await?;
         }
         self.flush(&mut backoff, &stop).await?;
@@ -288,22 +288,14 @@ impl StagingSink {
         Ok(())
     }
 
-    /// Handle a message taken while a full batch was being collected.
-    async fn requeue(
-        &mut self,
-        msg: Message,
-        backoff: &mut Backoff,
-        stop: &CancellationToken,
-    ) -> Result<(), SinkError> {
-        match msg {
-            Message::Change(ev) => self.accept(ev),
-            Message::Watermark(w) => {
-                self.ready.absorb(std::mem::take(&mut self.open));
-                self.watermark = Some(w);
+    /// Pass an operator's re-snapshot request to the poller, once.
+    fn force_snapshot(&mut self, table: &TableId) {
+        if self.requested.insert(table.clone()) {
+            info!(sink = SINK, table = %table, "re-snapshot requested by an operator");
+            if let Some(tx) = &self.resnapshots {
+                tx.send(table.clone()).ok();
             }
-            Message::Snapshot(marker) => self.snapshot(marker, backoff, stop).await?,
         }
-        Ok(())
     }
 
     fn accept(&mut self, ev: ChangeEvent) {
@@ -484,6 +476,7 @@ impl StagingSink {
 
     async fn apply_watermark(&mut self, w: Watermark) -> Result<(), SinkError> {
         let ids: Vec<TableId> = self.ready.tables.keys().cloned().collect();
+        self.client().await?;
         for id in &ids {
             self.ensure_temp(id).await?;
         }
@@ -537,16 +530,13 @@ impl StagingSink {
             )
             .await
             .map_err(pg)?;
-            requests = checkpoint::take_resnapshot_requests(&tx, &connector, true)
+            requests = checkpoint::resnapshot_requests(&tx, &connector)
                 .await
                 .map_err(pg)?;
             tx.commit().await.map_err(pg)?;
         }
-        if let Some(tx) = &self.resnapshots {
-            for t in requests {
-                info!(sink = SINK, table = %t, "re-snapshot request taken");
-                tx.send(t).ok();
-            }
+        for t in requests {
+            self.force_snapshot(&t);
         }
         Ok(())
     }
@@ -568,10 +558,11 @@ impl StagingSink {
                 ..
             } => {
                 // A sink that already streams this table from at least `version` needs nothing.
-                rt.ignoring_snapshot = rt
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version);
+                rt.ignoring_snapshot = !self.requested.contains(&id)
+                    && rt
+                        .state
+                        .as_ref()
+                        .is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version);
                 if rt.ignoring_snapshot {
                     info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version");
                     return Ok(());
@@ -671,6 +662,13 @@ impl StagingSink {
             s = rt.shadow.sql(),
             t = rt.target.sql()
         ))
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 AND source_schema = $2 \
+             AND source_table = $3",
+            &[&connector, &id.schema, &id.name],
+        )
         .await
         .map_err(pg)?;
         tx.execute(
