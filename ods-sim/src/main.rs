@@ -1,1 +1,142 @@
-fn main() {}
+//! `ods-sim`: a stand-in for SQL Server with Change Tracking on an Ed-Fi ODS.
+//!
+//! Creates (or reuses) the backing database on the PostgreSQL server given by `--postgres`,
+//! listens for TDS connections, prints `ods-sim ready on ADDR database NAME` on stdout once it
+//! accepts them, then logs to stderr. Stops on SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use ods_sim::edfi;
+use ods_sim::server::{self, ServerConfig};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Parser)]
+#[command(name = "ods-sim", version, about)]
+struct Args {
+    /// Address to accept TDS connections on (port 0: any free port; the line on stdout tells).
+    #[arg(long, default_value = "127.0.0.1:1433")]
+    listen: SocketAddr,
+    /// PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/postgres; the database
+    /// named by --database is created on that server when missing.
+    #[arg(long, env = "ODS_SIM_POSTGRES")]
+    postgres: String,
+    /// Database name, over TDS and on the PostgreSQL server.
+    #[arg(long, default_value = "EdFi_Ods")]
+    database: String,
+    /// Password of the SQL login.
+    #[arg(long, env = "ODS_SIM_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// Name of the SQL login.
+    #[arg(long, default_value = "sa")]
+    user: String,
+    /// Students in the generated sample data (used when the database is created).
+    #[arg(long, default_value_t = 5_000)]
+    students: u64,
+    /// Seed of the sample data generator and of the workload.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Changed rows per second written by the change workload (0: no workload).
+    #[arg(long, default_value_t = 0.0)]
+    workload_rate: f64,
+    /// Concurrent writers of the workload.
+    #[arg(long, default_value_t = 2)]
+    workload_writers: usize,
+    /// Log filter (tracing-subscriber syntax), also RUST_LOG.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+
+    let database_url = prepare_database(&args).await?;
+    let postgres: tokio_postgres::Config = database_url
+        .parse()
+        .context("the URL of the backing database")?;
+    let mut config = ServerConfig::new(postgres, &args.database, &args.password);
+    config.user = args.user.clone();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workload = (args.workload_rate > 0.0).then(|| {
+        let cfg = edfi::WorkloadConfig {
+            rate: args.workload_rate,
+            seed: args.seed,
+            writers: args.workload_writers,
+            ..edfi::WorkloadConfig::default()
+        };
+        let url = database_url.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { edfi::run_workload(&url, cfg, stop).await })
+    });
+
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "ods-sim ready on {addr} database {}", args.database)?;
+        stdout.flush()?;
+    }
+    tracing::info!(%addr, database = %args.database, "accepting TDS connections");
+
+    let mut stopped = stop_rx.clone();
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(server::serve(listener, config, shutdown));
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    if let Some(workload) = workload {
+        match tokio::time::timeout(Duration::from_secs(10), workload).await {
+            Ok(Ok(Ok(stats))) => tracing::info!(
+                transactions = stats.transactions,
+                retries = stats.retries,
+                "workload stopped"
+            ),
+            Ok(Ok(Err(e))) => tracing::warn!("workload failed: {e:#}"),
+            Ok(Err(e)) => tracing::warn!("workload task failed: {e}"),
+            Err(_) => tracing::warn!("workload did not stop within 10 s"),
+        }
+    }
+    server.await??;
+    Ok(())
+}
+
+/// Create the backing database when missing (Ed-Fi tables, sample data, Change Tracking) and
+/// return its URL.
+async fn prepare_database(args: &Args) -> anyhow::Result<String> {
+    let opts = edfi::SetupOptions {
+        students: args.students,
+        seed: args.seed,
+        ..edfi::SetupOptions::default()
+    };
+    let outcome = edfi::setup(&args.postgres, &args.database, &opts).await?;
+    tracing::info!(
+        created = outcome.created,
+        rows = outcome.total_rows(),
+        secs = outcome.elapsed.as_secs_f64(),
+        "backing database ready"
+    );
+    Ok(edfi::database_url(&args.postgres, &args.database))
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

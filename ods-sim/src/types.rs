@@ -55,6 +55,53 @@ impl SqlType {
         }
     }
 
+    /// Parse a T-SQL type as written in a declaration (`nvarchar(60)`, `decimal(9, 2)`,
+    /// `datetime2`, `varbinary(max)`), case-insensitively. Types outside the model map to the
+    /// nearest one that holds their values (`char(n)`→varchar(n), `real`→float,
+    /// `smalldatetime`→datetime, `ntext`→nvarchar(max), `sysname`→nvarchar(128)).
+    pub fn parse_ddl(s: &str) -> Option<SqlType> {
+        let s = s.trim().to_ascii_lowercase().replace(['[', ']', ' '], "");
+        let (name, args) = match s.split_once('(') {
+            Some((name, rest)) => (name.to_string(), Some(rest.strip_suffix(')')?.to_string())),
+            None => (s, None),
+        };
+        let nums: Vec<&str> = args
+            .as_deref()
+            .map_or(Vec::new(), |a| a.split(',').collect());
+        let num = |i: usize| nums.get(i).and_then(|n| n.parse::<u16>().ok());
+        let len = || match nums.first() {
+            None => Some(Some(1)),
+            Some(&"max") => Some(None),
+            Some(n) => n.parse::<u16>().ok().map(Some),
+        };
+        Some(match name.as_str() {
+            "bit" => SqlType::Bit,
+            "tinyint" => SqlType::TinyInt,
+            "smallint" => SqlType::SmallInt,
+            "int" | "integer" => SqlType::Int,
+            "bigint" => SqlType::BigInt,
+            "decimal" | "numeric" | "dec" => SqlType::Decimal {
+                precision: num(0).unwrap_or(18).min(38) as u8,
+                scale: num(1).unwrap_or(0).min(38) as u8,
+            },
+            "float" | "real" => SqlType::Float,
+            "nvarchar" => SqlType::NVarChar(len()?),
+            "varchar" | "char" => SqlType::VarChar(len()?),
+            "nchar" => SqlType::NChar(len()?.unwrap_or(4000)),
+            "ntext" => SqlType::NVarChar(None),
+            "text" => SqlType::VarChar(None),
+            "sysname" => SqlType::NVarChar(Some(128)),
+            "date" => SqlType::Date,
+            "datetime2" => SqlType::DateTime2 {
+                scale: num(0).unwrap_or(7).min(7) as u8,
+            },
+            "datetime" | "smalldatetime" => SqlType::DateTime,
+            "uniqueidentifier" => SqlType::UniqueIdentifier,
+            "varbinary" | "binary" => SqlType::VarBinary(len()?),
+            _ => return None,
+        })
+    }
+
     /// The PostgreSQL column type that stores this type in the backing database.
     pub fn pg_type(&self) -> String {
         match self {
@@ -86,7 +133,10 @@ pub enum SqlValue {
     Int(i32),
     BigInt(i64),
     /// Unscaled integer and scale: 12.34 is `Decimal { value: 1234, scale: 2 }`.
-    Decimal { value: i128, scale: u8 },
+    Decimal {
+        value: i128,
+        scale: u8,
+    },
     Float(f64),
     String(String),
     Date(NaiveDate),
@@ -125,11 +175,7 @@ impl SqlError {
 
     /// Error 102-style syntax error / unsupported construct (class 15).
     pub fn unsupported(what: impl std::fmt::Display) -> Self {
-        SqlError::new(
-            40000,
-            16,
-            format!("ods-sim does not support {what}"),
-        )
+        SqlError::new(40000, 16, format!("ods-sim does not support {what}"))
     }
 }
 

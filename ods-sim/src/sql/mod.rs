@@ -1,6 +1,24 @@
-//! T-SQL → PostgreSQL translation (stub: being written).
+//! T-SQL → PostgreSQL translation.
+//!
+//! A batch is tokenized with `sqlparser`'s MS SQL tokenizer and split into statements. The
+//! statements `sqlparser` cannot parse are read by a small recursive descent over the tokens
+//! (`front`): transaction control, `SET` options, `USE`, `ALTER DATABASE … SET CHANGE_TRACKING`,
+//! `ALTER TABLE … ENABLE/DISABLE CHANGE_TRACKING`, `EXEC sim.*` and `DELETE TOP (n)`;
+//! `CHANGETABLE(CHANGES t, v)` is rewritten at token level into a table function call. The rest
+//! is parsed by `sqlparser` and printed as PostgreSQL from its AST (`pg`), identifiers quoted as
+//! written, `@P1`… numbered `$1`…, system schemas and functions mapped to the objects described
+//! in `docs/ods-simulator.md`. Anything not understood is an error naming it.
 
-use crate::types::SqlError;
+mod front;
+mod pg;
+mod sqltype;
+
+#[cfg(test)]
+mod pg_tests;
+#[cfg(test)]
+mod tests;
+
+use crate::types::{SqlError, TableDef};
 
 /// Transaction isolation levels a session can set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +52,13 @@ pub enum Statement {
     Use(String),
     /// Accepted and ignored session options (`SET NOCOUNT ON`, `SET ANSI_NULLS ON`, …).
     Nothing,
+    /// `CREATE TABLE`: run with `ct::create_table`, which creates the table and records the
+    /// declared SQL Server types.
+    CreateTable(TableDef),
 }
 
 /// Translate one T-SQL batch into statements. Errors name what is unsupported.
 pub fn translate(batch: &str) -> Result<Vec<Statement>, SqlError> {
-    Err(SqlError::unsupported(format!("batch {batch:?} (translator not written yet)")))
+    let tokens = front::tokenize(batch)?;
+    front::translate_tokens(&tokens)
 }

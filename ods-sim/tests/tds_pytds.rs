@@ -1,0 +1,105 @@
+//! An independent client, python-tds (pytds), reads the same typed result sets as tiberius with
+//! identical values. `tests/tds_pytds/install.sh` installs pytds into a cache outside the
+//! repository when missing.
+
+mod tds_support;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use serde_json::{json, Map, Value};
+use tds_support::*;
+use tiberius::numeric::Numeric;
+use tiberius::Row;
+use uuid::Uuid;
+
+fn decimal_string(n: Numeric) -> String {
+    let scale = n.scale() as u32;
+    let abs = n.value().unsigned_abs();
+    let sign = if n.value() < 0 { "-" } else { "" };
+    if scale == 0 {
+        return format!("{sign}{abs}");
+    }
+    let p = 10u128.pow(scale);
+    format!("{sign}{}.{:0width$}", abs / p, abs % p, width = scale as usize)
+}
+
+/// A tiberius row of dbo.AllTypes as the JSON the python script prints.
+fn row_json(row: &Row) -> Value {
+    let mut out = Map::new();
+    for (i, c) in row.columns().iter().enumerate() {
+        let v = match c.name() {
+            "Id" => json!(row.get::<i32, _>(i)),
+            "B" => json!(row.get::<bool, _>(i)),
+            "Tiny" => json!(row.get::<u8, _>(i)),
+            "Small" => json!(row.get::<i16, _>(i)),
+            "Big" => json!(row.get::<i64, _>(i)),
+            "Dec" | "Wide" => json!(row.get::<Numeric, _>(i).map(decimal_string)),
+            "Flt" => json!(row.get::<f64, _>(i)),
+            "NV" | "NVMax" | "V" | "NC" => json!(row.get::<&str, _>(i)),
+            "D" => json!(row.get::<NaiveDate, _>(i).map(|d| d.to_string())),
+            "DT2" | "DT23" | "DTm" => json!(row
+                .get::<NaiveDateTime, _>(i)
+                .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.6f").to_string())),
+            "G" => json!(row.get::<Uuid, _>(i).map(|g| g.to_string())),
+            "VB" | "VBMax" => json!(row
+                .get::<&[u8], _>(i)
+                .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>())),
+            other => panic!("unexpected column {other}"),
+        };
+        out.insert(c.name().to_string(), v);
+    }
+    Value::Object(out)
+}
+
+#[tokio::test]
+async fn tds_pytds_reads_the_same_values_as_tiberius() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let install = tokio::process::Command::new("bash")
+        .arg(format!("{dir}/tests/tds_pytds/install.sh"))
+        .output()
+        .await
+        .expect("run install.sh");
+    assert!(
+        install.status.success(),
+        "installing python-tds failed: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let pythonpath = String::from_utf8(install.stdout).unwrap().trim().to_string();
+
+    let server = TestServer::start().await;
+    server.db.create_table(&all_types_table()).await;
+    server.db.client.batch_execute(ALL_TYPES_ROWS).await.unwrap();
+
+    let mut client = server.connect().await;
+    let rows = client
+        .simple_query("SELECT * FROM dbo.AllTypes ORDER BY Id")
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let tiberius_rows: Vec<Value> = rows.iter().map(row_json).collect();
+
+    let output = tokio::process::Command::new("python3")
+        .arg(format!("{dir}/tests/tds_pytds/read_all_types.py"))
+        .args(["127.0.0.1", &server.addr.port().to_string(), DATABASE, PASSWORD])
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .await
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "read_all_types.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let py: Value = serde_json::from_slice(&output.stdout).expect("JSON from python");
+
+    assert_eq!(py["batch"], Value::Array(tiberius_rows.clone()));
+    assert_eq!(py["rpc"], Value::Array(vec![tiberius_rows[0].clone()]));
+    assert_eq!(py["params"], json!([{"n": null, "s": "ñ"}]));
+    assert_eq!(py["error"], json!(208));
+    // Spot checks that the shared format is what it claims to be.
+    assert_eq!(tiberius_rows[0]["NV"], json!("Zoë 日本 ñ"));
+    assert_eq!(tiberius_rows[0]["Dec"], json!("12345678901234.5678"));
+    assert_eq!(tiberius_rows[1]["Dec"], json!("-0.0001"));
+    assert_eq!(tiberius_rows[0]["G"], json!("00112233-4455-6677-8899-aabbccddeeff"));
+}
