@@ -136,7 +136,7 @@ async fn tables_without_change_tracking_or_primary_key_are_named() {
         "{text}"
     );
 
-    source.batch_execute("SELECT ct.enable_table('edfi', 'Session', true); ALTER TABLE edfi.\"Course\" DROP CONSTRAINT \"Course_pkey\"").await.unwrap();
+    source.batch_execute("SELECT ct.enable_table('edfi', 'Session', true); ALTER TABLE edfi.\"Course\" DROP CONSTRAINT \"Course_PK\"").await.unwrap();
     let (code, text) = output(&mut connector.command(&["run"]));
     assert_eq!(code, 1, "{text}");
     assert!(

@@ -9,9 +9,10 @@
 //!
 //! Errors: a failing statement ends its batch with an ERROR token (PostgreSQL errors mapped to
 //! SQL Server numbers by [`pg::map_error`]); the connection stays usable. Inside a transaction
-//! the transaction becomes uncommittable (error 3930 until ROLLBACK, COMMIT rolls it back), except
-//! after a snapshot update conflict (3960) or deadlock (1205), which roll it back at once, as in
-//! SQL Server.
+//! each statement runs under a savepoint: a failing statement is undone and the transaction goes
+//! on, as in SQL Server, except after a snapshot update conflict (3960) or deadlock (1205), which
+//! roll the whole transaction back (ENVCHANGE rollback). Should undoing a statement fail, the
+//! transaction becomes uncommittable (3930 until ROLLBACK; COMMIT rolls it back).
 //!
 //! Attention: the socket is read while a request runs; an attention cancels the PostgreSQL query,
 //! stops the result and is acknowledged with DONE_ATTN.
@@ -540,12 +541,8 @@ impl Session {
             debug!(spid = self.spid, number = err.number, "{}", err.message);
             self.out.error(err);
         }
-        if self.trancount > 0 {
-            if pg::rolls_back(err) {
-                self.rollback_transaction().await?;
-            } else {
-                self.doomed = true;
-            }
+        if self.trancount > 0 && pg::rolls_back(err) {
+            self.rollback_transaction().await?;
         }
         self.out.done(done_token, token::DONE_ERROR, 0, 0);
         Ok(())
@@ -628,8 +625,12 @@ impl Session {
                 params: names,
                 returns_rows,
             } => {
-                self.run_query(sql, names, params, *returns_rows, done_token)
-                    .await
+                self.savepoint().await?;
+                let result = self
+                    .run_query(sql, names, params, *returns_rows, done_token)
+                    .await;
+                self.end_savepoint(&result).await?;
+                result
             }
             Statement::Begin => {
                 self.begin().await?;
@@ -687,13 +688,54 @@ impl Session {
                 Ok(())
             }
             Statement::CreateTable(def) => {
-                if let Err(e) = crate::ct::create_table(&self.pg, def).await {
-                    return Err(self.pg_failure(e));
-                }
-                self.out.done(done_token, token::DONE_FINAL, 0, 0);
-                Ok(())
+                self.savepoint().await?;
+                let result = match crate::ct::create_table(&self.pg, def).await {
+                    Ok(()) => {
+                        self.out.done(done_token, token::DONE_FINAL, 0, 0);
+                        Ok(())
+                    }
+                    Err(e) => Err(self.pg_failure(e)),
+                };
+                self.end_savepoint(&result).await?;
+                result
             }
         }
+    }
+
+    /// Inside a transaction, a statement runs under a savepoint so that its failure undoes only
+    /// the statement and leaves the transaction usable, as in SQL Server.
+    async fn savepoint(&mut self) -> Result<(), Failure> {
+        if self.trancount == 0 || self.doomed {
+            return Ok(());
+        }
+        match self.pg.batch_execute("SAVEPOINT ods_sim_statement").await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.pg_failure(e)),
+        }
+    }
+
+    async fn end_savepoint(&mut self, result: &Result<(), Failure>) -> Result<(), Failure> {
+        if self.trancount == 0 || self.doomed {
+            return Ok(());
+        }
+        let sql = match result {
+            Ok(()) => "RELEASE SAVEPOINT ods_sim_statement",
+            Err(Failure::Sql(err)) if !pg::rolls_back(err) => {
+                "ROLLBACK TO SAVEPOINT ods_sim_statement; RELEASE SAVEPOINT ods_sim_statement"
+            }
+            Err(_) => return Ok(()),
+        };
+        if let Err(e) = self.pg.batch_execute(sql).await {
+            if self.pg.is_closed() {
+                return Err(self.pg_failure(e));
+            }
+            debug!(
+                spid = self.spid,
+                "ending the statement savepoint failed: {e}"
+            );
+            self.doomed = true;
+        }
+        Ok(())
     }
 
     async fn run_query(

@@ -38,7 +38,7 @@ async fn tds_wrong_password_or_user_fails_with_18456() {
             .connect_as(user, password)
             .await
             .err()
-            .expect("login must fail");
+            .unwrap_or_else(|| panic!("expected an error: login must fail"));
         assert_eq!(error_number(&err), Some(18456), "{user}: {err}");
         assert!(
             err.to_string()
@@ -69,14 +69,14 @@ async fn tds_errors_keep_the_connection_usable() {
         .simple_query("SELECT * FROM dbo.NoSuchTable")
         .await
         .err()
-        .expect("unknown table");
+        .unwrap_or_else(|| panic!("expected an error: unknown table"));
     assert_eq!(error_number(&err), Some(208), "{err}");
 
     let err = client
         .simple_query("SELECT NoSuchColumn FROM dbo.Item")
         .await
         .err()
-        .expect("unknown column");
+        .unwrap_or_else(|| panic!("expected an error: unknown column"));
     assert_eq!(error_number(&err), Some(207), "{err}");
 
     client
@@ -93,7 +93,7 @@ async fn tds_errors_keep_the_connection_usable() {
         )
         .await
         .err()
-        .expect("duplicate key");
+        .unwrap_or_else(|| panic!("expected an error: duplicate key"));
     assert_eq!(error_number(&err), Some(2627), "{err}");
 
     let rows = client
@@ -153,7 +153,8 @@ async fn tds_row_counts_and_transactions() {
         .get::<i32, _>(0);
     assert_eq!(n, Some(3));
 
-    // An error inside a transaction makes it uncommittable; ROLLBACK recovers.
+    // A failing statement inside a transaction ends its batch; the transaction goes on and
+    // commits what succeeded, as in SQL Server.
     client.simple_query("BEGIN TRANSACTION").await.unwrap();
     client
         .execute("DELETE FROM dbo.Item WHERE Id = 1", &[])
@@ -165,10 +166,17 @@ async fn tds_row_counts_and_transactions() {
         .err()
         .unwrap();
     assert_eq!(error_number(&err), Some(208));
-    let err = client.simple_query("COMMIT").await.err().unwrap();
-    assert_eq!(error_number(&err), Some(3930), "{err}");
+    let err = client
+        .execute("INSERT INTO dbo.Item (Id, Val) VALUES (2, 0)", &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error_number(&err), Some(2627));
+    client.simple_query("COMMIT").await.unwrap();
     let err = client.simple_query("ROLLBACK").await.err().unwrap();
     assert_eq!(error_number(&err), Some(3903), "{err}");
+    let err = client.simple_query("COMMIT").await.err().unwrap();
+    assert_eq!(error_number(&err), Some(3902), "{err}");
 
     // Snapshot transactions commit.
     client
@@ -176,7 +184,7 @@ async fn tds_row_counts_and_transactions() {
         .await
         .unwrap();
     client
-        .execute("DELETE FROM dbo.Item WHERE Id = 1", &[])
+        .execute("UPDATE dbo.Item SET Val = 0 WHERE Id = 3", &[])
         .await
         .unwrap();
     client.simple_query("COMMIT TRANSACTION").await.unwrap();
@@ -199,13 +207,13 @@ async fn tds_unsupported_statement_is_an_error_not_a_hangup() {
         .simple_query("BACKUP DATABASE x TO DISK = 'y'")
         .await
         .err()
-        .expect("unsupported");
+        .unwrap_or_else(|| panic!("expected an error: unsupported"));
     assert!(error_number(&err).is_some(), "{err}");
     let err = client
         .query("EXEC dbo.no_such_procedure", &[])
         .await
         .err()
-        .expect("unsupported");
+        .unwrap_or_else(|| panic!("expected an error: unsupported"));
     assert!(error_number(&err).is_some(), "{err}");
     let row = client
         .simple_query("SELECT 2")

@@ -153,14 +153,19 @@ async fn tds_attention_cancels_a_long_result_and_the_connection_goes_on() {
         .unwrap();
     let mut c = RawClient::connect(server.addr, "sa", PASSWORD).await;
     // 9 million rows: far more than is read before the attention.
-    c.batch("SELECT a.Id, b.Id FROM dbo.N a CROSS JOIN dbo.N b").await;
+    c.batch("SELECT a.Id, b.Id FROM dbo.N a CROSS JOIN dbo.N b")
+        .await;
     let (status, _) = c.read_packet().await;
     assert_eq!(status & 1, 0, "the result should span many packets");
     let started = Instant::now();
     c.attention().await;
     let rest = c.read_message().await;
     let (status, _) = final_done(&rest);
-    assert_eq!(status & 0x20, 0x20, "DONE_ATTN expected, status {status:#x}");
+    assert_eq!(
+        status & 0x20,
+        0x20,
+        "DONE_ATTN expected, status {status:#x}"
+    );
     assert!(started.elapsed().as_secs() < 10);
 
     // The same connection runs the next batch.

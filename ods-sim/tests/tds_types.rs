@@ -4,7 +4,6 @@
 mod tds_support;
 
 use chrono::{NaiveDate, NaiveDateTime};
-use ods_sim::types::SqlType;
 use tds_support::*;
 use tiberius::numeric::Numeric;
 use tiberius::Row;

@@ -283,7 +283,7 @@ end $$;
 -- visible to new snapshots.
 create or replace function ct.assign_version() returns trigger language plpgsql as $$
 begin
-
+    perform pg_advisory_xact_lock(4242424201);
     insert into ct.tx (txid, version, commit_time)
     values (new.txid, nextval('ct.version_seq'), clock_timestamp());
     delete from ct.pending where txid = new.txid;
@@ -295,7 +295,7 @@ begin
     if not exists (select 1 from pg_catalog.pg_trigger
                    where tgrelid = 'ct.pending'::regclass and tgname = 'assign_version') then
         create constraint trigger assign_version after insert on ct.pending
-            deferrable initially immediate for each row execute function ct.assign_version();
+            deferrable initially deferred for each row execute function ct.assign_version();
     end if;
 end $$;
 

@@ -180,7 +180,9 @@ pub fn decode_numeric(raw: &[u8], scale: u8) -> Result<Option<i128>, SqlError> {
             round_up = (d % div) * 2 >= div;
             break;
         } else {
-            round_up = d >= 5000;
+            // The first discarded digit is this group's first one only when the group starts
+            // right after the last kept digit; otherwise it is a zero.
+            round_up = e == -4 && d >= 5000;
             break;
         }
     }
@@ -411,8 +413,11 @@ impl OutColumn {
 /// all sessions of a server.
 #[derive(Debug, Default)]
 pub struct TypeCache {
-    tables: Mutex<HashMap<u32, Arc<HashMap<i16, (SqlType, bool)>>>>,
+    tables: Mutex<HashMap<u32, Arc<DeclaredColumns>>>,
 }
+
+/// Declared type and nullability by column number.
+pub type DeclaredColumns = HashMap<i16, (SqlType, bool)>;
 
 const DECLARED_TYPES: &str = "\
 SELECT a.attnum, sc.data_type::text, sc.max_length::int4, sc.numeric_precision::int4,
@@ -430,7 +435,7 @@ impl TypeCache {
         &self,
         client: &tokio_postgres::Client,
         oid: u32,
-    ) -> Result<Arc<HashMap<i16, (SqlType, bool)>>, tokio_postgres::Error> {
+    ) -> Result<Arc<DeclaredColumns>, tokio_postgres::Error> {
         if let Some(t) = self
             .tables
             .lock()
@@ -602,8 +607,11 @@ mod tests {
         ] {
             assert_eq!(round_trip(v, s, s), v, "{v} scale {s}");
         }
-        assert_eq!(round_trip(12345, 3, 1), 124);
-        assert_eq!(round_trip(-12345, 3, 1), -124);
+        assert_eq!(round_trip(12345, 3, 1), 123);
+        assert_eq!(round_trip(12350, 3, 1), 124);
+        assert_eq!(round_trip(-12350, 3, 1), -124);
+        assert_eq!(round_trip(5, 5, 0), 0);
+        assert_eq!(round_trip(50_000, 5, 0), 1);
         assert_eq!(round_trip(12344, 3, 2), 1234);
         assert_eq!(round_trip(5, 0, 3), 5000);
     }

@@ -109,7 +109,7 @@ impl<'a> Reader<'a> {
 
 /// Decode UTF-16LE bytes.
 pub fn ucs2_to_string(raw: &[u8]) -> Result<String, Malformed> {
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         return Err(Malformed::new("odd length of a UCS-2 string"));
     }
     let units = raw

@@ -20,7 +20,7 @@ def plain(v):
     if isinstance(v, decimal.Decimal):
         return format(v, "f")
     if isinstance(v, datetime.datetime):
-        return v.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return v.isoformat(timespec="microseconds")
     if isinstance(v, datetime.date):
         return v.isoformat()
     if isinstance(v, uuid.UUID):
@@ -63,7 +63,7 @@ def main():
                     datetime.date(2024, 2, 29),
                     datetime.datetime(2024, 2, 29, 13, 14, 15, 123456),
                     uuid.UUID("00112233-4455-6677-8899-aabbccddeeff"),
-                    b"\x00\xff\x10",
+                    pytds.Binary(b"\x00\xff\x10"),
                     True,
                 ),
             )

@@ -386,8 +386,30 @@ impl StagingSink {
             return Ok(());
         }
         let started = Instant::now();
-        self.with_retry(backoff, stop, |s| Box::pin(s.apply_watermark(w.clone())))
-            .await?;
+        let applied = self
+            .with_retry(backoff, stop, |s| Box::pin(s.apply_watermark(w.clone())))
+            .await;
+        if let Err(SinkError::Rejected {
+            sink,
+            table,
+            key,
+            reason,
+        }) = applied
+        {
+            // The merge statement names no row: find it by bisection (failure path only).
+            let key = if key.is_empty() {
+                self.find_rejected(&table).await
+            } else {
+                key
+            };
+            return Err(SinkError::Rejected {
+                sink,
+                table,
+                key,
+                reason,
+            });
+        }
+        applied?;
         let seconds = started.elapsed().as_secs_f64();
         metrics::flush(SINK, "watermark", seconds);
         metrics::applied(SINK, w.version);
@@ -453,6 +475,48 @@ impl StagingSink {
             events: 0,
             latencies: Vec::new(),
         };
+    }
+
+    /// The key of the first row of `table`'s pending changes that the target rejects, found by
+    /// applying halves of them in savepoints that are rolled back.
+    async fn find_rejected(&mut self, table: &TableId) -> String {
+        let unknown = || "unknown (the target rejected the batch as a whole)".to_string();
+        let Some(batch) = self.ready.tables.get(table) else {
+            return unknown();
+        };
+        let events: Vec<ChangeEvent> = batch.values().cloned().collect();
+        if self.client().await.is_err() || self.ensure_temp(table).await.is_err() {
+            return unknown();
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let rt = &self.tables[table];
+        let dest = match rt.state.as_ref().map(|s| s.phase) {
+            Some(Phase::PendingSwap) => &rt.shadow,
+            _ => &rt.target,
+        };
+        let Ok(mut tx) = client.transaction().await else {
+            return unknown();
+        };
+        let (mut lo, mut hi) = (0, events.len());
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            let Ok(sp) = tx.savepoint("probe").await else {
+                return unknown();
+            };
+            let half: Vec<&ChangeEvent> = events[lo..mid].iter().collect();
+            let failed = apply_changes(&sp, rt, dest, &half).await.is_err();
+            if sp.rollback().await.is_err() {
+                return unknown();
+            }
+            if failed {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        events
+            .get(lo)
+            .map_or_else(unknown, |ev| describe_key(&rt.schema, &ev.key))
     }
 
     async fn ensure_temp(&mut self, id: &TableId) -> Result<(), SinkError> {
@@ -573,6 +637,7 @@ impl StagingSink {
                 })
                 .await?;
                 metrics::flush(SINK, "snapshot_start", started.elapsed().as_secs_f64());
+                self.requested.remove(&id);
                 let rt = self.tables.get_mut(&id).expect("table exists");
                 rt.state = Some(TableCheckpoint {
                     phase: Phase::Snapshot,
@@ -864,16 +929,18 @@ async fn apply_changes(
         keys = rt.keys.join(", "),
     );
     tx.batch_execute(&sql).await.map_err(|e| {
-        let mut err = pg_owned(&e);
-        if let SinkError::Fatal { message, .. } = &err {
-            err = SinkError::Rejected {
+        let data_error = e
+            .as_db_error()
+            .is_some_and(|db| ["22", "23"].contains(&&db.code().code()[..2]));
+        match pg_owned(&e) {
+            SinkError::Fatal { message, .. } if data_error => SinkError::Rejected {
                 sink: SINK.into(),
                 table: rt.schema.id.clone(),
-                key: "see reason".into(),
+                key: String::new(),
                 reason: format!("{message} (merging into {dest})"),
-            };
+            },
+            other => other,
         }
-        err
     })?;
     Ok(())
 }

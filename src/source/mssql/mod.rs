@@ -497,6 +497,7 @@ impl Poller {
             let id = self.tables[i].schema.id.clone();
             self.request_snapshot(&id);
         }
+        self.start_snapshots(version).await?;
         let mut events = 0u64;
         for i in 0..self.tables.len() {
             let Phase::Streaming { last } = self.tables[i].phase else {
@@ -544,8 +545,40 @@ impl Poller {
         Ok(events)
     }
 
-    /// Advance the snapshot at the head of the queue by one step (start or one chunk). Returns
-    /// whether snapshot work remains.
+    /// Start the snapshots of every queued table at the cycle's version `version`, inside the
+    /// cycle's snapshot transaction and before its watermark: a sink thus stops counting the
+    /// table as part of the cut before the watermark could advance it.
+    async fn start_snapshots(&mut self, version: i64) -> Result<(), SourceError> {
+        for &i in &self.snapshot_queue {
+            if !matches!(self.tables[i].phase, Phase::Queued) {
+                continue;
+            }
+            let schema = self.tables[i].schema.clone();
+            let conn = self.conn.as_mut().expect("connected in this cycle");
+            let total = value::as_i64(&conn.scalar(&queries::count_rows(&schema), &[]).await?)
+                .map(|n| n as u64);
+            info!(table = %schema.id, version, rows = ?total, "snapshot started");
+            self.out
+                .send(Message::Snapshot(SnapshotMarker::Started {
+                    table: schema.clone(),
+                    version,
+                    total_rows: total,
+                }))
+                .await
+                .map_err(|_| SourceError::StreamClosed)?;
+            self.tables[i].phase = Phase::Snapshotting {
+                version,
+                last_key: None,
+                rows: 0,
+                total,
+                started: Instant::now(),
+                rows_at_start: 0,
+            };
+        }
+        Ok(())
+    }
+
+    /// Read one chunk of the first snapshot in progress. Returns whether snapshot work remains.
     async fn snapshot_step(&mut self) -> Result<bool, SourceError> {
         let result = self.snapshot_step_inner().await;
         if result.is_err() {
@@ -555,38 +588,17 @@ impl Poller {
     }
 
     async fn snapshot_step_inner(&mut self) -> Result<bool, SourceError> {
-        let Some(&i) = self.snapshot_queue.front() else {
+        // Snapshots start in a poll cycle (see `start_snapshots`); until then a queued table
+        // waits.
+        let Some(qpos) = self
+            .snapshot_queue
+            .iter()
+            .position(|&i| matches!(self.tables[i].phase, Phase::Snapshotting { .. }))
+        else {
             return Ok(false);
         };
+        let i = self.snapshot_queue[qpos];
         let schema = self.tables[i].schema.clone();
-        if matches!(self.tables[i].phase, Phase::Queued) {
-            let database = self.config.source.database.clone();
-            let conn = self.connection().await?;
-            conn.batch(queries::BEGIN_SNAPSHOT).await?;
-            let version = conn
-                .current_version()
-                .await?
-                .ok_or(SourceError::DatabaseNotTracked(database))?;
-            let total = value::as_i64(&conn.scalar(&queries::count_rows(&schema), &[]).await?)
-                .map(|n| n as u64);
-            conn.batch(queries::COMMIT).await?;
-            info!(table = %schema.id, version, rows = ?total, "snapshot started");
-            self.send(Message::Snapshot(SnapshotMarker::Started {
-                table: schema.clone(),
-                version,
-                total_rows: total,
-            }))
-            .await?;
-            self.tables[i].phase = Phase::Snapshotting {
-                version,
-                last_key: None,
-                rows: 0,
-                total,
-                started: Instant::now(),
-                rows_at_start: 0,
-            };
-            return Ok(true);
-        }
         let Phase::Snapshotting {
             version,
             last_key,
@@ -596,8 +608,7 @@ impl Poller {
             rows_at_start,
         } = &self.tables[i].phase
         else {
-            self.snapshot_queue.pop_front();
-            return Ok(!self.snapshot_queue.is_empty());
+            unreachable!("position() found a snapshotting table");
         };
         let (version, total, started, rows_at_start) = (*version, *total, *started, *rows_at_start);
         let chunk = self.config.poll.snapshot_chunk_rows;
@@ -652,8 +663,11 @@ impl Poller {
             .await?;
             self.tables[i].phase = Phase::Streaming { last: version };
             self.publish_pending = true;
-            self.snapshot_queue.pop_front();
-            return Ok(!self.snapshot_queue.is_empty());
+            self.snapshot_queue.remove(qpos);
+            return Ok(self
+                .snapshot_queue
+                .iter()
+                .any(|&i| matches!(self.tables[i].phase, Phase::Snapshotting { .. })));
         }
         let eta = total
             .filter(|&t| t > rows_now && rate > 0.0)
