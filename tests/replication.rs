@@ -163,11 +163,16 @@ async fn resnapshots_a_table_after_retention_cleanup_and_after_truncate() {
     // every table whose baseline fell below its min valid version is re-snapshotted.
     assert!(rep.terminate(Duration::from_secs(20)).success());
     source.batch_execute("UPDATE edfi.\"Student\" SET \"FirstName\" = 'Renamed' WHERE \"StudentUSI\" IN (SELECT \"StudentUSI\" FROM edfi.\"Student\" ORDER BY 1 LIMIT 3)").await.unwrap();
-    source.query("SELECT sim.cleanup_change_tracking(0)", &[]).await.unwrap();
+    source
+        .query("SELECT sim.cleanup_change_tracking(0)", &[])
+        .await
+        .unwrap();
     source.batch_execute("UPDATE edfi.\"Student\" SET \"LastSurname\" = 'After-Cleanup' WHERE \"StudentUSI\" IN (SELECT \"StudentUSI\" FROM edfi.\"Student\" ORDER BY 1 DESC LIMIT 2)").await.unwrap();
     let rep = connector.run();
     wait_for("Student re-snapshot after cleanup", CATCH_UP, || async {
-        rep.log().contains("re-snapshotting the table").then_some(())
+        rep.log()
+            .contains("re-snapshotting the table")
+            .then_some(())
     })
     .await;
     wait_caught_up(&source, &target, TABLES, CATCH_UP).await;

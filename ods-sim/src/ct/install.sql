@@ -88,7 +88,9 @@ create table if not exists ct.truncations (
 create or replace function ct.object_ident(prefix text, schema_name text, table_name text)
 returns text language plpgsql immutable strict as $$
 declare
-    whole text := prefix || ':' || schema_name || '.' || table_name;
+    -- Names as PostgreSQL stores them (clipped to 63 bytes), so that a call with the name as
+    -- written and one with the stored name (tg_table_name) agree.
+    whole text := prefix || ':' || schema_name::name::text || '.' || table_name::name::text;
     bytes bytea;
     h bigint := 0;
     cut text;
