@@ -284,7 +284,9 @@ mod tests {
 
     fn start(sinks: &[SinkCheckpoint]) -> TableStart {
         let t = every_type_schema();
-        resume_point(sinks, &[t.clone()]).remove(&t.id).unwrap()
+        resume_point(sinks, std::slice::from_ref(&t))
+            .remove(&t.id)
+            .unwrap()
     }
 
     #[test]

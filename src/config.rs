@@ -864,7 +864,7 @@ url = "${STAGING_DATABASE_URL}"
             MINIMAL.replace("edfi-ods", "edfi-ods-2025"),
         )
         .unwrap();
-        let err = load(&[dir.clone()], &env(VARS)).unwrap_err();
+        let err = load(std::slice::from_ref(&dir), &env(VARS)).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             err.0

@@ -225,3 +225,46 @@ async fn stops_cleanly_on_sigterm_and_resumes_without_a_new_snapshot() {
         rep.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_switched_on_later_is_snapshotted_while_the_rest_resume() {
+    let sim = Simulator::start(150, 12);
+    let staging = TestDb::create("staging").await;
+    let mut connector = Connector::new(&sim, &staging, "");
+    connector
+        .env
+        .push(("GROUP_ILLUMINATE_ENABLED".into(), "false".into()));
+    let rep = connector.run();
+    let source = connect(&sim.backing_url()).await;
+    let target = connect(&staging.url()).await;
+    let ic = ods_sim::edfi::ic().len();
+    wait_caught_up(&source, &target, ic, CATCH_UP).await;
+    assert!(rep.terminate(Duration::from_secs(20)).success());
+
+    connector
+        .env
+        .retain(|(k, _)| k != "GROUP_ILLUMINATE_ENABLED");
+    let rep = connector.run();
+    wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
+    assert_equal(&source, &target, true).await;
+    let log = rep.log();
+    assert!(
+        log.contains("snapshot started table=edfi.StudentAssessment "),
+        "{log}"
+    );
+    assert!(
+        !log.contains("snapshot started table=edfi.Student "),
+        "IC tables must resume:\n{log}"
+    );
+
+    // `status --json` reports every table, caught up.
+    let out = connector.command(&["status", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables = status["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), TABLES);
+    for t in tables {
+        assert_eq!(t["phase"], "streaming", "{t}");
+        assert_eq!(t["lag_versions"], 0, "{t}");
+    }
+}
