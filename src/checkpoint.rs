@@ -72,14 +72,6 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Snapshot => "snapshot",
-            Phase::PendingSwap => "pending_swap",
-            Phase::Streaming => "streaming",
-        }
-    }
-
     pub fn parse(s: &str) -> Option<Phase> {
         Some(match s {
             "snapshot" => Phase::Snapshot,

@@ -2,8 +2,6 @@
 //! `retry.max_attempts`; past that the error is returned and the process exits non-zero so that
 //! its supervisor (ECS) restarts it.
 
-use std::time::Duration;
-
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -60,20 +58,4 @@ impl Backoff {
             _ = stop.cancelled() => false,
         }
     }
-
-    pub fn attempts(&self) -> usize {
-        self.attempt
-    }
-}
-
-/// The longest a full retry budget can wait, for documentation and tests.
-pub fn budget(cfg: &RetryConfig) -> Duration {
-    (0..cfg.max_attempts)
-        .map(|i| {
-            cfg.initial_delay
-                .saturating_mul(2u32.saturating_pow(i as u32))
-                .min(cfg.max_delay)
-        })
-        .sum::<Duration>()
-        .saturating_mul(2)
 }

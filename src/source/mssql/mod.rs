@@ -513,9 +513,11 @@ impl Poller {
             let ncols = schema.columns.len();
             let nkey = schema.key.len();
             let first_key_col = schema.key[0];
+            let table_name = schema.id.to_string();
             conn.each_row(&sql, &[Value::Int(last), Value::Int(version)], |row| {
                 events += 1;
                 let ev = change_event(&schema, row, nkey, ncols, first_key_col);
+                crate::metrics::source_events(&table_name, ev.op.code(), 1);
                 async move {
                     out.send(Message::Change(ev))
                         .await

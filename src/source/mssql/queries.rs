@@ -110,7 +110,13 @@ pub fn snapshot_chunk(schema: &TableSchema, after_key: bool) -> String {
                 format!("({})", terms.join(" AND "))
             })
             .collect();
-        sql.push_str(&format!(" WHERE {}", disjuncts.join(" OR ")));
+        // The leading `k1 >= @P2` is implied by the disjunction but lets the server seek the
+        // primary key index instead of scanning the table for every chunk.
+        sql.push_str(&format!(
+            " WHERE {} >= @P2 AND ({})",
+            keys[0],
+            disjuncts.join(" OR ")
+        ));
     }
     sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
     sql
@@ -177,7 +183,7 @@ mod tests {
         );
         assert_eq!(
             snapshot_chunk(&s, true),
-            "SELECT TOP (@P1) [a], [b], [c] FROM [edfi].[T]]x] WHERE ([a] > @P2) OR ([a] = @P2 AND [b] > @P3) ORDER BY [a], [b]"
+            "SELECT TOP (@P1) [a], [b], [c] FROM [edfi].[T]]x] WHERE [a] >= @P2 AND (([a] > @P2) OR ([a] = @P2 AND [b] > @P3)) ORDER BY [a], [b]"
         );
     }
 }
