@@ -7,8 +7,8 @@
 //! - `edfi_cdc.sink_state`: per connector and sink — the last applied watermark and its source
 //!   commit time;
 //! - `edfi_cdc.resnapshot_requests`: tables an operator asked to re-snapshot
-//!   (`edfi-cdc resnapshot`), seen by the running sink at its next transaction and deleted in
-//!   the transaction that starts the snapshot.
+//!   (`edfi-cdc resnapshot`), seen by the running sink within seconds and deleted in the
+//!   transaction that starts the snapshot.
 //!
 //! On start the poller resumes every table from the least advanced position over all sinks
 //! ([`resume_point`]); a sink skips what it already holds.

@@ -61,7 +61,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Ask the sinks to re-snapshot a table (taken by the running replicator, or at next start).
+    /// Ask the sinks to re-snapshot a table (a running replicator takes it within seconds).
     Resnapshot {
         #[arg(long, short, required = true)]
         config: PathBuf,
@@ -201,7 +201,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             };
             match commands::resnapshot(&configs[0], &table).await {
                 Ok(id) => {
-                    println!("re-snapshot of {id} requested; the running replicator takes it at its next transaction (or at its next start)");
+                    println!("re-snapshot of {id} requested; a running replicator takes it within a few seconds (or at its next start)");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

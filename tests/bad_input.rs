@@ -191,3 +191,52 @@ async fn a_row_the_target_rejects_stops_the_sink_naming_table_key_and_reason() {
         .get(0);
     assert_ne!(stored, "REJECT-ME");
 }
+
+#[tokio::test]
+async fn an_existing_staging_table_that_cannot_hold_the_source_is_reported_by_column() {
+    let sim = Simulator::start(20, 3);
+    let staging = TestDb::create("staging").await;
+    let target = connect(&staging.url()).await;
+    target
+        .batch_execute("CREATE SCHEMA edfi; CREATE TABLE edfi.student (studentusi integer PRIMARY KEY, firstname varchar(5))")
+        .await
+        .unwrap();
+    let connector = Connector::new(&sim, &staging, "");
+    let (code, text) = output(&mut connector.command(&["run"]));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("target table edfi.student cannot hold source table edfi.Student"),
+        "{text}"
+    );
+    assert!(
+        text.contains("column firstname is character varying(5)"),
+        "{text}"
+    );
+    assert!(text.contains("column lastsurname is missing"), "{text}");
+}
+
+#[tokio::test]
+async fn enable_ct_prints_the_t_sql_for_every_configured_table() {
+    let sim = Simulator::start(20, 4);
+    let staging = TestDb::create("staging").await;
+    let connector = Connector::new(&sim, &staging, "");
+    let (code, text) = output(&mut connector.command(&["enable-ct", "--print"]));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("SET ALLOW_SNAPSHOT_ISOLATION ON")
+            && text.contains(
+                "SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)"
+            ),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = ON)")
+            .count(),
+        37,
+        "{text}"
+    );
+    assert!(
+        text.contains("ALTER TABLE [edfi].[StudentSchoolAssociation] ENABLE CHANGE_TRACKING"),
+        "{text}"
+    );
+}

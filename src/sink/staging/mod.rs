@@ -45,6 +45,7 @@ use ddl::{case, ident, PgName};
 
 const SINK: &str = "staging";
 const OP_COLUMN: &str = "edfi_cdc_op";
+const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
 
 struct TableRt {
     schema: Arc<TableSchema>,
@@ -258,7 +259,17 @@ impl StagingSink {
     ) -> Result<(), SinkError> {
         self.resnapshots = Some(resnapshots);
         let mut backoff = Backoff::new(&self.retry);
-        while let Some(msg) = input.recv().await {
+        loop {
+            // While the stream is idle, look for operator requests every few seconds (a busy
+            // sink sees them in each transaction).
+            let msg = tokio::select! {
+                m = input.recv() => m,
+                _ = tokio::time::sleep(IDLE_REQUEST_CHECK) => {
+                    self.check_requests().await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             let mut next = Some(msg);
             // Take whatever else is ready, up to the batch limit, so that a busy stream is
             // applied in fewer, larger transactions.
@@ -286,6 +297,21 @@ impl StagingSink {
             info!(sink = SINK, events = self.open.events, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
         }
         Ok(())
+    }
+
+    /// Look for re-snapshot requests outside a transaction. A failure here is left to the next
+    /// transaction, which reads the requests too.
+    async fn check_requests(&mut self) {
+        let connector = self.connector.clone();
+        let requests = match self.client().await {
+            Ok(client) => checkpoint::resnapshot_requests(&*client, &connector)
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        for t in requests.unwrap_or_default() {
+            self.force_snapshot(&t);
+        }
     }
 
     /// Pass an operator's re-snapshot request to the poller, once.
