@@ -147,12 +147,14 @@ async fn tables_without_change_tracking_or_primary_key_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_target_rejects_stops_the_sink_naming_table_key_and_reason() {
-    let sim = Simulator::start(50, 2);
-    let staging = TestDb::create("staging").await;
-    let connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(50, 2).await;
     let mut rep = connector.run();
-    let source = connect(&sim.backing_url()).await;
-    let target = connect(&staging.url()).await;
     wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
     target
         .batch_execute(

@@ -43,12 +43,14 @@ async fn assert_equal(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_concurrent_workload_replicates_exactly() {
-    let sim = Simulator::start(300, 7);
-    let staging = TestDb::create("staging").await;
-    let connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim,
+        staging: _staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(300, 7).await;
     let rep = connector.run();
-    let source = connect(&sim.backing_url()).await;
-    let target = connect(&staging.url()).await;
     let (_stop_tx, stop) = watch::channel(false);
     let stats = ods_sim::edfi::run_workload(&sim.backing_url(), workload(400.0, 11, 4, 4000), stop)
         .await
@@ -114,11 +116,13 @@ async fn readers_of_staging_always_see_one_consistent_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_twenty_kill_9s_during_snapshots_and_streaming() {
-    let sim = Simulator::start(600, 9);
-    let staging = TestDb::create("staging").await;
-    let connector = Connector::new(&sim, &staging, "");
-    let source = connect(&sim.backing_url()).await;
-    let target = connect(&staging.url()).await;
+    let Rig {
+        sim,
+        staging: _staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(600, 9).await;
     let (stop_tx, stop) = watch::channel(false);
     let url = sim.backing_url();
     let load = tokio::spawn(async move {
@@ -140,12 +144,14 @@ async fn survives_twenty_kill_9s_during_snapshots_and_streaming() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resnapshots_a_table_after_retention_cleanup_and_after_truncate() {
-    let sim = Simulator::start(200, 10);
-    let staging = TestDb::create("staging").await;
-    let connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(200, 10).await;
     let rep = connector.run();
-    let source = connect(&sim.backing_url()).await;
-    let target = connect(&staging.url()).await;
     wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
     let started_at = |t: &'static str| {
         let target = &target;
@@ -205,12 +211,14 @@ async fn resnapshots_a_table_after_retention_cleanup_and_after_truncate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stops_cleanly_on_sigterm_and_resumes_without_a_new_snapshot() {
-    let sim = Simulator::start(200, 11);
-    let staging = TestDb::create("staging").await;
-    let connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(200, 11).await;
     let rep = connector.run();
-    let source = connect(&sim.backing_url()).await;
-    let target = connect(&staging.url()).await;
     wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
     let status = rep.terminate(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM must exit 0, got {status:?}");

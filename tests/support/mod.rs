@@ -440,3 +440,31 @@ pub async fn compare_all(source: &Client, staging: &Client, lower: bool) -> Vec<
     }
     problems
 }
+
+/// What most tests start with: a simulator with sample data, an empty staging database, a
+/// connector file for both, and a connection to each database.
+pub struct Rig {
+    pub sim: Simulator,
+    pub staging: TestDb,
+    pub connector: Connector,
+    /// The simulator's backing database: the source's truth.
+    pub source: Client,
+    pub target: Client,
+}
+
+impl Rig {
+    pub async fn new(students: u64, seed: u64) -> Rig {
+        let sim = Simulator::start(students, seed);
+        let staging = TestDb::create("staging").await;
+        let connector = Connector::new(&sim, &staging, "");
+        let source = connect(&sim.backing_url()).await;
+        let target = connect(&staging.url()).await;
+        Rig {
+            sim,
+            staging,
+            connector,
+            source,
+            target,
+        }
+    }
+}
