@@ -70,9 +70,12 @@ async fn malformed_config_and_missing_variable_exit_2_naming_file_and_key() {
 
 #[tokio::test]
 async fn wrong_password_fails_without_printing_it() {
-    let sim = Simulator::start(50, 1);
-    let staging = TestDb::create("staging").await;
-    let mut connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        mut connector,
+        ..
+    } = Rig::new(50, 1).await;
     let secret = "Wr0ng-Secret-Value";
     connector.env.retain(|(k, _)| k != "ODS_PASSWORD");
     connector.env.push(("ODS_PASSWORD".into(), secret.into()));
@@ -87,9 +90,12 @@ async fn wrong_password_fails_without_printing_it() {
 
 #[tokio::test]
 async fn unreachable_source_is_retried_with_backoff_then_exits_non_zero() {
-    let sim = Simulator::start(20, 1);
-    let staging = TestDb::create("staging").await;
-    let mut connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        mut connector,
+        ..
+    } = Rig::new(20, 1).await;
     // A port nothing listens on: bind one, note it, release it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -114,14 +120,17 @@ async fn unreachable_source_is_retried_with_backoff_then_exits_non_zero() {
 
 #[tokio::test]
 async fn tables_without_change_tracking_or_primary_key_are_named() {
-    let sim = Simulator::start(20, 1);
-    let staging = TestDb::create("staging").await;
-    let source = connect(&sim.backing_url()).await;
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        connector,
+        source,
+        ..
+    } = Rig::new(20, 1).await;
     source
         .query("SELECT ct.disable_table('edfi', 'Session')", &[])
         .await
         .unwrap();
-    let connector = Connector::new(&sim, &staging, "");
     let (code, text) = output(&mut connector.command(&["run"]));
     assert_eq!(code, 1, "{text}");
     assert!(
@@ -196,14 +205,17 @@ async fn a_row_the_target_rejects_stops_the_sink_naming_table_key_and_reason() {
 
 #[tokio::test]
 async fn an_existing_staging_table_that_cannot_hold_the_source_is_reported_by_column() {
-    let sim = Simulator::start(20, 3);
-    let staging = TestDb::create("staging").await;
-    let target = connect(&staging.url()).await;
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        connector,
+        target,
+        ..
+    } = Rig::new(20, 3).await;
     target
         .batch_execute("CREATE SCHEMA edfi; CREATE TABLE edfi.student (studentusi integer PRIMARY KEY, firstname varchar(5))")
         .await
         .unwrap();
-    let connector = Connector::new(&sim, &staging, "");
     let (code, text) = output(&mut connector.command(&["run"]));
     assert_eq!(code, 1, "{text}");
     assert!(
@@ -219,9 +231,12 @@ async fn an_existing_staging_table_that_cannot_hold_the_source_is_reported_by_co
 
 #[tokio::test]
 async fn enable_ct_prints_the_t_sql_for_every_configured_table() {
-    let sim = Simulator::start(20, 4);
-    let staging = TestDb::create("staging").await;
-    let connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        connector,
+        ..
+    } = Rig::new(20, 4).await;
     let (code, text) = output(&mut connector.command(&["enable-ct", "--print"]));
     assert_eq!(code, 0, "{text}");
     assert!(

@@ -77,16 +77,18 @@ async fn random_concurrent_workload_replicates_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_of_staging_always_see_one_consistent_cut() {
-    let sim = Simulator::start(300, 8);
-    let staging = TestDb::create("staging").await;
-    let connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim,
+        staging: _staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(300, 8).await;
     let connector_text = std::fs::read_to_string(&connector.path)
         .unwrap()
         .replace("identifiers = \"lower\"", "identifiers = \"preserve\"");
     std::fs::write(&connector.path, connector_text).unwrap();
     let _rep = connector.run();
-    let source = connect(&sim.backing_url()).await;
-    let target = connect(&staging.url()).await;
     wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
 
     let (stop_tx, stop) = watch::channel(false);
@@ -236,15 +238,17 @@ async fn stops_cleanly_on_sigterm_and_resumes_without_a_new_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_switched_on_later_is_snapshotted_while_the_rest_resume() {
-    let sim = Simulator::start(150, 12);
-    let staging = TestDb::create("staging").await;
-    let mut connector = Connector::new(&sim, &staging, "");
+    let Rig {
+        sim: _sim,
+        staging: _staging,
+        mut connector,
+        source,
+        target,
+    } = Rig::new(150, 12).await;
     connector
         .env
         .push(("GROUP_ILLUMINATE_ENABLED".into(), "false".into()));
     let rep = connector.run();
-    let source = connect(&sim.backing_url()).await;
-    let target = connect(&staging.url()).await;
     let ic = ods_sim::edfi::ic().len();
     wait_caught_up(&source, &target, ic, CATCH_UP).await;
     assert!(rep.terminate(Duration::from_secs(20)).success());
