@@ -77,25 +77,7 @@ async fn ct_concurrent_writers_every_change_read_exactly_once() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let writers_done = running.load(Ordering::SeqCst) == 0;
-        let tx = reader
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .unwrap();
-        let v: i64 = tx
-            .query_one("select ct.current_version()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let mv: i64 = tx
-            .query_one(
-                "select ct.min_valid_version(ct.object_id('dbo.Parent'))",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let (tx, v, mv) = ct_support::snapshot(&mut reader, "Parent").await;
         assert!(last >= mv, "baseline {last} below min valid {mv}");
         let parents: Vec<Change> = ct_support::changes(&tx, "Parent", Some(last)).await;
         let children: Vec<Change> = ct_support::changes(&tx, "Child", Some(last)).await;

@@ -3,7 +3,7 @@
 
 mod ct_support;
 
-use ct_support::{changes, commit, current_version, min_valid_version, ops, TestDb};
+use ct_support::{changes, commit, current_version, min_valid_version, ops, snapshot, TestDb};
 use ods_sim::ct;
 use tokio_postgres::IsolationLevel;
 
@@ -292,22 +292,7 @@ async fn ct_snapshot_reads_are_consistent() {
     commit(&db.client, r#"insert into dbo."A" values (2, 2)"#).await;
 
     let mut r = db.connect().await;
-    let tx = r
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .unwrap();
-    let v: i64 = tx
-        .query_one("select ct.current_version()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let mv: i64 = tx
-        .query_one("select ct.min_valid_version(ct.object_id('dbo.A'))", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let (tx, v, mv) = snapshot(&mut r, "A").await;
     let first = changes(&tx, "A", Some(base)).await;
     assert_eq!(ops(&first), vec![("I", 2)]);
 

@@ -83,14 +83,7 @@ async fn tds_pytds_reads_the_same_values_as_tiberius() {
         .trim()
         .to_string();
 
-    let server = TestServer::start().await;
-    server.db.create_table(&all_types_table()).await;
-    server
-        .db
-        .client
-        .batch_execute(ALL_TYPES_ROWS)
-        .await
-        .unwrap();
+    let server = TestServer::with_all_types().await;
 
     let mut client = server.connect().await;
     let rows = client

@@ -131,21 +131,9 @@ fn check_row(row: &Row) {
     }
 }
 
-async fn server_with_all_types() -> TestServer {
-    let server = TestServer::start().await;
-    server.db.create_table(&all_types_table()).await;
-    server
-        .db
-        .client
-        .batch_execute(ALL_TYPES_ROWS)
-        .await
-        .unwrap();
-    server
-}
-
 #[tokio::test]
 async fn tds_all_types_batch() {
-    let server = server_with_all_types().await;
+    let server = TestServer::with_all_types().await;
     let mut client = server.connect().await;
     let rows = client
         .simple_query("SELECT * FROM dbo.AllTypes ORDER BY Id")
@@ -173,7 +161,7 @@ async fn tds_all_types_batch() {
 
 #[tokio::test]
 async fn tds_all_types_rpc_with_typed_parameters() {
-    let server = server_with_all_types().await;
+    let server = TestServer::with_all_types().await;
     let mut client = server.connect().await;
     let g = Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
     let sql = "SELECT * FROM dbo.AllTypes WHERE B = @P1 AND Tiny = @P2 AND Small = @P3 \

@@ -2,14 +2,16 @@
 //! query of the unit cases is prepared (or run) in a database created for the test, with
 //! minimal stand-ins for the `ct`, `sys`, `INFORMATION_SCHEMA` and `sim` objects it calls.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::tests::CASES;
 use super::{translate, Statement};
 
-const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
+/// The throw-away test databases shared with the integration tests.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::TestDatabase;
 
 /// User tables the cases read and write.
 const USER_TABLES: &str = r#"
@@ -101,73 +103,23 @@ const MORE_CASES: &[&str] = &[
     "EXEC sim.cleanup_change_tracking",
 ];
 
-/// A database of its own for one test, dropped when the guard goes out of scope.
-struct TestDb {
-    name: String,
+/// An empty database of its own (`odssim_sql_<pid>_<n>`), dropped when the guard goes out of
+/// scope.
+async fn empty_db() -> (TestDatabase, Client) {
+    let db = TestDatabase::create("odssim_sql", "").await;
+    let client = db.connect().await;
+    (db, client)
 }
 
-impl TestDb {
-    /// An empty database.
-    async fn empty() -> (TestDb, Client) {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "ods_sim_sql_{}_{nanos}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let admin = connect("postgres").await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        let db = TestDb { name };
-        let client = connect(&db.name).await;
-        (db, client)
-    }
-
-    /// A database with the stand-ins and the user tables.
-    async fn create() -> (TestDb, Client) {
-        let (db, client) = TestDb::empty().await;
-        client.batch_execute(STAND_INS).await.expect("stand-ins");
-        client
-            .batch_execute(USER_TABLES)
-            .await
-            .expect("user tables");
-        (db, client)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let admin = connect("postgres").await;
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
-    }
-}
-
-async fn connect(dbname: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(&format!("{SERVER} dbname={dbname}"), NoTls)
-        .await
-        .expect("connect to PostgreSQL at 127.0.0.1:5432 as postgres");
-    tokio::spawn(connection);
+/// A database with the stand-ins and the user tables.
+async fn stand_in_db() -> (TestDatabase, Client) {
+    let (db, client) = empty_db().await;
+    client.batch_execute(STAND_INS).await.expect("stand-ins");
     client
+        .batch_execute(USER_TABLES)
+        .await
+        .expect("user tables");
+    (db, client)
 }
 
 fn queries(batch: &str) -> Vec<(String, Vec<String>)> {
@@ -214,7 +166,7 @@ async fn run_all<'a>(client: &Client, batches: impl Iterator<Item = &'a &'a str>
 
 #[tokio::test]
 async fn translated_queries_run_on_postgresql() {
-    let (_db, client) = TestDb::create().await;
+    let (_db, client) = stand_in_db().await;
     let failures = run_all(&client, CASES.iter().chain(MORE_CASES)).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -223,7 +175,7 @@ async fn translated_queries_run_on_postgresql() {
 /// with change tracking turned on by translated T-SQL.
 #[tokio::test]
 async fn translated_queries_run_on_the_ct_install() {
-    let (_db, client) = TestDb::empty().await;
+    let (_db, client) = empty_db().await;
     crate::ct::install(&client, "EdFi_Ods")
         .await
         .expect("ct::install");
@@ -257,7 +209,7 @@ async fn translated_queries_run_on_the_ct_install() {
 
 #[tokio::test]
 async fn changetable_poll_joins_rows_and_alias_ct_does_not_clash_with_schema_ct() {
-    let (_db, client) = TestDb::create().await;
+    let (_db, client) = stand_in_db().await;
     let rows = client
         .query(one(CASES[2]).as_str(), &[&10i64, &15i64])
         .await
@@ -299,7 +251,7 @@ async fn changetable_poll_joins_rows_and_alias_ct_does_not_clash_with_schema_ct(
 
 #[tokio::test]
 async fn keyset_chunk_reads_the_next_keys_in_order() {
-    let (_db, client) = TestDb::create().await;
+    let (_db, client) = stand_in_db().await;
     let rows = client
         .query(one(CASES[3]).as_str(), &[&4i64, &2i32, &1i32])
         .await
@@ -310,7 +262,7 @@ async fn keyset_chunk_reads_the_next_keys_in_order() {
 
 #[tokio::test]
 async fn delete_top_deletes_at_most_n_matching_rows() {
-    let (_db, client) = TestDb::create().await;
+    let (_db, client) = stand_in_db().await;
     let deleted = client
         .execute(
             one("DELETE TOP (@P1) FROM [edfi].[T] WHERE [a] < @P2").as_str(),
@@ -332,7 +284,7 @@ async fn delete_top_deletes_at_most_n_matching_rows() {
 
 #[tokio::test]
 async fn heartbeat_update_advances_the_row() {
-    let (_db, client) = TestDb::create().await;
+    let (_db, client) = stand_in_db().await;
     let updated = client
         .execute(one(CASES[9]).as_str(), &[])
         .await

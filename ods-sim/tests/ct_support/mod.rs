@@ -4,105 +4,71 @@
 // Each test crate uses its own subset of the helpers.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::TestDatabase;
 use ods_sim::types::{ColumnDef, SqlType, TableDef};
-use std::sync::atomic::{AtomicU32, Ordering};
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{Client, GenericClient, IsolationLevel, Transaction};
 
-const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A database of its own, dropped (with its sessions) on drop.
+/// A database of its own with the CT emulation installed, dropped (with its sessions) on drop.
 pub struct TestDb {
     pub name: String,
     pub client: Client,
+    // Last: dropped after the client.
+    db: TestDatabase,
 }
+
+/// The database name of the CT emulation (as `DB_NAME()` and over TDS).
+pub const DATABASE: &str = "EdFi_Test";
 
 impl TestDb {
     /// Creates `odssim_ct_<pid>_<n>` and installs the CT emulation (database name `EdFi_Test`).
     pub async fn new() -> TestDb {
-        let name = format!(
-            "odssim_ct_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let admin = connect_to("postgres").await;
-        admin
-            .batch_execute(&format!("drop database if exists {name} with (force)"))
-            .await
-            .expect("drop stale test database");
-        admin
-            .batch_execute(&format!("create database {name}"))
-            .await
-            .expect("create test database");
+        TestDb::with_prefix("odssim_ct").await
+    }
+
+    /// Creates `<prefix>_<pid>_<n>` and installs the CT emulation (database name `EdFi_Test`).
+    pub async fn with_prefix(prefix: &str) -> TestDb {
         // From here on the guard drops the database, whatever happens.
-        let guard = DropGuard(name.clone());
-        let client = connect_to(&name).await;
-        ods_sim::ct::install(&client, "EdFi_Test")
+        let db = TestDatabase::create(prefix, "").await;
+        let client = db.connect().await;
+        ods_sim::ct::install(&client, DATABASE)
             .await
             .expect("install ct");
-        std::mem::forget(guard);
-        TestDb { name, client }
+        TestDb {
+            name: db.name.clone(),
+            client,
+            db,
+        }
     }
 
     /// Another session on the same database.
     pub async fn connect(&self) -> Client {
-        connect_to(&self.name).await
+        self.db.connect().await
+    }
+
+    /// The connection settings of this database.
+    pub fn pg_config(&self) -> tokio_postgres::Config {
+        common::conn_str(&self.name)
+            .parse()
+            .expect("PostgreSQL config")
+    }
+
+    /// Creates a user table (not tracked).
+    pub async fn create_table(&self, def: &TableDef) {
+        ods_sim::ct::create_table(&self.client, def)
+            .await
+            .expect("create table");
     }
 
     /// Creates `dbo.<name>` ("Id" int primary key, "Val" int null) and tracks it.
     pub async fn tracked_table(&self, name: &str) {
-        ods_sim::ct::create_table(&self.client, &item_table(name))
-            .await
-            .expect("create table");
+        self.create_table(&item_table(name)).await;
         ods_sim::ct::enable_table(&self.client, "dbo", name, true)
             .await
             .expect("enable table");
     }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        drop_database(&self.name);
-    }
-}
-
-struct DropGuard(String);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        drop_database(&self.0);
-    }
-}
-
-fn drop_database(name: &str) {
-    let name = name.to_string();
-    // Drop runs inside the test's runtime: use a thread with a runtime of its own.
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let admin = connect_to("postgres").await;
-            admin
-                .batch_execute(&format!("drop database if exists {name} with (force)"))
-                .await
-        })
-    });
-    if let Ok(Err(e)) = handle.join() {
-        eprintln!("could not drop test database: {e}");
-    }
-}
-
-pub async fn connect_to(dbname: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(&format!("{SERVER} dbname={dbname}"), NoTls)
-        .await
-        .expect("connect to 127.0.0.1:5432");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
 }
 
 /// `dbo.<name>` ("Id" int primary key, "Val" int null).
@@ -167,7 +133,7 @@ pub fn ops(changes: &[Change]) -> Vec<(&str, i32)> {
     changes.iter().map(|c| (c.op.as_str(), c.id)).collect()
 }
 
-pub async fn current_version(client: &Client) -> Option<i64> {
+pub async fn current_version(client: &impl GenericClient) -> Option<i64> {
     client
         .query_one("select ct.current_version()", &[])
         .await
@@ -175,7 +141,7 @@ pub async fn current_version(client: &Client) -> Option<i64> {
         .get(0)
 }
 
-pub async fn min_valid_version(client: &Client, table: &str) -> Option<i64> {
+pub async fn min_valid_version(client: &impl GenericClient, table: &str) -> Option<i64> {
     client
         .query_one(
             "select ct.min_valid_version(ct.object_id($1))",
@@ -190,4 +156,20 @@ pub async fn min_valid_version(client: &Client, table: &str) -> Option<i64> {
 pub async fn commit(client: &Client, sql: &str) -> i64 {
     client.batch_execute(sql).await.expect("write");
     current_version(client).await.expect("CT is on")
+}
+
+/// A repeatable-read transaction of a reader on `client`, with the current version and the
+/// minimum valid version of `dbo.<table>` it sees.
+pub async fn snapshot<'a>(client: &'a mut Client, table: &str) -> (Transaction<'a>, i64, i64) {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    let v = current_version(&tx).await.expect("CT is on");
+    let mv = min_valid_version(&tx, table)
+        .await
+        .expect("table is tracked");
+    (tx, v, mv)
 }

@@ -3,30 +3,30 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::TestDatabase;
 use ods_sim::edfi;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use tokio_postgres::Client;
 
 pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// The name of a database of this test, dropped on drop.
 pub struct Db {
     pub name: String,
+    db: TestDatabase,
 }
 
 impl Db {
     /// A fresh name `odssim_edfi_<tag>_<pid>_<n>` (any stale database of that name is dropped).
     pub fn new(tag: &str) -> Db {
-        let name = format!(
-            "odssim_edfi_{tag}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        drop_database(&name);
-        Db { name }
+        let db = TestDatabase::reserve(&format!("odssim_edfi_{tag}"));
+        Db {
+            name: db.name.clone(),
+            db,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -40,14 +40,9 @@ impl Db {
     /// Creates the database with the 37 Ed-Fi tables as plain tables (no CT), as the generator
     /// needs them.
     pub async fn create_plain(&self) -> Client {
-        let admin = edfi::connect(SERVER).await.expect("connect");
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE \"{}\" ENCODING 'UTF8' TEMPLATE template0",
-                self.name
-            ))
-            .await
-            .expect("create database");
+        self.db
+            .create_database("ENCODING 'UTF8' TEMPLATE template0")
+            .await;
         let client = self.client().await;
         client.batch_execute("CREATE SCHEMA edfi").await.unwrap();
         for t in edfi::tables() {
@@ -75,33 +70,6 @@ impl Db {
                 .unwrap();
         }
         client
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        drop_database(&self.name);
-    }
-}
-
-fn drop_database(name: &str) {
-    let owned = name.to_string();
-    // Drop runs inside the test's runtime: use a thread with a runtime of its own.
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let admin = edfi::connect(SERVER).await?;
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{owned}\" WITH (FORCE)"))
-                .await?;
-            anyhow::Ok(())
-        })
-    });
-    if let Ok(Err(e)) = handle.join() {
-        eprintln!("could not drop test database {name}: {e:#}");
     }
 }
 

@@ -3,108 +3,22 @@
 
 #![allow(dead_code)]
 
+// The backing database: the one of the `ct_*` tests.
+#[path = "../ct_support/mod.rs"]
+mod ct_support;
+
+pub use ct_support::{TestDb, DATABASE};
 use ods_sim::server::{serve, ServerConfig};
 use ods_sim::types::{ColumnDef, SqlType, TableDef};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_postgres::NoTls;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-pub const PG_SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
 pub const PASSWORD: &str = "Sim-Pa55word!";
-/// The database name over TDS.
-pub const DATABASE: &str = "EdFi_Test";
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub type TdsClient = Client<Compat<TcpStream>>;
-
-pub async fn pg_connect(dbname: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&format!("{PG_SERVER} dbname={dbname}"), NoTls)
-        .await
-        .expect("connect to PostgreSQL on 127.0.0.1:5432");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-/// A backing database of its own, dropped on drop (also when the test panics).
-pub struct TestDb {
-    pub name: String,
-    pub client: tokio_postgres::Client,
-}
-
-impl TestDb {
-    pub async fn new() -> TestDb {
-        let name = format!(
-            "odssim_tds_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let admin = pg_connect("postgres").await;
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .expect("drop stale test database");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        let guard = DropGuard(name.clone());
-        let client = pg_connect(&name).await;
-        ods_sim::ct::install(&client, DATABASE)
-            .await
-            .expect("install ct");
-        std::mem::forget(guard);
-        TestDb { name, client }
-    }
-
-    pub fn pg_config(&self) -> tokio_postgres::Config {
-        format!("{PG_SERVER} dbname={}", self.name)
-            .parse()
-            .expect("PostgreSQL config")
-    }
-
-    pub async fn create_table(&self, def: &TableDef) {
-        ods_sim::ct::create_table(&self.client, def)
-            .await
-            .expect("create table");
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        drop_database(&self.name);
-    }
-}
-
-struct DropGuard(String);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        drop_database(&self.0);
-    }
-}
-
-fn drop_database(name: &str) {
-    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    let _ = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-            &sql,
-        ])
-        .output();
-}
 
 /// An ods-sim server on 127.0.0.1 with a database of its own; stopped and dropped on drop.
 pub struct TestServer {
@@ -115,7 +29,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        let db = TestDb::new().await;
+        let db = TestDb::with_prefix("odssim_tds").await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -130,6 +44,20 @@ impl TestServer {
             db,
             stop: Some(stop),
         }
+    }
+
+    /// A server whose database has `dbo.AllTypes` ([`all_types_table`]) with
+    /// [`ALL_TYPES_ROWS`].
+    pub async fn with_all_types() -> TestServer {
+        let server = TestServer::start().await;
+        server.db.create_table(&all_types_table()).await;
+        server
+            .db
+            .client
+            .batch_execute(ALL_TYPES_ROWS)
+            .await
+            .unwrap();
+        server
     }
 
     pub fn tiberius_config(&self, user: &str, password: &str) -> Config {
