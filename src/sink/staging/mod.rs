@@ -580,9 +580,12 @@ impl StagingSink {
             let tx = client.transaction().await.map_err(pg)?;
             for id in &ids {
                 let rt = &self.tables[id];
+                // A table being (re-)snapshotted takes no changes: they are in the snapshot, or
+                // copies left by a poll cycle that failed before the table was reset.
                 let dest = match rt.state.as_ref().map(|s| s.phase) {
                     Some(Phase::PendingSwap) => &rt.shadow,
-                    _ => &rt.target,
+                    Some(Phase::Streaming) => &rt.target,
+                    Some(Phase::Snapshot) | None => continue,
                 };
                 let events: Vec<&ChangeEvent> = self.ready.tables[id].values().collect();
                 apply_changes(&tx, rt, dest, &events).await?;

@@ -355,7 +355,9 @@ impl Poller {
             out,
             resnapshots,
             last_watermark,
-            publish_pending: false,
+            // The first cycle always sends a watermark, so that a snapshot completed before a
+            // restart is published even if the source stays idle.
+            publish_pending: true,
         }
     }
 
