@@ -97,12 +97,26 @@ pub struct ConnectorConfig {
     /// How long a stop request (SIGTERM/SIGINT) may take before the process exits anyway.
     #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Address of the HTTP port serving `/metrics`, `/healthz` and `/readyz` (one per process:
+    /// the first connector's, unless `--metrics-addr` is given).
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// `/readyz` answers ready while the last successful poll cycle is at most this many poll
+    /// intervals old.
+    #[serde(default = "default_readiness_multiple")]
+    pub readiness_multiple: u32,
     #[serde(skip)]
     pub file: PathBuf,
 }
 
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
+}
+fn default_metrics_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 9720))
+}
+fn default_readiness_multiple() -> u32 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -534,6 +548,9 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
     }
     if c.poll.interval.is_zero() {
         bad("poll.interval", "must be greater than zero".into());
+    }
+    if c.readiness_multiple == 0 {
+        bad("readiness_multiple", "must be at least 1".into());
     }
     if c.poll.snapshot_chunk_rows == 0 {
         bad("poll.snapshot_chunk_rows", "must be at least 1".into());

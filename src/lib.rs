@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;

@@ -47,6 +47,10 @@ enum Command {
         /// Connector file(s) or directories of them.
         #[arg(long, short, required = true, num_args = 1..)]
         config: Vec<PathBuf>,
+        /// Serve /metrics, /healthz and /readyz here instead of the first connector's
+        /// `metrics_addr`.
+        #[arg(long, env = "EDFI_CDC_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Check connectivity, Change Tracking, keys, permissions, retention headroom and targets.
     Check {
@@ -117,7 +121,10 @@ fn main() -> ExitCode {
 
 async fn async_main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            metrics_addr,
+        } => {
             let configs = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -128,7 +135,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 .max()
                 .unwrap_or_default();
             let stop = CancellationToken::new();
-            let mut run = tokio::spawn(pipeline::run(configs, stop.clone()));
+            let mut run = tokio::spawn(pipeline::run(configs, metrics_addr, stop.clone()));
             let result = tokio::select! {
                 r = &mut run => r,
                 _ = shutdown_signal() => {

@@ -118,3 +118,13 @@ pub fn latency(sink: &str, seconds: f64) {
 pub fn snapshot_rows(sink: &str, table: &str, n: u64) {
     SNAPSHOT_ROWS.with_label_values(&[sink, table]).inc_by(n);
 }
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&prometheus::gather(), &mut buf)
+        .expect("text encoding cannot fail");
+    String::from_utf8(buf).expect("prometheus text is UTF-8")
+}

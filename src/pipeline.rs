@@ -8,6 +8,7 @@
 //! runs out first, open transactions are abandoned (rolled back by the servers) — the
 //! checkpoints make that safe.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use tracing::{error, info};
 use crate::checkpoint::{self, TableStart};
 use crate::config::ConnectorConfig;
 use crate::event::TableSchema;
+use crate::http::Health;
 use crate::retry::Backoff;
 use crate::sink::staging::StagingSink;
 use crate::source::mssql::{schema, Connection, Poller, SourceError};
@@ -53,6 +55,7 @@ pub async fn discover(
 /// Run one connector until `stop` is cancelled or a part fails.
 pub async fn run_connector(
     config: Arc<ConnectorConfig>,
+    health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = config.name.clone();
@@ -78,7 +81,14 @@ pub async fn run_connector(
 
     let (producer, mut consumers) = embedded::channel(config.stream.capacity, 1);
     let (resnap_tx, resnap_rx) = mpsc::unbounded_channel();
-    let poller = Poller::new(config.clone(), &schemas, &start, producer, resnap_rx);
+    let poller = Poller::new(
+        config.clone(),
+        &schemas,
+        &start,
+        producer,
+        resnap_rx,
+        health,
+    );
     let poller_stop = stop.child_token();
     let sink_stop = stop.child_token();
     let mut poller_task = tokio::spawn(poller.run(poller_stop.clone()));
@@ -113,12 +123,26 @@ pub async fn run_connector(
     result
 }
 
-/// Run every connector until `stop`; the first failure stops them all.
-pub async fn run(configs: Vec<ConnectorConfig>, stop: CancellationToken) -> anyhow::Result<()> {
+/// Run every connector until `stop`; the first failure stops them all. The HTTP port serves
+/// `metrics_addr` (or the first connector's `metrics_addr`).
+pub async fn run(
+    configs: Vec<ConnectorConfig>,
+    metrics_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let health =
+        Arc::new(Health::new(configs.iter().map(|c| {
+            (c.name.clone(), c.poll.interval * c.readiness_multiple)
+        })));
+    let addr = metrics_addr
+        .or_else(|| configs.first().map(|c| c.metrics_addr))
+        .context("no connector")?;
+    crate::http::serve(addr, health.clone(), stop.clone())
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
     let mut tasks = tokio::task::JoinSet::new();
     for c in configs {
-        let stop = stop.clone();
-        tasks.spawn(run_connector(Arc::new(c), stop));
+        tasks.spawn(run_connector(Arc::new(c), health.clone(), stop.clone()));
     }
     let mut result = Ok(());
     while let Some(r) = tasks.join_next().await {

@@ -110,10 +110,16 @@ impl Simulator {
 
     /// Start (or restart) on an existing or new database `database`.
     pub fn start_on(database: &str, students: u64, seed: u64) -> Simulator {
+        Self::start_at(database, 0, students, seed)
+    }
+
+    /// Start on `database`, listening on `port` (0: any free port).
+    pub fn start_at(database: &str, port: u16, students: u64, seed: u64) -> Simulator {
+        let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(bin("ods-sim"))
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                &listen,
                 "--postgres",
                 PG_SERVER,
                 "--database",
@@ -202,6 +208,7 @@ impl Connector {
             ("ODS_USER".into(), "sa".into()),
             ("ODS_PASSWORD".into(), SIM_PASSWORD.into()),
             ("STAGING_DATABASE_URL".into(), staging.url()),
+            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
         ];
         Connector { dir, path, env }
     }
@@ -466,5 +473,51 @@ impl Rig {
             source,
             target,
         }
+    }
+}
+
+/// `GET path` on a local HTTP server: status code and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+impl Replicator {
+    /// The address of the replicator's HTTP port, from its log.
+    pub async fn metrics_addr(&self) -> String {
+        wait_for(
+            "the metrics address in the log",
+            Duration::from_secs(60),
+            || async {
+                let log = self.log();
+                let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+                Some(
+                    line.split("addr=")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .to_string(),
+                )
+            },
+        )
+        .await
     }
 }

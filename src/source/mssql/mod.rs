@@ -29,6 +29,7 @@ use crate::config::{ConnectorConfig, SourceConfig};
 use crate::event::{
     ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
 };
+use crate::http::Health;
 use crate::retry::Backoff;
 use crate::stream::embedded::Producer;
 
@@ -294,6 +295,7 @@ pub struct Poller {
     snapshot_queue: VecDeque<usize>,
     out: Producer,
     resnapshots: mpsc::UnboundedReceiver<TableId>,
+    health: Arc<Health>,
     last_watermark: i64,
     /// A snapshot finished since the last watermark: the next cycle sends one even if the
     /// source is idle, so that the sinks publish the table.
@@ -307,6 +309,7 @@ impl Poller {
         start: &HashMap<TableId, TableStart>,
         out: Producer,
         resnapshots: mpsc::UnboundedReceiver<TableId>,
+        health: Arc<Health>,
     ) -> Poller {
         let mut tables = Vec::new();
         let mut snapshot_queue = VecDeque::new();
@@ -354,6 +357,7 @@ impl Poller {
             snapshot_queue,
             out,
             resnapshots,
+            health,
             last_watermark,
             // The first cycle always sends a watermark, so that a snapshot completed before a
             // restart is published even if the source stays idle.
@@ -407,9 +411,13 @@ impl Poller {
             match result {
                 Ok(n) => {
                     backoff.reset();
+                    if matches!(step, Step::Cycle) {
+                        self.health.cycle_ok(&self.config.name);
+                    }
                     return Ok(Some(n));
                 }
                 Err(e) if e.is_retriable() => {
+                    self.health.cycle_failed(&self.config.name);
                     crate::metrics::error("source", "transient");
                     if !backoff.pause("source", &e, stop).await {
                         return if stop.is_cancelled() {

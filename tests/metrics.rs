@@ -1,0 +1,75 @@
+//! The HTTP port: /metrics, /healthz, /readyz against a running replication.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::sync::watch;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_and_readiness_follows_the_source() {
+    let Rig {
+        sim,
+        staging: _staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(100, 21).await;
+    let rep = connector.run();
+    let addr = rep.metrics_addr().await;
+    wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
+    let (_stop_tx, stop) = watch::channel(false);
+    let cfg = ods_sim::edfi::WorkloadConfig {
+        rate: 200.0,
+        seed: 3,
+        writers: 1,
+        max_changes: Some(300),
+        duration: Some(Duration::from_secs(30)),
+        bursts: false,
+    };
+    ods_sim::edfi::run_workload(&sim.backing_url(), cfg, stop)
+        .await
+        .unwrap();
+    let v = wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
+
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "edfi_cdc_sink_applied_version",
+        "edfi_cdc_end_to_end_latency_seconds_count",
+        "edfi_cdc_source_events_total",
+        "edfi_cdc_sink_events_applied_total",
+        "edfi_cdc_sink_flushes_total",
+        "edfi_cdc_snapshot_rows_total",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    let applied: i64 = body
+        .lines()
+        .find(|l| l.starts_with("edfi_cdc_sink_applied_version{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("applied version sample");
+    assert!(applied >= v, "applied version {applied} < source {v}");
+
+    // The source goes away: unready; it comes back on the same port: ready again.
+    let port = sim.port();
+    let database = sim.stop();
+    wait_for(
+        "/readyz to turn unready",
+        Duration::from_secs(60),
+        || async { (http_get(&addr, "/readyz").0 == 503).then_some(()) },
+    )
+    .await;
+    let sim = Simulator::start_at(&database, port, 100, 21);
+    wait_for(
+        "/readyz to turn ready again",
+        Duration::from_secs(60),
+        || async { (http_get(&addr, "/readyz").0 == 200).then_some(()) },
+    )
+    .await;
+    drop(rep);
+    drop(sim);
+}
