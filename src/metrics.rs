@@ -85,6 +85,53 @@ static SNAPSHOT_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+static CYCLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edfi_cdc_poll_cycles_total",
+        "Completed poll cycles",
+        &["connector"]
+    )
+    .unwrap()
+});
+static CYCLE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "edfi_cdc_poll_cycle_duration_seconds",
+        "Duration of poll cycles (one snapshot transaction at the source)",
+        &["connector"],
+        prometheus::exponential_buckets(0.001, 2.0, 16).unwrap()
+    )
+    .unwrap()
+});
+static CYCLE_EVENTS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "edfi_cdc_poll_cycle_events",
+        "Change events read per poll cycle",
+        &["connector"],
+        prometheus::exponential_buckets(1.0, 4.0, 10).unwrap()
+    )
+    .unwrap()
+});
+static SOURCE_VERSION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edfi_cdc_source_current_version",
+        "CHANGE_TRACKING_CURRENT_VERSION() read by the last poll cycle",
+        &["connector"]
+    )
+    .unwrap()
+});
+
+/// A poll cycle completed: its duration, size and the source's current version.
+pub fn cycle(connector: &str, seconds: f64, events: u64, version: i64) {
+    CYCLES.with_label_values(&[connector]).inc();
+    CYCLE_SECONDS
+        .with_label_values(&[connector])
+        .observe(seconds);
+    CYCLE_EVENTS
+        .with_label_values(&[connector])
+        .observe(events as f64);
+    SOURCE_VERSION.with_label_values(&[connector]).set(version);
+}
+
 pub fn retry(component: &str) {
     RETRIES.with_label_values(&[component]).inc();
 }

@@ -44,6 +44,10 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
         "edfi_cdc_sink_events_applied_total",
         "edfi_cdc_sink_flushes_total",
         "edfi_cdc_snapshot_rows_total",
+        "edfi_cdc_poll_cycles_total",
+        "edfi_cdc_poll_cycle_duration_seconds_bucket",
+        "edfi_cdc_poll_cycle_events_bucket",
+        "edfi_cdc_source_current_version",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }

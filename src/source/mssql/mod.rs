@@ -474,6 +474,7 @@ impl Poller {
     }
 
     async fn cycle_inner(&mut self) -> Result<u64, SourceError> {
+        let started = Instant::now();
         let database = self.config.source.database.clone();
         let conn = self.connection().await?;
         conn.batch(queries::BEGIN_SNAPSHOT).await?;
@@ -554,6 +555,12 @@ impl Poller {
             self.last_watermark = version;
             self.publish_pending = false;
         }
+        crate::metrics::cycle(
+            &self.config.name,
+            started.elapsed().as_secs_f64(),
+            events,
+            version,
+        );
         Ok(events)
     }
 
