@@ -280,3 +280,60 @@ async fn a_group_switched_on_later_is_snapshotted_while_the_rest_resume() {
         assert_eq!(t["lag_versions"], 0, "{t}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connectors_in_one_process_keep_their_checkpoints_apart() {
+    // Two ODS databases (say, two school years) into one staging database, each mapped to a
+    // schema of its own, run by one process from a directory of connector files.
+    let Rig {
+        sim,
+        staging,
+        connector,
+        source,
+        target,
+    } = Rig::new(120, 13).await;
+    let sim2 = Simulator::start(80, 14);
+    let source2 = connect(&sim2.backing_url()).await;
+    let first = std::fs::read_to_string(&connector.path).unwrap().replace(
+        "identifiers = \"lower\"",
+        "identifiers = \"lower\"\nschema_map = { edfi = \"edfi_2024\" }",
+    );
+    let second = first
+        .replace("name = \"edfi-ods\"", "name = \"edfi-ods-2025\"")
+        .replace("${ODS_", "${ODS2_")
+        .replace("edfi_2024", "edfi_2025");
+    std::fs::write(&connector.path, first).unwrap();
+    std::fs::write(connector.dir.join("edfi-ods-2025.toml"), second).unwrap();
+    let mut cmd = std::process::Command::new(bin("edfi-cdc"));
+    cmd.args(["run", "--config"])
+        .arg(&connector.dir)
+        .envs(connector.env.iter().map(|(k, v)| (k, v)));
+    cmd.env("ODS2_HOST", "127.0.0.1")
+        .env("ODS2_PORT", sim2.port().to_string())
+        .env("ODS2_DATABASE", &sim2.database);
+    cmd.env("ODS2_USER", "sa")
+        .env("ODS2_PASSWORD", SIM_PASSWORD);
+    let _rep = Replicator::spawn(cmd);
+    let (_stop_tx, stop) = watch::channel(false);
+    ods_sim::edfi::run_workload(
+        &sim.backing_url(),
+        workload(200.0, 15, 2, 600),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    ods_sim::edfi::run_workload(&sim2.backing_url(), workload(200.0, 16, 2, 600), stop)
+        .await
+        .unwrap();
+    wait_connector_caught_up(&source, &target, "edfi-ods", TABLES, CATCH_UP).await;
+    wait_connector_caught_up(&source2, &target, "edfi-ods-2025", TABLES, CATCH_UP).await;
+    for (src, schema) in [(&source, "edfi_2024"), (&source2, "edfi_2025")] {
+        let problems = compare_all_in(src, &target, true, Some(schema)).await;
+        assert!(
+            problems.is_empty(),
+            "{schema} differs from its source:\n{}",
+            problems.join("\n")
+        );
+    }
+    drop(staging);
+}

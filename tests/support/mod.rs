@@ -264,6 +264,16 @@ pub struct Replicator {
 }
 
 impl Replicator {
+    /// Start `cmd` (an `edfi-cdc run` command), collecting its stderr.
+    pub fn spawn(mut cmd: Command) -> Replicator {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edfi-cdc");
+        Replicator::new(child)
+    }
+
     fn new(mut child: Child) -> Replicator {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -323,6 +333,9 @@ impl Drop for Replicator {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
+        if std::thread::panicking() {
+            eprintln!("--- edfi-cdc log ---\n{}", self.log());
+        }
     }
 }
 
@@ -362,19 +375,35 @@ pub async fn wait_caught_up(
     tables: usize,
     deadline: Duration,
 ) -> i64 {
+    wait_connector_caught_up(source, staging, "edfi-ods", tables, deadline).await
+}
+
+/// [`wait_caught_up`] for the tables of one connector.
+pub async fn wait_connector_caught_up(
+    source: &Client,
+    staging: &Client,
+    connector: &str,
+    tables: usize,
+    deadline: Duration,
+) -> i64 {
     let target = source_version(source).await;
-    wait_for(&format!("staging to reach version {target} on {tables} tables"), deadline, || async {
-        let row = staging
+    wait_for(
+        &format!("{connector} to reach version {target} on {tables} tables"),
+        deadline,
+        || async {
+            let row = staging
             .query_opt(
-                "SELECT count(*) FILTER (WHERE phase = 'streaming' AND version >= $1), count(*) FROM edfi_cdc.table_state",
-                &[&target],
+                "SELECT count(*) FILTER (WHERE phase = 'streaming' AND version >= $1), count(*) \
+                 FROM edfi_cdc.table_state WHERE connector = $2",
+                &[&target, &connector],
             )
             .await
             .ok()
             .flatten()?;
-        let (done, all): (i64, i64) = (row.get(0), row.get(1));
-        (done as usize == tables && all as usize == tables).then_some(target)
-    })
+            let (done, all): (i64, i64) = (row.get(0), row.get(1));
+            (done as usize == tables && all as usize == tables).then_some(target)
+        },
+    )
     .await
 }
 
@@ -412,6 +441,17 @@ async fn table_rows(
 /// Compare every replicated table of the simulator's backing database with staging, row by row.
 /// `lower`: staging identifiers are lower-cased. Returns a description of every difference.
 pub async fn compare_all(source: &Client, staging: &Client, lower: bool) -> Vec<String> {
+    compare_all_in(source, staging, lower, None).await
+}
+
+/// [`compare_all`] with the staging tables in `schema` (a `schema_map` target) instead of the
+/// source's schema.
+pub async fn compare_all_in(
+    source: &Client,
+    staging: &Client,
+    lower: bool,
+    schema: Option<&str>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for def in ods_sim::edfi::tables() {
         let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
@@ -426,7 +466,7 @@ pub async fn compare_all(source: &Client, staging: &Client, lower: bool) -> Vec<
         };
         let dst = table_rows(
             staging,
-            &name(&def.schema),
+            &schema.map_or_else(|| name(&def.schema), str::to_string),
             &name(&def.name),
             &columns.iter().map(|c| name(c)).collect::<Vec<_>>(),
             &keys.iter().map(|c| name(c)).collect::<Vec<_>>(),

@@ -46,6 +46,8 @@ use ddl::{case, ident, PgName};
 const SINK: &str = "staging";
 const OP_COLUMN: &str = "edfi_cdc_op";
 const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
+/// Advisory lock key serialising target set-up (any value unlikely to clash; "edficdc" in hex).
+const SETUP_LOCK: i64 = 0x65_64_66_69_63_64_63;
 
 struct TableRt {
     schema: Arc<TableSchema>,
@@ -163,6 +165,13 @@ impl StagingSink {
         schemas: &[Arc<TableSchema>],
     ) -> Result<(StagingSink, SinkCheckpoint), SinkError> {
         let client = connect(cfg.url.expose()).await?;
+        // Connectors sharing a staging database create schemas and tables one at a time
+        // (concurrent CREATE … IF NOT EXISTS can still collide in PostgreSQL's catalog). The
+        // lock is the session's: a failed start-up releases it with its connection.
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(pg)?;
         checkpoint::install(&client).await.map_err(pg)?;
         client
             .batch_execute("CREATE SCHEMA IF NOT EXISTS edfi_cdc_shadow")
@@ -218,6 +227,10 @@ impl StagingSink {
                 },
             );
         }
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(pg)?;
         let cp = checkpoint::load(&client, connector, SINK, schemas)
             .await
             .map_err(pg)?;
