@@ -30,7 +30,7 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edfi_cdc_source_events_total",
         "Change events read from the source",
-        &["table", "op"]
+        &["connector", "table", "op"]
     )
     .unwrap()
 });
@@ -38,7 +38,7 @@ static APPLIED_VERSION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "edfi_cdc_sink_applied_version",
         "Source CT version a sink has applied",
-        &["sink"]
+        &["connector", "sink"]
     )
     .unwrap()
 });
@@ -46,7 +46,7 @@ static APPLIED_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edfi_cdc_sink_events_applied_total",
         "Events applied by a sink",
-        &["sink", "table"]
+        &["connector", "sink", "table"]
     )
     .unwrap()
 });
@@ -54,7 +54,7 @@ static FLUSHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edfi_cdc_sink_flushes_total",
         "Sink transactions, by reason",
-        &["sink", "reason"]
+        &["connector", "sink", "reason"]
     )
     .unwrap()
 });
@@ -62,7 +62,7 @@ static FLUSH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "edfi_cdc_sink_flush_duration_seconds",
         "Duration of sink transactions",
-        &["sink"],
+        &["connector", "sink"],
         prometheus::exponential_buckets(0.001, 2.0, 16).unwrap()
     )
     .unwrap()
@@ -71,7 +71,7 @@ static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         "edfi_cdc_end_to_end_latency_seconds",
         "Time from a change's source commit to its commit in the target",
-        &["sink"],
+        &["connector", "sink"],
         prometheus::exponential_buckets(0.01, 1.5, 24).unwrap()
     )
     .unwrap()
@@ -80,7 +80,7 @@ static SNAPSHOT_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edfi_cdc_snapshot_rows_total",
         "Rows loaded by snapshots",
-        &["sink", "table"]
+        &["connector", "sink", "table"]
     )
     .unwrap()
 });
@@ -140,30 +140,40 @@ pub fn error(component: &str, kind: &str) {
     ERRORS.with_label_values(&[component, kind]).inc();
 }
 
-pub fn source_events(table: &str, op: &str, n: u64) {
-    EVENTS.with_label_values(&[table, op]).inc_by(n);
+pub fn source_events(connector: &str, table: &str, op: &str, n: u64) {
+    EVENTS.with_label_values(&[connector, table, op]).inc_by(n);
 }
 
 /// A sink committed a transaction (`reason`: watermark, snapshot_chunk, snapshot_start, …).
-pub fn flush(sink: &str, reason: &str, seconds: f64) {
-    FLUSHES.with_label_values(&[sink, reason]).inc();
-    FLUSH_SECONDS.with_label_values(&[sink]).observe(seconds);
+pub fn flush(connector: &str, sink: &str, reason: &str, seconds: f64) {
+    FLUSHES.with_label_values(&[connector, sink, reason]).inc();
+    FLUSH_SECONDS
+        .with_label_values(&[connector, sink])
+        .observe(seconds);
 }
 
-pub fn applied(sink: &str, version: i64) {
-    APPLIED_VERSION.with_label_values(&[sink]).set(version);
+pub fn applied(connector: &str, sink: &str, version: i64) {
+    APPLIED_VERSION
+        .with_label_values(&[connector, sink])
+        .set(version);
 }
 
-pub fn applied_events(sink: &str, table: &str, n: u64) {
-    APPLIED_EVENTS.with_label_values(&[sink, table]).inc_by(n);
+pub fn applied_events(connector: &str, sink: &str, table: &str, n: u64) {
+    APPLIED_EVENTS
+        .with_label_values(&[connector, sink, table])
+        .inc_by(n);
 }
 
-pub fn latency(sink: &str, seconds: f64) {
-    LATENCY.with_label_values(&[sink]).observe(seconds);
+pub fn latency(connector: &str, sink: &str, seconds: f64) {
+    LATENCY
+        .with_label_values(&[connector, sink])
+        .observe(seconds);
 }
 
-pub fn snapshot_rows(sink: &str, table: &str, n: u64) {
-    SNAPSHOT_ROWS.with_label_values(&[sink, table]).inc_by(n);
+pub fn snapshot_rows(connector: &str, sink: &str, table: &str, n: u64) {
+    SNAPSHOT_ROWS
+        .with_label_values(&[connector, sink, table])
+        .inc_by(n);
 }
 
 /// The Prometheus text exposition of every metric.

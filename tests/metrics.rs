@@ -74,6 +74,30 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
         || async { (http_get(&addr, "/readyz").0 == 200).then_some(()) },
     )
     .await;
+
+    // Every metric the dashboards and alert rules use is exported (the outage above produced
+    // the error and retry counters too).
+    let (_, body) = http_get(&addr, "/metrics");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut used = std::collections::BTreeSet::new();
+    for file in ["edfi-cdc.json", "alerts.yml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (i, _) in text.match_indices("edfi_cdc_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 10, "{used:?}");
+    for name in &used {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "{name}, used by the dashboards or alert rules, is not exported:\n{body}"
+        );
+    }
     drop(rep);
     drop(sim);
 }

@@ -450,16 +450,16 @@ impl StagingSink {
         }
         applied?;
         let seconds = started.elapsed().as_secs_f64();
-        metrics::flush(SINK, "watermark", seconds);
-        metrics::applied(SINK, w.version);
+        metrics::flush(&self.connector, SINK, "watermark", seconds);
+        metrics::applied(&self.connector, SINK, w.version);
         let now = Utc::now();
         let batch = std::mem::take(&mut self.ready);
         for (table, evs) in &batch.tables {
-            metrics::applied_events(SINK, &table.to_string(), evs.len() as u64);
+            metrics::applied_events(&self.connector, SINK, &table.to_string(), evs.len() as u64);
             for ev in evs.values() {
                 if let Some(t) = ev.commit_time {
                     let lat = (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                    metrics::latency(SINK, lat);
+                    metrics::latency(&self.connector, SINK, lat);
                     self.progress.latencies.push(lat);
                 }
             }
@@ -678,7 +678,12 @@ impl StagingSink {
                     Box::pin(s.start_snapshot(id.clone(), version, total_rows))
                 })
                 .await?;
-                metrics::flush(SINK, "snapshot_start", started.elapsed().as_secs_f64());
+                metrics::flush(
+                    &self.connector,
+                    SINK,
+                    "snapshot_start",
+                    started.elapsed().as_secs_f64(),
+                );
                 self.requested.remove(&id);
                 let rt = self.tables.get_mut(&id).expect("table exists");
                 rt.state = Some(TableCheckpoint {
@@ -704,8 +709,13 @@ impl StagingSink {
                     Box::pin(s.apply_chunk(id.clone(), last_key.clone(), rows))
                 })
                 .await?;
-                metrics::flush(SINK, "snapshot_chunk", started.elapsed().as_secs_f64());
-                metrics::snapshot_rows(SINK, &id.to_string(), n);
+                metrics::flush(
+                    &self.connector,
+                    SINK,
+                    "snapshot_chunk",
+                    started.elapsed().as_secs_f64(),
+                );
+                metrics::snapshot_rows(&self.connector, SINK, &id.to_string(), n);
                 self.snapshot_rows.clear();
                 let s = self
                     .tables

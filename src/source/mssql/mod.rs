@@ -525,10 +525,11 @@ impl Poller {
             let nkey = schema.key.len();
             let first_key_col = schema.key[0];
             let table_name = schema.id.to_string();
+            let connector = self.config.name.clone();
             conn.each_row(&sql, &[Value::Int(last), Value::Int(version)], |row| {
                 events += 1;
                 let ev = change_event(&schema, row, nkey, ncols, first_key_col);
-                crate::metrics::source_events(&table_name, ev.op.code(), 1);
+                crate::metrics::source_events(&connector, &table_name, ev.op.code(), 1);
                 async move {
                     out.send(Message::Change(ev))
                         .await
