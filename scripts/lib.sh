@@ -47,3 +47,39 @@ ensure_nextest() {
     cargo install -q --locked cargo-nextest
   fi
 }
+
+# Python packages that validate the deployment files (tests/deploy.rs): the Compose
+# specification schema shipped inside the docker-compose 1.29.2 wheel (installed without its
+# dependencies: only its schema file is used), jsonschema, PyYAML and botocore (the ECS API
+# model). Kept in a virtualenv outside the repository.
+DEPLOY_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/edfi-cdc/deploy-venv"
+ensure_deploy_validators() {
+  if ! "$DEPLOY_VENV/bin/python" -c 'import compose, jsonschema, yaml, botocore' >/dev/null 2>&1; then
+    echo "== installing the deployment file validators into $DEPLOY_VENV"
+    python3 -m venv "$DEPLOY_VENV"
+    "$DEPLOY_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+      'jsonschema>=4,<5' 'PyYAML>=6,<7' 'botocore>=1.34,<2'
+    "$DEPLOY_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+      --no-deps docker-compose==1.29.2
+  fi
+  export EDFI_CDC_DEPLOY_PYTHON="$DEPLOY_VENV/bin/python"
+}
+
+# Prometheus and promtool (Debian's package) for tests/prometheus.rs; the tests start their
+# own server, the system service is left alone.
+ensure_prometheus() {
+  if ! [ -x /usr/bin/prometheus ] || ! [ -x /usr/bin/promtool ]; then
+    echo "== installing Prometheus"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      -o Dpkg::Options::=--force-confold prometheus >/dev/null
+  fi
+}
+
+# moto in server mode: the S3 (and Kinesis) API server the tests start per test
+# (tests/support/moto_server.py).
+ensure_moto() {
+  if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+    echo "== installing moto (S3/Kinesis API server for the tests)"
+    python3 -m pip install -q --disable-pip-version-check --no-input 'moto[server]>=5,<6'
+  fi
+}

@@ -22,40 +22,40 @@ use tokio_postgres::GenericClient;
 
 use crate::event::{TableId, TableSchema, Value};
 
+/// The checkpoint tables, in SQL that PostgreSQL and Redshift both run: no jsonb (keys are JSON
+/// text), no CHECK constraints or indexes, no `ON CONFLICT`, no server clock (times are bound).
 pub const SCHEMA_DDL: &str = "
 CREATE SCHEMA IF NOT EXISTS edfi_cdc;
 CREATE TABLE IF NOT EXISTS edfi_cdc.table_state (
-    connector           text        NOT NULL,
-    sink                text        NOT NULL,
-    source_schema       text        NOT NULL,
-    source_table        text        NOT NULL,
-    target_schema       text        NOT NULL,
-    target_table        text        NOT NULL,
-    phase               text        NOT NULL CHECK (phase IN ('snapshot', 'pending_swap', 'streaming')),
-    version             bigint      NOT NULL,
+    connector           varchar(256)   NOT NULL,
+    sink                varchar(64)    NOT NULL,
+    source_schema       varchar(256)   NOT NULL,
+    source_table        varchar(256)   NOT NULL,
+    target_schema       varchar(256)   NOT NULL,
+    target_table        varchar(256)   NOT NULL,
+    phase               varchar(16)    NOT NULL,
+    version             bigint         NOT NULL,
     commit_time         timestamptz,
-    snapshot_last_key   jsonb,
-    snapshot_rows       bigint      NOT NULL DEFAULT 0,
+    snapshot_last_key   varchar(65535),
+    snapshot_rows       bigint         NOT NULL,
     snapshot_total_rows bigint,
     snapshot_started_at timestamptz,
-    updated_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz    NOT NULL,
     PRIMARY KEY (connector, sink, source_schema, source_table)
 );
-CREATE UNIQUE INDEX IF NOT EXISTS table_state_target
-    ON edfi_cdc.table_state (sink, target_schema, target_table);
 CREATE TABLE IF NOT EXISTS edfi_cdc.sink_state (
-    connector   text        NOT NULL,
-    sink        text        NOT NULL,
-    version     bigint      NOT NULL,
+    connector   varchar(256) NOT NULL,
+    sink        varchar(64)  NOT NULL,
+    version     bigint       NOT NULL,
     commit_time timestamptz,
-    updated_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz  NOT NULL,
     PRIMARY KEY (connector, sink)
 );
 CREATE TABLE IF NOT EXISTS edfi_cdc.resnapshot_requests (
-    connector     text        NOT NULL,
-    source_schema text        NOT NULL,
-    source_table  text        NOT NULL,
-    requested_at  timestamptz NOT NULL DEFAULT now(),
+    connector     varchar(256) NOT NULL,
+    source_schema varchar(256) NOT NULL,
+    source_table  varchar(256) NOT NULL,
+    requested_at  timestamptz  NOT NULL,
     PRIMARY KEY (connector, source_schema, source_table)
 );
 ";
@@ -215,7 +215,9 @@ pub async fn load(
         let Some(phase) = Phase::parse(r.get(2)) else {
             continue;
         };
-        let last_key: Option<Json> = r.get(5);
+        let last_key: Option<Json> = r
+            .get::<_, Option<String>>(5)
+            .and_then(|t| serde_json::from_str(&t).ok());
         cp.tables.insert(
             id,
             TableCheckpoint {
@@ -247,6 +249,138 @@ pub async fn resnapshot_requests(
         .iter()
         .map(|r| TableId::new(r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect())
+}
+
+/// A table's snapshot starts (or restarts) at `version`: its row says `snapshot` with no
+/// progress, and an operator's request for it is consumed. Run in the transaction that creates
+/// the snapshot's shadow table, so a crash leaves either both or neither.
+#[allow(clippy::too_many_arguments)]
+pub async fn begin_snapshot(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    table: &TableId,
+    target_schema: &str,
+    target_table: &str,
+    version: i64,
+    total_rows: Option<u64>,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 AND source_schema = $2 \
+         AND source_table = $3",
+        &[&connector, &table.schema, &table.name],
+    )
+    .await?;
+    let now = Utc::now();
+    let total = total_rows.map(|n| n as i64);
+    let updated = tx
+        .execute(
+            "UPDATE edfi_cdc.table_state SET target_schema = $5, target_table = $6, phase = 'snapshot', \
+             version = $7, commit_time = NULL, snapshot_last_key = NULL, snapshot_rows = 0, \
+             snapshot_total_rows = $8, snapshot_started_at = $9, updated_at = $9 \
+             WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
+            &[&connector, &sink, &table.schema, &table.name, &target_schema, &target_table, &version, &total, &now],
+        )
+        .await?;
+    if updated == 0 {
+        tx.execute(
+            "INSERT INTO edfi_cdc.table_state (connector, sink, source_schema, source_table, target_schema, \
+             target_table, phase, version, snapshot_rows, snapshot_total_rows, snapshot_started_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'snapshot', $7, 0, $8, $9, $9)",
+            &[&connector, &sink, &table.schema, &table.name, &target_schema, &target_table, &version, &total, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Snapshot rows up to `last_key` (`rows` in all) are in the shadow table. Run in the
+/// transaction that loaded them.
+pub async fn snapshot_progress(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    table: &TableId,
+    last_key: &[Value],
+    rows: u64,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE edfi_cdc.table_state SET snapshot_last_key = $5, snapshot_rows = $6, updated_at = $7 \
+         WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
+        &[&connector, &sink, &table.schema, &table.name, &key_to_json(last_key).to_string(), &(rows as i64), &Utc::now()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The shadow table holds the whole snapshot (`rows` rows); it replaces the target at the next
+/// applied watermark.
+pub async fn snapshot_loaded(
+    client: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    table: &TableId,
+    rows: u64,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE edfi_cdc.table_state SET phase = 'pending_swap', snapshot_rows = $5, updated_at = $6 \
+             WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
+            &[&connector, &sink, &table.schema, &table.name, &(rows as i64), &Utc::now()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every streaming or published table now reflects the source up to watermark `w`. Run in the
+/// transaction that applied the changes up to `w`.
+pub async fn advance(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    w: &crate::event::Watermark,
+) -> Result<(), tokio_postgres::Error> {
+    let now = Utc::now();
+    tx.execute(
+        "UPDATE edfi_cdc.table_state SET phase = 'streaming', version = $3, commit_time = $4, \
+         snapshot_last_key = NULL, updated_at = $5 \
+         WHERE connector = $1 AND sink = $2 AND phase IN ('streaming', 'pending_swap') AND version <= $3",
+        &[&connector, &sink, &w.version, &w.commit_time, &now],
+    )
+    .await?;
+    let updated = tx
+        .execute(
+            "UPDATE edfi_cdc.sink_state SET version = $3, commit_time = $4, updated_at = $5 \
+             WHERE connector = $1 AND sink = $2",
+            &[&connector, &sink, &w.version, &w.commit_time, &now],
+        )
+        .await?;
+    if updated == 0 {
+        tx.execute(
+            "INSERT INTO edfi_cdc.sink_state (connector, sink, version, commit_time, updated_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&connector, &sink, &w.version, &w.commit_time, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Ask the running sinks to re-snapshot `table` (idempotent).
+pub async fn request_resnapshot(
+    client: &impl GenericClient,
+    connector: &str,
+    table: &TableId,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO edfi_cdc.resnapshot_requests (connector, source_schema, source_table, requested_at) \
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM edfi_cdc.resnapshot_requests \
+             WHERE connector = $1 AND source_schema = $2 AND source_table = $3)",
+            &[&connector, &table.schema, &table.name, &Utc::now()],
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

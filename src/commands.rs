@@ -1,4 +1,5 @@
-//! The operator commands besides `run`: `check`, `status`, `resnapshot`, `enable-ct`.
+//! The operator commands besides `run`: `check`, `status`, `resnapshot`, `enable-ct`,
+//! `models check`.
 
 use std::fmt::Write as _;
 
@@ -142,6 +143,35 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
             }
         }
     }
+    if let Some(r) = config.sinks.redshift.as_ref().filter(|r| r.enabled) {
+        match tokio_postgres::connect(r.url.expose(), NoTls).await {
+            Err(e) => out.push(line(
+                false,
+                format!(
+                    "redshift: connect: {}",
+                    crate::sink::SinkError::from_pg("redshift", &e)
+                ),
+            )),
+            Ok((_client, conn)) => {
+                tokio::spawn(conn);
+                out.push(line(
+                    true,
+                    format!("redshift: connected ({:?} load)", r.load),
+                ));
+            }
+        }
+        if !r.bucket.is_empty() {
+            match crate::sink::redshift::files::Files::connect(&r.bucket, &r.prefix, &config.name)
+                .await
+            {
+                Ok(_) => out.push(line(
+                    true,
+                    format!("redshift: S3 bucket `{}` reachable", r.bucket),
+                )),
+                Err(e) => out.push(line(false, format!("redshift: {e}"))),
+            }
+        }
+    }
     out
 }
 
@@ -169,81 +199,103 @@ pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Vec<TableStatus>
         None => None,
     };
     let mut out = Vec::new();
-    let Some(staging) = config.sinks.staging.as_ref().filter(|s| s.enabled) else {
-        return Ok(out);
-    };
-    let (client, c) = tokio_postgres::connect(staging.url.expose(), NoTls).await?;
-    tokio::spawn(c);
-    let rows = client
+    for (sink, url, target) in sinks(config) {
+        let (client, c) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(c);
+        let rows = client
         .query(
             "SELECT source_schema, source_table, phase, version, snapshot_rows, snapshot_total_rows, \
-             extract(epoch FROM now() - snapshot_started_at)::float8 \
-             FROM edfi_cdc.table_state WHERE connector = $1 AND sink = 'staging' ORDER BY 1, 2",
-            &[&config.name],
+             snapshot_started_at FROM edfi_cdc.table_state WHERE connector = $1 AND sink = $2 ORDER BY 1, 2",
+            &[&config.name, &sink],
         )
         .await
         .unwrap_or_default();
-    for t in config.tables() {
-        let r = rows
-            .iter()
-            .find(|r| r.get::<_, &str>(0) == t.schema && r.get::<_, &str>(1) == t.name);
-        let (phase, version) = r.map_or(("not started".to_string(), 0), |r| {
-            (r.get::<_, String>(2), r.get(3))
-        });
-        let snapshotting = Phase::parse(&phase) == Some(Phase::Snapshot);
-        let lag_versions = current.map(|c| (c - version).max(0));
-        let lag_seconds = match (conn.as_mut(), current) {
-            (Some(c), Some(cur)) if cur > version && !snapshotting => c
-                .rows(
-                    queries::OLDEST_COMMIT_AFTER,
-                    &[Value::Int(version), Value::Int(cur)],
+        for t in config.tables() {
+            let r = rows
+                .iter()
+                .find(|r| r.get::<_, &str>(0) == t.schema && r.get::<_, &str>(1) == t.name);
+            let (phase, version) = r.map_or(("not started".to_string(), 0), |r| {
+                (r.get::<_, String>(2), r.get(3))
+            });
+            let snapshotting = Phase::parse(&phase) == Some(Phase::Snapshot);
+            let lag_versions = current.map(|c| (c - version).max(0));
+            let lag_seconds = match (conn.as_mut(), current) {
+                (Some(c), Some(cur)) if cur > version && !snapshotting => c
+                    .rows(
+                        queries::OLDEST_COMMIT_AFTER,
+                        &[Value::Int(version), Value::Int(cur)],
+                    )
+                    .await
+                    .ok()
+                    .and_then(|rows| rows.into_iter().next())
+                    .and_then(|row| match &row[1] {
+                        Value::Timestamp(ts) => {
+                            Some((Utc::now() - ts.and_utc()).num_milliseconds() as f64 / 1000.0)
+                        }
+                        _ => None,
+                    }),
+                (_, Some(_)) => Some(0.0),
+                _ => None,
+            };
+            let (rows_done, total, elapsed) = r.map_or((None, None, None), |r| {
+                (
+                    Some(r.get::<_, i64>(4) as u64),
+                    r.get::<_, Option<i64>>(5).map(|n| n as u64),
+                    r.get::<_, Option<DateTime<Utc>>>(6)
+                        .map(|at| (Utc::now() - at).num_milliseconds() as f64 / 1000.0),
                 )
-                .await
-                .ok()
-                .and_then(|rows| rows.into_iter().next())
-                .and_then(|row| match &row[1] {
-                    Value::Timestamp(ts) => {
-                        Some((Utc::now() - ts.and_utc()).num_milliseconds() as f64 / 1000.0)
-                    }
-                    _ => None,
-                }),
-            (_, Some(_)) => Some(0.0),
-            _ => None,
-        };
-        let (rows_done, total, elapsed) = r.map_or((None, None, None), |r| {
-            (
-                Some(r.get::<_, i64>(4) as u64),
-                r.get::<_, Option<i64>>(5).map(|n| n as u64),
-                r.get::<_, Option<f64>>(6),
-            )
-        });
-        let rate = if snapshotting {
-            rows_done.zip(elapsed).map(|(n, s)| n as f64 / s.max(0.001))
-        } else {
-            None
-        };
-        let eta = match (rate, rows_done, total) {
-            (Some(rate), Some(done), Some(total)) if rate > 0.0 => {
-                Some(total.saturating_sub(done) as f64 / rate)
-            }
-            _ => None,
-        };
-        out.push(TableStatus {
-            sink: "staging".into(),
-            table: t.to_string(),
-            target: target_table(staging, &t).to_string(),
-            phase,
-            checkpoint_version: version,
-            source_version: current,
-            lag_versions,
-            lag_seconds,
-            snapshot_rows: rows_done.filter(|_| snapshotting),
-            snapshot_total_rows: total.filter(|_| snapshotting),
-            snapshot_rows_per_sec: rate,
-            snapshot_eta_seconds: eta,
-        });
+            });
+            let rate = if snapshotting {
+                rows_done.zip(elapsed).map(|(n, s)| n as f64 / s.max(0.001))
+            } else {
+                None
+            };
+            let eta = match (rate, rows_done, total) {
+                (Some(rate), Some(done), Some(total)) if rate > 0.0 => {
+                    Some(total.saturating_sub(done) as f64 / rate)
+                }
+                _ => None,
+            };
+            out.push(TableStatus {
+                sink: sink.into(),
+                table: t.to_string(),
+                target: target(&t),
+                phase,
+                checkpoint_version: version,
+                source_version: current,
+                lag_versions,
+                lag_seconds,
+                snapshot_rows: rows_done.filter(|_| snapshotting),
+                snapshot_total_rows: total.filter(|_| snapshotting),
+                snapshot_rows_per_sec: rate,
+                snapshot_eta_seconds: eta,
+            });
+        }
     }
     Ok(out)
+}
+
+/// A function naming a sink's target table for a source table.
+type TargetName<'a> = Box<dyn Fn(&TableId) -> String + 'a>;
+
+/// Every enabled sink: its name, target URL and target table names.
+fn sinks(config: &ConnectorConfig) -> Vec<(&'static str, &str, TargetName<'_>)> {
+    let mut out: Vec<(&'static str, &str, TargetName<'_>)> = Vec::new();
+    if let Some(s) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
+        out.push((
+            "staging",
+            s.url.expose(),
+            Box::new(move |t| target_table(s, t).to_string()),
+        ));
+    }
+    if let Some(r) = config.sinks.redshift.as_ref().filter(|r| r.enabled) {
+        out.push((
+            "redshift",
+            r.url.expose(),
+            Box::new(move |t| crate::sink::redshift::sql::target_table(r, t).to_string()),
+        ));
+    }
+    out
 }
 
 pub fn render_status(rows: &[TableStatus], as_json: bool) -> String {
@@ -293,21 +345,94 @@ pub async fn resnapshot(config: &ConnectorConfig, table: &str) -> anyhow::Result
                 config.file.display()
             )
         })?;
-    let staging = config
-        .sinks
-        .staging
-        .as_ref()
-        .filter(|s| s.enabled)
-        .ok_or_else(|| anyhow::anyhow!("no enabled sink"))?;
-    let (client, c) = tokio_postgres::connect(staging.url.expose(), NoTls).await?;
-    tokio::spawn(c);
-    checkpoint::install(&client).await?;
-    client
-        .execute(
-            "INSERT INTO edfi_cdc.resnapshot_requests (connector, source_schema, source_table) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-            &[&config.name, &id.schema, &id.name],
-        )
-        .await?;
+    for (sink, url, _) in sinks(config) {
+        let (client, c) = tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(|e| anyhow::anyhow!("{sink} sink: connect: {e}"))?;
+        tokio::spawn(c);
+        checkpoint::install(&client).await?;
+        checkpoint::request_resnapshot(&client, &config.name, &id).await?;
+    }
     Ok(id)
+}
+
+/// Where `models check` finds the model files: `--models-dir`, else the Redshift sink's
+/// `models` directory, else `models/` next to the connector file.
+pub fn models_dir(config: &ConnectorConfig, flag: Option<&std::path::Path>) -> std::path::PathBuf {
+    let base = config.file.parent().unwrap_or(std::path::Path::new("."));
+    match flag {
+        Some(dir) => dir.to_path_buf(),
+        None => match config.sinks.redshift.as_ref().map(|r| r.models.as_str()) {
+            Some(dir) if !dir.is_empty() => base.join(dir),
+            _ => base.join("models"),
+        },
+    }
+}
+
+/// `models check`: load the models of the enabled groups and compare each with the target
+/// (`target_url`, else the Redshift sink's URL). One line per model, or per problem. Changes
+/// nothing.
+pub async fn models_check(
+    config: &ConnectorConfig,
+    dir: &std::path::Path,
+    target_url: Option<&str>,
+) -> Vec<CheckLine> {
+    let models = match crate::models::Models::load_for_connector(dir, config) {
+        Ok(m) => m,
+        Err(e) => return e.0.iter().map(|p| line(false, p.to_string())).collect(),
+    };
+    let url = target_url.or_else(|| {
+        config
+            .sinks
+            .redshift
+            .as_ref()
+            .map(|r| r.url.expose())
+            .filter(|u| !u.is_empty())
+    });
+    let Some(url) = url else {
+        return vec![line(
+            false,
+            "target: no URL: pass --target-url, set REDSHIFT_DATABASE_URL or configure [sinks.redshift] url",
+        )];
+    };
+    let client = match tokio_postgres::connect(url, NoTls).await {
+        Err(e) => {
+            return vec![line(
+                false,
+                format!(
+                    "target: connect: {}",
+                    crate::sink::SinkError::from_pg("models", &e)
+                ),
+            )]
+        }
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            client
+        }
+    };
+    let mut out = vec![line(
+        true,
+        format!(
+            "models: {} loaded from {}",
+            models.models().len(),
+            dir.display()
+        ),
+    )];
+    for m in models.models() {
+        let problems = models.check_model(m, &client).await;
+        if problems.is_empty() {
+            out.push(line(
+                true,
+                format!(
+                    "model {}: {} columns, key ({}), inputs {}",
+                    m.name,
+                    m.columns.len(),
+                    m.key.join(", "),
+                    m.inputs.join(", ")
+                ),
+            ));
+        }
+        out.extend(problems.into_iter().map(|p| line(false, p)));
+    }
+    out
 }

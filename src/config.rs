@@ -281,6 +281,97 @@ pub struct TableOptions {
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
     pub staging: Option<StagingSinkConfig>,
+    pub redshift: Option<RedshiftSinkConfig>,
+}
+
+impl SinksConfig {
+    /// Whether any sink is configured and enabled.
+    pub fn any_enabled(&self) -> bool {
+        self.staging.as_ref().is_some_and(|s| s.enabled)
+            || self.redshift.as_ref().is_some_and(|s| s.enabled)
+    }
+}
+
+/// How the Redshift sink loads a batch into its temporary table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// Gzip CSV parts and a manifest in S3, then `COPY … FROM 's3://…' IAM_ROLE … MANIFEST`
+    /// (Amazon Redshift).
+    S3,
+    /// The same CSV through `COPY … FROM STDIN` (any PostgreSQL-protocol target).
+    Stdin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedshiftSinkConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_load_mode")]
+    pub load: LoadMode,
+    /// PostgreSQL-protocol URL of the Redshift database (`postgres://user@cluster:5439/db`).
+    pub url: Secret,
+    /// Target schema of every replicated table (names are lower-cased, as Redshift folds them).
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Per-table target, `"edfi.Student" = "otherschema.student"`, overriding `schema`.
+    #[serde(default)]
+    pub table_map: BTreeMap<String, String>,
+    /// S3 bucket for the batch files. Required with `load = "s3"`; optional with `stdin`
+    /// (then the files are written there too, e.g. for audit).
+    #[serde(default)]
+    pub bucket: String,
+    /// Key prefix for the batch files.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// IAM role Redshift assumes to read the bucket. Required with `load = "s3"`.
+    #[serde(default)]
+    pub iam_role: String,
+    /// Region of the bucket, if it differs from the cluster's (`COPY … REGION`).
+    #[serde(default)]
+    pub region: String,
+    /// Flush when the buffered changes (after collapsing per key) reach this many rows…
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// …or this many bytes of CSV…
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// …or when the oldest unflushed watermark is this old.
+    #[serde(default = "default_max_age", deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// Uncompressed CSV bytes per file part.
+    #[serde(default = "default_part_bytes")]
+    pub part_bytes: usize,
+    /// How long batch files stay in S3 after their batch commits (0: removed at once).
+    #[serde(default, deserialize_with = "duration")]
+    pub file_retention: Duration,
+    /// Reporting models directory (`<dir>/<group>/*.sql`), relative to the connector file;
+    /// empty: no models.
+    #[serde(default)]
+    pub models: String,
+    /// Refresh `-- incremental` models for the flush's students only (else rebuild them).
+    #[serde(default = "yes")]
+    pub incremental_models: bool,
+}
+
+fn default_load_mode() -> LoadMode {
+    LoadMode::S3
+}
+fn default_prefix() -> String {
+    "edfi-cdc".into()
+}
+fn default_max_rows() -> usize {
+    500_000
+}
+fn default_max_bytes() -> usize {
+    256 * 1024 * 1024
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_part_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -613,10 +704,54 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
                 );
             }
         }
-        _ => bad(
+        _ => {}
+    }
+    if let Some(r) = c.sinks.redshift.as_ref().filter(|r| r.enabled) {
+        if r.url.expose().is_empty() {
+            bad("sinks.redshift.url", "must not be empty".into());
+        } else if r.url.expose().parse::<tokio_postgres::Config>().is_err() {
+            bad(
+                "sinks.redshift.url",
+                "is not a PostgreSQL-protocol connection URL (postgres://user@host:5439/db)".into(),
+            );
+        }
+        if r.load == LoadMode::S3 {
+            if r.bucket.is_empty() {
+                bad(
+                    "sinks.redshift.bucket",
+                    "is required with load = \"s3\" (set S3_BUCKET)".into(),
+                );
+            }
+            if r.iam_role.is_empty() {
+                bad(
+                    "sinks.redshift.iam_role",
+                    "is required with load = \"s3\" (set REDSHIFT_IAM_ROLE)".into(),
+                );
+            }
+        }
+        for (k, v) in [
+            ("max_rows", r.max_rows),
+            ("max_bytes", r.max_bytes),
+            ("part_bytes", r.part_bytes),
+        ] {
+            if v == 0 {
+                bad(&format!("sinks.redshift.{k}"), "must be at least 1".into());
+            }
+        }
+        for (from, to) in &r.table_map {
+            if from.split_once('.').is_none() || to.split_once('.').is_none() {
+                bad(
+                    &format!("sinks.redshift.table_map.{from}"),
+                    "source and target must both be schema.table".into(),
+                );
+            }
+        }
+    }
+    if !c.sinks.any_enabled() {
+        bad(
             "sinks",
-            "no sink is enabled: configure and enable [sinks.staging]".into(),
-        ),
+            "no sink is enabled: configure and enable [sinks.staging] or [sinks.redshift]".into(),
+        );
     }
     problems
 }

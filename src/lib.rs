@@ -7,6 +7,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod models;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;

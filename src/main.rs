@@ -72,6 +72,22 @@ enum Command {
         /// `schema.Table` or `Table`.
         table: String,
     },
+    /// Exit 0 if the replicator's /healthz on ADDR answers 200 within 3 s, else 1 (a container
+    /// health check that needs no HTTP client in the image).
+    Healthcheck {
+        /// The replicator's HTTP port.
+        #[arg(
+            long,
+            env = "EDFI_CDC_HEALTHCHECK_ADDR",
+            default_value = "127.0.0.1:9720"
+        )]
+        addr: std::net::SocketAddr,
+    },
+    /// Reporting models (`connectors/models/<group>/*.sql`).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Print the T-SQL that turns Change Tracking on for the configured database and tables.
     EnableCt {
         #[arg(long, short, required = true)]
@@ -79,6 +95,23 @@ enum Command {
         /// Print the statements (this command never runs them).
         #[arg(long, required = true)]
         print: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Compare every model with the target (columns, types, keys, the SELECT's result) without
+    /// changing anything. Exit 3 on a problem.
+    Check {
+        #[arg(long, short, required = true)]
+        config: PathBuf,
+        /// Model directory (`<dir>/<group>/*.sql`); default: the Redshift sink's `models`, else
+        /// `models/` next to the connector file.
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+        /// PostgreSQL-protocol URL of the target; default: the Redshift sink's `url`.
+        #[arg(long, env = "REDSHIFT_DATABASE_URL", hide_env_values = true)]
+        target_url: Option<String>,
     },
 }
 
@@ -217,6 +250,38 @@ async fn async_main(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Healthcheck { addr } => match healthcheck(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edfi-cdc healthcheck: {addr}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Models {
+            command:
+                ModelsCommand::Check {
+                    config,
+                    models_dir,
+                    target_url,
+                },
+        } => {
+            let configs = match load(std::slice::from_ref(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let c = &configs[0];
+            let dir = commands::models_dir(c, models_dir.as_deref());
+            let lines = commands::models_check(c, &dir, target_url.as_deref()).await;
+            println!("connector {} ({})", c.name, c.file.display());
+            for l in &lines {
+                println!("  {l}");
+            }
+            if lines.iter().all(|l| l.pass) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
         Command::EnableCt { config, print: _ } => {
             let configs = match load(std::slice::from_ref(&config)) {
                 Ok(c) => c,
@@ -229,6 +294,28 @@ async fn async_main(cli: Cli) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `GET /healthz` over a plain TCP connection; Ok when the status is 200.
+fn healthcheck(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use std::io::{Error, Read, Write};
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    match &head[..] {
+        [b'H', b'T', b'T', b'P', b'/', _, _, _, b' ', b'2', b'0', b'0'] => Ok(()),
+        _ => Err(Error::other(format!(
+            "unexpected answer {:?}",
+            String::from_utf8_lossy(&head)
+        ))),
     }
 }
 

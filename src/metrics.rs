@@ -132,6 +132,125 @@ pub fn cycle(connector: &str, seconds: f64, events: u64, version: i64) {
     SOURCE_VERSION.with_label_values(&[connector]).set(version);
 }
 
+static MIN_VALID_VERSION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edfi_cdc_source_min_valid_version",
+        "CHANGE_TRACKING_MIN_VALID_VERSION of a table, read by the last poll cycle",
+        &["connector", "table"]
+    )
+    .unwrap()
+});
+static HEADROOM_VERSIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edfi_cdc_retention_headroom_versions",
+        "Version the poller reads a table from minus the table's min valid version (negative: the table must be re-snapshotted)",
+        &["connector", "table"]
+    )
+    .unwrap()
+});
+
+/// A poll cycle read `table`'s min valid version; the poller reads the table from `baseline`
+/// (None while it waits for a snapshot: nothing to keep then).
+pub fn table_retention(connector: &str, table: &str, min_valid: i64, baseline: Option<i64>) {
+    MIN_VALID_VERSION
+        .with_label_values(&[connector, table])
+        .set(min_valid);
+    match baseline {
+        Some(b) => HEADROOM_VERSIONS
+            .with_label_values(&[connector, table])
+            .set(b - min_valid),
+        None => {
+            // Absent when there is no series yet: nothing to remove.
+            let _ = HEADROOM_VERSIONS.remove_label_values(&[connector, table]);
+        }
+    }
+}
+
+/// `edfi_cdc_retention_headroom_seconds{connector}`, computed when scraped: the source's Change
+/// Tracking retention minus the age of the oldest change still needed — the older of the
+/// oldest commit after the poller's lowest baseline (a snapshot in progress holds its start
+/// version) and the oldest change a sink has been sent but not committed (the sink lag). Cleanup
+/// removes changes older than the retention, so at zero the next cleanup can invalidate a
+/// baseline and force a re-snapshot.
+mod headroom {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+
+    use chrono::{DateTime, Utc};
+    use prometheus::core::{Collector, Desc};
+    use prometheus::proto::MetricFamily;
+    use prometheus::{GaugeVec, Opts};
+
+    /// Retention in seconds, and the commit time of the oldest change after the poller's
+    /// lowest baseline.
+    type Needed = (f64, Option<DateTime<Utc>>);
+
+    /// Per connector.
+    pub static STATE: LazyLock<Mutex<HashMap<String, Needed>>> = LazyLock::new(Mutex::default);
+
+    pub struct HeadroomCollector(GaugeVec);
+
+    impl HeadroomCollector {
+        pub fn new() -> HeadroomCollector {
+            HeadroomCollector(
+                GaugeVec::new(
+                    Opts::new(
+                        "edfi_cdc_retention_headroom_seconds",
+                        "Change Tracking retention minus the age of the oldest source change still needed",
+                    ),
+                    &["connector"],
+                )
+                .unwrap(),
+            )
+        }
+    }
+
+    impl Collector for HeadroomCollector {
+        fn desc(&self) -> Vec<&Desc> {
+            self.0.desc()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let now = Utc::now();
+            let lags = super::lag::STATE.lock().expect("lag state").lags(now);
+            let state = STATE.lock().expect("headroom state").clone();
+            self.0.reset();
+            for (connector, (retention, oldest)) in state {
+                let poller_age = oldest.map_or(0.0, |t| {
+                    ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+                });
+                let sink_age = lags
+                    .iter()
+                    .filter(|l| l.0 == connector)
+                    .map(|l| l.3)
+                    .fold(0.0, f64::max);
+                self.0
+                    .with_label_values(&[&connector])
+                    .set(retention - poller_age.max(sink_age));
+            }
+            self.0.collect()
+        }
+    }
+}
+
+static HEADROOM_COLLECTOR: LazyLock<()> = LazyLock::new(|| {
+    prometheus::register(Box::new(headroom::HeadroomCollector::new())).unwrap();
+});
+
+/// A poll cycle read the source's retention; `oldest_needed` is the commit time of the oldest
+/// change after the poller's lowest baseline (None when it has read everything committed).
+pub fn retention(
+    connector: &str,
+    retention_seconds: i64,
+    oldest_needed: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    LazyLock::force(&HEADROOM_COLLECTOR);
+    headroom::STATE.lock().expect("headroom state").insert(
+        connector.to_string(),
+        (retention_seconds as f64, oldest_needed),
+    );
+}
+
 pub fn retry(component: &str) {
     RETRIES.with_label_values(&[component]).inc();
 }
@@ -174,6 +293,256 @@ pub fn snapshot_rows(connector: &str, sink: &str, table: &str, n: u64) {
     SNAPSHOT_ROWS
         .with_label_values(&[connector, sink, table])
         .inc_by(n);
+}
+
+static FLUSH_ROWS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "edfi_cdc_sink_flush_rows",
+        "Rows per sink flush (after collapsing to the last change per key)",
+        &["connector", "sink"],
+        prometheus::exponential_buckets(1.0, 4.0, 12).unwrap()
+    )
+    .unwrap()
+});
+static FLUSH_BYTES: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "edfi_cdc_sink_flush_bytes",
+        "Uncompressed CSV bytes per sink flush",
+        &["connector", "sink"],
+        prometheus::exponential_buckets(1024.0, 4.0, 12).unwrap()
+    )
+    .unwrap()
+});
+
+static MODEL_REFRESH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "edfi_cdc_model_refresh_duration_seconds",
+        "Duration of reporting model refreshes in a flush transaction, by mode (full or incremental)",
+        &["connector", "model", "mode"],
+        prometheus::exponential_buckets(0.001, 2.0, 16).unwrap()
+    )
+    .unwrap()
+});
+
+/// A reporting model was refreshed (only the changed students' rows when `incremental`).
+pub fn model_refresh(connector: &str, model: &str, incremental: bool, seconds: f64) {
+    MODEL_REFRESH_SECONDS
+        .with_label_values(&[
+            connector,
+            model,
+            if incremental { "incremental" } else { "full" },
+        ])
+        .observe(seconds);
+}
+
+/// Rows and bytes a flush loaded.
+pub fn flush_size(connector: &str, sink: &str, rows: u64, bytes: u64) {
+    FLUSH_ROWS
+        .with_label_values(&[connector, sink])
+        .observe(rows as f64);
+    FLUSH_BYTES
+        .with_label_values(&[connector, sink])
+        .observe(bytes as f64);
+}
+
+/// Replication lag per sink and table, computed when scraped:
+/// `edfi_cdc_sink_lag_seconds` is the age of the source commit of the oldest change the poller
+/// has sent that the sink has not committed (0 when it holds everything sent), and
+/// `edfi_cdc_sink_lag_versions` the source's current version minus the version the sink has
+/// applied for the table. The poller records, per table and cycle, the first change it sent
+/// ([`sent`]); sinks record what they committed ([`table_applied`]). Cycles are the grain: the
+/// seconds are exact to within one poll interval.
+mod lag {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::{LazyLock, Mutex};
+
+    use chrono::{DateTime, Utc};
+    use prometheus::core::{Collector, Desc};
+    use prometheus::proto::MetricFamily;
+    use prometheus::{GaugeVec, IntGaugeVec, Opts};
+
+    /// Unapplied cycles kept per table; past it the newest are not recorded (the oldest, which
+    /// sets the lag, stays).
+    const MAX_PENDING: usize = 100_000;
+
+    /// (version, commit time) of the first change of each unapplied cycle, oldest first.
+    type Cycles = VecDeque<(i64, DateTime<Utc>)>;
+
+    #[derive(Default)]
+    pub struct State {
+        /// (connector, table) → its unapplied cycles.
+        sent: HashMap<(String, String), Cycles>,
+        /// (connector, sink, table) → applied version.
+        applied: HashMap<(String, String, String), i64>,
+    }
+
+    pub static STATE: LazyLock<Mutex<State>> = LazyLock::new(Mutex::default);
+
+    impl State {
+        pub fn sent(&mut self, connector: &str, table: &str, version: i64, at: DateTime<Utc>) {
+            let q = self
+                .sent
+                .entry((connector.to_string(), table.to_string()))
+                .or_default();
+            if q.len() < MAX_PENDING && q.back().is_none_or(|(v, _)| *v < version) {
+                q.push_back((version, at));
+            }
+        }
+
+        pub fn applied(&mut self, connector: &str, sink: &str, table: &str, version: i64) {
+            let v = self
+                .applied
+                .entry((connector.to_string(), sink.to_string(), table.to_string()))
+                .or_insert(version);
+            *v = (*v).max(version);
+            let least = self
+                .applied
+                .iter()
+                .filter(|((c, _, t), _)| c == connector && t == table)
+                .map(|(_, v)| *v)
+                .min()
+                .unwrap_or(version);
+            if let Some(q) = self
+                .sent
+                .get_mut(&(connector.to_string(), table.to_string()))
+            {
+                while q.front().is_some_and(|(v, _)| *v <= least) {
+                    q.pop_front();
+                }
+            }
+        }
+
+        /// (connector, sink, table, lag seconds, applied version) for every known sink table.
+        pub fn lags(&self, now: DateTime<Utc>) -> Vec<(String, String, String, f64, i64)> {
+            self.applied
+                .iter()
+                .map(|((c, s, t), applied)| {
+                    let oldest = self
+                        .sent
+                        .get(&(c.clone(), t.clone()))
+                        .and_then(|q| q.iter().find(|(v, _)| v > applied));
+                    let secs = oldest.map_or(0.0, |(_, at)| {
+                        ((now - *at).num_milliseconds() as f64 / 1000.0).max(0.0)
+                    });
+                    (c.clone(), s.clone(), t.clone(), secs, *applied)
+                })
+                .collect()
+        }
+    }
+
+    /// Fills the two gauges from [`STATE`] at each scrape.
+    pub struct LagCollector {
+        seconds: GaugeVec,
+        versions: IntGaugeVec,
+    }
+
+    impl LagCollector {
+        pub fn new() -> LagCollector {
+            let labels = &["connector", "sink", "table"];
+            LagCollector {
+                seconds: GaugeVec::new(
+                    Opts::new(
+                        "edfi_cdc_sink_lag_seconds",
+                        "Age of the source commit of the oldest change sent to a sink and not yet committed by it",
+                    ),
+                    labels,
+                )
+                .unwrap(),
+                versions: IntGaugeVec::new(
+                    Opts::new(
+                        "edfi_cdc_sink_lag_versions",
+                        "Source current version minus the version a sink has applied for a table",
+                    ),
+                    labels,
+                )
+                .unwrap(),
+            }
+        }
+    }
+
+    impl Collector for LagCollector {
+        fn desc(&self) -> Vec<&Desc> {
+            self.seconds
+                .desc()
+                .into_iter()
+                .chain(self.versions.desc())
+                .collect()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let lags = STATE.lock().expect("lag state").lags(Utc::now());
+            self.seconds.reset();
+            self.versions.reset();
+            for (c, s, t, secs, applied) in lags {
+                self.seconds.with_label_values(&[&c, &s, &t]).set(secs);
+                let current = super::SOURCE_VERSION.with_label_values(&[&c]).get();
+                self.versions
+                    .with_label_values(&[&c, &s, &t])
+                    .set((current - applied).max(0));
+            }
+            let mut out = self.seconds.collect();
+            out.extend(self.versions.collect());
+            out
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use chrono::TimeZone;
+
+        #[test]
+        fn lag_is_the_oldest_unapplied_cycle_per_sink() {
+            let t = |s| Utc.timestamp_opt(s, 0).unwrap();
+            let mut st = State::default();
+            st.applied("c", "staging", "edfi.Student", 0);
+            st.applied("c", "redshift", "edfi.Student", 0);
+            st.sent("c", "edfi.Student", 5, t(100));
+            st.sent("c", "edfi.Student", 9, t(110));
+            st.applied("c", "staging", "edfi.Student", 9);
+            st.applied("c", "redshift", "edfi.Student", 5);
+            let mut lags = st.lags(t(130));
+            lags.sort_by(|a, b| a.1.cmp(&b.1));
+            assert_eq!(lags[0].1, "redshift");
+            assert_eq!(
+                lags[0].3, 20.0,
+                "redshift still lacks the change committed at 110"
+            );
+            assert_eq!(lags[1].3, 0.0, "staging holds everything sent");
+            st.applied("c", "redshift", "edfi.Student", 9);
+            assert!(
+                st.sent.values().all(|q| q.is_empty()),
+                "applied cycles are dropped"
+            );
+        }
+    }
+}
+
+static LAG_COLLECTOR: LazyLock<()> = LazyLock::new(|| {
+    prometheus::register(Box::new(lag::LagCollector::new())).unwrap();
+});
+
+/// The poller sent changes of `table` starting at `version`, committed at `commit_time`.
+pub fn sent(
+    connector: &str,
+    table: &str,
+    version: i64,
+    commit_time: chrono::DateTime<chrono::Utc>,
+) {
+    LazyLock::force(&LAG_COLLECTOR);
+    lag::STATE
+        .lock()
+        .expect("lag state")
+        .sent(connector, table, version, commit_time);
+}
+
+/// A sink committed every change of `table` up to `version`.
+pub fn table_applied(connector: &str, sink: &str, table: &str, version: i64) {
+    LazyLock::force(&LAG_COLLECTOR);
+    lag::STATE
+        .lock()
+        .expect("lag state")
+        .applied(connector, sink, table, version);
 }
 
 /// The Prometheus text exposition of every metric.

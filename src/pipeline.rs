@@ -20,10 +20,27 @@ use crate::checkpoint::{self, TableStart};
 use crate::config::ConnectorConfig;
 use crate::event::TableSchema;
 use crate::http::Health;
+use crate::models::Models;
 use crate::retry::Backoff;
+use crate::sink::redshift::RedshiftSink;
 use crate::sink::staging::StagingSink;
 use crate::source::mssql::{schema, Connection, Poller, SourceError};
 use crate::stream::embedded;
+
+/// An opened sink, ready to run.
+enum SinkTask {
+    Staging(Box<StagingSink>),
+    Redshift(Box<RedshiftSink>),
+}
+
+impl SinkTask {
+    fn kind(&self) -> &'static str {
+        match self {
+            SinkTask::Staging(_) => "staging",
+            SinkTask::Redshift(_) => "redshift",
+        }
+    }
+}
 
 /// Connect to the source (retrying transient faults) and read the configured tables' schemas.
 pub async fn discover(
@@ -63,23 +80,43 @@ pub async fn run_connector(
         .await
         .with_context(|| format!("connector {name}: source"))?;
     info!(connector = %name, tables = schemas.len(), "source catalog read");
-    let staging_cfg = config
-        .sinks
-        .staging
-        .clone()
-        .filter(|s| s.enabled)
-        .context("no enabled sink")?;
-    let (sink, cp) = StagingSink::open(&name, &staging_cfg, &config.retry, &schemas, &stop)
-        .await
-        .with_context(|| format!("connector {name}: staging sink"))?;
-    let start = checkpoint::resume_point(&[cp], &schemas);
+    let mut checkpoints = Vec::new();
+    let mut sinks: Vec<SinkTask> = Vec::new();
+    if let Some(cfg) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
+        let (sink, cp) = StagingSink::open(&name, cfg, &config.retry, &schemas, &stop)
+            .await
+            .with_context(|| format!("connector {name}: staging sink"))?;
+        checkpoints.push(cp);
+        sinks.push(SinkTask::Staging(Box::new(sink)));
+    }
+    if let Some(cfg) = config.sinks.redshift.as_ref().filter(|s| s.enabled) {
+        let models = if cfg.models.is_empty() {
+            Models::default()
+        } else {
+            let dir = config
+                .file
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(&cfg.models);
+            Models::load_for_connector(&dir, &config).with_context(|| {
+                format!("connector {name}: reporting models in {}", dir.display())
+            })?
+        };
+        let (sink, cp) = RedshiftSink::open(&name, cfg, models, &config.retry, &schemas, &stop)
+            .await
+            .with_context(|| format!("connector {name}: redshift sink"))?;
+        checkpoints.push(cp);
+        sinks.push(SinkTask::Redshift(Box::new(sink)));
+    }
+    anyhow::ensure!(!sinks.is_empty(), "connector {name}: no enabled sink");
+    let start = checkpoint::resume_point(&checkpoints, &schemas);
     let resuming = start
         .values()
         .filter(|s| !matches!(s, TableStart::Snapshot))
         .count();
     info!(connector = %name, resuming, snapshots = start.len() - resuming, "starting");
 
-    let (producer, mut consumers) = embedded::channel(config.stream.capacity, 1);
+    let (producer, consumers) = embedded::channel(config.stream.capacity, sinks.len());
     let (resnap_tx, resnap_rx) = mpsc::unbounded_channel();
     let poller = Poller::new(
         config.clone(),
@@ -92,25 +129,51 @@ pub async fn run_connector(
     let poller_stop = stop.child_token();
     let sink_stop = stop.child_token();
     let mut poller_task = tokio::spawn(poller.run(poller_stop.clone()));
-    let mut sink_task = tokio::spawn(sink.run(consumers.remove(0), resnap_tx, sink_stop.clone()));
+    let mut sink_tasks = tokio::task::JoinSet::new();
+    for (sink, input) in sinks.into_iter().zip(consumers) {
+        let (resnap, stop) = (resnap_tx.clone(), sink_stop.clone());
+        sink_tasks.spawn(async move {
+            let kind = sink.kind();
+            let r = match sink {
+                SinkTask::Staging(s) => s.run(input, resnap, stop).await,
+                SinkTask::Redshift(s) => s.run(input, resnap, stop).await,
+            };
+            r.map_err(|e| anyhow::Error::new(e).context(format!("{kind} sink")))
+        });
+    }
+    drop(resnap_tx);
 
-    // Whichever part ends first decides: a failure stops the other part; a clean stop of the
-    // poller lets the sink drain what is complete.
+    // Whichever part ends first decides: a failure stops the rest; a clean stop of the poller
+    // lets the sinks drain what is complete.
     let result = tokio::select! {
         r = &mut poller_task => {
             let r = r.context("poller task panicked")?.with_context(|| format!("connector {name}: source"));
             if r.is_err() {
                 sink_stop.cancel();
             }
-            let s = sink_task.await.context("sink task panicked")?.with_context(|| format!("connector {name}: staging sink"));
+            let mut s = Ok(());
+            while let Some(done) = sink_tasks.join_next().await {
+                let done = done.context("sink task panicked").and_then(|d| d);
+                if s.is_ok() {
+                    s = done.with_context(|| format!("connector {name}"));
+                }
+            }
             r.and(s)
         }
-        s = &mut sink_task => {
+        Some(s) = sink_tasks.join_next() => {
+            // A sink ended while the poller runs: it failed, or the stop request reached it.
             poller_stop.cancel();
-            let s = s.context("sink task panicked")?.with_context(|| format!("connector {name}: staging sink"));
-            // The poller may be blocked sending to the stopped sink; it ends with StreamClosed.
+            sink_stop.cancel();
+            let mut first = s.context("sink task panicked").and_then(|d| d).with_context(|| format!("connector {name}"));
+            while let Some(done) = sink_tasks.join_next().await {
+                let done = done.context("sink task panicked").and_then(|d| d);
+                if first.is_ok() {
+                    first = done.with_context(|| format!("connector {name}"));
+                }
+            }
+            // The poller may be blocked sending to a stopped sink; it ends with StreamClosed.
             let p = poller_task.await.context("poller task panicked")?;
-            match (s, p) {
+            match (first, p) {
                 (Err(e), _) => Err(e),
                 (Ok(()), Err(SourceError::StreamClosed)) | (Ok(()), Ok(())) => Ok(()),
                 (Ok(()), Err(e)) => Err(anyhow::Error::new(e).context(format!("connector {name}: source"))),

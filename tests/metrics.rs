@@ -34,6 +34,12 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
     let v = wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
 
     assert_eq!(http_get(&addr, "/healthz").0, 200);
+    // The container health check's probe (`edfi-cdc healthcheck`) agrees.
+    let probe = std::process::Command::new(bin("edfi-cdc"))
+        .args(["healthcheck", "--addr", &addr])
+        .status()
+        .unwrap();
+    assert!(probe.success(), "edfi-cdc healthcheck: {probe}");
     assert_eq!(http_get(&addr, "/readyz").0, 200);
     let (status, body) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);

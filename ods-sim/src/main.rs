@@ -2,7 +2,8 @@
 //!
 //! Creates (or reuses) the backing database on the PostgreSQL server given by `--postgres`,
 //! listens for TDS connections, prints `ods-sim ready on ADDR database NAME` on stdout once it
-//! accepts them, then logs to stderr. Stops on SIGTERM or SIGINT.
+//! accepts them, then logs to stderr. Stops on SIGTERM or SIGINT. `ods-sim tsql` prints the same
+//! database as a T-SQL script for a real SQL Server instead.
 
 use anyhow::Context;
 use clap::Parser;
@@ -15,21 +16,34 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
-#[command(name = "ods-sim", version, about)]
+#[command(
+    name = "ods-sim",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to accept TDS connections on (port 0: any free port; the line on stdout tells).
     #[arg(long, default_value = "127.0.0.1:1433")]
     listen: SocketAddr,
     /// PostgreSQL server URL, e.g. postgres://postgres@127.0.0.1:5432/postgres; the database
     /// named by --database is created on that server when missing.
-    #[arg(long, env = "ODS_SIM_POSTGRES")]
-    postgres: String,
+    #[arg(long, env = "ODS_SIM_POSTGRES", required = true)]
+    postgres: Option<String>,
     /// Database name, over TDS and on the PostgreSQL server.
     #[arg(long, default_value = "EdFi_Ods")]
     database: String,
     /// Password of the SQL login.
-    #[arg(long, env = "ODS_SIM_PASSWORD", hide_env_values = true)]
-    password: String,
+    #[arg(
+        long,
+        env = "ODS_SIM_PASSWORD",
+        hide_env_values = true,
+        required = true
+    )]
+    password: Option<String>,
     /// Name of the SQL login.
     #[arg(long, default_value = "sa")]
     user: String,
@@ -50,9 +64,45 @@ struct Args {
     log: String,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the database (the 37 tables, the sample data, Change Tracking on, a login for the
+    /// replicator) as a T-SQL script for a real SQL Server, to run with sqlcmd.
+    Tsql {
+        /// Students in the sample data.
+        #[arg(long, default_value_t = 200)]
+        students: u64,
+        /// Seed of the sample data generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Database to create.
+        #[arg(long, default_value = "EdFi_Ods")]
+        database: String,
+        /// Login to create for the replicator (password: sqlcmd variable EDFI_CDC_PASSWORD).
+        #[arg(long, default_value = "edfi_cdc")]
+        login: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Tsql {
+        students,
+        seed,
+        database,
+        login,
+    }) = &args.command
+    {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(edfi::init_script(database, *students, *seed, login).as_bytes())?;
+        stdout.flush()?;
+        return Ok(());
+    }
+    // Required by clap unless a subcommand is given.
+    let (Some(postgres), Some(password)) = (args.postgres.clone(), args.password.clone()) else {
+        anyhow::bail!("--postgres and --password are required");
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
@@ -64,11 +114,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
 
-    let database_url = prepare_database(&args).await?;
+    let database_url = prepare_database(&args, &postgres).await?;
     let postgres: tokio_postgres::Config = database_url
         .parse()
         .context("the URL of the backing database")?;
-    let mut config = ServerConfig::new(postgres, &args.database, &args.password);
+    let mut config = ServerConfig::new(postgres, &args.database, &password);
     config.user = args.user.clone();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -117,20 +167,20 @@ async fn main() -> anyhow::Result<()> {
 
 /// Create the backing database when missing (Ed-Fi tables, sample data, Change Tracking) and
 /// return its URL.
-async fn prepare_database(args: &Args) -> anyhow::Result<String> {
+async fn prepare_database(args: &Args, server: &str) -> anyhow::Result<String> {
     let opts = edfi::SetupOptions {
         students: args.students,
         seed: args.seed,
         ..edfi::SetupOptions::default()
     };
-    let outcome = edfi::setup(&args.postgres, &args.database, &opts).await?;
+    let outcome = edfi::setup(server, &args.database, &opts).await?;
     tracing::info!(
         created = outcome.created,
         rows = outcome.total_rows(),
         secs = outcome.elapsed.as_secs_f64(),
         "backing database ready"
     );
-    Ok(edfi::database_url(&args.postgres, &args.database))
+    Ok(edfi::database_url(server, &args.database))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

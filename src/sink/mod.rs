@@ -1,10 +1,76 @@
 //! Sinks apply events to a target up to a watermark — never half a cycle — and store their
-//! checkpoint in the target in the same transaction as the data (see `checkpoint.rs`). One
-//! today: `staging` (Aurora PostgreSQL).
+//! checkpoint in the target in the same transaction as the data (see `checkpoint.rs`):
+//! `staging` (Aurora PostgreSQL, every cycle) and `redshift` (micro-batches through S3 and
+//! COPY, or COPY FROM STDIN).
 
+pub mod redshift;
 pub mod staging;
 
-use crate::event::TableId;
+use std::collections::HashMap;
+
+use crate::checkpoint::key_to_json;
+use crate::event::{ChangeEvent, TableId, Value};
+
+/// Advisory lock key serialising target set-up on PostgreSQL (any value unlikely to clash;
+/// "edficdc" in hex).
+pub const SETUP_LOCK: i64 = 0x65_64_66_69_63_64_63;
+
+/// Changes collapsed to the last change per key and table, with their count before collapsing
+/// and an estimate of their size as CSV.
+#[derive(Default)]
+pub struct Compacted {
+    pub tables: HashMap<TableId, HashMap<String, ChangeEvent>>,
+    /// Events added (before collapsing).
+    pub events: usize,
+    /// Distinct keys held.
+    pub rows: usize,
+    /// Estimated bytes of the held rows.
+    pub bytes: usize,
+}
+
+/// Rough CSV size of an event's row.
+fn approx_bytes(ev: &ChangeEvent) -> usize {
+    let values = ev.after.as_deref().unwrap_or(&ev.key);
+    values
+        .iter()
+        .map(|v| match v {
+            Value::String(s) | Value::Decimal(s) => s.len() + 3,
+            Value::Bytes(b) => 2 * b.len() + 3,
+            Value::Uuid(_) => 37,
+            Value::Timestamp(_) | Value::TimestampTz(_) => 30,
+            _ => 9,
+        })
+        .sum::<usize>()
+        + 4
+}
+
+impl Compacted {
+    pub fn add(&mut self, ev: ChangeEvent) {
+        let key = key_to_json(&ev.key).to_string();
+        self.events += 1;
+        self.bytes += approx_bytes(&ev);
+        let table = self.tables.entry(ev.table.id.clone()).or_default();
+        match table.insert(key, ev) {
+            Some(old) => self.bytes = self.bytes.saturating_sub(approx_bytes(&old)),
+            None => self.rows += 1,
+        }
+    }
+
+    /// Add `other`'s changes after this one's.
+    pub fn absorb(&mut self, other: Compacted) {
+        let events = self.events + other.events;
+        for evs in other.tables.into_values() {
+            for ev in evs.into_values() {
+                self.add(ev);
+            }
+        }
+        self.events = events;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -4,6 +4,7 @@
 //!
 //! - [`tables()`], [`table`], [`ic`], [`illuminate`], [`create_table_tsql`]: definitions.
 //! - [`setup`], [`load`], [`database_url`]: the backing database and its data.
+//! - [`init_script`]: the same database as a T-SQL script for a real SQL Server.
 //! - [`run_workload`]: changes written straight to the backing database; the CT triggers record
 //!   them.
 //! - [`dangling_references`], [`invariant_violations`]: consistency checks (also usable on a
@@ -15,11 +16,13 @@ mod generate;
 pub mod plan;
 mod setup;
 mod tables;
+mod tsql;
 mod workload;
 
 pub use checks::{dangling_references, invariant_violations};
 pub use setup::{connect, count_rows, database_url, load, setup, SetupOptions, SetupOutcome};
 pub use tables::{create_table_tsql, identity_column, table, tables, SCHEMA};
+pub use tsql::init_script;
 pub use workload::{run_workload, Op, WorkloadConfig, WorkloadStats};
 
 /// Table names of pipeline "IC" (22 tables).

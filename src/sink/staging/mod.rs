@@ -30,7 +30,7 @@ use tokio_postgres::{Client, NoTls, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::checkpoint::{self, key_to_json, Phase, SinkCheckpoint, TableCheckpoint};
+use crate::checkpoint::{self, Phase, SinkCheckpoint, TableCheckpoint};
 use crate::config::{RetryConfig, StagingSinkConfig};
 use crate::event::{
     describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Watermark,
@@ -39,15 +39,13 @@ use crate::metrics;
 use crate::retry::Backoff;
 use crate::stream::embedded::Consumer;
 
-use super::SinkError;
+use super::{Compacted, SinkError, SETUP_LOCK};
 pub use ddl::target_table;
 use ddl::{case, ident, PgName};
 
 const SINK: &str = "staging";
 const OP_COLUMN: &str = "edfi_cdc_op";
 const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
-/// Advisory lock key serialising target set-up (any value unlikely to clash; "edficdc" in hex).
-const SETUP_LOCK: i64 = 0x65_64_66_69_63_64_63;
 
 struct TableRt {
     schema: Arc<TableSchema>,
@@ -60,34 +58,6 @@ struct TableRt {
     /// A snapshot this sink does not need (it already holds everything up to its version).
     ignoring_snapshot: bool,
     temp: String,
-}
-
-/// Events waiting for a transaction, collapsed to the last change per key.
-#[derive(Default)]
-struct Batch {
-    tables: HashMap<TableId, HashMap<String, ChangeEvent>>,
-    events: usize,
-}
-
-impl Batch {
-    fn add(&mut self, ev: ChangeEvent) {
-        let key = serde_json::to_string(&checkpoint::key_to_json(&ev.key)).expect("JSON of values");
-        self.events += 1;
-        self.tables
-            .entry(ev.table.id.clone())
-            .or_default()
-            .insert(key, ev);
-    }
-
-    fn absorb(&mut self, other: Batch) {
-        for (t, evs) in other.tables {
-            let mine = self.tables.entry(t).or_default();
-            for (k, ev) in evs {
-                mine.insert(k, ev);
-            }
-        }
-        self.events += other.events;
-    }
 }
 
 /// Counters for the periodic progress line.
@@ -105,10 +75,10 @@ pub struct StagingSink {
     temps: HashSet<String>,
     tables: HashMap<TableId, TableRt>,
     /// Events up to the last watermark received: committable.
-    ready: Batch,
+    ready: Compacted,
     watermark: Option<Watermark>,
     /// Events after the last watermark: not committable yet.
-    open: Batch,
+    open: Compacted,
     /// `r` events of the current snapshot chunk.
     snapshot_rows: Vec<ChangeEvent>,
     resnapshots: Option<mpsc::UnboundedSender<TableId>>,
@@ -247,9 +217,9 @@ impl StagingSink {
             client: Some(client),
             temps: HashSet::new(),
             tables,
-            ready: Batch::default(),
+            ready: Compacted::default(),
             watermark: None,
-            open: Batch::default(),
+            open: Compacted::default(),
             snapshot_rows: Vec::new(),
             resnapshots: None,
             requested: cp.resnapshot_requests.iter().cloned().collect(),
@@ -474,6 +444,7 @@ impl StagingSink {
                 s.phase = Phase::Streaming;
                 s.version = w.version;
                 s.commit_time = w.commit_time;
+                metrics::table_applied(&self.connector, SINK, &rt.schema.id.to_string(), w.version);
             }
         }
         debug!(
@@ -620,22 +591,9 @@ impl StagingSink {
                     info!(sink = SINK, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published");
                 }
             }
-            tx.execute(
-                "UPDATE edfi_cdc.table_state SET phase = 'streaming', version = $3, commit_time = $4, \
-                 snapshot_last_key = NULL, updated_at = now() \
-                 WHERE connector = $1 AND sink = $2 AND phase IN ('streaming', 'pending_swap') AND version <= $3",
-                &[&connector, &SINK, &w.version, &w.commit_time],
-            )
-            .await
-            .map_err(pg)?;
-            tx.execute(
-                "INSERT INTO edfi_cdc.sink_state (connector, sink, version, commit_time) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (connector, sink) DO UPDATE SET version = EXCLUDED.version, \
-                 commit_time = EXCLUDED.commit_time, updated_at = now()",
-                &[&connector, &SINK, &w.version, &w.commit_time],
-            )
-            .await
-            .map_err(pg)?;
+            checkpoint::advance(&tx, &connector, SINK, &w)
+                .await
+                .map_err(pg)?;
             requests = checkpoint::resnapshot_requests(&tx, &connector)
                 .await
                 .map_err(pg)?;
@@ -738,12 +696,7 @@ impl StagingSink {
                     let id = id.clone();
                     Box::pin(async move {
                         let client = s.client().await?;
-                        client
-                            .execute(
-                                "UPDATE edfi_cdc.table_state SET phase = 'pending_swap', snapshot_rows = $5, updated_at = now() \
-                                 WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
-                                &[&connector, &SINK, &id.schema, &id.name, &(rows as i64)],
-                            )
+                        checkpoint::snapshot_loaded(&*client, &connector, SINK, &id, rows)
                             .await
                             .map_err(pg)?;
                         Ok(())
@@ -781,21 +734,15 @@ impl StagingSink {
         ))
         .await
         .map_err(pg)?;
-        tx.execute(
-            "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 AND source_schema = $2 \
-             AND source_table = $3",
-            &[&connector, &id.schema, &id.name],
-        )
-        .await
-        .map_err(pg)?;
-        tx.execute(
-            "INSERT INTO edfi_cdc.table_state (connector, sink, source_schema, source_table, target_schema, \
-             target_table, phase, version, snapshot_rows, snapshot_total_rows, snapshot_started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'snapshot', $7, 0, $8, now()) \
-             ON CONFLICT (connector, sink, source_schema, source_table) DO UPDATE SET phase = 'snapshot', \
-             version = EXCLUDED.version, snapshot_last_key = NULL, snapshot_rows = 0, \
-             snapshot_total_rows = EXCLUDED.snapshot_total_rows, snapshot_started_at = now(), updated_at = now()",
-            &[&connector, &SINK, &id.schema, &id.name, &rt.target.schema, &rt.target.name, &version, &total.map(|n| n as i64)],
+        checkpoint::begin_snapshot(
+            &tx,
+            &connector,
+            SINK,
+            &id,
+            &rt.target.schema,
+            &rt.target.name,
+            version,
+            total,
         )
         .await
         .map_err(pg)?;
@@ -840,13 +787,9 @@ impl StagingSink {
             )
             .await?;
         }
-        tx.execute(
-            "UPDATE edfi_cdc.table_state SET snapshot_last_key = $5, snapshot_rows = $6, updated_at = now() \
-             WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
-            &[&connector, &SINK, &id.schema, &id.name, &key_to_json(&last_key), &(rows as i64)],
-        )
-        .await
-        .map_err(pg)?;
+        checkpoint::snapshot_progress(&tx, &connector, SINK, &id, &last_key, rows)
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 }

@@ -230,6 +230,34 @@ impl Connection {
         ))
     }
 
+    /// The database's Change Tracking retention in seconds (None when CT is off).
+    pub async fn retention_seconds(&mut self) -> Result<Option<i64>, SourceError> {
+        let rows = self.rows(queries::DATABASE_CT, &[]).await?;
+        Ok(rows.first().and_then(|r| {
+            let unit = match value::as_i64(&r[1])? {
+                1 => 60,
+                2 => 3600,
+                _ => 86400,
+            };
+            Some(value::as_i64(&r[0])? * unit)
+        }))
+    }
+
+    /// Commit time of the oldest version above `after` and at most `upto`.
+    pub async fn oldest_commit_after(
+        &mut self,
+        after: i64,
+        upto: i64,
+    ) -> Result<Option<DateTime<Utc>>, SourceError> {
+        let rows = self
+            .rows(
+                queries::OLDEST_COMMIT_AFTER,
+                &[Value::Int(after), Value::Int(upto)],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| timestamp(&r[1])))
+    }
+
     /// Min valid version of every tracked table, keyed by lower-cased `schema.table`.
     pub async fn min_valid_versions(
         &mut self,
@@ -300,6 +328,8 @@ pub struct Poller {
     /// A snapshot finished since the last watermark: the next cycle sends one even if the
     /// source is idle, so that the sinks publish the table.
     publish_pending: bool,
+    /// The source's Change Tracking retention, read once per connection.
+    retention_seconds: Option<i64>,
 }
 
 impl Poller {
@@ -362,6 +392,7 @@ impl Poller {
             // The first cycle always sends a watermark, so that a snapshot completed before a
             // restart is published even if the source stays idle.
             publish_pending: true,
+            retention_seconds: None,
         }
     }
 
@@ -469,6 +500,7 @@ impl Poller {
         let result = self.cycle_inner().await;
         if result.is_err() {
             self.conn = None;
+            self.retention_seconds = None;
         }
         result
     }
@@ -526,10 +558,17 @@ impl Poller {
             let first_key_col = schema.key[0];
             let table_name = schema.id.to_string();
             let connector = self.config.name.clone();
+            // The table's oldest change of this cycle, for the sinks' lag.
+            let mut first: Option<(i64, DateTime<Utc>)> = None;
             conn.each_row(&sql, &[Value::Int(last), Value::Int(version)], |row| {
                 events += 1;
                 let ev = change_event(&schema, row, nkey, ncols, first_key_col);
                 crate::metrics::source_events(&connector, &table_name, ev.op.code(), 1);
+                if let Some(at) = ev.commit_time {
+                    if first.is_none_or(|(v, _)| ev.version < v) {
+                        first = Some((ev.version, at));
+                    }
+                }
                 async move {
                     out.send(Message::Change(ev))
                         .await
@@ -537,7 +576,11 @@ impl Poller {
                 }
             })
             .await?;
+            if let Some((v, at)) = first {
+                crate::metrics::sent(&connector, &table_name, v, at);
+            }
         }
+        self.retention_metrics(&min_valid, version).await?;
         let conn = self.conn.as_mut().expect("connected in this cycle");
         let commit_time = conn.commit_time(version).await?;
         conn.batch(queries::COMMIT).await?;
@@ -563,6 +606,43 @@ impl Poller {
             version,
         );
         Ok(events)
+    }
+
+    /// Retention gauges, inside the cycle's transaction after its reads: each table's min valid
+    /// version and the headroom of the version the poller reads it from next, and the commit
+    /// time of the oldest change after the lowest of those versions (a snapshot in progress
+    /// holds its start version; streaming tables move on to `version` with this cycle).
+    async fn retention_metrics(
+        &mut self,
+        min_valid: &HashMap<String, Option<i64>>,
+        version: i64,
+    ) -> Result<(), SourceError> {
+        let connector = self.config.name.clone();
+        let mut lowest = version;
+        for t in &self.tables {
+            let baseline = match t.phase {
+                Phase::Streaming { last } => Some(last.max(version)),
+                Phase::Snapshotting { version, .. } => Some(version),
+                Phase::Queued => None,
+            };
+            lowest = lowest.min(baseline.unwrap_or(version));
+            if let Some(mv) = min_valid.get(&lookup_key(&t.schema.id)).copied().flatten() {
+                crate::metrics::table_retention(&connector, &t.schema.id.to_string(), mv, baseline);
+            }
+        }
+        let conn = self.conn.as_mut().expect("connected in this cycle");
+        if self.retention_seconds.is_none() {
+            self.retention_seconds = conn.retention_seconds().await?;
+        }
+        let oldest = if lowest < version {
+            conn.oldest_commit_after(lowest, version).await?
+        } else {
+            None
+        };
+        if let Some(r) = self.retention_seconds {
+            crate::metrics::retention(&connector, r, oldest);
+        }
+        Ok(())
     }
 
     /// Start the snapshots of every queued table at the cycle's version `version`, inside the

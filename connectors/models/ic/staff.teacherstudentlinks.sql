@@ -1,0 +1,57 @@
+-- model: staff.teacherstudentlinks
+-- inputs: edfi.studentsectionassociation, edfi.staffsectionassociation, edfi.section,
+-- inputs: edfi.course, edfi.student, edfi.staff
+-- incremental: studentnumber
+-- One row per student and staff member of the same section (whose course exists). sectionid and
+-- courseid as in roster.section and roster.course; lastupdated: the later of the two
+-- associations' LastModifiedDate. The public definition has no key; this one keys the table
+-- by section, student, start date and staff member (each NOT NULL).
+CREATE TABLE staff.teacherstudentlinks (
+    sectionid bigint NOT NULL,
+    courseid bigint,
+    studentnumber varchar(10) NOT NULL,
+    rosterstartdate date NOT NULL,
+    rosterenddate date,
+    staffnumber varchar(15) NOT NULL,
+    staffstartdate date,
+    staffenddate date,
+    endyear integer,
+    lastupdated timestamp NOT NULL,
+    PRIMARY KEY (sectionid, studentnumber, rosterstartdate, staffnumber)
+);
+WITH crs AS (
+    SELECT c.coursecode, c.educationorganizationid,
+           CASE WHEN c.coursecode ~ '^[0-9]{1,18}$' THEN CAST(c.coursecode AS bigint)
+                ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.educationorganizationid, c.coursecode) AS bigint)
+           END AS courseid
+    FROM edfi.course c
+),
+sec AS (
+    SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
+           CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
+                ELSE -CAST(ROW_NUMBER() OVER (
+                    ORDER BY s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier
+                ) AS bigint)
+           END AS sectionid
+    FROM edfi.section s
+)
+SELECT
+    sec.sectionid AS sectionid,
+    crs.courseid AS courseid,
+    st.studentuniqueid AS studentnumber,
+    a.begindate AS rosterstartdate,
+    a.enddate AS rosterenddate,
+    sf.staffuniqueid AS staffnumber,
+    t.begindate AS staffstartdate,
+    t.enddate AS staffenddate,
+    CAST(a.schoolyear AS integer) AS endyear,
+    GREATEST(a.lastmodifieddate, t.lastmodifieddate) AS lastupdated
+FROM edfi.studentsectionassociation a
+JOIN edfi.staffsectionassociation t ON t.schoolid = a.schoolid AND t.schoolyear = a.schoolyear
+    AND t.sessionname = a.sessionname AND t.localcoursecode = a.localcoursecode
+    AND t.sectionidentifier = a.sectionidentifier
+JOIN sec ON sec.schoolid = a.schoolid AND sec.schoolyear = a.schoolyear AND sec.sessionname = a.sessionname
+    AND sec.localcoursecode = a.localcoursecode AND sec.sectionidentifier = a.sectionidentifier
+JOIN crs ON crs.coursecode = sec.localcoursecode AND crs.educationorganizationid = sec.schoolid
+JOIN edfi.student st ON st.studentusi = a.studentusi
+JOIN edfi.staff sf ON sf.staffusi = t.staffusi;

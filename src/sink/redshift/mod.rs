@@ -1,0 +1,1148 @@
+//! The Redshift sink: micro-batches of compacted changes, loaded with COPY and merged.
+//!
+//! Guarantees:
+//! - Changes are buffered per table and collapsed to the last change per key. A batch is
+//!   committed only at a watermark — never half a cycle — when the buffered rows or bytes reach
+//!   `max_rows`/`max_bytes`, when the oldest unflushed watermark is `max_age` old, or at
+//!   shutdown; each flush logs and counts its reason (`rows`, `bytes`, `age`, `watermark` for a
+//!   checkpoint-only flush, `shutdown`). While a flush runs the sink reads nothing, so the
+//!   bounded stream holds the poller back: memory stays bounded by the limits plus one cycle.
+//! - A flush writes each table's rows as CSV parts (gzip, with a manifest, in S3 under keys
+//!   derived from the batch — the watermark version — so a retry overwrites), then in one
+//!   transaction: per table, create a temporary table, COPY into it (from S3 with the IAM
+//!   role, or FROM STDIN), delete the changed keys from the target, insert the new rows; publish
+//!   finished snapshots; refresh the reporting models whose inputs changed; advance the
+//!   checkpoint. A crash anywhere loses nothing and applies nothing twice.
+//! - Snapshots load a shadow table in batches of up to `max_rows` rows (each one transaction
+//!   with its progress) and replace the target's rows at the next flush after they complete.
+//! - A row the target rejects stops the sink naming the table, key and reason.
+
+pub mod csv;
+pub mod files;
+pub mod sql;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::checkpoint::{self, Phase, SinkCheckpoint, TableCheckpoint};
+use crate::config::{LoadMode, RedshiftSinkConfig, RetryConfig};
+use crate::event::{
+    describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
+};
+use crate::metrics;
+use crate::models::Models;
+use crate::retry::Backoff;
+use crate::sink::staging::ddl::{shadow_table, PgName};
+use crate::stream::embedded::Consumer;
+
+use super::{Compacted, SinkError, SETUP_LOCK};
+use files::Files;
+use sql::CopySource;
+
+const SINK: &str = "redshift";
+const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
+/// How often files past `file_retention` are looked for.
+const RETENTION_SWEEP: Duration = Duration::from_secs(60);
+
+/// Why a flush ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushReason {
+    Rows,
+    Bytes,
+    Age,
+    /// Nothing buffered, but the checkpoint is behind the last watermark by `max_age`.
+    Watermark,
+    Shutdown,
+}
+
+impl FlushReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Rows => "rows",
+            FlushReason::Bytes => "bytes",
+            FlushReason::Age => "age",
+            FlushReason::Watermark => "watermark",
+            FlushReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Snapshot rows received and not yet loaded, with the progress they bring the table to.
+#[derive(Default)]
+struct SnapshotRows {
+    events: Vec<ChangeEvent>,
+    last_key: Option<Vec<Value>>,
+    rows: u64,
+}
+
+struct TableRt {
+    schema: Arc<TableSchema>,
+    target: PgName,
+    shadow: PgName,
+    columns: Vec<String>,
+    /// The target's column types, in source column order (for the staging table).
+    types: Vec<String>,
+    state: Option<TableCheckpoint>,
+    /// A snapshot this sink does not need (it already holds everything up to its version).
+    ignoring_snapshot: bool,
+    stage: String,
+    snapshot: SnapshotRows,
+}
+
+/// One table's share of a load: its CSV parts and, per record, the key (to name a rejected
+/// row).
+struct TableLoad {
+    id: TableId,
+    dest: PgName,
+    parts: Vec<String>,
+    keys: Vec<Vec<Value>>,
+    bytes: usize,
+    /// Manifest URL and keys once uploaded.
+    uploaded: Option<files::Uploaded>,
+}
+
+pub struct RedshiftSink {
+    connector: String,
+    cfg: RedshiftSinkConfig,
+    retry: RetryConfig,
+    client: Option<Client>,
+    files: Option<Files>,
+    models: Models,
+    tables: HashMap<TableId, TableRt>,
+    ready: Compacted,
+    watermark: Option<Watermark>,
+    /// When the oldest unflushed watermark arrived.
+    since: Option<Instant>,
+    open: Compacted,
+    loads: Vec<TableLoad>,
+    resnapshots: Option<mpsc::UnboundedSender<TableId>>,
+    requested: HashSet<TableId>,
+    last_sweep: Instant,
+}
+
+async fn connect(url: &str) -> Result<Client, SinkError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| SinkError::from_pg(SINK, &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "redshift connection closed");
+        }
+    });
+    Ok(client)
+}
+
+fn pg(e: tokio_postgres::Error) -> SinkError {
+    SinkError::from_pg(SINK, &e)
+}
+
+/// Encode events as CSV parts of about `part_bytes`, optionally with the operation column.
+fn encode(
+    events: &[&ChangeEvent],
+    schema: &TableSchema,
+    part_bytes: usize,
+    with_op: bool,
+) -> (Vec<String>, Vec<Vec<Value>>, usize) {
+    let mut parts = vec![String::new()];
+    let mut keys = Vec::with_capacity(events.len());
+    let mut bytes = 0;
+    let nulls = vec![Value::Null; schema.columns.len()];
+    for ev in events {
+        let row;
+        let values: &[Value] = match &ev.after {
+            Some(after) => after,
+            None => {
+                let mut r = nulls.clone();
+                for (&k, v) in schema.key.iter().zip(&ev.key) {
+                    r[k] = v.clone();
+                }
+                row = r;
+                &row
+            }
+        };
+        let part = parts.last_mut().expect("one part at least");
+        let before = part.len();
+        if with_op {
+            let op = Value::String(if ev.op == Op::Delete { "d" } else { "u" }.into());
+            csv::push_row(part, values.iter().chain(std::iter::once(&op)));
+        } else {
+            csv::push_row(part, values);
+        }
+        bytes += part.len() - before;
+        keys.push(ev.key.clone());
+        if part.len() >= part_bytes {
+            parts.push(String::new());
+        }
+    }
+    if parts.len() > 1 && parts.last().is_some_and(String::is_empty) {
+        parts.pop();
+    }
+    (parts, keys, bytes)
+}
+
+impl RedshiftSink {
+    /// Connect, create the checkpoint tables and missing targets, check existing ones, load the
+    /// checkpoint, check the bucket and remove files of batches that never committed. Retries
+    /// transient faults.
+    pub async fn open(
+        connector: &str,
+        cfg: &RedshiftSinkConfig,
+        models: Models,
+        retry: &RetryConfig,
+        schemas: &[Arc<TableSchema>],
+        stop: &CancellationToken,
+    ) -> Result<(RedshiftSink, SinkCheckpoint), SinkError> {
+        let mut backoff = Backoff::new(retry);
+        loop {
+            match Self::open_once(connector, cfg, &models, retry, schemas).await {
+                Ok((mut sink, cp)) => {
+                    sink.models = models;
+                    return Ok((sink, cp));
+                }
+                Err(e) if e.is_retriable() => {
+                    if !backoff.pause(SINK, &e, stop).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn open_once(
+        connector: &str,
+        cfg: &RedshiftSinkConfig,
+        models: &Models,
+        retry: &RetryConfig,
+        schemas: &[Arc<TableSchema>],
+    ) -> Result<(RedshiftSink, SinkCheckpoint), SinkError> {
+        let files = if cfg.bucket.is_empty() {
+            None
+        } else {
+            Some(Files::connect(&cfg.bucket, &cfg.prefix, connector).await?)
+        };
+        let client = connect(cfg.url.expose()).await?;
+        // On PostgreSQL, connectors sharing a target set it up one at a time (Redshift has no
+        // advisory locks; there, give each connector its own schema).
+        if cfg.load == LoadMode::Stdin {
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK])
+                .await
+                .map_err(pg)?;
+        }
+        checkpoint::install(&client).await.map_err(pg)?;
+        client
+            .batch_execute("CREATE SCHEMA IF NOT EXISTS edfi_cdc_shadow")
+            .await
+            .map_err(pg)?;
+        let mut tables = HashMap::new();
+        for (i, schema) in schemas.iter().enumerate() {
+            let target = sql::target_table(cfg, &schema.id);
+            let (types, problems) = ensure_table(&client, cfg.load, schema, &target)
+                .await
+                .map_err(pg)?;
+            if !problems.is_empty() {
+                return Err(SinkError::Incompatible {
+                    sink: SINK.into(),
+                    table: schema.id.clone(),
+                    target: target.to_string(),
+                    problems,
+                });
+            }
+            tables.insert(
+                schema.id.clone(),
+                TableRt {
+                    schema: schema.clone(),
+                    shadow: shadow_table(connector, &target),
+                    columns: sql::columns(schema),
+                    types,
+                    target,
+                    state: None,
+                    ignoring_snapshot: false,
+                    stage: format!("edfi_cdc_stage_{i}"),
+                    snapshot: SnapshotRows::default(),
+                },
+            );
+        }
+        models.install(&client).await.map_err(pg)?;
+        if cfg.load == LoadMode::Stdin {
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
+                .await
+                .map_err(pg)?;
+        }
+        let cp = checkpoint::load(&client, connector, SINK, schemas)
+            .await
+            .map_err(pg)?;
+        for (id, state) in &cp.tables {
+            if let Some(rt) = tables.get_mut(id) {
+                metrics::table_applied(connector, SINK, &id.to_string(), state.version);
+                rt.state = Some(state.clone());
+            }
+        }
+        if let Some(f) = &files {
+            // Files left now belong to batches that never committed (committed batches remove
+            // theirs), or are past their retention.
+            let removed = f.remove_old(cfg.file_retention).await?;
+            if removed > 0 {
+                info!(
+                    sink = SINK,
+                    files = removed,
+                    "removed batch files of earlier runs"
+                );
+            }
+        }
+        info!(sink = SINK, tables = tables.len(), load = ?cfg.load, bucket = %cfg.bucket, "redshift sink ready");
+        let sink = RedshiftSink {
+            connector: connector.to_string(),
+            cfg: cfg.clone(),
+            retry: retry.clone(),
+            client: Some(client),
+            files,
+            models: Models::default(),
+            tables,
+            ready: Compacted::default(),
+            watermark: None,
+            since: None,
+            open: Compacted::default(),
+            loads: Vec::new(),
+            resnapshots: None,
+            requested: cp.resnapshot_requests.iter().cloned().collect(),
+            last_sweep: Instant::now(),
+        };
+        Ok((sink, cp))
+    }
+
+    /// Apply messages until the stream ends (the poller stopped) or a fatal error; then flush
+    /// what is complete.
+    pub async fn run(
+        mut self,
+        mut input: Consumer,
+        resnapshots: mpsc::UnboundedSender<TableId>,
+        stop: CancellationToken,
+    ) -> Result<(), SinkError> {
+        self.resnapshots = Some(resnapshots);
+        let mut backoff = Backoff::new(&self.retry);
+        loop {
+            let due = self
+                .since
+                .map(|s| tokio::time::Instant::from_std(s + self.cfg.max_age));
+            let msg = tokio::select! {
+                m = input.recv() => m,
+                _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
+                    let reason = if self.ready.is_empty() { FlushReason::Watermark } else { FlushReason::Age };
+                    self.flush(reason, &mut backoff, &stop).await?;
+                    continue;
+                }
+                _ = tokio::time::sleep(IDLE_REQUEST_CHECK) => {
+                    self.check_requests().await;
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            match msg {
+                Message::Change(ev) => self.accept(ev),
+                Message::Watermark(w) => {
+                    self.ready.absorb(std::mem::take(&mut self.open));
+                    self.watermark = Some(w);
+                    let since = *self.since.get_or_insert_with(Instant::now);
+                    let reason = if self.ready.rows >= self.cfg.max_rows {
+                        Some(FlushReason::Rows)
+                    } else if self.ready.bytes >= self.cfg.max_bytes {
+                        Some(FlushReason::Bytes)
+                    } else if since.elapsed() >= self.cfg.max_age {
+                        Some(if self.ready.is_empty() {
+                            FlushReason::Watermark
+                        } else {
+                            FlushReason::Age
+                        })
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        self.flush(reason, &mut backoff, &stop).await?;
+                    }
+                }
+                Message::Snapshot(marker) => self.snapshot(marker, &mut backoff, &stop).await?,
+            }
+        }
+        self.flush(FlushReason::Shutdown, &mut backoff, &stop)
+            .await?;
+        if self.open.events > 0 {
+            info!(sink = SINK, events = self.open.events, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
+        }
+        Ok(())
+    }
+
+    async fn check_requests(&mut self) {
+        let connector = self.connector.clone();
+        let requests = match self.client().await {
+            Ok(client) => checkpoint::resnapshot_requests(&*client, &connector)
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        for t in requests.unwrap_or_default() {
+            self.force_snapshot(&t);
+        }
+    }
+
+    fn force_snapshot(&mut self, table: &TableId) {
+        if self.requested.insert(table.clone()) {
+            info!(sink = SINK, table = %table, "re-snapshot requested by an operator");
+            if let Some(tx) = &self.resnapshots {
+                tx.send(table.clone()).ok();
+            }
+        }
+    }
+
+    fn accept(&mut self, ev: ChangeEvent) {
+        let Some(rt) = self.tables.get_mut(&ev.table.id) else {
+            return;
+        };
+        if ev.op == Op::Read {
+            if rt
+                .state
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Snapshot)
+                && !rt.ignoring_snapshot
+            {
+                rt.snapshot.events.push(ev);
+            }
+            return;
+        }
+        match &rt.state {
+            Some(s) if s.phase != Phase::Snapshot && ev.version > s.version => self.open.add(ev),
+            _ => {}
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, SinkError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(connect(self.cfg.url.expose()).await?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Run `op`, retrying transient faults with a fresh connection.
+    async fn with_retry<F>(
+        &mut self,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+        mut op: F,
+    ) -> Result<(), SinkError>
+    where
+        F: for<'a> FnMut(
+            &'a mut RedshiftSink,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>,
+        >,
+    {
+        loop {
+            match op(self).await {
+                Ok(()) => {
+                    backoff.reset();
+                    return Ok(());
+                }
+                Err(e) if e.is_retriable() => {
+                    metrics::error(SINK, "transient");
+                    self.client = None;
+                    if !backoff.pause(SINK, &e, stop).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    metrics::error(SINK, "fatal");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Commit everything up to the last watermark.
+    async fn flush(
+        &mut self,
+        reason: FlushReason,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let Some(w) = self.watermark.clone() else {
+            return Ok(());
+        };
+        let pending_swap = self.tables.values().any(|t| {
+            t.state
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::PendingSwap)
+        });
+        let behind = self.tables.values().any(|t| {
+            t.state
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Streaming && s.version < w.version)
+        });
+        if self.ready.is_empty() && !pending_swap && !behind {
+            self.watermark = None;
+            self.since = None;
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.prepare();
+        let rows: usize = self.loads.iter().map(|l| l.keys.len()).sum();
+        let bytes: usize = self.loads.iter().map(|l| l.bytes).sum();
+        self.with_retry(backoff, stop, |s| Box::pin(s.apply(w.clone())))
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.after_commit().await;
+        metrics::flush(&self.connector, SINK, reason.as_str(), seconds);
+        metrics::flush_size(&self.connector, SINK, rows as u64, bytes as u64);
+        metrics::applied(&self.connector, SINK, w.version);
+        let now = Utc::now();
+        let batch = std::mem::take(&mut self.ready);
+        let mut latencies = Vec::new();
+        for (table, evs) in &batch.tables {
+            metrics::applied_events(&self.connector, SINK, &table.to_string(), evs.len() as u64);
+            for ev in evs.values() {
+                if let Some(t) = ev.commit_time {
+                    let lat = (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    metrics::latency(&self.connector, SINK, lat);
+                    latencies.push(lat);
+                }
+            }
+        }
+        for rt in self.tables.values_mut() {
+            if let Some(s) = rt
+                .state
+                .as_mut()
+                .filter(|s| s.phase != Phase::Snapshot && s.version <= w.version)
+            {
+                s.phase = Phase::Streaming;
+                s.version = w.version;
+                s.commit_time = w.commit_time;
+                metrics::table_applied(&self.connector, SINK, &rt.schema.id.to_string(), w.version);
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                .map(|s| (s * 1000.0).round())
+        };
+        info!(
+            sink = SINK,
+            reason = reason.as_str(),
+            version = w.version,
+            events = batch.events,
+            rows,
+            bytes,
+            ms = (seconds * 1000.0).round(),
+            latency_p50_ms = pct(0.5),
+            latency_p99_ms = pct(0.99),
+            "flushed"
+        );
+        self.watermark = None;
+        self.since = None;
+        Ok(())
+    }
+
+    /// Turn the ready changes into per-table CSV loads.
+    fn prepare(&mut self) {
+        self.loads.clear();
+        let mut ids: Vec<&TableId> = self.ready.tables.keys().collect();
+        ids.sort();
+        for id in ids {
+            let Some(rt) = self.tables.get(id) else {
+                continue;
+            };
+            // A table being (re-)snapshotted takes no changes: they are in the snapshot.
+            let dest = match rt.state.as_ref().map(|s| s.phase) {
+                Some(Phase::PendingSwap) => rt.shadow.clone(),
+                Some(Phase::Streaming) => rt.target.clone(),
+                Some(Phase::Snapshot) | None => continue,
+            };
+            let events: Vec<&ChangeEvent> = self.ready.tables[id].values().collect();
+            let (parts, keys, bytes) = encode(&events, &rt.schema, self.cfg.part_bytes, true);
+            self.loads.push(TableLoad {
+                id: id.clone(),
+                dest,
+                parts,
+                keys,
+                bytes,
+                uploaded: None,
+            });
+        }
+    }
+
+    /// Upload what is not uploaded yet (batch `batch`).
+    async fn upload(&mut self, batch: &str) -> Result<(), SinkError> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        for load in self.loads.iter_mut().filter(|l| l.uploaded.is_none()) {
+            let rt = &self.tables[&load.id];
+            let up = files
+                .put_table(batch, &rt.target.to_string(), &load.parts)
+                .await
+                .map_err(|e| with_table(e, &load.id))?;
+            debug!(sink = SINK, table = %load.id, parts = load.parts.len(), compressed_bytes = up.compressed_bytes, "batch files uploaded");
+            load.uploaded = Some(up);
+        }
+        Ok(())
+    }
+
+    /// The flush transaction (after the upload).
+    async fn apply(&mut self, w: Watermark) -> Result<(), SinkError> {
+        self.upload(&format!("v{:020}", w.version)).await?;
+        self.client().await?;
+        let connector = self.connector.clone();
+        let mode = self.cfg.load;
+        let client = self.client.as_mut().expect("connected above");
+        let tx = client.transaction().await.map_err(pg)?;
+        // Changed target → its staging table when it holds students (incremental models read
+        // the students touched from it); the staging tables live until the models are done.
+        let mut changed: HashMap<String, Option<String>> = HashMap::new();
+        for load in &self.loads {
+            let rt = &self.tables[&load.id];
+            let mut cols = rt.columns.clone();
+            cols.push(sql::OP_COLUMN.into());
+            tx.batch_execute(&sql::create_stage(mode, &rt.schema, &rt.types, &rt.stage))
+                .await
+                .map_err(pg)?;
+            copy_in(&tx, &self.cfg, rt, &rt.stage, &cols, load).await?;
+            tx.batch_execute(&sql::merge(&rt.schema, &load.dest, &rt.stage))
+                .await
+                .map_err(|e| merge_error(rt, &load.dest, e))?;
+            let students = rt
+                .schema
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case("StudentUSI"));
+            changed.insert(rt.target.to_string(), students.then(|| rt.stage.clone()));
+        }
+        for rt in self.tables.values() {
+            if rt
+                .state
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
+            {
+                let cols = rt.columns.join(", ");
+                tx.batch_execute(&format!(
+                    "DELETE FROM {t}; INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}",
+                    t = rt.target.sql(),
+                    s = rt.shadow.sql()
+                ))
+                .await
+                .map_err(pg)?;
+                changed.insert(rt.target.to_string(), None);
+                // Fresh statistics before the models read the replaced table (PostgreSQL
+                // would plan the refresh with the empty table's); Redshift analyzes on its own.
+                if mode == LoadMode::Stdin {
+                    tx.batch_execute(&format!("ANALYZE {}", rt.target.sql()))
+                        .await
+                        .map_err(pg)?;
+                }
+                info!(sink = SINK, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published");
+            }
+        }
+        if !changed.is_empty() && !self.models.is_empty() {
+            if !self.cfg.incremental_models {
+                changed.values_mut().for_each(|stage| *stage = None);
+            }
+            let refreshed = self
+                .models
+                .refresh_batch(&tx, &changed, w.version, w.commit_time)
+                .await
+                .map_err(pg)?;
+            for r in refreshed {
+                metrics::model_refresh(&connector, &r.model, r.incremental, r.seconds);
+                debug!(sink = SINK, model = %r.model, rows = r.rows, incremental = r.incremental,
+                    ms = (r.seconds * 1000.0).round(), "model refreshed");
+            }
+        }
+        for load in &self.loads {
+            tx.batch_execute(&format!("DROP TABLE {}", self.tables[&load.id].stage))
+                .await
+                .map_err(pg)?;
+        }
+        checkpoint::advance(&tx, &connector, SINK, &w)
+            .await
+            .map_err(pg)?;
+        let requests = checkpoint::resnapshot_requests(&tx, &connector)
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        for t in requests {
+            self.force_snapshot(&t);
+        }
+        Ok(())
+    }
+
+    /// Remove the committed batch's files (or, with a retention, files past it).
+    async fn after_commit(&mut self) {
+        let Some(files) = &self.files else {
+            self.loads.clear();
+            return;
+        };
+        let result = if self.cfg.file_retention.is_zero() {
+            let keys: Vec<String> = self
+                .loads
+                .iter()
+                .filter_map(|l| l.uploaded.as_ref())
+                .flat_map(|u| u.keys.iter().cloned())
+                .collect();
+            files.remove(&keys).await
+        } else if self.last_sweep.elapsed() >= RETENTION_SWEEP {
+            self.last_sweep = Instant::now();
+            files.remove_old(self.cfg.file_retention).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            // The batch is committed; its files are removed at the next start at the latest.
+            warn!(sink = SINK, error = %e, "could not remove committed batch files");
+        }
+        self.loads.clear();
+    }
+
+    async fn snapshot(
+        &mut self,
+        marker: SnapshotMarker,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let id = marker.table().id.clone();
+        let Some(rt) = self.tables.get_mut(&id) else {
+            return Ok(());
+        };
+        match marker {
+            SnapshotMarker::Started {
+                version,
+                total_rows,
+                ..
+            } => {
+                rt.ignoring_snapshot = !self.requested.contains(&id)
+                    && rt
+                        .state
+                        .as_ref()
+                        .is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version);
+                if rt.ignoring_snapshot {
+                    info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version");
+                    return Ok(());
+                }
+                rt.snapshot = SnapshotRows::default();
+                let started = Instant::now();
+                self.with_retry(backoff, stop, |s| {
+                    Box::pin(s.start_snapshot(id.clone(), version, total_rows))
+                })
+                .await?;
+                metrics::flush(
+                    &self.connector,
+                    SINK,
+                    "snapshot_start",
+                    started.elapsed().as_secs_f64(),
+                );
+                self.requested.remove(&id);
+                let rt = self.tables.get_mut(&id).expect("table exists");
+                rt.state = Some(TableCheckpoint {
+                    phase: Phase::Snapshot,
+                    version,
+                    commit_time: None,
+                    snapshot_last_key: None,
+                    snapshot_rows: 0,
+                    snapshot_total_rows: total_rows,
+                    snapshot_started_at: Some(Utc::now()),
+                });
+            }
+            SnapshotMarker::Chunk { last_key, rows, .. } => {
+                if rt.ignoring_snapshot
+                    || rt.state.as_ref().is_none_or(|s| s.phase != Phase::Snapshot)
+                {
+                    rt.snapshot = SnapshotRows::default();
+                    return Ok(());
+                }
+                rt.snapshot.last_key = Some(last_key);
+                rt.snapshot.rows = rows;
+                if rt.snapshot.events.len() >= self.cfg.max_rows {
+                    self.load_snapshot(&id, backoff, stop).await?;
+                }
+            }
+            SnapshotMarker::Done { version, rows, .. } => {
+                if rt.ignoring_snapshot
+                    || rt.state.as_ref().is_none_or(|s| s.phase != Phase::Snapshot)
+                {
+                    rt.ignoring_snapshot = false;
+                    rt.snapshot = SnapshotRows::default();
+                    return Ok(());
+                }
+                self.load_snapshot(&id, backoff, stop).await?;
+                let connector = self.connector.clone();
+                self.with_retry(backoff, stop, |s| {
+                    let connector = connector.clone();
+                    let id = id.clone();
+                    Box::pin(async move {
+                        let client = s.client().await?;
+                        checkpoint::snapshot_loaded(&*client, &connector, SINK, &id, rows)
+                            .await
+                            .map_err(pg)
+                    })
+                })
+                .await?;
+                info!(sink = SINK, table = %id, version, rows, "snapshot loaded; published at the next flush");
+                let s = self
+                    .tables
+                    .get_mut(&id)
+                    .and_then(|rt| rt.state.as_mut())
+                    .expect("snapshot state");
+                s.phase = Phase::PendingSwap;
+                s.snapshot_rows = rows;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_snapshot(
+        &mut self,
+        id: TableId,
+        version: i64,
+        total: Option<u64>,
+    ) -> Result<(), SinkError> {
+        let connector = self.connector.clone();
+        let mode = self.cfg.load;
+        self.client().await?;
+        let client = self.client.as_mut().expect("connected above");
+        let rt = &self.tables[&id];
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(&sql::create_shadow(mode, &rt.shadow, &rt.target))
+            .await
+            .map_err(pg)?;
+        checkpoint::begin_snapshot(
+            &tx,
+            &connector,
+            SINK,
+            &id,
+            &rt.target.schema,
+            &rt.target.name,
+            version,
+            total,
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    /// Load the table's received snapshot rows into its shadow table, with their progress.
+    async fn load_snapshot(
+        &mut self,
+        id: &TableId,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let rt = self.tables.get_mut(id).expect("table exists");
+        let Some(last_key) = rt.snapshot.last_key.clone() else {
+            return Ok(());
+        };
+        let already = rt.state.as_ref().map_or(0, |s| s.snapshot_rows);
+        let target_rows = rt.snapshot.rows;
+        let events = std::mem::take(&mut rt.snapshot.events);
+        // Rows this sink already holds are re-sent only when the poller resumed from another
+        // sink's earlier position; then merge, else COPY straight into the shadow table.
+        let overlap = already + events.len() as u64 != target_rows;
+        let refs: Vec<&ChangeEvent> = events.iter().collect();
+        let (parts, keys, bytes) = encode(&refs, &rt.schema, self.cfg.part_bytes, overlap);
+        self.loads = vec![TableLoad {
+            id: id.clone(),
+            dest: rt.shadow.clone(),
+            parts,
+            keys,
+            bytes,
+            uploaded: None,
+        }];
+        let started = Instant::now();
+        let (id2, key2) = (id.clone(), last_key.clone());
+        self.with_retry(backoff, stop, |s| {
+            Box::pin(s.apply_snapshot(id2.clone(), key2.clone(), target_rows, overlap))
+        })
+        .await?;
+        self.after_commit().await;
+        metrics::flush(
+            &self.connector,
+            SINK,
+            "snapshot_chunk",
+            started.elapsed().as_secs_f64(),
+        );
+        metrics::flush_size(&self.connector, SINK, events.len() as u64, bytes as u64);
+        metrics::snapshot_rows(&self.connector, SINK, &id.to_string(), events.len() as u64);
+        let rt = self.tables.get_mut(id).expect("table exists");
+        rt.snapshot.last_key = None;
+        let s = rt.state.as_mut().expect("snapshot state");
+        s.snapshot_last_key = Some(last_key);
+        s.snapshot_rows = target_rows;
+        Ok(())
+    }
+
+    async fn apply_snapshot(
+        &mut self,
+        id: TableId,
+        last_key: Vec<Value>,
+        rows: u64,
+        overlap: bool,
+    ) -> Result<(), SinkError> {
+        let version = self.tables[&id].state.as_ref().map_or(0, |s| s.version);
+        self.upload(&format!(
+            "s{version:020}-{}-{rows:012}",
+            self.tables[&id].target
+        ))
+        .await?;
+        self.client().await?;
+        let connector = self.connector.clone();
+        let mode = self.cfg.load;
+        let client = self.client.as_mut().expect("connected above");
+        let rt = &self.tables[&id];
+        let load = &self.loads[0];
+        let tx = client.transaction().await.map_err(pg)?;
+        if overlap {
+            let mut cols = rt.columns.clone();
+            cols.push(sql::OP_COLUMN.into());
+            tx.batch_execute(&sql::create_stage(mode, &rt.schema, &rt.types, &rt.stage))
+                .await
+                .map_err(pg)?;
+            copy_in(&tx, &self.cfg, rt, &rt.stage, &cols, load).await?;
+            tx.batch_execute(&format!(
+                "{}\nDROP TABLE {};",
+                sql::merge(&rt.schema, &rt.shadow, &rt.stage),
+                rt.stage
+            ))
+            .await
+            .map_err(|e| merge_error(rt, &rt.shadow, e))?;
+        } else {
+            copy_in(&tx, &self.cfg, rt, &rt.shadow.sql(), &rt.columns, load).await?;
+        }
+        checkpoint::snapshot_progress(&tx, &connector, SINK, &id, &last_key, rows)
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+}
+
+/// Name the table in an S3 error.
+fn with_table(e: SinkError, table: &TableId) -> SinkError {
+    match e {
+        SinkError::Fatal { sink, message } => SinkError::Fatal {
+            sink,
+            message: format!("{message} (while writing the batch files of {table})"),
+        },
+        other => other,
+    }
+}
+
+/// COPY one load into `dest`, from S3 or from the CSV in memory. A row the target rejects
+/// becomes [`SinkError::Rejected`] naming its key.
+async fn copy_in(
+    tx: &Transaction<'_>,
+    cfg: &RedshiftSinkConfig,
+    rt: &TableRt,
+    dest: &str,
+    columns: &[String],
+    load: &TableLoad,
+) -> Result<(), SinkError> {
+    match cfg.load {
+        LoadMode::S3 => {
+            let manifest_url = load
+                .uploaded
+                .as_ref()
+                .map(|u| u.manifest_url.as_str())
+                .expect("uploaded before the transaction");
+            let sql = sql::copy(
+                dest,
+                columns,
+                &CopySource::S3 {
+                    manifest_url,
+                    iam_role: &cfg.iam_role,
+                    region: &cfg.region,
+                },
+            );
+            tx.batch_execute(&sql).await.map_err(|e| {
+                let mut err = rejected(rt, load, &e);
+                if let SinkError::Rejected { reason, .. } = &mut err {
+                    reason.push_str(" (see stl_load_errors on the cluster for the line)");
+                }
+                err
+            })
+        }
+        LoadMode::Stdin => {
+            let sql = sql::copy(dest, columns, &CopySource::Stdin);
+            let copy = tx.copy_in::<_, Bytes>(&sql).await.map_err(pg)?;
+            futures_util::pin_mut!(copy);
+            for part in &load.parts {
+                copy.send(Bytes::from(part.clone()))
+                    .await
+                    .map_err(|e| rejected(rt, load, &e))?;
+            }
+            copy.finish().await.map_err(|e| rejected(rt, load, &e))?;
+            Ok(())
+        }
+    }
+}
+
+/// Map a COPY failure to the record it names (`CONTEXT: COPY x, line N, column c: …`).
+fn rejected(rt: &TableRt, load: &TableLoad, e: &tokio_postgres::Error) -> SinkError {
+    let Some(db) = e.as_db_error() else {
+        return pg_ref(e);
+    };
+    let class = &db.code().code()[..2];
+    if !["22", "23", "XX"].contains(&class) {
+        return pg_ref(e);
+    }
+    let context = db.where_().unwrap_or_default();
+    let line: Option<usize> = context
+        .split("line ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    let column = context
+        .split("column ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .unwrap_or("?");
+    let key = line
+        .and_then(|n| load.keys.get(n.wrapping_sub(1)))
+        .map_or_else(|| "unknown".to_string(), |k| describe_key(&rt.schema, k));
+    SinkError::Rejected {
+        sink: SINK.into(),
+        table: rt.schema.id.clone(),
+        key,
+        reason: format!("{} (target {} column {column})", db.message(), rt.target),
+    }
+}
+
+fn pg_ref(e: &tokio_postgres::Error) -> SinkError {
+    SinkError::from_pg(SINK, e)
+}
+
+fn merge_error(rt: &TableRt, dest: &PgName, e: tokio_postgres::Error) -> SinkError {
+    let data_error = e
+        .as_db_error()
+        .is_some_and(|db| ["22", "23"].contains(&&db.code().code()[..2]));
+    match pg_ref(&e) {
+        SinkError::Fatal { message, .. } if data_error => SinkError::Rejected {
+            sink: SINK.into(),
+            table: rt.schema.id.clone(),
+            key: "unknown (the merge rejected the batch as a whole)".into(),
+            reason: format!("{message} (merging into {dest})"),
+        },
+        other => other,
+    }
+}
+
+/// Create the target if missing; else check that every replicated column is there with a type
+/// of the same family (a value too long for its column fails the load, which names the row).
+/// Returns the target's column types in source column order, and the problems found.
+async fn ensure_table(
+    client: &Client,
+    mode: LoadMode,
+    schema: &TableSchema,
+    target: &PgName,
+) -> Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
+    let existing = client
+        .query(
+            "SELECT column_name::text, data_type::text, character_maximum_length::int, \
+             numeric_precision::int, numeric_scale::int FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2",
+            &[&target.schema, &target.name],
+        )
+        .await?;
+    let mapped: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| sql::redshift_type(&c.source_type))
+        .collect();
+    if existing.is_empty() {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                crate::sink::staging::ddl::ident(&target.schema)
+            ))
+            .await?;
+        client
+            .batch_execute(&sql::create_table(mode, schema, target))
+            .await?;
+        return Ok((mapped, Vec::new()));
+    }
+    let family = |t: &str| -> &'static str {
+        match t.split('(').next().unwrap_or_default() {
+            "boolean" => "bool",
+            "smallint" | "integer" | "bigint" => "int",
+            "numeric" | "decimal" | "double precision" | "real" => "number",
+            "character varying" | "character" | "text" | "varchar" | "char" => "text",
+            "date" => "date",
+            "timestamp without time zone" | "timestamp" => "timestamp",
+            "timestamp with time zone" | "timestamptz" => "timestamptz",
+            "time without time zone" | "time" => "time",
+            _ => "other",
+        }
+    };
+    let mut types = Vec::with_capacity(schema.columns.len());
+    let mut problems = Vec::new();
+    for (c, wanted) in schema.columns.iter().zip(&mapped) {
+        let name = c.name.to_lowercase();
+        match existing.iter().find(|r| r.get::<_, &str>(0) == name) {
+            None => problems.push(format!(
+                "column {name} is missing (source {} {})",
+                c.name, c.source_type.name
+            )),
+            Some(r) => {
+                let have: &str = r.get(1);
+                let (want, got) = (family(wanted), family(have));
+                if got == want || (want == "int" && got == "number") {
+                    types.push(sql::described_type(have, r.get(2), r.get(3), r.get(4)));
+                } else {
+                    problems.push(format!(
+                        "column {name} is {have}, which cannot hold source {} values (mapped type {wanted})",
+                        c.source_type.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok((types, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::every_type_schema;
+
+    #[test]
+    fn parts_split_at_record_boundaries_and_deletes_carry_only_the_key() {
+        let t = every_type_schema();
+        let row: Vec<Value> = t.columns.iter().map(|_| Value::Null).collect();
+        let mut key_row = row.clone();
+        key_row[t.key[0]] = Value::Int(1);
+        let ev = |op, after: Option<Vec<Value>>| ChangeEvent {
+            table: t.clone(),
+            op,
+            key: vec![Value::Int(1)],
+            after,
+            version: 1,
+            commit_time: None,
+        };
+        let upsert = ev(Op::Update, Some(key_row.clone()));
+        let delete = ev(Op::Delete, None);
+        let events = vec![&upsert, &delete, &upsert];
+        let (parts, keys, bytes) = encode(&events, &t, 1, true);
+        assert_eq!(parts.len(), 3, "each record fills a 1-byte part");
+        assert_eq!(keys.len(), 3);
+        assert_eq!(bytes, parts.iter().map(String::len).sum::<usize>());
+        assert!(parts[0].ends_with(",\"u\"\n") && parts[1].ends_with(",\"d\"\n"));
+        let (one, _, _) = encode(&events, &t, 1 << 20, false);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].lines().count(), 3);
+    }
+}

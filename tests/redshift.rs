@@ -1,0 +1,515 @@
+//! The Redshift sink against real servers: the ODS simulator over TDS, the local PostgreSQL as
+//! the Redshift stand-in (`load = "stdin"`: the same merge, COPY FROM STDIN in place of COPY
+//! FROM S3), moto as the S3 API server for the batch files, `edfi-cdc run` as a process.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use support::s3::Moto;
+use support::*;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+const TABLES: usize = 37;
+const CATCH_UP: Duration = Duration::from_secs(180);
+const BUCKET: &str = "edfi-cdc-batches";
+
+fn workload(rate: f64, seed: u64, max_changes: u64) -> ods_sim::edfi::WorkloadConfig {
+    ods_sim::edfi::WorkloadConfig {
+        rate,
+        seed,
+        writers: 3,
+        max_changes: Some(max_changes),
+        duration: Some(Duration::from_secs(120)),
+        bursts: true,
+    }
+}
+
+/// Point the rig's connector at its target database as a Redshift sink in `stdin` mode (no
+/// staging sink), flushing every second, with batch files in `moto` when given.
+fn redshift_rig(rig: &mut Rig, moto: Option<&Moto>, extra: &[(&str, &str)]) {
+    let url = rig.staging.url();
+    let env = &mut rig.connector.env;
+    env.retain(|(k, _)| k != "STAGING_DATABASE_URL");
+    for (k, v) in [
+        ("STAGING_ENABLED", "false"),
+        ("REDSHIFT_ENABLED", "true"),
+        ("REDSHIFT_LOAD_MODE", "stdin"),
+        ("REDSHIFT_DATABASE_URL", url.as_str()),
+        ("REDSHIFT_MAX_AGE", "1s"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    if let Some(m) = moto {
+        env.extend(m.env());
+        env.push(("S3_BUCKET".into(), BUCKET.into()));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+}
+
+async fn assert_equal(source: &Client, target: &Client) {
+    let problems = compare_all(source, target, true).await;
+    assert!(
+        problems.is_empty(),
+        "the Redshift target differs from the source:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_mode_replicates_the_random_workload_exactly() {
+    let mut rig = Rig::new(300, 7).await;
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    let (_stop_tx, stop) = watch::channel(false);
+    let stats =
+        ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(400.0, 21, 4000), stop)
+            .await
+            .unwrap();
+    assert!(stats.total_changes() >= 4000);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    let log = rep.log();
+    assert!(log.contains("snapshot published"), "log:\n{log}");
+    assert!(
+        log.contains("reason=\"age\"") || log.contains("reason=age"),
+        "flushes are logged with their reason:\n{log}"
+    );
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    assert!(
+        metrics.contains(
+            "edfi_cdc_sink_flushes_total{connector=\"edfi-ods\",reason=\"age\",sink=\"redshift\"}"
+        ),
+        "flush reasons are counted:\n{metrics}"
+    );
+}
+
+/// Table directory (`edfi.student`) → column count and key column indexes, from the
+/// simulator's definitions (the CSV has the source's column order).
+fn table_specs() -> HashMap<String, serde_json::Value> {
+    ods_sim::edfi::tables()
+        .iter()
+        .map(|d| {
+            let key: Vec<usize> = d
+                .primary_key
+                .iter()
+                .map(|k| d.columns.iter().position(|c| &c.name == k).unwrap())
+                .collect();
+            (
+                format!("edfi.{}", d.name.to_lowercase()),
+                serde_json::json!({"columns": d.columns.len(), "key": key}),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_files_hold_exactly_the_batches_and_replay_to_the_target() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET).await;
+    let mut rig = Rig::new(150, 8).await;
+    redshift_rig(&mut rig, Some(&moto), &[("S3_FILE_RETENTION", "1h")]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    // Values CSV must carry intact: quotes, commas, newlines, non-ASCII, the text \N, and the
+    // empty string beside NULL.
+    rig.source
+        .batch_execute(
+            "UPDATE edfi.\"Student\" SET \"LastSurname\" = E'O''Neil, \"Zoë\"\\n日本 \\\\N', \"MiddleName\" = '' \
+             WHERE \"StudentUSI\" = (SELECT min(\"StudentUSI\") FROM edfi.\"Student\"); \
+             UPDATE edfi.\"Student\" SET \"MiddleName\" = NULL \
+             WHERE \"StudentUSI\" = (SELECT max(\"StudentUSI\") FROM edfi.\"Student\");",
+        )
+        .await
+        .unwrap();
+    let (_stop_tx, stop) = watch::channel(false);
+    ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(300.0, 22, 1500), stop)
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    drop(rep);
+
+    // Every object is under prefix/connector/batch/table/; download them as laid out.
+    let objects = moto.objects(BUCKET, "edfi-cdc/edfi-ods/").await;
+    assert!(
+        objects.len() > 37,
+        "batch files are kept for the retention: {}",
+        objects.len()
+    );
+    let dir = std::env::temp_dir().join(unique("batches"));
+    for (key, body) in &objects {
+        let rel = key.strip_prefix("edfi-cdc/edfi-ods/").unwrap();
+        assert_eq!(rel.split('/').count(), 3, "unexpected key {key}");
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let out = std::process::Command::new("python3")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/support/replay_batches.py"),
+        )
+        .arg(&dir)
+        .arg(serde_json::to_string(&table_specs()).unwrap())
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        replay["problems"],
+        serde_json::json!([]),
+        "manifests and parts disagree"
+    );
+
+    // The rows Python read from the files, typed by the target's columns, equal the target.
+    for def in ods_sim::edfi::tables() {
+        let table = format!("edfi.{}", def.name.to_lowercase());
+        let cols: Vec<String> = def.columns.iter().map(|c| c.name.to_lowercase()).collect();
+        let rows: Vec<serde_json::Value> = replay["tables"][&table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let obj: serde_json::Map<String, serde_json::Value> = cols
+                    .iter()
+                    .cloned()
+                    .zip(r.as_array().unwrap().iter().cloned())
+                    .collect();
+                serde_json::Value::Object(obj)
+            })
+            .collect();
+        rig.target
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS replay; CREATE TEMP TABLE replay AS SELECT * FROM {table} WITH NO DATA"
+            ))
+            .await
+            .unwrap();
+        rig.target
+            .execute(
+                "INSERT INTO replay SELECT * FROM json_populate_recordset(NULL::replay, $1::text::json)",
+                &[&serde_json::Value::Array(rows).to_string()],
+            )
+            .await
+            .unwrap();
+        let differ: i64 = rig
+            .target
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM (SELECT * FROM replay EXCEPT ALL SELECT * FROM {table}) a) \
+                     + (SELECT count(*) FROM (SELECT * FROM {table} EXCEPT ALL SELECT * FROM replay) b)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            differ, 0,
+            "{table}: the batch files replay to a different table"
+        );
+    }
+    let tricky: String = rig
+        .target
+        .query_one(
+            "SELECT lastsurname FROM edfi.student ORDER BY studentusi LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tricky, "O'Neil, \"Zoë\"\n日本 \\N");
+}
+
+/// Wait until a session of the target database waits for a lock in a statement starting with
+/// `statement`.
+async fn wait_blocked(observer: &Client, database: &str, statement: &str) {
+    wait_for(
+        &format!("the sink to block in `{statement}…`"),
+        Duration::from_secs(60),
+        || async {
+            observer
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
+                     AND query LIKE $2 || '%'",
+                    &[&database, &statement],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_flushes_loses_and_duplicates_nothing() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET).await;
+    let mut rig = Rig::new(150, 9).await;
+    redshift_rig(&mut rig, Some(&moto), &[]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let locker = connect(&rig.staging.url()).await;
+    let observer = connect(&rig.staging.url()).await;
+
+    // 1. Files uploaded and COPYed, the merge waiting: kill.
+    // 2. Merge done, the checkpoint update waiting: kill.
+    let points = [
+        (
+            "LOCK TABLE edfi.student IN ACCESS EXCLUSIVE MODE",
+            "DELETE FROM \"edfi\".\"student\"",
+        ),
+        (
+            "LOCK TABLE edfi_cdc.sink_state IN EXCLUSIVE MODE",
+            "UPDATE edfi_cdc.sink_state",
+        ),
+    ];
+    let mut rep = Some(rep);
+    for (i, (lock, statement)) in points.iter().enumerate() {
+        locker
+            .batch_execute(&format!("BEGIN; {lock}"))
+            .await
+            .unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        ods_sim::edfi::run_workload(
+            &rig.sim.backing_url(),
+            workload(300.0, 30 + i as u64, 600),
+            stop,
+        )
+        .await
+        .unwrap();
+        rig.source
+            .batch_execute("UPDATE edfi.\"Student\" SET \"FirstName\" = \"FirstName\" || 'x' WHERE \"StudentUSI\" % 7 = 0")
+            .await
+            .unwrap();
+        wait_blocked(&observer, &rig.staging.name, statement).await;
+        if i == 0 {
+            let uploaded = moto.objects(BUCKET, "edfi-cdc/edfi-ods/").await;
+            assert!(
+                !uploaded.is_empty(),
+                "the flush uploads before its transaction"
+            );
+        }
+        rep.take().unwrap().kill();
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        rep = Some(rig.connector.run());
+        wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+        assert_equal(&rig.source, &rig.target).await;
+    }
+    // Orphans of the killed flushes were removed at start; committed batches remove theirs.
+    let left = moto.objects(BUCKET, "edfi-cdc/edfi-ods/").await;
+    assert!(
+        left.is_empty(),
+        "batch files left behind: {:?}",
+        left.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    drop(rep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_too_long_for_its_column_stops_the_sink_naming_table_and_key() {
+    let mut rig = Rig::new(50, 10).await;
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert!(rep.terminate(Duration::from_secs(30)).success());
+    rig.target
+        .batch_execute("ALTER TABLE edfi.student ALTER COLUMN lastsurname TYPE varchar(20)")
+        .await
+        .unwrap();
+    let usi: i32 = rig
+        .source
+        .query_one(
+            "UPDATE edfi.\"Student\" SET \"LastSurname\" = repeat('x', 40) WHERE \"StudentUSI\" = \
+             (SELECT min(\"StudentUSI\") FROM edfi.\"Student\") RETURNING \"StudentUSI\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut rep = rig.connector.run();
+    let status = rep.wait(Duration::from_secs(60));
+    assert!(!status.success());
+    let log = rep.log();
+    assert!(
+        log.contains("rejected a row of edfi.Student")
+            && log.contains(&format!("StudentUSI={usi}"))
+            && log.contains("lastsurname")
+            && log.contains("too long"),
+        "the error names the table, key and column:\n{log}"
+    );
+    let too_long: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM edfi.student WHERE length(lastsurname) > 20",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(too_long, 0, "nothing of the rejected batch was applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_or_refused_credentials_stop_before_anything_is_written() {
+    let moto = Moto::start();
+    let mut rig = Rig::new(20, 11).await;
+    redshift_rig(&mut rig, Some(&moto), &[("S3_BUCKET", "no-such-bucket")]);
+    let mut rep = rig.connector.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    let log = rep.log();
+    assert!(
+        log.contains("S3 bucket `no-such-bucket` does not exist") && log.contains("S3_BUCKET"),
+        "{log}"
+    );
+
+    let strict = Moto::start_checking_credentials();
+    let mut rig = Rig::new(20, 12).await;
+    redshift_rig(&mut rig, Some(&strict), &[]);
+    let mut rep = rig.connector.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    let log = rep.log();
+    assert!(
+        log.contains("S3 refused the credentials") && log.contains("AWS_ACCESS_KEY_ID"),
+        "{log}"
+    );
+    let tables: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'edfi'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "nothing is created before the bucket is checked");
+}
+
+/// Rows of `model`'s table that its SELECT, run now on the same snapshot, does not produce, and
+/// the other way round.
+async fn model_differences(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &edfi_cdc::models::Model,
+) -> i64 {
+    let cols: Vec<String> = m
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
+    let cols = cols.join(", ");
+    let sql = format!(
+        "WITH rebuilt AS ({select}) \
+         SELECT (SELECT count(*) FROM (SELECT {cols} FROM {t} EXCEPT ALL SELECT {cols} FROM rebuilt) a) \
+              + (SELECT count(*) FROM (SELECT {cols} FROM rebuilt EXCEPT ALL SELECT {cols} FROM {t}) b)",
+        select = m.select,
+        t = m.target(),
+    );
+    tx.query_one(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", m.name))
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs() {
+    let models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models");
+    let mut rig = Rig::new(300, 13).await;
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace(
+            "models = \"models\"",
+            &format!("models = {:?}", models_dir.display().to_string()),
+        );
+    std::fs::write(&rig.connector.path, text).unwrap();
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let configured = ods_sim::edfi::tables()
+        .iter()
+        .map(|d| format!("edfi.{}", d.name.to_lowercase()))
+        .collect();
+    let models =
+        edfi_cdc::models::Models::load(&models_dir, &["ic", "illuminate"], &configured).unwrap();
+    assert!(
+        models.models().len() >= 20,
+        "every reporting table has a model"
+    );
+
+    let url = rig.sim.backing_url();
+    let writer = tokio::spawn(async move {
+        let (_stop_tx, stop) = watch::channel(false);
+        ods_sim::edfi::run_workload(&url, workload(300.0, 40, 3000), stop)
+            .await
+            .unwrap()
+    });
+    // Sample while changes flow: in one snapshot of the target, every model equals its SELECT
+    // over the replicated tables — models and inputs are at one source version.
+    let mut reader = connect(&rig.staging.url()).await;
+    let mut samples = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    while !writer.is_finished() || samples < 3 {
+        let tx = reader
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .unwrap();
+        let version: i64 = tx
+            .query_one("SELECT version FROM edfi_cdc.sink_state", &[])
+            .await
+            .unwrap()
+            .get(0);
+        for m in models.models() {
+            assert_eq!(
+                model_differences(&tx, m).await,
+                0,
+                "{} disagrees with its inputs at version {version}",
+                m.name
+            );
+        }
+        let fresh: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM edfi_cdc.freshness WHERE kind = 'model' AND source_version > $1",
+                &[&version],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(fresh, 0, "a model is marked fresher than the checkpoint");
+        tx.commit().await.unwrap();
+        versions.insert(version);
+        samples += 1;
+    }
+    assert!(writer.await.unwrap().total_changes() >= 3000);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    let tx = reader.transaction().await.unwrap();
+    for m in models.models() {
+        assert_eq!(
+            model_differences(&tx, m).await,
+            0,
+            "{} after catching up",
+            m.name
+        );
+    }
+    assert!(
+        versions.len() > 1,
+        "samples spanned several flushes: {versions:?}"
+    );
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    assert!(
+        metrics.contains("mode=\"incremental\""),
+        "student models were refreshed incrementally under the workload:\n{metrics}"
+    );
+    drop(rep);
+}

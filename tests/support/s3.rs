@@ -1,0 +1,130 @@
+//! An S3 API server (moto in server mode) per test, and a client for it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::Client;
+
+pub const ACCESS_KEY: &str = "edfi-cdc-test";
+pub const SECRET_KEY: &str = "edfi-cdc-test-secret";
+
+/// A running moto server, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Self::spawn(false)
+    }
+
+    /// A server that checks credentials (only keys it issued are accepted).
+    pub fn start_checking_credentials() -> Moto {
+        Self::spawn(true)
+    }
+
+    fn spawn(auth: bool) -> Moto {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
+        let mut child = cmd.spawn().expect("start moto (scripts/test installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("read moto's first line");
+        let addr = line
+            .strip_prefix("moto ready on ")
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("moto did not start: {line:?}"))
+            .to_string();
+        Moto {
+            child,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+
+    /// The environment that points edfi-cdc at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ]
+    }
+
+    pub fn client(&self) -> Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .force_path_style(true)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build();
+        Client::from_conf(conf)
+    }
+
+    pub async fn create_bucket(&self, name: &str) {
+        self.client()
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    }
+
+    /// Every object under `prefix`: key and bytes.
+    pub async fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let client = self.client();
+        let list = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for o in list.contents() {
+            let key = o.key().unwrap().to_string();
+            let body = client
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes()
+                .to_vec();
+            out.push((key, body));
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
