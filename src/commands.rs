@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio_postgres::NoTls;
 
 use crate::checkpoint::{self, Phase};
 use crate::config::ConnectorConfig;
@@ -115,16 +114,9 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
         }
     }
     if let Some(staging) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
-        match tokio_postgres::connect(staging.url.expose(), NoTls).await {
-            Err(e) => out.push(line(
-                false,
-                format!(
-                    "staging: connect: {}",
-                    crate::sink::SinkError::from_pg("staging", &e)
-                ),
-            )),
-            Ok((client, conn)) => {
-                tokio::spawn(conn);
+        match crate::sink::pg::connect("staging", staging.url.expose()).await {
+            Err(e) => out.push(line(false, format!("staging: connect: {e}"))),
+            Ok(client) => {
                 out.push(line(true, "staging: connected"));
                 let oldest: Result<Option<DateTime<Utc>>, _> = client
                     .query_opt("SELECT min(commit_time) FROM edfi_cdc.table_state WHERE connector = $1 AND phase <> 'snapshot'", &[&config.name])
@@ -144,16 +136,9 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
         }
     }
     if let Some(r) = config.sinks.redshift.as_ref().filter(|r| r.enabled) {
-        match tokio_postgres::connect(r.url.expose(), NoTls).await {
-            Err(e) => out.push(line(
-                false,
-                format!(
-                    "redshift: connect: {}",
-                    crate::sink::SinkError::from_pg("redshift", &e)
-                ),
-            )),
-            Ok((_client, conn)) => {
-                tokio::spawn(conn);
+        match crate::sink::pg::connect("redshift", r.url.expose()).await {
+            Err(e) => out.push(line(false, format!("redshift: connect: {e}"))),
+            Ok(_client) => {
                 out.push(line(
                     true,
                     format!("redshift: connected ({:?} load)", r.load),
@@ -200,8 +185,7 @@ pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Vec<TableStatus>
     };
     let mut out = Vec::new();
     for (sink, url, target) in sinks(config) {
-        let (client, c) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(c);
+        let client = crate::sink::pg::connect(sink, url).await?;
         let rows = client
         .query(
             "SELECT source_schema, source_table, phase, version, snapshot_rows, snapshot_total_rows, \
@@ -346,10 +330,7 @@ pub async fn resnapshot(config: &ConnectorConfig, table: &str) -> anyhow::Result
             )
         })?;
     for (sink, url, _) in sinks(config) {
-        let (client, c) = tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(|e| anyhow::anyhow!("{sink} sink: connect: {e}"))?;
-        tokio::spawn(c);
+        let client = crate::sink::pg::connect(sink, url).await?;
         checkpoint::install(&client).await?;
         checkpoint::request_resnapshot(&client, &config.name, &id).await?;
     }
@@ -395,20 +376,9 @@ pub async fn models_check(
             "target: no URL: pass --target-url, set REDSHIFT_DATABASE_URL or configure [sinks.redshift] url",
         )];
     };
-    let client = match tokio_postgres::connect(url, NoTls).await {
-        Err(e) => {
-            return vec![line(
-                false,
-                format!(
-                    "target: connect: {}",
-                    crate::sink::SinkError::from_pg("models", &e)
-                ),
-            )]
-        }
-        Ok((client, conn)) => {
-            tokio::spawn(conn);
-            client
-        }
+    let client = match crate::sink::pg::connect("models", url).await {
+        Err(e) => return vec![line(false, format!("target: connect: {e}"))],
+        Ok(client) => client,
     };
     let mut out = vec![line(
         true,

@@ -480,6 +480,8 @@ const STUDENTS: &str = "edfi_cdc_changed_students";
 #[derive(Debug, Clone, Default)]
 pub struct Models {
     models: Vec<Model>,
+    /// The target is PostgreSQL (not Redshift): full rebuilds run without nested loops.
+    postgres: bool,
 }
 
 /// `CREATE TABLE` of the freshness table: one row per model and per replicated table, with the
@@ -532,6 +534,16 @@ impl Models {
 
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
+    }
+
+    /// Refresh on PostgreSQL: a full rebuild is planned without nested loops. Models join on
+    /// several columns at once (a section is five), which PostgreSQL's estimates take for one
+    /// row, and a nested loop over an aggregate or window subquery then runs it once per outer
+    /// row; hash joins are the right plan for a whole-table rebuild anyway. Redshift plans
+    /// these joins itself.
+    pub fn on_postgres(mut self) -> Models {
+        self.postgres = true;
+        self
     }
 
     /// The models, in dependency order.
@@ -687,7 +699,14 @@ impl Models {
                 _ => {
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
-                    (tx.execute(&m.insert_sql(), &[]).await?, false)
+                    if self.postgres {
+                        tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
+                    }
+                    let rows = tx.execute(&m.insert_sql(), &[]).await?;
+                    if self.postgres {
+                        tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
+                    }
+                    (rows, false)
                 }
             };
             done.push(Refreshed {
@@ -953,7 +972,10 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
         }
     };
     if problems.is_empty() {
-        Ok(Models { models })
+        Ok(Models {
+            models,
+            postgres: false,
+        })
     } else {
         Err(ModelError(problems))
     }

@@ -98,9 +98,13 @@ pub async fn run_connector(
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
                 .join(&cfg.models);
-            Models::load_for_connector(&dir, &config).with_context(|| {
+            let models = Models::load_for_connector(&dir, &config).with_context(|| {
                 format!("connector {name}: reporting models in {}", dir.display())
-            })?
+            })?;
+            match cfg.load {
+                crate::config::LoadMode::Stdin => models.on_postgres(),
+                crate::config::LoadMode::S3 => models,
+            }
         };
         let (sink, cp) = RedshiftSink::open(&name, cfg, models, &config.retry, &schemas, &stop)
             .await

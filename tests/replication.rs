@@ -337,3 +337,34 @@ async fn two_connectors_in_one_process_keep_their_checkpoints_apart() {
     }
     drop(staging);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_are_reached_over_tls_when_the_url_requires_it() {
+    let mut rig = Rig::new(20, 31).await;
+    let url = format!(
+        "{}?sslmode=require&application_name=edfi-cdc-tls",
+        rig.staging.url()
+    );
+    for (k, v) in rig.connector.env.iter_mut() {
+        if k == "STAGING_DATABASE_URL" {
+            *v = url.clone();
+        }
+    }
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (sessions, encrypted): (i64, i64) = {
+        let r = rig
+            .target
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1 AND a.application_name = 'edfi-cdc-tls'",
+                &[&rig.staging.name],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(sessions > 0, "the sink is connected");
+    assert_eq!(sessions, encrypted, "every sink connection is encrypted");
+    drop(rep);
+}

@@ -17,34 +17,40 @@ CREATE TABLE schedule.calendar (
     PRIMARY KEY (calendarnumber, date)
 );
 SELECT
-    cal.calendarnumber AS calendarnumber,
-    CAST(SUBSTRING(cal.calendarcode, 1, 50) AS varchar(50)) AS calendarname,
-    span.firstdate AS calendarstartdate,
-    span.lastdate AS calendarenddate,
-    cd.date AS date,
-    CASE WHEN ev.instructional = 1 THEN true ELSE false END AS attendance,
-    cal.schoolyear AS endyear,
-    CAST(CAST(cal.schoolyear - 1 AS varchar(4)) || '-' || CAST(cal.schoolyear AS varchar(4)) AS varchar(10)) AS schoolyear,
-    cd.lastmodifieddate AS lastupdated,
-    cal.schoolid AS schoolnumber
-FROM edfi.calendardate cd
-JOIN (
-    SELECT c.calendarcode, c.schoolid, c.schoolyear,
-           CASE WHEN c.calendarcode ~ '^[0-9]{1,9}$' THEN CAST(c.calendarcode AS integer)
-                ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.schoolid, c.schoolyear, c.calendarcode) AS integer)
-           END AS calendarnumber
-    FROM edfi.calendar c
-) cal ON cal.calendarcode = cd.calendarcode AND cal.schoolid = cd.schoolid AND cal.schoolyear = cd.schoolyear
-JOIN (
-    SELECT calendarcode, schoolid, schoolyear, MIN(date) AS firstdate, MAX(date) AS lastdate
-    FROM edfi.calendardate
-    GROUP BY calendarcode, schoolid, schoolyear
-) span ON span.calendarcode = cd.calendarcode AND span.schoolid = cd.schoolid AND span.schoolyear = cd.schoolyear
-LEFT JOIN (
-    SELECT e.calendarcode, e.schoolid, e.schoolyear, e.date,
-           MAX(CASE WHEN d.codevalue = 'Instructional day' THEN 1 ELSE 0 END) AS instructional
-    FROM edfi.calendardatecalendarevent e
-    JOIN edfi.descriptor d ON d.descriptorid = e.calendareventdescriptorid
-    GROUP BY e.calendarcode, e.schoolid, e.schoolyear, e.date
-) ev ON ev.calendarcode = cd.calendarcode AND ev.schoolid = cd.schoolid
-    AND ev.schoolyear = cd.schoolyear AND ev.date = cd.date;
+    x.calendarnumber,
+    x.calendarname,
+    MIN(x.date) OVER (PARTITION BY x.calendarcode, x.schoolnumber, x.endyear) AS calendarstartdate,
+    MAX(x.date) OVER (PARTITION BY x.calendarcode, x.schoolnumber, x.endyear) AS calendarenddate,
+    x.date,
+    x.attendance,
+    x.endyear,
+    CAST(CAST(x.endyear - 1 AS varchar(4)) || '-' || CAST(x.endyear AS varchar(4)) AS varchar(10)) AS schoolyear,
+    x.lastupdated,
+    x.schoolnumber
+FROM (
+    -- Events are joined row by row and folded per date (not pre-aggregated and joined on four
+    -- columns, which PostgreSQL misestimates into a nested loop over the aggregate).
+    SELECT
+        cal.calendarnumber,
+        cal.calendarcode,
+        CAST(SUBSTRING(cal.calendarcode, 1, 50) AS varchar(50)) AS calendarname,
+        cd.date,
+        CASE WHEN MAX(CASE WHEN d.codevalue = 'Instructional day' THEN 1 ELSE 0 END) = 1
+             THEN true ELSE false END AS attendance,
+        cal.schoolyear AS endyear,
+        cd.lastmodifieddate AS lastupdated,
+        cal.schoolid AS schoolnumber
+    FROM edfi.calendardate cd
+    JOIN (
+        SELECT c.calendarcode, c.schoolid, c.schoolyear,
+               CASE WHEN c.calendarcode ~ '^[0-9]{1,9}$' THEN CAST(c.calendarcode AS integer)
+                    ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.schoolid, c.schoolyear, c.calendarcode) AS integer)
+               END AS calendarnumber
+        FROM edfi.calendar c
+    ) cal ON cal.calendarcode = cd.calendarcode AND cal.schoolid = cd.schoolid AND cal.schoolyear = cd.schoolyear
+    LEFT JOIN edfi.calendardatecalendarevent e
+        ON e.calendarcode = cd.calendarcode AND e.schoolid = cd.schoolid
+        AND e.schoolyear = cd.schoolyear AND e.date = cd.date
+    LEFT JOIN edfi.descriptor d ON d.descriptorid = e.calendareventdescriptorid
+    GROUP BY cal.calendarnumber, cal.calendarcode, cd.date, cal.schoolyear, cd.lastmodifieddate, cal.schoolid
+) x;

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -89,15 +89,7 @@ pub struct StagingSink {
 }
 
 async fn connect(url: &str) -> Result<Client, SinkError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| SinkError::from_pg(SINK, &e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "staging connection closed");
-        }
-    });
-    Ok(client)
+    super::pg::connect(SINK, url).await
 }
 
 fn pg(e: tokio_postgres::Error) -> SinkError {
