@@ -362,10 +362,10 @@ fn default_prefix() -> String {
     "edfi-cdc".into()
 }
 fn default_max_rows() -> usize {
-    500_000
+    200_000
 }
 fn default_max_bytes() -> usize {
-    256 * 1024 * 1024
+    128 * 1024 * 1024
 }
 fn default_max_age() -> Duration {
     Duration::from_secs(60)

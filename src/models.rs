@@ -536,11 +536,11 @@ impl Models {
         self.models.is_empty()
     }
 
-    /// Refresh on PostgreSQL: a full rebuild is planned without nested loops. Models join on
+    /// Refresh on PostgreSQL: model queries are planned without nested loops. Models join on
     /// several columns at once (a section is five), which PostgreSQL's estimates take for one
     /// row, and a nested loop over an aggregate or window subquery then runs it once per outer
-    /// row; hash joins are the right plan for a whole-table rebuild anyway. Redshift plans
-    /// these joins itself.
+    /// row — quadratic, minutes at 50,000 students, in full and incremental refreshes alike.
+    /// Hash joins keep every refresh linear in its inputs. Redshift plans these joins itself.
     pub fn on_postgres(mut self) -> Models {
         self.postgres = true;
         self
@@ -610,6 +610,9 @@ impl Models {
     ) -> Result<Vec<Refreshed>, tokio_postgres::Error> {
         let mut done: Vec<Refreshed> = Vec::new();
         let mut students_ready = false;
+        if self.postgres && !changed.is_empty() {
+            tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
+        }
         for m in &self.models {
             let inputs: Vec<&String> = m
                 .inputs
@@ -699,14 +702,7 @@ impl Models {
                 _ => {
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
-                    if self.postgres {
-                        tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
-                    }
-                    let rows = tx.execute(&m.insert_sql(), &[]).await?;
-                    if self.postgres {
-                        tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
-                    }
-                    (rows, false)
+                    (tx.execute(&m.insert_sql(), &[]).await?, false)
                 }
             };
             done.push(Refreshed {
@@ -718,6 +714,9 @@ impl Models {
         }
         if students_ready {
             tx.batch_execute(&format!("DROP TABLE {STUDENTS}")).await?;
+        }
+        if self.postgres && !changed.is_empty() {
+            tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
         }
         let mut names: Vec<(&str, &str)> =
             done.iter().map(|d| (d.model.as_str(), "model")).collect();

@@ -513,3 +513,62 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
     );
     drop(rep);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_parts_go_up_in_pieces_and_come_back_whole() {
+    use std::io::Read;
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET).await;
+    let files = edfi_cdc::sink::redshift::files::Files::new(moto.client(), BUCKET, "pfx", "conn")
+        .await
+        .unwrap();
+    // ~24 MB of CSV that gzip cannot shrink below the 8 MiB piece size: random hex, quoted.
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
+    let mut big = String::with_capacity(24 << 20);
+    while big.len() < 24 << 20 {
+        let n: u128 = rand::Rng::gen(&mut rng);
+        big.push_str(&format!("{n:032x},\"{n:x}\"\n"));
+    }
+    let small = "1,\"a\"\n".to_string();
+    let up = files
+        .put_table(
+            "v00000000000000000042",
+            "edfi.student",
+            &[big.clone(), small.clone()],
+        )
+        .await
+        .unwrap();
+    assert!(
+        up.compressed_bytes > 8 << 20,
+        "the first part needs a multipart upload"
+    );
+    let objects = moto
+        .objects(BUCKET, "pfx/conn/v00000000000000000042/edfi.student/")
+        .await;
+    let names: Vec<&str> = objects
+        .iter()
+        .map(|(k, _)| k.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["manifest", "part-00000.csv.gz", "part-00001.csv.gz"]
+    );
+    for ((_, body), want) in objects[1..].iter().zip([&big, &small]) {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(
+            &text == want,
+            "a part reads back different ({} bytes)",
+            text.len()
+        );
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&objects[0].1).unwrap();
+    assert_eq!(
+        manifest["entries"][0]["meta"]["content_length"],
+        objects[1].1.len()
+    );
+    files.remove(&up.keys).await.unwrap();
+    assert!(moto.objects(BUCKET, "pfx/").await.is_empty());
+}

@@ -5,7 +5,8 @@
 //! certificate, the server's certificate is not verified then (the traffic is encrypted, the
 //! server not authenticated); with `PGSSLROOTCERT` pointing at a PEM bundle (e.g. the Amazon RDS
 //! CA bundle) the certificate chain and host name are verified against it. Connections carry
-//! `application_name=edfi-cdc` unless the URL sets one.
+//! `application_name=edfi-cdc` unless the URL sets one; a URL without a password takes
+//! `PGPASSWORD` from the environment, as libpq does.
 
 use std::sync::Arc;
 
@@ -109,6 +110,11 @@ pub async fn connect(sink: &str, url: &str) -> Result<Client, SinkError> {
     })?;
     if config.get_application_name().is_none() {
         config.application_name("edfi-cdc");
+    }
+    if config.get_password().is_none() {
+        if let Some(pw) = std::env::var_os("PGPASSWORD") {
+            config.password(pw.as_encoded_bytes());
+        }
     }
     let from_pg = |e: tokio_postgres::Error| SinkError::from_pg(sink, &e);
     let client = if config.get_ssl_mode() == SslMode::Disable {

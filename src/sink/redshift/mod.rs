@@ -13,8 +13,9 @@
 //!   role, or FROM STDIN), delete the changed keys from the target, insert the new rows; publish
 //!   finished snapshots; refresh the reporting models whose inputs changed; advance the
 //!   checkpoint. A crash anywhere loses nothing and applies nothing twice.
-//! - Snapshots load a shadow table in batches of up to `max_rows` rows (each one transaction
-//!   with its progress) and replace the target's rows at the next flush after they complete.
+//! - Snapshots load a shadow table in batches of up to `max_rows` (at most 100,000) rows, each
+//!   one transaction with its progress, and replace the target's rows at the next flush after
+//!   they complete.
 //! - A row the target rejects stops the sink naming the table, key and reason.
 
 pub mod csv;
@@ -50,6 +51,8 @@ use sql::CopySource;
 
 const SINK: &str = "redshift";
 const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
+/// Most snapshot rows held before they are loaded (memory bound; `max_rows` if smaller).
+const SNAPSHOT_LOAD_ROWS: usize = 100_000;
 /// How often files past `file_retention` are looked for.
 const RETENTION_SWEEP: Duration = Duration::from_secs(60);
 
@@ -761,7 +764,7 @@ impl RedshiftSink {
                 }
                 rt.snapshot.last_key = Some(last_key);
                 rt.snapshot.rows = rows;
-                if rt.snapshot.events.len() >= self.cfg.max_rows {
+                if rt.snapshot.events.len() >= self.cfg.max_rows.min(SNAPSHOT_LOAD_ROWS) {
                     self.load_snapshot(&id, backoff, stop).await?;
                 }
             }
