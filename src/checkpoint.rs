@@ -186,9 +186,27 @@ pub fn key_from_json(schema: &TableSchema, json: &Json) -> Option<Vec<Value>> {
         .collect()
 }
 
-/// Create the checkpoint tables if missing.
+/// Create the checkpoint tables if missing. A staging database set up by an earlier version
+/// (`snapshot_last_key jsonb`) has the column turned into JSON text.
 pub async fn install(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute(SCHEMA_DDL).await
+    client.batch_execute(SCHEMA_DDL).await?;
+    let jsonb = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = 'edfi_cdc' \
+             AND table_name = 'table_state' AND column_name = 'snapshot_last_key' AND data_type = 'jsonb'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if jsonb {
+        client
+            .batch_execute(
+                "ALTER TABLE edfi_cdc.table_state ALTER COLUMN snapshot_last_key \
+                 TYPE varchar(65535) USING snapshot_last_key::text",
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Read one sink's checkpoint for the given tables.

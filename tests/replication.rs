@@ -368,3 +368,32 @@ async fn targets_are_reached_over_tls_when_the_url_requires_it() {
     assert_eq!(sessions, encrypted, "every sink connection is encrypted");
     drop(rep);
 }
+
+#[tokio::test]
+async fn checkpoints_written_by_the_earlier_schema_still_load() {
+    let db = TestDb::create("oldschema").await;
+    let client = connect(&db.url()).await;
+    // The first release kept snapshot keys as jsonb.
+    client
+        .batch_execute(
+            "CREATE SCHEMA edfi_cdc; CREATE TABLE edfi_cdc.table_state (connector text NOT NULL, \
+             sink text NOT NULL, source_schema text NOT NULL, source_table text NOT NULL, \
+             target_schema text NOT NULL, target_table text NOT NULL, phase text NOT NULL, \
+             version bigint NOT NULL, commit_time timestamptz, snapshot_last_key jsonb, \
+             snapshot_rows bigint NOT NULL DEFAULT 0, snapshot_total_rows bigint, \
+             snapshot_started_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now(), \
+             PRIMARY KEY (connector, sink, source_schema, source_table)); \
+             INSERT INTO edfi_cdc.table_state (connector, sink, source_schema, source_table, target_schema, \
+             target_table, phase, version, snapshot_last_key, snapshot_rows) VALUES ('edfi-ods', 'staging', \
+             'edfi', 'Student', 'edfi', 'student', 'snapshot', 42, '[7]', 7)",
+        )
+        .await
+        .unwrap();
+    edfi_cdc::checkpoint::install(&client).await.unwrap();
+    let key: String = client
+        .query_one("SELECT snapshot_last_key FROM edfi_cdc.table_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(key, "[7]");
+}
