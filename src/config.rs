@@ -738,6 +738,12 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
                 bad(&format!("sinks.redshift.{k}"), "must be at least 1".into());
             }
         }
+        if !r.models.is_empty() && (r.schema != "edfi" || !r.table_map.is_empty()) {
+            bad(
+                "sinks.redshift.models",
+                "reporting models read the replicated tables as edfi.<table>: keep schema = \"edfi\" and no table_map, or set models = \"\"".into(),
+            );
+        }
         for (from, to) in &r.table_map {
             if from.split_once('.').is_none() || to.split_once('.').is_none() {
                 bad(
@@ -914,6 +920,40 @@ url = "${STAGING_DATABASE_URL}"
             "postgres://postgres@127.0.0.1:5432/staging",
         ),
     ];
+
+    #[test]
+    fn redshift_sink_settings_are_checked_together() {
+        let s3 = format!("{MINIMAL}[sinks.redshift]\nurl = \"postgres://r@h:5439/db\"\n");
+        let err = load_text(&s3, VARS).unwrap_err();
+        let text: Vec<String> = err.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("`sinks.redshift.bucket`") && t.contains("S3_BUCKET")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("`sinks.redshift.iam_role`")),
+            "{text:?}"
+        );
+        let models = format!(
+            "{MINIMAL}[sinks.redshift]\nurl = \"postgres://r@h:5439/db\"\nload = \"stdin\"\nschema = \"ods\"\nmodels = \"models\"\n"
+        );
+        let err = load_text(&models, VARS).unwrap_err();
+        assert!(
+            err[0].to_string().contains("`sinks.redshift.models`"),
+            "{}",
+            err[0]
+        );
+        let fine = format!(
+            "{MINIMAL}[sinks.redshift]\nurl = \"postgres://r@h:5439/db\"\nload = \"stdin\"\n"
+        );
+        let c = load_text(&fine, VARS).unwrap();
+        let r = c.sinks.redshift.unwrap();
+        assert_eq!(
+            (r.max_rows, r.max_age, r.schema.as_str()),
+            (200_000, Duration::from_secs(60), "edfi")
+        );
+    }
 
     #[test]
     fn expands_variables_defaults_and_escapes_secrets() {
