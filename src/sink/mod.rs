@@ -7,10 +7,18 @@ pub mod pg;
 pub mod redshift;
 pub mod staging;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 
-use crate::checkpoint::key_to_json;
-use crate::event::{ChangeEvent, TableId, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::checkpoint::{key_to_json, Phase, TableCheckpoint};
+use crate::event::{ChangeEvent, Op, TableId, Value};
+use crate::metrics;
+use crate::retry::Backoff;
 
 /// Advisory lock key serialising target set-up on PostgreSQL (any value unlikely to clash;
 /// "edficdc" in hex).
@@ -131,5 +139,218 @@ impl SinkError {
                 message,
             }
         }
+    }
+}
+
+/// Where a sink puts an incoming event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A row of the table's snapshot in progress.
+    SnapshotRow,
+    /// A change after the table's checkpoint: buffer it until its watermark.
+    Change,
+    /// Already held, covered by a snapshot, or of a snapshot this sink does not take.
+    Skip,
+}
+
+/// Route `ev` for a table at `state` (`ignoring_snapshot`: the sink does not take the snapshot
+/// in progress). Changes of a table being snapshotted are skipped: the snapshot has them.
+pub fn route(ev: &ChangeEvent, state: Option<&TableCheckpoint>, ignoring_snapshot: bool) -> Route {
+    match (ev.op, state) {
+        (Op::Read, Some(s)) if s.phase == Phase::Snapshot && !ignoring_snapshot => {
+            Route::SnapshotRow
+        }
+        (Op::Read, _) => Route::Skip,
+        (_, Some(s)) if s.phase != Phase::Snapshot && ev.version > s.version => Route::Change,
+        _ => Route::Skip,
+    }
+}
+
+/// Whether a snapshot starting at `version` is of no use to a sink at `state`: it already
+/// streams the table from at least that version, and no operator asked for a re-snapshot.
+pub fn snapshot_not_needed(requested: bool, state: Option<&TableCheckpoint>, version: i64) -> bool {
+    !requested && state.is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version)
+}
+
+/// Re-snapshot requests an operator made (`edfi-cdc resnapshot`) that a sink has seen: each is
+/// passed to the poller once. The request row itself is deleted in the transaction that starts
+/// the snapshot, so a crash cannot lose it.
+pub struct Requests {
+    seen: HashSet<TableId>,
+    poller: Option<mpsc::UnboundedSender<TableId>>,
+}
+
+impl Requests {
+    pub fn new(stored: &[TableId]) -> Requests {
+        Requests {
+            seen: stored.iter().cloned().collect(),
+            poller: None,
+        }
+    }
+
+    /// Where requests go from now on.
+    pub fn connect(&mut self, poller: mpsc::UnboundedSender<TableId>) {
+        self.poller = Some(poller);
+    }
+
+    /// Pass a request to the poller, unless it was passed already.
+    pub fn forward(&mut self, sink: &str, table: &TableId) {
+        if self.seen.insert(table.clone()) {
+            info!(sink, table = %table, "re-snapshot requested by an operator");
+            if let Some(tx) = &self.poller {
+                tx.send(table.clone()).ok();
+            }
+        }
+    }
+
+    pub fn contains(&self, table: &TableId) -> bool {
+        self.seen.contains(table)
+    }
+
+    /// The snapshot of `table` started: the request is done.
+    pub fn done(&mut self, table: &TableId) {
+        self.seen.remove(table);
+    }
+}
+
+/// A unit of sink work that may be retried (it runs in its own transaction).
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// Run `op` on `sink`, retrying transient faults: `reset` drops the broken connection, then
+/// `backoff` waits (or gives up). Errors are counted by kind.
+pub async fn retry<S, F>(
+    name: &str,
+    sink: &mut S,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+    reset: fn(&mut S),
+    mut op: F,
+) -> Result<(), SinkError>
+where
+    F: for<'a> FnMut(&'a mut S) -> Attempt<'a>,
+{
+    loop {
+        match op(sink).await {
+            Ok(()) => {
+                backoff.reset();
+                return Ok(());
+            }
+            Err(e) if e.is_retriable() => {
+                metrics::error(name, "transient");
+                reset(sink);
+                if !backoff.pause(name, &e, stop).await {
+                    return Err(e);
+                }
+            }
+            Err(e) => {
+                metrics::error(name, "fatal");
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// A data error of a COPY: the server's message, the 1-based line and the column it names
+/// (`CONTEXT: COPY t, line N, column c: …`). `None` for other errors.
+pub fn copy_failure(e: &tokio_postgres::Error) -> Option<(String, Option<usize>, String)> {
+    let db = e.as_db_error()?;
+    if !["22", "23", "XX"].contains(&&db.code().code()[..2]) {
+        return None;
+    }
+    let context = db.where_().unwrap_or_default();
+    let line = context
+        .split("line ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    let column = context
+        .split("column ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .unwrap_or("?")
+        .to_string();
+    Some((db.message().to_string(), line, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::every_type_schema;
+
+    fn state(phase: Phase, version: i64) -> TableCheckpoint {
+        TableCheckpoint {
+            phase,
+            version,
+            commit_time: None,
+            snapshot_last_key: None,
+            snapshot_rows: 0,
+            snapshot_total_rows: None,
+            snapshot_started_at: None,
+        }
+    }
+
+    fn ev(op: Op, version: i64) -> ChangeEvent {
+        ChangeEvent {
+            table: every_type_schema(),
+            op,
+            key: vec![Value::Int(1)],
+            after: None,
+            version,
+            commit_time: None,
+        }
+    }
+
+    #[test]
+    fn events_go_where_the_table_state_says() {
+        let streaming = state(Phase::Streaming, 10);
+        let snapshot = state(Phase::Snapshot, 10);
+        let pending = state(Phase::PendingSwap, 10);
+        assert_eq!(
+            route(&ev(Op::Update, 11), Some(&streaming), false),
+            Route::Change
+        );
+        assert_eq!(
+            route(&ev(Op::Update, 10), Some(&streaming), false),
+            Route::Skip,
+            "already held"
+        );
+        assert_eq!(
+            route(&ev(Op::Delete, 12), Some(&pending), false),
+            Route::Change
+        );
+        assert_eq!(
+            route(&ev(Op::Update, 12), Some(&snapshot), false),
+            Route::Skip,
+            "in the snapshot"
+        );
+        assert_eq!(
+            route(&ev(Op::Read, 10), Some(&snapshot), false),
+            Route::SnapshotRow
+        );
+        assert_eq!(route(&ev(Op::Read, 10), Some(&snapshot), true), Route::Skip);
+        assert_eq!(
+            route(&ev(Op::Read, 10), Some(&streaming), false),
+            Route::Skip
+        );
+        assert_eq!(route(&ev(Op::Create, 1), None, false), Route::Skip);
+        assert!(snapshot_not_needed(false, Some(&streaming), 10));
+        assert!(
+            !snapshot_not_needed(true, Some(&streaming), 10),
+            "an operator asked"
+        );
+        assert!(!snapshot_not_needed(false, Some(&streaming), 11));
+        assert!(!snapshot_not_needed(false, None, 1));
+    }
+
+    #[test]
+    fn a_tables_later_change_replaces_its_earlier_one() {
+        let mut a = Compacted::default();
+        a.add(ev(Op::Create, 1));
+        let mut b = Compacted::default();
+        b.add(ev(Op::Delete, 2));
+        a.absorb(b);
+        assert_eq!((a.events, a.rows), (2, 1));
+        let only = a.tables.values().next().unwrap().values().next().unwrap();
+        assert_eq!(only.op, Op::Delete);
     }
 }

@@ -22,7 +22,7 @@ pub mod csv;
 pub mod files;
 pub mod sql;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,10 @@ use crate::retry::Backoff;
 use crate::sink::staging::ddl::{shadow_table, PgName};
 use crate::stream::embedded::Consumer;
 
-use super::{Compacted, SinkError, SETUP_LOCK};
+use super::{
+    copy_failure, retry, route, snapshot_not_needed, Attempt, Compacted, Requests, Route,
+    SinkError, SETUP_LOCK,
+};
 use files::Files;
 use sql::CopySource;
 
@@ -127,8 +130,7 @@ pub struct RedshiftSink {
     since: Option<Instant>,
     open: Compacted,
     loads: Vec<TableLoad>,
-    resnapshots: Option<mpsc::UnboundedSender<TableId>>,
-    requested: HashSet<TableId>,
+    requests: Requests,
     last_sweep: Instant,
 }
 
@@ -310,8 +312,7 @@ impl RedshiftSink {
             since: None,
             open: Compacted::default(),
             loads: Vec::new(),
-            resnapshots: None,
-            requested: cp.resnapshot_requests.iter().cloned().collect(),
+            requests: Requests::new(&cp.resnapshot_requests),
             last_sweep: Instant::now(),
         };
         Ok((sink, cp))
@@ -325,7 +326,7 @@ impl RedshiftSink {
         resnapshots: mpsc::UnboundedSender<TableId>,
         stop: CancellationToken,
     ) -> Result<(), SinkError> {
-        self.resnapshots = Some(resnapshots);
+        self.requests.connect(resnapshots);
         let mut backoff = Backoff::new(&self.retry);
         loop {
             let due = self
@@ -387,16 +388,7 @@ impl RedshiftSink {
             Err(_) => None,
         };
         for t in requests.unwrap_or_default() {
-            self.force_snapshot(&t);
-        }
-    }
-
-    fn force_snapshot(&mut self, table: &TableId) {
-        if self.requested.insert(table.clone()) {
-            info!(sink = SINK, table = %table, "re-snapshot requested by an operator");
-            if let Some(tx) = &self.resnapshots {
-                tx.send(table.clone()).ok();
-            }
+            self.requests.forward(SINK, &t);
         }
     }
 
@@ -404,20 +396,10 @@ impl RedshiftSink {
         let Some(rt) = self.tables.get_mut(&ev.table.id) else {
             return;
         };
-        if ev.op == Op::Read {
-            if rt
-                .state
-                .as_ref()
-                .is_some_and(|s| s.phase == Phase::Snapshot)
-                && !rt.ignoring_snapshot
-            {
-                rt.snapshot.events.push(ev);
-            }
-            return;
-        }
-        match &rt.state {
-            Some(s) if s.phase != Phase::Snapshot && ev.version > s.version => self.open.add(ev),
-            _ => {}
+        match route(&ev, rt.state.as_ref(), rt.ignoring_snapshot) {
+            Route::SnapshotRow => rt.snapshot.events.push(ev),
+            Route::Change => self.open.add(ev),
+            Route::Skip => {}
         }
     }
 
@@ -433,34 +415,12 @@ impl RedshiftSink {
         &mut self,
         backoff: &mut Backoff,
         stop: &CancellationToken,
-        mut op: F,
+        op: F,
     ) -> Result<(), SinkError>
     where
-        F: for<'a> FnMut(
-            &'a mut RedshiftSink,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>,
-        >,
+        F: for<'a> FnMut(&'a mut RedshiftSink) -> Attempt<'a>,
     {
-        loop {
-            match op(self).await {
-                Ok(()) => {
-                    backoff.reset();
-                    return Ok(());
-                }
-                Err(e) if e.is_retriable() => {
-                    metrics::error(SINK, "transient");
-                    self.client = None;
-                    if !backoff.pause(SINK, &e, stop).await {
-                        return Err(e);
-                    }
-                }
-                Err(e) => {
-                    metrics::error(SINK, "fatal");
-                    return Err(e);
-                }
-            }
-        }
+        retry(SINK, self, backoff, stop, |s| s.client = None, op).await
     }
 
     /// Commit everything up to the last watermark.
@@ -674,7 +634,7 @@ impl RedshiftSink {
             .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         for t in requests {
-            self.force_snapshot(&t);
+            self.requests.forward(SINK, &t);
         }
         Ok(())
     }
@@ -722,11 +682,8 @@ impl RedshiftSink {
                 total_rows,
                 ..
             } => {
-                rt.ignoring_snapshot = !self.requested.contains(&id)
-                    && rt
-                        .state
-                        .as_ref()
-                        .is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version);
+                rt.ignoring_snapshot =
+                    snapshot_not_needed(self.requests.contains(&id), rt.state.as_ref(), version);
                 if rt.ignoring_snapshot {
                     info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version");
                     return Ok(());
@@ -743,7 +700,7 @@ impl RedshiftSink {
                     "snapshot_start",
                     started.elapsed().as_secs_f64(),
                 );
-                self.requested.remove(&id);
+                self.requests.done(&id);
                 let rt = self.tables.get_mut(&id).expect("table exists");
                 rt.state = Some(TableCheckpoint {
                     phase: Phase::Snapshot,
@@ -986,26 +943,11 @@ async fn copy_in(
     }
 }
 
-/// Map a COPY failure to the record it names (`CONTEXT: COPY x, line N, column c: …`).
+/// Map a COPY failure to the record it names.
 fn rejected(rt: &TableRt, load: &TableLoad, e: &tokio_postgres::Error) -> SinkError {
-    let Some(db) = e.as_db_error() else {
+    let Some((message, line, column)) = copy_failure(e) else {
         return pg_ref(e);
     };
-    let class = &db.code().code()[..2];
-    if !["22", "23", "XX"].contains(&class) {
-        return pg_ref(e);
-    }
-    let context = db.where_().unwrap_or_default();
-    let line: Option<usize> = context
-        .split("line ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok());
-    let column = context
-        .split("column ")
-        .nth(1)
-        .and_then(|s| s.split(':').next())
-        .unwrap_or("?");
     let key = line
         .and_then(|n| load.keys.get(n.wrapping_sub(1)))
         .map_or_else(|| "unknown".to_string(), |k| describe_key(&rt.schema, k));
@@ -1013,7 +955,7 @@ fn rejected(rt: &TableRt, load: &TableLoad, e: &tokio_postgres::Error) -> SinkEr
         sink: SINK.into(),
         table: rt.schema.id.clone(),
         key,
-        reason: format!("{} (target {} column {column})", db.message(), rt.target),
+        reason: format!("{message} (target {} column {column})", rt.target),
     }
 }
 

@@ -39,7 +39,10 @@ use crate::metrics;
 use crate::retry::Backoff;
 use crate::stream::embedded::Consumer;
 
-use super::{Compacted, SinkError, SETUP_LOCK};
+use super::{
+    copy_failure, retry, route, snapshot_not_needed, Attempt, Compacted, Requests, Route,
+    SinkError, SETUP_LOCK,
+};
 pub use ddl::target_table;
 use ddl::{case, ident, PgName};
 
@@ -81,10 +84,7 @@ pub struct StagingSink {
     open: Compacted,
     /// `r` events of the current snapshot chunk.
     snapshot_rows: Vec<ChangeEvent>,
-    resnapshots: Option<mpsc::UnboundedSender<TableId>>,
-    /// Re-snapshots an operator asked for and the poller was told of; the request row is
-    /// deleted in the transaction that starts the snapshot, so a crash cannot lose it.
-    requested: HashSet<TableId>,
+    requests: Requests,
     progress: Progress,
 }
 
@@ -213,8 +213,7 @@ impl StagingSink {
             watermark: None,
             open: Compacted::default(),
             snapshot_rows: Vec::new(),
-            resnapshots: None,
-            requested: cp.resnapshot_requests.iter().cloned().collect(),
+            requests: Requests::new(&cp.resnapshot_requests),
             progress: Progress {
                 since: Instant::now(),
                 events: 0,
@@ -232,7 +231,7 @@ impl StagingSink {
         resnapshots: mpsc::UnboundedSender<TableId>,
         stop: CancellationToken,
     ) -> Result<(), SinkError> {
-        self.resnapshots = Some(resnapshots);
+        self.requests.connect(resnapshots);
         let mut backoff = Backoff::new(&self.retry);
         loop {
             // While the stream is idle, look for operator requests every few seconds (a busy
@@ -285,17 +284,7 @@ impl StagingSink {
             Err(_) => None,
         };
         for t in requests.unwrap_or_default() {
-            self.force_snapshot(&t);
-        }
-    }
-
-    /// Pass an operator's re-snapshot request to the poller, once.
-    fn force_snapshot(&mut self, table: &TableId) {
-        if self.requested.insert(table.clone()) {
-            info!(sink = SINK, table = %table, "re-snapshot requested by an operator");
-            if let Some(tx) = &self.resnapshots {
-                tx.send(table.clone()).ok();
-            }
+            self.requests.forward(SINK, &t);
         }
     }
 
@@ -303,20 +292,10 @@ impl StagingSink {
         let Some(rt) = self.tables.get(&ev.table.id) else {
             return;
         };
-        if ev.op == Op::Read {
-            if rt
-                .state
-                .as_ref()
-                .is_some_and(|s| s.phase == Phase::Snapshot)
-                && !rt.ignoring_snapshot
-            {
-                self.snapshot_rows.push(ev);
-            }
-            return;
-        }
-        match &rt.state {
-            Some(s) if s.phase != Phase::Snapshot && ev.version > s.version => self.open.add(ev),
-            _ => {}
+        match route(&ev, rt.state.as_ref(), rt.ignoring_snapshot) {
+            Route::SnapshotRow => self.snapshot_rows.push(ev),
+            Route::Change => self.open.add(ev),
+            Route::Skip => {}
         }
     }
 
@@ -328,39 +307,17 @@ impl StagingSink {
         Ok(self.client.as_mut().expect("connected above"))
     }
 
-    /// Run `op` in a transaction, retrying transient faults with a fresh connection.
+    /// Run `op`, retrying transient faults with a fresh connection.
     async fn with_retry<F>(
         &mut self,
         backoff: &mut Backoff,
         stop: &CancellationToken,
-        mut op: F,
+        op: F,
     ) -> Result<(), SinkError>
     where
-        F: for<'a> FnMut(
-            &'a mut StagingSink,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>,
-        >,
+        F: for<'a> FnMut(&'a mut StagingSink) -> Attempt<'a>,
     {
-        loop {
-            match op(self).await {
-                Ok(()) => {
-                    backoff.reset();
-                    return Ok(());
-                }
-                Err(e) if e.is_retriable() => {
-                    metrics::error(SINK, "transient");
-                    self.client = None;
-                    if !backoff.pause(SINK, &e, stop).await {
-                        return Err(e);
-                    }
-                }
-                Err(e) => {
-                    metrics::error(SINK, "fatal");
-                    return Err(e);
-                }
-            }
-        }
+        retry(SINK, self, backoff, stop, |s| s.client = None, op).await
     }
 
     /// Commit everything up to the last watermark, if there is anything new.
@@ -592,7 +549,7 @@ impl StagingSink {
             tx.commit().await.map_err(pg)?;
         }
         for t in requests {
-            self.force_snapshot(&t);
+            self.requests.forward(SINK, &t);
         }
         Ok(())
     }
@@ -614,11 +571,8 @@ impl StagingSink {
                 ..
             } => {
                 // A sink that already streams this table from at least `version` needs nothing.
-                rt.ignoring_snapshot = !self.requested.contains(&id)
-                    && rt
-                        .state
-                        .as_ref()
-                        .is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version);
+                rt.ignoring_snapshot =
+                    snapshot_not_needed(self.requests.contains(&id), rt.state.as_ref(), version);
                 if rt.ignoring_snapshot {
                     info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version");
                     return Ok(());
@@ -634,7 +588,7 @@ impl StagingSink {
                     "snapshot_start",
                     started.elapsed().as_secs_f64(),
                 );
-                self.requested.remove(&id);
+                self.requests.done(&id);
                 let rt = self.tables.get_mut(&id).expect("table exists");
                 rt.state = Some(TableCheckpoint {
                     phase: Phase::Snapshot,
@@ -834,26 +788,11 @@ async fn copy_rows(
     Ok(())
 }
 
-/// Map a COPY failure to the row it names (`CONTEXT: COPY x, line N, column c: …`).
+/// Map a COPY failure to the row it names.
 fn rejected(rt: &TableRt, events: &[&ChangeEvent], e: &tokio_postgres::Error) -> SinkError {
-    let Some(db) = e.as_db_error() else {
+    let Some((message, line, column)) = copy_failure(e) else {
         return pg_owned(e);
     };
-    let class = &db.code().code()[..2];
-    if !["22", "23"].contains(&class) {
-        return pg_owned(e);
-    }
-    let context = db.where_().unwrap_or_default();
-    let line: Option<usize> = context
-        .split("line ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok());
-    let column = context
-        .split("column ")
-        .nth(1)
-        .and_then(|s| s.split(':').next())
-        .unwrap_or("?");
     let key = line
         .and_then(|n| events.get(n.wrapping_sub(1)))
         .map_or_else(
@@ -864,7 +803,7 @@ fn rejected(rt: &TableRt, events: &[&ChangeEvent], e: &tokio_postgres::Error) ->
         sink: SINK.into(),
         table: rt.schema.id.clone(),
         key,
-        reason: format!("{} (target {} column {column})", db.message(), rt.target),
+        reason: format!("{message} (target {} column {column})", rt.target),
     }
 }
 
