@@ -162,6 +162,13 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // Bad model files are configuration errors too: report them before connecting.
+            for c in &configs {
+                if let Err(e) = edfi_cdc::pipeline::reporting_models(c) {
+                    eprintln!("{e:#}");
+                    return ExitCode::from(2);
+                }
+            }
             let grace = configs
                 .iter()
                 .map(|c| c.shutdown_grace)

@@ -42,6 +42,35 @@ impl SinkTask {
     }
 }
 
+/// The reporting models an enabled Redshift sink refreshes (none without a `models` directory),
+/// read and checked without connecting to anything.
+pub fn reporting_models(config: &ConnectorConfig) -> anyhow::Result<Models> {
+    let Some(cfg) = config
+        .sinks
+        .redshift
+        .as_ref()
+        .filter(|s| s.enabled && !s.models.is_empty())
+    else {
+        return Ok(Models::default());
+    };
+    let dir = config
+        .file
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&cfg.models);
+    let models = Models::load_for_connector(&dir, config).with_context(|| {
+        format!(
+            "connector {}: reporting models in {}",
+            config.name,
+            dir.display()
+        )
+    })?;
+    Ok(match cfg.load {
+        crate::config::LoadMode::Stdin => models.on_postgres(),
+        crate::config::LoadMode::S3 => models,
+    })
+}
+
 /// Connect to the source (retrying transient faults) and read the configured tables' schemas.
 pub async fn discover(
     config: &ConnectorConfig,
@@ -76,6 +105,7 @@ pub async fn run_connector(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = config.name.clone();
+    let redshift_models = reporting_models(&config)?;
     let schemas = discover(&config, &stop)
         .await
         .with_context(|| format!("connector {name}: source"))?;
@@ -90,25 +120,10 @@ pub async fn run_connector(
         sinks.push(SinkTask::Staging(Box::new(sink)));
     }
     if let Some(cfg) = config.sinks.redshift.as_ref().filter(|s| s.enabled) {
-        let models = if cfg.models.is_empty() {
-            Models::default()
-        } else {
-            let dir = config
-                .file
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .join(&cfg.models);
-            let models = Models::load_for_connector(&dir, &config).with_context(|| {
-                format!("connector {name}: reporting models in {}", dir.display())
-            })?;
-            match cfg.load {
-                crate::config::LoadMode::Stdin => models.on_postgres(),
-                crate::config::LoadMode::S3 => models,
-            }
-        };
-        let (sink, cp) = RedshiftSink::open(&name, cfg, models, &config.retry, &schemas, &stop)
-            .await
-            .with_context(|| format!("connector {name}: redshift sink"))?;
+        let (sink, cp) =
+            RedshiftSink::open(&name, cfg, redshift_models, &config.retry, &schemas, &stop)
+                .await
+                .with_context(|| format!("connector {name}: redshift sink"))?;
         checkpoints.push(cp);
         sinks.push(SinkTask::Redshift(Box::new(sink)));
     }

@@ -257,3 +257,40 @@ async fn enable_ct_prints_the_t_sql_for_every_configured_table() {
         "{text}"
     );
 }
+
+#[test]
+fn a_broken_reporting_model_exits_2_naming_the_file_before_connecting() {
+    let dir = std::env::temp_dir().join(unique("edfi-cdc-badmodel"));
+    std::fs::create_dir_all(dir.join("models/ic")).unwrap();
+    let path = dir.join("edfi-ods.toml");
+    std::fs::write(&path, default_connector("")).unwrap();
+    // Declares an input the SELECT does not read.
+    std::fs::write(
+        dir.join("models/ic/schedule.school.sql"),
+        "-- model: schedule.school\n-- inputs: edfi.school, edfi.calendar\n\
+         CREATE TABLE schedule.school (schoolid integer NOT NULL, PRIMARY KEY (schoolid));\n\
+         SELECT s.schoolid FROM edfi.school s;\n",
+    )
+    .unwrap();
+    let (code, text) = output(
+        std::process::Command::new(bin("edfi-cdc"))
+            .args(["run", "--config"])
+            .arg(&path)
+            // Nothing listens here: the models are checked before anything connects.
+            .env("ODS_HOST", "127.0.0.1")
+            .env("ODS_PORT", "1")
+            .env("ODS_DATABASE", "x")
+            .env("ODS_USER", "sa")
+            .env("ODS_PASSWORD", "p")
+            .env("STAGING_ENABLED", "false")
+            .env("REDSHIFT_ENABLED", "true")
+            .env("REDSHIFT_LOAD_MODE", "stdin")
+            .env("REDSHIFT_DATABASE_URL", "postgres://postgres@127.0.0.1:1/x"),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("schedule.school.sql") && text.contains("inputs"),
+        "{text}"
+    );
+}
