@@ -417,28 +417,6 @@ impl Ods {
     }
 }
 
-/// Kindergarten = 0 … twelfth grade = 12, from the grade level code value.
-fn grade_number(code: &str) -> Option<i64> {
-    const WORDS: [&str; 13] = [
-        "kindergarten",
-        "first",
-        "second",
-        "third",
-        "fourth",
-        "fifth",
-        "sixth",
-        "seventh",
-        "eighth",
-        "ninth",
-        "tenth",
-        "eleventh",
-        "twelfth",
-    ];
-    let first = code.to_lowercase();
-    let first = first.split(' ').next().unwrap_or("");
-    WORDS.iter().position(|w| *w == first).map(|g| g as i64)
-}
-
 fn cut(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }

@@ -163,31 +163,6 @@ fn fixed(v: f64, scale: usize) -> String {
     format!("{v:.scale$}")
 }
 
-/// Grade number of a grade-level code value: K = 0 … twelfth = 12, anything else -1.
-fn grade_number(code: &str) -> i32 {
-    const WORDS: [&str; 13] = [
-        "kindergarten",
-        "first",
-        "second",
-        "third",
-        "fourth",
-        "fifth",
-        "sixth",
-        "seventh",
-        "eighth",
-        "ninth",
-        "tenth",
-        "eleventh",
-        "twelfth",
-    ];
-    let first = code.to_lowercase();
-    let first = first.split(' ').next().unwrap_or("");
-    WORDS
-        .iter()
-        .position(|w| *w == first)
-        .map_or(-1, |g| g as i32)
-}
-
 fn s(v: impl ToString) -> Option<String> {
     Some(v.to_string())
 }
@@ -463,7 +438,7 @@ impl Ods {
                 .filter(|r| r[0] == a[0] && r[1] == a[1])
                 .map(|r| {
                     let code = self.code(&r[2]).unwrap();
-                    (grade_number(&code), code)
+                    (grade_number(&code).map_or(-1, |g| g as i32), code)
                 })
                 .min_by_key(|(n, code)| (*n < 0, *n, code.clone()));
             out.push(vec![

@@ -102,6 +102,18 @@ fn tls(sink: &str) -> Result<MakeRustlsConnect, SinkError> {
     Ok(MakeRustlsConnect::new(config))
 }
 
+/// Run a connection on its own task until it closes.
+fn drive<C>(connection: C)
+where
+    C: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "target connection closed");
+        }
+    });
+}
+
 /// Connect to `url` for `sink` (TLS per its `sslmode`); the connection runs on its own task.
 pub async fn connect(sink: &str, url: &str) -> Result<Client, SinkError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| SinkError::Fatal {
@@ -122,19 +134,11 @@ pub async fn connect(sink: &str, url: &str) -> Result<Client, SinkError> {
             .connect(tokio_postgres::NoTls)
             .await
             .map_err(from_pg)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "target connection closed");
-            }
-        });
+        drive(connection);
         client
     } else {
         let (client, connection) = config.connect(tls(sink)?).await.map_err(from_pg)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "target connection closed");
-            }
-        });
+        drive(connection);
         client
     };
     Ok(client)

@@ -563,3 +563,25 @@ impl Replicator {
         .await
     }
 }
+
+/// Grade number of an Ed-Fi grade-level code value: kindergarten = 0 … twelfth grade = 12.
+pub fn grade_number(code: &str) -> Option<i64> {
+    const WORDS: [&str; 13] = [
+        "kindergarten",
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "sixth",
+        "seventh",
+        "eighth",
+        "ninth",
+        "tenth",
+        "eleventh",
+        "twelfth",
+    ];
+    let first = code.to_lowercase();
+    let first = first.split(' ').next().unwrap_or("");
+    WORDS.iter().position(|w| *w == first).map(|g| g as i64)
+}

@@ -565,15 +565,7 @@ impl RedshiftSink {
         let mut changed: HashMap<String, Option<String>> = HashMap::new();
         for load in &self.loads {
             let rt = &self.tables[&load.id];
-            let mut cols = rt.columns.clone();
-            cols.push(sql::OP_COLUMN.into());
-            tx.batch_execute(&sql::create_stage(mode, &rt.schema, &rt.types, &rt.stage))
-                .await
-                .map_err(pg)?;
-            copy_in(&tx, &self.cfg, rt, &rt.stage, &cols, load).await?;
-            tx.batch_execute(&sql::merge(&rt.schema, &load.dest, &rt.stage))
-                .await
-                .map_err(|e| merge_error(rt, &load.dest, e))?;
+            stage_and_merge(&tx, &self.cfg, rt, &load.dest, load).await?;
             let students = rt
                 .schema
                 .columns
@@ -854,25 +846,15 @@ impl RedshiftSink {
         .await?;
         self.client().await?;
         let connector = self.connector.clone();
-        let mode = self.cfg.load;
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
         let load = &self.loads[0];
         let tx = client.transaction().await.map_err(pg)?;
         if overlap {
-            let mut cols = rt.columns.clone();
-            cols.push(sql::OP_COLUMN.into());
-            tx.batch_execute(&sql::create_stage(mode, &rt.schema, &rt.types, &rt.stage))
+            stage_and_merge(&tx, &self.cfg, rt, &rt.shadow, load).await?;
+            tx.batch_execute(&format!("DROP TABLE {}", rt.stage))
                 .await
                 .map_err(pg)?;
-            copy_in(&tx, &self.cfg, rt, &rt.stage, &cols, load).await?;
-            tx.batch_execute(&format!(
-                "{}\nDROP TABLE {};",
-                sql::merge(&rt.schema, &rt.shadow, &rt.stage),
-                rt.stage
-            ))
-            .await
-            .map_err(|e| merge_error(rt, &rt.shadow, e))?;
         } else {
             copy_in(&tx, &self.cfg, rt, &rt.shadow.sql(), &rt.columns, load).await?;
         }
@@ -892,6 +874,28 @@ fn with_table(e: SinkError, table: &TableId) -> SinkError {
         },
         other => other,
     }
+}
+
+/// Load `load` into the table's staging table (created here, with the operation column) and
+/// merge it into `dest`. The staging table is left for the caller to drop.
+async fn stage_and_merge(
+    tx: &Transaction<'_>,
+    cfg: &RedshiftSinkConfig,
+    rt: &TableRt,
+    dest: &PgName,
+    load: &TableLoad,
+) -> Result<(), SinkError> {
+    let mut cols = rt.columns.clone();
+    cols.push(sql::OP_COLUMN.into());
+    tx.batch_execute(&sql::create_stage(
+        cfg.load, &rt.schema, &rt.types, &rt.stage,
+    ))
+    .await
+    .map_err(pg)?;
+    copy_in(tx, cfg, rt, &rt.stage, &cols, load).await?;
+    tx.batch_execute(&sql::merge(&rt.schema, dest, &rt.stage))
+        .await
+        .map_err(|e| merge_error(rt, dest, e))
 }
 
 /// COPY one load into `dest`, from S3 or from the CSV in memory. A row the target rejects
