@@ -6,6 +6,11 @@
 //!   `pending_swap`, `streaming`), the version the target table reflects, snapshot progress;
 //! - `edfi_cdc.sink_state`: per connector and sink — the last applied watermark and its source
 //!   commit time;
+//! - `edfi_cdc.stream_positions`: with Kafka or Kinesis, per sink lane and stream partition
+//!   (topic partition, shard) — the position of the last message the lane's transactions
+//!   cover, and the worker that wrote it. Each lane transaction checks that the stored
+//!   positions are still the ones it started from, so a worker that lost its partitions to
+//!   another (a rebalance) cannot commit over the new owner's work;
 //! - `edfi_cdc.resnapshot_requests`: tables an operator asked to re-snapshot
 //!   (`edfi-cdc resnapshot`), seen by the running sink within seconds and deleted in the
 //!   transaction that starts the snapshot.
@@ -50,6 +55,16 @@ CREATE TABLE IF NOT EXISTS edfi_cdc.sink_state (
     commit_time timestamptz,
     updated_at  timestamptz  NOT NULL,
     PRIMARY KEY (connector, sink)
+);
+CREATE TABLE IF NOT EXISTS edfi_cdc.stream_positions (
+    connector   varchar(256) NOT NULL,
+    sink        varchar(64)  NOT NULL,
+    part        varchar(512) NOT NULL,
+    position    varchar(256) NOT NULL,
+    version     bigint,
+    worker      varchar(256) NOT NULL,
+    updated_at  timestamptz  NOT NULL,
+    PRIMARY KEY (connector, sink, part)
 );
 CREATE TABLE IF NOT EXISTS edfi_cdc.resnapshot_requests (
     connector     varchar(256) NOT NULL,
@@ -382,6 +397,115 @@ pub async fn advance(
         .await?;
     }
     Ok(())
+}
+
+/// Stream positions: partition id (`topic/partition`, shard id) to the position of the last
+/// message covered (a Kafka offset, a Kinesis sequence number, or [`END`] for a finished
+/// shard).
+pub type Positions = std::collections::BTreeMap<String, String>;
+
+/// The position of a Kinesis shard that was read to its end.
+pub const END: &str = "end";
+
+/// The stored stream positions of one sink lane.
+pub async fn load_positions(
+    client: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+) -> Result<Positions, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT part, position FROM edfi_cdc.stream_positions WHERE connector = $1 AND sink = $2",
+            &[&connector, &sink],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Every sink lane's stored positions, for `status`: (sink, part, position, version, worker,
+/// updated_at).
+pub type PositionRow = (String, String, String, Option<i64>, String, DateTime<Utc>);
+
+pub async fn all_positions(
+    client: &impl GenericClient,
+    connector: &str,
+) -> Result<Vec<PositionRow>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT sink, part, position, version, worker, updated_at FROM edfi_cdc.stream_positions \
+             WHERE connector = $1 ORDER BY sink, part",
+            &[&connector],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect())
+}
+
+/// Move a lane's positions from `old` (what this lane loaded or last stored) to `new`, in the
+/// transaction that applied the messages up to them. Returns `false` — and the caller must
+/// roll back — when another worker moved them meanwhile: the lane's partitions belong to it now.
+pub async fn store_positions(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    old: &Positions,
+    new: &Positions,
+    version: Option<i64>,
+    worker: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let now = Utc::now();
+    for (part, position) in new {
+        match old.get(part) {
+            Some(before) => {
+                let n = tx
+                    .execute(
+                        "UPDATE edfi_cdc.stream_positions SET position = $4, \
+                         version = COALESCE($5, version), worker = $6, updated_at = $7 \
+                         WHERE connector = $1 AND sink = $2 AND part = $3 AND position = $8",
+                        &[
+                            &connector, &sink, part, position, &version, &worker, &now, before,
+                        ],
+                    )
+                    .await?;
+                if n == 0 {
+                    return Ok(false);
+                }
+            }
+            None => {
+                let taken = tx
+                    .query_opt(
+                        "SELECT 1 FROM edfi_cdc.stream_positions WHERE connector = $1 AND sink = $2 AND part = $3",
+                        &[&connector, &sink, part],
+                    )
+                    .await?
+                    .is_some();
+                if taken {
+                    return Ok(false);
+                }
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO edfi_cdc.stream_positions (connector, sink, part, position, version, worker, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[&connector, &sink, part, position, &version, &worker, &now],
+                    )
+                    .await;
+                match inserted {
+                    Ok(_) => {}
+                    // Another worker inserted it first.
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        return Ok(false)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Ask the running sinks to re-snapshot `table` (idempotent).

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use crate::checkpoint::{self, Phase};
 use crate::config::ConnectorConfig;
@@ -176,24 +175,71 @@ pub struct TableStatus {
     pub snapshot_eta_seconds: Option<f64>,
 }
 
-/// Checkpoint and lag of every table of every sink.
-pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Vec<TableStatus>> {
+/// A sink lane of a Kafka or Kinesis stream: who applies it and how far.
+#[derive(Debug, serde::Serialize)]
+pub struct LaneStatus {
+    pub sink: String,
+    pub worker: String,
+    /// The watermark version its last transaction reached.
+    pub version: Option<i64>,
+    /// Stream partitions (topic partitions, shards) it covers.
+    pub partitions: usize,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What `status` shows for a connector.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    /// Per sink and table; with a Kafka or Kinesis stream, the least advanced lane's.
+    pub tables: Vec<TableStatus>,
+    pub lanes: Vec<LaneStatus>,
+    /// With lanes: the version every lane has reached (the group's consistent version).
+    pub group_version: Option<i64>,
+}
+
+/// Checkpoint and lag of every table of every sink, and the lanes of a stream's sink workers.
+pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Status> {
     let mut conn = Connection::connect(&config.source).await.ok();
     let current = match conn.as_mut() {
         Some(c) => c.current_version().await.ok().flatten(),
         None => None,
     };
     let mut out = Vec::new();
+    let mut lanes = Vec::new();
     for (sink, url, target) in sinks(config) {
         let client = crate::sink::pg::connect(sink, url).await?;
+        // A sink's own rows, or its lanes' (`staging@…`) least advanced first.
         let rows = client
         .query(
             "SELECT source_schema, source_table, phase, version, snapshot_rows, snapshot_total_rows, \
-             snapshot_started_at FROM edfi_cdc.table_state WHERE connector = $1 AND sink = $2 ORDER BY 1, 2",
-            &[&config.name, &sink],
+             snapshot_started_at FROM edfi_cdc.table_state WHERE connector = $1 AND (sink = $2 OR sink LIKE $3) \
+             ORDER BY 1, 2, CASE WHEN phase = 'streaming' THEN 1 ELSE 0 END, version",
+            &[&config.name, &sink, &format!("{sink}@%")],
         )
         .await
         .unwrap_or_default();
+        let positions = crate::checkpoint::all_positions(&client, &config.name)
+            .await
+            .unwrap_or_default();
+        for (lane, parts) in positions
+            .iter()
+            .filter(|p| p.0.starts_with(&format!("{sink}@")))
+            .fold(
+                std::collections::BTreeMap::<&str, Vec<_>>::new(),
+                |mut m, p| {
+                    m.entry(p.0.as_str()).or_default().push(p);
+                    m
+                },
+            )
+        {
+            lanes.push(LaneStatus {
+                sink: lane.to_string(),
+                worker: parts[0].4.clone(),
+                version: parts.iter().filter_map(|p| p.3).min(),
+                partitions: parts.len(),
+                updated_at: parts.iter().map(|p| p.5).max().expect("one part"),
+            });
+        }
         for t in config.tables() {
             let r = rows
                 .iter()
@@ -256,7 +302,16 @@ pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Vec<TableStatus>
             });
         }
     }
-    Ok(out)
+    let group_version = if lanes.iter().any(|l| l.version.is_none()) {
+        None
+    } else {
+        lanes.iter().filter_map(|l| l.version).min()
+    };
+    Ok(Status {
+        tables: out,
+        lanes,
+        group_version,
+    })
 }
 
 /// A function naming a sink's target table for a source table.
@@ -282,10 +337,11 @@ fn sinks(config: &ConnectorConfig) -> Vec<(&'static str, &str, TargetName<'_>)> 
     out
 }
 
-pub fn render_status(rows: &[TableStatus], as_json: bool) -> String {
+pub fn render_status(status: &Status, as_json: bool) -> String {
     if as_json {
-        return serde_json::to_string_pretty(&json!({ "tables": rows })).expect("status is JSON");
+        return serde_json::to_string_pretty(status).expect("status is JSON");
     }
+    let rows = &status.tables;
     let mut s = format!(
         "{:<8} {:<58} {:<12} {:>10} {:>10} {:>9} {:>9}  snapshot\n",
         "sink", "table", "phase", "version", "source", "lag(v)", "lag(s)"
@@ -311,6 +367,32 @@ pub fn render_status(rows: &[TableStatus], as_json: bool) -> String {
             r.source_version.map_or("?".into(), |v| v.to_string()),
             r.lag_versions.map_or("?".into(), |v| v.to_string()),
             r.lag_seconds.map_or("?".into(), |v| format!("{v:.1}")),
+        );
+    }
+    if !status.lanes.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:<24} {:<36} {:>10} {:>10}  updated",
+            "lane", "worker", "version", "partitions"
+        );
+        for l in &status.lanes {
+            let _ = writeln!(
+                s,
+                "{:<24} {:<36} {:>10} {:>10}  {}",
+                l.sink,
+                l.worker,
+                l.version.map_or("-".into(), |v| v.to_string()),
+                l.partitions,
+                l.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "group's consistent version: {}",
+            status
+                .group_version
+                .map_or("- (a lane has applied no watermark yet)".into(), |v| v
+                    .to_string())
         );
     }
     s

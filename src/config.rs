@@ -227,6 +227,18 @@ impl Default for RetryConfig {
 #[serde(rename_all = "lowercase")]
 pub enum StreamKind {
     Embedded,
+    Kafka,
+    Kinesis,
+}
+
+impl StreamKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Embedded => "embedded",
+            StreamKind::Kafka => "kafka",
+            StreamKind::Kinesis => "kinesis",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,9 +246,14 @@ pub enum StreamKind {
 pub struct StreamConfig {
     #[serde(default = "default_stream_kind")]
     pub kind: StreamKind,
-    /// Messages the embedded stream holds before the poller waits for the sinks.
+    /// Messages the embedded stream holds before the poller waits for the sinks; with Kafka or
+    /// Kinesis, messages a sink lane holds before the worker stops reading.
     #[serde(default = "default_capacity")]
     pub capacity: usize,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub kinesis: KinesisConfig,
 }
 
 fn default_stream_kind() -> StreamKind {
@@ -251,6 +268,113 @@ impl Default for StreamConfig {
         StreamConfig {
             kind: default_stream_kind(),
             capacity: default_capacity(),
+            kafka: KafkaConfig::default(),
+            kinesis: KinesisConfig::default(),
+        }
+    }
+}
+
+/// How change topics are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicLayout {
+    /// `{topic_prefix}.{schema}.{table}`, as Debezium names them.
+    PerTable,
+    /// `{topic_prefix}`: every table in one topic.
+    Single,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,…` of the brokers.
+    #[serde(default)]
+    pub bootstrap_servers: String,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default = "default_topic_layout")]
+    pub topics: TopicLayout,
+    /// Partitions of topics the poller creates (existing topics are used as they are).
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics the poller creates.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// Send a tombstone (null value) after each delete, for compacted topics.
+    #[serde(default)]
+    pub tombstones: bool,
+    /// librdkafka's idempotent producer (`enable.idempotence`).
+    #[serde(default = "default_true")]
+    pub idempotence: bool,
+    /// Consumer group of the sink workers (default `{topic_prefix}.{sink}`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Consumer session timeout: how long a dead worker keeps its partitions.
+    #[serde(default = "default_session_timeout", deserialize_with = "duration")]
+    pub session_timeout: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_topic_prefix() -> String {
+    "edfi-cdc".into()
+}
+fn default_topic_layout() -> TopicLayout {
+    TopicLayout::PerTable
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: String::new(),
+            topic_prefix: default_topic_prefix(),
+            topics: default_topic_layout(),
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+            tombstones: false,
+            idempotence: true,
+            group: None,
+            session_timeout: default_session_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// The data stream; created (with `shards` shards) if missing, used as is if present.
+    #[serde(default)]
+    pub stream_name: String,
+    #[serde(default = "default_shards")]
+    pub shards: i32,
+    /// Wait between reads of a shard that returned nothing.
+    #[serde(default = "default_kinesis_idle", deserialize_with = "duration")]
+    pub idle_wait: Duration,
+}
+
+fn default_shards() -> i32 {
+    2
+}
+fn default_kinesis_idle() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Default for KinesisConfig {
+    fn default() -> Self {
+        KinesisConfig {
+            stream_name: String::new(),
+            shards: default_shards(),
+            idle_wait: default_kinesis_idle(),
         }
     }
 }
@@ -651,6 +775,57 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
     }
     if c.stream.capacity == 0 {
         bad("stream.capacity", "must be at least 1".into());
+    }
+    match c.stream.kind {
+        StreamKind::Embedded => {}
+        StreamKind::Kafka => {
+            let k = &c.stream.kafka;
+            if k.bootstrap_servers.trim().is_empty() {
+                bad(
+                    "stream.kafka.bootstrap_servers",
+                    "must name the brokers (host:port,…) for stream kind `kafka` (KAFKA_BOOTSTRAP_SERVERS in the shipped connector)".into(),
+                );
+            }
+            if k.topic_prefix.is_empty()
+                || !k
+                    .topic_prefix
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+            {
+                bad(
+                    "stream.kafka.topic_prefix",
+                    "must be non-empty letters, digits, `.`, `_` or `-`".into(),
+                );
+            }
+            if k.partitions < 1 {
+                bad("stream.kafka.partitions", "must be at least 1".into());
+            }
+            if k.replication_factor < 1 {
+                bad(
+                    "stream.kafka.replication_factor",
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        StreamKind::Kinesis => {
+            let k = &c.stream.kinesis;
+            if k.stream_name.trim().is_empty() {
+                bad(
+                    "stream.kinesis.stream_name",
+                    "must name the data stream for stream kind `kinesis` (KINESIS_STREAM_NAME in the shipped connector)".into(),
+                );
+            }
+            if k.shards < 1 {
+                bad("stream.kinesis.shards", "must be at least 1".into());
+            }
+        }
+    }
+    if c.stream.kind != StreamKind::Embedded && c.sinks.redshift.as_ref().is_some_and(|s| s.enabled)
+    {
+        bad(
+            "sinks.redshift.enabled",
+            format!("the Redshift sink reads the embedded stream only; with stream kind `{}` run it from a second connector file with the embedded stream", c.stream.kind.name()),
+        );
     }
     for (name, g) in &c.groups {
         if g.tables.is_empty() {

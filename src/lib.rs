@@ -13,3 +13,4 @@ pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod stream;
+pub mod worker;

@@ -51,6 +51,11 @@ enum Command {
         /// `metrics_addr`.
         #[arg(long, env = "EDFI_CDC_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// What this process runs: `all` (the poller and the sinks), `poller` (read the source
+        /// into a Kafka or Kinesis stream) or `sink` (a sink worker reading that stream). One
+        /// image, one ECS service per role.
+        #[arg(long, value_enum, default_value_t = pipeline::Role::All, env = "EDFI_CDC_ROLE")]
+        role: pipeline::Role,
     },
     /// Check connectivity, Change Tracking, keys, permissions, retention headroom and targets.
     Check {
@@ -157,6 +162,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Run {
             config,
             metrics_addr,
+            role,
         } => {
             let configs = match load(&config) {
                 Ok(c) => c,
@@ -175,7 +181,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 .max()
                 .unwrap_or_default();
             let stop = CancellationToken::new();
-            let mut run = tokio::spawn(pipeline::run(configs, metrics_addr, stop.clone()));
+            let mut run = tokio::spawn(pipeline::run(configs, metrics_addr, role, stop.clone()));
             let result = tokio::select! {
                 r = &mut run => r,
                 _ = shutdown_signal() => {

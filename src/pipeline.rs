@@ -1,5 +1,10 @@
 //! Wires source → stream → sinks for each connector, and stops them cleanly.
 //!
+//! Roles (`--role`): `all` runs the poller and the sinks in one process — joined by the
+//! embedded stream, or through Kafka/Kinesis with the sink workers of `worker.rs`; `poller`
+//! runs only the poller (into Kafka or Kinesis, keeping its own position); `sink` runs only
+//! sink workers.
+//!
 //! Start-up: connect to the source and read the catalog (every configured table must exist,
 //! have a primary key and Change Tracking), open every sink (targets created or checked,
 //! checkpoints loaded), compute where the poller resumes, then run the poller and the sinks as
@@ -17,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::checkpoint::{self, TableStart};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, StreamKind};
 use crate::event::TableSchema;
 use crate::http::Health;
 use crate::models::Models;
@@ -25,7 +30,19 @@ use crate::retry::Backoff;
 use crate::sink::redshift::RedshiftSink;
 use crate::sink::staging::StagingSink;
 use crate::source::mssql::{schema, Connection, Poller, SourceError};
-use crate::stream::embedded;
+use crate::source::position::PollerPosition;
+use crate::stream::{embedded, kafka, Input, Producer};
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The poller and the sinks.
+    All,
+    /// Only the poller (Kafka or Kinesis stream).
+    Poller,
+    /// Only sink workers (Kafka or Kinesis stream).
+    Sink,
+}
 
 /// An opened sink, ready to run.
 enum SinkTask {
@@ -98,8 +115,120 @@ pub async fn discover(
     }
 }
 
-/// Run one connector until `stop` is cancelled or a part fails.
+/// Run one connector's `role` until `stop` is cancelled or a part fails.
 pub async fn run_connector(
+    config: Arc<ConnectorConfig>,
+    health: Arc<Health>,
+    role: Role,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    if config.stream.kind == StreamKind::Embedded {
+        anyhow::ensure!(
+            role == Role::All,
+            "connector {}: --role {role:?} needs a Kafka or Kinesis stream (stream.kind is `embedded`)",
+            config.name
+        );
+        return run_embedded(config, health, stop).await;
+    }
+    let name = config.name.clone();
+    let schemas = discover(&config, &stop)
+        .await
+        .with_context(|| format!("connector {name}: source"))?;
+    info!(connector = %name, tables = schemas.len(), stream = config.stream.kind.name(), ?role, "source catalog read");
+    let poller = async {
+        if role == Role::Sink {
+            return Ok(());
+        }
+        run_stream_poller(config.clone(), &schemas, health.clone(), stop.clone()).await
+    };
+    let sinks = async {
+        if role == Role::Poller {
+            return Ok(());
+        }
+        crate::worker::run(
+            config.clone(),
+            schemas.clone(),
+            health.clone(),
+            stop.clone(),
+        )
+        .await
+    };
+    // The first failure stops the other part.
+    let failed = stop.child_token();
+    let guard = |r: anyhow::Result<()>| {
+        if r.is_err() {
+            failed.cancel();
+        }
+        r
+    };
+    let (p, s) = tokio::join!(
+        async {
+            tokio::select! {
+                r = poller => guard(r),
+                _ = failed.cancelled() => Ok(()),
+            }
+        },
+        async {
+            tokio::select! {
+                r = sinks => guard(r),
+                _ = failed.cancelled() => Ok(()),
+            }
+        }
+    );
+    let result = p.and(s);
+    if let Err(e) = &result {
+        error!(connector = %name, error = format!("{e:#}"), "connector stopped");
+    }
+    result
+}
+
+/// The poller of a Kafka or Kinesis stream: resumes from its own stored position.
+async fn run_stream_poller(
+    config: Arc<ConnectorConfig>,
+    schemas: &[Arc<TableSchema>],
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = config.name.clone();
+    let (position, cp) = PollerPosition::open(&config, schemas, &config.retry, &stop)
+        .await
+        .with_context(|| format!("connector {name}: the poller's position"))?;
+    let start = checkpoint::resume_point(&[cp], schemas);
+    let producer = match config.stream.kind {
+        StreamKind::Kafka => Producer::Kafka(Box::new(
+            kafka::Producer::connect(&config, schemas)
+                .await
+                .with_context(|| format!("connector {name}: kafka"))?,
+        )),
+        StreamKind::Kinesis => Producer::Kinesis(Box::new(
+            crate::stream::kinesis::Producer::connect(&config)
+                .await
+                .with_context(|| format!("connector {name}: kinesis"))?,
+        )),
+        StreamKind::Embedded => unreachable!("embedded streams run in run_embedded"),
+    };
+    let resuming = start
+        .values()
+        .filter(|s| !matches!(s, TableStart::Snapshot))
+        .count();
+    info!(connector = %name, resuming, snapshots = start.len() - resuming, "poller starting");
+    let (_requests, requests_rx) = mpsc::unbounded_channel();
+    Poller::new(
+        config.clone(),
+        schemas,
+        &start,
+        producer,
+        Some(position),
+        requests_rx,
+        health,
+    )
+    .run(stop)
+    .await
+    .with_context(|| format!("connector {name}: source"))
+}
+
+/// Poller and sinks in one process, joined by the embedded stream.
+async fn run_embedded(
     config: Arc<ConnectorConfig>,
     health: Arc<Health>,
     stop: CancellationToken,
@@ -113,7 +242,7 @@ pub async fn run_connector(
     let mut checkpoints = Vec::new();
     let mut sinks: Vec<SinkTask> = Vec::new();
     if let Some(cfg) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
-        let (sink, cp) = StagingSink::open(&name, cfg, &config.retry, &schemas, &stop)
+        let (sink, cp) = StagingSink::open(&name, cfg, &config.retry, &schemas, None, &stop)
             .await
             .with_context(|| format!("connector {name}: staging sink"))?;
         checkpoints.push(cp);
@@ -141,7 +270,8 @@ pub async fn run_connector(
         config.clone(),
         &schemas,
         &start,
-        producer,
+        Producer::Embedded(producer),
+        None,
         resnap_rx,
         health,
     );
@@ -154,8 +284,8 @@ pub async fn run_connector(
         sink_tasks.spawn(async move {
             let kind = sink.kind();
             let r = match sink {
-                SinkTask::Staging(s) => s.run(input, resnap, stop).await,
-                SinkTask::Redshift(s) => s.run(input, resnap, stop).await,
+                SinkTask::Staging(s) => s.run(Input::Embedded(input), resnap, stop).await,
+                SinkTask::Redshift(s) => s.run(Input::Embedded(input), resnap, stop).await,
             };
             r.map_err(|e| anyhow::Error::new(e).context(format!("{kind} sink")))
         });
@@ -210,6 +340,7 @@ pub async fn run_connector(
 pub async fn run(
     configs: Vec<ConnectorConfig>,
     metrics_addr: Option<SocketAddr>,
+    role: Role,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let health =
@@ -224,7 +355,12 @@ pub async fn run(
         .with_context(|| format!("cannot serve metrics on {addr}"))?;
     let mut tasks = tokio::task::JoinSet::new();
     for c in configs {
-        tasks.spawn(run_connector(Arc::new(c), health.clone(), stop.clone()));
+        tasks.spawn(run_connector(
+            Arc::new(c),
+            health.clone(),
+            role,
+            stop.clone(),
+        ));
     }
     let mut result = Ok(());
     while let Some(r) = tasks.join_next().await {

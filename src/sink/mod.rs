@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::checkpoint::{key_to_json, Phase, TableCheckpoint};
+use crate::checkpoint::{self, key_to_json, Phase, Positions, TableCheckpoint};
 use crate::event::{ChangeEvent, Op, TableId, Value};
 use crate::metrics;
 use crate::retry::Backoff;
@@ -101,6 +101,8 @@ pub enum SinkError {
     },
     #[error("{sink} sink: {message}")]
     Fatal { sink: String, message: String },
+    #[error("{sink} sink: another worker now applies lane {lane} (its stored stream positions moved); this worker's copy stops")]
+    Fenced { sink: String, lane: String },
 }
 
 impl SinkError {
@@ -210,6 +212,96 @@ impl Requests {
     /// The snapshot of `table` started: the request is done.
     pub fn done(&mut self, table: &TableId) {
         self.seen.remove(table);
+    }
+}
+
+/// A sink instance that applies one lane of a Kafka or Kinesis stream (see `stream::lane`):
+/// its checkpoint is kept under its own sink name, `{sink}@{lane}`, and every transaction
+/// stores the lane's stream positions — after checking that no other worker moved them.
+#[derive(Clone)]
+pub struct Lane {
+    pub id: String,
+    worker: String,
+    /// As stored in the target.
+    stored: Positions,
+    /// Where the next transaction's messages reach.
+    next: Positions,
+    /// Told the positions after each commit (the Kafka offset hint).
+    committed: Option<mpsc::UnboundedSender<Positions>>,
+}
+
+impl Lane {
+    pub fn new(
+        id: impl Into<String>,
+        worker: impl Into<String>,
+        committed: Option<mpsc::UnboundedSender<Positions>>,
+    ) -> Lane {
+        Lane {
+            id: id.into(),
+            worker: worker.into(),
+            stored: Positions::new(),
+            next: Positions::new(),
+            committed,
+        }
+    }
+
+    /// The checkpoint name of sink `kind`'s copy for this lane.
+    pub fn sink_name(&self, kind: &str) -> String {
+        format!("{kind}@{}", self.id)
+    }
+
+    /// The positions loaded from the target at start.
+    pub fn loaded(&mut self, stored: Positions) {
+        self.next = stored.clone();
+        self.stored = stored;
+    }
+
+    pub fn stored(&self) -> &Positions {
+        &self.stored
+    }
+
+    /// The next transaction covers the messages up to `positions`.
+    pub fn reach(&mut self, positions: Positions) {
+        self.next = positions;
+    }
+
+    /// Store the positions in `tx`; [`SinkError::Fenced`] if another worker moved them.
+    pub async fn store(
+        &self,
+        tx: &impl tokio_postgres::GenericClient,
+        kind: &str,
+        connector: &str,
+        version: Option<i64>,
+    ) -> Result<(), SinkError> {
+        let ours = checkpoint::store_positions(
+            tx,
+            connector,
+            &self.sink_name(kind),
+            &self.stored,
+            &self.next,
+            version,
+            &self.worker,
+        )
+        .await
+        .map_err(|e| SinkError::from_pg(kind, &e))?;
+        if ours {
+            Ok(())
+        } else {
+            Err(SinkError::Fenced {
+                sink: kind.into(),
+                lane: self.id.clone(),
+            })
+        }
+    }
+
+    /// The transaction that stored the positions committed.
+    pub fn stored_now(&mut self) {
+        if self.stored != self.next {
+            self.stored = self.next.clone();
+            if let Some(tx) = &self.committed {
+                tx.send(self.stored.clone()).ok();
+            }
+        }
     }
 }
 

@@ -1,4 +1,161 @@
-//! Streams carry messages from the poller to the sinks, in order. One today: `embedded`, an
-//! in-process bounded channel — nothing to run besides the binary.
+//! Streams carry messages from the poller to the sinks, in order per row:
+//! - `embedded`: an in-process bounded channel per sink — nothing to run besides the binary;
+//! - `kafka`: topics partitioned by table and key; sink workers form a consumer group;
+//! - `kinesis`: one data stream, partition key = table + key, shards followed through
+//!   resharding.
+//!
+//! With Kafka and Kinesis the poller writes each cycle's events, waits until the stream holds
+//! them, writes the watermark to every partition (or open shard), and only then records its own
+//! position (`edfi_cdc.table_state`, sink `poller`). A sink worker applies a *lane* — a set of
+//! partitions — up to the lowest watermark across them ([`lane`]), storing the stream positions
+//! in the target in the same transaction.
 
 pub mod embedded;
+pub mod kafka;
+pub mod kinesis;
+
+pub mod lane;
+
+use crate::checkpoint::{key_to_json, Positions};
+use crate::event::{Message, TableId, Value};
+
+/// A stream fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("a sink stopped reading the stream")]
+    Closed,
+    #[error("{stream}: {message}")]
+    Transient {
+        stream: &'static str,
+        message: String,
+    },
+    #[error("{stream}: {message}")]
+    Fatal {
+        stream: &'static str,
+        message: String,
+    },
+}
+
+impl StreamError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StreamError::Transient { .. })
+    }
+}
+
+/// The poller's end of a stream.
+pub enum Producer {
+    Embedded(embedded::Producer),
+    Kafka(Box<kafka::Producer>),
+    Kinesis(Box<kinesis::Producer>),
+}
+
+impl Producer {
+    /// Send `msg` after all earlier messages. A watermark or snapshot marker returns only once
+    /// it and everything before it are stored by the stream.
+    pub async fn send(&self, msg: Message) -> Result<(), StreamError> {
+        match self {
+            Producer::Embedded(p) => p.send(msg).await.map_err(|_| StreamError::Closed),
+            Producer::Kafka(p) => p.send(msg).await,
+            Producer::Kinesis(p) => p.send(msg).await,
+        }
+    }
+
+    /// Whether messages outlive the process (the poller then keeps its own position).
+    pub fn durable(&self) -> bool {
+        !matches!(self, Producer::Embedded(_))
+    }
+}
+
+/// A sink's end of a stream.
+pub enum Input {
+    Embedded(embedded::Consumer),
+    Lane(lane::Input),
+}
+
+impl Input {
+    /// The next message; `None` once the stream ended.
+    pub async fn recv(&mut self) -> Option<Message> {
+        match self {
+            Input::Embedded(c) => c.recv().await,
+            Input::Lane(l) => l.recv().await,
+        }
+    }
+
+    /// The next message if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        match self {
+            Input::Embedded(c) => c.try_recv(),
+            Input::Lane(l) => l.try_recv(),
+        }
+    }
+
+    /// Positions of the last messages handed out (a lane only).
+    pub fn consumed(&self) -> Option<Positions> {
+        match self {
+            Input::Embedded(_) => None,
+            Input::Lane(l) => Some(l.consumed().clone()),
+        }
+    }
+}
+
+/// The 128-bit hash that places a row in a partition or shard: stable across processes and
+/// releases (xxh3 of the table and the key's JSON), so every change of a row goes to the same
+/// place.
+pub fn row_hash(table: &TableId, key: &[Value]) -> u128 {
+    let text = format!("{table}\u{0}{}", key_to_json(key));
+    xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
+/// Compare two stream positions (decimal numbers of any length: Kafka offsets, Kinesis
+/// sequence numbers).
+pub fn position_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// This process, as named in `edfi_cdc.stream_positions.worker`: host name and process id.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn positions_compare_as_numbers() {
+        assert_eq!(position_cmp("9", "10"), Ordering::Less);
+        assert_eq!(position_cmp("00012", "12"), Ordering::Equal);
+        assert_eq!(
+            position_cmp(
+                "49590338271490256608559692538361571095921575989136588898",
+                "49590338271490256608559692540925702759324208523137515618"
+            ),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn row_hash_is_stable() {
+        let t = TableId::new("edfi", "Student");
+        assert_eq!(
+            row_hash(&t, &[Value::Int(1)]),
+            row_hash(&t, &[Value::Int(1)])
+        );
+        assert_ne!(
+            row_hash(&t, &[Value::Int(1)]),
+            row_hash(&t, &[Value::Int(2)])
+        );
+        assert_ne!(
+            row_hash(&t, &[Value::Int(1)]),
+            row_hash(&TableId::new("edfi", "Staff"), &[Value::Int(1)])
+        );
+    }
+}

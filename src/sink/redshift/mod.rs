@@ -43,7 +43,7 @@ use crate::metrics;
 use crate::models::Models;
 use crate::retry::Backoff;
 use crate::sink::staging::ddl::{shadow_table, PgName};
-use crate::stream::embedded::Consumer;
+use crate::stream::Input;
 
 use super::{
     copy_failure, retry, route, snapshot_not_needed, Attempt, Compacted, Requests, Route,
@@ -322,7 +322,7 @@ impl RedshiftSink {
     /// what is complete.
     pub async fn run(
         mut self,
-        mut input: Consumer,
+        mut input: Input,
         resnapshots: mpsc::UnboundedSender<TableId>,
         stop: CancellationToken,
     ) -> Result<(), SinkError> {

@@ -37,10 +37,10 @@ use crate::event::{
 };
 use crate::metrics;
 use crate::retry::Backoff;
-use crate::stream::embedded::Consumer;
+use crate::stream::Input;
 
 use super::{
-    copy_failure, retry, route, snapshot_not_needed, Attempt, Compacted, Requests, Route,
+    copy_failure, retry, route, snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route,
     SinkError, SETUP_LOCK,
 };
 pub use ddl::target_table;
@@ -72,6 +72,9 @@ struct Progress {
 
 pub struct StagingSink {
     connector: String,
+    /// Checkpoint name: `staging`, or `staging@{lane}` for a lane of a Kafka/Kinesis stream.
+    name: String,
+    lane: Option<Lane>,
     cfg: StagingSinkConfig,
     retry: RetryConfig,
     client: Option<Client>,
@@ -104,11 +107,12 @@ impl StagingSink {
         cfg: &StagingSinkConfig,
         retry: &RetryConfig,
         schemas: &[Arc<TableSchema>],
+        lane: Option<Lane>,
         stop: &CancellationToken,
     ) -> Result<(StagingSink, SinkCheckpoint), SinkError> {
         let mut backoff = Backoff::new(retry);
         loop {
-            match Self::open_once(connector, cfg, retry, schemas).await {
+            match Self::open_once(connector, cfg, retry, schemas, lane.clone()).await {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_retriable() => {
                     if !backoff.pause(SINK, &e, stop).await {
@@ -125,7 +129,14 @@ impl StagingSink {
         cfg: &StagingSinkConfig,
         retry: &RetryConfig,
         schemas: &[Arc<TableSchema>],
+        mut lane: Option<Lane>,
     ) -> Result<(StagingSink, SinkCheckpoint), SinkError> {
+        let name = lane
+            .as_ref()
+            .map_or(SINK.to_string(), |l| l.sink_name(SINK));
+        let shadow_owner = lane
+            .as_ref()
+            .map_or(connector.to_string(), |l| format!("{connector}@{}", l.id));
         let client = connect(cfg.url.expose()).await?;
         // Connectors sharing a staging database create schemas and tables one at a time
         // (concurrent CREATE … IF NOT EXISTS can still collide in PostgreSQL's catalog). The
@@ -172,7 +183,7 @@ impl StagingSink {
                 schema.id.clone(),
                 TableRt {
                     schema: schema.clone(),
-                    shadow: ddl::shadow_table(connector, &target),
+                    shadow: ddl::shadow_table(&shadow_owner, &target),
                     columns: schema
                         .columns
                         .iter()
@@ -193,17 +204,26 @@ impl StagingSink {
             .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
             .await
             .map_err(pg)?;
-        let cp = checkpoint::load(&client, connector, SINK, schemas)
+        let cp = checkpoint::load(&client, connector, &name, schemas)
             .await
             .map_err(pg)?;
+        if let Some(lane) = &mut lane {
+            lane.loaded(
+                checkpoint::load_positions(&client, connector, &name)
+                    .await
+                    .map_err(pg)?,
+            );
+        }
         for (id, state) in &cp.tables {
             if let Some(rt) = tables.get_mut(id) {
                 rt.state = Some(state.clone());
             }
         }
-        info!(sink = SINK, tables = tables.len(), "staging sink ready");
+        info!(sink = %name, tables = tables.len(), "staging sink ready");
         let sink = StagingSink {
             connector: connector.to_string(),
+            name,
+            lane,
             cfg: cfg.clone(),
             retry: retry.clone(),
             client: Some(client),
@@ -223,11 +243,40 @@ impl StagingSink {
         Ok((sink, cp))
     }
 
+    /// A lane's stream positions as loaded at start.
+    pub fn lane_positions(&self) -> crate::checkpoint::Positions {
+        self.lane
+            .as_ref()
+            .map(|l| l.stored().clone())
+            .unwrap_or_default()
+    }
+
+    /// The stream positions stored for `lane`, without opening the sink.
+    pub async fn stored_positions(
+        connector: &str,
+        cfg: &StagingSinkConfig,
+        lane: &Lane,
+    ) -> Result<crate::checkpoint::Positions, SinkError> {
+        let client = connect(cfg.url.expose()).await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(pg)?;
+        checkpoint::install(&client).await.map_err(pg)?;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(pg)?;
+        checkpoint::load_positions(&client, connector, &lane.sink_name(SINK))
+            .await
+            .map_err(pg)
+    }
+
     /// Apply messages until the stream ends (the poller stopped) or a fatal error. Tables an
     /// operator asks to re-snapshot are passed to `resnapshots`.
     pub async fn run(
         mut self,
-        mut input: Consumer,
+        mut input: Input,
         resnapshots: mpsc::UnboundedSender<TableId>,
         stop: CancellationToken,
     ) -> Result<(), SinkError> {
@@ -252,6 +301,9 @@ impl StagingSink {
                     Message::Change(ev) => self.accept(ev),
                     Message::Watermark(w) => {
                         self.ready.absorb(std::mem::take(&mut self.open));
+                        if let (Some(lane), Some(p)) = (&mut self.lane, input.consumed()) {
+                            lane.reach(p);
+                        }
                         self.watermark = Some(w);
                         if self.ready.events >= self.cfg.max_batch_events {
                             break;
@@ -259,6 +311,13 @@ impl StagingSink {
                     }
                     Message::Snapshot(marker) => {
                         self.flush(&mut backoff, &stop).await?;
+                        // The marker's transaction covers the messages so far, unless some
+                        // of a cycle are still open (then they are read again after a restart).
+                        if let (Some(lane), Some(p), true) =
+                            (&mut self.lane, input.consumed(), self.open.events == 0)
+                        {
+                            lane.reach(p);
+                        }
                         self.snapshot(marker, &mut backoff, &stop).await?;
                     }
                 }
@@ -370,7 +429,7 @@ impl StagingSink {
         applied?;
         let seconds = started.elapsed().as_secs_f64();
         metrics::flush(&self.connector, SINK, "watermark", seconds);
-        metrics::applied(&self.connector, SINK, w.version);
+        metrics::applied(&self.connector, &self.name, w.version);
         let now = Utc::now();
         let batch = std::mem::take(&mut self.ready);
         for (table, evs) in &batch.tables {
@@ -393,7 +452,12 @@ impl StagingSink {
                 s.phase = Phase::Streaming;
                 s.version = w.version;
                 s.commit_time = w.commit_time;
-                metrics::table_applied(&self.connector, SINK, &rt.schema.id.to_string(), w.version);
+                metrics::table_applied(
+                    &self.connector,
+                    &self.name,
+                    &rt.schema.id.to_string(),
+                    w.version,
+                );
             }
         }
         debug!(
@@ -530,23 +594,42 @@ impl StagingSink {
                     .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
                 {
                     let cols = rt.columns.join(", ");
+                    // A lane's shadow holds the rows of its partitions only: it replaces those.
+                    let replaced = if self.lane.is_some() {
+                        let on: Vec<String> =
+                            rt.keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+                        format!(
+                            "DELETE FROM {t} AS t USING {s} AS s WHERE {on}",
+                            t = rt.target.sql(),
+                            s = rt.shadow.sql(),
+                            on = on.join(" AND ")
+                        )
+                    } else {
+                        format!("DELETE FROM {}", rt.target.sql())
+                    };
                     tx.batch_execute(&format!(
-                        "DELETE FROM {t}; INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}",
+                        "{replaced}; INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}",
                         t = rt.target.sql(),
                         s = rt.shadow.sql()
                     ))
                     .await
                     .map_err(pg)?;
-                    info!(sink = SINK, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published");
+                    info!(sink = %self.name, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published");
                 }
             }
-            checkpoint::advance(&tx, &connector, SINK, &w)
+            checkpoint::advance(&tx, &connector, &self.name, &w)
                 .await
                 .map_err(pg)?;
+            if let Some(lane) = &self.lane {
+                lane.store(&tx, SINK, &connector, Some(w.version)).await?;
+            }
             requests = checkpoint::resnapshot_requests(&tx, &connector)
                 .await
                 .map_err(pg)?;
             tx.commit().await.map_err(pg)?;
+        }
+        if let Some(lane) = &mut self.lane {
+            lane.stored_now();
         }
         for t in requests {
             self.requests.forward(SINK, &t);
@@ -641,10 +724,19 @@ impl StagingSink {
                     let connector = connector.clone();
                     let id = id.clone();
                     Box::pin(async move {
-                        let client = s.client().await?;
-                        checkpoint::snapshot_loaded(&*client, &connector, SINK, &id, rows)
+                        s.client().await?;
+                        let client = s.client.as_mut().expect("connected above");
+                        let tx = client.transaction().await.map_err(pg)?;
+                        checkpoint::snapshot_loaded(&tx, &connector, &s.name, &id, rows)
                             .await
                             .map_err(pg)?;
+                        if let Some(lane) = &s.lane {
+                            lane.store(&tx, SINK, &connector, None).await?;
+                        }
+                        tx.commit().await.map_err(pg)?;
+                        if let Some(lane) = &mut s.lane {
+                            lane.stored_now();
+                        }
                         Ok(())
                     })
                 })
@@ -683,7 +775,7 @@ impl StagingSink {
         checkpoint::begin_snapshot(
             &tx,
             &connector,
-            SINK,
+            &self.name,
             &id,
             &rt.target.schema,
             &rt.target.name,
@@ -692,7 +784,14 @@ impl StagingSink {
         )
         .await
         .map_err(pg)?;
-        tx.commit().await.map_err(pg)
+        if let Some(lane) = &self.lane {
+            lane.store(&tx, SINK, &connector, None).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        if let Some(lane) = &mut self.lane {
+            lane.stored_now();
+        }
+        Ok(())
     }
 
     async fn apply_chunk(
@@ -733,10 +832,17 @@ impl StagingSink {
             )
             .await?;
         }
-        checkpoint::snapshot_progress(&tx, &connector, SINK, &id, &last_key, rows)
+        checkpoint::snapshot_progress(&tx, &connector, &self.name, &id, &last_key, rows)
             .await
             .map_err(pg)?;
-        tx.commit().await.map_err(pg)
+        if let Some(lane) = &self.lane {
+            lane.store(&tx, SINK, &connector, None).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        if let Some(lane) = &mut self.lane {
+            lane.stored_now();
+        }
+        Ok(())
     }
 }
 

@@ -31,7 +31,8 @@ use crate::event::{
 };
 use crate::http::Health;
 use crate::retry::Backoff;
-use crate::stream::embedded::Producer;
+use crate::source::position::PollerPosition;
+use crate::stream::{Producer, StreamError};
 
 /// SQL Server error numbers that mean "try again": deadlock victim, snapshot update conflict,
 /// database failing over or throttled, connection-level faults.
@@ -62,6 +63,19 @@ pub enum SourceError {
     DatabaseNotTracked(String),
     #[error("the stream to the sinks is closed")]
     StreamClosed,
+    #[error("stream {0}")]
+    Stream(StreamError),
+    #[error("cannot record the poller's position: {0}")]
+    Position(crate::sink::SinkError),
+}
+
+impl From<StreamError> for SourceError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Closed => SourceError::StreamClosed,
+            e => SourceError::Stream(e),
+        }
+    }
 }
 
 fn list(tables: &[TableId]) -> String {
@@ -76,6 +90,8 @@ impl SourceError {
     pub fn is_retriable(&self) -> bool {
         match self {
             SourceError::Connect { .. } | SourceError::Io(_) => true,
+            SourceError::Stream(e) => e.is_retriable(),
+            SourceError::Position(e) => e.is_retriable(),
             SourceError::Server { code, class, .. } => {
                 *class >= 20 || TRANSIENT_ERRORS.contains(code)
             }
@@ -322,6 +338,8 @@ pub struct Poller {
     tables: Vec<TableRun>,
     snapshot_queue: VecDeque<usize>,
     out: Producer,
+    /// Kept with a durable stream (Kafka, Kinesis).
+    position: Option<PollerPosition>,
     resnapshots: mpsc::UnboundedReceiver<TableId>,
     health: Arc<Health>,
     last_watermark: i64,
@@ -338,6 +356,7 @@ impl Poller {
         schemas: &[Arc<TableSchema>],
         start: &HashMap<TableId, TableStart>,
         out: Producer,
+        position: Option<PollerPosition>,
         resnapshots: mpsc::UnboundedReceiver<TableId>,
         health: Arc<Health>,
     ) -> Poller {
@@ -346,6 +365,11 @@ impl Poller {
         for (i, schema) in schemas.iter().enumerate() {
             let phase = match start.get(&schema.id) {
                 Some(TableStart::Stream { version }) => Phase::Streaming { last: *version },
+                // No chunk of it was recorded: the sinks may not even have its start.
+                Some(TableStart::ResumeSnapshot { last_key: None, .. }) if position.is_some() => {
+                    snapshot_queue.push_back(i);
+                    Phase::Queued
+                }
                 Some(TableStart::ResumeSnapshot {
                     version,
                     last_key,
@@ -386,6 +410,7 @@ impl Poller {
             tables,
             snapshot_queue,
             out,
+            position,
             resnapshots,
             health,
             last_watermark,
@@ -403,6 +428,18 @@ impl Poller {
             let started = Instant::now();
             while let Ok(t) = self.resnapshots.try_recv() {
                 self.request_snapshot(&t);
+            }
+            if let Some(position) = &mut self.position {
+                match position.requests().await {
+                    Ok(tables) => {
+                        for t in tables {
+                            self.request_snapshot(&t);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot read re-snapshot requests; trying again next cycle")
+                    }
+                }
             }
             let Some(events) = self.step(Step::Cycle, &mut backoff, &stop).await? else {
                 break;
@@ -486,10 +523,7 @@ impl Poller {
     }
 
     async fn send(&self, msg: Message) -> Result<(), SourceError> {
-        self.out
-            .send(msg)
-            .await
-            .map_err(|_| SourceError::StreamClosed)
+        Ok(self.out.send(msg).await?)
     }
 
     /// One poll cycle; returns the number of change events sent. On error the connection is
@@ -569,11 +603,7 @@ impl Poller {
                         first = Some((ev.version, at));
                     }
                 }
-                async move {
-                    out.send(Message::Change(ev))
-                        .await
-                        .map_err(|_| SourceError::StreamClosed)
-                }
+                async move { Ok(out.send(Message::Change(ev)).await?) }
             })
             .await?;
             if let Some((v, at)) = first {
@@ -590,11 +620,14 @@ impl Poller {
             }
         }
         if version > self.last_watermark || events > 0 || self.publish_pending {
-            self.send(Message::Watermark(Watermark {
+            let w = Watermark {
                 version,
                 commit_time,
-            }))
-            .await?;
+            };
+            self.send(Message::Watermark(w.clone())).await?;
+            if let Some(position) = &mut self.position {
+                position.advance(&w).await.map_err(SourceError::Position)?;
+            }
             debug!(version, events, "cycle");
             self.last_watermark = version;
             self.publish_pending = false;
@@ -658,14 +691,19 @@ impl Poller {
             let total = value::as_i64(&conn.scalar(&queries::count_rows(&schema), &[]).await?)
                 .map(|n| n as u64);
             info!(table = %schema.id, version, rows = ?total, "snapshot started");
+            if let Some(position) = &mut self.position {
+                position
+                    .begin_snapshot(&schema.id, version, total)
+                    .await
+                    .map_err(SourceError::Position)?;
+            }
             self.out
                 .send(Message::Snapshot(SnapshotMarker::Started {
                     table: schema.clone(),
                     version,
                     total_rows: total,
                 }))
-                .await
-                .map_err(|_| SourceError::StreamClosed)?;
+                .await?;
             self.tables[i].phase = Phase::Snapshotting {
                 version,
                 last_key: None,
@@ -736,20 +774,22 @@ impl Poller {
                 version,
                 commit_time: None,
             };
-            async move {
-                out.send(Message::Change(ev))
-                    .await
-                    .map_err(|_| SourceError::StreamClosed)
-            }
+            async move { Ok(out.send(Message::Change(ev)).await?) }
         })
         .await?;
         if let Some(last_key) = new_last.clone() {
             self.send(Message::Snapshot(SnapshotMarker::Chunk {
                 table: schema.clone(),
-                last_key,
+                last_key: last_key.clone(),
                 rows: rows_now,
             }))
             .await?;
+            if let Some(position) = &mut self.position {
+                position
+                    .snapshot_progress(&schema.id, &last_key, rows_now)
+                    .await
+                    .map_err(SourceError::Position)?;
+            }
         }
         let elapsed = started.elapsed().as_secs_f64().max(1e-3);
         let rate = (rows_now - rows_at_start) as f64 / elapsed;
@@ -761,6 +801,12 @@ impl Poller {
                 rows: rows_now,
             }))
             .await?;
+            if let Some(position) = &mut self.position {
+                position
+                    .snapshot_loaded(&schema.id, rows_now)
+                    .await
+                    .map_err(SourceError::Position)?;
+            }
             self.tables[i].phase = Phase::Streaming { last: version };
             self.publish_pending = true;
             self.snapshot_queue.remove(qpos);

@@ -1,0 +1,169 @@
+//! The poller's own position, kept when the stream is Kafka or Kinesis: the sinks then read the
+//! stream at their own pace, so the poller cannot resume from their checkpoints.
+//!
+//! It lives in the first enabled sink's target database, in the checkpoint tables under sink
+//! name `poller` (`edfi_cdc.table_state`), and is written only after the stream acknowledged
+//! what it covers: a restarted poller re-sends at most the last cycle or snapshot chunk, which
+//! the sinks skip or upsert. A snapshot's start is recorded *before* its first marker is sent,
+//! so a restart either repeats the start or continues the snapshot — never streams a table the
+//! sinks are snapshotting. The operators' re-snapshot requests are read here too.
+
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, SinkCheckpoint};
+use crate::config::{ConnectorConfig, RetryConfig};
+use crate::event::{TableId, TableSchema, Value, Watermark};
+use crate::retry::Backoff;
+use crate::sink::{pg, SinkError, SETUP_LOCK};
+
+/// The checkpoint name of the poller's position.
+pub const POLLER: &str = "poller";
+
+pub struct PollerPosition {
+    connector: String,
+    url: String,
+    client: Option<Client>,
+}
+
+fn err(e: tokio_postgres::Error) -> SinkError {
+    SinkError::from_pg(POLLER, &e)
+}
+
+impl PollerPosition {
+    /// The database holding the position of `config`'s poller: its first enabled sink's target.
+    pub fn url(config: &ConnectorConfig) -> Option<String> {
+        let staging = config.sinks.staging.as_ref().filter(|s| s.enabled);
+        let redshift = config.sinks.redshift.as_ref().filter(|s| s.enabled);
+        staging
+            .map(|s| s.url.expose().to_string())
+            .or_else(|| redshift.map(|s| s.url.expose().to_string()))
+    }
+
+    /// Connect (retrying transient faults), create the checkpoint tables if needed and load the
+    /// stored position.
+    pub async fn open(
+        config: &ConnectorConfig,
+        schemas: &[Arc<TableSchema>],
+        retry: &RetryConfig,
+        stop: &CancellationToken,
+    ) -> Result<(PollerPosition, SinkCheckpoint), SinkError> {
+        let url = Self::url(config).ok_or_else(|| SinkError::Fatal {
+            sink: POLLER.into(),
+            message: "no enabled sink whose database could hold the poller's position".into(),
+        })?;
+        let mut position = PollerPosition {
+            connector: config.name.clone(),
+            url,
+            client: None,
+        };
+        let mut backoff = Backoff::new(retry);
+        loop {
+            match position.load(schemas).await {
+                Ok(cp) => return Ok((position, cp)),
+                Err(e) if e.is_retriable() => {
+                    position.client = None;
+                    if !backoff.pause(POLLER, &e, stop).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn load(&mut self, schemas: &[Arc<TableSchema>]) -> Result<SinkCheckpoint, SinkError> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(err)?;
+        checkpoint::install(&*client).await.map_err(err)?;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(err)?;
+        let connector = self.connector.clone();
+        let client = self.client().await?;
+        checkpoint::load(&*client, &connector, POLLER, schemas)
+            .await
+            .map_err(err)
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, SinkError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(pg::connect(POLLER, &self.url).await?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// A write's outcome; a failure drops the connection (the next call reconnects).
+    fn done(&mut self, r: Result<(), tokio_postgres::Error>) -> Result<(), SinkError> {
+        if r.is_err() {
+            self.client = None;
+        }
+        r.map_err(err)
+    }
+
+    pub async fn begin_snapshot(
+        &mut self,
+        table: &TableId,
+        version: i64,
+        total: Option<u64>,
+    ) -> Result<(), SinkError> {
+        let connector = self.connector.clone();
+        let client = self.client().await?;
+        let r = checkpoint::begin_snapshot(
+            &*client,
+            &connector,
+            POLLER,
+            table,
+            &table.schema,
+            &table.name,
+            version,
+            total,
+        )
+        .await;
+        self.done(r)
+    }
+
+    pub async fn snapshot_progress(
+        &mut self,
+        table: &TableId,
+        last_key: &[Value],
+        rows: u64,
+    ) -> Result<(), SinkError> {
+        let connector = self.connector.clone();
+        let client = self.client().await?;
+        let r = checkpoint::snapshot_progress(&*client, &connector, POLLER, table, last_key, rows)
+            .await;
+        self.done(r)
+    }
+
+    pub async fn snapshot_loaded(&mut self, table: &TableId, rows: u64) -> Result<(), SinkError> {
+        let connector = self.connector.clone();
+        let client = self.client().await?;
+        let r = checkpoint::snapshot_loaded(&*client, &connector, POLLER, table, rows).await;
+        self.done(r)
+    }
+
+    pub async fn advance(&mut self, w: &Watermark) -> Result<(), SinkError> {
+        let connector = self.connector.clone();
+        let client = self.client().await?;
+        let r = checkpoint::advance(&*client, &connector, POLLER, w).await;
+        self.done(r)
+    }
+
+    /// Tables operators asked to re-snapshot (`edfi-cdc resnapshot`).
+    pub async fn requests(&mut self) -> Result<Vec<TableId>, SinkError> {
+        let connector = self.connector.clone();
+        let client = self.client().await?;
+        let r = checkpoint::resnapshot_requests(&*client, &connector).await;
+        if r.is_err() {
+            self.client = None;
+        }
+        r.map_err(err)
+    }
+}

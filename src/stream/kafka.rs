@@ -1,0 +1,446 @@
+//! The Kafka stream (librdkafka through `rdkafka`).
+//!
+//! Topics: `{topic_prefix}.{schema}.{table}` per table (as Debezium names them), or one topic
+//! `{topic_prefix}` for all (`topics = "single"`), created by the poller if missing. A change
+//! goes to partition `row_hash(table, key) mod partitions`, so a row's changes stay in order;
+//! its Kafka key is the primary key as JSON and its value the Debezium-shaped envelope
+//! (`event::encode`), followed by a tombstone after a delete if configured. The producer is
+//! idempotent by default, but correctness does not rest on it: a row changes at most once per
+//! poll cycle, and a cycle's events are all acknowledged before its watermark is written, so a
+//! retried message that lands twice or out of order within its cycle changes nothing. A watermark is written to every partition of every topic after the cycle's
+//! events are acknowledged; snapshot markers go to every partition of their table's topic.
+//!
+//! Sink workers are one consumer group per sink (classic protocol, range assignor). Lane `p`
+//! of a worker is partition `p` of every topic: the range assignor gives one member the same
+//! partition numbers of every topic when all topics have the same partition count. Positions
+//! live in the target; offsets committed to Kafka are only where a new owner starts reading.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::checkpoint::Positions;
+use crate::config::{ConnectorConfig, KafkaConfig, TopicLayout};
+use crate::event::{self, Message, TableId, TableSchema};
+
+use super::lane::{Delivery, Item};
+use super::{row_hash, StreamError};
+
+const STREAM: &str = "kafka";
+
+fn transient(e: impl std::fmt::Display) -> StreamError {
+    StreamError::Transient {
+        stream: STREAM,
+        message: e.to_string(),
+    }
+}
+
+fn fatal(message: String) -> StreamError {
+    StreamError::Fatal {
+        stream: STREAM,
+        message,
+    }
+}
+
+/// The topic of `table`.
+pub fn topic(cfg: &KafkaConfig, table: &TableId) -> String {
+    match cfg.topics {
+        TopicLayout::PerTable => format!("{}.{}.{}", cfg.topic_prefix, table.schema, table.name),
+        TopicLayout::Single => cfg.topic_prefix.clone(),
+    }
+}
+
+/// Every topic of a connector, sorted.
+pub fn topics(cfg: &KafkaConfig, schemas: &[Arc<TableSchema>]) -> Vec<String> {
+    let mut t: Vec<String> = schemas.iter().map(|s| topic(cfg, &s.id)).collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// A partition's id in `edfi_cdc.stream_positions`.
+pub fn part_id(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("client.id", "edfi-cdc")
+        .set("log_level", "6");
+    if let Ok(debug) = std::env::var("EDFI_CDC_KAFKA_DEBUG") {
+        c.set("debug", debug);
+    }
+    c
+}
+
+/// The poller's end.
+pub struct Producer {
+    producer: FutureProducer<Logging>,
+    cfg: KafkaConfig,
+    connector: String,
+    database: String,
+    /// Partitions per topic.
+    partitions: HashMap<String, i32>,
+    /// Sent, not yet acknowledged.
+    pending: Mutex<Vec<DeliveryFuture>>,
+}
+
+impl Producer {
+    /// Connect, create missing topics and read every topic's partition count.
+    pub async fn connect(
+        config: &ConnectorConfig,
+        schemas: &[Arc<TableSchema>],
+    ) -> Result<Producer, StreamError> {
+        let cfg = config.stream.kafka.clone();
+        let wanted = topics(&cfg, schemas);
+        let admin: AdminClient<Logging> = client_config(&cfg)
+            .create_with_context(Logging)
+            .map_err(transient)?;
+        let new: Vec<NewTopic> = wanted
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    cfg.partitions,
+                    TopicReplication::Fixed(cfg.replication_factor),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(&new, &opts).await.map_err(transient)? {
+            match result {
+                Ok(t) => info!(topic = %t, partitions = cfg.partitions, "topic created"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(transient(format!("cannot create topic {t}: {code}")));
+                }
+            }
+        }
+        let producer: FutureProducer<Logging> = client_config(&cfg)
+            .set("enable.idempotence", cfg.idempotence.to_string())
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create_with_context(Logging)
+            .map_err(transient)?;
+        let partitions = partition_counts(producer.client(), &wanted).await?;
+        Ok(Producer {
+            producer,
+            cfg,
+            connector: config.name.clone(),
+            database: config.source.database.clone(),
+            partitions,
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub async fn send(&self, msg: Message) -> Result<(), StreamError> {
+        match &msg {
+            Message::Change(ev) => {
+                let topic = topic(&self.cfg, &ev.table.id);
+                let n = self.partitions[&topic];
+                let partition = (row_hash(&ev.table.id, &ev.key) % n as u128) as i32;
+                let (key, value) = event::encode(&self.connector, &self.database, &msg);
+                let key = key.to_string();
+                self.enqueue(&topic, partition, &key, Some(value.to_string()))
+                    .await?;
+                if self.cfg.tombstones && ev.op == event::Op::Delete {
+                    self.enqueue(&topic, partition, &key, None).await?;
+                }
+                Ok(())
+            }
+            Message::Watermark(_) => {
+                self.acknowledged().await?;
+                let (key, value) = event::encode(&self.connector, &self.database, &msg);
+                let (key, value) = (key.to_string(), value.to_string());
+                for (topic, &n) in &self.partitions {
+                    for p in 0..n {
+                        self.enqueue(topic, p, &key, Some(value.clone())).await?;
+                    }
+                }
+                self.acknowledged().await
+            }
+            Message::Snapshot(m) => {
+                self.acknowledged().await?;
+                let topic = topic(&self.cfg, &m.table().id);
+                let (key, value) = event::encode(&self.connector, &self.database, &msg);
+                let (key, value) = (key.to_string(), value.to_string());
+                for p in 0..self.partitions[&topic] {
+                    self.enqueue(&topic, p, &key, Some(value.clone())).await?;
+                }
+                self.acknowledged().await
+            }
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        value: Option<String>,
+    ) -> Result<(), StreamError> {
+        loop {
+            let mut record = FutureRecord::<str, str>::to(topic)
+                .partition(partition)
+                .key(key);
+            if let Some(v) = &value {
+                record = record.payload(v.as_str());
+            }
+            match self.producer.send_result(record) {
+                Ok(f) => {
+                    self.pending.lock().expect("not poisoned").push(f);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.acknowledged().await?;
+                }
+                Err((e, _)) => return Err(transient(format!("cannot send to {topic}: {e}"))),
+            }
+        }
+    }
+
+    /// Wait until the broker acknowledged everything sent so far.
+    async fn acknowledged(&self) -> Result<(), StreamError> {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("not poisoned"));
+        let mut first_error = None;
+        for f in pending {
+            let outcome = match f.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e.to_string(),
+                Err(_) => "the producer was dropped".to_string(),
+            };
+            first_error.get_or_insert(outcome);
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(transient(format!("a message was not delivered: {e}"))),
+        }
+    }
+}
+
+/// Partition counts of `topics`, waiting (up to a minute) until the metadata lists them all.
+async fn partition_counts<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[String],
+) -> Result<HashMap<String, i32>, StreamError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let md =
+            tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(10)))
+                .map_err(transient)?;
+        let counts: HashMap<String, i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect();
+        let missing: Vec<&String> = topics.iter().filter(|t| !counts.contains_key(*t)).collect();
+        if missing.is_empty() {
+            return Ok(topics.iter().map(|t| (t.clone(), counts[t])).collect());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(transient(format!(
+                "topics not available: {}",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Passes rebalances to the worker.
+struct Ctx {
+    rebalances: mpsc::UnboundedSender<Event>,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        librdkafka_log(level, fac, message);
+    }
+}
+
+/// librdkafka's own log lines, into this process's log.
+fn librdkafka_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", fac, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+/// The producer's and admin client's context: their log lines.
+struct Logging;
+
+impl ClientContext for Logging {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        librdkafka_log(level, fac, message);
+    }
+}
+
+fn lanes_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    let mut lanes: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    lanes.sort_unstable();
+    lanes.dedup();
+    lanes
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let _ = self.rebalances.send(Event::Revoked(lanes_of(tpl)));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "kafka rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let lanes = lanes_of(tpl);
+            info!(lanes = ?lanes, "kafka partitions assigned");
+            let _ = self.rebalances.send(Event::Assigned(lanes));
+        }
+    }
+}
+
+/// What a worker's consumer yields.
+pub enum Event {
+    /// These lanes' partitions are now this worker's.
+    Assigned(Vec<i32>),
+    /// These lanes' partitions were taken away.
+    Revoked(Vec<i32>),
+    /// A message (or tombstone-free item) of lane `lane`.
+    Delivery { lane: i32, delivery: Delivery },
+}
+
+/// A sink worker's end: a member of the sink's consumer group.
+pub struct Consumer {
+    consumer: StreamConsumer<Ctx>,
+    rebalances: mpsc::UnboundedReceiver<Event>,
+    topics: Vec<String>,
+    schemas: HashMap<TableId, Arc<TableSchema>>,
+}
+
+impl Consumer {
+    pub fn connect(
+        config: &ConnectorConfig,
+        sink: &str,
+        schemas: &[Arc<TableSchema>],
+    ) -> Result<Consumer, StreamError> {
+        let cfg = &config.stream.kafka;
+        let group = cfg
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}.{sink}", cfg.topic_prefix, config.name));
+        let session = cfg.session_timeout.as_millis().max(1000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let consumer: StreamConsumer<Ctx> = client_config(cfg)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", session.to_string())
+            .set("heartbeat.interval.ms", (session / 3).to_string())
+            .create_with_context(Ctx { rebalances: tx })
+            .map_err(transient)?;
+        let topics = topics(cfg, schemas);
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(transient)?;
+        info!(group = %group, topics = topics.len(), "kafka consumer subscribed");
+        Ok(Consumer {
+            consumer,
+            rebalances: rx,
+            topics,
+            schemas: schemas.iter().map(|s| (s.id.clone(), s.clone())).collect(),
+        })
+    }
+
+    /// The partition ids of lane `lane`.
+    pub fn lane_parts(&self, lane: i32) -> Vec<String> {
+        self.topics.iter().map(|t| part_id(t, lane)).collect()
+    }
+
+    pub async fn next(&mut self) -> Result<Event, StreamError> {
+        loop {
+            tokio::select! {
+                biased;
+                Some(ev) = self.rebalances.recv() => return Ok(ev),
+                m = self.consumer.recv() => {
+                    let m = m.map_err(transient)?;
+                    let Some(payload) = m.payload() else {
+                        continue; // a tombstone: nothing to apply
+                    };
+                    let at = || format!("topic {} partition {} offset {}", m.topic(), m.partition(), m.offset());
+                    let value: Json = serde_json::from_slice(payload)
+                        .map_err(|e| fatal(format!("{}: malformed message: {e}", at())))?;
+                    let key: Json = match m.key() {
+                        Some(k) => serde_json::from_slice(k)
+                            .map_err(|e| fatal(format!("{}: malformed key: {e}", at())))?,
+                        None => Json::Null,
+                    };
+                    let msg = event::decode(&key, &value, |id| self.schemas.get(id).cloned())
+                        .map_err(|e| fatal(format!("{}: {e}", at())))?;
+                    return Ok(Event::Delivery {
+                        lane: m.partition(),
+                        delivery: Delivery {
+                            part: part_id(m.topic(), m.partition()),
+                            position: m.offset().to_string(),
+                            item: Item::Message(msg),
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Leave the group and join again: every partition is revoked and then read again from the
+    /// offsets committed to Kafka, which never pass the positions stored in the target.
+    pub fn rejoin(&self) -> Result<(), StreamError> {
+        self.consumer.unsubscribe();
+        let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&names).map_err(transient)
+    }
+
+    /// Tell Kafka where a new owner of these partitions would start (the target holds the
+    /// real positions, so a lost commit only means re-reading and skipping).
+    pub fn commit_hint(&self, positions: &Positions) {
+        let mut tpl = TopicPartitionList::new();
+        for (part, pos) in positions {
+            let (Some((topic, p)), Ok(offset)) = (part.rsplit_once('/'), pos.parse::<i64>()) else {
+                continue;
+            };
+            let Ok(p) = p.parse::<i32>() else { continue };
+            let _ = tpl.add_partition_offset(topic, p, Offset::Offset(offset + 1));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                warn!(error = %e, "kafka offset commit (a hint) failed");
+            }
+        }
+    }
+}
