@@ -16,22 +16,6 @@ const TABLES: usize = 37;
 const PARTITIONS: usize = 3;
 const CATCH_UP: Duration = Duration::from_secs(240);
 
-fn workload(
-    rate: f64,
-    seed: u64,
-    writers: usize,
-    max_changes: u64,
-) -> ods_sim::edfi::WorkloadConfig {
-    ods_sim::edfi::WorkloadConfig {
-        rate,
-        seed,
-        writers,
-        max_changes: Some(max_changes),
-        duration: Some(Duration::from_secs(120)),
-        bursts: true,
-    }
-}
-
 /// Point `rig`'s connector at `broker` (topic layout `topics`), with a test-sized group and a
 /// short session timeout.
 fn use_kafka(rig: &mut Rig, broker: &Broker, topics: &str) {
@@ -162,54 +146,6 @@ async fn staging_through_kafka_equals_the_source_and_topics_carry_debezium_envel
     );
 }
 
-/// Log every row the sink writes to `edfi.student` (insert or update) with its
-/// LastModifiedDate, in the order the sink's transactions write them.
-async fn log_student_writes(rig: &Rig) {
-    rig.target
-        .batch_execute(
-            "CREATE TABLE public.student_writes (id bigserial PRIMARY KEY, usi int, modified timestamp);
-             CREATE FUNCTION public.log_student() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN INSERT INTO public.student_writes (usi, modified) VALUES (NEW.studentusi, NEW.lastmodifieddate); RETURN NEW; END $$;
-             CREATE TRIGGER log_student AFTER INSERT OR UPDATE ON edfi.student
-             FOR EACH ROW EXECUTE FUNCTION public.log_student();",
-        )
-        .await
-        .unwrap();
-}
-
-/// Keys whose writes went back in time (a later write carrying an older LastModifiedDate).
-async fn reordered_students(rig: &Rig) -> Vec<String> {
-    let rows = rig
-        .target
-        .query(
-            "SELECT usi, modified FROM public.student_writes ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut last: HashMap<i32, chrono::NaiveDateTime> = HashMap::new();
-    let mut bad = Vec::new();
-    for r in rows {
-        let (usi, at): (i32, chrono::NaiveDateTime) = (r.get(0), r.get(1));
-        if let Some(prev) = last.insert(usi, at) {
-            if at < prev {
-                bad.push(format!("StudentUSI {usi}: {prev} then {at}"));
-            }
-        }
-    }
-    bad
-}
-
-/// Wait until the source advanced `changes` versions past `from`.
-async fn source_advanced(rig: &Rig, from: i64, changes: i64) {
-    wait_for(
-        "the workload to make progress",
-        Duration::from_secs(120),
-        || async { (source_version(&rig.source).await >= from + changes).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller() {
     let broker = Broker::start();
@@ -218,7 +154,7 @@ async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller(
     let poller = start(&rig, "poller");
     let mut workers: Vec<Replicator> = (0..3).map(|_| start(&rig, "sink")).collect();
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
-    log_student_writes(&rig).await;
+    log_student_writes(&rig.target).await;
 
     // One writer: LastModifiedDate then grows with every change of a row.
     let (stop_tx, stop) = watch::channel(false);
@@ -227,31 +163,25 @@ async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller(
         ods_sim::edfi::run_workload(&url, workload(150.0, 44, 1, 3000), stop).await
     });
     let v0 = source_version(&rig.source).await;
-    source_advanced(&rig, v0, 100).await;
+    source_advanced(&rig.source, v0, 100).await;
     workers.remove(0).kill();
-    source_advanced(&rig, v0, 250).await;
+    source_advanced(&rig.source, v0, 250).await;
     workers.push(start(&rig, "sink"));
-    source_advanced(&rig, v0, 400).await;
+    source_advanced(&rig.source, v0, 400).await;
     poller.kill();
-    source_advanced(&rig, v0, 500).await;
+    source_advanced(&rig.source, v0, 500).await;
     let mut poller = start(&rig, "poller");
     let stats = load.await.unwrap().unwrap();
     stop_tx.send(true).ok();
     assert!(stats.total_changes() >= 3000);
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     assert_equal(&rig).await;
-    let bad = reordered_students(&rig).await;
+    let (bad, writes) = reordered_students(&rig.target).await;
     assert!(
         bad.is_empty(),
         "changes applied out of order:\n{}",
         bad.join("\n")
     );
-    let writes: i64 = rig
-        .target
-        .query_one("SELECT count(*) FROM public.student_writes", &[])
-        .await
-        .unwrap()
-        .get(0);
     assert!(writes > 100, "only {writes} student writes were logged");
     for w in &mut workers {
         assert!(w.is_running(), "a worker stopped:\n{}", w.log());
@@ -309,9 +239,9 @@ async fn a_broker_restart_mid_run_loses_nothing() {
         ods_sim::edfi::run_workload(&url, workload(150.0, 46, 2, 2500), stop).await
     });
     let v0 = source_version(&rig.source).await;
-    source_advanced(&rig, v0, 150).await;
+    source_advanced(&rig.source, v0, 150).await;
     broker.stop();
-    source_advanced(&rig, v0, 350).await;
+    source_advanced(&rig.source, v0, 350).await;
     broker.restart();
     let stats = load.await.unwrap().unwrap();
     assert!(stats.total_changes() >= 2500);

@@ -12,22 +12,6 @@ use tokio::sync::watch;
 const TABLES: usize = 37;
 const CATCH_UP: Duration = Duration::from_secs(180);
 
-fn workload(
-    rate: f64,
-    seed: u64,
-    writers: usize,
-    max_changes: u64,
-) -> ods_sim::edfi::WorkloadConfig {
-    ods_sim::edfi::WorkloadConfig {
-        rate,
-        seed,
-        writers,
-        max_changes: Some(max_changes),
-        duration: Some(Duration::from_secs(120)),
-        bursts: true,
-    }
-}
-
 async fn assert_equal(
     source: &tokio_postgres::Client,
     staging: &tokio_postgres::Client,

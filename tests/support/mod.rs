@@ -586,3 +586,69 @@ pub fn grade_number(code: &str) -> Option<i64> {
     let first = first.split(' ').next().unwrap_or("");
     WORDS.iter().position(|w| *w == first).map(|g| g as i64)
 }
+
+/// Log every row a sink writes to staging's `edfi.student` (insert or update) with its
+/// LastModifiedDate, in the order the sink's transactions write them.
+pub async fn log_student_writes(staging: &Client) {
+    staging
+        .batch_execute(
+            "CREATE TABLE public.student_writes (id bigserial PRIMARY KEY, usi int, modified timestamp);
+             CREATE FUNCTION public.log_student() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.student_writes (usi, modified) VALUES (NEW.studentusi, NEW.lastmodifieddate); RETURN NEW; END $$;
+             CREATE TRIGGER log_student AFTER INSERT OR UPDATE ON edfi.student
+             FOR EACH ROW EXECUTE FUNCTION public.log_student();",
+        )
+        .await
+        .unwrap();
+}
+
+/// Students whose logged writes went back in time (a later write with an older
+/// LastModifiedDate), and the number of writes logged.
+pub async fn reordered_students(staging: &Client) -> (Vec<String>, usize) {
+    let rows = staging
+        .query(
+            "SELECT usi, modified FROM public.student_writes ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut last: std::collections::HashMap<i32, chrono::NaiveDateTime> = Default::default();
+    let mut bad = Vec::new();
+    for r in &rows {
+        let (usi, at): (i32, chrono::NaiveDateTime) = (r.get(0), r.get(1));
+        if let Some(prev) = last.insert(usi, at) {
+            if at < prev {
+                bad.push(format!("StudentUSI {usi}: {prev} then {at}"));
+            }
+        }
+    }
+    (bad, rows.len())
+}
+
+/// Wait until the source is `versions` past version `from`.
+pub async fn source_advanced(source: &Client, from: i64, versions: i64) {
+    wait_for(
+        "the workload to make progress",
+        Duration::from_secs(120),
+        || async { (source_version(source).await >= from + versions).then_some(()) },
+    )
+    .await;
+}
+
+/// The simulator's random workload: `rate` changes/s from `writers` writers, stopping after
+/// `max_changes` (or 120 s), with bursts.
+pub fn workload(
+    rate: f64,
+    seed: u64,
+    writers: usize,
+    max_changes: u64,
+) -> ods_sim::edfi::WorkloadConfig {
+    ods_sim::edfi::WorkloadConfig {
+        rate,
+        seed,
+        writers,
+        max_changes: Some(max_changes),
+        duration: Some(Duration::from_secs(120)),
+        bursts: true,
+    }
+}

@@ -86,7 +86,9 @@ pub struct StagingSink {
     /// Events after the last watermark: not committable yet.
     open: Compacted,
     /// `r` events of the current snapshot chunk.
-    snapshot_rows: Vec<ChangeEvent>,
+    /// `r` events of the current snapshot chunk, per table: with a stream lane over several
+    /// topics, the snapshots of several tables arrive interleaved.
+    snapshot_rows: HashMap<TableId, Vec<ChangeEvent>>,
     requests: Requests,
     progress: Progress,
 }
@@ -232,7 +234,7 @@ impl StagingSink {
             ready: Compacted::default(),
             watermark: None,
             open: Compacted::default(),
-            snapshot_rows: Vec::new(),
+            snapshot_rows: HashMap::new(),
             requests: Requests::new(&cp.resnapshot_requests),
             progress: Progress {
                 since: Instant::now(),
@@ -352,7 +354,11 @@ impl StagingSink {
             return;
         };
         match route(&ev, rt.state.as_ref(), rt.ignoring_snapshot) {
-            Route::SnapshotRow => self.snapshot_rows.push(ev),
+            Route::SnapshotRow => self
+                .snapshot_rows
+                .entry(ev.table.id.clone())
+                .or_default()
+                .push(ev),
             Route::Change => self.open.add(ev),
             Route::Skip => {}
         }
@@ -687,11 +693,11 @@ impl StagingSink {
                 if rt.ignoring_snapshot
                     || rt.state.as_ref().is_none_or(|s| s.phase != Phase::Snapshot)
                 {
-                    self.snapshot_rows.clear();
+                    self.snapshot_rows.remove(&id);
                     return Ok(());
                 }
                 let started = Instant::now();
-                let n = self.snapshot_rows.len() as u64;
+                let n = self.snapshot_rows.get(&id).map_or(0, Vec::len) as u64;
                 self.with_retry(backoff, stop, |s| {
                     Box::pin(s.apply_chunk(id.clone(), last_key.clone(), rows))
                 })
@@ -703,7 +709,7 @@ impl StagingSink {
                     started.elapsed().as_secs_f64(),
                 );
                 metrics::snapshot_rows(&self.connector, SINK, &id.to_string(), n);
-                self.snapshot_rows.clear();
+                self.snapshot_rows.remove(&id);
                 let s = self
                     .tables
                     .get_mut(&id)
@@ -807,7 +813,8 @@ impl StagingSink {
             .map_or(0, |s| s.snapshot_rows);
         // Rows this sink already holds are re-sent only when the poller resumed from another
         // sink's earlier position; then upsert, else load straight into the shadow table.
-        let overlap = already + self.snapshot_rows.len() as u64 != rows;
+        let chunk: &[ChangeEvent] = self.snapshot_rows.get(&id).map_or(&[], Vec::as_slice);
+        let overlap = already + chunk.len() as u64 != rows;
         if overlap {
             self.ensure_temp(&id).await?;
         }
@@ -815,7 +822,12 @@ impl StagingSink {
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
         let tx = client.transaction().await.map_err(pg)?;
-        let events: Vec<&ChangeEvent> = self.snapshot_rows.iter().collect();
+        let events: Vec<&ChangeEvent> = self
+            .snapshot_rows
+            .get(&id)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .collect();
         if overlap {
             apply_changes(&tx, rt, &rt.shadow, &events).await?;
         } else {
