@@ -314,10 +314,18 @@ impl StagingSink {
                     Message::Snapshot(marker) => {
                         self.flush(&mut backoff, &stop).await?;
                         // The marker's transaction covers the messages so far, unless some
-                        // of a cycle are still open (then they are read again after a restart).
-                        if let (Some(lane), Some(p), true) =
-                            (&mut self.lane, input.consumed(), self.open.events == 0)
-                        {
+                        // of a cycle, or snapshot rows of another table (a lane over
+                        // per-table topics), are still held: then they are read again after
+                        // a restart.
+                        let others = self
+                            .snapshot_rows
+                            .iter()
+                            .any(|(t, rows)| t != &marker.table().id && !rows.is_empty());
+                        if let (Some(lane), Some(p), true) = (
+                            &mut self.lane,
+                            input.consumed(),
+                            self.open.events == 0 && !others,
+                        ) {
                             lane.reach(p);
                         }
                         self.snapshot(marker, &mut backoff, &stop).await?;
