@@ -1,6 +1,7 @@
 //! edfi-cdc: change data capture from SQL Server Change Tracking on an Ed-Fi ODS into Aurora
 //! PostgreSQL staging (and, later, Redshift). See `docs/ARCHITECTURE.md`.
 
+pub mod aws;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;

@@ -27,13 +27,6 @@ fn use_kafka(rig: &mut Rig, broker: &Broker, topics: &str) {
     env.push(("KAFKA_SESSION_TIMEOUT".into(), "4s".into()));
 }
 
-fn start(rig: &Rig, role: &str) -> Replicator {
-    Replicator::spawn(
-        rig.connector
-            .command(&["run", "--log", "edfi_cdc=info", "--role", role]),
-    )
-}
-
 /// Wait until every lane (`staging@{partition}`) streams every table at the source's current
 /// version.
 async fn wait_lanes_caught_up(rig: &Rig, lanes: usize, deadline: Duration) -> i64 {
@@ -59,21 +52,12 @@ async fn wait_lanes_caught_up(rig: &Rig, lanes: usize, deadline: Duration) -> i6
     .await
 }
 
-async fn assert_equal(rig: &Rig) {
-    let problems = compare_all(&rig.source, &rig.target, true).await;
-    assert!(
-        problems.is_empty(),
-        "staging differs from the source:\n{}",
-        problems.join("\n")
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_through_kafka_equals_the_source_and_topics_carry_debezium_envelopes() {
     let broker = Broker::start();
     let mut rig = Rig::new(300, 41).await;
     use_kafka(&mut rig, &broker, "per_table");
-    let rep = start(&rig, "all");
+    let rep = start_role(&rig, "all");
     let (_stop_tx, stop) = watch::channel(false);
     let stats =
         ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(400.0, 42, 4, 3000), stop)
@@ -81,7 +65,7 @@ async fn staging_through_kafka_equals_the_source_and_topics_carry_debezium_envel
             .unwrap();
     assert!(stats.total_changes() >= 3000);
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
-    assert_equal(&rig).await;
+    assert_rig_equal(&rig).await;
     assert!(
         rep.log().contains("snapshot published"),
         "log:\n{}",
@@ -151,8 +135,8 @@ async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller(
     let broker = Broker::start();
     let mut rig = Rig::new(300, 43).await;
     use_kafka(&mut rig, &broker, "single");
-    let poller = start(&rig, "poller");
-    let mut workers: Vec<Replicator> = (0..3).map(|_| start(&rig, "sink")).collect();
+    let poller = start_role(&rig, "poller");
+    let mut workers: Vec<Replicator> = (0..3).map(|_| start_role(&rig, "sink")).collect();
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     log_student_writes(&rig.target).await;
 
@@ -166,16 +150,16 @@ async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller(
     source_advanced(&rig.source, v0, 100).await;
     workers.remove(0).kill();
     source_advanced(&rig.source, v0, 250).await;
-    workers.push(start(&rig, "sink"));
+    workers.push(start_role(&rig, "sink"));
     source_advanced(&rig.source, v0, 400).await;
     poller.kill();
     source_advanced(&rig.source, v0, 500).await;
-    let mut poller = start(&rig, "poller");
+    let mut poller = start_role(&rig, "poller");
     let stats = load.await.unwrap().unwrap();
     stop_tx.send(true).ok();
     assert!(stats.total_changes() >= 3000);
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
-    assert_equal(&rig).await;
+    assert_rig_equal(&rig).await;
     let (bad, writes) = reordered_students(&rig.target).await;
     assert!(
         bad.is_empty(),
@@ -231,7 +215,7 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     rig.connector
         .env
         .push(("KAFKA_IDEMPOTENCE".into(), "false".into()));
-    let mut rep = start(&rig, "all");
+    let mut rep = start_role(&rig, "all");
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     let (_stop_tx, stop) = watch::channel(false);
     let url = rig.sim.backing_url();
@@ -246,6 +230,6 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     let stats = load.await.unwrap().unwrap();
     assert!(stats.total_changes() >= 2500);
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
-    assert_equal(&rig).await;
+    assert_rig_equal(&rig).await;
     assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
 }

@@ -43,13 +43,6 @@ fn use_kinesis(rig: &mut Rig, moto: &Moto) -> String {
     name
 }
 
-fn start(rig: &Rig, role: &str) -> Replicator {
-    Replicator::spawn(
-        rig.connector
-            .command(&["run", "--log", "edfi_cdc=info", "--role", role]),
-    )
-}
-
 /// Wait until the Kinesis lane (`staging@shards`) streams every table at the source's current
 /// version.
 async fn wait_lane_caught_up(rig: &Rig) -> i64 {
@@ -71,21 +64,12 @@ async fn wait_lane_caught_up(rig: &Rig) -> i64 {
     .await
 }
 
-async fn assert_equal(rig: &Rig) {
-    let problems = compare_all(&rig.source, &rig.target, true).await;
-    assert!(
-        problems.is_empty(),
-        "staging differs from the source:\n{}",
-        problems.join("\n")
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_through_kinesis_equals_the_source() {
     let moto = Moto::start();
     let mut rig = Rig::new(300, 51).await;
     use_kinesis(&mut rig, &moto);
-    let rep = start(&rig, "all");
+    let rep = start_role(&rig, "all");
     let (_stop_tx, stop) = watch::channel(false);
     let stats =
         ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(400.0, 52, 4, 3000), stop)
@@ -93,7 +77,7 @@ async fn staging_through_kinesis_equals_the_source() {
             .unwrap();
     assert!(stats.total_changes() >= 3000);
     wait_lane_caught_up(&rig).await;
-    assert_equal(&rig).await;
+    assert_rig_equal(&rig).await;
     assert!(
         rep.log().contains("snapshot published"),
         "log:\n{}",
@@ -119,8 +103,8 @@ async fn resharding_during_a_run_loses_and_reorders_nothing() {
     let kinesis = client(&moto);
     let mut rig = Rig::new(300, 53).await;
     let stream = use_kinesis(&mut rig, &moto);
-    let poller = start(&rig, "poller");
-    let worker = start(&rig, "sink");
+    let poller = start_role(&rig, "poller");
+    let worker = start_role(&rig, "sink");
     wait_lane_caught_up(&rig).await;
     log_student_writes(&rig.target).await;
 
@@ -154,7 +138,7 @@ async fn resharding_during_a_run_loses_and_reorders_nothing() {
     let stats = load.await.unwrap().unwrap();
     assert!(stats.total_changes() >= 3000);
     wait_lane_caught_up(&rig).await;
-    assert_equal(&rig).await;
+    assert_rig_equal(&rig).await;
     let (bad, writes) = reordered_students(&rig.target).await;
     assert!(
         bad.is_empty(),

@@ -192,15 +192,7 @@ where
 
 /// A client from the standard AWS environment, TLS by rustls (ring).
 async fn client() -> Result<Client, StreamError> {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .load()
-        .await;
+    let shared = crate::aws::sdk_config().await;
     if shared.region().is_none() {
         return Err(fatal(
             "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)".into(),

@@ -652,3 +652,21 @@ pub fn workload(
         bursts: true,
     }
 }
+
+/// Start `edfi-cdc run --role ROLE` on `rig`'s connector.
+pub fn start_role(rig: &Rig, role: &str) -> Replicator {
+    Replicator::spawn(
+        rig.connector
+            .command(&["run", "--log", "edfi_cdc=info", "--role", role]),
+    )
+}
+
+/// Assert that staging (lower-cased names) equals the source, table by table.
+pub async fn assert_rig_equal(rig: &Rig) {
+    let problems = compare_all(&rig.source, &rig.target, true).await;
+    assert!(
+        problems.is_empty(),
+        "staging differs from the source:\n{}",
+        problems.join("\n")
+    );
+}

@@ -117,15 +117,7 @@ pub fn manifest(entries: &[(String, u64)]) -> String {
 impl Files {
     /// Build the client from the environment and check that the bucket is there and ours.
     pub async fn connect(bucket: &str, prefix: &str, connector: &str) -> Result<Files, SinkError> {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .load()
-            .await;
+        let shared = crate::aws::sdk_config().await;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared);
         if shared.endpoint_url().is_some() {
             conf = conf.force_path_style(true);
