@@ -11,6 +11,8 @@
 //!   cover, and the worker that wrote it. Each lane transaction checks that the stored
 //!   positions are still the ones it started from, so a worker that lost its partitions to
 //!   another (a rebalance) cannot commit over the new owner's work;
+//! - `edfi_cdc.stream_leases`: with Kinesis, which worker applies a lane and until when; a
+//!   worker renews its lease while it runs, and another takes the lane over once it expired;
 //! - `edfi_cdc.resnapshot_requests`: tables an operator asked to re-snapshot
 //!   (`edfi-cdc resnapshot`), seen by the running sink within seconds and deleted in the
 //!   transaction that starts the snapshot.
@@ -65,6 +67,13 @@ CREATE TABLE IF NOT EXISTS edfi_cdc.stream_positions (
     worker      varchar(256) NOT NULL,
     updated_at  timestamptz  NOT NULL,
     PRIMARY KEY (connector, sink, part)
+);
+CREATE TABLE IF NOT EXISTS edfi_cdc.stream_leases (
+    connector   varchar(256) NOT NULL,
+    sink        varchar(64)  NOT NULL,
+    worker      varchar(256) NOT NULL,
+    expires_at  timestamptz  NOT NULL,
+    PRIMARY KEY (connector, sink)
 );
 CREATE TABLE IF NOT EXISTS edfi_cdc.resnapshot_requests (
     connector     varchar(256) NOT NULL,
@@ -506,6 +515,80 @@ pub async fn store_positions(
         }
     }
     Ok(true)
+}
+
+/// Who holds a lane's lease when it is not `worker`: the holder and the seconds its lease has
+/// left.
+pub type LeaseHolder = (String, f64);
+
+/// Take or renew the lease of lane `sink` for `worker` for `ttl` (the database's clock decides
+/// expiry). `Ok(None)` when the lease is this worker's now; otherwise the current holder.
+pub async fn take_lease(
+    client: &mut tokio_postgres::Client,
+    connector: &str,
+    sink: &str,
+    worker: &str,
+    ttl: std::time::Duration,
+) -> Result<Option<LeaseHolder>, tokio_postgres::Error> {
+    let ttl = ttl.as_secs_f64();
+    let tx = client.transaction().await?;
+    let held = tx
+        .query_opt(
+            "SELECT worker, EXTRACT(EPOCH FROM expires_at - clock_timestamp())::float8 \
+             FROM edfi_cdc.stream_leases WHERE connector = $1 AND sink = $2 FOR UPDATE",
+            &[&connector, &sink],
+        )
+        .await?;
+    match held {
+        Some(r) if r.get::<_, String>(0) != worker && r.get::<_, f64>(1) > 0.0 => {
+            return Ok(Some((r.get(0), r.get(1))));
+        }
+        Some(_) => {
+            tx.execute(
+                "UPDATE edfi_cdc.stream_leases SET worker = $3, \
+                 expires_at = clock_timestamp() + make_interval(secs => $4) \
+                 WHERE connector = $1 AND sink = $2",
+                &[&connector, &sink, &worker, &ttl],
+            )
+            .await?;
+        }
+        None => {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO edfi_cdc.stream_leases (connector, sink, worker, expires_at) \
+                     VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4))",
+                    &[&connector, &sink, &worker, &ttl],
+                )
+                .await;
+            match inserted {
+                Ok(_) => {}
+                // Another worker took it first.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    return Ok(Some((String::new(), ttl)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(None)
+}
+
+/// Give up `worker`'s lease of lane `sink` (a clean stop: another worker need not wait for it
+/// to expire).
+pub async fn release_lease(
+    client: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    worker: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM edfi_cdc.stream_leases WHERE connector = $1 AND sink = $2 AND worker = $3",
+            &[&connector, &sink, &worker],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Ask the running sinks to re-snapshot `table` (idempotent).

@@ -296,7 +296,7 @@ async fn run_embedded(
     // lets the sinks drain what is complete.
     let result = tokio::select! {
         r = &mut poller_task => {
-            let r = r.context("poller task panicked")?.with_context(|| format!("connector {name}: source"));
+            let r = r.context("poller task panicked")?;
             if r.is_err() {
                 sink_stop.cancel();
             }
@@ -307,7 +307,11 @@ async fn run_embedded(
                     s = done.with_context(|| format!("connector {name}"));
                 }
             }
-            r.and(s)
+            match r {
+                // A sink that failed closed the stream: its error is the cause.
+                Err(SourceError::StreamClosed) if s.is_err() => s,
+                r => r.with_context(|| format!("connector {name}: source")).and(s),
+            }
         }
         Some(s) = sink_tasks.join_next() => {
             // A sink ended while the poller runs: it failed, or the stop request reached it.

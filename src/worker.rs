@@ -3,8 +3,11 @@
 //!
 //! A worker runs one staging sink per *lane* it holds (see `stream::lane`): with Kafka, lane
 //! `p` is partition `p` of every topic, and the consumer group decides which worker holds it;
-//! with Kinesis, one lane reads every shard. Each lane keeps its own checkpoint in the target
-//! (`staging@{lane}`) with its stream positions, written in the same transaction as the data.
+//! with Kinesis, one lane reads every shard, applied by the worker holding its lease in the
+//! target (`edfi_cdc.stream_leases`) while the others stand by. Each lane keeps its own
+//! checkpoint in the target (`staging@{lane}`) with its stream positions, written in the same
+//! transaction as the data; every lane transaction checks those positions first, so a worker
+//! that lost its lane writes nothing.
 //!
 //! Rebalances: a lane whose partitions are revoked is stopped and waited for before the worker
 //! reads on. If another worker commits a lane's positions first (the lane is *fenced*), this
@@ -15,6 +18,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -22,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::checkpoint::Positions;
+use crate::checkpoint::{self, Positions};
 use crate::config::{ConnectorConfig, StagingSinkConfig, StreamKind};
 use crate::event::TableSchema;
 use crate::http::Health;
@@ -234,6 +238,82 @@ async fn run_kafka(
     result
 }
 
+/// How long a Kinesis lane's lease lasts without renewal: a dead worker's lane is taken over
+/// within this time.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the holder renews its lease, and a standby worker asks for it.
+const LEASE_EVERY: Duration = Duration::from_secs(3);
+
+/// The lease of the Kinesis lane in the staging database (the part DynamoDB plays for the
+/// Kinesis Client Library): one worker applies the lane, the others stand by.
+struct Lease {
+    url: String,
+    connector: String,
+    sink: String,
+    worker: String,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl Lease {
+    /// Take or renew the lease; the holder if another worker has it.
+    async fn take(&mut self) -> Result<Option<checkpoint::LeaseHolder>, SinkError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(crate::sink::pg::connect("staging", &self.url).await?);
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let taken =
+            checkpoint::take_lease(client, &self.connector, &self.sink, &self.worker, LEASE_TTL)
+                .await;
+        taken.map_err(|e| {
+            self.client = None;
+            SinkError::from_pg("staging", &e)
+        })
+    }
+
+    /// Stand by until the lease is this worker's; `false` if stopped first.
+    async fn wait(&mut self, stop: &CancellationToken) -> Result<bool, SinkError> {
+        let mut said = false;
+        loop {
+            match self.take().await {
+                Ok(None) => {
+                    info!(lane = %self.sink, worker = %self.worker, "lane lease taken");
+                    return Ok(true);
+                }
+                Ok(Some((holder, left))) => {
+                    if !said {
+                        info!(lane = %self.sink, holder = %holder, expires_in_s = left.round(),
+                              "another worker applies the lane; standing by to take it over");
+                        said = true;
+                    }
+                }
+                Err(e) if e.is_retriable() => warn!(error = %e, "lane lease; trying again"),
+                Err(e) => return Err(e),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(LEASE_EVERY) => {}
+            }
+        }
+    }
+
+    async fn release(&mut self) {
+        if let Some(client) = self.client.as_ref().filter(|c| !c.is_closed()) {
+            let released =
+                checkpoint::release_lease(client, &self.connector, &self.sink, &self.worker).await;
+            if let Err(e) = released {
+                warn!(error = %e, "could not release the lane lease; it expires by itself");
+            }
+        }
+    }
+}
+
+/// How a worker's turn at the Kinesis lane ended.
+enum Turn {
+    Stopped,
+    /// Another worker holds the lane now: stand by again.
+    Lost,
+}
+
 async fn run_kinesis(
     config: Arc<ConnectorConfig>,
     schemas: Arc<Vec<Arc<TableSchema>>>,
@@ -241,37 +321,105 @@ async fn run_kinesis(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = config.name.clone();
-    let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Positions>();
+    let cfg = staging(&config)?;
     let lane = Lane::new(kinesis::LANE, worker_id(), None);
-    let stored = StagingSink::stored_positions(&config.name, &staging(&config)?, &lane)
+    // Creates the checkpoint tables, the lease's among them.
+    StagingSink::stored_positions(&config.name, &cfg, &lane)
         .await
         .with_context(|| format!("connector {name}: staging sink"))?;
-    let reader = kinesis::Reader::connect(&config, &schemas)
+    let mut lease = Lease {
+        url: cfg.url.expose().to_string(),
+        connector: name.clone(),
+        sink: lane.sink_name("staging"),
+        worker: worker_id(),
+        client: None,
+    };
+    loop {
+        if !lease
+            .wait(&stop)
+            .await
+            .with_context(|| format!("connector {name}: lane lease"))?
+        {
+            return Ok(());
+        }
+        let turn = kinesis_turn(&config, &schemas, &health, &mut lease, &stop).await;
+        match turn {
+            Ok(Turn::Lost) => continue,
+            Ok(Turn::Stopped) => {
+                lease.release().await;
+                return Ok(());
+            }
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Apply the Kinesis lane while this worker holds its lease.
+async fn kinesis_turn(
+    config: &Arc<ConnectorConfig>,
+    schemas: &Arc<Vec<Arc<TableSchema>>>,
+    health: &Health,
+    lease: &mut Lease,
+    stop: &CancellationToken,
+) -> anyhow::Result<Turn> {
+    let name = config.name.clone();
+    let turn_stop = stop.child_token();
+    let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Positions>();
+    let lane = Lane::new(kinesis::LANE, worker_id(), None);
+    let stored = StagingSink::stored_positions(&config.name, &staging(config)?, &lane)
+        .await
+        .with_context(|| format!("connector {name}: staging sink"))?;
+    let reader = kinesis::Reader::connect(config, schemas)
         .await
         .with_context(|| format!("connector {name}: kinesis"))?;
     let task = spawn_lane(
-        &config,
-        &schemas,
+        config,
+        schemas,
         kinesis::LANE.into(),
         Vec::new(),
         committed_tx,
         true,
-        &stop,
+        &turn_stop,
     )?;
-    let mut read = Box::pin(reader.run(stored, task.tx.clone(), stop.clone()));
+    let mut read = Box::pin(reader.run(stored, task.tx.clone(), turn_stop.clone()));
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + LEASE_EVERY, LEASE_EVERY);
+    let mut lost = false;
     let result = loop {
         tokio::select! {
             r = &mut read => break r.with_context(|| format!("connector {name}: kinesis")),
             Some(_) = committed_rx.recv() => health.cycle_ok(&name),
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if task.handle.is_finished() => break Ok(()),
+            _ = renew.tick() => match lease.take().await {
+                Ok(None) => {}
+                Ok(Some((holder, _))) => {
+                    warn!(lane = %lease.sink, holder = %holder, "the lane lease was taken over; this worker stands by");
+                    lost = true;
+                    break Ok(());
+                }
+                Err(e) => warn!(error = %e, "renewing the lane lease failed; trying again"),
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if task.handle.is_finished() => break Ok(()),
         }
     };
+    turn_stop.cancel();
     drop(read); // lets the lane's input end
-    let lane_result = task.finish().await.map_err(|e| match e {
-        SinkError::Fenced { .. } => {
-            anyhow::anyhow!("{e}: only one sink worker may read a Kinesis stream; stop the others")
+    match task.finish().await {
+        // Another worker committed to the lane: it holds it now.
+        Err(SinkError::Fenced { .. }) => lost = true,
+        Err(e) => {
+            return result
+                .and(Err(anyhow::Error::new(e)))
+                .with_context(|| format!("connector {name}: staging lane"))
         }
-        e => anyhow::Error::new(e),
-    });
-    result.and(lane_result.with_context(|| format!("connector {name}: staging lane")))
+        Ok(()) => {}
+    }
+    result?;
+    Ok(if lost && !stop.is_cancelled() {
+        Turn::Lost
+    } else {
+        Turn::Stopped
+    })
 }

@@ -180,3 +180,80 @@ fn the_test_server_reshards_as_kinesis_does() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK:"));
 }
+
+/// Wait until the lane is in the middle of the initial snapshots: some table's chunks are
+/// stored, and some table is not yet streaming.
+async fn wait_mid_snapshot(rig: &Rig) {
+    wait_for("the lane to be mid-snapshot", CATCH_UP, || async {
+        let row = rig
+            .target
+            .query_opt(
+                "SELECT count(*) FILTER (WHERE phase = 'snapshot' AND snapshot_rows > 0), \
+                 count(*) FILTER (WHERE phase = 'streaming') \
+                 FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' AND sink = 'staging@shards'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()?;
+        (row.get::<_, i64>(0) > 0 && row.get::<_, i64>(1) > 2).then_some(())
+    })
+    .await
+}
+
+/// The one of `workers` that holds the lane's lease, once one does.
+async fn lease_holder(workers: &mut [Replicator]) -> usize {
+    wait_for("a worker to take the lane", CATCH_UP, || {
+        let held = workers
+            .iter()
+            .position(|w| w.log().contains("lane lease taken"));
+        async move { held }
+    })
+    .await
+}
+
+/// Two workers started together: one applies the lane, the other stands by. The active one is
+/// killed in the middle of the initial snapshots while a workload runs; the standby takes the
+/// lane over, a third worker stands by, and staging ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_worker_takes_over_a_lane_killed_mid_snapshot_and_nothing_is_lost() {
+    let moto = Moto::start();
+    let mut rig = Rig::new(1500, 61).await;
+    use_kinesis(&mut rig, &moto);
+    let poller = start_role(&rig, "poller");
+    let (_stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 62, 2, 4000), stop).await
+    });
+    let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
+    let active = lease_holder(&mut workers).await;
+    wait_mid_snapshot(&rig).await;
+    let mut standby = workers.remove(1 - active);
+    workers.remove(0).kill();
+    assert!(
+        standby.log().contains("standing by"),
+        "the second worker did not stand by:\n{}",
+        standby.log()
+    );
+    let mut later = start_role(&rig, "sink");
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() >= 4000);
+    wait_lane_caught_up(&rig).await;
+    assert_rig_equal(&rig).await;
+    // One of the two took the lane over; the other stands by.
+    let took = [&standby, &later]
+        .iter()
+        .filter(|w| w.log().contains("lane lease taken"))
+        .count();
+    assert_eq!(
+        took,
+        1,
+        "standby:\n{}\nlater:\n{}",
+        standby.log(),
+        later.log()
+    );
+    assert!(standby.is_running(), "{}", standby.log());
+    assert!(later.is_running(), "{}", later.log());
+    drop((poller, later));
+}

@@ -81,6 +81,21 @@ impl Compacted {
     }
 }
 
+/// Keep each key of a snapshot's rows once, its last copy, in arrival order. A poller that
+/// lost its source connection mid-chunk sends the chunk again from its first key, so the rows it
+/// had already sent arrive twice: they are the same rows, and loading both would break the
+/// target's key (PostgreSQL) or duplicate them (Redshift, which does not enforce keys).
+pub fn dedup_snapshot_rows(events: &mut Vec<ChangeEvent>) {
+    let mut seen = HashSet::with_capacity(events.len());
+    let keep: Vec<bool> = events
+        .iter()
+        .rev()
+        .map(|ev| seen.insert(key_to_json(&ev.key).to_string()))
+        .collect();
+    let mut keep = keep.into_iter().rev();
+    events.retain(|_| keep.next().expect("one flag per row"));
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("{sink} sink: database error: {message}")]
@@ -432,6 +447,32 @@ mod tests {
         );
         assert!(!snapshot_not_needed(false, Some(&streaming), 11));
         assert!(!snapshot_not_needed(false, None, 1));
+    }
+
+    #[test]
+    fn a_repeated_snapshot_row_counts_once_and_its_last_copy_wins() {
+        let row = |k: i64, v: i64| ChangeEvent {
+            key: vec![Value::Int(k)],
+            after: Some(vec![Value::Int(k), Value::Int(v)]),
+            ..ev(Op::Read, 1)
+        };
+        let mut rows = vec![row(1, 10), row(2, 20), row(1, 11), row(3, 30)];
+        dedup_snapshot_rows(&mut rows);
+        let kept: Vec<(Value, Value)> = rows
+            .iter()
+            .map(|e| {
+                let a = e.after.as_ref().unwrap();
+                (a[0].clone(), a[1].clone())
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                (Value::Int(2), Value::Int(20)),
+                (Value::Int(1), Value::Int(11)),
+                (Value::Int(3), Value::Int(30)),
+            ]
+        );
     }
 
     #[test]

@@ -46,8 +46,8 @@ use crate::sink::staging::ddl::{shadow_table, PgName};
 use crate::stream::Input;
 
 use super::{
-    copy_failure, retry, route, snapshot_not_needed, Attempt, Compacted, Requests, Route,
-    SinkError, SETUP_LOCK,
+    copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt, Compacted,
+    Requests, Route, SinkError, SETUP_LOCK,
 };
 use files::Files;
 use sql::CopySource;
@@ -794,7 +794,8 @@ impl RedshiftSink {
         };
         let already = rt.state.as_ref().map_or(0, |s| s.snapshot_rows);
         let target_rows = rt.snapshot.rows;
-        let events = std::mem::take(&mut rt.snapshot.events);
+        let mut events = std::mem::take(&mut rt.snapshot.events);
+        dedup_snapshot_rows(&mut events);
         // Rows this sink already holds are re-sent only when the poller resumed from another
         // sink's earlier position; then merge, else COPY straight into the shadow table.
         let overlap = already + events.len() as u64 != target_rows;

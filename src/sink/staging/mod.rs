@@ -40,8 +40,8 @@ use crate::retry::Backoff;
 use crate::stream::Input;
 
 use super::{
-    copy_failure, retry, route, snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route,
-    SinkError, SETUP_LOCK,
+    copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt, Compacted, Lane,
+    Requests, Route, SinkError, SETUP_LOCK,
 };
 pub use ddl::target_table;
 use ddl::{case, ident, PgName};
@@ -522,7 +522,11 @@ impl StagingSink {
             return unknown();
         };
         let events: Vec<ChangeEvent> = batch.values().cloned().collect();
-        if self.client().await.is_err() || self.ensure_temp(table).await.is_err() {
+        if self
+            .connect_with_temps(std::slice::from_ref(table))
+            .await
+            .is_err()
+        {
             return unknown();
         }
         let client = self.client.as_mut().expect("connected above");
@@ -556,39 +560,54 @@ impl StagingSink {
             .map_or_else(unknown, |ev| describe_key(&rt.schema, &ev.key))
     }
 
-    async fn ensure_temp(&mut self, id: &TableId) -> Result<(), SinkError> {
-        let rt = &self.tables[id];
-        if self.temps.contains(&rt.temp) {
+    /// Connect if needed and make sure the temporary tables of `ids` exist on that connection.
+    /// A reconnection forgets every temporary table, so it may only happen before they are
+    /// created, never between them and the transaction that uses them.
+    async fn connect_with_temps(&mut self, ids: &[TableId]) -> Result<(), SinkError> {
+        self.client().await?;
+        let missing: Vec<&TableRt> = ids
+            .iter()
+            .map(|id| &self.tables[id])
+            .filter(|rt| !self.temps.contains(&rt.temp))
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {temp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {target} WITH NO DATA; \
-             ALTER TABLE {temp} ADD COLUMN IF NOT EXISTS {op} \"char\"",
-            temp = rt.temp,
-            cols = rt.columns.join(", "),
-            target = rt.target.sql(),
-            op = OP_COLUMN,
-        );
-        let temp = rt.temp.clone();
-        self.client().await?.batch_execute(&sql).await.map_err(pg)?;
-        self.temps.insert(temp);
+        let sql: Vec<String> = missing
+            .iter()
+            .map(|rt| {
+                format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {temp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {target} WITH NO DATA; \
+                     ALTER TABLE {temp} ADD COLUMN IF NOT EXISTS {op} \"char\"",
+                    temp = rt.temp,
+                    cols = rt.columns.join(", "),
+                    target = rt.target.sql(),
+                    op = OP_COLUMN,
+                )
+            })
+            .collect();
+        let created: Vec<String> = missing.iter().map(|rt| rt.temp.clone()).collect();
+        let client = self.client.as_ref().expect("connected above");
+        client.batch_execute(&sql.join("; ")).await.map_err(pg)?;
+        self.temps.extend(created);
         Ok(())
     }
 
     async fn apply_watermark(&mut self, w: Watermark) -> Result<(), SinkError> {
         let ids: Vec<TableId> = self.ready.tables.keys().cloned().collect();
-        self.client().await?;
-        for id in &ids {
-            self.ensure_temp(id).await?;
-        }
+        self.connect_with_temps(&ids).await?;
         let requests;
         {
             let connector = self.connector.clone();
             let client = self
                 .client
                 .as_mut()
-                .expect("connected by ensure_temp or before");
+                .expect("connected by connect_with_temps");
             let tx = client.transaction().await.map_err(pg)?;
+            // Fence first: a worker that lost the lane stops before it writes anything.
+            if let Some(lane) = &self.lane {
+                lane.store(&tx, SINK, &connector, Some(w.version)).await?;
+            }
             for id in &ids {
                 let rt = &self.tables[id];
                 // A table being (re-)snapshotted takes no changes: they are in the snapshot, or
@@ -634,9 +653,6 @@ impl StagingSink {
             checkpoint::advance(&tx, &connector, &self.name, &w)
                 .await
                 .map_err(pg)?;
-            if let Some(lane) = &self.lane {
-                lane.store(&tx, SINK, &connector, Some(w.version)).await?;
-            }
             requests = checkpoint::resnapshot_requests(&tx, &connector)
                 .await
                 .map_err(pg)?;
@@ -667,6 +683,8 @@ impl StagingSink {
                 total_rows,
                 ..
             } => {
+                // Rows still held for the table belong to an earlier snapshot of it.
+                self.snapshot_rows.remove(&id);
                 // A sink that already streams this table from at least `version` needs nothing.
                 rt.ignoring_snapshot =
                     snapshot_not_needed(self.requests.contains(&id), rt.state.as_ref(), version);
@@ -705,6 +723,9 @@ impl StagingSink {
                     return Ok(());
                 }
                 let started = Instant::now();
+                if let Some(held) = self.snapshot_rows.get_mut(&id) {
+                    dedup_snapshot_rows(held);
+                }
                 let n = self.snapshot_rows.get(&id).map_or(0, Vec::len) as u64;
                 self.with_retry(backoff, stop, |s| {
                     Box::pin(s.apply_chunk(id.clone(), last_key.clone(), rows))
@@ -727,6 +748,9 @@ impl StagingSink {
                 s.snapshot_rows = rows;
             }
             SnapshotMarker::Done { version, rows, .. } => {
+                // Rows after the last chunk marker are copies of it, sent again by a poller
+                // that retried its last step.
+                self.snapshot_rows.remove(&id);
                 if rt.ignoring_snapshot
                     || rt.state.as_ref().is_none_or(|s| s.phase != Phase::Snapshot)
                 {
@@ -741,12 +765,12 @@ impl StagingSink {
                         s.client().await?;
                         let client = s.client.as_mut().expect("connected above");
                         let tx = client.transaction().await.map_err(pg)?;
-                        checkpoint::snapshot_loaded(&tx, &connector, &s.name, &id, rows)
-                            .await
-                            .map_err(pg)?;
                         if let Some(lane) = &s.lane {
                             lane.store(&tx, SINK, &connector, None).await?;
                         }
+                        checkpoint::snapshot_loaded(&tx, &connector, &s.name, &id, rows)
+                            .await
+                            .map_err(pg)?;
                         tx.commit().await.map_err(pg)?;
                         if let Some(lane) = &mut s.lane {
                             lane.stored_now();
@@ -779,6 +803,11 @@ impl StagingSink {
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
         let tx = client.transaction().await.map_err(pg)?;
+        // Fence first: a second worker on the lane stops here, before it touches the shadow
+        // table another worker may be loading.
+        if let Some(lane) = &self.lane {
+            lane.store(&tx, SINK, &connector, None).await?;
+        }
         tx.batch_execute(&format!(
             "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} (LIKE {t} INCLUDING ALL)",
             s = rt.shadow.sql(),
@@ -798,9 +827,6 @@ impl StagingSink {
         )
         .await
         .map_err(pg)?;
-        if let Some(lane) = &self.lane {
-            lane.store(&tx, SINK, &connector, None).await?;
-        }
         tx.commit().await.map_err(pg)?;
         if let Some(lane) = &mut self.lane {
             lane.stored_now();
@@ -823,13 +849,14 @@ impl StagingSink {
         // sink's earlier position; then upsert, else load straight into the shadow table.
         let chunk: &[ChangeEvent] = self.snapshot_rows.get(&id).map_or(&[], Vec::as_slice);
         let overlap = already + chunk.len() as u64 != rows;
-        if overlap {
-            self.ensure_temp(&id).await?;
-        }
-        self.client().await?;
+        let temps = if overlap { vec![id.clone()] } else { vec![] };
+        self.connect_with_temps(&temps).await?;
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
         let tx = client.transaction().await.map_err(pg)?;
+        if let Some(lane) = &self.lane {
+            lane.store(&tx, SINK, &connector, None).await?;
+        }
         let events: Vec<&ChangeEvent> = self
             .snapshot_rows
             .get(&id)
@@ -855,9 +882,6 @@ impl StagingSink {
         checkpoint::snapshot_progress(&tx, &connector, &self.name, &id, &last_key, rows)
             .await
             .map_err(pg)?;
-        if let Some(lane) = &self.lane {
-            lane.store(&tx, SINK, &connector, None).await?;
-        }
         tx.commit().await.map_err(pg)?;
         if let Some(lane) = &mut self.lane {
             lane.stored_now();
