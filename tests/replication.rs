@@ -381,3 +381,58 @@ async fn checkpoints_written_by_the_earlier_schema_still_load() {
         .get(0);
     assert_eq!(key, "[7]");
 }
+
+/// Terminate the replicator's staging connections every `every` until `stop`; returns how many
+/// were terminated.
+async fn terminate_backends(
+    database: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> u64 {
+    let admin = connect(&db_url("postgres")).await;
+    let mut terminated = 0;
+    while !*stop.borrow() {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = $1 AND application_name = 'edfi-cdc'",
+                &[&database],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        terminated += n as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    terminated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_connections_terminated_during_snapshots_and_streaming_are_survived() {
+    let rig = Rig::new(600, 71).await;
+    let mut rep = rig.connector.run();
+    let (stop_tx, stop) = watch::channel(false);
+    let killer = tokio::spawn(terminate_backends(
+        rig.staging.name.clone(),
+        Duration::from_millis(400),
+        stop.clone(),
+    ));
+    let stats =
+        ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(300.0, 72, 2, 2500), stop)
+            .await
+            .unwrap();
+    stop_tx.send(true).unwrap();
+    let terminated = killer.await.unwrap();
+    assert!(stats.total_changes() >= 2500);
+    assert!(
+        terminated >= 5,
+        "only {terminated} connections were terminated"
+    );
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target, true).await;
+    assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
+    assert!(!rep.log().contains("does not exist"), "{}", rep.log());
+}
