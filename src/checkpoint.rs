@@ -591,6 +591,23 @@ pub async fn release_lease(
     Ok(())
 }
 
+/// `table` awaits a re-snapshot that starts at `version` or later: its rows are not claimed
+/// until that snapshot is published. Asks for the snapshot too.
+pub async fn await_snapshot(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    table: &TableId,
+    version: i64,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE edfi_cdc.table_state SET phase = 'snapshot', version = GREATEST(version, $5),          commit_time = NULL, snapshot_last_key = NULL, snapshot_rows = 0, snapshot_total_rows = NULL,          snapshot_started_at = NULL, updated_at = $6          WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
+        &[&connector, &sink, &table.schema, &table.name, &version, &Utc::now()],
+    )
+    .await?;
+    request_resnapshot(tx, connector, table).await
+}
+
 /// Ask the running sinks to re-snapshot `table` (idempotent).
 pub async fn request_resnapshot(
     client: &impl GenericClient,
@@ -600,7 +617,7 @@ pub async fn request_resnapshot(
     client
         .execute(
             "INSERT INTO edfi_cdc.resnapshot_requests (connector, source_schema, source_table, requested_at) \
-             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM edfi_cdc.resnapshot_requests \
+             SELECT $1::varchar, $2::varchar, $3::varchar, $4 WHERE NOT EXISTS (SELECT 1 FROM edfi_cdc.resnapshot_requests \
              WHERE connector = $1 AND source_schema = $2 AND source_table = $3)",
             &[&connector, &table.schema, &table.name, &Utc::now()],
         )

@@ -85,6 +85,15 @@ static SNAPSHOT_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+static STREAM_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edfi_cdc_stream_lost_records_total",
+        "Records a stream partition lost after acknowledging them (each loss re-snapshots the lane's tables)",
+        &["connector", "sink", "part"]
+    )
+    .unwrap()
+});
+
 static CYCLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edfi_cdc_poll_cycles_total",
@@ -292,6 +301,12 @@ pub fn latency(connector: &str, sink: &str, seconds: f64) {
 pub fn snapshot_rows(connector: &str, sink: &str, table: &str, n: u64) {
     SNAPSHOT_ROWS
         .with_label_values(&[connector, sink, table])
+        .inc_by(n);
+}
+
+pub fn stream_lost(connector: &str, sink: &str, part: &str, n: u64) {
+    STREAM_LOST
+        .with_label_values(&[connector, sink, part])
         .inc_by(n);
 }
 

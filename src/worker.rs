@@ -78,7 +78,7 @@ fn spawn_lane(
     id: String,
     parts: Vec<String>,
     committed: mpsc::UnboundedSender<Positions>,
-    marker_barriers: bool,
+    whole: bool,
     stop: &CancellationToken,
 ) -> anyhow::Result<LaneTask> {
     let cfg = staging(config)?;
@@ -87,6 +87,7 @@ fn spawn_lane(
     let (config, schemas, lane_stop) = (config.clone(), schemas.clone(), stop.clone());
     let handle = tokio::spawn(async move {
         let lane = Lane::new(id.clone(), worker_id(), Some(committed));
+        let lane = if whole { lane.whole() } else { lane };
         let (sink, _) = StagingSink::open(
             &config.name,
             &cfg,
@@ -96,11 +97,13 @@ fn spawn_lane(
             &lane_stop,
         )
         .await?;
-        let input = lane::Input::new(rx, parts, sink.lane_positions(), marker_barriers);
+        // A lane over every partition gets each snapshot marker in all of them: a barrier.
+        let input = lane::Input::new(rx, parts, sink.lane_positions(), whole);
         info!(lane = %id, "lane started");
         // Re-snapshot requests reach the poller through its own database in this mode.
         let (requests, _) = mpsc::unbounded_channel();
-        sink.run(Input::Lane(input), requests, lane_stop).await
+        sink.run(Input::Lane(Box::new(input)), requests, lane_stop)
+            .await
     });
     Ok(LaneTask { tx, stop, handle })
 }

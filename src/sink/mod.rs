@@ -184,9 +184,20 @@ pub fn route(ev: &ChangeEvent, state: Option<&TableCheckpoint>, ignoring_snapsho
 }
 
 /// Whether a snapshot starting at `version` is of no use to a sink at `state`: it already
-/// streams the table from at least that version, and no operator asked for a re-snapshot.
+/// streams the table from at least that version and no operator asked for a re-snapshot, or
+/// it awaits a later snapshot (this one is read again from before the stream lost records).
 pub fn snapshot_not_needed(requested: bool, state: Option<&TableCheckpoint>, version: i64) -> bool {
-    !requested && state.is_some_and(|s| s.phase != Phase::Snapshot && s.version >= version)
+    match state {
+        Some(s) if awaits_snapshot(s) => version < s.version,
+        Some(s) => !requested && s.phase != Phase::Snapshot && s.version >= version,
+        None => false,
+    }
+}
+
+/// The table's rows are not claimed until a snapshot from `state.version` on is published
+/// (see [`checkpoint::await_snapshot`]).
+pub fn awaits_snapshot(state: &TableCheckpoint) -> bool {
+    state.phase == Phase::Snapshot && state.snapshot_started_at.is_none()
 }
 
 /// Re-snapshot requests an operator made (`edfi-cdc resnapshot`) that a sink has seen: each is
@@ -243,6 +254,9 @@ pub struct Lane {
     next: Positions,
     /// Told the positions after each commit (the Kafka offset hint).
     committed: Option<mpsc::UnboundedSender<Positions>>,
+    /// The lane reads every partition of the stream (Kinesis), so it receives every row of a
+    /// snapshot: publishing one replaces the whole table, not only the keys received.
+    pub whole: bool,
 }
 
 impl Lane {
@@ -257,6 +271,15 @@ impl Lane {
             stored: Positions::new(),
             next: Positions::new(),
             committed,
+            whole: false,
+        }
+    }
+
+    /// A lane over every partition of the stream.
+    pub fn whole(self) -> Lane {
+        Lane {
+            whole: true,
+            ..self
         }
     }
 
@@ -447,6 +470,17 @@ mod tests {
         );
         assert!(!snapshot_not_needed(false, Some(&streaming), 11));
         assert!(!snapshot_not_needed(false, None, 1));
+        let awaiting = state(Phase::Snapshot, 10);
+        assert!(
+            snapshot_not_needed(false, Some(&awaiting), 9),
+            "an earlier one"
+        );
+        assert!(!snapshot_not_needed(false, Some(&awaiting), 10));
+        let loading = TableCheckpoint {
+            snapshot_started_at: Some(chrono::Utc::now()),
+            ..state(Phase::Snapshot, 10)
+        };
+        assert!(!snapshot_not_needed(false, Some(&loading), 9));
     }
 
     #[test]

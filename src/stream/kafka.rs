@@ -25,7 +25,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::Value as Json;
@@ -97,7 +97,13 @@ pub struct Producer {
     partitions: HashMap<String, i32>,
     /// Sent, not yet acknowledged.
     pending: Mutex<Vec<DeliveryFuture>>,
+    /// Records sent per partition since the barrier last sent to it; forgotten when a delivery
+    /// fails (a reader then receives more than a barrier counts, never fewer).
+    sent: Mutex<HashMap<(String, i32), u64>>,
 }
+
+/// The header of a barrier that counts the records its partition got since the previous one.
+const SENT_HEADER: &str = "edfi-cdc-sent";
 
 impl Producer {
     /// Connect, create missing topics and read every topic's partition count.
@@ -144,6 +150,7 @@ impl Producer {
             database: config.source.database.clone(),
             partitions,
             pending: Mutex::new(Vec::new()),
+            sent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -157,6 +164,12 @@ impl Producer {
                 let key = key.to_string();
                 self.enqueue(&topic, partition, &key, Some(value.to_string()))
                     .await?;
+                *self
+                    .sent
+                    .lock()
+                    .expect("not poisoned")
+                    .entry((topic.clone(), partition))
+                    .or_default() += 1;
                 if self.cfg.tombstones && ev.op == event::Op::Delete {
                     self.enqueue(&topic, partition, &key, None).await?;
                 }
@@ -168,7 +181,7 @@ impl Producer {
                 let (key, value) = (key.to_string(), value.to_string());
                 for (topic, &n) in &self.partitions {
                     for p in 0..n {
-                        self.enqueue(topic, p, &key, Some(value.clone())).await?;
+                        self.barrier(topic, p, &key, &value).await?;
                     }
                 }
                 self.acknowledged().await
@@ -179,11 +192,33 @@ impl Producer {
                 let (key, value) = event::encode(&self.connector, &self.database, &msg);
                 let (key, value) = (key.to_string(), value.to_string());
                 for p in 0..self.partitions[&topic] {
-                    self.enqueue(&topic, p, &key, Some(value.clone())).await?;
+                    self.barrier(&topic, p, &key, &value).await?;
                 }
                 self.acknowledged().await
             }
         }
+    }
+
+    /// Send a barrier to `partition`, with the count of records sent there since the last one.
+    async fn barrier(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StreamError> {
+        let sent = self
+            .sent
+            .lock()
+            .expect("not poisoned")
+            .remove(&(topic.to_string(), partition))
+            .unwrap_or(0);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: SENT_HEADER,
+            value: Some(&sent.to_string()),
+        });
+        self.send_record(topic, partition, key, Some(value), Some(headers))
+            .await
     }
 
     async fn enqueue(
@@ -193,12 +228,27 @@ impl Producer {
         key: &str,
         value: Option<String>,
     ) -> Result<(), StreamError> {
+        self.send_record(topic, partition, key, value.as_deref(), None)
+            .await
+    }
+
+    async fn send_record(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        value: Option<&str>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), StreamError> {
         loop {
             let mut record = FutureRecord::<str, str>::to(topic)
                 .partition(partition)
                 .key(key);
-            if let Some(v) = &value {
-                record = record.payload(v.as_str());
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            if let Some(h) = &headers {
+                record = record.headers(h.clone());
             }
             match self.producer.send_result(record) {
                 Ok(f) => {
@@ -227,7 +277,10 @@ impl Producer {
         }
         match first_error {
             None => Ok(()),
-            Some(e) => Err(transient(format!("a message was not delivered: {e}"))),
+            Some(e) => {
+                self.sent.lock().expect("not poisoned").clear();
+                Err(transient(format!("a message was not delivered: {e}")))
+            }
         }
     }
 }
@@ -405,12 +458,18 @@ impl Consumer {
                     };
                     let msg = event::decode(&key, &value, |id| self.schemas.get(id).cloned())
                         .map_err(|e| fatal(format!("{}: {e}", at())))?;
+                    let sent = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == SENT_HEADER)
+                            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+                    });
                     return Ok(Event::Delivery {
                         lane: m.partition(),
                         delivery: Delivery {
                             part: part_id(m.topic(), m.partition()),
                             position: m.offset().to_string(),
                             item: Item::Message(msg),
+                            sent,
                         },
                     });
                 }

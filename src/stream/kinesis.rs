@@ -249,13 +249,18 @@ impl Pause {
     }
 }
 
-/// A record's data: the message's key and value.
-fn record_data(key: &Json, value: &Json) -> Vec<u8> {
-    serde_json::to_vec(&json!({"key": key, "value": value})).expect("JSON of JSON")
+/// A record's data: the message's key and value, and on a barrier the records written to its
+/// shard since the shard's previous barrier (`sent`).
+fn record_data(key: &Json, value: &Json, sent: Option<u64>) -> Vec<u8> {
+    let mut doc = json!({"key": key, "value": value});
+    if let Some(n) = sent {
+        doc["sent"] = json!(n);
+    }
+    serde_json::to_vec(&doc).expect("JSON of JSON")
 }
 
 /// Inverse of [`record_data`].
-fn parse_record_data(data: &[u8]) -> Result<(Json, Json), String> {
+fn parse_record_data(data: &[u8]) -> Result<(Json, Json, Option<u64>), String> {
     let doc: Json = serde_json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
     let Json::Object(mut m) = doc else {
         return Err("not a JSON object".into());
@@ -265,7 +270,11 @@ fn parse_record_data(data: &[u8]) -> Result<(Json, Json), String> {
         return Err("field `value` is not an object".into());
     }
     let key = m.remove("key").unwrap_or(Json::Null);
-    Ok((key, value))
+    let sent = match m.remove("sent") {
+        None => None,
+        Some(n) => Some(n.as_u64().ok_or("field `sent` is not a count")?),
+    };
+    Ok((key, value, sent))
 }
 
 /// The partition key of `table`'s records.
@@ -456,9 +465,18 @@ struct Batching {
     records: Vec<PutRecordsRequestEntry>,
     bytes: usize,
     in_flight: JoinSet<Result<Vec<String>, StreamError>>,
+    /// Records stored per shard since the barrier last written to it. Calls aborted by a
+    /// failure may still store records uncounted: a reader then receives more, never fewer.
+    landed: HashMap<String, u64>,
 }
 
 impl Batching {
+    fn count(&mut self, shards: Vec<String>) {
+        for shard in shards {
+            *self.landed.entry(shard).or_default() += 1;
+        }
+    }
+
     /// Forget everything after a failure: the poller sends the cycle again.
     fn reset(&mut self) {
         self.records.clear();
@@ -499,20 +517,20 @@ impl Producer {
 
     pub async fn send(&self, msg: Message) -> Result<(), StreamError> {
         let (key, value) = event::encode(&self.connector, &self.database, &msg);
-        let data = record_data(&key, &value);
         match &msg {
             Message::Change(ev) => {
                 let hash = row_hash(&ev.table.id, &ev.key).to_string();
+                let data = record_data(&key, &value, None);
                 self.enqueue(entry(data, partition_key(&ev.table.id), hash))
                     .await
             }
             Message::Watermark(_) => {
                 self.flush().await?;
-                self.to_every_open_shard(data, "watermark").await
+                self.to_every_open_shard(&key, &value, "watermark").await
             }
             Message::Snapshot(m) => {
                 self.flush().await?;
-                self.to_every_open_shard(data, &partition_key(&m.table().id))
+                self.to_every_open_shard(&key, &value, &partition_key(&m.table().id))
                     .await
             }
         }
@@ -542,7 +560,8 @@ impl Producer {
             .spawn(put_all(self.client.clone(), self.stream.clone(), records));
         while b.in_flight.len() > IN_FLIGHT {
             if let Some(r) = b.in_flight.join_next().await {
-                joined(r)?;
+                let shards = joined(r)?;
+                b.count(shards);
             }
         }
         Ok(())
@@ -556,7 +575,8 @@ impl Producer {
                 self.dispatch(&mut b).await?;
             }
             while let Some(r) = b.in_flight.join_next().await {
-                joined(r)?;
+                let shards = joined(r)?;
+                b.count(shards);
             }
             Ok(())
         }
@@ -590,24 +610,41 @@ impl Producer {
         }
     }
 
-    /// Write a marker to every open shard, until the open shards all hold it (a shard split or
-    /// merged meanwhile passes it to its children; a child may get it twice, which is harmless).
-    async fn to_every_open_shard(&self, data: Vec<u8>, key: &str) -> Result<(), StreamError> {
+    /// Write a barrier to every open shard, until the open shards all hold it (a shard split
+    /// or merged meanwhile passes it to its children; a child may get it twice, which is
+    /// harmless). Each copy carries the records its shard stored since its previous barrier.
+    async fn to_every_open_shard(
+        &self,
+        key: &Json,
+        value: &Json,
+        partition: &str,
+    ) -> Result<(), StreamError> {
         let mut holding: HashSet<String> = HashSet::new();
         for _ in 0..MARKER_ROUNDS {
-            let missing: Vec<PutRecordsRequestEntry> = self
+            let open: Vec<(String, String)> = self
                 .open_shards()
                 .await?
                 .into_iter()
                 .filter(|(id, _)| !holding.contains(id))
-                .map(|(_, start)| entry(data.clone(), key.to_string(), start))
                 .collect();
-            if missing.is_empty() {
+            if open.is_empty() {
                 return Ok(());
             }
+            let mut b = self.batching.lock().await;
+            let missing: Vec<PutRecordsRequestEntry> = open
+                .iter()
+                .map(|(id, start)| {
+                    let sent = b.landed.get(id).copied().unwrap_or(0);
+                    let data = record_data(key, value, Some(sent));
+                    entry(data, partition.to_string(), start.clone())
+                })
+                .collect();
             for chunk in missing.chunks(BATCH_RECORDS) {
                 let landed =
                     put_all(self.client.clone(), self.stream.clone(), chunk.to_vec()).await?;
+                for shard in &landed {
+                    b.landed.remove(shard);
+                }
                 holding.extend(landed);
             }
         }
@@ -649,12 +686,14 @@ impl Shared {
             .ok_or_else(|| transient(format!("GetShardIterator of {shard} gave no iterator")))
     }
 
-    fn decode(&self, shard: &str, r: &Record) -> Result<Message, StreamError> {
+    /// The record's message, and on a barrier the records its shard stored before it.
+    fn decode(&self, shard: &str, r: &Record) -> Result<(Message, Option<u64>), StreamError> {
         let at = || format!("shard {shard} sequence number {}", r.sequence_number());
-        let (key, value) = parse_record_data(r.data().as_ref())
+        let (key, value, sent) = parse_record_data(r.data().as_ref())
             .map_err(|e| fatal(format!("{}: malformed record: {e}", at())))?;
-        event::decode(&key, &value, |id| self.schemas.get(id).cloned())
-            .map_err(|e| fatal(format!("{}: {e}", at())))
+        let msg = event::decode(&key, &value, |id| self.schemas.get(id).cloned())
+            .map_err(|e| fatal(format!("{}: {e}", at())))?;
+        Ok((msg, sent))
     }
 }
 
@@ -752,12 +791,13 @@ async fn read_shard(
         };
         pause.reset();
         for r in out.records() {
-            let msg = shared.decode(&shard, r)?;
+            let (msg, sent) = shared.decode(&shard, r)?;
             let seq = r.sequence_number().to_string();
             let d = Delivery {
                 part: shard.clone(),
                 position: seq.clone(),
                 item: Item::Message(msg),
+                sent,
             };
             if !deliver(&tx, &stop, d).await {
                 return Ok(Outcome::Quit);
@@ -888,6 +928,7 @@ impl Coordinator {
                 item: Item::Opened {
                     after: known.get(id).cloned().unwrap_or_default(),
                 },
+                sent: None,
             };
             if !deliver(&self.tx, &self.stop, opened).await {
                 return None;
@@ -971,7 +1012,7 @@ impl Coordinator {
                     let Some(ready) = self.open_startable().await else {
                         return Ok(());
                     };
-                    let end = Delivery { part: shard, position: last, item: Item::Ended };
+                    let end = Delivery { part: shard, position: last, item: Item::Ended, sent: None };
                     if !deliver(&self.tx, &self.stop, end).await {
                         return Ok(());
                     }
@@ -1133,6 +1174,7 @@ mod tests {
             part: part.into(),
             position: pos.into(),
             item,
+            sent: None,
         };
         let w = |v| Item::Message(Message::Watermark(wm(v)));
         let (tx, rx) = mpsc::channel(100);
@@ -1207,11 +1249,11 @@ mod tests {
             version: 18,
             commit_time: None,
         });
-        for msg in [change, watermark] {
+        for (msg, sent) in [(change, None), (watermark, Some(3))] {
             let (key, value) = event::encode("c", "db", &msg);
-            let data = record_data(&key, &value);
-            let (k, v) = parse_record_data(&data).unwrap();
-            assert_eq!((&k, &v), (&key, &value));
+            let data = record_data(&key, &value, sent);
+            let (k, v, n) = parse_record_data(&data).unwrap();
+            assert_eq!((&k, &v, n), (&key, &value, sent));
             let back = event::decode(&k, &v, |id| (id == &table.id).then(|| table.clone()));
             assert_eq!(back.unwrap(), msg);
         }
@@ -1223,6 +1265,7 @@ mod tests {
         assert!(parse_record_data(b"[1]").is_err());
         assert!(parse_record_data(br#"{"key": {}}"#).is_err());
         assert!(parse_record_data(br#"{"key": {}, "value": 3}"#).is_err());
+        assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": -1}"#).is_err());
     }
 
     #[test]

@@ -16,13 +16,20 @@
 //! Messages at or before a partition's stored position (already applied) are skipped, and
 //! [`Input::consumed`] tells the sink which positions the messages it has taken reach, for
 //! its next transaction.
+//!
+//! Every barrier also says how many records the poller wrote to its partition since the
+//! previous barrier there. Fewer arriving means the stream lost records it had acknowledged (a
+//! Kafka topic trimmed by retention, a broker or stand-in that dropped data): the lane reports
+//! a [`Gap`] and the sink re-snapshots rather than claim rows it never received. The first
+//! stretch a partition is read from after a restart is not counted (it began before the stored
+//! position).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{Positions, END};
-use crate::event::{Message, SnapshotMarker, Watermark};
+use crate::event::{Message, SnapshotMarker, TableId, Watermark};
 
 use super::position_cmp;
 
@@ -45,6 +52,19 @@ pub struct Delivery {
     pub part: String,
     pub position: String,
     pub item: Item,
+    /// On a barrier (watermark or snapshot marker): the records the poller wrote to this
+    /// partition since its previous barrier there, when the poller counted them.
+    pub sent: Option<u64>,
+}
+
+/// Records a partition lost: fewer arrived between two of its barriers than the poller wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub part: String,
+    /// The barrier that closed the stretch.
+    pub position: String,
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// What a partition waits at, and its position.
@@ -53,12 +73,37 @@ enum Barrier {
     Marker(SnapshotMarker, String),
 }
 
+impl Part {
+    /// Count `d`, taken in order; a barrier closes the stretch since the last one and returns
+    /// the gap it shows, if any.
+    fn count(&mut self, d: &Delivery) -> Option<Gap> {
+        match &d.item {
+            Item::Message(Message::Change(_)) => {
+                self.received = self.received.map(|n| n + 1);
+                None
+            }
+            Item::Message(_) => match (self.received.replace(0), d.sent) {
+                (Some(received), Some(sent)) if received < sent => Some(Gap {
+                    part: d.part.clone(),
+                    position: d.position.clone(),
+                    sent,
+                    received,
+                }),
+                _ => None,
+            },
+            Item::Opened { .. } | Item::Ended => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Part {
     /// The barrier this partition delivered last, while it waits for the lane's other
     /// partitions.
     parked: Option<Barrier>,
     waiting: VecDeque<Delivery>,
+    /// Records received since the partition's last barrier; unknown until this run saw one.
+    received: Option<u64>,
 }
 
 /// A message for the sink and the positions its hand-out reaches.
@@ -75,8 +120,13 @@ pub struct Input {
     stored: Positions,
     consumed: Positions,
     ready: VecDeque<Ready>,
-    /// Snapshot markers handed out (barrier mode), so copies are not handed out again.
-    markers: Vec<SnapshotMarker>,
+    /// The last snapshot marker handed out per table (barrier mode). A copy (a marker written
+    /// again by a poller that retried its step, or to a child shard) follows its original in
+    /// every partition before the table's next marker, so it equals this one and is dropped.
+    /// Only the last one is kept: a later snapshot of the table repeats an earlier one's
+    /// markers when its chunks end at the same keys, and those are new.
+    markers: HashMap<TableId, SnapshotMarker>,
+    gaps: Vec<Gap>,
 }
 
 impl Input {
@@ -95,8 +145,15 @@ impl Input {
             consumed: stored.clone(),
             stored,
             ready: VecDeque::new(),
-            markers: Vec::new(),
+            markers: HashMap::new(),
+            gaps: Vec::new(),
         }
+    }
+
+    /// Gaps found since the last call (found when their barrier arrives, before it is handed
+    /// out).
+    pub fn take_gaps(&mut self) -> Vec<Gap> {
+        std::mem::take(&mut self.gaps)
     }
 
     /// Positions reached by the messages handed out so far.
@@ -165,6 +222,10 @@ impl Input {
             part.waiting.push_back(d);
             return;
         }
+        if let Some(gap) = part.count(&d) {
+            self.gaps.push(gap);
+        }
+        let part = self.parts.get_mut(&d.part).expect("entered above");
         match d.item {
             Item::Opened { .. } => unreachable!("handled above"),
             Item::Ended => {
@@ -179,7 +240,7 @@ impl Input {
                 self.release();
             }
             Item::Message(Message::Snapshot(m)) if self.marker_barriers => {
-                if self.markers.contains(&m) {
+                if self.markers.get(&m.table().id) == Some(&m) {
                     return;
                 }
                 part.parked = Some(Barrier::Marker(m, d.position));
@@ -251,11 +312,7 @@ impl Input {
                 // A copy of a watermark (written again during resharding) is harmless.
                 Message::Watermark(_) => {}
                 Message::Snapshot(m) => {
-                    self.markers.push(m.clone());
-                    // Markers of one table's snapshot come in order: older ones cannot recur.
-                    if self.markers.len() > 1000 {
-                        self.markers.drain(..500);
-                    }
+                    self.markers.insert(m.table().id.clone(), m.clone());
                 }
                 Message::Change(_) => unreachable!("changes are not barriers"),
             }
@@ -296,6 +353,15 @@ mod tests {
             part: part.into(),
             position: pos.to_string(),
             item,
+            sent: None,
+        }
+    }
+
+    /// A barrier `item` that says `sent` records preceded it in its partition.
+    fn counted(part: &str, pos: u64, item: Item, sent: u64) -> Delivery {
+        Delivery {
+            sent: Some(sent),
+            ..d(part, pos, item)
         }
     }
 
@@ -384,5 +450,76 @@ mod tests {
             drain(&mut input).await,
             vec!["kInt(2)", "W5", "kInt(1)", "W8"]
         );
+    }
+
+    #[tokio::test]
+    async fn fewer_records_than_a_barrier_counts_is_a_gap_once_a_barrier_was_seen() {
+        let (tx, rx) = mpsc::channel(100);
+        let mut input = Input::new(rx, ["a".to_string()], Positions::new(), true);
+        for x in [
+            // Read from mid-stretch (after a restart): not counted.
+            d("a", 0, change(1, 5)),
+            counted("a", 1, wm(5), 4),
+            d("a", 2, change(2, 6)),
+            counted("a", 3, wm(6), 1),
+            // Two written, one arrived.
+            d("a", 4, change(3, 7)),
+            counted("a", 5, wm(7), 2),
+            // More than written (a re-sent call that had landed) is not a gap.
+            d("a", 6, change(4, 8)),
+            d("a", 7, change(4, 8)),
+            counted("a", 8, wm(8), 1),
+        ] {
+            tx.send(x).await.unwrap();
+        }
+        assert_eq!(drain(&mut input).await.len(), 9);
+        assert_eq!(
+            input.take_gaps(),
+            vec![Gap {
+                part: "a".into(),
+                position: "5".into(),
+                sent: 2,
+                received: 1
+            }]
+        );
+        assert!(input.take_gaps().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_marker_copy_is_dropped_but_a_later_snapshot_repeating_its_markers_is_not() {
+        let table = every_type_schema();
+        let marker = |m: SnapshotMarker| Item::Message(Message::Snapshot(m));
+        let started = |v| SnapshotMarker::Started {
+            table: table.clone(),
+            version: v,
+            total_rows: Some(1),
+        };
+        let chunk = SnapshotMarker::Chunk {
+            table: table.clone(),
+            last_key: vec![Value::Int(1), Value::Null],
+            rows: 1,
+        };
+        let done = |v| SnapshotMarker::Done {
+            table: table.clone(),
+            version: v,
+            rows: 1,
+        };
+        let (tx, rx) = mpsc::channel(100);
+        let mut input = Input::new(rx, ["a".to_string()], Positions::new(), true);
+        for (i, m) in [
+            started(5),
+            chunk.clone(),
+            chunk.clone(), // a copy: the poller retried the step
+            done(5),
+            started(5), // a re-snapshot at the same version
+            chunk.clone(),
+            done(5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            tx.send(d("a", i as u64, marker(m))).await.unwrap();
+        }
+        assert_eq!(drain(&mut input).await, vec!["S"; 6]);
     }
 }

@@ -69,7 +69,7 @@ impl Producer {
 /// A sink's end of a stream.
 pub enum Input {
     Embedded(embedded::Consumer),
-    Lane(lane::Input),
+    Lane(Box<lane::Input>),
 }
 
 impl Input {
@@ -86,6 +86,14 @@ impl Input {
         match self {
             Input::Embedded(c) => c.try_recv(),
             Input::Lane(l) => l.try_recv(),
+        }
+    }
+
+    /// Records the stream lost, found since the last call (a lane only).
+    pub fn take_gaps(&mut self) -> Vec<lane::Gap> {
+        match self {
+            Input::Embedded(_) => Vec::new(),
+            Input::Lane(l) => l.take_gaps(),
         }
     }
 

@@ -9,10 +9,14 @@ moto's Kinesis (verified against 5.2.1) gets resharding wrong, so its model is p
 the app is created, to behave as Kinesis does: records go only to open shards; a closed shard keeps
 its records and ends (GetRecords gives no NextShardIterator and lists the ChildShards); sequence
 numbers grow across parents and children; ListShards honours ShardFilter. Kinesis requests are
-served one at a time (the server is threaded; moto's Kinesis model is not thread-safe)."""
+served one at a time (the server is threaded; moto's Kinesis model is not thread-safe: a stock
+moto server loses records when PutRecords calls overlap, silently).
+
+`MOTO_KINESIS_LOSE=EVERY,MOST` makes it lose records on purpose (see below)."""
 import base64
 import itertools
 import json
+import os
 import sys
 import threading
 
@@ -52,11 +56,30 @@ def _shard_init_with_sequence_range(self, *args, **kwargs):
     self.closed_at = None
 
 
+# Fault injection for the tests (`MOTO_KINESIS_LOSE=EVERY,MOST`): every EVERY-th change record
+# (a record without a `sent` count, i.e. not a watermark or snapshot marker) is acknowledged but
+# not stored, MOST times at most — a stream that loses records it acknowledged.
+_lose = [int(n) for n in os.environ.get("MOTO_KINESIS_LOSE", "0,0").split(",")]
+_changes = itertools.count(1)
+_lost = [0]
+
+
+def _loses(data):
+    every, most = _lose
+    if every == 0 or _lost[0] >= most or b'"sent"' in base64.b64decode(data):
+        return False
+    if next(_changes) % every:
+        return False
+    _lost[0] += 1
+    return True
+
+
 def _shard_put_record(self, partition_key, data, explicit_hash_key):
     """Sequence numbers come from the one counter (moto counts from 1 in every shard, so a child
     shard repeats its parent's numbers)."""
     sequence_number = next(_sequence_numbers)
-    self.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
+    if not _loses(data):
+        self.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
     return str(sequence_number)
 
 

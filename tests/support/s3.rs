@@ -18,23 +18,29 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        Self::spawn(false)
+        Self::spawn(&[])
     }
 
     /// A server that checks credentials (only keys it issued are accepted).
     pub fn start_checking_credentials() -> Moto {
-        Self::spawn(true)
+        Self::spawn(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0".into())])
     }
 
-    fn spawn(auth: bool) -> Moto {
+    /// A server whose Kinesis acknowledges, but does not store, every `every`-th change record,
+    /// `most` times at most.
+    pub fn start_losing_kinesis_records(every: u32, most: u32) -> Moto {
+        Self::spawn(&[("MOTO_KINESIS_LOSE", format!("{every},{most}"))])
+    }
+
+    fn spawn(env: &[(&str, String)]) -> Moto {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if auth {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start moto (scripts/test installs it)");
         let mut line = String::new();

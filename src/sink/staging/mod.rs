@@ -28,7 +28,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::checkpoint::{self, Phase, SinkCheckpoint, TableCheckpoint};
 use crate::config::{RetryConfig, StagingSinkConfig};
@@ -40,8 +40,8 @@ use crate::retry::Backoff;
 use crate::stream::Input;
 
 use super::{
-    copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt, Compacted, Lane,
-    Requests, Route, SinkError, SETUP_LOCK,
+    awaits_snapshot, copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt,
+    Compacted, Lane, Requests, Route, SinkError, SETUP_LOCK,
 };
 pub use ddl::target_table;
 use ddl::{case, ident, PgName};
@@ -91,6 +91,9 @@ pub struct StagingSink {
     snapshot_rows: HashMap<TableId, Vec<ChangeEvent>>,
     requests: Requests,
     progress: Progress,
+    /// The highest source version of the watermarks and snapshots seen: a snapshot that makes
+    /// up for records a stream lost starts here or later.
+    seen_version: i64,
 }
 
 async fn connect(url: &str) -> Result<Client, SinkError> {
@@ -219,6 +222,8 @@ impl StagingSink {
         for (id, state) in &cp.tables {
             if let Some(rt) = tables.get_mut(id) {
                 rt.state = Some(state.clone());
+                // Chunks of an earlier snapshot may be read again before the awaited one starts.
+                rt.ignoring_snapshot = awaits_snapshot(state);
             }
         }
         info!(sink = %name, tables = tables.len(), "staging sink ready");
@@ -241,6 +246,7 @@ impl StagingSink {
                 events: 0,
                 latencies: Vec::new(),
             },
+            seen_version: cp.tables.values().map(|t| t.version).max().unwrap_or(0),
         };
         Ok((sink, cp))
     }
@@ -299,9 +305,14 @@ impl StagingSink {
             // Take whatever else is ready, up to the batch limit, so that a busy stream is
             // applied in fewer, larger transactions.
             while let Some(msg) = next.take() {
+                let gaps = input.take_gaps();
+                if !gaps.is_empty() {
+                    self.stream_lost(&gaps, &mut backoff, &stop).await?;
+                }
                 match msg {
                     Message::Change(ev) => self.accept(ev),
                     Message::Watermark(w) => {
+                        self.seen_version = self.seen_version.max(w.version);
                         self.ready.absorb(std::mem::take(&mut self.open));
                         if let (Some(lane), Some(p)) = (&mut self.lane, input.consumed()) {
                             lane.reach(p);
@@ -338,6 +349,70 @@ impl StagingSink {
         self.flush(&mut backoff, &stop).await?;
         if self.open.events > 0 {
             info!(sink = SINK, events = self.open.events, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
+        }
+        Ok(())
+    }
+
+    /// The stream lost records it had acknowledged (see [`crate::stream::lane`]): any table of
+    /// the lane may miss rows, so each one that has rows here awaits a re-snapshot from the
+    /// latest version seen, recorded with the requests in one transaction. Until that snapshot
+    /// is published the table's rows are not claimed, and earlier snapshots read again after a
+    /// restart are not taken.
+    async fn stream_lost(
+        &mut self,
+        gaps: &[crate::stream::lane::Gap],
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        for g in gaps {
+            error!(sink = %self.name, part = %g.part, position = %g.position, sent = g.sent,
+                received = g.received, version = self.seen_version,
+                "the stream lost records it had acknowledged: re-snapshotting every table of the lane");
+            metrics::stream_lost(&self.connector, &self.name, &g.part, g.sent - g.received);
+        }
+        self.flush(backoff, stop).await?;
+        let version = self.seen_version;
+        let tables: Vec<TableId> = self
+            .tables
+            .iter()
+            .filter(|(_, rt)| rt.state.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let connector = self.connector.clone();
+        self.with_retry(backoff, stop, |s| {
+            let (connector, tables) = (connector.clone(), tables.clone());
+            Box::pin(async move {
+                s.client().await?;
+                let client = s.client.as_mut().expect("connected above");
+                let tx = client.transaction().await.map_err(pg)?;
+                if let Some(lane) = &s.lane {
+                    lane.store(&tx, SINK, &connector, None).await?;
+                }
+                for id in &tables {
+                    checkpoint::await_snapshot(&tx, &connector, &s.name, id, version)
+                        .await
+                        .map_err(pg)?;
+                }
+                tx.commit().await.map_err(pg)?;
+                if let Some(lane) = &mut s.lane {
+                    lane.stored_now();
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        self.snapshot_rows.clear();
+        for id in &tables {
+            let rt = self.tables.get_mut(id).expect("listed above");
+            let s = rt.state.as_mut().expect("listed with a state");
+            s.phase = Phase::Snapshot;
+            s.version = s.version.max(version);
+            s.commit_time = None;
+            s.snapshot_last_key = None;
+            s.snapshot_rows = 0;
+            s.snapshot_total_rows = None;
+            s.snapshot_started_at = None;
+            rt.ignoring_snapshot = true;
         }
         Ok(())
     }
@@ -627,8 +702,9 @@ impl StagingSink {
                     .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
                 {
                     let cols = rt.columns.join(", ");
-                    // A lane's shadow holds the rows of its partitions only: it replaces those.
-                    let replaced = if self.lane.is_some() {
+                    // A lane over some partitions (Kafka) has the rows of those only in its
+                    // shadow: it replaces those keys. Rows deleted meanwhile at the source stay.
+                    let replaced = if self.lane.as_ref().is_some_and(|l| !l.whole) {
                         let on: Vec<String> =
                             rt.keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
                         format!(
@@ -683,13 +759,21 @@ impl StagingSink {
                 total_rows,
                 ..
             } => {
+                self.seen_version = self.seen_version.max(version);
                 // Rows still held for the table belong to an earlier snapshot of it.
                 self.snapshot_rows.remove(&id);
                 // A sink that already streams this table from at least `version` needs nothing.
                 rt.ignoring_snapshot =
                     snapshot_not_needed(self.requests.contains(&id), rt.state.as_ref(), version);
                 if rt.ignoring_snapshot {
-                    info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version");
+                    match rt.state.as_ref() {
+                        Some(s) if awaits_snapshot(s) => {
+                            info!(sink = SINK, table = %id, version, awaiting = s.version, "an earlier snapshot of the table, read again: waiting for the re-snapshot")
+                        }
+                        _ => {
+                            info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version")
+                        }
+                    }
                     return Ok(());
                 }
                 let started = Instant::now();
