@@ -370,7 +370,10 @@ impl StagingSink {
                 "the stream lost records it had acknowledged: re-snapshotting every table of the lane");
             metrics::stream_lost(&self.connector, &self.name, &g.part, g.sent - g.received);
         }
-        self.flush(backoff, stop).await?;
+        // Every table with rows here is marked below, and tables without take no changes: what
+        // is held is of no use (publishing a held snapshot could claim its missing rows).
+        self.ready = Compacted::default();
+        self.open = Compacted::default();
         let version = self.seen_version;
         let tables: Vec<TableId> = self
             .tables
