@@ -387,20 +387,13 @@ impl StagingSink {
             Box::pin(async move {
                 s.client().await?;
                 let client = s.client.as_mut().expect("connected above");
-                let tx = client.transaction().await.map_err(pg)?;
-                if let Some(lane) = &s.lane {
-                    lane.store(&tx, SINK, &connector, None).await?;
-                }
+                let tx = begin_fenced(client, s.lane.as_ref(), &connector, None).await?;
                 for id in &tables {
                     checkpoint::await_snapshot(&tx, &connector, &s.name, id, version)
                         .await
                         .map_err(pg)?;
                 }
-                tx.commit().await.map_err(pg)?;
-                if let Some(lane) = &mut s.lane {
-                    lane.stored_now();
-                }
-                Ok(())
+                commit_fenced(tx, s.lane.as_mut()).await
             })
         })
         .await?;
@@ -681,11 +674,7 @@ impl StagingSink {
                 .client
                 .as_mut()
                 .expect("connected by connect_with_temps");
-            let tx = client.transaction().await.map_err(pg)?;
-            // Fence first: a worker that lost the lane stops before it writes anything.
-            if let Some(lane) = &self.lane {
-                lane.store(&tx, SINK, &connector, Some(w.version)).await?;
-            }
+            let tx = begin_fenced(client, self.lane.as_ref(), &connector, Some(w.version)).await?;
             for id in &ids {
                 let rt = &self.tables[id];
                 // A table being (re-)snapshotted takes no changes: they are in the snapshot, or
@@ -735,10 +724,7 @@ impl StagingSink {
             requests = checkpoint::resnapshot_requests(&tx, &connector)
                 .await
                 .map_err(pg)?;
-            tx.commit().await.map_err(pg)?;
-        }
-        if let Some(lane) = &mut self.lane {
-            lane.stored_now();
+            commit_fenced(tx, self.lane.as_mut()).await?;
         }
         for t in requests {
             self.requests.forward(SINK, &t);
@@ -851,18 +837,11 @@ impl StagingSink {
                     Box::pin(async move {
                         s.client().await?;
                         let client = s.client.as_mut().expect("connected above");
-                        let tx = client.transaction().await.map_err(pg)?;
-                        if let Some(lane) = &s.lane {
-                            lane.store(&tx, SINK, &connector, None).await?;
-                        }
+                        let tx = begin_fenced(client, s.lane.as_ref(), &connector, None).await?;
                         checkpoint::snapshot_loaded(&tx, &connector, &s.name, &id, rows)
                             .await
                             .map_err(pg)?;
-                        tx.commit().await.map_err(pg)?;
-                        if let Some(lane) = &mut s.lane {
-                            lane.stored_now();
-                        }
-                        Ok(())
+                        commit_fenced(tx, s.lane.as_mut()).await
                     })
                 })
                 .await?;
@@ -889,12 +868,9 @@ impl StagingSink {
         self.client().await?;
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
-        let tx = client.transaction().await.map_err(pg)?;
-        // Fence first: a second worker on the lane stops here, before it touches the shadow
-        // table another worker may be loading.
-        if let Some(lane) = &self.lane {
-            lane.store(&tx, SINK, &connector, None).await?;
-        }
+        // A second worker on the lane stops here, before it touches the shadow table another
+        // worker may be loading.
+        let tx = begin_fenced(client, self.lane.as_ref(), &connector, None).await?;
         tx.batch_execute(&format!(
             "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} (LIKE {t} INCLUDING ALL)",
             s = rt.shadow.sql(),
@@ -914,11 +890,7 @@ impl StagingSink {
         )
         .await
         .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        if let Some(lane) = &mut self.lane {
-            lane.stored_now();
-        }
-        Ok(())
+        commit_fenced(tx, self.lane.as_mut()).await
     }
 
     async fn apply_chunk(
@@ -940,10 +912,7 @@ impl StagingSink {
         self.connect_with_temps(&temps).await?;
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
-        let tx = client.transaction().await.map_err(pg)?;
-        if let Some(lane) = &self.lane {
-            lane.store(&tx, SINK, &connector, None).await?;
-        }
+        let tx = begin_fenced(client, self.lane.as_ref(), &connector, None).await?;
         let events: Vec<&ChangeEvent> = self
             .snapshot_rows
             .get(&id)
@@ -969,12 +938,33 @@ impl StagingSink {
         checkpoint::snapshot_progress(&tx, &connector, &self.name, &id, &last_key, rows)
             .await
             .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        if let Some(lane) = &mut self.lane {
-            lane.stored_now();
-        }
-        Ok(())
+        commit_fenced(tx, self.lane.as_mut()).await
     }
+}
+
+/// Begin a transaction on `client`, fenced first: with a lane, its positions are stored (and so
+/// checked) before anything is written, so a worker that lost the lane stops before it touches
+/// data or shadow tables.
+async fn begin_fenced<'a>(
+    client: &'a mut Client,
+    lane: Option<&Lane>,
+    connector: &str,
+    version: Option<i64>,
+) -> Result<Transaction<'a>, SinkError> {
+    let tx = client.transaction().await.map_err(pg)?;
+    if let Some(lane) = lane {
+        lane.store(&tx, SINK, connector, version).await?;
+    }
+    Ok(tx)
+}
+
+/// Commit a transaction begun with [`begin_fenced`]; the lane's positions are then stored.
+async fn commit_fenced(tx: Transaction<'_>, lane: Option<&mut Lane>) -> Result<(), SinkError> {
+    tx.commit().await.map_err(pg)?;
+    if let Some(lane) = lane {
+        lane.stored_now();
+    }
+    Ok(())
 }
 
 /// COPY `events` with `sql`; a row the target rejects becomes [`SinkError::Rejected`] naming
