@@ -272,6 +272,9 @@ pub enum SnapshotMarker {
         table: Arc<TableSchema>,
         version: i64,
         total_rows: Option<u64>,
+        /// Tells this snapshot from another of the table at the same version (an idle source
+        /// re-snapshotted twice); a copy of the marker, written again, has the same id.
+        id: u64,
     },
     /// All `r` events of the table up to and including `last_key` (key order) have been sent;
     /// `rows` counts them from the start of the snapshot.
@@ -385,11 +388,12 @@ pub fn encode(connector: &str, database: &str, msg: &Message) -> (Json, Json) {
                 SnapshotMarker::Started {
                     version,
                     total_rows,
+                    id,
                     ..
                 } => (
                     "snapshot_started",
                     *version,
-                    json!({"total_rows": total_rows}),
+                    json!({"total_rows": total_rows, "id": id}),
                 ),
                 SnapshotMarker::Chunk { last_key, rows, .. } => (
                     "snapshot_chunk",
@@ -471,6 +475,7 @@ pub fn decode(
             table,
             version,
             total_rows: snap["total_rows"].as_u64(),
+            id: snap["id"].as_u64().unwrap_or(0),
         },
         "snapshot_chunk" => SnapshotMarker::Chunk {
             last_key: values_from_json(&table, table.key.iter().copied(), &snap["last_key"])?,
@@ -622,6 +627,7 @@ pub(crate) mod tests {
             table: table.clone(),
             version: 5,
             total_rows: Some(1000),
+            id: 1_764_000_000_000_000_042,
         }));
         roundtrip(Message::Snapshot(SnapshotMarker::Chunk {
             table: table.clone(),

@@ -489,10 +489,11 @@ mod tests {
     async fn a_marker_copy_is_dropped_but_a_later_snapshot_repeating_its_markers_is_not() {
         let table = every_type_schema();
         let marker = |m: SnapshotMarker| Item::Message(Message::Snapshot(m));
-        let started = |v| SnapshotMarker::Started {
+        let started = |v, id| SnapshotMarker::Started {
             table: table.clone(),
             version: v,
             total_rows: Some(1),
+            id,
         };
         let chunk = SnapshotMarker::Chunk {
             table: table.clone(),
@@ -507,19 +508,22 @@ mod tests {
         let (tx, rx) = mpsc::channel(100);
         let mut input = Input::new(rx, ["a".to_string()], Positions::new(), true);
         for (i, m) in [
-            started(5),
+            started(5, 1),
             chunk.clone(),
             chunk.clone(), // a copy: the poller retried the step
             done(5),
-            started(5), // a re-snapshot at the same version
+            started(5, 2), // a re-snapshot at the same version
             chunk.clone(),
             done(5),
+            started(5, 3), // another, abandoned before its first chunk…
+            started(5, 3), // …its start sent again (a copy)…
+            started(5, 4), // …and the next one at the same version
         ]
         .into_iter()
         .enumerate()
         {
             tx.send(d("a", i as u64, marker(m))).await.unwrap();
         }
-        assert_eq!(drain(&mut input).await, vec!["S"; 6]);
+        assert_eq!(drain(&mut input).await, vec!["S"; 8]);
     }
 }

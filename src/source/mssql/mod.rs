@@ -322,8 +322,19 @@ enum Phase {
         started: Instant,
         rows_at_start: u64,
     },
-    /// Waiting its turn for a snapshot.
-    Queued,
+    /// Waiting its turn for a snapshot; `id` goes into its start marker, the same id however
+    /// often the marker is sent (see [`SnapshotMarker::Started`]).
+    Queued { id: u64 },
+}
+
+/// A new snapshot id: unique in this process, and across restarts as its clock moves on.
+fn snapshot_id() -> u64 {
+    static NEXT: std::sync::LazyLock<std::sync::atomic::AtomicU64> =
+        std::sync::LazyLock::new(|| {
+            let now = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            std::sync::atomic::AtomicU64::new(now as u64)
+        });
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 struct TableRun {
@@ -368,7 +379,7 @@ impl Poller {
                 // No chunk of it was recorded: the sinks may not even have its start.
                 Some(TableStart::ResumeSnapshot { last_key: None, .. }) if position.is_some() => {
                     snapshot_queue.push_back(i);
-                    Phase::Queued
+                    Phase::Queued { id: snapshot_id() }
                 }
                 Some(TableStart::ResumeSnapshot {
                     version,
@@ -388,7 +399,7 @@ impl Poller {
                 }
                 Some(TableStart::Snapshot) | None => {
                     snapshot_queue.push_back(i);
-                    Phase::Queued
+                    Phase::Queued { id: snapshot_id() }
                 }
             };
             tables.push(TableRun {
@@ -502,9 +513,9 @@ impl Poller {
 
     fn request_snapshot(&mut self, table: &TableId) {
         if let Some(i) = self.tables.iter().position(|t| &t.schema.id == table) {
-            if !matches!(self.tables[i].phase, Phase::Queued) {
+            if !matches!(self.tables[i].phase, Phase::Queued { .. }) {
                 info!(table = %table, "re-snapshot requested");
-                self.tables[i].phase = Phase::Queued;
+                self.tables[i].phase = Phase::Queued { id: snapshot_id() };
                 self.snapshot_queue.retain(|&q| q != i);
                 self.snapshot_queue.push_back(i);
             }
@@ -555,7 +566,7 @@ impl Poller {
             let baseline = match t.phase {
                 Phase::Streaming { last } => last,
                 Phase::Snapshotting { version, .. } => version,
-                Phase::Queued => continue,
+                Phase::Queued { .. } => continue,
             };
             match min_valid.get(&lookup_key(&t.schema.id)).copied().flatten() {
                 None => untracked.push(t.schema.id.clone()),
@@ -656,7 +667,7 @@ impl Poller {
             let baseline = match t.phase {
                 Phase::Streaming { last } => Some(last.max(version)),
                 Phase::Snapshotting { version, .. } => Some(version),
-                Phase::Queued => None,
+                Phase::Queued { .. } => None,
             };
             lowest = lowest.min(baseline.unwrap_or(version));
             if let Some(mv) = min_valid.get(&lookup_key(&t.schema.id)).copied().flatten() {
@@ -683,9 +694,9 @@ impl Poller {
     /// table as part of the cut before the watermark could advance it.
     async fn start_snapshots(&mut self, version: i64) -> Result<(), SourceError> {
         for &i in &self.snapshot_queue {
-            if !matches!(self.tables[i].phase, Phase::Queued) {
+            let Phase::Queued { id } = self.tables[i].phase else {
                 continue;
-            }
+            };
             let schema = self.tables[i].schema.clone();
             let conn = self.conn.as_mut().expect("connected in this cycle");
             let total = value::as_i64(&conn.scalar(&queries::count_rows(&schema), &[]).await?)
@@ -702,6 +713,7 @@ impl Poller {
                     table: schema.clone(),
                     version,
                     total_rows: total,
+                    id,
                 }))
                 .await?;
             self.tables[i].phase = Phase::Snapshotting {
