@@ -131,8 +131,12 @@ async fn run_kafka(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = config.name.clone();
-    let mut consumer = kafka::Consumer::connect(&config, "staging", &schemas)
-        .with_context(|| format!("connector {name}: kafka consumer"))?;
+    let mut consumer = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        c = kafka::Consumer::connect(&config, "staging", &schemas) => {
+            c.with_context(|| format!("connector {name}: kafka consumer"))?
+        }
+    };
     let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Positions>();
     let mut assigned: BTreeSet<i32> = BTreeSet::new();
     let mut lanes: HashMap<i32, LaneTask> = HashMap::new();

@@ -130,6 +130,31 @@ async fn staging_through_kafka_equals_the_source_and_topics_carry_debezium_envel
     );
 }
 
+/// A worker started while only some topics exist waits for the rest before it joins the group.
+/// Joined early, it was assigned the existing topics' partitions only, and its lanes waited
+/// for the others' barriers until the consumer next refreshed its metadata (five minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_while_topics_are_missing_waits_for_all_of_them() {
+    let broker = Broker::start();
+    let mut rig = Rig::new(100, 47).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    broker.create_topic("edfi-cdc.edfi.Student", PARTITIONS as u32);
+    let sink = start_role(&rig, "sink");
+    wait_for(
+        "the worker to wait for the topics",
+        Duration::from_secs(60),
+        || async {
+            sink.log()
+                .contains("waiting for the poller to create the topics")
+                .then_some(())
+        },
+    )
+    .await;
+    let _poller = start_role(&rig, "poller");
+    wait_lanes_caught_up(&rig, PARTITIONS, Duration::from_secs(120)).await;
+    assert_rig_equal(&rig).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller() {
     let broker = Broker::start();

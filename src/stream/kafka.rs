@@ -285,6 +285,32 @@ impl Producer {
     }
 }
 
+/// Partition counts of those of `topics` the broker's metadata lists, and the names of the
+/// others.
+async fn partition_counts_now<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[String],
+) -> Result<(HashMap<String, i32>, Vec<String>), StreamError> {
+    let md = tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(10)))
+        .map_err(transient)?;
+    let listed: HashMap<&str, i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| (t.name(), t.partitions().len() as i32))
+        .collect();
+    let (mut counts, mut missing) = (HashMap::new(), Vec::new());
+    for t in topics {
+        match listed.get(t.as_str()) {
+            Some(&n) => {
+                counts.insert(t.clone(), n);
+            }
+            None => missing.push(t.clone()),
+        }
+    }
+    Ok((counts, missing))
+}
+
 /// Partition counts of `topics`, waiting (up to a minute) until the metadata lists them all.
 async fn partition_counts<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
@@ -292,28 +318,56 @@ async fn partition_counts<C: ClientContext>(
 ) -> Result<HashMap<String, i32>, StreamError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let md =
-            tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(10)))
-                .map_err(transient)?;
-        let counts: HashMap<String, i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-            .collect();
-        let missing: Vec<&String> = topics.iter().filter(|t| !counts.contains_key(*t)).collect();
+        let (counts, missing) = partition_counts_now(client, topics).await?;
         if missing.is_empty() {
-            return Ok(topics.iter().map(|t| (t.clone(), counts[t])).collect());
+            return Ok(counts);
         }
         if tokio::time::Instant::now() > deadline {
             return Err(transient(format!(
                 "topics not available: {}",
-                missing
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                missing.join(", ")
             )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Wait until every topic exists, all with one partition count. A worker that joined the
+/// group while some topics were still missing would be assigned partitions of the others only,
+/// and its lanes would wait for the missing ones until the consumer next refreshed its
+/// metadata (five minutes by default).
+async fn wait_for_topics<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[String],
+) -> Result<(), StreamError> {
+    const REPORT_EVERY: Duration = Duration::from_secs(30);
+    let mut reported: Option<tokio::time::Instant> = None;
+    loop {
+        let (counts, missing) = partition_counts_now(client, topics).await?;
+        if missing.is_empty() {
+            let mut distinct: Vec<i32> = counts.values().copied().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() > 1 {
+                let mut listed: Vec<String> =
+                    counts.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+                listed.sort();
+                return Err(fatal(format!(
+                    "the topics have different partition counts ({}); a worker's lane is one \
+                     partition number of every topic, so all need the same count \
+                     (add partitions with kafka-topics --alter)",
+                    listed.join(", ")
+                )));
+            }
+            return Ok(());
+        }
+        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+            info!(
+                missing = missing.len(),
+                first = %missing[0],
+                "waiting for the poller to create the topics"
+            );
+            reported = Some(tokio::time::Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -400,7 +454,8 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub fn connect(
+    /// Join the sink's consumer group once every topic exists (the poller creates them).
+    pub async fn connect(
         config: &ConnectorConfig,
         sink: &str,
         schemas: &[Arc<TableSchema>],
@@ -422,6 +477,7 @@ impl Consumer {
             .create_with_context(Ctx { rebalances: tx })
             .map_err(transient)?;
         let topics = topics(cfg, schemas);
+        wait_for_topics(consumer.client(), &topics).await?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(transient)?;
         info!(group = %group, topics = topics.len(), "kafka consumer subscribed");
