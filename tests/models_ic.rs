@@ -160,8 +160,7 @@ struct Ods {
     courses: Vec<(String, i32, String, Option<i32>, NaiveDateTime)>,
     /// (code, edorg, system descriptor, identification code)
     course_codes: Vec<(String, i32, i32, String)>,
-    /// (school, year, session, local course code, identifier, last modified)
-    sections: Vec<(i32, i16, String, String, String, NaiveDateTime)>,
+    sections: Vec<SectionRow>,
     /// (school, year, session) → (begin, end)
     sessions: HashMap<(i32, i16, String), (NaiveDate, NaiveDate)>,
     /// usi → (unique id, first, last, last modified)
@@ -188,6 +187,16 @@ type StaffSection = (
 );
 
 /// (school, year, session, local course code, section identifier)
+/// (school, year, session, local course code, identifier, last modified, section name)
+type SectionRow = (
+    i32,
+    i16,
+    String,
+    String,
+    String,
+    NaiveDateTime,
+    Option<String>,
+);
 type SectionKey = (i32, i16, String, String, String);
 
 struct StudentRow {
@@ -278,10 +287,10 @@ impl Ods {
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                 .collect(),
-            sections: q("SELECT schoolid, schoolyear, sessionname, localcoursecode, sectionidentifier, lastmodifieddate FROM edfi.section")
+            sections: q("SELECT schoolid, schoolyear, sessionname, localcoursecode, sectionidentifier, lastmodifieddate, sectionname FROM edfi.section")
                 .await
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
                 .collect(),
             sessions: q("SELECT schoolid, schoolyear, sessionname, begindate, enddate FROM edfi.session")
                 .await
@@ -399,12 +408,23 @@ impl Ods {
         Self::surrogate(&key.4, 18, key, &all)
     }
 
-    /// The course of a section: LocalCourseCode = CourseCode at the section's school.
+    /// The course of a section: at the section's school, a course with an identification code
+    /// equal to its LocalCourseCode, else the course whose code equals it; the lowest id of
+    /// several.
     fn section_course(&self, key: &SectionKey) -> Option<i64> {
-        self.courses
+        let by_identification = self
+            .course_codes
             .iter()
-            .find(|c| c.0 == key.3 && c.1 == key.0)
+            .filter(|c| c.3 == key.3 && c.1 == key.0)
             .map(|c| self.course_id(&c.0, c.1))
+            .min();
+        let by_code = self
+            .courses
+            .iter()
+            .filter(|c| c.0 == key.3 && c.1 == key.0)
+            .map(|c| self.course_id(&c.0, c.1))
+            .min();
+        by_identification.or(by_code)
     }
 
     /// Whether a calendar date has an "Instructional day" event.
@@ -690,10 +710,13 @@ fn expect_course(o: &Ods) -> Vec<Vec<V>> {
                 .filter(|c| &c.0 == code && c.1 == *edorg && o.code(c.2) == "LEA course code")
                 .map(|c| c.3.clone())
                 .min();
+            let id = o.course_id(code, *edorg);
             let last_year = o
                 .sections
                 .iter()
-                .filter(|s| &s.3 == code && s.0 == *edorg)
+                .filter(|s| {
+                    o.section_course(&(s.0, s.1, s.2.clone(), s.3.clone(), s.4.clone())) == Some(id)
+                })
                 .map(|s| s.1)
                 .max();
             let calendar = last_year.and_then(|y| {
@@ -719,7 +742,7 @@ fn expect_course(o: &Ods) -> Vec<Vec<V>> {
 fn expect_section(o: &Ods) -> Vec<Vec<V>> {
     o.sections
         .iter()
-        .filter_map(|(school, year, session, course, ident, modified)| {
+        .filter_map(|(school, year, session, course, ident, modified, name)| {
             let key: SectionKey = (
                 *school,
                 *year,
@@ -744,6 +767,7 @@ fn expect_section(o: &Ods) -> Vec<Vec<V>> {
                 opt(dates, |d| V::Date(d.1)),
                 i(*year),
                 V::Ts(*modified),
+                opt(name.clone(), V::Text),
             ])
         })
         .collect()
@@ -820,7 +844,7 @@ async fn every_ic_model_matches_an_independent_computation() {
     // 1,100 students: three schools, one of each level.
     let (mut rig, version) = replicated(1100, 21).await;
     let models = load_ic();
-    assert_eq!(models.models().len(), 11);
+    assert_eq!(models.models().len(), 12);
     models.install(&rig.target).await.unwrap();
     let tx = rig.target.transaction().await.unwrap();
     let refreshed = models
@@ -828,7 +852,7 @@ async fn every_ic_model_matches_an_independent_computation() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(refreshed.len(), 11, "{refreshed:?}");
+    assert_eq!(refreshed.len(), 12, "{refreshed:?}");
 
     let o = Ods::read(&rig.target).await;
     let today: NaiveDate = rig
@@ -849,8 +873,8 @@ async fn every_ic_model_matches_an_independent_computation() {
             "roster.course" => expect_course(&o),
             "roster.section" => expect_section(&o),
             "roster.studentroster" => expect_studentroster(&o),
-            "staff.staff" => expect_staff(&o),
-            "staff.teacherstudentlinks" => expect_teacherstudentlinks(&o),
+            "staff.staffidentity" | "staffidentity.staff" => expect_staff(&o),
+            "roster.teacherstudentlinks" => expect_teacherstudentlinks(&o),
             other => panic!("no independent computation for model {other}"),
         };
         let actual = read_model(&rig.target, m).await;
@@ -859,6 +883,24 @@ async fn every_ic_model_matches_an_independent_computation() {
         problems.extend(compare(m, &actual, expected));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // The sample data links sections to courses all three ways: through an identification code
+    // that is the course code, through one that is not (a SIS's course number, the seed's
+    // case), and through the course code alone.
+    let ways: HashSet<(bool, bool)> = o
+        .sections
+        .iter()
+        .map(|s| {
+            (
+                o.course_codes.iter().any(|c| c.3 == s.3 && c.1 == s.0),
+                o.courses.iter().any(|c| c.0 == s.3 && c.1 == s.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ways,
+        HashSet::from([(true, true), (true, false), (false, true)])
+    );
 
     // The enrollment facts the reports lean on, stated directly.
     let enrollment = models
@@ -911,7 +953,7 @@ async fn every_ic_model_matches_an_independent_computation() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(fresh.len(), 11 + models.inputs().len(), "{fresh:?}");
+    assert_eq!(fresh.len(), 12 + models.inputs().len(), "{fresh:?}");
     assert!(fresh.iter().all(|f| f.2 == version));
     assert!(fresh
         .iter()
@@ -932,7 +974,11 @@ async fn every_ic_model_matches_an_independent_computation() {
     let names: HashSet<&str> = refreshed.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(
         names,
-        HashSet::from(["staff.staff", "staff.teacherstudentlinks"])
+        HashSet::from([
+            "staff.staffidentity",
+            "staffidentity.staff",
+            "roster.teacherstudentlinks"
+        ])
     );
     let student_version: i64 = rig
         .target

@@ -1024,12 +1024,12 @@ LEFT JOIN (
         c.department,
         sec.sectionnumber,
         st.fullname AS teacher_name
-    FROM staff.teacherstudentlinks tsl
+    FROM roster.teacherstudentlinks tsl
     JOIN roster.course c
         ON c.courseid = tsl.courseid
     JOIN roster.section sec
         ON sec.sectionid = tsl.sectionid
-    LEFT JOIN staff.staff st
+    LEFT JOIN staffidentity.staff st
         ON st.staffnumber = tsl.staffnumber
 ) t
     ON t.studentnumber = sas.studentnumber
@@ -1114,12 +1114,12 @@ JOIN (
         c.department AS testsubjectgroup,
         sec.sectionnumber,
         st.fullname AS teacher_name
-    FROM staff.teacherstudentlinks tsl
+    FROM roster.teacherstudentlinks tsl
     JOIN roster.course c
         ON c.courseid = tsl.courseid
     JOIN roster.section sec
         ON sec.sectionid = tsl.sectionid
-    LEFT JOIN staff.staff st
+    LEFT JOIN staffidentity.staff st
         ON st.staffnumber = tsl.staffnumber
 ) ci
     ON ci.studentnumber = sis.studentnumber

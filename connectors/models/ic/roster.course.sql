@@ -1,12 +1,12 @@
 -- model: roster.course
--- inputs: edfi.course, edfi.courseidentificationcode, edfi.section, edfi.calendar,
+-- inputs: edfi.course, edfi.courseidentificationcode, roster.section, edfi.calendar,
 -- inputs: edfi.schoolyeartype, edfi.descriptor
 -- One row per course (CourseCode, EducationOrganizationId). courseid: the course code when it
 -- is a number (the SIS's course id), else minus its rank among all courses by (education
 -- organization, code); coursenumber: the "LEA course code" identification code, else the course
 -- code; department: the academic subject. endyear: the latest school year with a section of the
--- course (a section's LocalCourseCode is its course's code at its school); calendarnumber: the
--- school's calendar of that year (lowest code); active: that year is the current school year.
+-- course (as roster.section finds sections' courses); calendarnumber: the school's calendar of
+-- that year (lowest code); active: that year is the current school year.
 CREATE TABLE roster.course (
     courseid bigint NOT NULL,
     coursenumber varchar(15),
@@ -42,9 +42,9 @@ lea AS (
     GROUP BY i.coursecode, i.educationorganizationid
 ),
 offered AS (
-    SELECT localcoursecode, schoolid, MAX(schoolyear) AS lastyear
-    FROM edfi.section
-    GROUP BY localcoursecode, schoolid
+    SELECT courseid, MAX(endyear) AS lastyear
+    FROM roster.section
+    GROUP BY courseid
 )
 SELECT
     crs.courseid AS courseid,
@@ -59,5 +59,5 @@ FROM crs
 CROSS JOIN (SELECT MAX(schoolyear) AS schoolyear FROM edfi.schoolyeartype WHERE currentschoolyear) cur
 LEFT JOIN lea ON lea.coursecode = crs.coursecode AND lea.educationorganizationid = crs.educationorganizationid
 LEFT JOIN edfi.descriptor subject ON subject.descriptorid = crs.academicsubjectdescriptorid
-LEFT JOIN offered o ON o.localcoursecode = crs.coursecode AND o.schoolid = crs.educationorganizationid
+LEFT JOIN offered o ON o.courseid = crs.courseid
 LEFT JOIN cal ON cal.schoolid = crs.educationorganizationid AND cal.schoolyear = o.lastyear AND cal.n = 1;

@@ -1,8 +1,8 @@
 -- model: roster.studentroster
--- inputs: edfi.studentsectionassociation, edfi.section, edfi.course, edfi.student
+-- inputs: edfi.studentsectionassociation, edfi.section, roster.section, edfi.student
 -- incremental: studentnumber
--- One row per student section association whose section has a course. sectionid and courseid
--- as in roster.section and roster.course. The public definition has no key; this one keys the
+-- One row per student section association whose section has a course: sectionid as in
+-- roster.section, courseid the section's there (see roster.section for how it is found). The public definition has no key; this one keys the
 -- table by section, student and start date (each NOT NULL), which the ODS key implies.
 CREATE TABLE roster.studentroster (
     sectionid bigint NOT NULL,
@@ -14,14 +14,7 @@ CREATE TABLE roster.studentroster (
     lastupdated timestamp NOT NULL,
     PRIMARY KEY (sectionid, studentnumber, rosterstartdate)
 );
-WITH crs AS (
-    SELECT c.coursecode, c.educationorganizationid,
-           CASE WHEN c.coursecode ~ '^[0-9]{1,18}$' THEN CAST(c.coursecode AS bigint)
-                ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.educationorganizationid, c.coursecode) AS bigint)
-           END AS courseid
-    FROM edfi.course c
-),
-sec AS (
+WITH sec AS (
     SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
            CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
                 ELSE -CAST(ROW_NUMBER() OVER (
@@ -32,7 +25,7 @@ sec AS (
 )
 SELECT
     sec.sectionid AS sectionid,
-    crs.courseid AS courseid,
+    rs.courseid AS courseid,
     st.studentuniqueid AS studentnumber,
     a.begindate AS rosterstartdate,
     a.enddate AS rosterenddate,
@@ -41,5 +34,5 @@ SELECT
 FROM edfi.studentsectionassociation a
 JOIN sec ON sec.schoolid = a.schoolid AND sec.schoolyear = a.schoolyear AND sec.sessionname = a.sessionname
     AND sec.localcoursecode = a.localcoursecode AND sec.sectionidentifier = a.sectionidentifier
-JOIN crs ON crs.coursecode = sec.localcoursecode AND crs.educationorganizationid = sec.schoolid
+JOIN roster.section rs ON rs.sectionid = sec.sectionid
 JOIN edfi.student st ON st.studentusi = a.studentusi;

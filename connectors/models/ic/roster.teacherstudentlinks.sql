@@ -1,12 +1,12 @@
--- model: staff.teacherstudentlinks
+-- model: roster.teacherstudentlinks
 -- inputs: edfi.studentsectionassociation, edfi.staffsectionassociation, edfi.section,
--- inputs: edfi.course, edfi.student, edfi.staff
+-- inputs: roster.section, edfi.student, edfi.staff
 -- incremental: studentnumber
--- One row per student and staff member of the same section (whose course exists). sectionid and
--- courseid as in roster.section and roster.course; lastupdated: the later of the two
+-- One row per student and staff member of the same section (whose course is found). sectionid
+-- and courseid as in roster.section; lastupdated: the later of the two
 -- associations' LastModifiedDate. The public definition has no key; this one keys the table
 -- by section, student, start date and staff member (each NOT NULL).
-CREATE TABLE staff.teacherstudentlinks (
+CREATE TABLE roster.teacherstudentlinks (
     sectionid bigint NOT NULL,
     courseid bigint,
     studentnumber varchar(10) NOT NULL,
@@ -19,14 +19,7 @@ CREATE TABLE staff.teacherstudentlinks (
     lastupdated timestamp NOT NULL,
     PRIMARY KEY (sectionid, studentnumber, rosterstartdate, staffnumber)
 );
-WITH crs AS (
-    SELECT c.coursecode, c.educationorganizationid,
-           CASE WHEN c.coursecode ~ '^[0-9]{1,18}$' THEN CAST(c.coursecode AS bigint)
-                ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.educationorganizationid, c.coursecode) AS bigint)
-           END AS courseid
-    FROM edfi.course c
-),
-sec AS (
+WITH sec AS (
     SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
            CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
                 ELSE -CAST(ROW_NUMBER() OVER (
@@ -37,7 +30,7 @@ sec AS (
 )
 SELECT
     sec.sectionid AS sectionid,
-    crs.courseid AS courseid,
+    rs.courseid AS courseid,
     st.studentuniqueid AS studentnumber,
     a.begindate AS rosterstartdate,
     a.enddate AS rosterenddate,
@@ -52,6 +45,6 @@ JOIN edfi.staffsectionassociation t ON t.schoolid = a.schoolid AND t.schoolyear 
     AND t.sectionidentifier = a.sectionidentifier
 JOIN sec ON sec.schoolid = a.schoolid AND sec.schoolyear = a.schoolyear AND sec.sessionname = a.sessionname
     AND sec.localcoursecode = a.localcoursecode AND sec.sectionidentifier = a.sectionidentifier
-JOIN crs ON crs.coursecode = sec.localcoursecode AND crs.educationorganizationid = sec.schoolid
+JOIN roster.section rs ON rs.sectionid = sec.sectionid
 JOIN edfi.student st ON st.studentusi = a.studentusi
 JOIN edfi.staff sf ON sf.staffusi = t.staffusi;

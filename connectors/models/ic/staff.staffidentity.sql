@@ -1,7 +1,7 @@
--- model: staff.staff
+-- model: staff.staffidentity
 -- inputs: edfi.staff
--- One row per staff member (the columns of the public staff.staffidentity definition).
-CREATE TABLE staff.staff (
+-- One row per staff member, as the seed's staff.staffidentity.
+CREATE TABLE staff.staffidentity (
     staffnumber varchar(20) NOT NULL,
     firstname varchar(50),
     lastname varchar(50),

@@ -6,7 +6,9 @@ use super::tables;
 use tokio_postgres::Client;
 
 /// References between the tables: (child, parent, [(child column, parent column)]). Descriptor
-/// columns (`…DescriptorId`) are checked against `Descriptor` separately.
+/// columns (`…DescriptorId`) are checked against `Descriptor` separately. A Section references
+/// a CourseOffering in Ed-Fi, which the simulator does not keep: its `LocalCourseCode` is a
+/// course's LEA course code or its course code (`plan::School::local_course_code`).
 type Reference = (
     &'static str,
     &'static str,
@@ -112,14 +114,6 @@ const REFERENCES: &[Reference] = &[
             ("SchoolId", "SchoolId"),
             ("SchoolYear", "SchoolYear"),
             ("SessionName", "SessionName"),
-        ],
-    ),
-    (
-        "Section",
-        "Course",
-        &[
-            ("LocalCourseCode", "CourseCode"),
-            ("SchoolId", "EducationOrganizationId"),
         ],
     ),
     ("Section", "School", &[("LocationSchoolId", "SchoolId")]),

@@ -501,7 +501,9 @@ pub fn generate(table: &str, plan: &Plan, w: &mut RowWriter) -> anyhow::Result<(
                 for g in s.level.grades() {
                     for (k, (prefix, _)) in SUBJECTS.iter().enumerate() {
                         let code = plan::course_code(prefix, g);
-                        row!(w; &code, ids.get("CourseIdentificationSystemDescriptor", "LEA course code"), s.id, &code, t0);
+                        if let Some(lea) = s.lea_course_code(k, g) {
+                            row!(w; &code, ids.get("CourseIdentificationSystemDescriptor", "LEA course code"), s.id, lea, t0);
+                        }
                         row!(w; &code, ids.get("CourseIdentificationSystemDescriptor", "State course code"), s.id, format!("{:02}{:03}", k + 1, g), t0);
                     }
                 }
@@ -510,12 +512,13 @@ pub fn generate(table: &str, plan: &Plan, w: &mut RowWriter) -> anyhow::Result<(
         "Section" => {
             for s in &plan.schools {
                 for g in s.level.grades() {
-                    for (prefix, subject) in SUBJECTS {
+                    for (k, (prefix, subject)) in SUBJECTS.iter().enumerate() {
                         let course = plan::course_code(prefix, g);
+                        let local = s.local_course_code(k, g);
                         for sem in plan::semesters() {
                             for n in 0..s.sections_per_course() {
                                 let room = format!("Room {}{:02}", 1 + g % 4, n + 1);
-                                row!(w; &course, s.id, SCHOOL_YEAR, s.section_identifier(&course, &sem, n), sem.name, Some(1), Some(ids.get("EducationalEnvironmentDescriptor", "Classroom")), Some(ids.get("MediumOfInstructionDescriptor", "Face-to-face instruction")), Some(s.id), Some(room), Some(format!("{} {subject} {}{:02}", plan::grade_name(g), sem.letter, n + 1)), t0, t0, uuid());
+                                row!(w; &local, s.id, SCHOOL_YEAR, s.section_identifier(&course, &sem, n), sem.name, Some(1), Some(ids.get("EducationalEnvironmentDescriptor", "Classroom")), Some(ids.get("MediumOfInstructionDescriptor", "Face-to-face instruction")), Some(s.id), Some(room), Some(format!("{} {subject} {}{:02}", plan::grade_name(g), sem.letter, n + 1)), t0, t0, uuid());
                             }
                         }
                     }
@@ -545,9 +548,10 @@ pub fn generate(table: &str, plan: &Plan, w: &mut RowWriter) -> anyhow::Result<(
                 for g in s.level.grades() {
                     for (k, (prefix, _)) in SUBJECTS.iter().enumerate() {
                         let course = plan::course_code(prefix, g);
+                        let local = s.local_course_code(k, g);
                         for sem in plan::semesters() {
                             for n in 0..s.sections_per_course() {
-                                row!(w; &course, s.id, SCHOOL_YEAR, s.section_identifier(&course, &sem, n), sem.name, s.teacher(g, k), teacher, Some(sem.begin), Some(sem.end), Some(true), Some("1.0000"), t0, t0, uuid());
+                                row!(w; &local, s.id, SCHOOL_YEAR, s.section_identifier(&course, &sem, n), sem.name, s.teacher(g, k), teacher, Some(sem.begin), Some(sem.end), Some(true), Some("1.0000"), t0, t0, uuid());
                             }
                         }
                     }

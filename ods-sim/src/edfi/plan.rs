@@ -141,6 +141,23 @@ pub fn parse_course_code(code: &str) -> Option<(usize, u8)> {
     Some((s, g))
 }
 
+/// A middle school's numeric "LEA course code" of a grade and subject index, e.g. `105`.
+fn numbered_course(subject: usize, grade: u8) -> String {
+    format!("{}{grade:02}", subject + 1)
+}
+
+/// (subject index, grade) of a section's `LocalCourseCode`: a course code, or a middle
+/// school's numeric LEA course code.
+pub fn parse_local_course_code(code: &str) -> Option<(usize, u8)> {
+    if let Some(parsed) = parse_course_code(code) {
+        return Some(parsed);
+    }
+    let (subject, grade) = (code.get(..1)?, code.get(1..)?);
+    let s = subject.parse::<usize>().ok()?.checked_sub(1)?;
+    let g: u8 = grade.parse().ok()?;
+    (s < SUBJECTS.len() && grade.len() == 2 && numbered_course(s, g) == code).then_some((s, g))
+}
+
 pub fn grade_name(grade: u8) -> &'static str {
     const NAMES: [&str; 13] = [
         "Kindergarten",
@@ -374,6 +391,25 @@ impl School {
         per_grade.div_ceil(SECTION_SIZE).max(1)
     }
 
+    /// The "LEA course code" this school gives the course of `subject` and `grade`, if any. The
+    /// three levels link sections to courses the three ways an ODS does: elementary schools'
+    /// LEA codes are the course codes, middle schools number their courses (`105`, as a SIS
+    /// does), high schools have state codes only.
+    pub fn lea_course_code(&self, subject: usize, grade: u8) -> Option<String> {
+        match self.level {
+            Level::Elementary => Some(course_code(SUBJECTS[subject].0, grade)),
+            Level::Middle => Some(numbered_course(subject, grade)),
+            Level::High => None,
+        }
+    }
+
+    /// The `LocalCourseCode` of this school's sections of a course: its LEA course code where it
+    /// has one, else its course code.
+    pub fn local_course_code(&self, subject: usize, grade: u8) -> String {
+        self.lea_course_code(subject, grade)
+            .unwrap_or_else(|| course_code(SUBJECTS[subject].0, grade))
+    }
+
     pub fn section_identifier(&self, course: &str, sem: &Semester, n: u64) -> String {
         format!("{}-{course}-{}{:02}", self.id, sem.letter, n + 1)
     }
@@ -474,6 +510,7 @@ impl Plan {
 
 /// One section enrollment of a student.
 pub struct SectionEnrollment {
+    /// The section's `LocalCourseCode`.
     pub course: String,
     pub section: String,
     pub session: &'static str,
@@ -564,12 +601,12 @@ impl StudentPlan {
             if entry_date > sem.end || last_day < sem.begin {
                 continue;
             }
-            for (prefix, _) in SUBJECTS {
+            for (k, (prefix, _)) in SUBJECTS.iter().enumerate() {
                 let course = course_code(prefix, grade);
                 let n = rng.gen_range(0..school.sections_per_course());
                 sections.push(SectionEnrollment {
                     section: school.section_identifier(&course, &sem, n),
-                    course,
+                    course: school.local_course_code(k, grade),
                     session: sem.name,
                     begin: entry_date.max(sem.begin),
                     end: last_day,

@@ -172,6 +172,8 @@ struct SchoolRef {
     sessions: BTreeMap<String, (NaiveDate, NaiveDate)>,
     /// (subject index, grade, session name) → section identifiers.
     sections: BTreeMap<(usize, u8, String), Vec<String>>,
+    /// (subject index, grade) → the `LocalCourseCode` of the course's sections.
+    course_codes: BTreeMap<(usize, u8), String>,
 }
 
 impl Reference {
@@ -194,6 +196,7 @@ impl Reference {
                     grades: Vec::new(),
                     sessions: BTreeMap::new(),
                     sections: BTreeMap::new(),
+                    course_codes: BTreeMap::new(),
                 },
             );
         }
@@ -234,8 +237,9 @@ impl Reference {
             let code: String = r.get(1);
             if let (Some(s), Some((subject, grade))) = (
                 schools.get_mut(&r.get::<_, i32>(0)),
-                plan::parse_course_code(&code),
+                plan::parse_local_course_code(&code),
             ) {
+                s.course_codes.insert((subject, grade), code);
                 s.sections
                     .entry((subject, grade, r.get(2)))
                     .or_default()
@@ -824,8 +828,11 @@ impl Tx<'_> {
             if *end < entry {
                 continue;
             }
-            for (subject, (prefix, _)) in SUBJECTS.iter().enumerate() {
-                let Some(sections) = school.sections.get(&(subject, grade, session.clone())) else {
+            for subject in 0..SUBJECTS.len() {
+                let (Some(sections), Some(code)) = (
+                    school.sections.get(&(subject, grade, session.clone())),
+                    school.course_codes.get(&(subject, grade)),
+                ) else {
                     continue;
                 };
                 let section = sections.choose(self.rng).expect("non-empty section list");
@@ -839,7 +846,7 @@ impl Tx<'_> {
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false, $9, $9, $10)"#,
                         &[
                             &entry.max(*begin),
-                            &plan::course_code(prefix, grade),
+                            code,
                             &school.id,
                             &SCHOOL_YEAR,
                             section,
@@ -1161,7 +1168,7 @@ impl Tx<'_> {
         let Some(s) = rows.choose(self.rng).cloned() else {
             return Ok(false);
         };
-        let Some((subject, grade)) = plan::parse_course_code(&s.course) else {
+        let Some((subject, grade)) = plan::parse_local_course_code(&s.course) else {
             return Ok(false);
         };
         let Some(school) = self.refs.school(s.school) else {
