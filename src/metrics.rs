@@ -339,6 +339,23 @@ static MODEL_REFRESH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+static MODEL_VALUES_TRUNCATED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edfi_cdc_model_values_truncated_total",
+        "Values of reporting models cut to their column (on_overflow = \"truncate\"); each is logged with model, column and key",
+        &["connector", "model"]
+    )
+    .unwrap()
+});
+
+/// A reporting model's values cut to their columns in a refresh (`n` may be 0: the model's
+/// series then exists, at zero, for alert rules to watch).
+pub fn model_values_truncated(connector: &str, model: &str, n: u64) {
+    MODEL_VALUES_TRUNCATED
+        .with_label_values(&[connector, model])
+        .inc_by(n);
+}
+
 /// A reporting model was refreshed (only the changed students' rows when `incremental`).
 pub fn model_refresh(connector: &str, model: &str, incremental: bool, seconds: f64) {
     MODEL_REFRESH_SECONDS

@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -31,6 +32,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::GenericClient;
 
 use crate::config::ConnectorConfig;
+
+mod overflow;
+
+pub use overflow::RefreshError;
 
 /// The schema of the replicated ODS tables that models read.
 pub const INPUT_SCHEMA: &str = "edfi";
@@ -236,6 +241,20 @@ pub struct Model {
     /// `edfi.student.studentuniqueid`. A flush that changed only student rows of its inputs then
     /// rebuilds only those students' rows.
     pub incremental: Option<String>,
+    /// `-- on_overflow: truncate | fail`: what a value longer than its column does (in a key
+    /// column, always fail).
+    pub on_overflow: OnOverflow,
+}
+
+/// What a model's refresh does with a value longer than its `varchar`/`char` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnOverflow {
+    /// Cut it to the column (as the seed's COPY with TRUNCATECOLUMNS did), log it with model,
+    /// column and key, and count it.
+    #[default]
+    Truncate,
+    /// Stop the flush with that same message.
+    Fail,
 }
 
 impl Model {
@@ -471,6 +490,8 @@ pub struct Refreshed {
     pub seconds: f64,
     /// Whether only the changed students' rows were rebuilt.
     pub incremental: bool,
+    /// Values cut to their column (`on_overflow = "truncate"`).
+    pub truncated: u64,
 }
 
 /// Temporary table of the students a flush touched, while incremental models refresh.
@@ -480,8 +501,12 @@ const STUDENTS: &str = "edfi_cdc_changed_students";
 #[derive(Debug, Clone, Default)]
 pub struct Models {
     models: Vec<Model>,
-    /// The target is PostgreSQL (not Redshift): full rebuilds run without nested loops.
+    /// The target is PostgreSQL (not Redshift): full rebuilds run without nested loops, and
+    /// `varchar` lengths count characters (bytes on Redshift).
     postgres: bool,
+    /// Models that met a value too long for its column: their refreshes check every value
+    /// first (see [`overflow`]). Shared by clones; kept for the life of the process.
+    checked: Arc<Mutex<HashSet<String>>>,
 }
 
 /// `CREATE TABLE` of the freshness table: one row per model and per replicated table, with the
@@ -541,6 +566,7 @@ impl Models {
     /// row, and a nested loop over an aggregate or window subquery then runs it once per outer
     /// row — quadratic, minutes at 50,000 students, in full and incremental refreshes alike.
     /// Hash joins keep every refresh linear in its inputs. Redshift plans these joins itself.
+    /// Lengths of `varchar` values count characters there (bytes on Redshift).
     pub fn on_postgres(mut self) -> Models {
         self.postgres = true;
         self
@@ -590,7 +616,7 @@ impl Models {
         changed: &HashSet<String>,
         version: i64,
         commit_time: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Refreshed>, tokio_postgres::Error> {
+    ) -> Result<Vec<Refreshed>, RefreshError> {
         let all = changed.iter().map(|t| (t.clone(), None)).collect();
         self.refresh_batch(tx, &all, version, commit_time).await
     }
@@ -607,7 +633,7 @@ impl Models {
         changed: &HashMap<String, Option<String>>,
         version: i64,
         commit_time: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Refreshed>, tokio_postgres::Error> {
+    ) -> Result<Vec<Refreshed>, RefreshError> {
         let mut done: Vec<Refreshed> = Vec::new();
         let mut students_ready = false;
         if self.postgres && !changed.is_empty() {
@@ -632,7 +658,7 @@ impl Models {
             let started = Instant::now();
             let stages: Option<Vec<&String>> =
                 inputs.iter().map(|i| changed[*i].as_ref()).collect();
-            let (rows, incremental) = match (&m.incremental, stages) {
+            let (rows, truncated, incremental) = match (&m.incremental, stages) {
                 (Some(col), Some(stages))
                     if !upstream_full
                         && (students_ready || changed.values().any(Option::is_some)) =>
@@ -684,25 +710,15 @@ impl Models {
                                 .await?;
                         }
                     }
-                    let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
-                    let inserted = tx
-                        .execute(
-                            &format!(
-                                "INSERT INTO {} ({cols}) SELECT {cols} FROM ({select}) edfi_cdc_model \
-                                 WHERE {c} IN (SELECT studentuniqueid FROM {STUDENTS})",
-                                m.target(),
-                                cols = cols.join(", "),
-                                select = m.select
-                            ),
-                            &[],
-                        )
-                        .await?;
-                    (inserted, true)
+                    let only = format!("WHERE {c} IN (SELECT studentuniqueid FROM {STUDENTS})");
+                    let (inserted, truncated) = self.insert(tx, m, Some(&only)).await?;
+                    (inserted, truncated, true)
                 }
                 _ => {
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
-                    (tx.execute(&m.insert_sql(), &[]).await?, false)
+                    let (inserted, truncated) = self.insert(tx, m, None).await?;
+                    (inserted, truncated, false)
                 }
             };
             done.push(Refreshed {
@@ -710,6 +726,7 @@ impl Models {
                 rows,
                 seconds: started.elapsed().as_secs_f64(),
                 incremental,
+                truncated,
             });
         }
         if students_ready {
@@ -974,6 +991,7 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
         Ok(Models {
             models,
             postgres: false,
+            checked: Arc::default(),
         })
     } else {
         Err(ModelError(problems))
@@ -1020,6 +1038,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
     let mut declared: Vec<String> = Vec::new();
     let mut saw_inputs = false;
     let mut incremental: Option<String> = None;
+    let mut on_overflow = OnOverflow::default();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() {
@@ -1034,6 +1053,13 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
         match key.trim() {
             "model" => name = Some(value.trim().to_ascii_lowercase()),
             "incremental" => incremental = Some(value.trim().to_ascii_lowercase()),
+            "on_overflow" => match value.trim().to_ascii_lowercase().as_str() {
+                "truncate" => on_overflow = OnOverflow::Truncate,
+                "fail" => on_overflow = OnOverflow::Fail,
+                other => problems.push(format!(
+                    "`-- on_overflow: {other}`: write `truncate` or `fail`"
+                )),
+            },
             "inputs" => {
                 saw_inputs = true;
                 declared.extend(
@@ -1133,6 +1159,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             key,
             select,
             incremental,
+            on_overflow,
         }),
         _ => Err(problems),
     }

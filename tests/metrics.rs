@@ -12,10 +12,26 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
     let Rig {
         sim,
         staging: _staging,
-        connector,
+        mut connector,
         source,
         target,
     } = Rig::new(100, 21).await;
+    // A Redshift sink too (COPY FROM STDIN into a database of its own) with the shipped
+    // models, for their metrics.
+    let reporting = TestDb::create("metrics_reporting").await;
+    std::os::unix::fs::symlink(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models"),
+        connector.dir.join("models"),
+    )
+    .unwrap();
+    for (k, v) in [
+        ("REDSHIFT_ENABLED", "true"),
+        ("REDSHIFT_LOAD_MODE", "stdin"),
+        ("REDSHIFT_DATABASE_URL", reporting.url().as_str()),
+        ("REDSHIFT_MAX_AGE", "1s"),
+    ] {
+        connector.env.push((k.into(), v.into()));
+    }
     let rep = connector.run();
     let addr = rep.metrics_addr().await;
     wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
@@ -59,7 +75,7 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
     }
     let applied: i64 = body
         .lines()
-        .find(|l| l.starts_with("edfi_cdc_sink_applied_version{"))
+        .find(|l| l.starts_with("edfi_cdc_sink_applied_version{") && l.contains("sink=\"staging\""))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .expect("applied version sample");
     assert!(applied >= v, "applied version {applied} < source {v}");

@@ -1052,3 +1052,103 @@ async fn models_check_passes_on_the_built_target_and_names_a_wrong_column() {
         .get(0);
     assert_eq!(ty, "character varying(2)");
 }
+
+/// A model file `name` in group `ic` of a fresh models directory under the system's temporary
+/// directory (removed when the guard goes).
+struct ModelDir(PathBuf);
+
+impl ModelDir {
+    fn with(file: &str, text: &str) -> ModelDir {
+        let dir = std::env::temp_dir().join(unique("edfi_cdc_models"));
+        std::fs::create_dir_all(dir.join("ic")).unwrap();
+        std::fs::write(dir.join("ic").join(file), text).unwrap();
+        ModelDir(dir)
+    }
+}
+
+impl Drop for ModelDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// A value longer than its reporting column: the first refresh fails with the retryable
+/// overflow, and the next one cuts it (and says so) — or, with `on_overflow: fail`, names model,
+/// column and key and fails.
+#[tokio::test]
+async fn a_value_too_long_for_its_column_is_cut_or_fails_as_the_model_says() {
+    let db = TestDb::create("overflow").await;
+    let mut client = connect(&db.url()).await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA edfi; \
+             CREATE TABLE edfi.staff (staffuniqueid varchar(32) PRIMARY KEY, lastsurname varchar(75)); \
+             INSERT INTO edfi.staff VALUES ('s1', 'Short'), ('s2', 'Featherstonehaugh'), ('s3', 'Ñúñez-Álvarez');",
+        )
+        .await
+        .unwrap();
+    let model = |policy: &str| {
+        format!(
+            "-- model: test.names\n-- inputs: edfi.staff\n{policy}\
+             CREATE TABLE test.names (\n    staffnumber varchar(32) NOT NULL,\n    lastname varchar(8),\n    \
+             PRIMARY KEY (staffnumber)\n);\n\
+             SELECT s.staffuniqueid AS staffnumber, s.lastsurname AS lastname FROM edfi.staff s;\n"
+        )
+    };
+    let configured: HashSet<String> = ["edfi.staff".to_string()].into();
+    let changed: HashSet<String> = ["edfi.staff".to_string()].into();
+
+    let dir = ModelDir::with("test.names.sql", &model(""));
+    let models = Models::load(&dir.0, &["ic"], &configured)
+        .unwrap()
+        .on_postgres();
+    models.install(&client).await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let first = models.refresh(&tx, &changed, 1, None).await.unwrap_err();
+    assert!(
+        matches!(first, edfi_cdc::models::RefreshError::Overflow { ref model } if model == "test.names"),
+        "{first}"
+    );
+    drop(tx);
+    let tx = client.transaction().await.unwrap();
+    let done = models.refresh(&tx, &changed, 1, None).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((done[0].rows, done[0].truncated), (3, 2), "{done:?}");
+    let names: Vec<(String, String)> = client
+        .query(
+            "SELECT staffnumber, lastname FROM test.names ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("s1".to_string(), "Short".to_string()),
+            ("s2".to_string(), "Feathers".to_string()),
+            ("s3".to_string(), "Ñúñez-Ál".to_string()),
+        ]
+    );
+
+    let dir = ModelDir::with("test.names.sql", &model("-- on_overflow: fail\n"));
+    let models = Models::load(&dir.0, &["ic"], &configured)
+        .unwrap()
+        .on_postgres();
+    let tx = client.transaction().await.unwrap();
+    let first = models.refresh(&tx, &changed, 2, None).await.unwrap_err();
+    assert!(matches!(
+        first,
+        edfi_cdc::models::RefreshError::Overflow { .. }
+    ));
+    drop(tx);
+    let tx = client.transaction().await.unwrap();
+    let failed = models.refresh(&tx, &changed, 2, None).await.unwrap_err();
+    assert_eq!(
+        failed.to_string(),
+        "reporting model test.names: column lastname (varchar(8)): a value of 17 characters at \
+         staffnumber=s2 (on_overflow = \"fail\")"
+    );
+}

@@ -359,6 +359,69 @@ async fn a_value_too_long_for_its_column_stops_the_sink_naming_table_and_key() {
     assert_eq!(too_long, 0, "nothing of the rejected batch was applied");
 }
 
+/// A reporting value too long for its column is cut, logged and counted, and the sink goes on:
+/// the flush that first meets it is retried with that model's values checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporting_value_too_long_is_cut_counted_and_the_sink_goes_on() {
+    let models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models");
+    let mut rig = Rig::new(50, 12).await;
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace(
+            "models = \"models\"",
+            &format!("models = {:?}", models_dir.display().to_string()),
+        );
+    std::fs::write(&rig.connector.path, text).unwrap();
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    let addr = rep.metrics_addr().await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    // roster.course.coursenumber is varchar(15), the LEA course code it shows nvarchar(60).
+    let code = "LEA-COURSE-NUMBER-0001";
+    rig.source
+        .execute(
+            "UPDATE edfi.\"CourseIdentificationCode\" SET \"IdentificationCode\" = $1 \
+             WHERE (\"CourseCode\", \"EducationOrganizationId\", \"CourseIdentificationSystemDescriptorId\") = \
+             (SELECT i.\"CourseCode\", i.\"EducationOrganizationId\", i.\"CourseIdentificationSystemDescriptorId\" \
+              FROM edfi.\"CourseIdentificationCode\" i JOIN edfi.\"Descriptor\" d \
+              ON d.\"DescriptorId\" = i.\"CourseIdentificationSystemDescriptorId\" \
+              WHERE d.\"CodeValue\" = 'LEA course code' ORDER BY 1, 2 LIMIT 1)",
+            &[&code],
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let shown: Vec<String> = rig
+        .target
+        .query(
+            "SELECT coursenumber FROM roster.course WHERE coursenumber LIKE 'LEA-COURSE%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(shown, [&code[..15]]);
+    let log = rep.log();
+    assert!(
+        log.contains("refreshing it again with every value checked")
+            && log.contains("a value too long for its reporting column, cut to it")
+            && log.contains("model=roster.course column=coursenumber"),
+        "{log}"
+    );
+    let (_, body) = http_get(&addr, "/metrics");
+    let cut: u64 = body
+        .lines()
+        .find(|l| {
+            l.starts_with("edfi_cdc_model_values_truncated_total{")
+                && l.contains("model=\"roster.course\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no truncation counter:\n{body}"));
+    assert!(cut >= 1, "{cut}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_or_refused_credentials_stop_before_anything_is_written() {
     let moto = Moto::start();

@@ -40,7 +40,7 @@ use crate::event::{
     describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
 };
 use crate::metrics;
-use crate::models::Models;
+use crate::models::{Models, RefreshError};
 use crate::retry::Backoff;
 use crate::sink::staging::ddl::{shadow_table, PgName};
 use crate::stream::Input;
@@ -271,6 +271,9 @@ impl RedshiftSink {
             );
         }
         models.install(&client).await.map_err(pg)?;
+        for m in models.models() {
+            metrics::model_values_truncated(connector, &m.name, 0);
+        }
         if cfg.load == LoadMode::Stdin {
             client
                 .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
@@ -606,9 +609,10 @@ impl RedshiftSink {
                 .models
                 .refresh_batch(&tx, &changed, w.version, w.commit_time)
                 .await
-                .map_err(pg)?;
+                .map_err(refresh_error)?;
             for r in refreshed {
                 metrics::model_refresh(&connector, &r.model, r.incremental, r.seconds);
+                metrics::model_values_truncated(&connector, &r.model, r.truncated);
                 debug!(sink = SINK, model = %r.model, rows = r.rows, incremental = r.incremental,
                     ms = (r.seconds * 1000.0).round(), "model refreshed");
             }
@@ -961,6 +965,22 @@ fn rejected(rt: &TableRt, load: &TableLoad, e: &tokio_postgres::Error) -> SinkEr
         table: rt.schema.id.clone(),
         key,
         reason: format!("{message} (target {} column {column})", rt.target),
+    }
+}
+
+/// A model refresh that met a value too long for its column the first time is retried (the
+/// model's values are then checked); one that must fail on such a value stops the sink.
+fn refresh_error(e: RefreshError) -> SinkError {
+    match e {
+        RefreshError::Database(e) => pg(e),
+        e @ RefreshError::Overflow { .. } => SinkError::Transient {
+            sink: SINK.into(),
+            message: e.to_string(),
+        },
+        e @ RefreshError::Rejected(_) => SinkError::Fatal {
+            sink: SINK.into(),
+            message: e.to_string(),
+        },
     }
 }
 
