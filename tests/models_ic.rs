@@ -916,6 +916,8 @@ async fn every_ic_model_matches_an_independent_computation() {
             .position(|c| c.name == name)
             .unwrap()
     };
+    let last_student_day = ods_sim::edfi::plan::last_student_day();
+    let calendar_last_date = o.dates.iter().map(|d| d.3).max().unwrap();
     let mut per_student_year: HashMap<(V, V), usize> = HashMap::new();
     for r in rows.values() {
         *per_student_year
@@ -937,7 +939,15 @@ async fn every_ic_model_matches_an_independent_computation() {
         );
         let active = r[col("activeenrollment")] == V::Bool(true);
         assert_eq!(active, r[col("enrollmentenddate")] == V::Null, "{r:?}");
+        // Without a withdraw date the enrollment exits on its calendar's last instructional
+        // day, not on the calendar's last date (the seed's rule): here that is a teacher-only
+        // day after it.
+        if active {
+            assert_eq!(r[col("enrollmentexitdate")], V::Date(last_student_day), "{r:?}");
+            assert_eq!(r[col("completedschoolyear")], V::Bool(true), "{r:?}");
+        }
     }
+    assert!(calendar_last_date > last_student_day);
     assert_eq!(per_student_year.len(), o.students.len());
     assert!(per_student_year.values().all(|n| *n == 1));
 

@@ -42,12 +42,18 @@ pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 
 /// First and last day of the calendar (teacher days included).
 pub fn calendar_range() -> (NaiveDate, NaiveDate) {
-    (date(2024, 8, 19), date(2025, 6, 13))
+    (date(2024, 8, 19), date(2025, 6, 17))
 }
 
 /// The first day students attend.
 pub fn first_student_day() -> NaiveDate {
     date(2024, 8, 26)
+}
+
+/// The last day students attend; the calendar goes on with teacher-only days, so its last date
+/// is not its last instructional day.
+pub fn last_student_day() -> NaiveDate {
+    date(2025, 6, 13)
 }
 
 /// A semester: session name, term code, begin and end date.
@@ -73,7 +79,7 @@ pub fn semesters() -> [Semester; 2] {
             term: "Spring Semester",
             letter: 'S',
             begin: date(2025, 1, 21),
-            end: calendar_range().1,
+            end: last_student_day(),
         },
     ]
 }
@@ -100,7 +106,11 @@ pub fn calendar_event(day: NaiveDate) -> Option<&'static str> {
     ];
     Some(if holidays.iter().any(|(a, b)| day >= *a && day <= *b) {
         "Holiday"
-    } else if day < first_student_day() || day == date(2024, 11, 5) || day == date(2025, 3, 14) {
+    } else if day < first_student_day()
+        || day > last_student_day()
+        || day == date(2024, 11, 5)
+        || day == date(2025, 3, 14)
+    {
         "Teacher only day"
     } else {
         "Instructional day"

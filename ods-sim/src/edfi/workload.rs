@@ -727,7 +727,7 @@ impl Tx<'_> {
         let (exit, ty) = match a.exit {
             Some(_) => (None, None),
             None => {
-                let last = plan::calendar_range().1;
+                let last = plan::last_student_day();
                 if a.entry >= last {
                     return Ok(false);
                 }
@@ -1056,7 +1056,7 @@ impl Tx<'_> {
         let administered = random_day(
             self.rng,
             plan::first_student_day(),
-            plan::calendar_range().1,
+            plan::last_student_day(),
         )
         .and_hms_opt(self.rng.gen_range(8..15), self.rng.gen_range(0..60), 0)
         .expect("valid time");
