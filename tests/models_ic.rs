@@ -943,7 +943,11 @@ async fn every_ic_model_matches_an_independent_computation() {
         // day, not on the calendar's last date (the seed's rule): here that is a teacher-only
         // day after it.
         if active {
-            assert_eq!(r[col("enrollmentexitdate")], V::Date(last_student_day), "{r:?}");
+            assert_eq!(
+                r[col("enrollmentexitdate")],
+                V::Date(last_student_day),
+                "{r:?}"
+            );
             assert_eq!(r[col("completedschoolyear")], V::Bool(true), "{r:?}");
         }
     }
