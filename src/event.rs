@@ -275,6 +275,11 @@ pub enum SnapshotMarker {
         /// Tells this snapshot from another of the table at the same version (an idle source
         /// re-snapshotted twice); a copy of the marker, written again, has the same id.
         id: u64,
+        /// Asked for (`edfi-cdc resnapshot`, or a sink that lost records), not only needed by
+        /// a sink without the table: every sink takes it, even one already at its version. A
+        /// stream worker cannot rely on seeing the request row, which the first lane to start
+        /// the snapshot deletes.
+        requested: bool,
     },
     /// All `r` events of the table up to and including `last_key` (key order) have been sent;
     /// `rows` counts them from the start of the snapshot.
@@ -389,11 +394,12 @@ pub fn encode(connector: &str, database: &str, msg: &Message) -> (Json, Json) {
                     version,
                     total_rows,
                     id,
+                    requested,
                     ..
                 } => (
                     "snapshot_started",
                     *version,
-                    json!({"total_rows": total_rows, "id": id}),
+                    json!({"total_rows": total_rows, "id": id, "requested": requested}),
                 ),
                 SnapshotMarker::Chunk { last_key, rows, .. } => (
                     "snapshot_chunk",
@@ -476,6 +482,7 @@ pub fn decode(
             version,
             total_rows: snap["total_rows"].as_u64(),
             id: snap["id"].as_u64().unwrap_or(0),
+            requested: snap["requested"].as_bool().unwrap_or(false),
         },
         "snapshot_chunk" => SnapshotMarker::Chunk {
             last_key: values_from_json(&table, table.key.iter().copied(), &snap["last_key"])?,
@@ -628,6 +635,7 @@ pub(crate) mod tests {
             version: 5,
             total_rows: Some(1000),
             id: 1_764_000_000_000_000_042,
+            requested: true,
         }));
         roundtrip(Message::Snapshot(SnapshotMarker::Chunk {
             table: table.clone(),

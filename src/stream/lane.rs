@@ -494,6 +494,7 @@ mod tests {
             version: v,
             total_rows: Some(1),
             id,
+            requested: false,
         };
         let chunk = SnapshotMarker::Chunk {
             table: table.clone(),

@@ -676,10 +676,14 @@ impl RedshiftSink {
             SnapshotMarker::Started {
                 version,
                 total_rows,
+                requested,
                 ..
             } => {
-                rt.ignoring_snapshot =
-                    snapshot_not_needed(self.requests.contains(&id), rt.state.as_ref(), version);
+                rt.ignoring_snapshot = snapshot_not_needed(
+                    requested || self.requests.contains(&id),
+                    rt.state.as_ref(),
+                    version,
+                );
                 if rt.ignoring_snapshot {
                     info!(sink = SINK, table = %id, version, "snapshot not needed: this sink is already at or past its version");
                     return Ok(());

@@ -323,8 +323,9 @@ enum Phase {
         rows_at_start: u64,
     },
     /// Waiting its turn for a snapshot; `id` goes into its start marker, the same id however
-    /// often the marker is sent (see [`SnapshotMarker::Started`]).
-    Queued { id: u64 },
+    /// often the marker is sent (see [`SnapshotMarker::Started`]), and so does whether an
+    /// operator (or a sink that lost records) asked for it.
+    Queued { id: u64, requested: bool },
 }
 
 /// A new snapshot id: unique in this process, and across restarts as its clock moves on.
@@ -379,7 +380,10 @@ impl Poller {
                 // No chunk of it was recorded: the sinks may not even have its start.
                 Some(TableStart::ResumeSnapshot { last_key: None, .. }) if position.is_some() => {
                     snapshot_queue.push_back(i);
-                    Phase::Queued { id: snapshot_id() }
+                    Phase::Queued {
+                        id: snapshot_id(),
+                        requested: false,
+                    }
                 }
                 Some(TableStart::ResumeSnapshot {
                     version,
@@ -399,7 +403,10 @@ impl Poller {
                 }
                 Some(TableStart::Snapshot) | None => {
                     snapshot_queue.push_back(i);
-                    Phase::Queued { id: snapshot_id() }
+                    Phase::Queued {
+                        id: snapshot_id(),
+                        requested: false,
+                    }
                 }
             };
             tables.push(TableRun {
@@ -515,7 +522,10 @@ impl Poller {
         if let Some(i) = self.tables.iter().position(|t| &t.schema.id == table) {
             if !matches!(self.tables[i].phase, Phase::Queued { .. }) {
                 info!(table = %table, "re-snapshot requested");
-                self.tables[i].phase = Phase::Queued { id: snapshot_id() };
+                self.tables[i].phase = Phase::Queued {
+                    id: snapshot_id(),
+                    requested: true,
+                };
                 self.snapshot_queue.retain(|&q| q != i);
                 self.snapshot_queue.push_back(i);
             }
@@ -694,7 +704,7 @@ impl Poller {
     /// table as part of the cut before the watermark could advance it.
     async fn start_snapshots(&mut self, version: i64) -> Result<(), SourceError> {
         for &i in &self.snapshot_queue {
-            let Phase::Queued { id } = self.tables[i].phase else {
+            let Phase::Queued { id, requested } = self.tables[i].phase else {
                 continue;
             };
             let schema = self.tables[i].schema.clone();
@@ -714,6 +724,7 @@ impl Poller {
                     version,
                     total_rows: total,
                     id,
+                    requested,
                 }))
                 .await?;
             self.tables[i].phase = Phase::Snapshotting {
