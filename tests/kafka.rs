@@ -155,6 +155,72 @@ async fn a_worker_started_while_topics_are_missing_waits_for_all_of_them() {
     assert_rig_equal(&rig).await;
 }
 
+/// A re-snapshot through Kafka with the poller killed in the middle of it and rows deleted at
+/// the source while it is down. Each lane holds only its partitions' rows of the snapshot and,
+/// publishing it, replaces only those keys; a deleted row is in no lane's snapshot once its
+/// delete arrives, so the delete has to reach the table itself. Staging ends equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_deleted_during_a_re_snapshot_with_the_poller_killed_midway_are_gone() {
+    let broker = Broker::start();
+    let mut rig = Rig::new(1000, 57).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    // Chunks of 50 rows: the re-snapshot of 12,000 rows lasts long enough to be killed in.
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace("snapshot_chunk_rows = 2000", "snapshot_chunk_rows = 50");
+    std::fs::write(&rig.connector.path, text).unwrap();
+    let poller = start_role(&rig, "poller");
+    let _worker = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    let out = rig
+        .connector
+        .command(&["resnapshot", "edfi.StudentAssessmentItem"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lanes_in_snapshot = || async {
+        rig.target
+            .query_one(
+                "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' \
+                 AND sink LIKE 'staging@%' AND source_table = 'StudentAssessmentItem' \
+                 AND phase = 'snapshot' AND snapshot_rows > 0",
+                &[],
+            )
+            .await
+            .ok()
+            .map(|r| r.get::<_, i64>(0))
+    };
+    wait_for("a chunk of the re-snapshot to arrive", CATCH_UP, || async {
+        (lanes_in_snapshot().await? > 0).then_some(())
+    })
+    .await;
+    poller.kill();
+    assert!(
+        lanes_in_snapshot().await.unwrap() > 0,
+        "the re-snapshot ended before the poller was killed"
+    );
+    // The lowest keys: read in the snapshot's first chunk, before the poller died.
+    let deleted = rig
+        .source
+        .execute(
+            r#"DELETE FROM edfi."StudentAssessmentItem" WHERE ctid IN (
+                 SELECT ctid FROM edfi."StudentAssessmentItem"
+                 ORDER BY "AssessmentIdentifier", "IdentificationCode", "Namespace",
+                          "StudentAssessmentIdentifier", "StudentUSI" LIMIT 40)"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, 40);
+    let _poller = start_role(&rig, "poller");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller() {
     let broker = Broker::start();

@@ -686,6 +686,13 @@ impl StagingSink {
                 };
                 let events: Vec<&ChangeEvent> = self.ready.tables[id].values().collect();
                 apply_changes(&tx, rt, dest, &events).await?;
+                // A lane over some partitions replaces only the keys of its snapshot when it
+                // publishes it (below): a row deleted at the source during the snapshot is in
+                // none, so its delete must reach the table itself too.
+                let pending = rt.state.as_ref().map(|s| s.phase) == Some(Phase::PendingSwap);
+                if pending && self.lane.as_ref().is_some_and(|l| !l.whole) {
+                    delete_batch_deletes(&tx, rt, &rt.target).await?;
+                }
             }
             for rt in self.tables.values() {
                 if rt
@@ -695,7 +702,9 @@ impl StagingSink {
                 {
                     let cols = rt.columns.join(", ");
                     // A lane over some partitions (Kafka) has the rows of those only in its
-                    // shadow: it replaces those keys. Rows deleted meanwhile at the source stay.
+                    // shadow: it replaces those keys. Rows deleted at the source during the
+                    // snapshot were deleted from the table as their deletes arrived (above);
+                    // rows deleted before it started, whose deletes never arrived, stay.
                     let replaced = if self.lane.as_ref().is_some_and(|l| !l.whole) {
                         let on: Vec<String> =
                             rt.keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
@@ -746,14 +755,19 @@ impl StagingSink {
             SnapshotMarker::Started {
                 version,
                 total_rows,
+                requested,
                 ..
             } => {
                 self.seen_version = self.seen_version.max(version);
                 // Rows still held for the table belong to an earlier snapshot of it.
                 self.snapshot_rows.remove(&id);
-                // A sink that already streams this table from at least `version` needs nothing.
-                rt.ignoring_snapshot =
-                    snapshot_not_needed(self.requests.contains(&id), rt.state.as_ref(), version);
+                // A sink that already streams this table from at least `version` needs nothing,
+                // unless the snapshot was asked for.
+                rt.ignoring_snapshot = snapshot_not_needed(
+                    requested || self.requests.contains(&id),
+                    rt.state.as_ref(),
+                    version,
+                );
                 if rt.ignoring_snapshot {
                     match rt.state.as_ref() {
                         Some(s) if awaits_snapshot(s) => {
@@ -1040,6 +1054,24 @@ fn pg_owned(e: &tokio_postgres::Error) -> SinkError {
 
 /// Apply collapsed changes to `dest` set-based: COPY into the table's temporary table, delete
 /// the deleted keys, upsert the rest.
+/// Apply the deletes of the batch [`apply_changes`] just loaded into the table's temporary
+/// table to `dest` as well.
+async fn delete_batch_deletes(
+    tx: &Transaction<'_>,
+    rt: &TableRt,
+    dest: &PgName,
+) -> Result<(), SinkError> {
+    let on: Vec<String> = rt.keys.iter().map(|k| format!("t.{k} = b.{k}")).collect();
+    tx.batch_execute(&format!(
+        "DELETE FROM {dest} AS t USING {temp} AS b WHERE b.{OP_COLUMN} = 'd' AND {on}",
+        dest = dest.sql(),
+        temp = rt.temp,
+        on = on.join(" AND "),
+    ))
+    .await
+    .map_err(pg)
+}
+
 async fn apply_changes(
     tx: &Transaction<'_>,
     rt: &TableRt,
