@@ -275,10 +275,10 @@ pub enum SnapshotMarker {
         /// Tells this snapshot from another of the table at the same version (an idle source
         /// re-snapshotted twice); a copy of the marker, written again, has the same id.
         id: u64,
-        /// Asked for (`edfi-cdc resnapshot`, or a sink that lost records), not only needed by
-        /// a sink without the table: every sink takes it, even one already at its version. A
-        /// stream worker cannot rely on seeing the request row, which the first lane to start
-        /// the snapshot deletes.
+        /// Asked for (`edfi-cdc resnapshot`, a sink that lost records, or Change Tracking
+        /// cleanup past the table's baseline), not only needed by a sink without the table:
+        /// every sink takes it, even one already at its version. A stream worker cannot rely on
+        /// seeing the request row, which the first lane to start the snapshot deletes.
         requested: bool,
     },
     /// All `r` events of the table up to and including `last_key` (key order) have been sent;

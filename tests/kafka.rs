@@ -216,9 +216,18 @@ async fn rows_deleted_during_a_re_snapshot_with_the_poller_killed_midway_are_gon
         .await
         .unwrap();
     assert_eq!(deleted, 40);
-    let _poller = start_role(&rig, "poller");
+    let poller = start_role(&rig, "poller");
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     assert_rig_equal(&rig).await;
+    // The restarted poller went on with the snapshot it had begun (the deleted rows were in its
+    // first chunks): it did not start another.
+    assert!(
+        !poller
+            .log()
+            .contains("snapshot started table=edfi.StudentAssessmentItem"),
+        "{}",
+        poller.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,17 +100,27 @@ impl Models {
         m: &Model,
         only: Option<&str>,
     ) -> Result<(u64, u64), RefreshError> {
+        // A value too long here is one the model's own SELECT cast to a shorter type.
         tx.batch_execute(&format!(
             "CREATE TEMP TABLE {ROWS} AS SELECT * FROM ({}) edfi_cdc_model {}",
             m.select,
             only.unwrap_or("")
         ))
-        .await?;
-        // Redshift's varchar(n) holds n bytes, PostgreSQL's n characters.
-        let (length, unit) = if self.postgres {
-            ("CHAR_LENGTH", "characters")
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) if too_long(&e) => RefreshError::Rejected(format!(
+                "reporting model {}: its SELECT casts a value to a type too short for it: {}",
+                m.name,
+                db.message()
+            )),
+            _ => e.into(),
+        })?;
+        // Redshift's varchar(n) holds n bytes, PostgreSQL's n characters (and PostgreSQL takes
+        // a value too long only by trailing spaces, dropping them: not a cut).
+        let (length, trim, unit) = if self.postgres {
+            ("CHAR_LENGTH", "RTRIM", "characters")
         } else {
-            ("OCTET_LENGTH", "bytes")
+            ("OCTET_LENGTH", "", "bytes")
         };
         let key: Vec<String> = m
             .key
@@ -129,7 +139,7 @@ impl Models {
                 }
             };
             exprs.push(self.cut(&col, limit));
-            let over = format!("{length}({col}) > {limit}");
+            let over = format!("{length}({trim}({col})) > {limit}");
             let count: i64 = tx
                 .query_one(&format!("SELECT COUNT(*) FROM {ROWS} WHERE {over}"), &[])
                 .await?
@@ -193,15 +203,19 @@ impl Models {
         Ok((inserted, cut))
     }
 
-    /// `col` cut to fit `n`: `n` characters on PostgreSQL; on Redshift, as many characters as
-    /// fit in `n` bytes — one character fewer for every byte beyond one among the first `n`,
-    /// so the result never splits a character and never exceeds `n` bytes.
+    /// `col` cut to fit `n`: `n` characters on PostgreSQL. On Redshift (`n` bytes) whole
+    /// characters, at most `n` bytes of them: the first `n` characters less one per byte they
+    /// exceed `n` by (each dropped character is at least one byte), but never fewer than `n / 4`
+    /// (a character is at most four bytes). Both bounds fit; text of multi-byte characters may
+    /// keep fewer characters than would fit.
     fn cut(&self, col: &str, n: u32) -> String {
         if self.postgres {
             format!("LEFT({col}, {n})")
         } else {
             format!(
-                "LEFT({col}, {n} - (OCTET_LENGTH(LEFT({col}, {n})) - CHAR_LENGTH(LEFT({col}, {n}))))"
+                "LEFT({col}, GREATEST({quarter}, {twice} - OCTET_LENGTH(LEFT({col}, {n}))))",
+                quarter = n / 4,
+                twice = 2 * n,
             )
         }
     }

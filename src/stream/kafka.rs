@@ -342,8 +342,21 @@ async fn wait_for_topics<C: ClientContext>(
 ) -> Result<(), StreamError> {
     const REPORT_EVERY: Duration = Duration::from_secs(30);
     let mut reported: Option<tokio::time::Instant> = None;
+    let mut failed: Option<tokio::time::Instant> = None;
     loop {
-        let (counts, missing) = partition_counts_now(client, topics).await?;
+        let (counts, missing) = match partition_counts_now(client, topics).await {
+            Ok(found) => found,
+            // The broker is not there yet: wait for it as for the topics.
+            Err(e) if e.is_retriable() => {
+                if failed.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+                    warn!(error = %e, "kafka broker metadata unavailable; retrying");
+                    failed = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if missing.is_empty() {
             let mut distinct: Vec<i32> = counts.values().copied().collect();
             distinct.sort_unstable();

@@ -8,7 +8,8 @@ use tokio_postgres::Client;
 /// References between the tables: (child, parent, [(child column, parent column)]). Descriptor
 /// columns (`…DescriptorId`) are checked against `Descriptor` separately. A Section references
 /// a CourseOffering in Ed-Fi, which the simulator does not keep: its `LocalCourseCode` is a
-/// course's LEA course code or its course code (`plan::School::local_course_code`).
+/// course's LEA course code or its course code (`plan::School::local_course_code`), checked by
+/// [`section_course_sql`].
 type Reference = (
     &'static str,
     &'static str,
@@ -395,6 +396,18 @@ fn dangling_sql(schema: &str, child: &str, parent: &str, cols: &[(&str, &str)]) 
     )
 }
 
+/// Sections whose `LocalCourseCode` is neither an identification code nor the code of a course
+/// at the section's school.
+fn section_course_sql(schema: &str) -> String {
+    format!(
+        "SELECT count(*) FROM {s}.\"Section\" c WHERE NOT EXISTS (SELECT 1 FROM {s}.\"CourseIdentificationCode\" i \
+         WHERE i.\"IdentificationCode\" = c.\"LocalCourseCode\" AND i.\"EducationOrganizationId\" = c.\"SchoolId\") \
+         AND NOT EXISTS (SELECT 1 FROM {s}.\"Course\" p \
+         WHERE p.\"CourseCode\" = c.\"LocalCourseCode\" AND p.\"EducationOrganizationId\" = c.\"SchoolId\")",
+        s = q(schema)
+    )
+}
+
 /// Every reference that points at no row: `(description, dangling rows)`; empty when the data
 /// is referentially consistent. Includes every `…DescriptorId` column against `Descriptor`.
 pub async fn dangling_references(
@@ -411,6 +424,10 @@ pub async fn dangling_references(
             (what, dangling_sql(schema, c, p, cols))
         })
         .collect();
+    checks.push((
+        "Section(LocalCourseCode, SchoolId) -> CourseIdentificationCode or Course".into(),
+        section_course_sql(schema),
+    ));
     for def in tables::tables() {
         let own_key = (def.name.ends_with("Descriptor") && def.name != "Descriptor")
             .then(|| def.primary_key[0].clone());

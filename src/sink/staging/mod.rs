@@ -1052,8 +1052,6 @@ fn pg_owned(e: &tokio_postgres::Error) -> SinkError {
     SinkError::from_pg(SINK, e)
 }
 
-/// Apply collapsed changes to `dest` set-based: COPY into the table's temporary table, delete
-/// the deleted keys, upsert the rest.
 /// Apply the deletes of the batch [`apply_changes`] just loaded into the table's temporary
 /// table to `dest` as well.
 async fn delete_batch_deletes(
@@ -1072,6 +1070,8 @@ async fn delete_batch_deletes(
     .map_err(pg)
 }
 
+/// Apply collapsed changes to `dest` set-based: COPY into the table's temporary table, delete
+/// the deleted keys, upsert the rest.
 async fn apply_changes(
     tx: &Transaction<'_>,
     rt: &TableRt,

@@ -520,7 +520,11 @@ impl Poller {
 
     fn request_snapshot(&mut self, table: &TableId) {
         if let Some(i) = self.tables.iter().position(|t| &t.schema.id == table) {
-            if !matches!(self.tables[i].phase, Phase::Queued { .. }) {
+            if let Phase::Queued { requested, .. } = &mut self.tables[i].phase {
+                // Queued already (its first snapshot, or one resumed from scratch at start):
+                // it now counts as asked for.
+                *requested = true;
+            } else {
                 info!(table = %table, "re-snapshot requested");
                 self.tables[i].phase = Phase::Queued {
                     id: snapshot_id(),
