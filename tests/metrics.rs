@@ -19,11 +19,7 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
     // A Redshift sink too (COPY FROM STDIN into a database of its own) with the shipped
     // models, for their metrics.
     let reporting = TestDb::create("metrics_reporting").await;
-    std::os::unix::fs::symlink(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models"),
-        connector.dir.join("models"),
-    )
-    .unwrap();
+    connector.use_shipped_models();
     for (k, v) in [
         ("REDSHIFT_ENABLED", "true"),
         ("REDSHIFT_LOAD_MODE", "stdin"),

@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime};
@@ -15,10 +15,6 @@ use tokio_postgres::Client;
 const TABLES: usize = 37;
 const CATCH_UP: Duration = Duration::from_secs(240);
 
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models")
-}
-
 fn ic_tables() -> HashSet<String> {
     ods_sim::edfi::ic()
         .iter()
@@ -27,7 +23,7 @@ fn ic_tables() -> HashSet<String> {
 }
 
 fn load_ic() -> Models {
-    Models::load(&models_dir(), &["ic"], &ic_tables()).unwrap_or_else(|e| panic!("{e}"))
+    Models::load(&shipped_models_dir(), &["ic"], &ic_tables()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A model cell, typed.
@@ -1023,7 +1019,7 @@ async fn models_check_passes_on_the_built_target_and_names_a_wrong_column() {
         rig.connector
             .command(&["models", "check"])
             .arg("--models-dir")
-            .arg(models_dir())
+            .arg(shipped_models_dir())
             .arg("--target-url")
             .arg(url)
             .output()
@@ -1097,6 +1093,30 @@ async fn last_names(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Refresh `models` as a sink would: the first attempt meets a value too long for its column
+/// and fails with the retryable overflow of `test.names`; the attempt after it is the result.
+async fn refresh_after_overflow(
+    client: &mut Client,
+    models: &Models,
+    changed: &HashSet<String>,
+    version: i64,
+) -> Result<Vec<edfi_cdc::models::Refreshed>, edfi_cdc::models::RefreshError> {
+    let tx = client.transaction().await.unwrap();
+    let first = models
+        .refresh(&tx, changed, version, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(first, edfi_cdc::models::RefreshError::Overflow { ref model } if model == "test.names"),
+        "{first}"
+    );
+    drop(tx);
+    let tx = client.transaction().await.unwrap();
+    let done = models.refresh(&tx, changed, version, None).await?;
+    tx.commit().await.unwrap();
+    Ok(done)
+}
+
 /// A value longer than its reporting column: the first refresh fails with the retryable
 /// overflow, and the next one cuts it (and says so) — or, with `on_overflow: fail`, names model,
 /// column and key and fails.
@@ -1129,16 +1149,9 @@ async fn a_value_too_long_for_its_column_is_cut_or_fails_as_the_model_says() {
         .unwrap()
         .on_postgres();
     models.install(&client).await.unwrap();
-    let tx = client.transaction().await.unwrap();
-    let first = models.refresh(&tx, &changed, 1, None).await.unwrap_err();
-    assert!(
-        matches!(first, edfi_cdc::models::RefreshError::Overflow { ref model } if model == "test.names"),
-        "{first}"
-    );
-    drop(tx);
-    let tx = client.transaction().await.unwrap();
-    let done = models.refresh(&tx, &changed, 1, None).await.unwrap();
-    tx.commit().await.unwrap();
+    let done = refresh_after_overflow(&mut client, &models, &changed, 1)
+        .await
+        .unwrap();
     assert_eq!((done[0].rows, done[0].truncated), (5, 4), "{done:?}");
     assert_eq!(
         last_names(&client).await,
@@ -1154,16 +1167,9 @@ async fn a_value_too_long_for_its_column_is_cut_or_fails_as_the_model_says() {
     // Redshift's varchar(n) counts bytes: the same values are cut to whole characters within 8
     // bytes (PostgreSQL evaluates the expression the Redshift path uses).
     let models = Models::load(&dir.0, &["ic"], &configured).unwrap();
-    let tx = client.transaction().await.unwrap();
-    let first = models.refresh(&tx, &changed, 1, None).await.unwrap_err();
-    assert!(matches!(
-        first,
-        edfi_cdc::models::RefreshError::Overflow { .. }
-    ));
-    drop(tx);
-    let tx = client.transaction().await.unwrap();
-    let done = models.refresh(&tx, &changed, 1, None).await.unwrap();
-    tx.commit().await.unwrap();
+    let done = refresh_after_overflow(&mut client, &models, &changed, 1)
+        .await
+        .unwrap();
     assert_eq!(done[0].truncated, 4, "{done:?}");
     let cut = last_names(&client).await;
     assert_eq!(cut, ["Short", "Feathers", "Ñúñe", "До", "東京"]);
@@ -1173,15 +1179,9 @@ async fn a_value_too_long_for_its_column_is_cut_or_fails_as_the_model_says() {
     let models = Models::load(&dir.0, &["ic"], &configured)
         .unwrap()
         .on_postgres();
-    let tx = client.transaction().await.unwrap();
-    let first = models.refresh(&tx, &changed, 2, None).await.unwrap_err();
-    assert!(matches!(
-        first,
-        edfi_cdc::models::RefreshError::Overflow { .. }
-    ));
-    drop(tx);
-    let tx = client.transaction().await.unwrap();
-    let failed = models.refresh(&tx, &changed, 2, None).await.unwrap_err();
+    let failed = refresh_after_overflow(&mut client, &models, &changed, 2)
+        .await
+        .unwrap_err();
     assert_eq!(
         failed.to_string(),
         "reporting model test.names: column lastname (varchar(8)): a value of 17 characters at \

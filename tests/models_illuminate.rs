@@ -7,7 +7,6 @@ mod support;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edfi_cdc::models::Models;
@@ -23,10 +22,6 @@ const STANDARD_NS: [&str; 2] = [
 ];
 
 type Row = Vec<Option<String>>;
-
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models")
-}
 
 /// The lower-case `edfi.table` names of the shipped connector's `group`, as the rig's connector
 /// file configures them.
@@ -68,7 +63,8 @@ async fn build(rig: &mut Rig, models: &Models, version: i64) {
 /// The models of the `illuminate` group, allowed to read that group's tables only.
 fn illuminate_models(rig: &Rig) -> Models {
     let configured = group_tables(&rig.connector, "illuminate");
-    Models::load(&models_dir(), &["illuminate"], &configured).unwrap_or_else(|e| panic!("{e}"))
+    Models::load(&shipped_models_dir(), &["illuminate"], &configured)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Every row of `sql`'s result, each column as text (NULL as `None`).
@@ -1139,8 +1135,8 @@ async fn the_workbooks_queries_return_the_sample_scores() {
         env.get(k).cloned()
     })
     .unwrap_or_else(|e| panic!("connector file: {e}"));
-    let models =
-        Models::load_for_connector(&models_dir(), &configs[0]).unwrap_or_else(|e| panic!("{e}"));
+    let models = Models::load_for_connector(&shipped_models_dir(), &configs[0])
+        .unwrap_or_else(|e| panic!("{e}"));
     let (rep, version) = replicate(&rig).await;
     assert!(rep.terminate(Duration::from_secs(20)).success());
     build(&mut rig, &models, version).await;

@@ -363,15 +363,8 @@ async fn a_value_too_long_for_its_column_stops_the_sink_naming_table_and_key() {
 /// the flush that first meets it is retried with that model's values checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reporting_value_too_long_is_cut_counted_and_the_sink_goes_on() {
-    let models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models");
     let mut rig = Rig::new(50, 12).await;
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace(
-            "models = \"models\"",
-            &format!("models = {:?}", models_dir.display().to_string()),
-        );
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector.use_shipped_models();
     redshift_rig(&mut rig, None, &[]);
     let rep = rig.connector.run();
     let addr = rep.metrics_addr().await;
@@ -484,15 +477,8 @@ async fn model_differences(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs() {
-    let models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models");
     let mut rig = Rig::new(300, 13).await;
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace(
-            "models = \"models\"",
-            &format!("models = {:?}", models_dir.display().to_string()),
-        );
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector.use_shipped_models();
     redshift_rig(&mut rig, None, &[]);
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
@@ -501,7 +487,8 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         .map(|d| format!("edfi.{}", d.name.to_lowercase()))
         .collect();
     let models =
-        edfi_cdc::models::Models::load(&models_dir, &["ic", "illuminate"], &configured).unwrap();
+        edfi_cdc::models::Models::load(&shipped_models_dir(), &["ic", "illuminate"], &configured)
+            .unwrap();
     assert!(
         models.models().len() >= 20,
         "every reporting table has a model"

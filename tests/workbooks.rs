@@ -36,8 +36,7 @@ fn shipped_models() -> Models {
     };
     let configs = edfi_cdc::config::load(&[root.join("connectors/edfi-ods.toml")], &env)
         .unwrap_or_else(|e| panic!("connector file: {e}"));
-    Models::load_for_connector(&root.join("connectors/models"), &configs[0])
-        .unwrap_or_else(|e| panic!("{e}"))
+    Models::load_for_connector(&shipped_models_dir(), &configs[0]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Whether a column of PostgreSQL type `data_type` serves the queries' use `kind`.

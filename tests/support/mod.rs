@@ -80,6 +80,11 @@ impl Drop for TestDb {
 }
 
 /// Directory of the binaries this test run built (`target/<profile>`).
+/// The shipped reporting models.
+pub fn shipped_models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/models")
+}
+
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent()
@@ -195,6 +200,12 @@ pub struct Connector {
 }
 
 impl Connector {
+    /// Let the connector file's `models = "models"` name the shipped reporting models
+    /// (`connectors/models`), as a link beside the file.
+    pub fn use_shipped_models(&self) {
+        std::os::unix::fs::symlink(shipped_models_dir(), self.dir.join("models")).unwrap();
+    }
+
     pub fn new(sim: &Simulator, staging: &TestDb, extra: &str) -> Connector {
         Self::with_text(sim, staging, &default_connector(extra))
     }
