@@ -691,7 +691,9 @@ impl StagingSink {
                 // none, so its delete must reach the table itself too.
                 let pending = rt.state.as_ref().map(|s| s.phase) == Some(Phase::PendingSwap);
                 if pending && self.lane.as_ref().is_some_and(|l| !l.whole) {
-                    delete_batch_deletes(&tx, rt, &rt.target).await?;
+                    tx.batch_execute(&delete_deleted_sql(rt, &rt.target))
+                        .await
+                        .map_err(pg)?;
                 }
             }
             for rt in self.tables.values() {
@@ -1052,22 +1054,15 @@ fn pg_owned(e: &tokio_postgres::Error) -> SinkError {
     SinkError::from_pg(SINK, e)
 }
 
-/// Apply the deletes of the batch [`apply_changes`] just loaded into the table's temporary
-/// table to `dest` as well.
-async fn delete_batch_deletes(
-    tx: &Transaction<'_>,
-    rt: &TableRt,
-    dest: &PgName,
-) -> Result<(), SinkError> {
+/// Delete from `dest` the keys the batch in the table's temporary table deletes.
+fn delete_deleted_sql(rt: &TableRt, dest: &PgName) -> String {
     let on: Vec<String> = rt.keys.iter().map(|k| format!("t.{k} = b.{k}")).collect();
-    tx.batch_execute(&format!(
+    format!(
         "DELETE FROM {dest} AS t USING {temp} AS b WHERE b.{OP_COLUMN} = 'd' AND {on}",
         dest = dest.sql(),
         temp = rt.temp,
         on = on.join(" AND "),
-    ))
-    .await
-    .map_err(pg)
+    )
 }
 
 /// Apply collapsed changes to `dest` set-based: COPY into the table's temporary table, delete
@@ -1090,7 +1085,6 @@ async fn apply_changes(
         true,
     )
     .await?;
-    let on: Vec<String> = rt.keys.iter().map(|k| format!("t.{k} = b.{k}")).collect();
     let non_keys: Vec<&String> = rt.columns.iter().filter(|c| !rt.keys.contains(c)).collect();
     let conflict = if non_keys.is_empty() {
         "DO NOTHING".to_string()
@@ -1105,12 +1099,12 @@ async fn apply_changes(
         )
     };
     let sql = format!(
-        "DELETE FROM {dest} AS t USING {temp} AS b WHERE b.{OP_COLUMN} = 'd' AND {on}; \
+        "{deletes}; \
          INSERT INTO {dest} ({cols}) SELECT {cols} FROM {temp} WHERE {OP_COLUMN} <> 'd' \
          ON CONFLICT ({keys}) {conflict}",
+        deletes = delete_deleted_sql(rt, dest),
         dest = dest.sql(),
         temp = rt.temp,
-        on = on.join(" AND "),
         keys = rt.keys.join(", "),
     );
     tx.batch_execute(&sql).await.map_err(|e| {
