@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use crate::checkpoint::{self, Phase};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, SourceKind};
 use crate::event::{TableId, Value};
 use crate::sink::staging::target_table;
 use crate::source::mssql::{queries, schema, value, Connection};
@@ -42,6 +42,67 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
     let mut out = Vec::new();
     let src = &config.source;
     let addr = format!("{}:{} database {}", src.host, src.port, src.database);
+    let retention_secs = match src.kind {
+        SourceKind::Mssql => check_mssql(config, &addr, &mut out).await,
+        SourceKind::Postgres => {
+            check_postgres(config, &mut out).await;
+            None
+        }
+    };
+    if let Some(staging) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
+        match crate::sink::pg::connect("staging", staging.url.expose()).await {
+            Err(e) => out.push(line(false, format!("staging: connect: {e}"))),
+            Ok(client) => {
+                out.push(line(true, "staging: connected"));
+                let oldest: Result<Option<DateTime<Utc>>, _> = client
+                    .query_opt("SELECT min(commit_time) FROM edfi_cdc.table_state WHERE connector = $1 AND phase <> 'snapshot'", &[&config.name])
+                    .await
+                    .map(|r| r.and_then(|r| r.get(0)));
+                match (oldest, retention_secs) {
+                    (Ok(Some(t)), Some(ret)) => {
+                        let age = (Utc::now() - t).num_seconds();
+                        let left = ret - age;
+                        let pass = left > ret / 4;
+                        out.push(line(pass, format!("retention headroom: oldest staging baseline committed {age} s ago; {left} s left before Change Tracking retention ({ret} s) invalidates it{}", if pass { "" } else { " — catch up or the tables will be re-snapshotted" })));
+                    }
+                    (Ok(None), _) | (Err(_), _) => out.push(line(true, "retention headroom: no staging checkpoint yet (the first run snapshots every table)")),
+                    (Ok(Some(_)), None) => out.push(line(false, "retention headroom: unknown (source retention could not be read)")),
+                }
+            }
+        }
+    }
+    if let Some(r) = config.sinks.redshift.as_ref().filter(|r| r.enabled) {
+        match crate::sink::pg::connect("redshift", r.url.expose()).await {
+            Err(e) => out.push(line(false, format!("redshift: connect: {e}"))),
+            Ok(_client) => {
+                out.push(line(
+                    true,
+                    format!("redshift: connected ({:?} load)", r.load),
+                ));
+            }
+        }
+        if !r.bucket.is_empty() {
+            match crate::sink::redshift::files::Files::connect(&r.bucket, &r.prefix, &config.name)
+                .await
+            {
+                Ok(_) => out.push(line(
+                    true,
+                    format!("redshift: S3 bucket `{}` reachable", r.bucket),
+                )),
+                Err(e) => out.push(line(false, format!("redshift: {e}"))),
+            }
+        }
+    }
+    out
+}
+
+/// The SQL Server source's checks; its Change Tracking retention in seconds when readable.
+async fn check_mssql(
+    config: &ConnectorConfig,
+    addr: &str,
+    out: &mut Vec<CheckLine>,
+) -> Option<i64> {
+    let src = &config.source;
     let mut retention_secs: Option<i64> = None;
     match Connection::connect(src).await {
         Err(e) => out.push(line(false, format!("source: connect to {addr}: {e}"))),
@@ -112,51 +173,76 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
             }
         }
     }
-    if let Some(staging) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
-        match crate::sink::pg::connect("staging", staging.url.expose()).await {
-            Err(e) => out.push(line(false, format!("staging: connect: {e}"))),
-            Ok(client) => {
-                out.push(line(true, "staging: connected"));
-                let oldest: Result<Option<DateTime<Utc>>, _> = client
-                    .query_opt("SELECT min(commit_time) FROM edfi_cdc.table_state WHERE connector = $1 AND phase <> 'snapshot'", &[&config.name])
-                    .await
-                    .map(|r| r.and_then(|r| r.get(0)));
-                match (oldest, retention_secs) {
-                    (Ok(Some(t)), Some(ret)) => {
-                        let age = (Utc::now() - t).num_seconds();
-                        let left = ret - age;
-                        let pass = left > ret / 4;
-                        out.push(line(pass, format!("retention headroom: oldest staging baseline committed {age} s ago; {left} s left before Change Tracking retention ({ret} s) invalidates it{}", if pass { "" } else { " — catch up or the tables will be re-snapshotted" })));
-                    }
-                    (Ok(None), _) | (Err(_), _) => out.push(line(true, "retention headroom: no staging checkpoint yet (the first run snapshots every table)")),
-                    (Ok(Some(_)), None) => out.push(line(false, "retention headroom: unknown (source retention could not be read)")),
+    retention_secs
+}
+
+/// The PostgreSQL source's checks: logical decoding, the replication privilege, every table
+/// keyed and published, the slot's health and the WAL it holds back.
+async fn check_postgres(config: &ConnectorConfig, out: &mut Vec<CheckLine>) {
+    use crate::source::postgres::{self, catalog, queries as pq};
+    let src = &config.source;
+    let client = match postgres::connect(src).await {
+        Err(e) => {
+            out.push(line(false, format!("source: {e}")));
+            return;
+        }
+        Ok(c) => c,
+    };
+    out.push(line(
+        true,
+        format!(
+            "source: connected to PostgreSQL {} database {}",
+            src.host, src.database
+        ),
+    ));
+    let schemas = match catalog::discover(&client, config).await {
+        Err(e) => {
+            out.push(line(false, format!("source: {e}")));
+            return;
+        }
+        Ok(c) => c.schemas,
+    };
+    out.push(line(
+        true,
+        "source: wal_level = logical, the login may use replication slots",
+    ));
+    let published: Vec<(String, String)> = client
+        .query(pq::PUBLICATION_TABLES, &[&src.publication])
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default();
+    for t in &schemas {
+        let keys: Vec<&str> = t.key_columns().map(|c| c.name.as_str()).collect();
+        let in_pub = published.contains(&(t.id.schema.clone(), t.id.name.clone()));
+        out.push(line(
+            true,
+            format!(
+                "table {}: primary key ({}), {} columns, {}",
+                t.id,
+                keys.join(", "),
+                t.columns.len(),
+                if in_pub {
+                    format!("in publication `{}`", src.publication)
+                } else {
+                    format!("not yet in publication `{}` (added at the first run, or run `edfi-cdc enable-ct --print`)", src.publication)
                 }
-            }
-        }
+            ),
+        ));
     }
-    if let Some(r) = config.sinks.redshift.as_ref().filter(|r| r.enabled) {
-        match crate::sink::pg::connect("redshift", r.url.expose()).await {
-            Err(e) => out.push(line(false, format!("redshift: connect: {e}"))),
-            Ok(_client) => {
-                out.push(line(
-                    true,
-                    format!("redshift: connected ({:?} load)", r.load),
-                ));
-            }
-        }
-        if !r.bucket.is_empty() {
-            match crate::sink::redshift::files::Files::connect(&r.bucket, &r.prefix, &config.name)
+    match client.query_opt(pq::SLOT, &[&src.slot]).await {
+        Ok(None) => out.push(line(true, format!("source: slot `{}` does not exist yet (created at the first run)", src.slot))),
+        Ok(Some(r)) if !r.get::<_, bool>(1) => out.push(line(false, format!("source: slot `{}` was invalidated (it held back more WAL than max_slot_wal_keep_size): the next run re-creates it and re-snapshots every table", src.slot))),
+        Ok(Some(_)) => {
+            let held: Option<i64> = client
+                .query_opt(pq::SLOT_LAG, &[&src.slot])
                 .await
-            {
-                Ok(_) => out.push(line(
-                    true,
-                    format!("redshift: S3 bucket `{}` reachable", r.bucket),
-                )),
-                Err(e) => out.push(line(false, format!("redshift: {e}"))),
-            }
+                .ok()
+                .flatten()
+                .and_then(|r| r.get(0));
+            out.push(line(true, format!("source: slot `{}` healthy, holding back {} MiB of WAL", src.slot, held.unwrap_or(0) >> 20)));
         }
+        Err(e) => out.push(line(false, format!("source: read pg_replication_slots: {e}"))),
     }
-    out
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -199,10 +285,18 @@ pub struct Status {
 
 /// Checkpoint and lag of every table of every sink, and the lanes of a stream's sink workers.
 pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Status> {
-    let mut conn = Connection::connect(&config.source).await.ok();
-    let current = match conn.as_mut() {
-        Some(c) => c.current_version().await.ok().flatten(),
-        None => None,
+    // SQL Server: CT versions with commit times; PostgreSQL: the flushed WAL position, less one
+    // (a caught-up sink's watermark), without commit times.
+    let (mut conn, current) = match config.source.kind {
+        SourceKind::Mssql => {
+            let mut conn = Connection::connect(&config.source).await.ok();
+            let current = match conn.as_mut() {
+                Some(c) => c.current_version().await.ok().flatten(),
+                None => None,
+            };
+            (conn, current)
+        }
+        SourceKind::Postgres => (None, postgres_position(config).await),
     };
     let mut out = Vec::new();
     let mut lanes = Vec::new();
@@ -264,6 +358,7 @@ pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Status> {
                         }
                         _ => None,
                     }),
+                (None, Some(cur)) if cur > version => None,
                 (_, Some(_)) => Some(0.0),
                 _ => None,
             };
@@ -312,6 +407,18 @@ pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Status> {
         lanes,
         group_version,
     })
+}
+
+/// The PostgreSQL source's flushed WAL position less one: the watermark of a caught-up sink.
+async fn postgres_position(config: &ConnectorConfig) -> Option<i64> {
+    use crate::source::postgres;
+    let client = postgres::connect(&config.source).await.ok()?;
+    let flush: String = client
+        .query_one(postgres::queries::FLUSH_LSN, &[])
+        .await
+        .ok()?
+        .get(0);
+    Some(postgres::parse_lsn(&flush).ok()? as i64 - 1)
 }
 
 /// A function naming a sink's target table for a source table.

@@ -119,15 +119,42 @@ fn default_readiness_multiple() -> u32 {
     10
 }
 
+/// What the source is: SQL Server with Change Tracking, or PostgreSQL with logical decoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    Mssql,
+    Postgres,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// SQL Server: host, port, database, user and password.
+    #[serde(default)]
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
+    /// SQL Server: the database. PostgreSQL: taken from `url`.
+    #[serde(default)]
     pub database: String,
+    #[serde(default)]
     pub user: String,
+    #[serde(default)]
     pub password: Secret,
+    /// PostgreSQL: the connection URL (`postgres://user:pw@host:5432/db?sslmode=require`).
+    #[serde(default)]
+    pub url: Secret,
+    /// PostgreSQL: the logical replication slot the connector owns (default
+    /// `edfi_cdc_{connector}`, `-` as `_`).
+    #[serde(default)]
+    pub slot: String,
+    /// PostgreSQL: the publication over the configured tables (default as `slot`).
+    #[serde(default)]
+    pub publication: String,
     /// TLS to SQL Server. On by default; only a test server without TLS turns it off.
     #[serde(default = "yes")]
     pub encrypt: bool,
@@ -724,6 +751,25 @@ pub fn parse(file: &Path, text: &str) -> Result<ConnectorConfig, Vec<Problem>> {
         }]
     })?;
     config.file = file.into();
+    if config.source.kind == SourceKind::Postgres {
+        let default = format!("edfi_cdc_{}", config.name.replace('-', "_")).to_lowercase();
+        for name in [&mut config.source.slot, &mut config.source.publication] {
+            if name.is_empty() {
+                name.clone_from(&default);
+            }
+        }
+        if let Ok(url) = config.source.url.expose().parse::<tokio_postgres::Config>() {
+            config.source.database = url.get_dbname().unwrap_or_default().to_string();
+            config.source.host = url
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_default();
+        }
+    }
     let problems = validate(&config);
     if problems.is_empty() {
         Ok(config)
@@ -752,14 +798,47 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             "must be non-empty letters, digits, `-` or `_`".into(),
         );
     }
-    if c.source.host.is_empty() {
-        bad("source.host", "must not be empty".into());
-    }
-    if c.source.database.is_empty() {
-        bad("source.database", "must not be empty".into());
-    }
-    if c.source.port == 0 {
-        bad("source.port", "must be a TCP port (1-65535)".into());
+    match c.source.kind {
+        SourceKind::Mssql => {
+            if c.source.host.is_empty() {
+                bad("source.host", "must not be empty".into());
+            }
+            if c.source.database.is_empty() {
+                bad("source.database", "must not be empty".into());
+            }
+            if c.source.port == 0 {
+                bad("source.port", "must be a TCP port (1-65535)".into());
+            }
+        }
+        SourceKind::Postgres => {
+            if let Err(e) = c.source.url.expose().parse::<tokio_postgres::Config>() {
+                bad(
+                    "source.url",
+                    format!("is not a PostgreSQL connection URL ({e}); write postgres://user:password@host:5432/database"),
+                );
+            } else if c.source.database.is_empty() {
+                bad(
+                    "source.url",
+                    "must name the database (postgres://…/database)".into(),
+                );
+            }
+            for (key, name) in [
+                ("source.slot", &c.source.slot),
+                ("source.publication", &c.source.publication),
+            ] {
+                if name.is_empty()
+                    || name.len() > 63
+                    || !name
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+                {
+                    bad(
+                        key,
+                        format!("`{name}` must be 1-63 lower-case letters, digits or `_`"),
+                    );
+                }
+            }
+        }
     }
     if c.poll.interval.is_zero() {
         bad("poll.interval", "must be greater than zero".into());

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use edfi_cdc::config::{self, ConnectorConfig};
+use edfi_cdc::config::{self, ConnectorConfig, SourceKind};
 use edfi_cdc::{commands, pipeline};
 
 /// Change data capture from SQL Server Change Tracking on an Ed-Fi ODS into PostgreSQL staging.
@@ -93,7 +93,9 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Print the T-SQL that turns Change Tracking on for the configured database and tables.
+    /// Print the SQL a DBA runs to set the source up: on SQL Server the T-SQL that turns Change
+    /// Tracking on for the database and tables; on PostgreSQL the publication and grants for
+    /// logical decoding.
     EnableCt {
         #[arg(long, short, required = true)]
         config: PathBuf,
@@ -301,10 +303,30 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             let c = &configs[0];
-            print!(
-                "{}",
-                edfi_cdc::source::mssql::queries::enable_ct(&c.source.database, &c.tables())
-            );
+            match c.source.kind {
+                SourceKind::Mssql => print!(
+                    "{}",
+                    edfi_cdc::source::mssql::queries::enable_ct(&c.source.database, &c.tables())
+                ),
+                SourceKind::Postgres => {
+                    let user = c
+                        .source
+                        .url
+                        .expose()
+                        .parse::<tokio_postgres::Config>()
+                        .ok()
+                        .and_then(|u| u.get_user().map(str::to_string))
+                        .unwrap_or_else(|| "edfi_cdc".into());
+                    print!(
+                        "{}",
+                        edfi_cdc::source::postgres::queries::setup(
+                            &c.source.publication,
+                            &user,
+                            &c.tables()
+                        )
+                    )
+                }
+            }
             ExitCode::SUCCESS
         }
     }

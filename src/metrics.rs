@@ -141,6 +141,34 @@ pub fn cycle(connector: &str, seconds: f64, events: u64, version: i64) {
     SOURCE_VERSION.with_label_values(&[connector]).set(version);
 }
 
+static SLOT_RETAINED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edfi_cdc_source_slot_retained_bytes",
+        "PostgreSQL source: WAL the connector's replication slot keeps on the source's disk",
+        &["connector"]
+    )
+    .unwrap()
+});
+static SLOT_RESETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edfi_cdc_source_slot_resets_total",
+        "PostgreSQL source: replication slots found missing, invalidated or past the sinks' positions (the tables affected are re-snapshotted)",
+        &["connector"]
+    )
+    .unwrap()
+});
+
+/// The PostgreSQL source's slot holds back `bytes` of WAL.
+pub fn slot_retained(connector: &str, bytes: i64) {
+    SLOT_RESETS.with_label_values(&[connector]).inc_by(0);
+    SLOT_RETAINED.with_label_values(&[connector]).set(bytes);
+}
+
+/// The PostgreSQL source's slot could not give every change the sinks need.
+pub fn slot_reset(connector: &str) {
+    SLOT_RESETS.with_label_values(&[connector]).inc();
+}
+
 static MIN_VALID_VERSION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "edfi_cdc_source_min_valid_version",

@@ -26,11 +26,10 @@ use crate::config::{ConnectorConfig, StreamKind};
 use crate::event::TableSchema;
 use crate::http::Health;
 use crate::models::Models;
-use crate::retry::Backoff;
 use crate::sink::redshift::RedshiftSink;
 use crate::sink::staging::StagingSink;
-use crate::source::mssql::{schema, Connection, Poller, SourceError};
 use crate::source::position::PollerPosition;
+use crate::source::{discover, Poller, SourceError};
 use crate::stream::{embedded, kafka, Input, Producer};
 
 /// What a process runs.
@@ -86,33 +85,6 @@ pub fn reporting_models(config: &ConnectorConfig) -> anyhow::Result<Models> {
         crate::config::LoadMode::Stdin => models.on_postgres(),
         crate::config::LoadMode::S3 => models,
     })
-}
-
-/// Connect to the source (retrying transient faults) and read the configured tables' schemas.
-pub async fn discover(
-    config: &ConnectorConfig,
-    stop: &CancellationToken,
-) -> Result<Vec<Arc<TableSchema>>, SourceError> {
-    let mut backoff = Backoff::new(&config.retry);
-    loop {
-        let attempt = async {
-            let mut conn = Connection::connect(&config.source).await?;
-            let catalog = schema::discover(&mut conn, config).await?;
-            if !catalog.untracked.is_empty() {
-                return Err(SourceError::NotTracked(catalog.untracked));
-            }
-            Ok(catalog.schemas)
-        };
-        match attempt.await {
-            Ok(s) => return Ok(s),
-            Err(e) if e.is_retriable() => {
-                if !backoff.pause("source", &e, stop).await {
-                    return Err(e);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Run one connector's `role` until `stop` is cancelled or a part fails.

@@ -10,7 +10,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,13 +38,6 @@ pub fn python() -> String {
     std::env::var("EDFI_CDC_KAFKA_PYTHON").expect(
         "EDFI_CDC_KAFKA_PYTHON is not set: run the tests with scripts/test, which installs kafka-python",
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free loopback port")
-        .port()
 }
 
 /// `PUT /{bucket}` on moto (no credentials needed unless the server checks them).
@@ -107,7 +100,7 @@ impl Broker {
         };
         // A free port can be taken by another test before the broker binds it: try another.
         for attempt in 1..=5 {
-            broker.port = free_port();
+            broker.port = super::free_port();
             broker.bootstrap = format!("127.0.0.1:{}", broker.port);
             broker.spawn();
             if broker.wait_ready(attempt == 5) {

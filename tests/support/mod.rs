@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod pg_source;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};
@@ -27,6 +28,14 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// A loopback port free now (another process may still take it before it is bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free loopback port")
+        .port()
 }
 
 pub fn db_url(name: &str) -> String {
@@ -211,10 +220,6 @@ impl Connector {
     }
 
     pub fn with_text(sim: &Simulator, staging: &TestDb, text: &str) -> Connector {
-        let dir = std::env::temp_dir().join(unique("edfi-cdc-test"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("edfi-ods.toml");
-        std::fs::write(&path, text).unwrap();
         let env = vec![
             ("ODS_HOST".into(), "127.0.0.1".into()),
             ("ODS_PORT".into(), sim.port().to_string()),
@@ -224,6 +229,15 @@ impl Connector {
             ("STAGING_DATABASE_URL".into(), staging.url()),
             ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
         ];
+        Self::with_env(text, env)
+    }
+
+    /// A connector file with `text`, run with the environment `env`.
+    pub fn with_env(text: &str, env: Vec<(String, String)>) -> Connector {
+        let dir = std::env::temp_dir().join(unique("edfi-cdc-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edfi-ods.toml");
+        std::fs::write(&path, text).unwrap();
         Connector { dir, path, env }
     }
 

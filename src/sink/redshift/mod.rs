@@ -52,7 +52,8 @@ use super::{
 use files::Files;
 use sql::CopySource;
 
-const SINK: &str = "redshift";
+/// The sink's checkpoint name in `edfi_cdc.table_state`.
+pub const SINK: &str = "redshift";
 const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
 /// Most snapshot rows held before they are loaded (memory bound; `max_rows` if smaller).
 const SNAPSHOT_LOAD_ROWS: usize = 100_000;

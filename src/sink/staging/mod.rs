@@ -46,7 +46,8 @@ use super::{
 pub use ddl::target_table;
 use ddl::{case, ident, PgName};
 
-const SINK: &str = "staging";
+/// The sink's checkpoint name in `edfi_cdc.table_state` (embedded stream).
+pub const SINK: &str = "staging";
 const OP_COLUMN: &str = "edfi_cdc_op";
 const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
 

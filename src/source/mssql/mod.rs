@@ -11,9 +11,9 @@ pub mod queries;
 pub mod schema;
 pub mod value;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -26,79 +26,22 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::TableStart;
 use crate::config::{ConnectorConfig, SourceConfig};
-use crate::event::{
-    ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
-};
+use crate::event::{ChangeEvent, Message, Op, TableId, TableSchema, Value, Watermark};
 use crate::http::Health;
-use crate::retry::Backoff;
+use crate::source::poll;
 use crate::source::position::PollerPosition;
-use crate::stream::{Producer, StreamError};
+use crate::source::tables::{snapshot_row, Phase, Tables};
+pub use crate::source::SourceError;
+use crate::stream::Producer;
 
 /// SQL Server error numbers that mean "try again": deadlock victim, snapshot update conflict,
 /// database failing over or throttled, connection-level faults.
-const TRANSIENT_ERRORS: &[u32] = &[
+pub(crate) const TRANSIENT_ERRORS: &[u32] = &[
     233, 1205, 3960, 4060, 4221, 10053, 10054, 10060, 10928, 10929, 40143, 40197, 40501, 40613,
     49918, 49919, 49920,
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("cannot reach SQL Server at {addr}: {message}")]
-    Connect { addr: String, message: String },
-    #[error("SQL Server refused the login of user `{user}` on {addr} (error 18456): check the source user and password (ODS_USER / ODS_PASSWORD)")]
-    Login { user: String, addr: String },
-    #[error("SQL Server error {code} (class {class}): {message}")]
-    Server {
-        code: u32,
-        class: u8,
-        message: String,
-    },
-    #[error("SQL Server connection failed: {0}")]
-    Io(String),
-    #[error("the source tables cannot be replicated:\n  {}", .0.join("\n  "))]
-    Tables(Vec<String>),
-    #[error("Change Tracking is not enabled on {}: run `edfi-cdc enable-ct --print` for the T-SQL that turns it on", list(.0))]
-    NotTracked(Vec<TableId>),
-    #[error("Change Tracking is not enabled on database {0}: run `edfi-cdc enable-ct --print` for the T-SQL that turns it on")]
-    DatabaseNotTracked(String),
-    #[error("the stream to the sinks is closed")]
-    StreamClosed,
-    #[error("stream {0}")]
-    Stream(StreamError),
-    #[error("cannot record the poller's position: {0}")]
-    Position(crate::sink::SinkError),
-}
-
-impl From<StreamError> for SourceError {
-    fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Closed => SourceError::StreamClosed,
-            e => SourceError::Stream(e),
-        }
-    }
-}
-
-fn list(tables: &[TableId]) -> String {
-    tables
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl SourceError {
-    pub fn is_retriable(&self) -> bool {
-        match self {
-            SourceError::Connect { .. } | SourceError::Io(_) => true,
-            SourceError::Stream(e) => e.is_retriable(),
-            SourceError::Position(e) => e.is_retriable(),
-            SourceError::Server { code, class, .. } => {
-                *class >= 20 || TRANSIENT_ERRORS.contains(code)
-            }
-            _ => false,
-        }
-    }
-
     fn from_tiberius(e: tiberius::error::Error, cfg: &SourceConfig) -> Self {
         match e {
             tiberius::error::Error::Server(t) if t.code() == 18456 => SourceError::Login {
@@ -303,52 +246,11 @@ fn lookup_key(id: &TableId) -> String {
     id.to_string().to_lowercase()
 }
 
-#[derive(Clone, Copy)]
-enum Step {
-    Cycle,
-    Snapshot,
-}
-
-#[derive(Debug)]
-enum Phase {
-    /// Changes after `last` are read in every cycle.
-    Streaming { last: i64 },
-    /// A snapshot is in progress, consistent with CT from `version` on.
-    Snapshotting {
-        version: i64,
-        last_key: Option<Vec<Value>>,
-        rows: u64,
-        total: Option<u64>,
-        started: Instant,
-        rows_at_start: u64,
-    },
-    /// Waiting its turn for a snapshot; `id` goes into its start marker, the same id however
-    /// often the marker is sent (see [`SnapshotMarker::Started`]), and so does whether an
-    /// operator (or a sink that lost records) asked for it.
-    Queued { id: u64, requested: bool },
-}
-
-/// A new snapshot id: unique in this process, and across restarts as its clock moves on.
-fn snapshot_id() -> u64 {
-    static NEXT: std::sync::LazyLock<std::sync::atomic::AtomicU64> =
-        std::sync::LazyLock::new(|| {
-            let now = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-            std::sync::atomic::AtomicU64::new(now as u64)
-        });
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-struct TableRun {
-    schema: Arc<TableSchema>,
-    phase: Phase,
-}
-
 /// Reads CT from one source database and sends events and watermarks to the stream.
 pub struct Poller {
     config: Arc<ConnectorConfig>,
     conn: Option<Connection>,
-    tables: Vec<TableRun>,
-    snapshot_queue: VecDeque<usize>,
+    tables: Tables,
     out: Producer,
     /// Kept with a durable stream (Kafka, Kinesis).
     position: Option<PollerPosition>,
@@ -372,61 +274,12 @@ impl Poller {
         resnapshots: mpsc::UnboundedReceiver<TableId>,
         health: Arc<Health>,
     ) -> Poller {
-        let mut tables = Vec::new();
-        let mut snapshot_queue = VecDeque::new();
-        for (i, schema) in schemas.iter().enumerate() {
-            let phase = match start.get(&schema.id) {
-                Some(TableStart::Stream { version }) => Phase::Streaming { last: *version },
-                // No chunk of it was recorded: the sinks may not even have its start.
-                Some(TableStart::ResumeSnapshot { last_key: None, .. }) if position.is_some() => {
-                    snapshot_queue.push_back(i);
-                    Phase::Queued {
-                        id: snapshot_id(),
-                        requested: false,
-                    }
-                }
-                Some(TableStart::ResumeSnapshot {
-                    version,
-                    last_key,
-                    rows,
-                    total,
-                }) => {
-                    snapshot_queue.push_front(i);
-                    Phase::Snapshotting {
-                        version: *version,
-                        last_key: last_key.clone(),
-                        rows: *rows,
-                        total: *total,
-                        started: Instant::now(),
-                        rows_at_start: *rows,
-                    }
-                }
-                Some(TableStart::Snapshot) | None => {
-                    snapshot_queue.push_back(i);
-                    Phase::Queued {
-                        id: snapshot_id(),
-                        requested: false,
-                    }
-                }
-            };
-            tables.push(TableRun {
-                schema: schema.clone(),
-                phase,
-            });
-        }
-        let last_watermark = tables
-            .iter()
-            .filter_map(|t| match t.phase {
-                Phase::Streaming { last } => Some(last),
-                _ => None,
-            })
-            .min()
-            .unwrap_or(0);
+        let tables = Tables::new(schemas, start, position.is_some());
+        let last_watermark = tables.lowest_streaming();
         Poller {
             config,
             conn: None,
             tables,
-            snapshot_queue,
             out,
             position,
             resnapshots,
@@ -441,101 +294,7 @@ impl Poller {
 
     /// Poll until `stop` is cancelled or a fault outlasts the retry budget.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), SourceError> {
-        let mut backoff = Backoff::new(&self.config.retry);
-        while !stop.is_cancelled() {
-            let started = Instant::now();
-            while let Ok(t) = self.resnapshots.try_recv() {
-                self.request_snapshot(&t);
-            }
-            if let Some(position) = &mut self.position {
-                match position.requests().await {
-                    Ok(tables) => {
-                        for t in tables {
-                            self.request_snapshot(&t);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "cannot read re-snapshot requests; trying again next cycle")
-                    }
-                }
-            }
-            let Some(events) = self.step(Step::Cycle, &mut backoff, &stop).await? else {
-                break;
-            };
-            let slice_end = Instant::now() + self.config.poll.snapshot_slice;
-            let mut snapshot_pending = !self.snapshot_queue.is_empty();
-            while snapshot_pending && Instant::now() < slice_end && !stop.is_cancelled() {
-                let Some(pending) = self.step(Step::Snapshot, &mut backoff, &stop).await? else {
-                    break;
-                };
-                snapshot_pending = pending > 0;
-            }
-            if events >= self.config.poll.busy_threshold || snapshot_pending {
-                continue;
-            }
-            let next = started + self.config.poll.interval;
-            tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => {}
-                _ = stop.cancelled() => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Run one step, retrying transient faults. `None` when stopped while waiting to retry.
-    async fn step(
-        &mut self,
-        step: Step,
-        backoff: &mut Backoff,
-        stop: &CancellationToken,
-    ) -> Result<Option<u64>, SourceError> {
-        loop {
-            let result = match step {
-                Step::Cycle => self.cycle().await,
-                Step::Snapshot => self.snapshot_step().await.map(u64::from),
-            };
-            match result {
-                Ok(n) => {
-                    backoff.reset();
-                    if matches!(step, Step::Cycle) {
-                        self.health.cycle_ok(&self.config.name);
-                    }
-                    return Ok(Some(n));
-                }
-                Err(e) if e.is_retriable() => {
-                    self.health.cycle_failed(&self.config.name);
-                    crate::metrics::error("source", "transient");
-                    if !backoff.pause("source", &e, stop).await {
-                        return if stop.is_cancelled() {
-                            Ok(None)
-                        } else {
-                            Err(e)
-                        };
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn request_snapshot(&mut self, table: &TableId) {
-        if let Some(i) = self.tables.iter().position(|t| &t.schema.id == table) {
-            if let Phase::Queued { requested, .. } = &mut self.tables[i].phase {
-                // Queued already (its first snapshot, or one resumed from scratch at start):
-                // it now counts as asked for.
-                *requested = true;
-            } else {
-                info!(table = %table, "re-snapshot requested");
-                self.tables[i].phase = Phase::Queued {
-                    id: snapshot_id(),
-                    requested: true,
-                };
-                self.snapshot_queue.retain(|&q| q != i);
-                self.snapshot_queue.push_back(i);
-            }
-        } else {
-            warn!(table = %table, "re-snapshot requested for a table this connector does not replicate; ignored");
-        }
+        poll::run(&mut self, stop).await
     }
 
     async fn connection(&mut self) -> Result<&mut Connection, SourceError> {
@@ -551,19 +310,6 @@ impl Poller {
         Ok(self.out.send(msg).await?)
     }
 
-    /// One poll cycle; returns the number of change events sent. On error the connection is
-    /// dropped (the server rolls the transaction back) and the cycle may simply be run again:
-    /// sinks apply nothing without a watermark, and a later copy of an event supersedes an
-    /// earlier one.
-    async fn cycle(&mut self) -> Result<u64, SourceError> {
-        let result = self.cycle_inner().await;
-        if result.is_err() {
-            self.conn = None;
-            self.retention_seconds = None;
-        }
-        result
-    }
-
     async fn cycle_inner(&mut self) -> Result<u64, SourceError> {
         let started = Instant::now();
         let database = self.config.source.database.clone();
@@ -576,7 +322,7 @@ impl Poller {
         let min_valid = conn.min_valid_versions().await?;
         let mut untracked = Vec::new();
         let mut reset = Vec::new();
-        for (i, t) in self.tables.iter().enumerate() {
+        for (i, t) in self.tables.runs.iter().enumerate() {
             let baseline = match t.phase {
                 Phase::Streaming { last } => last,
                 Phase::Snapshotting { version, .. } => version,
@@ -596,19 +342,19 @@ impl Poller {
             return Err(SourceError::NotTracked(untracked));
         }
         for i in reset {
-            let id = self.tables[i].schema.id.clone();
-            self.request_snapshot(&id);
+            let id = self.tables.runs[i].schema.id.clone();
+            self.tables.request_snapshot(&id);
         }
         self.start_snapshots(version).await?;
         let mut events = 0u64;
-        for i in 0..self.tables.len() {
-            let Phase::Streaming { last } = self.tables[i].phase else {
+        for i in 0..self.tables.runs.len() {
+            let Phase::Streaming { last } = self.tables.runs[i].phase else {
                 continue;
             };
             if last >= version {
                 continue;
             }
-            let schema = self.tables[i].schema.clone();
+            let schema = self.tables.runs[i].schema.clone();
             let sql = queries::changes(&schema);
             let out = &self.out;
             let conn = self.conn.as_mut().expect("connected in this cycle");
@@ -639,11 +385,7 @@ impl Poller {
         let conn = self.conn.as_mut().expect("connected in this cycle");
         let commit_time = conn.commit_time(version).await?;
         conn.batch(queries::COMMIT).await?;
-        for t in &mut self.tables {
-            if let Phase::Streaming { last } = &mut t.phase {
-                *last = (*last).max(version);
-            }
-        }
+        self.tables.streamed_to(version);
         if version > self.last_watermark || events > 0 || self.publish_pending {
             let w = Watermark {
                 version,
@@ -651,7 +393,7 @@ impl Poller {
             };
             self.send(Message::Watermark(w.clone())).await?;
             if let Some(position) = &mut self.position {
-                position.advance(&w).await.map_err(SourceError::Position)?;
+                position.advance(&w).await.map_err(SourceError::position)?;
             }
             debug!(version, events, "cycle");
             self.last_watermark = version;
@@ -677,7 +419,7 @@ impl Poller {
     ) -> Result<(), SourceError> {
         let connector = self.config.name.clone();
         let mut lowest = version;
-        for t in &self.tables {
+        for t in &self.tables.runs {
             let baseline = match t.phase {
                 Phase::Streaming { last } => Some(last.max(version)),
                 Phase::Snapshotting { version, .. } => Some(version),
@@ -707,40 +449,98 @@ impl Poller {
     /// cycle's snapshot transaction and before its watermark: a sink thus stops counting the
     /// table as part of the cut before the watermark could advance it.
     async fn start_snapshots(&mut self, version: i64) -> Result<(), SourceError> {
-        for &i in &self.snapshot_queue {
-            let Phase::Queued { id, requested } = self.tables[i].phase else {
+        for q in 0..self.tables.queue.len() {
+            let i = self.tables.queue[q];
+            if !matches!(self.tables.runs[i].phase, Phase::Queued { .. }) {
                 continue;
-            };
-            let schema = self.tables[i].schema.clone();
+            }
+            let schema = self.tables.runs[i].schema.clone();
             let conn = self.conn.as_mut().expect("connected in this cycle");
             let total = value::as_i64(&conn.scalar(&queries::count_rows(&schema), &[]).await?)
                 .map(|n| n as u64);
-            info!(table = %schema.id, version, rows = ?total, "snapshot started");
-            if let Some(position) = &mut self.position {
-                position
-                    .begin_snapshot(&schema.id, version, total)
-                    .await
-                    .map_err(SourceError::Position)?;
-            }
-            self.out
-                .send(Message::Snapshot(SnapshotMarker::Started {
-                    table: schema.clone(),
-                    version,
-                    total_rows: total,
-                    id,
-                    requested,
-                }))
+            self.tables
+                .start_snapshot(i, version, total, &self.out, &mut self.position)
                 .await?;
-            self.tables[i].phase = Phase::Snapshotting {
-                version,
-                last_key: None,
-                rows: 0,
-                total,
-                started: Instant::now(),
-                rows_at_start: 0,
-            };
         }
         Ok(())
+    }
+
+    async fn snapshot_step_inner(&mut self) -> Result<bool, SourceError> {
+        // Snapshots start in a poll cycle (see `start_snapshots`); until then a queued table
+        // waits.
+        let Some((qpos, i)) = self.tables.snapshotting() else {
+            return Ok(false);
+        };
+        let schema = self.tables.runs[i].schema.clone();
+        let Phase::Snapshotting {
+            version, last_key, ..
+        } = &self.tables.runs[i].phase
+        else {
+            unreachable!("snapshotting() found a snapshotting table");
+        };
+        let version = *version;
+        let chunk = self.config.poll.snapshot_chunk_rows;
+        let mut params = vec![Value::Int(chunk.into())];
+        if let Some(k) = last_key {
+            params.extend(k.iter().cloned());
+        }
+        let sql = queries::snapshot_chunk(&schema, last_key.is_some());
+        let mut read = 0u32;
+        let mut new_last: Option<Vec<Value>> = None;
+        self.connection().await?;
+        let out = &self.out;
+        let conn = self.conn.as_mut().expect("connected above");
+        conn.each_row(&sql, &params, |row| {
+            read += 1;
+            let ev = snapshot_row(&schema, row, version);
+            new_last = Some(ev.key.clone());
+            async move { Ok(out.send(Message::Change(ev)).await?) }
+        })
+        .await?;
+        let done = self
+            .tables
+            .end_chunk(qpos, read, chunk, new_last, &self.out, &mut self.position)
+            .await?;
+        if done {
+            self.publish_pending = true;
+        }
+        Ok(!done || self.tables.snapshotting().is_some())
+    }
+}
+
+impl poll::Source for Poller {
+    fn config(&self) -> &ConnectorConfig {
+        &self.config
+    }
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn tables(&mut self) -> &mut Tables {
+        &mut self.tables
+    }
+
+    fn requests(
+        &mut self,
+    ) -> (
+        &mut mpsc::UnboundedReceiver<TableId>,
+        &mut Option<PollerPosition>,
+    ) {
+        (&mut self.resnapshots, &mut self.position)
+    }
+
+    /// One poll cycle; returns the number of change events sent. On error the connection is
+    /// dropped (the server rolls the transaction back) and the cycle may simply be run again:
+    /// sinks apply nothing without a watermark, and a later copy of an event supersedes an
+    /// earlier one.
+    async fn cycle(&mut self) -> Result<u64, SourceError> {
+        let result = self.cycle_inner().await;
+        if result.is_err() {
+            self.conn = None;
+            self.retention_seconds = None;
+        }
+        result
     }
 
     /// Read one chunk of the first snapshot in progress. Returns whether snapshot work remains.
@@ -750,107 +550,6 @@ impl Poller {
             self.conn = None;
         }
         result
-    }
-
-    async fn snapshot_step_inner(&mut self) -> Result<bool, SourceError> {
-        // Snapshots start in a poll cycle (see `start_snapshots`); until then a queued table
-        // waits.
-        let Some(qpos) = self
-            .snapshot_queue
-            .iter()
-            .position(|&i| matches!(self.tables[i].phase, Phase::Snapshotting { .. }))
-        else {
-            return Ok(false);
-        };
-        let i = self.snapshot_queue[qpos];
-        let schema = self.tables[i].schema.clone();
-        let Phase::Snapshotting {
-            version,
-            last_key,
-            rows,
-            total,
-            started,
-            rows_at_start,
-        } = &self.tables[i].phase
-        else {
-            unreachable!("position() found a snapshotting table");
-        };
-        let (version, total, started, rows_at_start) = (*version, *total, *started, *rows_at_start);
-        let chunk = self.config.poll.snapshot_chunk_rows;
-        let mut params = vec![Value::Int(chunk.into())];
-        if let Some(k) = last_key {
-            params.extend(k.iter().cloned());
-        }
-        let sql = queries::snapshot_chunk(&schema, last_key.is_some());
-        let mut rows_now = *rows;
-        let mut read = 0u32;
-        let mut new_last: Option<Vec<Value>> = None;
-        self.connection().await?;
-        let out = &self.out;
-        let conn = self.conn.as_mut().expect("connected above");
-        conn.each_row(&sql, &params, |row| {
-            read += 1;
-            rows_now += 1;
-            let key: Vec<Value> = schema.key.iter().map(|&k| row[k].clone()).collect();
-            new_last = Some(key.clone());
-            let ev = ChangeEvent {
-                table: schema.clone(),
-                op: Op::Read,
-                key,
-                after: Some(row),
-                version,
-                commit_time: None,
-            };
-            async move { Ok(out.send(Message::Change(ev)).await?) }
-        })
-        .await?;
-        if let Some(last_key) = new_last.clone() {
-            self.send(Message::Snapshot(SnapshotMarker::Chunk {
-                table: schema.clone(),
-                last_key: last_key.clone(),
-                rows: rows_now,
-            }))
-            .await?;
-            if let Some(position) = &mut self.position {
-                position
-                    .snapshot_progress(&schema.id, &last_key, rows_now)
-                    .await
-                    .map_err(SourceError::Position)?;
-            }
-        }
-        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-        let rate = (rows_now - rows_at_start) as f64 / elapsed;
-        if read < chunk {
-            info!(table = %schema.id, rows = rows_now, rows_per_sec = rate.round(), seconds = elapsed.round(), "snapshot done");
-            self.send(Message::Snapshot(SnapshotMarker::Done {
-                table: schema.clone(),
-                version,
-                rows: rows_now,
-            }))
-            .await?;
-            if let Some(position) = &mut self.position {
-                position
-                    .snapshot_loaded(&schema.id, rows_now)
-                    .await
-                    .map_err(SourceError::Position)?;
-            }
-            self.tables[i].phase = Phase::Streaming { last: version };
-            self.publish_pending = true;
-            self.snapshot_queue.remove(qpos);
-            return Ok(self
-                .snapshot_queue
-                .iter()
-                .any(|&i| matches!(self.tables[i].phase, Phase::Snapshotting { .. })));
-        }
-        let eta = total
-            .filter(|&t| t > rows_now && rate > 0.0)
-            .map(|t| Duration::from_secs_f64((t - rows_now) as f64 / rate));
-        info!(table = %schema.id, rows = rows_now, total = ?total, rows_per_sec = rate.round(), eta = ?eta.map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()), "snapshot progress");
-        if let Phase::Snapshotting { last_key, rows, .. } = &mut self.tables[i].phase {
-            *last_key = new_last;
-            *rows = rows_now;
-        }
-        Ok(true)
     }
 }
 

@@ -1,0 +1,305 @@
+//! What every poller keeps per table, whatever the source: its phase (streaming after a
+//! version, snapshotting, queued for a snapshot), the snapshot queue, and the markers and
+//! progress that start and end a snapshot chunk.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::checkpoint::TableStart;
+use crate::event::{ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value};
+use crate::source::position::PollerPosition;
+use crate::source::SourceError;
+use crate::stream::Producer;
+
+#[derive(Debug)]
+pub enum Phase {
+    /// Changes after `last` are read in every cycle.
+    Streaming { last: i64 },
+    /// A snapshot is in progress, consistent with the source's changes from `version` on.
+    Snapshotting {
+        version: i64,
+        last_key: Option<Vec<Value>>,
+        rows: u64,
+        total: Option<u64>,
+        started: Instant,
+        rows_at_start: u64,
+    },
+    /// Waiting its turn for a snapshot; `id` goes into its start marker, the same id however
+    /// often the marker is sent (see [`SnapshotMarker::Started`]), and so does whether an
+    /// operator (or a sink that lost records) asked for it.
+    Queued { id: u64, requested: bool },
+}
+
+/// A new snapshot id: unique in this process, and across restarts as its clock moves on.
+fn snapshot_id() -> u64 {
+    static NEXT: std::sync::LazyLock<std::sync::atomic::AtomicU64> =
+        std::sync::LazyLock::new(|| {
+            let now = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            std::sync::atomic::AtomicU64::new(now as u64)
+        });
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+pub struct TableRun {
+    pub schema: Arc<TableSchema>,
+    pub phase: Phase,
+}
+
+/// The configured tables in source order, and which of them wait for or run a snapshot (one
+/// at a time, in queue order).
+pub struct Tables {
+    pub runs: Vec<TableRun>,
+    pub queue: VecDeque<usize>,
+}
+
+impl Tables {
+    /// Each table where the sinks' checkpoints (`start`) leave it. `durable`: the poller keeps
+    /// its own position (Kafka, Kinesis), so a snapshot none of whose chunks was recorded starts
+    /// again from scratch rather than resuming.
+    pub fn new(
+        schemas: &[Arc<TableSchema>],
+        start: &HashMap<TableId, TableStart>,
+        durable: bool,
+    ) -> Tables {
+        let mut runs = Vec::new();
+        let mut queue = VecDeque::new();
+        let queued = || Phase::Queued {
+            id: snapshot_id(),
+            requested: false,
+        };
+        for (i, schema) in schemas.iter().enumerate() {
+            let phase = match start.get(&schema.id) {
+                Some(TableStart::Stream { version }) => Phase::Streaming { last: *version },
+                // No chunk of it was recorded: the sinks may not even have its start.
+                Some(TableStart::ResumeSnapshot { last_key: None, .. }) if durable => {
+                    queue.push_back(i);
+                    queued()
+                }
+                Some(TableStart::ResumeSnapshot {
+                    version,
+                    last_key,
+                    rows,
+                    total,
+                }) => {
+                    queue.push_front(i);
+                    Phase::Snapshotting {
+                        version: *version,
+                        last_key: last_key.clone(),
+                        rows: *rows,
+                        total: *total,
+                        started: Instant::now(),
+                        rows_at_start: *rows,
+                    }
+                }
+                Some(TableStart::Snapshot) | None => {
+                    queue.push_back(i);
+                    queued()
+                }
+            };
+            runs.push(TableRun {
+                schema: schema.clone(),
+                phase,
+            });
+        }
+        Tables { runs, queue }
+    }
+
+    /// The lowest version a streaming table was read to (0 when none streams).
+    pub fn lowest_streaming(&self) -> i64 {
+        self.runs
+            .iter()
+            .filter_map(|t| match t.phase {
+                Phase::Streaming { last } => Some(last),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The lowest version from which some table still needs the source's changes: a streaming
+    /// table's last version, a snapshot's start version. `None` when no table needs any.
+    pub fn lowest_needed(&self) -> Option<i64> {
+        self.runs
+            .iter()
+            .filter_map(|t| match t.phase {
+                Phase::Streaming { last } => Some(last),
+                Phase::Snapshotting { version, .. } => Some(version),
+                Phase::Queued { .. } => None,
+            })
+            .min()
+    }
+
+    pub fn position(&self, table: &TableId) -> Option<usize> {
+        self.runs.iter().position(|t| &t.schema.id == table)
+    }
+
+    /// Queue `table` for a snapshot that says it was asked for.
+    pub fn request_snapshot(&mut self, table: &TableId) {
+        let Some(i) = self.position(table) else {
+            warn!(table = %table, "re-snapshot requested for a table this connector does not replicate; ignored");
+            return;
+        };
+        if let Phase::Queued { requested, .. } = &mut self.runs[i].phase {
+            // Queued already (its first snapshot, or one resumed from scratch at start): it
+            // now counts as asked for.
+            *requested = true;
+        } else {
+            info!(table = %table, "re-snapshot requested");
+            self.runs[i].phase = Phase::Queued {
+                id: snapshot_id(),
+                requested: true,
+            };
+            self.queue.retain(|&q| q != i);
+            self.queue.push_back(i);
+        }
+    }
+
+    /// Queue position and table index of the snapshot to read next.
+    pub fn snapshotting(&self) -> Option<(usize, usize)> {
+        self.queue
+            .iter()
+            .position(|&i| matches!(self.runs[i].phase, Phase::Snapshotting { .. }))
+            .map(|q| (q, self.queue[q]))
+    }
+
+    /// Every streaming table has been read up to `version`.
+    pub fn streamed_to(&mut self, version: i64) {
+        for t in &mut self.runs {
+            if let Phase::Streaming { last } = &mut t.phase {
+                *last = (*last).max(version);
+            }
+        }
+    }
+
+    /// Send the start marker of table `i`'s queued snapshot at `version` (recorded first in the
+    /// poller's position, if it keeps one); the table is then snapshotting.
+    pub async fn start_snapshot(
+        &mut self,
+        i: usize,
+        version: i64,
+        total: Option<u64>,
+        out: &Producer,
+        position: &mut Option<PollerPosition>,
+    ) -> Result<(), SourceError> {
+        let Phase::Queued { id, requested } = self.runs[i].phase else {
+            return Ok(());
+        };
+        let schema = self.runs[i].schema.clone();
+        info!(table = %schema.id, version, rows = ?total, "snapshot started");
+        if let Some(position) = position {
+            position
+                .begin_snapshot(&schema.id, version, total)
+                .await
+                .map_err(SourceError::position)?;
+        }
+        out.send(Message::Snapshot(SnapshotMarker::Started {
+            table: schema,
+            version,
+            total_rows: total,
+            id,
+            requested,
+        }))
+        .await?;
+        self.runs[i].phase = Phase::Snapshotting {
+            version,
+            last_key: None,
+            rows: 0,
+            total,
+            started: Instant::now(),
+            rows_at_start: 0,
+        };
+        Ok(())
+    }
+
+    /// After a chunk of `read` rows (of at most `chunk`) of the snapshot at queue position
+    /// `qpos`, ending at `last_key`: send the chunk marker and record it, and when the chunk was
+    /// short send the done marker and stream the table from the snapshot's version on.
+    /// Returns whether the table's snapshot is done.
+    pub async fn end_chunk(
+        &mut self,
+        qpos: usize,
+        read: u32,
+        chunk: u32,
+        last_key: Option<Vec<Value>>,
+        out: &Producer,
+        position: &mut Option<PollerPosition>,
+    ) -> Result<bool, SourceError> {
+        let i = self.queue[qpos];
+        let schema = self.runs[i].schema.clone();
+        let Phase::Snapshotting {
+            version,
+            rows,
+            total,
+            started,
+            rows_at_start,
+            ..
+        } = self.runs[i].phase
+        else {
+            return Ok(false);
+        };
+        let rows_now = rows + u64::from(read);
+        if let Some(last_key) = &last_key {
+            out.send(Message::Snapshot(SnapshotMarker::Chunk {
+                table: schema.clone(),
+                last_key: last_key.clone(),
+                rows: rows_now,
+            }))
+            .await?;
+            if let Some(position) = position.as_mut() {
+                position
+                    .snapshot_progress(&schema.id, last_key, rows_now)
+                    .await
+                    .map_err(SourceError::position)?;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+        let rate = (rows_now - rows_at_start) as f64 / elapsed;
+        if read < chunk {
+            info!(table = %schema.id, rows = rows_now, rows_per_sec = rate.round(), seconds = elapsed.round(), "snapshot done");
+            out.send(Message::Snapshot(SnapshotMarker::Done {
+                table: schema.clone(),
+                version,
+                rows: rows_now,
+            }))
+            .await?;
+            if let Some(position) = position.as_mut() {
+                position
+                    .snapshot_loaded(&schema.id, rows_now)
+                    .await
+                    .map_err(SourceError::position)?;
+            }
+            self.runs[i].phase = Phase::Streaming { last: version };
+            self.queue.remove(qpos);
+            return Ok(true);
+        }
+        let eta = total
+            .filter(|&t| t > rows_now && rate > 0.0)
+            .map(|t| Duration::from_secs_f64((t - rows_now) as f64 / rate));
+        info!(table = %schema.id, rows = rows_now, total = ?total, rows_per_sec = rate.round(), eta = ?eta.map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()), "snapshot progress");
+        if let Phase::Snapshotting {
+            last_key: lk, rows, ..
+        } = &mut self.runs[i].phase
+        {
+            *lk = last_key;
+            *rows = rows_now;
+        }
+        Ok(false)
+    }
+}
+
+/// The event for one row a snapshot read of a table at `version`.
+pub fn snapshot_row(schema: &Arc<TableSchema>, row: Vec<Value>, version: i64) -> ChangeEvent {
+    let key: Vec<Value> = schema.key.iter().map(|&k| row[k].clone()).collect();
+    ChangeEvent {
+        table: schema.clone(),
+        op: Op::Read,
+        key,
+        after: Some(row),
+        version,
+        commit_time: None,
+    }
+}

@@ -1,0 +1,531 @@
+//! The PostgreSQL source (logical decoding through `pgoutput`) against a private cluster with
+//! `wal_level = logical`, into a staging database on the shared server: snapshots, streaming,
+//! kill -9 in both, a source restart, unchanged TOASTed values, TRUNCATE, a dropped slot, and the
+//! setups it refuses.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::pg_source::SourcePg;
+use support::*;
+use tokio_postgres::Client;
+
+const TABLES: [(&str, &str); 2] = [
+    ("custom.schoolmanualattributes", "schoolid"),
+    ("custom.assessmentscore", "studentid, assessmentid, attempt"),
+];
+
+const SCHEMA: &str = "
+CREATE SCHEMA custom;
+CREATE TABLE custom.schoolmanualattributes (
+    schoolid int PRIMARY KEY, schoolname varchar(100) NOT NULL, charter boolean,
+    opened date, budget numeric(12,2), notes text);
+CREATE TABLE custom.assessmentscore (
+    studentid bigint, assessmentid varchar(40), attempt int, score numeric(6,2),
+    takenat timestamptz, payload text, PRIMARY KEY (studentid, assessmentid, attempt));
+ALTER TABLE custom.assessmentscore ALTER COLUMN payload SET STORAGE EXTERNAL;
+INSERT INTO custom.schoolmanualattributes
+    SELECT s, 'School ' || s, s % 3 = 0, date '2001-08-01' + s, s * 1000.25, NULL
+    FROM generate_series(1, 200) s;
+INSERT INTO custom.assessmentscore
+    SELECT st, 'MATH-' || a, 1, (st * a) % 100, timestamptz '2025-01-01' + (st || ' minutes')::interval,
+           CASE WHEN st % 50 = 0 AND a = 1
+                THEN (SELECT string_agg(md5(random()::text || g), '') FROM generate_series(1, 200) g)
+           END
+    FROM generate_series(1, 10000) st, generate_series(1, 12) a;
+";
+
+/// A source database with the custom tables loaded, in a cluster of its own.
+async fn source() -> (SourcePg, String, Client) {
+    let pg = SourcePg::start(true);
+    let url = pg.create_database("custom").await;
+    let client = connect(&url).await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    (pg, url, client)
+}
+
+fn connector(source_url: &str, staging: &TestDb, extra: &str) -> Connector {
+    let text = format!(
+        r#"name = "staging-custom"
+shutdown_grace = "10s"
+metrics_addr = "${{METRICS_ADDR}}"
+
+[source]
+kind = "postgres"
+url = "${{SOURCE_DATABASE_URL}}"
+
+[poll]
+interval = "200ms"
+snapshot_chunk_rows = 1000
+
+[retry]
+initial_delay = "100ms"
+max_delay = "1s"
+max_attempts = 30
+
+[groups.custom]
+schema = "custom"
+tables = ["schoolmanualattributes", "assessmentscore"]
+
+[sinks.staging]
+url = "${{STAGING_DATABASE_URL}}"
+identifiers = "lower"
+{extra}"#
+    );
+    Connector::with_env(
+        &text,
+        vec![
+            ("SOURCE_DATABASE_URL".into(), source_url.into()),
+            ("STAGING_DATABASE_URL".into(), staging.url()),
+            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ],
+    )
+}
+
+/// Writes to the source until stopped: inserts, updates (some only of rows with a TOASTed
+/// value, leaving it unchanged), deletes, in small transactions; reconnects when the server
+/// goes away.
+fn workload(
+    url: String,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            tokio::spawn(conn);
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let st = (n * 7919) % 10000 + 1;
+                let sql = format!(
+                    "BEGIN;
+                     INSERT INTO custom.assessmentscore VALUES ({new}, 'ELA-{n}', 1, {score}, now(), NULL);
+                     UPDATE custom.assessmentscore SET score = score + 1 WHERE studentid = {st} AND attempt = 1;
+                     UPDATE custom.assessmentscore SET attempt = attempt + 100 WHERE studentid = {st} AND assessmentid = 'MATH-2' AND attempt < 1000;
+                     DELETE FROM custom.assessmentscore WHERE studentid = {del} AND assessmentid = 'MATH-3';
+                     UPDATE custom.schoolmanualattributes SET schoolname = 'School {n}', notes = 'n{n}' WHERE schoolid = {school};
+                     COMMIT;",
+                    new = 100_000 + n,
+                    score = n % 100,
+                    del = (n * 104_729) % 10000 + 1,
+                    school = n % 200 + 1,
+                );
+                if client.batch_execute(&sql).await.is_err() {
+                    break;
+                }
+                ops.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+}
+
+async fn flush_position(source: &Client) -> i64 {
+    let lsn: String = source
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (hi, lo) = lsn.split_once('/').unwrap();
+    ((u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()) as i64
+}
+
+/// Wait until every table streams at (or past) what the source has flushed now.
+async fn wait_caught_up(source: &Client, staging: &Client, deadline: Duration) {
+    let target = flush_position(source).await - 1;
+    wait_for(
+        &format!("staging at WAL position {target}"),
+        deadline,
+        || async {
+            let row = staging
+            .query_opt(
+                "SELECT count(*) FILTER (WHERE phase = 'streaming' AND version >= $1), count(*) \
+                 FROM edfi_cdc.table_state WHERE connector = 'staging-custom'",
+                &[&target],
+            )
+            .await
+            .ok()
+            .flatten()?;
+            let (done, all): (i64, i64) = (row.get(0), row.get(1));
+            (done == 2 && all == 2).then_some(())
+        },
+    )
+    .await
+}
+
+async fn rows(client: &Client, table: &str, key: &str) -> Vec<Vec<Option<String>>> {
+    let cols: Vec<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema || '.' || table_name = $1 AND column_name NOT LIKE 'edfi_cdc%' \
+             ORDER BY ordinal_position",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}::text", r.get::<_, String>(0)))
+        .collect();
+    client
+        .query(
+            &format!("SELECT {} FROM {table} ORDER BY {key}", cols.join(", ")),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (0..cols.len()).map(|i| r.get(i)).collect())
+        .collect()
+}
+
+/// Every table equal at the source and in staging.
+async fn assert_equal(source: &Client, staging: &Client) {
+    source.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    staging.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    for (table, key) in TABLES {
+        let (a, b) = (
+            rows(source, table, key).await,
+            rows(staging, table, key).await,
+        );
+        if a != b {
+            let missing = a
+                .iter()
+                .filter(|r| !b.contains(r))
+                .take(3)
+                .collect::<Vec<_>>();
+            let extra = b
+                .iter()
+                .filter(|r| !a.contains(r))
+                .take(3)
+                .collect::<Vec<_>>();
+            panic!(
+                "{table}: source {} rows, staging {} rows; e.g. only at the source {missing:?}, only in staging {extra:?}",
+                a.len(),
+                b.len()
+            );
+        }
+    }
+}
+
+/// The slot never confirmed past what the staging sink committed.
+async fn assert_slot_behind_sink(source: &Client, staging: &Client) {
+    let confirmed: String = source
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'edfi_cdc_staging_custom'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (hi, lo) = confirmed.split_once('/').unwrap();
+    let confirmed = ((u64::from_str_radix(hi, 16).unwrap() << 32)
+        | u64::from_str_radix(lo, 16).unwrap()) as i64;
+    let committed: i64 = staging
+        .query_one(
+            "SELECT min(version) FROM edfi_cdc.table_state WHERE connector = 'staging-custom'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        confirmed <= committed + 1,
+        "slot confirmed {confirmed}, past the sink's checkpoint {committed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_source_loses_nothing_when_killed_in_snapshot_and_streaming_or_restarted() {
+    let (pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_staging").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(&url, &staging_db, "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let load = workload(url.clone(), stop.clone(), ops.clone());
+
+    // Killed while the first snapshots are read.
+    let rep = c.run();
+    kill_mid_snapshot(rep, &staging).await;
+
+    // Killed while streaming, after a few committed cycles.
+    let rep = c.run();
+    wait_for("both tables streaming", Duration::from_secs(120), || async {
+        let n: i64 = staging
+            .query_one("SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' AND phase = 'streaming'", &[])
+            .await
+            .ok()?
+            .get(0);
+        (n == 2).then_some(())
+    })
+    .await;
+    let before = ops.load(Ordering::SeqCst);
+    wait_for(
+        "more source transactions",
+        Duration::from_secs(60),
+        || async { (ops.load(Ordering::SeqCst) > before + 50).then_some(()) },
+    )
+    .await;
+    assert_slot_behind_sink(&source, &staging).await;
+    rep.kill();
+
+    // The source restarts under the running replicator and the workload.
+    let rep = c.run();
+    let before = ops.load(Ordering::SeqCst);
+    wait_for(
+        "more source transactions",
+        Duration::from_secs(60),
+        || async { (ops.load(Ordering::SeqCst) > before + 50).then_some(()) },
+    )
+    .await;
+    pg.restart();
+    pg.wait_ready(Duration::from_secs(60)).await;
+    let source = connect(&url).await;
+    let before = ops.load(Ordering::SeqCst);
+    wait_for(
+        "the workload back after the restart",
+        Duration::from_secs(60),
+        || async { (ops.load(Ordering::SeqCst) > before + 50).then_some(()) },
+    )
+    .await;
+    wait_for(
+        "the replicator back after the restart",
+        Duration::from_secs(60),
+        || async { (rep.log().matches("connected to source").count() >= 2).then_some(()) },
+    )
+    .await;
+    rep.kill();
+
+    // Killed during a re-snapshot an operator asked for.
+    let status = c
+        .command(&["resnapshot", "custom.assessmentscore"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rep = c.run();
+    kill_mid_snapshot(rep, &staging).await;
+    let rep = c.run();
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    assert_equal(&source, &staging).await;
+    assert_slot_behind_sink(&source, &staging).await;
+    rep.kill();
+}
+
+/// Kill `rep` once the staging sink holds part of a snapshot of custom.assessmentscore.
+async fn kill_mid_snapshot(rep: Replicator, staging: &Client) {
+    wait_for(
+        "a snapshot partly loaded",
+        Duration::from_secs(60),
+        || async {
+            let rows: i64 = staging
+            .query_opt(
+                "SELECT snapshot_rows FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
+                 AND source_table = 'assessmentscore' AND phase = 'snapshot'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()?
+            .get(0);
+            (rows > 0).then_some(())
+        },
+    )
+    .await;
+    rep.kill();
+    let phase: String = staging
+        .query_one(
+            "SELECT phase FROM edfi_cdc.table_state WHERE connector = 'staging-custom' AND source_table = 'assessmentscore'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phase, "snapshot", "killed mid-snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toasted_values_truncate_and_a_dropped_slot_keep_staging_exact() {
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_staging").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(&url, &staging_db, "");
+    let rep = c.run();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    assert_equal(&source, &staging).await;
+
+    // Updates that leave the TOASTed payload out of the decoded row.
+    source
+        .batch_execute(
+            "UPDATE custom.assessmentscore SET score = score + 1 WHERE payload IS NOT NULL",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&source, &staging, Duration::from_secs(60)).await;
+    let kept: i64 = staging
+        .query_one(
+            "SELECT count(*) FROM custom.assessmentscore WHERE length(payload) = 6400",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, 200,
+        "payloads kept in staging after updates that did not send them"
+    );
+    assert_equal(&source, &staging).await;
+
+    // TRUNCATE, then new rows in the same transaction.
+    source
+        .batch_execute(
+            "BEGIN; TRUNCATE custom.schoolmanualattributes;
+             INSERT INTO custom.schoolmanualattributes VALUES (9001, 'New A', true, NULL, NULL, NULL),
+               (9002, 'New B', false, NULL, NULL, NULL); COMMIT;",
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the truncated table re-snapshotted",
+        Duration::from_secs(60),
+        || async {
+            let n: i64 = staging
+                .query_one("SELECT count(*) FROM custom.schoolmanualattributes", &[])
+                .await
+                .ok()?
+                .get(0);
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    wait_caught_up(&source, &staging, Duration::from_secs(60)).await;
+    assert_equal(&source, &staging).await;
+    assert!(
+        rep.log().contains("table truncated at the source"),
+        "{}",
+        rep.log()
+    );
+    assert!(rep.terminate(Duration::from_secs(30)).success());
+
+    // The slot is dropped while the replicator is stopped, and the source moves on.
+    source
+        .batch_execute(
+            "SELECT pg_drop_replication_slot('edfi_cdc_staging_custom');
+             DELETE FROM custom.assessmentscore WHERE attempt = 1 AND studentid <= 100;
+             UPDATE custom.schoolmanualattributes SET schoolname = 'Renamed' WHERE schoolid = 9001;",
+        )
+        .await
+        .unwrap();
+    let rep = c.run();
+    wait_for("the lost slot noticed", Duration::from_secs(60), || async {
+        rep.log()
+            .contains("no longer holds changes the sinks need")
+            .then_some(())
+    })
+    .await;
+    wait_for(
+        "both tables re-snapshotted",
+        Duration::from_secs(120),
+        || async {
+            rep.log()
+                .matches("snapshot done")
+                .count()
+                .ge(&2)
+                .then_some(())
+        },
+    )
+    .await;
+    wait_caught_up(&source, &staging, Duration::from_secs(60)).await;
+    assert_equal(&source, &staging).await;
+    rep.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sources_it_cannot_decode_are_refused_with_the_fix_and_nothing_set_up() {
+    let staging_db = TestDb::create("pgsrc_staging").await;
+
+    // wal_level = replica.
+    let plain = SourcePg::start(false);
+    let url = plain.create_database("custom").await;
+    connect(&url).await.batch_execute(SCHEMA).await.unwrap();
+    let c = connector(&url, &staging_db, "");
+    let out = c.command(&["check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("wal_level is `replica`"), "{text}");
+    let mut rep = c.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    assert!(
+        rep.log().contains("wal_level is `replica`"),
+        "{}",
+        rep.log()
+    );
+
+    // A table without a primary key, and a login without the replication privilege.
+    let (pg, url, source) = source().await;
+    source
+        .batch_execute(
+            "ALTER TABLE custom.schoolmanualattributes DROP CONSTRAINT schoolmanualattributes_pkey;
+             CREATE ROLE reader LOGIN; GRANT USAGE ON SCHEMA custom TO reader;
+             GRANT SELECT ON ALL TABLES IN SCHEMA custom TO reader;",
+        )
+        .await
+        .unwrap();
+    let keyless = connector(&url, &staging_db, "");
+    let mut rep = keyless.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    assert!(
+        rep.log()
+            .contains("table custom.schoolmanualattributes has no primary key"),
+        "{}",
+        rep.log()
+    );
+    let reader = url.replace("postgres://postgres@", "postgres://reader@");
+    let unprivileged = connector(&reader, &staging_db, "");
+    let mut rep = unprivileged.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    assert!(
+        rep.log().contains(
+            "role `reader` may not read replication slots: ALTER ROLE \"reader\" REPLICATION"
+        ),
+        "{}",
+        rep.log()
+    );
+    let slots: i64 = source
+        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let publications: i64 = source
+        .query_one("SELECT count(*) FROM pg_publication", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((slots, publications), (0, 0), "nothing half set up");
+
+    // The SQL a DBA runs.
+    let out = unprivileged
+        .command(&["enable-ct", "--print"])
+        .output()
+        .unwrap();
+    let sql = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        sql.contains("CREATE PUBLICATION \"edfi_cdc_staging_custom\" FOR TABLE")
+            && sql.contains("\"custom\".\"assessmentscore\"")
+            && sql.contains("ALTER ROLE \"reader\" REPLICATION")
+            && sql.contains("GRANT SELECT ON \"custom\".\"schoolmanualattributes\" TO \"reader\""),
+        "{sql}"
+    );
+    drop(pg);
+}
