@@ -529,3 +529,148 @@ async fn postgres_sources_it_cannot_decode_are_refused_with_the_fix_and_nothing_
     );
     drop(pg);
 }
+
+/// Every reporting table of a Redshift stand-in, rows as text in a fixed order.
+async fn reporting_tables(target: &Client) -> Vec<(String, Vec<Vec<Option<String>>>)> {
+    let tables: Vec<String> = target
+        .query(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+             WHERE table_schema NOT IN ('edfi', 'edfi_cdc', 'pg_catalog', 'information_schema') \
+             AND table_type = 'BASE TABLE' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut rows: Vec<Vec<Option<String>>> = target
+            .query(&format!("SELECT t::text FROM {t} AS t"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| vec![r.get(0)])
+            .collect();
+        rows.sort();
+        out.push((t, rows));
+    }
+    out
+}
+
+/// Every table of `connector` streams at or past `version` in the target's checkpoints.
+async fn wait_streaming_at(target: &Client, connector: &str, tables: i64, version: i64) {
+    wait_for(
+        &format!("{connector}: {tables} tables at version {version}"),
+        Duration::from_secs(180),
+        || async {
+            let row = target
+                .query_opt(
+                    "SELECT count(*) FILTER (WHERE phase = 'streaming' AND version >= $1) \
+                     FROM edfi_cdc.table_state WHERE connector = $2",
+                    &[&version, &connector],
+                )
+                .await
+                .ok()
+                .flatten()?;
+            (row.get::<_, i64>(0) == tables).then_some(())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ods_on_postgres_gives_the_same_reporting_tables_as_the_sql_server_ods() {
+    const TABLES: i64 = 37;
+    // The ODS on PostgreSQL, loaded by the simulator's generator.
+    let pg = SourcePg::start(true);
+    let status = std::process::Command::new(bin("ods-sim"))
+        .args([
+            "load-postgres",
+            "--postgres",
+            &pg.url("postgres"),
+            "--database",
+            "edfi_ods",
+        ])
+        .args(["--students", "20", "--seed", "42"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "ods-sim load-postgres");
+    let pg_source = connect(&pg.url("edfi_ods")).await;
+    let (pg_staging, pg_target) = (
+        TestDb::create("pgods_staging").await,
+        TestDb::create("pgods_rs").await,
+    );
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/edfi-ods-postgres.toml"),
+    )
+    .unwrap()
+    .replace(
+        "interval = \"${POLL_INTERVAL:-1s}\"",
+        "interval = \"200ms\"",
+    );
+    let redshift = |target: &TestDb| {
+        vec![
+            ("REDSHIFT_ENABLED".to_string(), "true".to_string()),
+            ("REDSHIFT_LOAD_MODE".into(), "stdin".into()),
+            ("REDSHIFT_DATABASE_URL".into(), target.url()),
+            ("REDSHIFT_MAX_AGE".into(), "1s".into()),
+        ]
+    };
+    let mut env = vec![
+        ("SOURCE_DATABASE_URL".to_string(), pg.url("edfi_ods")),
+        ("STAGING_DATABASE_URL".into(), pg_staging.url()),
+        ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+    ];
+    env.extend(redshift(&pg_target));
+    let pg_connector = Connector::with_env(&shipped, env);
+    pg_connector.use_shipped_models();
+
+    // The same data in the simulated SQL Server ODS, through Change Tracking.
+    let sim = Simulator::start(20, 42);
+    let (ct_staging, ct_target) = (
+        TestDb::create("ctods_staging").await,
+        TestDb::create("ctods_rs").await,
+    );
+    let mut ct_connector = Connector::new(&sim, &ct_staging, "");
+    ct_connector.env.extend(redshift(&ct_target));
+    ct_connector.use_shipped_models();
+
+    let pg_rep = pg_connector.run();
+    let ct_rep = ct_connector.run();
+    let pg_target = connect(&pg_target.url()).await;
+    let ct_target = connect(&ct_target.url()).await;
+    let ct_version = source_version(&connect(&sim.backing_url()).await).await;
+    wait_streaming_at(&ct_target, "edfi-ods", TABLES, ct_version).await;
+    wait_streaming_at(
+        &pg_target,
+        "edfi-ods",
+        TABLES,
+        flush_position(&pg_source).await - 1,
+    )
+    .await;
+
+    let (a, b) = (
+        reporting_tables(&pg_target).await,
+        reporting_tables(&ct_target).await,
+    );
+    assert_eq!(
+        a.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        b.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        "the same reporting tables"
+    );
+    assert!(a.len() >= 20, "{} reporting tables", a.len());
+    for ((name, pg_rows), (_, ct_rows)) in a.iter().zip(&b) {
+        assert!(
+            !ct_rows.is_empty() || name.contains("stateassessments"),
+            "{name} is empty"
+        );
+        assert_eq!(
+            pg_rows, ct_rows,
+            "{name} differs between the PostgreSQL and SQL Server ODS"
+        );
+    }
+    pg_rep.kill();
+    ct_rep.kill();
+}

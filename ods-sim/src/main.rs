@@ -82,6 +82,23 @@ enum Command {
         #[arg(long, default_value = "edfi_cdc")]
         login: String,
     },
+    /// Load the same sample data into a new database on a plain PostgreSQL server, laid out as
+    /// the Ed-Fi ODS/API's PostgreSQL edition (lower-case names, no Change Tracking), as a
+    /// source for `[source] kind = "postgres"`. Serves nothing.
+    LoadPostgres {
+        /// PostgreSQL server URL; the database is created there.
+        #[arg(long)]
+        postgres: String,
+        /// Database to create (an existing one is an error).
+        #[arg(long, default_value = "edfi_ods")]
+        database: String,
+        /// Students in the sample data.
+        #[arg(long, default_value_t = 5_000)]
+        students: u64,
+        /// Seed of the sample data generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[tokio::main]
@@ -97,6 +114,25 @@ async fn main() -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(edfi::init_script(database, *students, *seed, login).as_bytes())?;
         stdout.flush()?;
+        return Ok(());
+    }
+    if let Some(Command::LoadPostgres {
+        postgres,
+        database,
+        students,
+        seed,
+    }) = &args.command
+    {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+            .with_writer(std::io::stderr)
+            .init();
+        let opts = edfi::SetupOptions {
+            students: *students,
+            seed: *seed,
+            ..edfi::SetupOptions::default()
+        };
+        edfi::load_postgres(postgres, database, &opts).await?;
         return Ok(());
     }
     // Required by clap unless a subcommand is given.

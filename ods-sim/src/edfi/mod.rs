@@ -20,7 +20,9 @@ mod tsql;
 mod workload;
 
 pub use checks::{dangling_references, invariant_violations};
-pub use setup::{connect, count_rows, database_url, load, setup, SetupOptions, SetupOutcome};
+pub use setup::{
+    connect, count_rows, database_url, load, load_postgres, setup, SetupOptions, SetupOutcome,
+};
 pub use tables::{create_table_tsql, identity_column, table, tables, SCHEMA};
 pub use tsql::init_script;
 pub use workload::{run_workload, Op, WorkloadConfig, WorkloadStats};

@@ -230,6 +230,88 @@ pub async fn setup(
     })
 }
 
+/// Creates database `database` on the PostgreSQL server of `server_url` as the Ed-Fi ODS/API
+/// lays out its PostgreSQL edition — the 37 tables with lower-case table and column names, no
+/// Change Tracking, no simulator bookkeeping — and loads the same sample data as [`setup`].
+/// An existing database of that name is an error.
+pub async fn load_postgres(
+    server_url: &str,
+    database: &str,
+    opts: &SetupOptions,
+) -> anyhow::Result<SetupOutcome> {
+    let started = Instant::now();
+    let url = database_url(server_url, database);
+    connect(server_url)
+        .await?
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'",
+            ident(database)
+        ))
+        .await
+        .with_context(|| format!("creating database {database} (drop it first to load anew)"))?;
+    let client = connect(&url).await?;
+    client
+        .batch_execute(&format!("CREATE SCHEMA {}", ident(SCHEMA)))
+        .await?;
+    for def in tables::tables() {
+        let mut items: Vec<String> = def
+            .columns
+            .iter()
+            .map(|c| {
+                let null = if c.nullable { "" } else { " NOT NULL" };
+                format!("{} {}{null}", ident(&c.name), c.ty.pg_type())
+            })
+            .collect();
+        let keys: Vec<String> = def.primary_key.iter().map(|k| ident(k)).collect();
+        items.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {}.{} ({})",
+                ident(SCHEMA),
+                ident(&def.name),
+                items.join(", ")
+            ))
+            .await?;
+    }
+    let row_counts = load(&url, opts).await?;
+    index(&client).await?;
+    // The loader and the indexes use the SQL Server spelling; the PostgreSQL ODS folds it.
+    for def in tables::tables() {
+        let mut renames: Vec<String> = def
+            .columns
+            .iter()
+            .filter(|c| c.name != c.name.to_lowercase())
+            .map(|c| {
+                format!(
+                    "ALTER TABLE {}.{} RENAME COLUMN {} TO {}",
+                    ident(SCHEMA),
+                    ident(&def.name),
+                    ident(&c.name),
+                    ident(&c.name.to_lowercase())
+                )
+            })
+            .collect();
+        renames.push(format!(
+            "ALTER TABLE {}.{} RENAME TO {}",
+            ident(SCHEMA),
+            ident(&def.name),
+            ident(&def.name.to_lowercase())
+        ));
+        client.batch_execute(&renames.join(";\n")).await?;
+    }
+    tracing::info!(
+        database,
+        rows = row_counts.values().sum::<u64>(),
+        secs = started.elapsed().as_secs_f64(),
+        "PostgreSQL ODS database ready"
+    );
+    Ok(SetupOutcome {
+        created: true,
+        row_counts,
+        elapsed: started.elapsed(),
+    })
+}
+
 /// Indexes that the workload's per-student look-ups need (the Ed-Fi ODS has the same ones on
 /// its foreign keys), then fresh planner statistics.
 async fn index(client: &Client) -> anyhow::Result<()> {

@@ -138,27 +138,25 @@ pub async fn discover(client: &Client, config: &ConnectorConfig) -> Result<Catal
             ));
             continue;
         }
-        let selected: Vec<ColumnSchema> = match config
-            .table_options(t)
-            .and_then(|o| o.columns.as_ref())
-        {
-            None => cols,
-            Some(list) => {
-                for name in list {
-                    if !cols.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
-                        problems.push(format!(
+        let selected: Vec<ColumnSchema> =
+            match config.table_options(t).and_then(|o| o.columns.as_ref()) {
+                None => cols,
+                Some(list) => {
+                    for name in list {
+                        if !cols.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
+                            problems.push(format!(
                             "table {id} has no column `{name}` (listed in tables.\"{t}\".columns)"
                         ));
+                        }
                     }
+                    cols.into_iter()
+                        .filter(|c| {
+                            key_names.contains(&c.name)
+                                || list.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
+                        })
+                        .collect()
                 }
-                cols.into_iter()
-                    .filter(|c| {
-                        key_names.contains(&c.name)
-                            || list.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
-                    })
-                    .collect()
-            }
-        };
+            };
         let key: Vec<usize> = key_names
             .iter()
             .filter_map(|k| selected.iter().position(|c| &c.name == k))
