@@ -446,6 +446,15 @@ async fn unchanged_toasted_values_truncate_and_a_dropped_slot_keep_staging_exact
     .await;
     wait_caught_up(&source, &staging, Duration::from_secs(60)).await;
     assert_equal(&source, &staging).await;
+    let (_, metrics) = http_get(&rep.metrics_addr().await, "/metrics");
+    assert!(
+        metrics.contains("edfi_cdc_source_slot_resets_total{connector=\"staging-custom\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edfi_cdc_source_slot_retained_bytes{connector=\"staging-custom\"}"),
+        "{metrics}"
+    );
     rep.kill();
 }
 
@@ -673,4 +682,116 @@ async fn an_ods_on_postgres_gives_the_same_reporting_tables_as_the_sql_server_od
     }
     pg_rep.kill();
     ct_rep.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_custom_datasets_connector_carries_staging_tables_into_redshift() {
+    let pg = SourcePg::start(true);
+    let url = pg.create_database("staging").await;
+    let staging = connect(&url).await;
+    staging
+        .batch_execute(
+            "CREATE SCHEMA schedule; CREATE SCHEMA studentdemographics; CREATE SCHEMA illuminate;
+             CREATE SCHEMA stateassessments;
+             CREATE TABLE schedule.SchoolManualAttributes (SchoolNumber varchar(20) PRIMARY KEY,
+                 SchoolAbbreviation varchar(10), Level varchar(10), Region varchar(40), Active boolean);
+             CREATE TABLE schedule.Calendar (CalendarID varchar(60) PRIMARY KEY, SchoolNumber varchar(20),
+                 FirstDay date, LastDay date);
+             CREATE TABLE studentdemographics.Student (StudentNumber varchar(32) PRIMARY KEY,
+                 StateID varchar(32), Charter boolean);
+             CREATE TABLE illuminate.subjectmapping (Subject varchar(100) PRIMARY KEY, SubjectGroup varchar(100));
+             CREATE TABLE stateassessments.assessment (AssessmentID int PRIMARY KEY, Title text);
+             CREATE TABLE stateassessments.studentassessmentscore (StudentNumber varchar(32),
+                 AssessmentID int, SchoolYear int, ScaleScore numeric(8,2),
+                 PRIMARY KEY (StudentNumber, AssessmentID, SchoolYear));
+             INSERT INTO schedule.SchoolManualAttributes VALUES ('255901001', 'AFES', 'ES', 'CT', true);
+             INSERT INTO schedule.Calendar VALUES ('255901001-2025', '255901001', '2024-08-26', '2025-06-17');
+             INSERT INTO studentdemographics.Student
+                 SELECT 'S' || n, 'ST' || n, n % 2 = 0 FROM generate_series(1, 500) n;
+             INSERT INTO illuminate.subjectmapping VALUES ('Math', 'STEM'), ('ELA', 'Humanities');
+             INSERT INTO stateassessments.assessment VALUES (1, 'State Math 5'), (2, 'State ELA 5');
+             INSERT INTO stateassessments.studentassessmentscore
+                 SELECT 'S' || n, 1 + n % 2, 2023 + n % 3, 300 + n FROM generate_series(1, 500) n;",
+        )
+        .await
+        .unwrap();
+    let target_db = TestDb::create("custom_rs").await;
+    let target = connect(&target_db.url()).await;
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/staging-custom.toml"),
+    )
+    .unwrap()
+    .replace(
+        "interval = \"${POLL_INTERVAL:-1s}\"",
+        "interval = \"200ms\"",
+    );
+    let c = Connector::with_env(
+        &text,
+        vec![
+            ("SOURCE_DATABASE_URL".into(), url.clone()),
+            ("REDSHIFT_LOAD_MODE".into(), "stdin".into()),
+            ("REDSHIFT_DATABASE_URL".into(), target_db.url()),
+            ("REDSHIFT_MAX_AGE".into(), "1s".into()),
+            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ],
+    );
+    let rep = c.run();
+    wait_streaming_at(
+        &target,
+        "staging-custom",
+        6,
+        flush_position(&staging).await - 1,
+    )
+    .await;
+    // A change to a custom table reaches Redshift at the next flush.
+    staging
+        .batch_execute(
+            "UPDATE schedule.SchoolManualAttributes SET Active = false;
+             DELETE FROM studentdemographics.Student WHERE StudentNumber = 'S7';",
+        )
+        .await
+        .unwrap();
+    wait_streaming_at(
+        &target,
+        "staging-custom",
+        6,
+        flush_position(&staging).await - 1,
+    )
+    .await;
+    for (source, target_table, key) in [
+        (
+            "schedule.schoolmanualattributes",
+            "custom.schoolmanualattributes",
+            "schoolnumber",
+        ),
+        ("schedule.calendar", "custom.calendar", "calendarid"),
+        (
+            "studentdemographics.student",
+            "custom.student",
+            "studentnumber",
+        ),
+        (
+            "illuminate.subjectmapping",
+            "custom.subjectmapping",
+            "subject",
+        ),
+        (
+            "stateassessments.assessment",
+            "custom.assessment",
+            "assessmentid",
+        ),
+        (
+            "stateassessments.studentassessmentscore",
+            "custom.studentassessmentscore",
+            "studentnumber, assessmentid, schoolyear",
+        ),
+    ] {
+        let (a, b) = (
+            rows(&staging, source, key).await,
+            rows(&target, target_table, key).await,
+        );
+        assert!(!a.is_empty(), "{source} is empty");
+        assert_eq!(a, b, "{source} → {target_table}");
+    }
+    rep.kill();
 }

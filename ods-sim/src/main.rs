@@ -3,7 +3,8 @@
 //! Creates (or reuses) the backing database on the PostgreSQL server given by `--postgres`,
 //! listens for TDS connections, prints `ods-sim ready on ADDR database NAME` on stdout once it
 //! accepts them, then logs to stderr. Stops on SIGTERM or SIGINT. `ods-sim tsql` prints the same
-//! database as a T-SQL script for a real SQL Server instead.
+//! database as a T-SQL script for a real SQL Server instead; `ods-sim load-postgres` loads it
+//! into a plain PostgreSQL database laid out as the ODS/API's PostgreSQL edition.
 
 use anyhow::Context;
 use clap::Parser;
