@@ -592,6 +592,19 @@ pub async fn models_check(
             ));
         }
         out.extend(problems.into_iter().map(|p| line(false, p)));
+        for c in &m.custom {
+            out.push(match crate::models::table_exists(&client, &c.name).await {
+                Ok(true) => line(true, format!("model {}: custom input {} present", m.name, c.name)),
+                Ok(false) => line(
+                    true,
+                    format!(
+                        "model {}: custom input {} is not in the target: the model uses its ODS values until it arrives (connectors/staging-custom.toml carries the staging database's custom datasets)",
+                        m.name, c.name
+                    ),
+                ),
+                Err(e) => line(false, format!("model {}: custom input {}: {e}", m.name, c.name)),
+            });
+        }
     }
     out
 }

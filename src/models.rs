@@ -40,6 +40,30 @@ pub use overflow::RefreshError;
 /// The schema of the replicated ODS tables that models read.
 pub const INPUT_SCHEMA: &str = "edfi";
 
+/// The schema of the custom datasets models may read besides the ODS: tables that another
+/// connector carries into the target (`connectors/staging-custom.toml`) or that are loaded
+/// there by other means.
+pub const CUSTOM_SCHEMA: &str = "custom";
+
+/// `CREATE TABLE` of the custom inputs each model last read: what each looked like then.
+pub const MODEL_INPUTS_DDL: &str = "CREATE TABLE IF NOT EXISTS edfi_cdc.model_inputs (
+    model varchar(255) NOT NULL,
+    input varchar(255) NOT NULL,
+    seen varchar(255) NOT NULL,
+    PRIMARY KEY (model, input)
+)";
+
+/// A custom dataset a model reads (`-- custom: custom.table (column type, …)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomInput {
+    /// `custom.table`, lower-case.
+    pub name: String,
+    /// The columns the model reads, with their types: while the table is not in the target,
+    /// the model reads an empty table of these columns instead, and so falls back to its ODS
+    /// values.
+    pub columns: Vec<Column>,
+}
+
 /// One problem with one model file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelProblem {
@@ -232,6 +256,8 @@ pub struct Model {
     pub inputs: Vec<String>,
     /// Other models read (`schema.table`), sorted; they are refreshed first.
     pub upstream: Vec<String>,
+    /// Custom datasets read, by name.
+    pub custom: Vec<CustomInput>,
     pub columns: Vec<Column>,
     pub key: Vec<String>,
     /// The `SELECT` (or `WITH … SELECT`) producing the rows, in column order, without comments.
@@ -294,38 +320,52 @@ impl Model {
     }
 
     /// `INSERT INTO target (columns) <select>`.
-    pub fn insert_sql(&self) -> String {
+    pub fn insert_sql(&self, select: &str) -> String {
         let cols: Vec<String> = self.columns.iter().map(|c| quote(&c.name)).collect();
         format!(
             "INSERT INTO {} ({})\n{}",
             self.target(),
             cols.join(", "),
-            self.select
+            select
         )
     }
 
-    /// The `SELECT` with every reference to a model of `stand_ins` replaced by an empty CTE of
-    /// that model's columns and types: describable before those models' tables exist.
-    fn select_with_stand_ins(&self, stand_ins: &[&Model]) -> String {
+    /// The `SELECT` as a refresh runs it on the target now: a custom input that is not there
+    /// is read as an empty table of its declared columns.
+    pub async fn select_on(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<String, tokio_postgres::Error> {
+        let mut absent: Vec<(&str, &[Column])> = Vec::new();
+        for c in &self.custom {
+            if !table_exists(client, &c.name).await? {
+                absent.push((&c.name, &c.columns));
+            }
+        }
+        Ok(self.select_with_stand_ins(&absent))
+    }
+
+    /// The `SELECT` with every reference to a table of `stand_ins` (name and columns) replaced
+    /// by an empty CTE of those columns and types: for upstream models whose tables do not
+    /// exist yet, and custom inputs not in the target.
+    fn select_with_stand_ins(&self, stand_ins: &[(&str, &[Column])]) -> String {
         if stand_ins.is_empty() {
             return self.select.clone();
         }
-        let bare = |m: &Model| {
-            m.name
-                .split_once('.')
-                .map_or(m.name.clone(), |(_, t)| t.to_string())
+        let bare = |name: &str| {
+            name.split_once('.')
+                .map_or(name.to_string(), |(_, t)| t.to_string())
         };
         let ctes: Vec<String> = stand_ins
             .iter()
-            .map(|m| {
-                let cols: Vec<String> = m
-                    .columns
+            .map(|(name, columns)| {
+                let cols: Vec<String> = columns
                     .iter()
                     .map(|c| format!("CAST(NULL AS {}) AS {}", c.ty, quote(&c.name)))
                     .collect();
                 format!(
                     "{} AS (SELECT {} WHERE 1 = 0)",
-                    quote(&bare(m)),
+                    quote(&bare(name)),
                     cols.join(", ")
                 )
             })
@@ -334,9 +374,9 @@ impl Model {
         let mut body = String::new();
         let mut last = 0;
         for (start, end) in qualified_names(&masked) {
-            if let Some(m) = stand_ins.iter().find(|m| m.name == masked[start..end]) {
+            if let Some((name, _)) = stand_ins.iter().find(|(n, _)| *n == &masked[start..end]) {
                 body.push_str(&self.select[last..start]);
-                body.push_str(&quote(&bare(m)));
+                body.push_str(&quote(&bare(name)));
                 last = end;
             }
         }
@@ -354,10 +394,14 @@ impl Model {
     }
 
     /// Compare the declared table with the target table (if it exists) and the `SELECT`'s
-    /// result columns with the declared ones; models in `stand_ins` (upstream models whose
-    /// tables do not exist yet) are described from their declarations. Reads only. Each problem
-    /// names model and column.
-    async fn check_with(&self, client: &impl GenericClient, stand_ins: &[&Model]) -> Vec<String> {
+    /// result columns with the declared ones; tables in `stand_ins` (upstream models whose
+    /// tables do not exist yet, custom inputs not in the target) are described from their
+    /// declarations. Reads only. Each problem names model and column.
+    async fn check_with(
+        &self,
+        client: &impl GenericClient,
+        stand_ins: &[(&str, &[Column])],
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         let (schema, table) = self.name.split_once('.').unwrap_or(("", &self.name));
         match target_columns(client, schema, table).await {
@@ -593,6 +637,7 @@ impl Models {
             .batch_execute("CREATE SCHEMA IF NOT EXISTS edfi_cdc")
             .await?;
         client.batch_execute(FRESHNESS_DDL).await?;
+        client.batch_execute(MODEL_INPUTS_DDL).await?;
         for s in schemas {
             client
                 .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(s)))
@@ -639,6 +684,7 @@ impl Models {
         if self.postgres && !changed.is_empty() {
             tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
         }
+        let custom = CustomState::read(tx, &self.models).await?;
         for m in &self.models {
             let inputs: Vec<&String> = m
                 .inputs
@@ -649,12 +695,15 @@ impl Models {
                 .iter()
                 .filter(|d| m.upstream.contains(&d.model))
                 .collect();
-            if inputs.is_empty() && refreshed_upstream.is_empty() {
+            let custom_changed = custom.changed(m);
+            if inputs.is_empty() && refreshed_upstream.is_empty() && !custom_changed {
                 continue;
             }
             // A model reading a model rebuilt whole is rebuilt whole; one reading models
-            // refreshed for the flush's students can follow them.
-            let upstream_full = refreshed_upstream.iter().any(|d| !d.incremental);
+            // refreshed for the flush's students can follow them. A changed custom input is
+            // not tracked by student: the model is rebuilt whole.
+            let upstream_full = refreshed_upstream.iter().any(|d| !d.incremental) || custom_changed;
+            let select = m.select_with_stand_ins(&custom.stand_ins(m));
             let started = Instant::now();
             let stages: Option<Vec<&String>> =
                 inputs.iter().map(|i| changed[*i].as_ref()).collect();
@@ -711,16 +760,17 @@ impl Models {
                         }
                     }
                     let only = format!("WHERE {c} IN (SELECT studentuniqueid FROM {STUDENTS})");
-                    let (inserted, truncated) = self.insert(tx, m, Some(&only)).await?;
+                    let (inserted, truncated) = self.insert(tx, m, &select, Some(&only)).await?;
                     (inserted, truncated, true)
                 }
                 _ => {
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
-                    let (inserted, truncated) = self.insert(tx, m, None).await?;
+                    let (inserted, truncated) = self.insert(tx, m, &select, None).await?;
                     (inserted, truncated, false)
                 }
             };
+            custom.record(tx, m).await?;
             done.push(Refreshed {
                 model: m.name.clone(),
                 rows,
@@ -796,21 +846,145 @@ impl Models {
 
     /// [`Models::check`] for one of these models.
     pub async fn check_model(&self, m: &Model, client: &impl GenericClient) -> Vec<String> {
-        let mut stand_ins = Vec::new();
+        let mut stand_ins: Vec<(&str, &[Column])> = Vec::new();
         for u in &m.upstream {
             let Some(up) = self.models.iter().find(|x| &x.name == u) else {
                 continue;
             };
-            let (schema, table) = up.name.split_once('.').unwrap_or(("", &up.name));
-            if matches!(target_columns(client, schema, table).await, Ok(c) if c.is_empty()) {
-                stand_ins.push(up);
+            if !table_exists(client, &up.name).await.unwrap_or(true) {
+                stand_ins.push((&up.name, &up.columns));
+            }
+        }
+        for c in &m.custom {
+            if !table_exists(client, &c.name).await.unwrap_or(true) {
+                stand_ins.push((&c.name, &c.columns));
             }
         }
         m.check_with(client, &stand_ins).await
     }
 }
 
+/// What the custom inputs of the models look like in the target at a flush — absent, or
+/// present as of the freshness row the connector carrying them last wrote — and what each
+/// model saw at its last refresh (`edfi_cdc.model_inputs`). A model whose custom inputs look
+/// different now is rebuilt; while one is absent the model reads an empty stand-in.
+struct CustomState {
+    /// Per custom input: `None` when not in the target, else its freshness signature.
+    now: HashMap<String, Option<String>>,
+    /// (model, input) → the signature the model last read.
+    seen: HashMap<(String, String), String>,
+}
+
+impl CustomState {
+    async fn read(
+        tx: &tokio_postgres::Transaction<'_>,
+        models: &[Model],
+    ) -> Result<CustomState, tokio_postgres::Error> {
+        let mut state = CustomState {
+            now: HashMap::new(),
+            seen: HashMap::new(),
+        };
+        let inputs: BTreeSet<&str> = models
+            .iter()
+            .flat_map(|m| m.custom.iter().map(|c| c.name.as_str()))
+            .collect();
+        if inputs.is_empty() {
+            return Ok(state);
+        }
+        for input in inputs {
+            let signature = if table_exists(tx, input).await? {
+                let row = tx
+                    .query_opt(
+                        "SELECT source_version, CAST(refreshed_at AS varchar(32)) \
+                         FROM edfi_cdc.freshness WHERE name = $1",
+                        &[&input],
+                    )
+                    .await?;
+                // Present without a connector's freshness row: loaded by other means, and its
+                // changes are not seen.
+                Some(row.map_or("present".to_string(), |r| {
+                    format!("{}@{}", r.get::<_, i64>(0), r.get::<_, String>(1))
+                }))
+            } else {
+                None
+            };
+            state.now.insert(input.to_string(), signature);
+        }
+        for r in tx
+            .query(
+                "SELECT CAST(model AS varchar(255)), CAST(input AS varchar(255)), \
+                 CAST(seen AS varchar(255)) FROM edfi_cdc.model_inputs",
+                &[],
+            )
+            .await?
+        {
+            state.seen.insert((r.get(0), r.get(1)), r.get(2));
+        }
+        Ok(state)
+    }
+
+    fn signature(&self, input: &str) -> &str {
+        self.now
+            .get(input)
+            .and_then(|s| s.as_deref())
+            .unwrap_or("absent")
+    }
+
+    /// Whether a custom input of `m` changed since `m` last read it.
+    fn changed(&self, m: &Model) -> bool {
+        m.custom.iter().any(|c| {
+            self.seen
+                .get(&(m.name.clone(), c.name.clone()))
+                .map(String::as_str)
+                != Some(self.signature(&c.name))
+        })
+    }
+
+    /// The custom inputs of `m` not in the target, as stand-ins.
+    fn stand_ins<'m>(&self, m: &'m Model) -> Vec<(&'m str, &'m [Column])> {
+        m.custom
+            .iter()
+            .filter(|c| self.now.get(&c.name).is_some_and(Option::is_none))
+            .map(|c| (c.name.as_str(), c.columns.as_slice()))
+            .collect()
+    }
+
+    /// `m` has been refreshed from its custom inputs as they look now.
+    async fn record(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        m: &Model,
+    ) -> Result<(), tokio_postgres::Error> {
+        if m.custom.is_empty() {
+            return Ok(());
+        }
+        tx.execute(
+            "DELETE FROM edfi_cdc.model_inputs WHERE model = $1",
+            &[&m.name],
+        )
+        .await?;
+        for c in &m.custom {
+            tx.execute(
+                "INSERT INTO edfi_cdc.model_inputs (model, input, seen) \
+                 VALUES (CAST($1 AS varchar(255)), CAST($2 AS varchar(255)), CAST($3 AS varchar(255)))",
+                &[&m.name, &c.name, &self.signature(&c.name)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 type TargetColumn = (String, Result<ColumnType, String>, bool);
+
+/// Whether the target has the table `schema.table`.
+pub async fn table_exists(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let (schema, table) = name.split_once('.').unwrap_or(("", name));
+    Ok(!target_columns(client, schema, table).await?.is_empty())
+}
 
 async fn target_columns(
     client: &impl GenericClient,
@@ -930,12 +1104,34 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
         let refs = references(&mask(&m.select).to_ascii_lowercase());
         let mut found_inputs = BTreeSet::new();
         let mut found_models = BTreeSet::new();
+        let mut found_custom = BTreeSet::new();
         for r in refs {
             if r.starts_with(&format!("{INPUT_SCHEMA}.")) {
                 found_inputs.insert(r);
+            } else if r.starts_with(&format!("{CUSTOM_SCHEMA}.")) {
+                found_custom.insert(r);
             } else if names.contains_key(&r) && r != m.name {
                 found_models.insert(r);
             }
+        }
+        let declared_custom: BTreeSet<String> = m.custom.iter().map(|c| c.name.clone()).collect();
+        for r in found_custom.difference(&declared_custom) {
+            problems.push(ModelProblem {
+                file: m.file.clone(),
+                reason: format!(
+                    "model {}: reads {r} without a `-- custom: {r} (column type, …)` line naming the columns it reads",
+                    m.name
+                ),
+            });
+        }
+        for r in declared_custom.difference(&found_custom) {
+            problems.push(ModelProblem {
+                file: m.file.clone(),
+                reason: format!(
+                    "model {}: `-- custom: {r}` is declared but not read",
+                    m.name
+                ),
+            });
         }
         let declared_set: BTreeSet<String> = declared.iter().cloned().collect();
         let derived: BTreeSet<String> = found_inputs.union(&found_models).cloned().collect();
@@ -1039,6 +1235,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
     let mut saw_inputs = false;
     let mut incremental: Option<String> = None;
     let mut on_overflow = OnOverflow::default();
+    let mut custom: Vec<CustomInput> = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() {
@@ -1059,6 +1256,10 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
                 other => problems.push(format!(
                     "`-- on_overflow: {other}`: write `truncate` or `fail`"
                 )),
+            },
+            "custom" => match parse_custom(value) {
+                Ok(c) => custom.push(c),
+                Err(e) => problems.push(e),
             },
             "inputs" => {
                 saw_inputs = true;
@@ -1155,6 +1356,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             file: file.to_path_buf(),
             inputs: declared,
             upstream: Vec::new(),
+            custom,
             columns,
             key,
             select,
@@ -1163,6 +1365,46 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
         }),
         _ => Err(problems),
     }
+}
+
+/// `custom.table (column type, …)` of a `-- custom:` header line.
+fn parse_custom(value: &str) -> Result<CustomInput, String> {
+    let value = value.trim();
+    let bad = || {
+        format!("cannot read `-- custom: {value}`: write `-- custom: {CUSTOM_SCHEMA}.table (column type, …)`")
+    };
+    let open = value.find('(').ok_or_else(bad)?;
+    let close = value
+        .rfind(')')
+        .filter(|&c| c > open && value[c + 1..].trim().is_empty())
+        .ok_or_else(bad)?;
+    let name = value[..open].trim().to_ascii_lowercase();
+    if !matches!(name.split_once('.'), Some((s, t)) if s == CUSTOM_SCHEMA && is_ident(t)) {
+        return Err(format!(
+            "custom input `{name}` must be a table of schema {CUSTOM_SCHEMA}"
+        ));
+    }
+    let mut columns: Vec<Column> = Vec::new();
+    for item in split_top_level(&value[open + 1..close]) {
+        let lower = item.trim().to_ascii_lowercase();
+        let (col, ty) = lower.split_once(char::is_whitespace).ok_or_else(bad)?;
+        if !is_ident(col) || columns.iter().any(|c| c.name == col) {
+            return Err(format!(
+                "custom input {name}: column `{col}` is not a new lower-case identifier"
+            ));
+        }
+        let ty = ColumnType::parse(ty.trim())
+            .map_err(|e| format!("custom input {name}: column {col}: {e}"))?;
+        columns.push(Column {
+            name: col.to_string(),
+            ty,
+            not_null: false,
+        });
+    }
+    if columns.is_empty() {
+        return Err(bad());
+    }
+    Ok(CustomInput { name, columns })
 }
 
 /// Constructs one of the two databases lacks, with what to write instead.
@@ -1492,6 +1734,79 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
     }
 
     #[test]
+    fn custom_inputs_are_declared_with_their_columns_and_stand_in_when_absent() {
+        let dir = tempdir("custom");
+        let text = GOOD
+            .replace(
+                "-- inputs: edfi.school\n",
+                "-- inputs: edfi.school\n-- custom: custom.extra (studentnumber varchar(32), amount decimal(9, 3))\n",
+            )
+            .replace(
+                "CAST(NULL AS decimal(9,3)) AS amount",
+                "x.amount AS amount",
+            )
+            .replace(
+                "CROSS JOIN edfi.school sc",
+                "CROSS JOIN edfi.school sc LEFT JOIN custom.extra x ON x.studentnumber = s.studentuniqueid",
+            );
+        write(&dir, "ic", "thing.sql", &text);
+        let all = set(&["edfi.student", "edfi.school"]);
+        let models = Models::load(&dir, &["ic"], &all).unwrap();
+        let m = &models.models()[0];
+        assert_eq!(m.custom.len(), 1);
+        assert_eq!(m.custom[0].name, "custom.extra");
+        assert_eq!(m.custom[0].columns[1].ty.to_string(), "decimal(9,3)");
+        assert_eq!(
+            m.inputs,
+            ["edfi.school", "edfi.student"],
+            "custom inputs are not replicated ones"
+        );
+        let c = &m.custom[0];
+        let sql = m.select_with_stand_ins(&[(&c.name, &c.columns)]);
+        assert!(
+            sql.starts_with(
+                "WITH \"extra\" AS (SELECT CAST(NULL AS varchar(32)) AS \"studentnumber\""
+            ),
+            "{sql}"
+        );
+        assert!(sql.contains("LEFT JOIN \"extra\" x"), "{sql}");
+
+        let undeclared = text.replace(
+            "-- custom: custom.extra (studentnumber varchar(32), amount decimal(9, 3))\n",
+            "",
+        );
+        write(&dir, "ic", "thing.sql", &undeclared);
+        let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "reads custom.extra without a `-- custom: custom.extra (column type, …)` line"
+            ),
+            "{err}"
+        );
+        let unread = GOOD.replace(
+            "-- inputs: edfi.school\n",
+            "-- inputs: edfi.school\n-- custom: custom.extra (a integer)\n",
+        );
+        write(&dir, "ic", "thing.sql", &unread);
+        let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
+        assert!(
+            err.contains("`-- custom: custom.extra` is declared but not read"),
+            "{err}"
+        );
+        let elsewhere = GOOD.replace(
+            "-- inputs: edfi.school\n",
+            "-- inputs: edfi.school\n-- custom: edfi.extra (a integer)\n",
+        );
+        write(&dir, "ic", "thing.sql", &elsewhere);
+        let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
+        assert!(
+            err.contains("custom input `edfi.extra` must be a table of schema custom"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn inputs_must_be_replicated_tables_of_the_group() {
         let dir = tempdir("unconfigured");
         let file = write(&dir, "ic", "thing.sql", GOOD);
@@ -1609,7 +1924,8 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
             "-- model: roster.athing\n-- inputs: roster.thing\nCREATE TABLE roster.athing (n bigint NOT NULL, PRIMARY KEY (n));\nWITH x AS (SELECT t.schoolid FROM roster.thing t) SELECT COUNT(*) AS n FROM x;\n",
         );
         let models = Models::load(&dir, &["ic"], &set(&["edfi.student", "edfi.school"])).unwrap();
-        let sql = models.models()[1].select_with_stand_ins(&[&models.models()[0]]);
+        let up = &models.models()[0];
+        let sql = models.models()[1].select_with_stand_ins(&[(&up.name, &up.columns)]);
         assert!(
             sql.starts_with(
                 "WITH \"thing\" AS (SELECT CAST(NULL AS varchar(32)) AS \"studentnumber\""

@@ -795,3 +795,213 @@ async fn the_shipped_custom_datasets_connector_carries_staging_tables_into_redsh
     }
     rep.kill();
 }
+
+/// `models check` of `c`'s connector against `target`: its output.
+fn models_check(c: &Connector, target: &TestDb) -> String {
+    let out = c
+        .command(&["models", "check", "--target-url", &target.url()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flush() {
+    // The ODS (simulated SQL Server) into a Redshift stand-in with the shipped models.
+    let sim = Simulator::start(20, 42);
+    let ods = connect(&sim.backing_url()).await;
+    let (unused_staging, target_db) = (
+        TestDb::create("cust_staging").await,
+        TestDb::create("cust_rs").await,
+    );
+    let mut ods_connector = Connector::new(&sim, &unused_staging, "");
+    ods_connector.env.extend([
+        ("STAGING_ENABLED".to_string(), "false".to_string()),
+        ("REDSHIFT_ENABLED".into(), "true".into()),
+        ("REDSHIFT_LOAD_MODE".into(), "stdin".into()),
+        ("REDSHIFT_DATABASE_URL".into(), target_db.url()),
+        ("REDSHIFT_MAX_AGE".into(), "1s".into()),
+    ]);
+    ods_connector.use_shipped_models();
+    let target = connect(&target_db.url()).await;
+    let ods_rep = ods_connector.run();
+    wait_streaming_at(&target, "edfi-ods", 37, source_version(&ods).await).await;
+    let check = models_check(&ods_connector, &target_db);
+    assert!(
+        check.contains("custom input custom.schoolmanualattributes is not in the target: the model uses its ODS values"),
+        "{check}"
+    );
+    let school: i32 = ods
+        .query_one("SELECT min(\"SchoolId\") FROM edfi.\"School\"", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ods_abbreviation: String = target
+        .query_one(
+            "SELECT schoolabbreviation FROM schedule.school WHERE schoolnumber = $1",
+            &[&school],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // The custom datasets in the staging database, carried by connectors/staging-custom.toml.
+    let pg = SourcePg::start(true);
+    let url = pg.create_database("staging").await;
+    let staging = connect(&url).await;
+    staging
+        .batch_execute(&format!(
+            "CREATE SCHEMA schedule; CREATE SCHEMA studentdemographics; CREATE SCHEMA illuminate;
+             CREATE SCHEMA stateassessments;
+             CREATE TABLE schedule.SchoolManualAttributes (SchoolNumber varchar(20) PRIMARY KEY,
+                 SchoolAbbreviation varchar(10), Level varchar(10), Region varchar(40), Active boolean);
+             CREATE TABLE schedule.Calendar (CalendarID varchar(60) PRIMARY KEY);
+             CREATE TABLE studentdemographics.Student (StudentNumber varchar(32) PRIMARY KEY,
+                 StateID varchar(32), Charter varchar(10), OriginalCharter varchar(10));
+             CREATE TABLE illuminate.subjectmapping (Subject varchar(100) PRIMARY KEY);
+             CREATE TABLE stateassessments.assessment (AssessmentID int PRIMARY KEY);
+             CREATE TABLE stateassessments.studentassessmentscore (StudentNumber varchar(32),
+                 AssessmentID int, PRIMARY KEY (StudentNumber, AssessmentID));
+             INSERT INTO schedule.SchoolManualAttributes VALUES ('{school}', 'CUSTOM', 'ES', 'CT', false);"
+        ))
+        .await
+        .unwrap();
+    let students: Vec<String> = ods
+        .query(
+            "SELECT \"StudentUniqueId\" FROM edfi.\"Student\" ORDER BY 1 LIMIT 10",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for s in &students {
+        staging
+            .execute(
+                "INSERT INTO studentdemographics.Student VALUES ($1::text, 'ST-' || $1::text, 'Charter A', 'Charter B')",
+                &[s],
+            )
+            .await
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/staging-custom.toml"),
+    )
+    .unwrap()
+    .replace(
+        "interval = \"${POLL_INTERVAL:-1s}\"",
+        "interval = \"200ms\"",
+    );
+    let custom_connector = Connector::with_env(
+        &text,
+        vec![
+            ("SOURCE_DATABASE_URL".into(), url.clone()),
+            ("REDSHIFT_LOAD_MODE".into(), "stdin".into()),
+            ("REDSHIFT_DATABASE_URL".into(), target_db.url()),
+            ("REDSHIFT_MAX_AGE".into(), "1s".into()),
+            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ],
+    );
+    let custom_rep = custom_connector.run();
+    wait_streaming_at(
+        &target,
+        "staging-custom",
+        6,
+        flush_position(&staging).await - 1,
+    )
+    .await;
+
+    // The next flush of the ODS connector rebuilds the models that read them.
+    let touch = |n: i32| {
+        let ods = &ods;
+        async move {
+            ods.batch_execute(&format!(
+                "UPDATE edfi.\"Student\" SET \"MiddleName\" = 'Touch{n}' \
+                 WHERE \"StudentUSI\" = (SELECT min(\"StudentUSI\") FROM edfi.\"Student\")"
+            ))
+            .await
+            .unwrap();
+        }
+    };
+    touch(1).await;
+    let abbreviation = |want: &'static str| {
+        let target = &target;
+        async move {
+            wait_for(&format!("schedule.school to read {want}"), Duration::from_secs(60), || async {
+                let row = target
+                    .query_one("SELECT schoolabbreviation, active FROM schedule.school WHERE schoolnumber = $1", &[&school])
+                    .await
+                    .ok()?;
+                (row.get::<_, String>(0) == want).then(|| row.get::<_, bool>(1))
+            })
+            .await
+        }
+    };
+    assert!(
+        !abbreviation("CUSTOM").await,
+        "active comes from the custom row too"
+    );
+    let with_state_id: i64 = target
+        .query_one(
+            "SELECT count(*) FROM studentdemographics.student \
+             WHERE stateid = 'ST-' || studentnumber AND charter = 'Charter A' AND originalcharter = 'Charter B'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let without: i64 = target
+        .query_one(
+            "SELECT count(*) FROM studentdemographics.student WHERE stateid IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (with_state_id, without),
+        (10, 10),
+        "custom rows where present, NULL elsewhere"
+    );
+    assert_ne!(ods_abbreviation, "CUSTOM");
+
+    // A change to the custom dataset alone reaches the model at the ODS connector's next flush.
+    staging
+        .batch_execute("UPDATE schedule.SchoolManualAttributes SET SchoolAbbreviation = 'RENAMED'")
+        .await
+        .unwrap();
+    wait_streaming_at(
+        &target,
+        "staging-custom",
+        6,
+        flush_position(&staging).await - 1,
+    )
+    .await;
+    touch(2).await;
+    abbreviation("RENAMED").await;
+
+    // The custom row gone: the ODS value again.
+    staging
+        .batch_execute("DELETE FROM schedule.SchoolManualAttributes")
+        .await
+        .unwrap();
+    wait_streaming_at(
+        &target,
+        "staging-custom",
+        6,
+        flush_position(&staging).await - 1,
+    )
+    .await;
+    touch(3).await;
+    let fallback: &'static str = Box::leak(ods_abbreviation.into_boxed_str());
+    abbreviation(fallback).await;
+    let check = models_check(&ods_connector, &target_db);
+    assert!(
+        check.contains("custom input custom.schoolmanualattributes present"),
+        "{check}"
+    );
+    assert!(!check.contains("FAIL"), "{check}");
+    ods_rep.kill();
+    custom_rep.kill();
+}

@@ -462,11 +462,11 @@ async fn model_differences(
         .map(|c| format!("\"{}\"", c.name))
         .collect();
     let cols = cols.join(", ");
+    let select = m.select_on(tx).await.unwrap();
     let sql = format!(
         "WITH rebuilt AS ({select}) \
          SELECT (SELECT count(*) FROM (SELECT {cols} FROM {t} EXCEPT ALL SELECT {cols} FROM rebuilt) a) \
               + (SELECT count(*) FROM (SELECT {cols} FROM rebuilt EXCEPT ALL SELECT {cols} FROM {t}) b)",
-        select = m.select,
         t = m.target(),
     );
     tx.query_one(&sql, &[])

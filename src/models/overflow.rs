@@ -49,12 +49,13 @@ fn too_long(e: &tokio_postgres::Error) -> bool {
 }
 
 impl Models {
-    /// Insert `m`'s rows (those passing `only`, a `WHERE` clause over the model's columns) into
-    /// its table: (rows inserted, values cut).
+    /// Insert the rows of `select` (`m`'s, with its stand-ins; those passing `only`, a `WHERE`
+    /// clause over the model's columns) into `m`'s table: (rows inserted, values cut).
     pub(super) async fn insert(
         &self,
         tx: &Transaction<'_>,
         m: &Model,
+        select: &str,
         only: Option<&str>,
     ) -> Result<(u64, u64), RefreshError> {
         let checked = self
@@ -63,16 +64,16 @@ impl Models {
             .expect("never poisoned: no panics while held")
             .contains(&m.name);
         if checked {
-            return self.insert_checked(tx, m, only).await;
+            return self.insert_checked(tx, m, select, only).await;
         }
         let sql = match only {
-            None => m.insert_sql(),
+            None => m.insert_sql(select),
             Some(only) => {
                 let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
                 format!(
                     "INSERT INTO {} ({cols}) SELECT {cols} FROM ({}) edfi_cdc_model {only}",
                     m.target(),
-                    m.select,
+                    select,
                     cols = cols.join(", "),
                 )
             }
@@ -98,12 +99,13 @@ impl Models {
         &self,
         tx: &Transaction<'_>,
         m: &Model,
+        select: &str,
         only: Option<&str>,
     ) -> Result<(u64, u64), RefreshError> {
         // A value too long here is one the model's own SELECT cast to a shorter type.
         tx.batch_execute(&format!(
             "CREATE TEMP TABLE {ROWS} AS SELECT * FROM ({}) edfi_cdc_model {}",
-            m.select,
+            select,
             only.unwrap_or("")
         ))
         .await

@@ -1,9 +1,11 @@
 -- model: schedule.school
 -- inputs: edfi.school, edfi.educationorganization, edfi.educationorganizationaddress,
 -- inputs: edfi.schoolgradelevel, edfi.descriptor
+-- custom: custom.schoolmanualattributes (schoolnumber varchar(20), schoolabbreviation varchar(10), active boolean)
 -- One row per school. region: state of the physical address (else of any address);
--- level: ES/MS/HS by the lowest grade the school offers (K-4, 5-8, 9-12); active unless the
--- operational status is Closed or Inactive. See docs/models.md.
+-- level: ES/MS/HS by the lowest grade the school offers (K-4, 5-8, 9-12). schoolabbreviation
+-- and active: the school's row of the custom dataset SchoolManualAttributes, as in the seed;
+-- without one, the short name and "not Closed or Inactive". See docs/models.md.
 CREATE TABLE schedule.school (
     schoolnumber integer NOT NULL,
     schoolname varchar(50) NOT NULL,
@@ -23,12 +25,19 @@ SELECT
         WHEN gl.lowest BETWEEN 5 AND 8 THEN 'MS'
         WHEN gl.lowest BETWEEN 9 AND 12 THEN 'HS'
     END AS varchar(2)) AS level,
-    CAST(SUBSTRING(COALESCE(eo.shortnameofinstitution, eo.nameofinstitution), 1, 10) AS varchar(10)) AS schoolabbreviation,
-    CASE WHEN os.codevalue IN ('Closed', 'Inactive') THEN false ELSE true END AS active,
+    CAST(SUBSTRING(COALESCE(sma.schoolabbreviation, eo.shortnameofinstitution, eo.nameofinstitution), 1, 10) AS varchar(10)) AS schoolabbreviation,
+    COALESCE(sma.active, CASE WHEN os.codevalue IN ('Closed', 'Inactive') THEN false ELSE true END) AS active,
     eo.lastmodifieddate AS lastupdated
 FROM edfi.school s
 JOIN edfi.educationorganization eo ON eo.educationorganizationid = s.schoolid
 LEFT JOIN edfi.descriptor os ON os.descriptorid = eo.operationalstatusdescriptorid
+LEFT JOIN (
+    SELECT CAST(m.schoolnumber AS varchar(20)) AS schoolnumber,
+           MIN(CAST(m.schoolabbreviation AS varchar(256))) AS schoolabbreviation,
+           BOOL_AND(m.active) AS active
+    FROM custom.schoolmanualattributes m
+    GROUP BY CAST(m.schoolnumber AS varchar(20))
+) sma ON sma.schoolnumber = CAST(s.schoolid AS varchar(20))
 LEFT JOIN (
     SELECT a.educationorganizationid,
            MIN(CASE WHEN t.codevalue = 'Physical' THEN sa.codevalue END) AS physical,

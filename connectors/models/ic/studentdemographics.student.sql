@@ -3,12 +3,14 @@
 -- inputs: edfi.studenteducationorganizationassociationrace,
 -- inputs: edfi.studenteducationorganizationassociationelectronicmail
 -- incremental: studentnumber
+-- custom: custom.student (studentnumber varchar(32), stateid varchar(15), charter varchar(10), originalcharter varchar(10))
 -- One row per student. raceethnicityprimary: the student's one race (any education
 -- organization), "Two or more races" for several, "Unknown" for none; hispanicethnicity: a
 -- race code starting with "Hispanic"; gender: birth sex, "Unknown" when missing or "Not
 -- Selected"; emailaddress: the primary address, else the first by address, of at most 50
--- characters; classyear: ClassOfSchoolYear of the latest enrollment. stateid, advisory,
--- charter and originalcharter come from datasets outside the ODS and are NULL.
+-- characters; classyear: ClassOfSchoolYear of the latest enrollment. stateid, charter and
+-- originalcharter: the student's row of the custom dataset studentdemographics.Student, as in
+-- the seed (NULL without one); advisory is NULL, as in the seed.
 CREATE TABLE studentdemographics.student (
     studentnumber varchar(10) NOT NULL,
     stateid varchar(15),
@@ -30,7 +32,7 @@ CREATE TABLE studentdemographics.student (
 );
 SELECT
     s.studentuniqueid AS studentnumber,
-    CAST(NULL AS varchar(15)) AS stateid,
+    CAST(SUBSTRING(cs.stateid, 1, 15) AS varchar(15)) AS stateid,
     CAST(SUBSTRING(s.firstname, 1, 50) AS varchar(50)) AS firstname,
     CAST(SUBSTRING(s.middlename, 1, 50) AS varchar(50)) AS middlename,
     CAST(SUBSTRING(s.lastsurname, 1, 50) AS varchar(50)) AS lastname,
@@ -47,13 +49,21 @@ SELECT
         ELSE SUBSTRING(sex.codevalue, 1, 10)
     END AS varchar(10)) AS gender,
     em.address AS emailaddress,
-    CAST(NULL AS varchar(10)) AS charter,
-    CAST(NULL AS varchar(10)) AS originalcharter,
+    CAST(SUBSTRING(cs.charter, 1, 10) AS varchar(10)) AS charter,
+    CAST(SUBSTRING(cs.originalcharter, 1, 10) AS varchar(10)) AS originalcharter,
     s.lastmodifieddate AS lastupdated,
     s.birthdate AS dateofbirth,
     CAST(en.classofschoolyear AS integer) AS classyear
 FROM edfi.student s
 LEFT JOIN edfi.descriptor sex ON sex.descriptorid = s.birthsexdescriptorid
+LEFT JOIN (
+    SELECT CAST(c.studentnumber AS varchar(32)) AS studentnumber,
+           MIN(CAST(c.stateid AS varchar(256))) AS stateid,
+           MIN(CAST(c.charter AS varchar(256))) AS charter,
+           MIN(CAST(c.originalcharter AS varchar(256))) AS originalcharter
+    FROM custom.student c
+    GROUP BY CAST(c.studentnumber AS varchar(32))
+) cs ON cs.studentnumber = s.studentuniqueid
 LEFT JOIN (
     SELECT x.studentusi, COUNT(*) AS races, MIN(x.codevalue) AS race,
            MAX(CASE WHEN x.codevalue LIKE 'Hispanic%' THEN 1 ELSE 0 END) AS hispanic

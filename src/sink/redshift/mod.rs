@@ -602,7 +602,9 @@ impl RedshiftSink {
                 info!(sink = SINK, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published");
             }
         }
-        if !changed.is_empty() && !self.models.is_empty() {
+        // Also without models: the freshness rows of the changed tables tell the models of
+        // another connector that read them (custom inputs) to rebuild.
+        if !changed.is_empty() {
             if !self.cfg.incremental_models {
                 changed.values_mut().for_each(|stage| *stage = None);
             }
