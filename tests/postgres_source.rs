@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::kafka::Broker;
 use support::pg_source::SourcePg;
 use support::*;
 use tokio_postgres::Client;
@@ -216,6 +217,12 @@ async fn assert_equal(source: &Client, staging: &Client) {
 
 /// The slot never confirmed past what the staging sink committed.
 async fn assert_slot_behind_sink(source: &Client, staging: &Client) {
+    assert_slot_behind(source, staging, "staging").await
+}
+
+/// The slot never confirmed past what checkpoint `sink` holds (`poller`: with a stream, what
+/// the stream acknowledged).
+async fn assert_slot_behind(source: &Client, staging: &Client, sink: &str) {
     let confirmed: String = source
         .query_one(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'edfi_cdc_staging_custom'",
@@ -229,15 +236,15 @@ async fn assert_slot_behind_sink(source: &Client, staging: &Client) {
         | u64::from_str_radix(lo, 16).unwrap()) as i64;
     let committed: i64 = staging
         .query_one(
-            "SELECT min(version) FROM edfi_cdc.table_state WHERE connector = 'staging-custom'",
-            &[],
+            "SELECT min(version) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' AND sink = $1",
+            &[&sink],
         )
         .await
         .unwrap()
         .get(0);
     assert!(
         confirmed <= committed + 1,
-        "slot confirmed {confirmed}, past the sink's checkpoint {committed}"
+        "slot confirmed {confirmed}, past the {sink} checkpoint {committed}"
     );
 }
 
@@ -1004,4 +1011,97 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
     assert!(!check.contains("FAIL"), "{check}");
     ods_rep.kill();
     custom_rep.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream() {
+    let broker = Broker::start();
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_kafka").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(
+        &url,
+        &staging_db,
+        &format!(
+            "\n[stream]\nkind = \"kafka\"\n\n[stream.kafka]\nbootstrap_servers = \"{}\"\n\
+             topic_prefix = \"{}\"\npartitions = 2\nsession_timeout = \"4s\"\n",
+            broker.bootstrap,
+            unique("pgsrc")
+        ),
+    );
+    let role = |r: &str| Replicator::spawn(c.command(&["run", "--log", "edfi_cdc=info", "--role", r]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let load = workload(url.clone(), stop.clone(), ops.clone());
+
+    // The poller killed while it reads the first snapshot of the big table.
+    let poller = role("poller");
+    let sink = role("sink");
+    wait_for("the poller partway through a snapshot", Duration::from_secs(60), || async {
+        let rows: i64 = staging
+            .query_opt(
+                "SELECT snapshot_rows FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
+                 AND sink = 'poller' AND source_table = 'assessmentscore' AND phase = 'snapshot'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()?
+            .get(0);
+        (rows > 0).then_some(())
+    })
+    .await;
+    poller.kill();
+    let poller = role("poller");
+    // The sink worker killed while it streams.
+    wait_for("both lanes streaming both tables", Duration::from_secs(120), || async {
+        let n: i64 = staging
+            .query_one(
+                "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
+                 AND sink LIKE 'staging@%' AND phase = 'streaming'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (n == 4).then_some(())
+    })
+    .await;
+    let before = ops.load(Ordering::SeqCst);
+    wait_for("more source transactions", Duration::from_secs(60), || async {
+        (ops.load(Ordering::SeqCst) > before + 50).then_some(())
+    })
+    .await;
+    sink.kill();
+    let sink = role("sink");
+    // And the poller again, while streaming.
+    let before = ops.load(Ordering::SeqCst);
+    wait_for("more source transactions", Duration::from_secs(60), || async {
+        (ops.load(Ordering::SeqCst) > before + 50).then_some(())
+    })
+    .await;
+    assert_slot_behind(&source, &staging, "poller").await;
+    poller.kill();
+    let poller = role("poller");
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+
+    let target = flush_position(&source).await - 1;
+    wait_for(&format!("both lanes at {target}"), Duration::from_secs(120), || async {
+        let n: i64 = staging
+            .query_one(
+                "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
+                 AND sink LIKE 'staging@%' AND phase = 'streaming' AND version >= $1",
+                &[&target],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (n == 4).then_some(())
+    })
+    .await;
+    assert_equal(&source, &staging).await;
+    assert_slot_behind(&source, &staging, "poller").await;
+    poller.kill();
+    sink.kill();
 }
