@@ -285,6 +285,10 @@ async fn a_postgres_source_loses_nothing_when_killed_in_snapshot_and_streaming_o
 
     // The source restarts under the running replicator and the workload.
     let rep = c.run();
+    wait_for("the replicator connected", Duration::from_secs(60), || async {
+        rep.log().contains("connected to source").then_some(())
+    })
+    .await;
     let before = ops.load(Ordering::SeqCst);
     wait_for(
         "more source transactions",
