@@ -352,10 +352,9 @@ impl Model {
         if stand_ins.is_empty() {
             return self.select.clone();
         }
-        let bare = |name: &str| {
-            name.split_once('.')
-                .map_or(name.to_string(), |(_, t)| t.to_string())
-        };
+        // `schema__table`: a stand-in for custom.student and one for a model *.student, or a
+        // CTE of the model's own named student, must not clash.
+        let bare = |name: &str| name.replace('.', "__");
         let ctes: Vec<String> = stand_ins
             .iter()
             .map(|(name, columns)| {
@@ -1765,11 +1764,11 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
         let sql = m.select_with_stand_ins(&[(&c.name, &c.columns)]);
         assert!(
             sql.starts_with(
-                "WITH \"extra\" AS (SELECT CAST(NULL AS varchar(32)) AS \"studentnumber\""
+                "WITH \"custom__extra\" AS (SELECT CAST(NULL AS varchar(32)) AS \"studentnumber\""
             ),
             "{sql}"
         );
-        assert!(sql.contains("LEFT JOIN \"extra\" x"), "{sql}");
+        assert!(sql.contains("LEFT JOIN \"custom__extra\" x"), "{sql}");
 
         let undeclared = text.replace(
             "-- custom: custom.extra (studentnumber varchar(32), amount decimal(9, 3))\n",
@@ -1928,12 +1927,12 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
         let sql = models.models()[1].select_with_stand_ins(&[(&up.name, &up.columns)]);
         assert!(
             sql.starts_with(
-                "WITH \"thing\" AS (SELECT CAST(NULL AS varchar(32)) AS \"studentnumber\""
+                "WITH \"roster__thing\" AS (SELECT CAST(NULL AS varchar(32)) AS \"studentnumber\""
             ),
             "{sql}"
         );
         assert!(
-            sql.contains("WHERE 1 = 0), x AS (SELECT t.schoolid FROM \"thing\" t)"),
+            sql.contains("WHERE 1 = 0), x AS (SELECT t.schoolid FROM \"roster__thing\" t)"),
             "{sql}"
         );
         std::fs::remove_dir_all(&dir).ok();

@@ -285,9 +285,11 @@ async fn a_postgres_source_loses_nothing_when_killed_in_snapshot_and_streaming_o
 
     // The source restarts under the running replicator and the workload.
     let rep = c.run();
-    wait_for("the replicator connected", Duration::from_secs(60), || async {
-        rep.log().contains("connected to source").then_some(())
-    })
+    wait_for(
+        "the replicator connected",
+        Duration::from_secs(60),
+        || async { rep.log().contains("connected to source").then_some(()) },
+    )
     .await;
     let before = ops.load(Ordering::SeqCst);
     wait_for(
@@ -466,6 +468,36 @@ async fn unchanged_toasted_values_truncate_and_a_dropped_slot_keep_staging_exact
         metrics.contains("edfi_cdc_source_slot_retained_bytes{connector=\"staging-custom\"}"),
         "{metrics}"
     );
+    assert!(rep.terminate(Duration::from_secs(30)).success());
+
+    // A table taken out of the publication while the replicator is stopped, and changed: its
+    // changes were never published, so it is re-snapshotted when it is added back.
+    source
+        .batch_execute(
+            "ALTER PUBLICATION edfi_cdc_staging_custom DROP TABLE custom.schoolmanualattributes;
+             UPDATE custom.schoolmanualattributes SET schoolname = 'Unpublished';",
+        )
+        .await
+        .unwrap();
+    let rep = c.run();
+    wait_for(
+        "the table back in the publication",
+        Duration::from_secs(60),
+        || async {
+            rep.log()
+                .contains("tables added to the publication")
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "the table re-snapshotted",
+        Duration::from_secs(60),
+        || async { rep.log().contains("snapshot done").then_some(()) },
+    )
+    .await;
+    wait_caught_up(&source, &staging, Duration::from_secs(60)).await;
+    assert_equal(&source, &staging).await;
     rep.kill();
 }
 
@@ -491,8 +523,30 @@ async fn postgres_sources_it_cannot_decode_are_refused_with_the_fix_and_nothing_
         rep.log()
     );
 
-    // A table without a primary key, and a login without the replication privilege.
+    // A replica identity other than the primary key.
     let (pg, url, source) = source().await;
+    source
+        .batch_execute(
+            "ALTER TABLE custom.assessmentscore REPLICA IDENTITY USING INDEX assessmentscore_pkey",
+        )
+        .await
+        .unwrap();
+    let by_index = connector(&url, &staging_db, "");
+    let mut rep = by_index.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    assert!(
+        rep.log()
+            .contains("table custom.assessmentscore has REPLICA IDENTITY USING INDEX")
+            && rep.log().contains("REPLICA IDENTITY DEFAULT"),
+        "{}",
+        rep.log()
+    );
+    source
+        .batch_execute("ALTER TABLE custom.assessmentscore REPLICA IDENTITY DEFAULT")
+        .await
+        .unwrap();
+
+    // A table without a primary key, and a login without the replication privilege.
     source
         .batch_execute(
             "ALTER TABLE custom.schoolmanualattributes DROP CONSTRAINT schoolmanualattributes_pkey;
@@ -1018,7 +1072,8 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream() {
+async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
+) {
     let broker = Broker::start();
     let (_pg, url, source) = source().await;
     let staging_db = TestDb::create("pgsrc_kafka").await;
@@ -1033,7 +1088,8 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
             unique("pgsrc")
         ),
     );
-    let role = |r: &str| Replicator::spawn(c.command(&["run", "--log", "edfi_cdc=info", "--role", r]));
+    let role =
+        |r: &str| Replicator::spawn(c.command(&["run", "--log", "edfi_cdc=info", "--role", r]));
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let load = workload(url.clone(), stop.clone(), ops.clone());
@@ -1041,8 +1097,11 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
     // The poller killed while it reads the first snapshot of the big table.
     let poller = role("poller");
     let sink = role("sink");
-    wait_for("the poller partway through a snapshot", Duration::from_secs(60), || async {
-        let rows: i64 = staging
+    wait_for(
+        "the poller partway through a snapshot",
+        Duration::from_secs(60),
+        || async {
+            let rows: i64 = staging
             .query_opt(
                 "SELECT snapshot_rows FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
                  AND sink = 'poller' AND source_table = 'assessmentscore' AND phase = 'snapshot'",
@@ -1052,37 +1111,46 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
             .ok()
             .flatten()?
             .get(0);
-        (rows > 0).then_some(())
-    })
+            (rows > 0).then_some(())
+        },
+    )
     .await;
     poller.kill();
     let poller = role("poller");
     // The sink worker killed while it streams.
-    wait_for("both lanes streaming both tables", Duration::from_secs(120), || async {
-        let n: i64 = staging
-            .query_one(
-                "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
+    wait_for(
+        "both lanes streaming both tables",
+        Duration::from_secs(120),
+        || async {
+            let n: i64 = staging
+                .query_one(
+                    "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
                  AND sink LIKE 'staging@%' AND phase = 'streaming'",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (n == 4).then_some(())
-    })
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (n == 4).then_some(())
+        },
+    )
     .await;
     let before = ops.load(Ordering::SeqCst);
-    wait_for("more source transactions", Duration::from_secs(60), || async {
-        (ops.load(Ordering::SeqCst) > before + 50).then_some(())
-    })
+    wait_for(
+        "more source transactions",
+        Duration::from_secs(60),
+        || async { (ops.load(Ordering::SeqCst) > before + 50).then_some(()) },
+    )
     .await;
     sink.kill();
     let sink = role("sink");
     // And the poller again, while streaming.
     let before = ops.load(Ordering::SeqCst);
-    wait_for("more source transactions", Duration::from_secs(60), || async {
-        (ops.load(Ordering::SeqCst) > before + 50).then_some(())
-    })
+    wait_for(
+        "more source transactions",
+        Duration::from_secs(60),
+        || async { (ops.load(Ordering::SeqCst) > before + 50).then_some(()) },
+    )
     .await;
     assert_slot_behind(&source, &staging, "poller").await;
     poller.kill();
@@ -1091,18 +1159,22 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
     load.await.unwrap();
 
     let target = flush_position(&source).await - 1;
-    wait_for(&format!("both lanes at {target}"), Duration::from_secs(120), || async {
-        let n: i64 = staging
-            .query_one(
-                "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
+    wait_for(
+        &format!("both lanes at {target}"),
+        Duration::from_secs(120),
+        || async {
+            let n: i64 = staging
+                .query_one(
+                    "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'staging-custom' \
                  AND sink LIKE 'staging@%' AND phase = 'streaming' AND version >= $1",
-                &[&target],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (n == 4).then_some(())
-    })
+                    &[&target],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (n == 4).then_some(())
+        },
+    )
     .await;
     assert_equal(&source, &staging).await;
     assert_slot_behind(&source, &staging, "poller").await;

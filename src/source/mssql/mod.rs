@@ -385,7 +385,6 @@ impl Poller {
         let conn = self.conn.as_mut().expect("connected in this cycle");
         let commit_time = conn.commit_time(version).await?;
         conn.batch(queries::COMMIT).await?;
-        self.tables.streamed_to(version);
         if version > self.last_watermark || events > 0 || self.publish_pending {
             let w = Watermark {
                 version,
@@ -399,6 +398,9 @@ impl Poller {
             self.last_watermark = version;
             self.publish_pending = false;
         }
+        // Only now: had the watermark not gone out (a stream that lost an earlier event), the
+        // cycle is run again and must send the same changes again.
+        self.tables.streamed_to(version);
         crate::metrics::cycle(
             &self.config.name,
             started.elapsed().as_secs_f64(),

@@ -18,6 +18,15 @@ pub struct Catalog {
     pub schemas: Vec<Arc<TableSchema>>,
 }
 
+/// A table as the catalog describes it: replica identity (`pg_class.relreplident`), kind
+/// (`relkind`) and columns.
+struct Found {
+    id: TableId,
+    identity: char,
+    kind: char,
+    columns: Vec<ColumnSchema>,
+}
+
 /// The event model's type for a PostgreSQL column type (`pg_type.typname`, typmod-decoded
 /// length, precision and scale). Types without an equivalent travel as text.
 pub fn source_type(
@@ -84,7 +93,7 @@ pub async fn discover(client: &Client, config: &ConnectorConfig) -> Result<Catal
 
     let wanted = config.tables();
     let lookup = |schema: &str, table: &str| (schema.to_lowercase(), table.to_lowercase());
-    let mut tables: HashMap<(String, String), (TableId, char, Vec<ColumnSchema>)> = HashMap::new();
+    let mut tables: HashMap<(String, String), Found> = HashMap::new();
     for r in client
         .query(queries::COLUMNS, &[])
         .await
@@ -96,10 +105,14 @@ pub async fn discover(client: &Client, config: &ConnectorConfig) -> Result<Catal
             continue;
         }
         let identity = r.get::<_, i8>(8) as u8 as char;
-        let entry = tables
-            .entry(key)
-            .or_insert_with(|| (TableId::new(&schema, &table), identity, Vec::new()));
-        entry.2.push(ColumnSchema {
+        let kind = r.get::<_, i8>(9) as u8 as char;
+        let entry = tables.entry(key).or_insert_with(|| Found {
+            id: TableId::new(&schema, &table),
+            identity,
+            kind,
+            columns: Vec::new(),
+        });
+        entry.columns.push(ColumnSchema {
             name: r.get(2),
             source_type: source_type(r.get(3), r.get(4), r.get(5), r.get(6)),
             nullable: r.get(7),
@@ -120,7 +133,13 @@ pub async fn discover(client: &Client, config: &ConnectorConfig) -> Result<Catal
     let mut schemas = Vec::new();
     for t in &wanted {
         let key = lookup(&t.schema, &t.name);
-        let Some((id, identity, cols)) = tables.remove(&key) else {
+        let Some(Found {
+            id,
+            identity,
+            kind,
+            columns: cols,
+        }) = tables.remove(&key)
+        else {
             problems.push(format!(
                 "table {t} does not exist in the source database (or the login cannot see it)"
             ));
@@ -132,11 +151,26 @@ pub async fn discover(client: &Client, config: &ConnectorConfig) -> Result<Catal
             ));
             continue;
         };
-        if identity == 'n' {
+        if kind == 'p' {
             problems.push(format!(
-                "table {id} has REPLICA IDENTITY NOTHING, so its updates and deletes are not decoded: ALTER TABLE {id} REPLICA IDENTITY DEFAULT"
+                "table {id} is partitioned: its changes are published under each partition's name, which edfi-cdc does not replicate; remove it from the connector"
             ));
             continue;
+        }
+        match identity {
+            'n' => {
+                problems.push(format!(
+                    "table {id} has REPLICA IDENTITY NOTHING, so its updates and deletes are not decoded: ALTER TABLE {id} REPLICA IDENTITY DEFAULT"
+                ));
+                continue;
+            }
+            'i' => {
+                problems.push(format!(
+                    "table {id} has REPLICA IDENTITY USING INDEX: deletes would carry that index's columns, not the primary key: ALTER TABLE {id} REPLICA IDENTITY DEFAULT"
+                ));
+                continue;
+            }
+            _ => {}
         }
         let selected: Vec<ColumnSchema> =
             match config.table_options(t).and_then(|o| o.columns.as_ref()) {

@@ -5,7 +5,7 @@
 //! A version is a WAL position (LSN). A poll cycle reads the flushed WAL position, bounds the
 //! cycle at `upto` (at most [`WAL_PER_CYCLE`] past the last watermark), peeks the slot's
 //! decoded transactions that committed before `upto`
-//! (`pg_logical_slot_peek_binary_changes`, streamed row by row), sends each change of a
+//! (`pg_logical_slot_peek_binary_changes`, read row by row), sends each change of a
 //! streaming table whose commit LSN is past the table's version, and sends the watermark
 //! `upto - 1`: every transaction committed at or before it has been sent. The slot is only ever
 //! advanced (`pg_replication_slot_advance`) to just past the lowest version some sink has not
@@ -26,7 +26,7 @@ pub mod value;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, TryStreamExt};
@@ -52,6 +52,10 @@ use pgoutput::Datum;
 /// WAL one poll cycle covers at most, so that a catch-up after an outage arrives in cycles the
 /// sinks can hold, not in one.
 const WAL_PER_CYCLE: u64 = 64 << 20;
+
+/// How long a snapshot waits for decoded transactions to become visible before the cycle
+/// fails (and is retried).
+const INVISIBLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -153,6 +157,10 @@ pub struct Poller {
     /// The slot's confirmed position: transactions committed before it are no longer decoded.
     confirmed: u64,
     sinks: Vec<SinkPosition>,
+    /// Transactions decoded that may not be visible to other sessions yet (their commit record
+    /// is flushed before they are; with a synchronous standby, for as long as it takes to
+    /// answer). A snapshot starting at a version must wait for those at or before it.
+    maybe_invisible: Vec<u32>,
 }
 
 impl Poller {
@@ -199,6 +207,7 @@ impl Poller {
             ready: false,
             confirmed: 0,
             sinks,
+            maybe_invisible: Vec::new(),
         }
     }
 
@@ -248,6 +257,8 @@ impl Poller {
         let fix = |what: String, e: tokio_postgres::Error| {
             SourceError::NotDecodable(vec![format!("{what}: {}", pg_error(e))])
         };
+        // Tables just added to the publication: their changes before now were never published.
+        let mut added: Vec<TableId> = Vec::new();
         match covered {
             None => {
                 let all: Vec<&TableId> = ids.iter().collect();
@@ -267,6 +278,7 @@ impl Poller {
                         )
                     })?;
                 info!(publication = %src.publication, "publication created");
+                added = ids.clone();
             }
             Some(false) => {
                 return Err(SourceError::NotDecodable(vec![format!(
@@ -304,6 +316,7 @@ impl Poller {
                             )
                         })?;
                     info!(publication = %src.publication, tables = %names(&missing), "tables added to the publication");
+                    added = missing.into_iter().cloned().collect();
                 }
             }
         }
@@ -347,14 +360,15 @@ impl Poller {
             self.confirmed = parse_lsn(&created)?;
             info!(slot = %src.slot, why, at = %created, "replication slot created");
         }
-        // Every table that needs changes from before the slot's position lost them.
+        // Every table that needs changes from before the slot's position, or from before it was
+        // published, lost them.
         let gone: Vec<TableId> = self
             .tables
             .runs
             .iter()
             .filter(|t| match t.phase {
                 Phase::Streaming { last } | Phase::Snapshotting { version: last, .. } => {
-                    ((last + 1) as u64) < self.confirmed
+                    ((last + 1) as u64) < self.confirmed || added.contains(&t.schema.id)
                 }
                 Phase::Queued { .. } => false,
             })
@@ -363,7 +377,7 @@ impl Poller {
         if !gone.is_empty() {
             crate::metrics::slot_reset(&self.config.name);
             warn!(slot = %src.slot, confirmed = %lsn_text(self.confirmed), tables = gone.len(),
-                "the replication slot no longer holds changes the sinks need (dropped, invalidated or advanced by hand): re-snapshotting those tables");
+                "the replication slot no longer holds changes the sinks need (dropped, invalidated, advanced by hand, or the tables were not in the publication): re-snapshotting those tables");
             for t in &gone {
                 self.tables.request_snapshot(t);
             }
@@ -483,7 +497,6 @@ impl Poller {
             self.tables.request_snapshot(&id);
         }
         self.start_snapshots(version).await?;
-        self.tables.streamed_to(version);
         if version > self.last_watermark || events > 0 || self.publish_pending {
             let w = Watermark {
                 version,
@@ -497,6 +510,9 @@ impl Poller {
             self.last_watermark = version;
             self.publish_pending = false;
         }
+        // Only now: had the watermark not gone out (a stream that lost an earlier event), the
+        // cycle is run again and must send the same changes again.
+        self.tables.streamed_to(version);
         self.advance_slot().await?;
         crate::metrics::cycle(
             &self.config.name,
@@ -536,7 +552,11 @@ impl Poller {
                 pgoutput::Message::Begin {
                     final_lsn,
                     commit_time,
+                    xid,
                 } => {
+                    if final_lsn < upto && final_lsn as i64 > self.last_watermark {
+                        self.maybe_invisible.push(xid);
+                    }
                     // A commit at or past the bound belongs to the next cycle.
                     txn = (final_lsn < upto).then(|| {
                         let at = DateTime::from_timestamp_micros(PG_EPOCH_MICROS + commit_time);
@@ -654,12 +674,35 @@ impl Poller {
         matches!(self.tables.runs[i].phase, Phase::Streaming { last } if version > last)
     }
 
-    /// Start the queued snapshots at the cycle's version, before its watermark.
+    /// Start the next queued snapshot at the cycle's version, before its watermark — one table
+    /// at a time, so that the slot is held only at the start of the snapshot in progress, not
+    /// at the first one's for the whole initial load. Its chunks must see every transaction the
+    /// version covers: it waits until those decoded are visible.
     async fn start_snapshots(&mut self, version: i64) -> Result<(), SourceError> {
-        for q in 0..self.tables.queue.len() {
-            let i = self.tables.queue[q];
-            if !matches!(self.tables.runs[i].phase, Phase::Queued { .. }) {
-                continue;
+        self.forget_visible().await?;
+        if self.tables.snapshotting().is_some() {
+            return Ok(());
+        }
+        let next = self
+            .tables
+            .queue
+            .iter()
+            .copied()
+            .find(|&i| matches!(self.tables.runs[i].phase, Phase::Queued { .. }));
+        if let Some(i) = next {
+            let started = Instant::now();
+            while !self.maybe_invisible.is_empty() {
+                if started.elapsed() > INVISIBLE_WAIT {
+                    return Err(SourceError::Postgres {
+                        message: format!(
+                            "transactions {:?} are committed in the WAL but still not visible after {INVISIBLE_WAIT:?} (a synchronous standby not answering?)",
+                            self.maybe_invisible
+                        ),
+                        transient: true,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.forget_visible().await?;
             }
             let sql = queries::count_rows(&self.tables.runs[i].schema);
             let total: i64 = self
@@ -679,6 +722,24 @@ impl Poller {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Drop the decoded transactions that are visible now from [`Poller::maybe_invisible`].
+    async fn forget_visible(&mut self) -> Result<(), SourceError> {
+        if self.maybe_invisible.is_empty() {
+            return Ok(());
+        }
+        let in_progress: HashSet<u32> = self
+            .connection()
+            .await?
+            .query(queries::IN_PROGRESS, &[])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u32)
+            .collect();
+        self.maybe_invisible.retain(|x| in_progress.contains(x));
         Ok(())
     }
 

@@ -26,11 +26,12 @@ pub struct Relation {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// A transaction whose commit record is at `final_lsn`, committed at `commit_time`
+    /// Transaction `xid`, whose commit record is at `final_lsn`, committed at `commit_time`
     /// (microseconds since 2000-01-01 UTC).
     Begin {
         final_lsn: u64,
         commit_time: i64,
+        xid: u32,
     },
     Commit {
         commit_lsn: u64,
@@ -138,6 +139,7 @@ pub fn decode(data: &[u8]) -> Result<Message, Malformed> {
             Message::Begin {
                 final_lsn,
                 commit_time,
+                xid: r.u32()?,
             }
         }
         b'C' => {
@@ -242,7 +244,8 @@ mod tests {
             decode(&begin).unwrap(),
             Message::Begin {
                 final_lsn: 0x16B_3748,
-                commit_time: 7
+                commit_time: 7,
+                xid: 42
             }
         );
 

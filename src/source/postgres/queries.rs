@@ -20,17 +20,19 @@ pub const ROLE: &str = "SELECT current_user::text, rolreplication OR rolsuper OR
      AND pg_has_role(current_user, r.oid, 'MEMBER')) \
      FROM pg_roles WHERE rolname = current_user";
 
-/// Columns of every ordinary table: schema, table, column, type name, character length,
-/// numeric precision and scale (decoded from the typmod), nullable, replica identity.
+/// Columns of every table: schema, table, column, type name, character length, numeric
+/// precision and scale (decoded from the typmod), nullable, replica identity, relkind.
+/// Generated columns are left out: pgoutput (protocol 1) does not send them.
 pub const COLUMNS: &str = "SELECT n.nspname::text, c.relname::text, a.attname::text, \
      t.typname::text, \
      CASE WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4 THEN a.atttypmod - 4 END, \
      CASE WHEN t.typname = 'numeric' AND a.atttypmod > 4 THEN ((a.atttypmod - 4) >> 16) & 65535 END, \
      CASE WHEN t.typname = 'numeric' AND a.atttypmod > 4 THEN (a.atttypmod - 4) & 65535 END, \
-     NOT a.attnotnull, c.relreplident::\"char\" \
+     NOT a.attnotnull, c.relreplident::\"char\", c.relkind::\"char\" \
      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
      JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
-     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
+     WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+     AND c.relkind IN ('r', 'p') \
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
      ORDER BY n.nspname, c.relname, a.attnum";
 
@@ -59,11 +61,17 @@ pub const PUBLICATION_TABLES: &str = "SELECT schemaname::text, tablename::text \
 pub const PUBLICATION: &str = "SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate \
      FROM pg_publication WHERE pubname = $1";
 
+/// The low 32 bits of the transactions in progress now: a transaction whose commit record is
+/// flushed is not visible to other sessions until it leaves this list.
+pub const IN_PROGRESS: &str = "SELECT (x::text::bigint % 4294967296)::bigint \
+     FROM pg_snapshot_xip(pg_current_snapshot()) AS x";
+
 /// Everything flushed to the WAL: every transaction committed before it can be decoded.
 pub const FLUSH_LSN: &str = "SELECT pg_current_wal_flush_lsn()::text";
 
 /// The slot's (`$1`) decoded changes of transactions committed before `$2`, at most about `$3`
-/// messages (whole transactions), from the publication `$4`; not consumed.
+/// messages (whole transactions), from the publication `$4`; not consumed. The server builds
+/// the whole result before it sends the first row.
 pub const PEEK: &str =
     "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3, \
      'proto_version', '1', 'publication_names', $4)";
