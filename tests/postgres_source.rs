@@ -587,6 +587,33 @@ async fn postgres_sources_it_cannot_decode_are_refused_with_the_fix_and_nothing_
         .get(0);
     assert_eq!((slots, publications), (0, 0), "nothing half set up");
 
+    // The connector's slot name taken by another database of the same server.
+    source
+        .batch_execute(
+            "SELECT pg_create_logical_replication_slot('edfi_cdc_staging_custom', 'pgoutput')",
+        )
+        .await
+        .unwrap();
+    let other = pg.create_database("other").await;
+    connect(&other).await.batch_execute(SCHEMA).await.unwrap();
+    let elsewhere = connector(&other, &staging_db, "");
+    let mut rep = elsewhere.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    assert!(
+        rep.log().contains(
+            "replication slot `edfi_cdc_staging_custom` belongs to database custom, not other"
+        ),
+        "{}",
+        rep.log()
+    );
+    let publications: i64 = connect(&other)
+        .await
+        .query_one("SELECT count(*) FROM pg_publication", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(publications, 0, "nothing set up in the other database");
+
     // The SQL a DBA runs.
     let out = unprivileged
         .command(&["enable-ct", "--print"])

@@ -13,7 +13,8 @@
 //! own recorded position with Kafka/Kinesis — so a crash at any moment finds every change the
 //! sinks still need in the slot.
 //!
-//! Snapshots read each table in key order in short chunks, as on SQL Server. A table's changes
+//! Snapshots read each table in key order in short chunks, as on SQL Server, one table at a
+//! time, once the transactions their version covers are visible. A table's changes
 //! are not sent while it is snapshotted; the slot keeps them (it is held at the snapshot's start
 //! version) and they follow once the snapshot is done. A `TRUNCATE` re-snapshots the table.
 //! Values travel in PostgreSQL's text form; an unchanged TOASTed value (which `pgoutput` does
@@ -51,7 +52,7 @@ use pgoutput::Datum;
 
 /// WAL one poll cycle covers at most, so that a catch-up after an outage arrives in cycles the
 /// sinks can hold, not in one.
-const WAL_PER_CYCLE: u64 = 64 << 20;
+const WAL_PER_CYCLE: u64 = 16 << 20;
 
 /// How long a snapshot waits for decoded transactions to become visible before the cycle
 /// fails (and is retried).
@@ -248,6 +249,32 @@ impl Poller {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // A slot this connector cannot use stops it before anything is created.
+        let database: String = client
+            .query_one(queries::DATABASE, &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if let Some(r) = client
+            .query_opt(queries::SLOT, &[&src.slot])
+            .await
+            .map_err(pg_error)?
+        {
+            let (plugin, owner): (String, Option<String>) = (r.get(0), r.get(3));
+            if owner.as_deref() != Some(database.as_str()) {
+                return Err(SourceError::NotDecodable(vec![format!(
+                    "replication slot `{}` belongs to database {}, not {database} (slot names are shared by the whole server): set source.slot to another name, or drop that slot if nothing uses it",
+                    src.slot,
+                    owner.unwrap_or_default()
+                )]));
+            }
+            if plugin != "pgoutput" {
+                return Err(SourceError::NotDecodable(vec![format!(
+                    "replication slot `{}` uses the plugin `{plugin}`, not pgoutput: drop it or set source.slot to another name",
+                    src.slot
+                )]));
+            }
+        }
         let publication = queries::quote(&src.publication);
         let covered: Option<bool> = client
             .query_opt(queries::PUBLICATION, &[&src.publication])
@@ -326,13 +353,6 @@ impl Poller {
             .await
             .map_err(pg_error)?;
         let lost = match slot {
-            Some(r) if r.get::<_, String>(0) != "pgoutput" => {
-                return Err(SourceError::NotDecodable(vec![format!(
-                    "replication slot `{}` uses the plugin `{}`, not pgoutput: drop it or set source.slot to another name",
-                    src.slot,
-                    r.get::<_, String>(0)
-                )]));
-            }
             Some(r) if r.get::<_, bool>(1) => {
                 self.confirmed = parse_lsn(&r.get::<_, String>(2))?;
                 None

@@ -44,10 +44,12 @@ pub const PRIMARY_KEYS: &str = "SELECT n.nspname::text, c.relname::text, a.attna
      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
      WHERE i.indisprimary ORDER BY n.nspname, c.relname, k.ord";
 
-/// The slot (`$1`): plugin, whether it can still decode, and where it confirmed up to.
+/// The slot (`$1`, a name unique in the whole server): plugin, whether it can still decode,
+/// where it confirmed up to, and its database.
 pub const SLOT: &str = "SELECT plugin::text, wal_status IS DISTINCT FROM 'lost', \
-     confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1 \
-     AND database = current_database()";
+     confirmed_flush_lsn::text, database::text FROM pg_replication_slots WHERE slot_name = $1";
+
+pub const DATABASE: &str = "SELECT current_database()::text";
 
 pub const CREATE_SLOT: &str =
     "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')";
