@@ -498,6 +498,25 @@ async fn unchanged_toasted_values_truncate_and_a_dropped_slot_keep_staging_exact
     .await;
     wait_caught_up(&source, &staging, Duration::from_secs(60)).await;
     assert_equal(&source, &staging).await;
+
+    // A column added while running is reported (replicated after a restart).
+    source
+        .batch_execute(
+            "ALTER TABLE custom.schoolmanualattributes ADD COLUMN district varchar(20);
+             UPDATE custom.schoolmanualattributes SET district = 'North';",
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the added column reported",
+        Duration::from_secs(60),
+        || async {
+            rep.log()
+                .contains("the source table has columns the connector does not replicate yet")
+                .then_some(())
+        },
+    )
+    .await;
     rep.kill();
 }
 

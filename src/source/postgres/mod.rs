@@ -153,6 +153,8 @@ pub struct Poller {
     /// source is idle, so that the sinks publish the table.
     publish_pending: bool,
     relations: HashMap<u32, Option<RelMap>>,
+    /// Each relation's columns as last reported (a change to them is logged once).
+    reported: HashMap<u32, Vec<String>>,
     /// The publication and slot were checked by this process.
     ready: bool,
     /// The slot's confirmed position: transactions committed before it are no longer decoded.
@@ -205,6 +207,7 @@ impl Poller {
             last_watermark,
             publish_pending: true,
             relations: HashMap::new(),
+            reported: HashMap::new(),
             ready: false,
             confirmed: 0,
             sinks,
@@ -465,7 +468,11 @@ impl Poller {
                     .collect(),
             }
         });
-        if let Some(m) = &map {
+        // Relation messages come again in every cycle that decodes the table: say a change of
+        // its columns once.
+        let shape: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
+        let seen = self.reported.get(&r.oid).is_some_and(|s| *s == shape);
+        if let (Some(m), false) = (&map, seen) {
             let schema = &self.tables.runs[m.table].schema;
             let missing: Vec<&str> = schema
                 .columns
@@ -489,6 +496,8 @@ impl Poller {
                 warn!(table = %schema.id, "the source table has columns the connector does not replicate yet (added while running?); restart to add them to the targets");
             }
         }
+        let shape = shape.into_iter().map(str::to_string).collect();
+        self.reported.insert(r.oid, shape);
         self.relations.insert(r.oid, map);
     }
 
