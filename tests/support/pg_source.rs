@@ -27,11 +27,14 @@ fn bindir() -> PathBuf {
         .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// Run a server binary as the `postgres` user when we are root (initdb refuses root).
 fn as_owner(program: PathBuf) -> Command {
-    use std::os::unix::fs::MetadataExt;
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    if root {
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
@@ -51,12 +54,14 @@ impl SourcePg {
     pub fn start(logical: bool) -> SourcePg {
         let dir = std::env::temp_dir().join(unique("edfi-cdc-pgsrc"));
         std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("chown")
-            .arg("postgres")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "chown {}", dir.display());
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown {}", dir.display());
+        }
         let out = as_owner(bindir().join("initdb"))
             .args(["-D"])
             .arg(dir.join("data"))

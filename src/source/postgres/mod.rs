@@ -13,8 +13,8 @@
 //! own recorded position with Kafka/Kinesis — so a crash at any moment finds every change the
 //! sinks still need in the slot.
 //!
-//! Snapshots read each table in key order in short chunks, as on SQL Server, one table at a
-//! time, once the transactions their version covers are visible. A table's changes
+//! Snapshots read each table in key order in short chunks, as on SQL Server, once the
+//! transactions their version covers are visible. A table's changes
 //! are not sent while it is snapshotted; the slot keeps them (it is held at the snapshot's start
 //! version) and they follow once the snapshot is done. A `TRUNCATE` re-snapshots the table.
 //! Values travel in PostgreSQL's text form; an unchanged TOASTed value (which `pgoutput` does
@@ -703,36 +703,37 @@ impl Poller {
         matches!(self.tables.runs[i].phase, Phase::Streaming { last } if version > last)
     }
 
-    /// Start the next queued snapshot at the cycle's version, before its watermark — one table
-    /// at a time, so that the slot is held only at the start of the snapshot in progress, not
-    /// at the first one's for the whole initial load. Its chunks must see every transaction the
-    /// version covers: it waits until those decoded are visible.
+    /// Start every queued snapshot at the cycle's version, before its watermark (as on SQL
+    /// Server): a sink that holds the table must see the start before a watermark moves its
+    /// checkpoint past changes the poller no longer sends. Their chunks must see every
+    /// transaction the version covers: it first waits until those decoded are visible.
     async fn start_snapshots(&mut self, version: i64) -> Result<(), SourceError> {
         self.forget_visible().await?;
-        if self.tables.snapshotting().is_some() {
-            return Ok(());
-        }
-        let next = self
+        let queued: Vec<usize> = self
             .tables
             .queue
             .iter()
             .copied()
-            .find(|&i| matches!(self.tables.runs[i].phase, Phase::Queued { .. }));
-        if let Some(i) = next {
-            let started = Instant::now();
-            while !self.maybe_invisible.is_empty() {
-                if started.elapsed() > INVISIBLE_WAIT {
-                    return Err(SourceError::Postgres {
-                        message: format!(
-                            "transactions {:?} are committed in the WAL but still not visible after {INVISIBLE_WAIT:?} (a synchronous standby not answering?)",
-                            self.maybe_invisible
-                        ),
-                        transient: true,
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                self.forget_visible().await?;
+            .filter(|&i| matches!(self.tables.runs[i].phase, Phase::Queued { .. }))
+            .collect();
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        while !self.maybe_invisible.is_empty() {
+            if started.elapsed() > INVISIBLE_WAIT {
+                return Err(SourceError::Postgres {
+                    message: format!(
+                        "transactions {:?} are committed in the WAL but still not visible after {INVISIBLE_WAIT:?} (a synchronous standby not answering?)",
+                        self.maybe_invisible
+                    ),
+                    transient: true,
+                });
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.forget_visible().await?;
+        }
+        for i in queued {
             let sql = queries::count_rows(&self.tables.runs[i].schema);
             let total: i64 = self
                 .connection()
