@@ -49,6 +49,16 @@ async fn source() -> (SourcePg, String, Client) {
 }
 
 fn connector(source_url: &str, staging: &TestDb, extra: &str) -> Connector {
+    connector_with(source_url, staging, extra, Vec::new())
+}
+
+/// [`connector`] with more environment (a stream's credentials).
+fn connector_with(
+    source_url: &str,
+    staging: &TestDb,
+    extra: &str,
+    env: Vec<(String, String)>,
+) -> Connector {
     let text = format!(
         r#"name = "staging-custom"
 shutdown_grace = "10s"
@@ -76,14 +86,13 @@ url = "${{STAGING_DATABASE_URL}}"
 identifiers = "lower"
 {extra}"#
     );
-    Connector::with_env(
-        &text,
-        vec![
-            ("SOURCE_DATABASE_URL".into(), source_url.into()),
-            ("STAGING_DATABASE_URL".into(), staging.url()),
-            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
-        ],
-    )
+    let mut all = vec![
+        ("SOURCE_DATABASE_URL".into(), source_url.into()),
+        ("STAGING_DATABASE_URL".into(), staging.url()),
+        ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+    ];
+    all.extend(env);
+    Connector::with_env(&text, all)
 }
 
 /// Writes to the source until stopped: inserts, updates (some only of rows with a TOASTed
@@ -1121,19 +1130,25 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
 async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
 ) {
     let broker = Broker::start();
-    let (_pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_kafka").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(
-        &url,
-        &staging_db,
-        &format!(
-            "\n[stream]\nkind = \"kafka\"\n\n[stream.kafka]\nbootstrap_servers = \"{}\"\n\
-             topic_prefix = \"{}\"\npartitions = 2\nsession_timeout = \"4s\"\n",
-            broker.bootstrap,
-            unique("pgsrc")
-        ),
+    let stream = format!(
+        "\n[stream]\nkind = \"kafka\"\n\n[stream.kafka]\nbootstrap_servers = \"{}\"\n\
+         topic_prefix = \"{}\"\npartitions = 2\nsession_timeout = \"4s\"\n",
+        broker.bootstrap,
+        unique("pgsrc")
     );
+    // Two lanes (one per partition), each with both tables.
+    kill_poller_and_sink(&stream, Vec::new(), 4).await;
+}
+
+/// Through the stream `stream` (TOML, with environment `env`): the poller killed mid-snapshot
+/// and mid-stream, the sink worker killed mid-stream, under a workload; staging ends equal to
+/// the source with `lane_tables` (lane, table) checkpoints streaming, and the slot never passed
+/// the poller's recorded position.
+async fn kill_poller_and_sink(stream: &str, env: Vec<(String, String)>, lane_tables: i64) {
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_stream").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector_with(&url, &staging_db, stream, env);
     let role =
         |r: &str| Replicator::spawn(c.command(&["run", "--log", "edfi_cdc=info", "--role", r]));
     let stop = Arc::new(AtomicBool::new(false));
@@ -1177,7 +1192,7 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
                 .await
                 .ok()?
                 .get(0);
-            (n == 4).then_some(())
+            (n == lane_tables).then_some(())
         },
     )
     .await;
@@ -1218,7 +1233,7 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
                 .await
                 .ok()?
                 .get(0);
-            (n == 4).then_some(())
+            (n == lane_tables).then_some(())
         },
     )
     .await;

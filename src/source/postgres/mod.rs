@@ -164,6 +164,8 @@ pub struct Poller {
     /// is flushed before they are; with a synchronous standby, for as long as it takes to
     /// answer). A snapshot starting at a version must wait for those at or before it.
     maybe_invisible: Vec<u32>,
+    /// Transactions committed before this position were put in `maybe_invisible` when decoded.
+    checked_to: u64,
 }
 
 impl Poller {
@@ -212,6 +214,7 @@ impl Poller {
             confirmed: 0,
             sinks,
             maybe_invisible: Vec::new(),
+            checked_to: 0,
         }
     }
 
@@ -263,7 +266,8 @@ impl Poller {
             .await
             .map_err(pg_error)?
         {
-            let (plugin, owner): (String, Option<String>) = (r.get(0), r.get(3));
+            let (plugin, owner): (Option<String>, Option<String>) = (r.get(0), r.get(3));
+            let plugin = plugin.unwrap_or_else(|| "none (a physical slot)".into());
             if owner.as_deref() != Some(database.as_str()) {
                 return Err(SourceError::NotDecodable(vec![format!(
                     "replication slot `{}` belongs to database {}, not {database} (slot names are shared by the whole server): set source.slot to another name, or drop that slot if nothing uses it",
@@ -289,6 +293,7 @@ impl Poller {
         };
         // Tables just added to the publication: their changes before now were never published.
         let mut added: Vec<TableId> = Vec::new();
+        let mut created_publication = false;
         match covered {
             None => {
                 let all: Vec<&TableId> = ids.iter().collect();
@@ -308,7 +313,7 @@ impl Poller {
                         )
                     })?;
                 info!(publication = %src.publication, "publication created");
-                added = ids.clone();
+                created_publication = true;
             }
             Some(false) => {
                 return Err(SourceError::NotDecodable(vec![format!(
@@ -382,16 +387,38 @@ impl Poller {
                 .get(0);
             self.confirmed = parse_lsn(&created)?;
             info!(slot = %src.slot, why, at = %created, "replication slot created");
+        } else if created_publication
+            || self
+                .tables
+                .runs
+                .iter()
+                .any(|t| added.contains(&t.schema.id) && !matches!(t.phase, Phase::Queued { .. }))
+        {
+            // The slot holds changes from before the publication covered tables the sinks
+            // hold: those were never published (and before PostgreSQL 18, decoding WAL older
+            // than the publication fails). Move the slot to now. Every table that needs older
+            // changes is then re-snapshotted below, and again after a crash, since the slot's
+            // own position says so.
+            let now: String = client
+                .query_one(queries::FLUSH_LSN, &[])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            client
+                .query_one(queries::ADVANCE, &[&src.slot, &now])
+                .await
+                .map_err(pg_error)?;
+            self.confirmed = parse_lsn(&now)?;
+            warn!(slot = %src.slot, at = %now, "the publication was created or extended under an existing slot: the slot moves to now");
         }
-        // Every table that needs changes from before the slot's position, or from before it was
-        // published, lost them.
+        // Every table that needs changes from before the slot's position lost them.
         let gone: Vec<TableId> = self
             .tables
             .runs
             .iter()
             .filter(|t| match t.phase {
                 Phase::Streaming { last } | Phase::Snapshotting { version: last, .. } => {
-                    ((last + 1) as u64) < self.confirmed || added.contains(&t.schema.id)
+                    ((last + 1) as u64) < self.confirmed
                 }
                 Phase::Queued { .. } => false,
             })
@@ -519,6 +546,7 @@ impl Poller {
         let result = self.read_changes(&client, upto).await;
         self.client = Some(client);
         let (events, truncated, commit_time) = result?;
+        self.checked_to = self.checked_to.max(upto);
 
         for i in truncated {
             let id = self.tables.runs[i].schema.id.clone();
@@ -583,7 +611,7 @@ impl Poller {
                     commit_time,
                     xid,
                 } => {
-                    if final_lsn < upto && final_lsn as i64 > self.last_watermark {
+                    if final_lsn < upto && final_lsn >= self.checked_to {
                         self.maybe_invisible.push(xid);
                     }
                     // A commit at or past the bound belongs to the next cycle.
@@ -760,16 +788,23 @@ impl Poller {
         if self.maybe_invisible.is_empty() {
             return Ok(());
         }
-        let in_progress: HashSet<u32> = self
+        let rows = self
             .connection()
             .await?
             .query(queries::IN_PROGRESS, &[])
             .await
-            .map_err(pg_error)?
+            .map_err(pg_error)?;
+        let xmax = rows
             .iter()
-            .map(|r| r.get::<_, i64>(0) as u32)
+            .find_map(|r| r.get::<_, Option<i64>>(0))
+            .map_or(0, |x| x as u32);
+        let in_progress: HashSet<u32> = rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<i64>>(1).map(|x| x as u32))
             .collect();
-        self.maybe_invisible.retain(|x| in_progress.contains(x));
+        // At or past xmax (modulo 2^32, as xids compare): not completed yet either.
+        self.maybe_invisible
+            .retain(|&x| in_progress.contains(&x) || x.wrapping_sub(xmax) as i32 >= 0);
         Ok(())
     }
 

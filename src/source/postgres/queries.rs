@@ -63,10 +63,13 @@ pub const PUBLICATION_TABLES: &str = "SELECT schemaname::text, tablename::text \
 pub const PUBLICATION: &str = "SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate \
      FROM pg_publication WHERE pubname = $1";
 
-/// The low 32 bits of the transactions in progress now: a transaction whose commit record is
-/// flushed is not visible to other sessions until it leaves this list.
-pub const IN_PROGRESS: &str = "SELECT (x::text::bigint % 4294967296)::bigint \
-     FROM pg_snapshot_xip(pg_current_snapshot()) AS x";
+/// The current snapshot's `xmax` and the transactions in progress below it, low 32 bits each
+/// (the xmax first, then one row per transaction): a transaction whose commit record is flushed
+/// is not visible to other sessions while it is in that list or at or past that xmax.
+pub const IN_PROGRESS: &str = "WITH s AS (SELECT pg_current_snapshot() AS s) \
+     SELECT (pg_snapshot_xmax(s)::text::bigint % 4294967296)::bigint, NULL::bigint FROM s \
+     UNION ALL SELECT NULL, (x::text::bigint % 4294967296)::bigint \
+     FROM s, pg_snapshot_xip(s) AS x";
 
 /// Everything flushed to the WAL: every transaction committed before it can be decoded.
 pub const FLUSH_LSN: &str = "SELECT pg_current_wal_flush_lsn()::text";
