@@ -680,7 +680,7 @@ impl Models {
     ) -> Result<Vec<Refreshed>, RefreshError> {
         let mut done: Vec<Refreshed> = Vec::new();
         let mut students_ready = false;
-        if self.postgres && !changed.is_empty() {
+        if self.postgres {
             tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
         }
         let custom = CustomState::read(tx, &self.models).await?;
@@ -781,7 +781,7 @@ impl Models {
         if students_ready {
             tx.batch_execute(&format!("DROP TABLE {STUDENTS}")).await?;
         }
-        if self.postgres && !changed.is_empty() {
+        if self.postgres {
             tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
         }
         let mut names: Vec<(&str, &str)> =

@@ -133,6 +133,8 @@ pub struct RedshiftSink {
     loads: Vec<TableLoad>,
     requests: Requests,
     last_sweep: Instant,
+    /// When the models' custom inputs were last looked at while no flush was due.
+    custom_checked: Instant,
 }
 
 async fn connect(url: &str) -> Result<Client, SinkError> {
@@ -318,6 +320,7 @@ impl RedshiftSink {
             loads: Vec::new(),
             requests: Requests::new(&cp.resnapshot_requests),
             last_sweep: Instant::now(),
+            custom_checked: Instant::now(),
         };
         Ok((sink, cp))
     }
@@ -345,6 +348,16 @@ impl RedshiftSink {
                 }
                 _ = tokio::time::sleep(IDLE_REQUEST_CHECK) => {
                     self.check_requests().await;
+                    // A quiet source sends no watermark, so no flush rebuilds the models: look at
+                    // their custom inputs every max_age.
+                    if self.watermark.is_none()
+                        && self.models.models().iter().any(|m| !m.custom.is_empty())
+                        && self.custom_checked.elapsed() >= self.cfg.max_age
+                    {
+                        self.custom_checked = Instant::now();
+                        self.with_retry(&mut backoff, &stop, |s| Box::pin(s.refresh_custom()))
+                            .await?;
+                    }
                     continue;
                 }
             };
@@ -379,6 +392,35 @@ impl RedshiftSink {
             .await?;
         if self.open.events > 0 {
             info!(sink = SINK, events = self.open.events, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
+        }
+        Ok(())
+    }
+
+    /// Rebuild, in a transaction of their own, the models whose custom inputs changed since
+    /// they last read them; the replicated tables stay at their checkpoint, which the models'
+    /// freshness rows keep naming.
+    async fn refresh_custom(&mut self) -> Result<(), SinkError> {
+        let version = self
+            .tables
+            .values()
+            .filter_map(|t| t.state.as_ref())
+            .filter(|s| s.phase == Phase::Streaming)
+            .map(|s| s.version)
+            .max()
+            .unwrap_or(0);
+        self.client().await?;
+        let client = self.client.as_mut().expect("connected above");
+        let tx = client.transaction().await.map_err(pg)?;
+        let refreshed = self
+            .models
+            .refresh_batch(&tx, &HashMap::new(), version, None)
+            .await
+            .map_err(refresh_error)?;
+        tx.commit().await.map_err(pg)?;
+        for r in refreshed {
+            metrics::model_refresh(&self.connector, &r.model, r.incremental, r.seconds);
+            metrics::model_values_truncated(&self.connector, &r.model, r.truncated);
+            info!(sink = SINK, model = %r.model, rows = r.rows, "model rebuilt: its custom inputs changed");
         }
         Ok(())
     }
