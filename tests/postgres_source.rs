@@ -1116,7 +1116,9 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
     let fallback: &'static str = Box::leak(ods_abbreviation.into_boxed_str());
     abbreviation(fallback).await;
     assert!(
-        ods_rep.log().contains("model rebuilt: its custom inputs changed"),
+        ods_rep
+            .log()
+            .contains("model rebuilt: its custom inputs changed"),
         "the quiet ODS connector rebuilt the models itself:\n{}",
         ods_rep.log()
     );
