@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::TableStart;
 use crate::config::{ConnectorConfig, SourceKind};
-use crate::event::{TableId, TableSchema};
+use crate::event::{ColumnSchema, TableId, TableSchema};
 use crate::http::Health;
 use crate::retry::Backoff;
 use crate::stream::{Producer, StreamError};
@@ -89,6 +89,47 @@ impl SourceError {
             _ => false,
         }
     }
+}
+
+/// The replicated shape of table `id` (configured as `t`) from the catalog's columns `cols`
+/// and primary key `key_names`: the columns `tables."t".columns` lists, with the key always
+/// included, or all of them. A listed column the table lacks is pushed to `problems`.
+pub(crate) fn table_schema(
+    config: &ConnectorConfig,
+    t: &TableId,
+    id: TableId,
+    cols: Vec<ColumnSchema>,
+    key_names: &[String],
+    problems: &mut Vec<String>,
+) -> Arc<TableSchema> {
+    let selected: Vec<ColumnSchema> = match config.table_options(t).and_then(|o| o.columns.as_ref())
+    {
+        None => cols,
+        Some(list) => {
+            for name in list {
+                if !cols.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
+                    problems.push(format!(
+                        "table {id} has no column `{name}` (listed in tables.\"{t}\".columns)"
+                    ));
+                }
+            }
+            cols.into_iter()
+                .filter(|c| {
+                    key_names.contains(&c.name)
+                        || list.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
+                })
+                .collect()
+        }
+    };
+    let key: Vec<usize> = key_names
+        .iter()
+        .filter_map(|k| selected.iter().position(|c| &c.name == k))
+        .collect();
+    Arc::new(TableSchema {
+        id,
+        columns: selected,
+        key,
+    })
 }
 
 /// Connect to the source (retrying transient faults) and read the configured tables' schemas,

@@ -6,11 +6,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use tracing::{info, warn};
+use chrono::{DateTime, Utc};
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::TableStart;
-use crate::event::{ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value};
+use crate::event::{
+    ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
+};
 use crate::source::position::PollerPosition;
 use crate::source::SourceError;
 use crate::stream::Producer;
@@ -49,11 +51,15 @@ pub struct TableRun {
     pub phase: Phase,
 }
 
-/// The configured tables in source order, and which of them wait for or run a snapshot (one
-/// at a time, in queue order).
+/// The configured tables in source order, which of them wait for or run a snapshot (one at a
+/// time, in queue order), and the last watermark sent.
 pub struct Tables {
     pub runs: Vec<TableRun>,
     pub queue: VecDeque<usize>,
+    last_watermark: i64,
+    /// A snapshot finished since the last watermark: the next cycle sends one even if the
+    /// source is idle, so that the sinks publish the table.
+    publish_pending: bool,
 }
 
 impl Tables {
@@ -105,7 +111,51 @@ impl Tables {
                 phase,
             });
         }
-        Tables { runs, queue }
+        let mut tables = Tables {
+            runs,
+            queue,
+            last_watermark: 0,
+            // The first cycle always sends a watermark, so that a snapshot completed before a
+            // restart is published even if the source stays idle.
+            publish_pending: true,
+        };
+        tables.last_watermark = tables.lowest_streaming();
+        tables
+    }
+
+    /// The version of the last watermark sent (at start, the lowest streaming version).
+    pub fn last_watermark(&self) -> i64 {
+        self.last_watermark
+    }
+
+    /// End a cycle that read every change up to `version` and sent `events` of them: send the
+    /// watermark `version` (recorded in the poller's position, if it keeps one) when it is new,
+    /// carries events, or a snapshot waits to be published; then every streaming table is at
+    /// `version`. Only then: had the watermark not gone out (a stream that lost an earlier
+    /// event), the cycle is run again and must send the same changes again.
+    pub async fn end_cycle(
+        &mut self,
+        version: i64,
+        commit_time: Option<DateTime<Utc>>,
+        events: u64,
+        out: &Producer,
+        position: &mut Option<PollerPosition>,
+    ) -> Result<(), SourceError> {
+        if version > self.last_watermark || events > 0 || self.publish_pending {
+            let w = Watermark {
+                version,
+                commit_time,
+            };
+            out.send(Message::Watermark(w.clone())).await?;
+            if let Some(position) = position {
+                position.advance(&w).await.map_err(SourceError::position)?;
+            }
+            debug!(version, events, "cycle");
+            self.last_watermark = version;
+            self.publish_pending = false;
+        }
+        self.streamed_to(version);
+        Ok(())
     }
 
     /// The lowest version a streaming table was read to (0 when none streams).
@@ -167,7 +217,7 @@ impl Tables {
     }
 
     /// Every streaming table has been read up to `version`.
-    pub fn streamed_to(&mut self, version: i64) {
+    fn streamed_to(&mut self, version: i64) {
         for t in &mut self.runs {
             if let Phase::Streaming { last } = &mut t.phase {
                 *last = (*last).max(version);
@@ -217,8 +267,9 @@ impl Tables {
 
     /// After a chunk of `read` rows (of at most `chunk`) of the snapshot at queue position
     /// `qpos`, ending at `last_key`: send the chunk marker and record it, and when the chunk was
-    /// short send the done marker and stream the table from the snapshot's version on.
-    /// Returns whether the table's snapshot is done.
+    /// short send the done marker and stream the table from the snapshot's version on (the
+    /// next cycle then sends a watermark, so that the sinks publish it). Returns whether
+    /// snapshot work remains.
     pub async fn end_chunk(
         &mut self,
         qpos: usize,
@@ -239,7 +290,7 @@ impl Tables {
             ..
         } = self.runs[i].phase
         else {
-            return Ok(false);
+            return Ok(true);
         };
         let rows_now = rows + u64::from(read);
         if let Some(last_key) = &last_key {
@@ -274,7 +325,8 @@ impl Tables {
             }
             self.runs[i].phase = Phase::Streaming { last: version };
             self.queue.remove(qpos);
-            return Ok(true);
+            self.publish_pending = true;
+            return Ok(self.snapshotting().is_some());
         }
         let eta = total
             .filter(|&t| t > rows_now && rate > 0.0)
@@ -287,7 +339,7 @@ impl Tables {
             *lk = last_key;
             *rows = rows_now;
         }
-        Ok(false)
+        Ok(true)
     }
 }
 

@@ -22,11 +22,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::checkpoint::TableStart;
 use crate::config::{ConnectorConfig, SourceConfig};
-use crate::event::{ChangeEvent, Message, Op, TableId, TableSchema, Value, Watermark};
+use crate::event::{ChangeEvent, Message, Op, TableId, TableSchema, Value};
 use crate::http::Health;
 use crate::source::poll;
 use crate::source::position::PollerPosition;
@@ -256,10 +256,6 @@ pub struct Poller {
     position: Option<PollerPosition>,
     resnapshots: mpsc::UnboundedReceiver<TableId>,
     health: Arc<Health>,
-    last_watermark: i64,
-    /// A snapshot finished since the last watermark: the next cycle sends one even if the
-    /// source is idle, so that the sinks publish the table.
-    publish_pending: bool,
     /// The source's Change Tracking retention, read once per connection.
     retention_seconds: Option<i64>,
 }
@@ -275,7 +271,6 @@ impl Poller {
         health: Arc<Health>,
     ) -> Poller {
         let tables = Tables::new(schemas, start, position.is_some());
-        let last_watermark = tables.lowest_streaming();
         Poller {
             config,
             conn: None,
@@ -284,10 +279,6 @@ impl Poller {
             position,
             resnapshots,
             health,
-            last_watermark,
-            // The first cycle always sends a watermark, so that a snapshot completed before a
-            // restart is published even if the source stays idle.
-            publish_pending: true,
             retention_seconds: None,
         }
     }
@@ -304,10 +295,6 @@ impl Poller {
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
-    }
-
-    async fn send(&self, msg: Message) -> Result<(), SourceError> {
-        Ok(self.out.send(msg).await?)
     }
 
     async fn cycle_inner(&mut self) -> Result<u64, SourceError> {
@@ -385,22 +372,9 @@ impl Poller {
         let conn = self.conn.as_mut().expect("connected in this cycle");
         let commit_time = conn.commit_time(version).await?;
         conn.batch(queries::COMMIT).await?;
-        if version > self.last_watermark || events > 0 || self.publish_pending {
-            let w = Watermark {
-                version,
-                commit_time,
-            };
-            self.send(Message::Watermark(w.clone())).await?;
-            if let Some(position) = &mut self.position {
-                position.advance(&w).await.map_err(SourceError::position)?;
-            }
-            debug!(version, events, "cycle");
-            self.last_watermark = version;
-            self.publish_pending = false;
-        }
-        // Only now: had the watermark not gone out (a stream that lost an earlier event), the
-        // cycle is run again and must send the same changes again.
-        self.tables.streamed_to(version);
+        self.tables
+            .end_cycle(version, commit_time, events, &self.out, &mut self.position)
+            .await?;
         crate::metrics::cycle(
             &self.config.name,
             started.elapsed().as_secs_f64(),
@@ -499,14 +473,9 @@ impl Poller {
             async move { Ok(out.send(Message::Change(ev)).await?) }
         })
         .await?;
-        let done = self
-            .tables
+        self.tables
             .end_chunk(qpos, read, chunk, new_last, &self.out, &mut self.position)
-            .await?;
-        if done {
-            self.publish_pending = true;
-        }
-        Ok(!done || self.tables.snapshotting().is_some())
+            .await
     }
 }
 

@@ -10,6 +10,7 @@ use crate::event::{ColumnSchema, SourceType, TableId, TableSchema};
 
 use super::value::{as_i64, as_str};
 use super::{queries, Connection, SourceError};
+use crate::source::table_schema;
 
 /// What the catalog says about the configured tables.
 pub struct Catalog {
@@ -88,37 +89,10 @@ pub async fn discover(
             problems.push(format!("table {id} has no primary key: Change Tracking needs one; add a primary key or remove the table from the connector"));
             continue;
         };
-        let selected: Vec<ColumnSchema> =
-            match config.table_options(t).and_then(|o| o.columns.as_ref()) {
-                None => cols,
-                Some(list) => {
-                    for name in list {
-                        if !cols.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
-                            problems.push(format!(
-                            "table {id} has no column `{name}` (listed in tables.\"{t}\".columns)"
-                        ));
-                        }
-                    }
-                    cols.into_iter()
-                        .filter(|c| {
-                            key_names.contains(&c.name)
-                                || list.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
-                        })
-                        .collect()
-                }
-            };
-        let key: Vec<usize> = key_names
-            .iter()
-            .filter_map(|k| selected.iter().position(|c| &c.name == k))
-            .collect();
         if !tracked.contains(&lookup) {
             untracked.push(id.clone());
         }
-        schemas.push(Arc::new(TableSchema {
-            id,
-            columns: selected,
-            key,
-        }));
+        schemas.push(table_schema(config, t, id, cols, key_names, &mut problems));
     }
     if problems.is_empty() {
         Ok(Catalog { schemas, untracked })

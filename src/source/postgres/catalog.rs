@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use crate::config::ConnectorConfig;
 use crate::event::{ColumnSchema, SourceType, TableId, TableSchema};
-use crate::source::SourceError;
+use crate::source::{table_schema, SourceError};
 
 use super::{pg_error, queries};
 
@@ -172,34 +172,7 @@ pub async fn discover(client: &Client, config: &ConnectorConfig) -> Result<Catal
             }
             _ => {}
         }
-        let selected: Vec<ColumnSchema> =
-            match config.table_options(t).and_then(|o| o.columns.as_ref()) {
-                None => cols,
-                Some(list) => {
-                    for name in list {
-                        if !cols.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
-                            problems.push(format!(
-                            "table {id} has no column `{name}` (listed in tables.\"{t}\".columns)"
-                        ));
-                        }
-                    }
-                    cols.into_iter()
-                        .filter(|c| {
-                            key_names.contains(&c.name)
-                                || list.iter().any(|n| n.eq_ignore_ascii_case(&c.name))
-                        })
-                        .collect()
-                }
-            };
-        let key: Vec<usize> = key_names
-            .iter()
-            .filter_map(|k| selected.iter().position(|c| &c.name == k))
-            .collect();
-        schemas.push(Arc::new(TableSchema {
-            id,
-            columns: selected,
-            key,
-        }));
+        schemas.push(table_schema(config, t, id, cols, key_names, &mut problems));
     }
     if !setup.is_empty() {
         return Err(SourceError::NotDecodable(setup));

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, TableStart};
 use crate::config::{ConnectorConfig, SourceConfig};
-use crate::event::{ChangeEvent, Message, Op, TableId, TableSchema, Value, Watermark};
+use crate::event::{ChangeEvent, Message, Op, TableId, TableSchema, Value};
 use crate::http::Health;
 use crate::sink::SinkError;
 use crate::source::poll;
@@ -148,10 +148,6 @@ pub struct Poller {
     position: Option<PollerPosition>,
     resnapshots: mpsc::UnboundedReceiver<TableId>,
     health: Arc<Health>,
-    last_watermark: i64,
-    /// A snapshot finished since the last watermark: the next cycle sends one even if the
-    /// source is idle, so that the sinks publish the table.
-    publish_pending: bool,
     relations: HashMap<u32, Option<RelMap>>,
     /// Each relation's columns as last reported (a change to them is logged once).
     reported: HashMap<u32, Vec<String>>,
@@ -179,7 +175,6 @@ impl Poller {
         health: Arc<Health>,
     ) -> Poller {
         let tables = Tables::new(schemas, start, position.is_some());
-        let last_watermark = tables.lowest_streaming();
         let mut sinks = Vec::new();
         if position.is_none() {
             if let Some(s) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
@@ -206,8 +201,6 @@ impl Poller {
             position,
             resnapshots,
             health,
-            last_watermark,
-            publish_pending: true,
             relations: HashMap::new(),
             reported: HashMap::new(),
             ready: false,
@@ -538,7 +531,7 @@ impl Poller {
             .map_err(pg_error)?
             .get(0);
         let flush = parse_lsn(&flush)?;
-        let from = (self.last_watermark.max(0) as u64 + 1).max(self.confirmed);
+        let from = (self.tables.last_watermark().max(0) as u64 + 1).max(self.confirmed);
         let upto = flush.min(from + WAL_PER_CYCLE).max(from);
         let version = upto as i64 - 1;
 
@@ -554,22 +547,9 @@ impl Poller {
             self.tables.request_snapshot(&id);
         }
         self.start_snapshots(version).await?;
-        if version > self.last_watermark || events > 0 || self.publish_pending {
-            let w = Watermark {
-                version,
-                commit_time,
-            };
-            self.out.send(Message::Watermark(w.clone())).await?;
-            if let Some(position) = &mut self.position {
-                position.advance(&w).await.map_err(SourceError::position)?;
-            }
-            debug!(version = %lsn_text(upto), events, "cycle");
-            self.last_watermark = version;
-            self.publish_pending = false;
-        }
-        // Only now: had the watermark not gone out (a stream that lost an earlier event), the
-        // cycle is run again and must send the same changes again.
-        self.tables.streamed_to(version);
+        self.tables
+            .end_cycle(version, commit_time, events, &self.out, &mut self.position)
+            .await?;
         self.advance_slot().await?;
         crate::metrics::cycle(
             &self.config.name,
@@ -904,14 +884,9 @@ impl Poller {
             new_last = Some(ev.key.clone());
             self.out.send(Message::Change(ev)).await?;
         }
-        let done = self
-            .tables
+        self.tables
             .end_chunk(qpos, read, chunk, new_last, &self.out, &mut self.position)
-            .await?;
-        if done {
-            self.publish_pending = true;
-        }
-        Ok(!done || self.tables.snapshotting().is_some())
+            .await
     }
 }
 
