@@ -804,9 +804,9 @@ async fn an_ods_on_postgres_gives_the_same_reporting_tables_as_the_sql_server_od
     ct_rep.kill();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shipped_custom_datasets_connector_carries_staging_tables_into_redshift() {
-    let pg = SourcePg::start(true);
+/// The custom datasets' tables in a staging database of `pg` (empty), with the columns the
+/// seed's SQL reads of them: its URL and a client.
+async fn custom_staging(pg: &SourcePg) -> (String, Client) {
     let url = pg.create_database("staging").await;
     let staging = connect(&url).await;
     staging
@@ -818,16 +818,52 @@ async fn the_shipped_custom_datasets_connector_carries_staging_tables_into_redsh
              CREATE TABLE schedule.Calendar (CalendarID varchar(60) PRIMARY KEY, SchoolNumber varchar(20),
                  FirstDay date, LastDay date);
              CREATE TABLE studentdemographics.Student (StudentNumber varchar(32) PRIMARY KEY,
-                 StateID varchar(32), Charter boolean);
+                 StateID varchar(32), Charter varchar(10), OriginalCharter varchar(10));
              CREATE TABLE illuminate.subjectmapping (Subject varchar(100) PRIMARY KEY, SubjectGroup varchar(100));
              CREATE TABLE stateassessments.assessment (AssessmentID int PRIMARY KEY, Title text);
              CREATE TABLE stateassessments.studentassessmentscore (StudentNumber varchar(32),
                  AssessmentID int, SchoolYear int, ScaleScore numeric(8,2),
-                 PRIMARY KEY (StudentNumber, AssessmentID, SchoolYear));
-             INSERT INTO schedule.SchoolManualAttributes VALUES ('255901001', 'AFES', 'ES', 'CT', true);
+                 PRIMARY KEY (StudentNumber, AssessmentID, SchoolYear));",
+        )
+        .await
+        .unwrap();
+    (url, staging)
+}
+
+/// The shipped `connectors/staging-custom.toml` from `source_url` into the Redshift stand-in
+/// `target` (stdin load, 1-s flushes, fast polling).
+fn custom_connector(source_url: &str, target: &TestDb) -> Connector {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/staging-custom.toml"),
+    )
+    .unwrap()
+    .replace(
+        "interval = \"${POLL_INTERVAL:-1s}\"",
+        "interval = \"200ms\"",
+    );
+    Connector::with_env(
+        &text,
+        vec![
+            ("SOURCE_DATABASE_URL".into(), source_url.into()),
+            ("REDSHIFT_LOAD_MODE".into(), "stdin".into()),
+            ("REDSHIFT_DATABASE_URL".into(), target.url()),
+            ("REDSHIFT_MAX_AGE".into(), "1s".into()),
+            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_custom_datasets_connector_carries_staging_tables_into_redshift() {
+    let pg = SourcePg::start(true);
+    let (url, staging) = custom_staging(&pg).await;
+    staging
+        .batch_execute(
+            "INSERT INTO schedule.SchoolManualAttributes VALUES ('255901001', 'AFES', 'ES', 'CT', true);
              INSERT INTO schedule.Calendar VALUES ('255901001-2025', '255901001', '2024-08-26', '2025-06-17');
              INSERT INTO studentdemographics.Student
-                 SELECT 'S' || n, 'ST' || n, n % 2 = 0 FROM generate_series(1, 500) n;
+                 SELECT 'S' || n, 'ST' || n, CASE WHEN n % 2 = 0 THEN 'Charter A' END, NULL
+                 FROM generate_series(1, 500) n;
              INSERT INTO illuminate.subjectmapping VALUES ('Math', 'STEM'), ('ELA', 'Humanities');
              INSERT INTO stateassessments.assessment VALUES (1, 'State Math 5'), (2, 'State ELA 5');
              INSERT INTO stateassessments.studentassessmentscore
@@ -837,24 +873,7 @@ async fn the_shipped_custom_datasets_connector_carries_staging_tables_into_redsh
         .unwrap();
     let target_db = TestDb::create("custom_rs").await;
     let target = connect(&target_db.url()).await;
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/staging-custom.toml"),
-    )
-    .unwrap()
-    .replace(
-        "interval = \"${POLL_INTERVAL:-1s}\"",
-        "interval = \"200ms\"",
-    );
-    let c = Connector::with_env(
-        &text,
-        vec![
-            ("SOURCE_DATABASE_URL".into(), url.clone()),
-            ("REDSHIFT_LOAD_MODE".into(), "stdin".into()),
-            ("REDSHIFT_DATABASE_URL".into(), target_db.url()),
-            ("REDSHIFT_MAX_AGE".into(), "1s".into()),
-            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
-        ],
-    );
+    let c = custom_connector(&url, &target_db);
     let rep = c.run();
     wait_streaming_at(
         &target,
@@ -967,22 +986,10 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
 
     // The custom datasets in the staging database, carried by connectors/staging-custom.toml.
     let pg = SourcePg::start(true);
-    let url = pg.create_database("staging").await;
-    let staging = connect(&url).await;
+    let (url, staging) = custom_staging(&pg).await;
     staging
         .batch_execute(&format!(
-            "CREATE SCHEMA schedule; CREATE SCHEMA studentdemographics; CREATE SCHEMA illuminate;
-             CREATE SCHEMA stateassessments;
-             CREATE TABLE schedule.SchoolManualAttributes (SchoolNumber varchar(20) PRIMARY KEY,
-                 SchoolAbbreviation varchar(10), Level varchar(10), Region varchar(40), Active boolean);
-             CREATE TABLE schedule.Calendar (CalendarID varchar(60) PRIMARY KEY);
-             CREATE TABLE studentdemographics.Student (StudentNumber varchar(32) PRIMARY KEY,
-                 StateID varchar(32), Charter varchar(10), OriginalCharter varchar(10));
-             CREATE TABLE illuminate.subjectmapping (Subject varchar(100) PRIMARY KEY);
-             CREATE TABLE stateassessments.assessment (AssessmentID int PRIMARY KEY);
-             CREATE TABLE stateassessments.studentassessmentscore (StudentNumber varchar(32),
-                 AssessmentID int, PRIMARY KEY (StudentNumber, AssessmentID));
-             INSERT INTO schedule.SchoolManualAttributes VALUES ('{school}', 'CUSTOM', 'ES', 'CT', false);"
+            "INSERT INTO schedule.SchoolManualAttributes VALUES ('{school}', 'CUSTOM', 'ES', 'CT', false);"
         ))
         .await
         .unwrap();
@@ -1005,24 +1012,7 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
             .await
             .unwrap();
     }
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/staging-custom.toml"),
-    )
-    .unwrap()
-    .replace(
-        "interval = \"${POLL_INTERVAL:-1s}\"",
-        "interval = \"200ms\"",
-    );
-    let custom_connector = Connector::with_env(
-        &text,
-        vec![
-            ("SOURCE_DATABASE_URL".into(), url.clone()),
-            ("REDSHIFT_LOAD_MODE".into(), "stdin".into()),
-            ("REDSHIFT_DATABASE_URL".into(), target_db.url()),
-            ("REDSHIFT_MAX_AGE".into(), "1s".into()),
-            ("METRICS_ADDR".into(), "127.0.0.1:0".into()),
-        ],
-    );
+    let custom_connector = custom_connector(&url, &target_db);
     let custom_rep = custom_connector.run();
     wait_streaming_at(
         &target,
