@@ -8,11 +8,15 @@
 //! ```
 //!
 //! holding the message's wire form (`event::encode`: the primary key as an object and the
-//! Debezium-shaped envelope; for markers, their own key and envelope). A change's partition key
-//! is `{schema}.{table}` (cut to 256 characters) and its explicit hash key the decimal of
-//! `row_hash(table, key)` — a 128-bit number, exactly Kinesis's hash key space — so every change
-//! of a row goes to the one open shard whose hash range holds it, and after a split or merge to
-//! the child that took the range over.
+//! Debezium-shaped envelope; for markers, their own key and envelope). A watermark or snapshot
+//! marker also holds `"sent": <n>, "shard": <shard id>`, the records written to that shard
+//! since its previous marker (see `stream::lane`): a copy meant for a shard that split or
+//! merged just before it landed is stored on a child, whose reader ignores that count.
+//!
+//! A change's partition key is `{schema}.{table}` (cut to 256 characters) and its explicit hash
+//! key the decimal of `row_hash(table, key)` — a 128-bit number, exactly Kinesis's hash key
+//! space — so every change of a row goes to the one open shard whose hash range holds it, and
+//! after a split or merge to the child that took the range over.
 //!
 //! The poller buffers changes and writes them with PutRecords (at most 500 records and 5 MB a
 //! call, a few calls in flight), sending again the records a call reports as failed. Before a
@@ -249,18 +253,26 @@ impl Pause {
     }
 }
 
-/// A record's data: the message's key and value, and on a barrier the records written to its
-/// shard since the shard's previous barrier (`sent`).
-fn record_data(key: &Json, value: &Json, sent: Option<u64>) -> Vec<u8> {
+/// A barrier's count: the records written to `shard` since its previous barrier there.
+#[derive(Debug, Clone, PartialEq)]
+struct Sent {
+    records: u64,
+    shard: String,
+}
+
+/// A record's data: the message's key and value, and on a barrier its count (`sent`, with the
+/// shard it was written for in `shard`).
+fn record_data(key: &Json, value: &Json, sent: Option<&Sent>) -> Vec<u8> {
     let mut doc = json!({"key": key, "value": value});
-    if let Some(n) = sent {
-        doc["sent"] = json!(n);
+    if let Some(s) = sent {
+        doc["sent"] = json!(s.records);
+        doc["shard"] = json!(s.shard);
     }
     serde_json::to_vec(&doc).expect("JSON of JSON")
 }
 
 /// Inverse of [`record_data`].
-fn parse_record_data(data: &[u8]) -> Result<(Json, Json, Option<u64>), String> {
+fn parse_record_data(data: &[u8]) -> Result<(Json, Json, Option<Sent>), String> {
     let doc: Json = serde_json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
     let Json::Object(mut m) = doc else {
         return Err("not a JSON object".into());
@@ -270,9 +282,15 @@ fn parse_record_data(data: &[u8]) -> Result<(Json, Json, Option<u64>), String> {
         return Err("field `value` is not an object".into());
     }
     let key = m.remove("key").unwrap_or(Json::Null);
-    let sent = match m.remove("sent") {
-        None => None,
-        Some(n) => Some(n.as_u64().ok_or("field `sent` is not a count")?),
+    let sent = match (m.remove("sent"), m.remove("shard")) {
+        (None, _) => None,
+        (Some(n), shard) => Some(Sent {
+            records: n.as_u64().ok_or("field `sent` is not a count")?,
+            shard: match shard {
+                Some(Json::String(s)) => s,
+                _ => return Err("field `sent` without the shard it counts (`shard`)".into()),
+            },
+        }),
     };
     Ok((key, value, sent))
 }
@@ -634,18 +652,26 @@ impl Producer {
             let missing: Vec<PutRecordsRequestEntry> = open
                 .iter()
                 .map(|(id, start)| {
-                    let sent = b.landed.get(id).copied().unwrap_or(0);
-                    let data = record_data(key, value, Some(sent));
+                    let sent = Sent {
+                        records: b.landed.get(id).copied().unwrap_or(0),
+                        shard: id.clone(),
+                    };
+                    let data = record_data(key, value, Some(&sent));
                     entry(data, partition.to_string(), start.clone())
                 })
                 .collect();
             for chunk in missing.chunks(BATCH_RECORDS) {
                 let landed =
                     put_all(self.client.clone(), self.stream.clone(), chunk.to_vec()).await?;
+                // A copy closes the stretch of the shard it landed on, even one that landed on
+                // a child of the shard it was meant for (whose count its reader then ignores).
                 for shard in &landed {
                     b.landed.remove(shard);
                 }
                 holding.extend(landed);
+            }
+            for (id, _) in &open {
+                b.landed.remove(id);
             }
         }
         Err(transient(format!(
@@ -686,13 +712,16 @@ impl Shared {
             .ok_or_else(|| transient(format!("GetShardIterator of {shard} gave no iterator")))
     }
 
-    /// The record's message, and on a barrier the records its shard stored before it.
+    /// The record's message, and on a barrier the records its shard stored before it. A copy
+    /// written for a shard that split or merged just before it landed counts that shard's
+    /// records, not this one's: its count is unknown here.
     fn decode(&self, shard: &str, r: &Record) -> Result<(Message, Option<u64>), StreamError> {
         let at = || format!("shard {shard} sequence number {}", r.sequence_number());
         let (key, value, sent) = parse_record_data(r.data().as_ref())
             .map_err(|e| fatal(format!("{}: malformed record: {e}", at())))?;
         let msg = event::decode(&key, &value, |id| self.schemas.get(id).cloned())
             .map_err(|e| fatal(format!("{}: {e}", at())))?;
+        let sent = sent.filter(|s| s.shard == shard).map(|s| s.records);
         Ok((msg, sent))
     }
 }
@@ -1249,9 +1278,13 @@ mod tests {
             version: 18,
             commit_time: None,
         });
-        for (msg, sent) in [(change, None), (watermark, Some(3))] {
+        let sent = Sent {
+            records: 3,
+            shard: "shardId-000000000001".into(),
+        };
+        for (msg, sent) in [(change, None), (watermark, Some(sent))] {
             let (key, value) = event::encode("c", "db", &msg);
-            let data = record_data(&key, &value, sent);
+            let data = record_data(&key, &value, sent.as_ref());
             let (k, v, n) = parse_record_data(&data).unwrap();
             assert_eq!((&k, &v, n), (&key, &value, sent));
             let back = event::decode(&k, &v, |id| (id == &table.id).then(|| table.clone()));
@@ -1266,6 +1299,7 @@ mod tests {
         assert!(parse_record_data(br#"{"key": {}}"#).is_err());
         assert!(parse_record_data(br#"{"key": {}, "value": 3}"#).is_err());
         assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": -1}"#).is_err());
+        assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": 1}"#).is_err());
     }
 
     #[test]
