@@ -270,6 +270,11 @@ pub struct Model {
     /// `-- on_overflow: truncate | fail`: what a value longer than its column does (in a key
     /// column, always fail).
     pub on_overflow: OnOverflow,
+    /// `-- history: <column>`: the column holding a row's school year (Ed-Fi's `SchoolYear`, the
+    /// year a school year ends). Rows of years before the current one (`edfi.schoolyeartype`'s
+    /// `currentschoolyear`) are kept when the `SELECT` no longer produces them, as the seed's
+    /// reporting database kept earlier years; rows it still produces are refreshed.
+    pub history: Option<String>,
 }
 
 /// What a model's refresh does with a value longer than its `varchar`/`char` column.
@@ -317,6 +322,17 @@ impl Model {
             self.target(),
             lines.join(",\n")
         )
+    }
+
+    /// The condition that a row of the target is of a closed school year, for a model with
+    /// `-- history:`; `alias` qualifies the column. No current school year: none is closed.
+    fn closed_sql(&self, alias: &str) -> Option<String> {
+        self.history.as_ref().map(|col| {
+            format!(
+                "{alias}{} < (SELECT MAX(schoolyear) FROM {INPUT_SCHEMA}.schoolyeartype WHERE currentschoolyear)",
+                quote(col)
+            )
+        })
     }
 
     /// `INSERT INTO target (columns) <select>`.
@@ -535,10 +551,16 @@ pub struct Refreshed {
     pub incremental: bool,
     /// Values cut to their column (`on_overflow = "truncate"`).
     pub truncated: u64,
+    /// Rows of closed school years kept although the `SELECT` no longer produces them
+    /// (`-- history:`).
+    pub kept: u64,
 }
 
 /// Temporary table of the students a flush touched, while incremental models refresh.
 const STUDENTS: &str = "edfi_cdc_changed_students";
+
+/// Temporary table of a history model's rows of closed school years, while it refreshes.
+const KEPT: &str = "edfi_cdc_kept";
 
 /// The parsed models of the enabled groups, in dependency order.
 #[derive(Debug, Clone, Default)]
@@ -727,14 +749,10 @@ impl Models {
                         students_ready = true;
                     }
                     let c = quote(col);
-                    tx.execute(
-                        &format!(
-                            "DELETE FROM {} WHERE {c} IN (SELECT studentuniqueid FROM {STUDENTS})",
-                            m.target()
-                        ),
-                        &[],
-                    )
-                    .await?;
+                    let only = format!("{c} IN (SELECT studentuniqueid FROM {STUDENTS})");
+                    keep_closed(tx, m, Some(&only)).await?;
+                    tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
+                        .await?;
                     let student_stage = changed
                         .get(&format!("{INPUT_SCHEMA}.student"))
                         .and_then(|s| s.as_ref())
@@ -748,9 +766,13 @@ impl Models {
                             .await?
                             .is_some();
                         if gone {
+                            // A deleted student's rows of closed school years stay.
+                            let open = m.closed_sql("").map_or(String::new(), |c| {
+                                format!(" AND NOT COALESCE({c}, false)")
+                            });
                             tx.execute(
                                     &format!(
-                                        "DELETE FROM {} WHERE {c} NOT IN (SELECT studentuniqueid FROM {INPUT_SCHEMA}.student)",
+                                        "DELETE FROM {} WHERE {c} NOT IN (SELECT studentuniqueid FROM {INPUT_SCHEMA}.student){open}",
                                         m.target()
                                     ),
                                     &[],
@@ -758,17 +780,20 @@ impl Models {
                                 .await?;
                         }
                     }
-                    let only = format!("WHERE {c} IN (SELECT studentuniqueid FROM {STUDENTS})");
-                    let (inserted, truncated) = self.insert(tx, m, &select, Some(&only)).await?;
+                    let (inserted, truncated) = self
+                        .insert(tx, m, &select, Some(&format!("WHERE {only}")))
+                        .await?;
                     (inserted, truncated, true)
                 }
                 _ => {
+                    keep_closed(tx, m, None).await?;
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
                     let (inserted, truncated) = self.insert(tx, m, &select, None).await?;
                     (inserted, truncated, false)
                 }
             };
+            let kept = restore_closed(tx, m).await?;
             custom.record(tx, m).await?;
             done.push(Refreshed {
                 model: m.name.clone(),
@@ -776,6 +801,7 @@ impl Models {
                 seconds: started.elapsed().as_secs_f64(),
                 incremental,
                 truncated,
+                kept,
             });
         }
         if students_ready {
@@ -977,6 +1003,55 @@ impl CustomState {
 type TargetColumn = (String, Result<ColumnType, String>, bool);
 
 /// Whether the target has the table `schema.table`.
+/// For a model with `-- history:`: copy its rows of closed school years (those of `only`, a
+/// condition on the target's columns, if given) aside before its rows are deleted.
+async fn keep_closed(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &Model,
+    only: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    let Some(closed) = m.closed_sql("t.") else {
+        return Ok(());
+    };
+    let only = only.map_or(String::new(), |o| format!(" AND t.{o}"));
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {KEPT} AS SELECT * FROM {} t WHERE {closed}{only}",
+        m.target()
+    ))
+    .await
+}
+
+/// Put back the rows [`keep_closed`] set aside that the `SELECT` did not produce again (by key);
+/// returns how many.
+async fn restore_closed(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &Model,
+) -> Result<u64, tokio_postgres::Error> {
+    if m.history.is_none() {
+        return Ok(0);
+    }
+    let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
+    let same_key: Vec<String> = m
+        .key
+        .iter()
+        .map(|k| format!("t.{k} = k.{k}", k = quote(k)))
+        .collect();
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO {target} ({cols}) SELECT {cols} FROM {KEPT} k \
+                 WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {same})",
+                target = m.target(),
+                cols = cols.join(", "),
+                same = same_key.join(" AND "),
+            ),
+            &[],
+        )
+        .await?;
+    tx.batch_execute(&format!("DROP TABLE {KEPT}")).await?;
+    Ok(n)
+}
+
 pub async fn table_exists(
     client: &impl GenericClient,
     name: &str,
@@ -1172,6 +1247,18 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
                 ),
             });
         }
+        let years = format!("{INPUT_SCHEMA}.schoolyeartype");
+        if m.history.is_some() && !configured.contains(&years) {
+            problems.push(ModelProblem {
+                file: m.file.clone(),
+                reason: format!(
+                    "model {}: `-- history:` reads the current school year from {years}, which is \
+                     not a replicated table of group {}: add SchoolYearType to the group's `tables` \
+                     in the connector file",
+                    m.name, m.group
+                ),
+            });
+        }
         m.inputs = found_inputs.into_iter().collect();
         m.upstream = found_models.into_iter().collect();
     }
@@ -1233,6 +1320,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
     let mut declared: Vec<String> = Vec::new();
     let mut saw_inputs = false;
     let mut incremental: Option<String> = None;
+    let mut history: Option<String> = None;
     let mut on_overflow = OnOverflow::default();
     let mut custom: Vec<CustomInput> = Vec::new();
     for line in text.lines() {
@@ -1249,6 +1337,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
         match key.trim() {
             "model" => name = Some(value.trim().to_ascii_lowercase()),
             "incremental" => incremental = Some(value.trim().to_ascii_lowercase()),
+            "history" => history = Some(value.trim().to_ascii_lowercase()),
             "on_overflow" => match value.trim().to_ascii_lowercase().as_str() {
                 "truncate" => on_overflow = OnOverflow::Truncate,
                 "fail" => on_overflow = OnOverflow::Fail,
@@ -1348,6 +1437,24 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             ));
         }
     }
+    if let (Some(col), Some((_, columns, _))) = (&history, &table) {
+        match columns.iter().find(|c| &c.name == col) {
+            None => problems.push(format!("`-- history: {col}` names no column of the table")),
+            Some(c)
+                if !matches!(
+                    c.ty,
+                    ColumnType::SmallInt | ColumnType::Integer | ColumnType::BigInt
+                ) =>
+            {
+                problems.push(format!(
+                    "`-- history: {col}`: the column is {}, not the school year as a number \
+                     (smallint, integer or bigint)",
+                    c.ty
+                ))
+            }
+            Some(_) => {}
+        }
+    }
     match (problems.is_empty(), name, table) {
         (true, Some(name), Some((_, columns, key))) => Ok(Model {
             name,
@@ -1361,6 +1468,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             select,
             incremental,
             on_overflow,
+            history,
         }),
         _ => Err(problems),
     }
@@ -1907,6 +2015,45 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
             let err = Models::load(&dir, &["ic"], &configured)
                 .unwrap_err()
                 .to_string();
+            assert!(err.contains(expect), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn history_names_a_year_column_and_needs_the_school_years() {
+        let dir = tempdir("history");
+        let with = |line: &str| {
+            GOOD.replace(
+                "-- inputs: edfi.school\n",
+                &format!("-- inputs: edfi.school\n{line}\n"),
+            )
+        };
+        let years = set(&["edfi.student", "edfi.school", "edfi.schoolyeartype"]);
+        write(&dir, "ic", "thing.sql", &with("-- history: schoolid"));
+        let models = Models::load(&dir, &["ic"], &years).unwrap();
+        assert_eq!(models.models()[0].history.as_deref(), Some("schoolid"));
+        // The current school year is read from edfi.schoolyeartype, not an input of the SELECT.
+        assert_eq!(models.models()[0].inputs, ["edfi.school", "edfi.student"]);
+        let err = Models::load(&dir, &["ic"], &set(&["edfi.student", "edfi.school"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("add SchoolYearType to the group's `tables`"),
+            "{err}"
+        );
+        for (line, expect) in [
+            (
+                "-- history: year",
+                "`-- history: year` names no column of the table",
+            ),
+            (
+                "-- history: amount",
+                "the column is decimal(9,3), not the school year",
+            ),
+        ] {
+            write(&dir, "ic", "thing.sql", &with(line));
+            let err = Models::load(&dir, &["ic"], &years).unwrap_err().to_string();
             assert!(err.contains(expect), "{err}");
         }
         std::fs::remove_dir_all(&dir).ok();

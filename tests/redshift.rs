@@ -622,3 +622,193 @@ async fn large_parts_go_up_in_pieces_and_come_back_whole() {
     files.remove(&up.keys).await.unwrap();
     assert!(moto.objects(BUCKET, "pfx/").await.is_empty());
 }
+
+/// A history model's rows, each as text, in order: those of closed school years (before the
+/// current one), or the others.
+async fn year_rows(
+    client: &impl tokio_postgres::GenericClient,
+    m: &edfi_cdc::models::Model,
+    from: &str,
+    closed: bool,
+) -> Vec<String> {
+    let col = m.history.as_deref().expect("a history model");
+    let closed_sql = format!(
+        "\"{col}\" < (SELECT MAX(schoolyear) FROM edfi.schoolyeartype WHERE currentschoolyear)"
+    );
+    let filter = if closed {
+        closed_sql
+    } else {
+        format!("NOT COALESCE({closed_sql}, false)")
+    };
+    let sql = format!("SELECT CAST(r AS text) FROM ({from}) r WHERE {filter} ORDER BY 1");
+    client
+        .query(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", m.name))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prior_school_year_deleted_at_the_source_stays_in_the_reports() {
+    let mut rig = Rig::new(300, 17).await;
+    rig.connector.use_shipped_models();
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let configured = ods_sim::edfi::tables()
+        .iter()
+        .map(|d| format!("edfi.{}", d.name.to_lowercase()))
+        .collect();
+    let models =
+        edfi_cdc::models::Models::load(&shipped_models_dir(), &["ic", "illuminate"], &configured)
+            .unwrap();
+    let history: Vec<&edfi_cdc::models::Model> = models
+        .models()
+        .iter()
+        .filter(|m| m.history.is_some())
+        .collect();
+    let cols = |m: &edfi_cdc::models::Model| {
+        m.columns
+            .iter()
+            .map(|c| format!("\"{}\"", c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let table_of = |m: &edfi_cdc::models::Model| format!("SELECT {} FROM {}", cols(m), m.target());
+    let mut before = HashMap::new();
+    for m in &history {
+        before.insert(
+            m.name.clone(),
+            year_rows(&rig.target, m, &table_of(m), true).await,
+        );
+    }
+    let years: Vec<i16> = rig
+        .target
+        .query(
+            "SELECT DISTINCT endyear FROM enrollment.studentenrollment ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        years,
+        [2023, 2024, 2025],
+        "the sample data spans three school years"
+    );
+    for name in [
+        "roster.studentroster",
+        "roster.teacherstudentlinks",
+        "schedule.calendar",
+    ] {
+        assert!(!before[name].is_empty(), "{name} has rows of earlier years");
+    }
+
+    // First one student's 2023 enrollment alone (a change of student rows: an incremental
+    // refresh), then the whole of 2024 in one transaction, with a change of the current year.
+    let backing = connect(&rig.sim.backing_url()).await;
+    let usi: i32 = backing
+        .query_one(
+            r#"SELECT min("StudentUSI") FROM edfi."StudentSchoolAssociation" WHERE "SchoolYear" = 2023"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    backing
+        .batch_execute(&format!(
+            r#"BEGIN;
+               DELETE FROM edfi."StudentSectionAssociation" WHERE "SchoolYear" = 2023 AND "StudentUSI" = {usi};
+               DELETE FROM edfi."StudentSchoolAssociation" WHERE "SchoolYear" = 2023 AND "StudentUSI" = {usi};
+               COMMIT;"#
+        ))
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    backing
+        .batch_execute(
+            r#"BEGIN;
+               DELETE FROM edfi."StudentSectionAssociation" WHERE "SchoolYear" = 2024;
+               DELETE FROM edfi."StudentSchoolAssociation" WHERE "SchoolYear" = 2024;
+               DELETE FROM edfi."StaffSectionAssociation" WHERE "SchoolYear" = 2024;
+               DELETE FROM edfi."Section" WHERE "SchoolYear" = 2024;
+               DELETE FROM edfi."Session" WHERE "SchoolYear" = 2024;
+               DELETE FROM edfi."CalendarDateCalendarEvent" WHERE "SchoolYear" = 2024;
+               DELETE FROM edfi."CalendarDate" WHERE "SchoolYear" = 2024;
+               DELETE FROM edfi."Calendar" WHERE "SchoolYear" = 2024;
+               UPDATE edfi."Student" SET "FirstName" = 'Renamed' WHERE "StudentUSI" % 7 = 0;
+               COMMIT;"#,
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    let left: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM edfi.studentschoolassociation WHERE schoolyear = 2024",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the replicated table follows the source");
+
+    let tx = rig.target.transaction().await.unwrap();
+    for m in &history {
+        let kept = year_rows(&tx, m, &table_of(m), true).await;
+        assert!(
+            kept == before[&m.name],
+            "{}: rows of closed school years not kept as they were ({} rows, {} before)",
+            m.name,
+            kept.len(),
+            before[&m.name].len()
+        );
+        // The SELECT's rows in the table's types (a decimal's scale shows in its text).
+        let select = m.select_on(&tx).await.unwrap();
+        let typed: Vec<String> = m
+            .columns
+            .iter()
+            .map(|c| format!("CAST(\"{0}\" AS {1}) AS \"{0}\"", c.name, c.ty))
+            .collect();
+        let produced = format!("SELECT {} FROM ({select}) s", typed.join(", "));
+        let (have, want) = (
+            year_rows(&tx, m, &table_of(m), false).await,
+            year_rows(&tx, m, &produced, false).await,
+        );
+        let differ: Vec<&String> = have
+            .iter()
+            .filter(|r| !want.contains(r))
+            .chain(want.iter().filter(|r| !have.contains(r)))
+            .take(3)
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{}: rows of the current school year differ from its SELECT's ({} vs {} rows), e.g. {differ:?}",
+            m.name,
+            have.len(),
+            want.len()
+        );
+    }
+    tx.commit().await.unwrap();
+    let renamed: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM studentdemographics.student WHERE firstname = 'Renamed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(renamed > 0, "the current-year change reached the reports");
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    assert!(
+        metrics.contains("mode=\"incremental\""),
+        "the single student's deletion was refreshed incrementally:\n{metrics}"
+    );
+    drop(rep);
+}

@@ -30,16 +30,35 @@ async fn edfi_generation_is_deterministic_and_consistent() {
         "an empty table: {counts:?}"
     );
     assert_eq!(counts["Student"], 1_500);
-    assert_eq!(counts["StudentSchoolAssociation"], 1_500);
+    // Every student enrolled this year; those who came up from the year before (not transfers)
+    // in the earlier years whose grade their school has too.
+    let ssa = counts["StudentSchoolAssociation"];
+    assert!((2_500..4_500).contains(&ssa), "{ssa} enrollments");
     assert_eq!(counts["School"], 3);
     assert_eq!(counts["EducationOrganization"], 4);
     assert_eq!(counts["GradeLevelDescriptor"], 15);
     assert_eq!(counts["StudentAssessment"], 3_000);
     assert_eq!(counts["StudentAssessmentItem"], 18_000);
-    let per_student = counts["StudentSectionAssociation"] as f64 / 1_500.0;
+    let per_enrollment = counts["StudentSectionAssociation"] as f64 / ssa as f64;
     assert!(
-        (3.0..=4.0).contains(&per_student),
-        "{per_student} section associations per student"
+        (3.0..=4.0).contains(&per_enrollment),
+        "{per_enrollment} section associations per enrollment"
+    );
+    let per_year: Vec<(i16, i64)> = ca
+        .query(
+            r#"SELECT "SchoolYear", count(*) FROM edfi."StudentSchoolAssociation" GROUP BY 1 ORDER BY 1"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(per_year.len(), 3, "{per_year:?}");
+    assert_eq!(per_year[2], (2025, 1_500));
+    assert!(
+        per_year[0].1 > 500 && per_year[1].1 > per_year[0].1,
+        "{per_year:?}"
     );
 
     let ha = table_hashes(&ca, false).await;

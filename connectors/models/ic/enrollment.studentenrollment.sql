@@ -2,6 +2,7 @@
 -- inputs: edfi.studentschoolassociation, edfi.student, edfi.calendar, edfi.calendardate,
 -- inputs: edfi.calendardatecalendarevent, edfi.schoolyeartype, edfi.descriptor
 -- incremental: studentnumber
+-- history: endyear
 -- One row per student and entry date (of two enrollments starting the same day, the primary
 -- school's, else the lowest school id). The calendar is the enrollment's CalendarCode, else the
 -- school's calendar of the enrollment's SchoolYear (lowest code); enrollments without SchoolYear
@@ -36,7 +37,7 @@ CREATE TABLE enrollment.studentenrollment (
 WITH cal AS (
     SELECT c.calendarcode, c.schoolid, c.schoolyear,
            CASE WHEN c.calendarcode ~ '^[0-9]{1,9}$' THEN CAST(c.calendarcode AS integer)
-                ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.schoolid, c.schoolyear, c.calendarcode) AS integer)
+                ELSE -CAST(c.schoolyear * 10000 + ROW_NUMBER() OVER (PARTITION BY c.schoolyear ORDER BY c.schoolid, c.calendarcode) AS integer)
            END AS calendarnumber
     FROM edfi.calendar c
 ),

@@ -1,6 +1,7 @@
 -- model: roster.course
 -- inputs: edfi.course, edfi.courseidentificationcode, roster.section, edfi.calendar,
 -- inputs: edfi.schoolyeartype, edfi.descriptor
+-- history: endyear
 -- One row per course (CourseCode, EducationOrganizationId). courseid: the course code when it
 -- is a number (the SIS's course id), else minus its rank among all courses by (education
 -- organization, code); coursenumber: the "LEA course code" identification code, else the course
@@ -21,7 +22,7 @@ CREATE TABLE roster.course (
 WITH cal AS (
     SELECT c.calendarcode, c.schoolid, c.schoolyear,
            CASE WHEN c.calendarcode ~ '^[0-9]{1,9}$' THEN CAST(c.calendarcode AS integer)
-                ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.schoolid, c.schoolyear, c.calendarcode) AS integer)
+                ELSE -CAST(c.schoolyear * 10000 + ROW_NUMBER() OVER (PARTITION BY c.schoolyear ORDER BY c.schoolid, c.calendarcode) AS integer)
            END AS calendarnumber,
            ROW_NUMBER() OVER (PARTITION BY c.schoolid, c.schoolyear ORDER BY c.calendarcode) AS n
     FROM edfi.calendar c

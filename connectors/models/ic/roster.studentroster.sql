@@ -1,6 +1,7 @@
 -- model: roster.studentroster
 -- inputs: edfi.studentsectionassociation, edfi.section, roster.section, edfi.student
 -- incremental: studentnumber
+-- history: endyear
 -- One row per student section association whose section has a course: sectionid as in
 -- roster.section, courseid the section's there (see roster.section for how it is found). The public definition has no key; this one keys the
 -- table by section, student and start date (each NOT NULL), which the ODS key implies.
@@ -17,9 +18,10 @@ CREATE TABLE roster.studentroster (
 WITH sec AS (
     SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
            CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
-                ELSE -CAST(ROW_NUMBER() OVER (
-                    ORDER BY s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier
-                ) AS bigint)
+                ELSE -(CAST(s.schoolyear AS bigint) * 10000000 + ROW_NUMBER() OVER (
+                    PARTITION BY s.schoolyear
+                    ORDER BY s.schoolid, s.sessionname, s.localcoursecode, s.sectionidentifier
+                ))
            END AS sectionid
     FROM edfi.section s
 )

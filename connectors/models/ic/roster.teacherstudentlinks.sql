@@ -2,6 +2,7 @@
 -- inputs: edfi.studentsectionassociation, edfi.staffsectionassociation, edfi.section,
 -- inputs: roster.section, edfi.student, edfi.staff
 -- incremental: studentnumber
+-- history: endyear
 -- One row per student and staff member of the same section (whose course is found). sectionid
 -- and courseid as in roster.section; lastupdated: the later of the two
 -- associations' LastModifiedDate. The public definition has no key; this one keys the table
@@ -22,9 +23,10 @@ CREATE TABLE roster.teacherstudentlinks (
 WITH sec AS (
     SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
            CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
-                ELSE -CAST(ROW_NUMBER() OVER (
-                    ORDER BY s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier
-                ) AS bigint)
+                ELSE -(CAST(s.schoolyear AS bigint) * 10000000 + ROW_NUMBER() OVER (
+                    PARTITION BY s.schoolyear
+                    ORDER BY s.schoolid, s.sessionname, s.localcoursecode, s.sectionidentifier
+                ))
            END AS sectionid
     FROM edfi.section s
 )

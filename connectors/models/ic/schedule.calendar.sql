@@ -1,7 +1,9 @@
 -- model: schedule.calendar
 -- inputs: edfi.calendar, edfi.calendardate, edfi.calendardatecalendarevent, edfi.descriptor
+-- history: endyear
 -- One row per calendar date. calendarnumber: the calendar code when it is a number (the SIS's
--- calendar id), else minus its rank among all calendars by (schoolid, schoolyear, code);
+-- calendar id), else minus (schoolyear × 10,000 + its rank among the year's calendars by
+-- (schoolid, code)), so that deleting one year's calendars renumbers no other year's;
 -- attendance: the date has an "Instructional day" event. See docs/models.md.
 CREATE TABLE schedule.calendar (
     calendarnumber integer NOT NULL,
@@ -44,7 +46,7 @@ FROM (
     JOIN (
         SELECT c.calendarcode, c.schoolid, c.schoolyear,
                CASE WHEN c.calendarcode ~ '^[0-9]{1,9}$' THEN CAST(c.calendarcode AS integer)
-                    ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.schoolid, c.schoolyear, c.calendarcode) AS integer)
+                    ELSE -CAST(c.schoolyear * 10000 + ROW_NUMBER() OVER (PARTITION BY c.schoolyear ORDER BY c.schoolid, c.calendarcode) AS integer)
                END AS calendarnumber
         FROM edfi.calendar c
     ) cal ON cal.calendarcode = cd.calendarcode AND cal.schoolid = cd.schoolid AND cal.schoolyear = cd.schoolyear

@@ -1,5 +1,6 @@
 -- model: schedule.calendaraggregate
 -- inputs: edfi.calendar, edfi.calendardate, edfi.calendardatecalendarevent, edfi.descriptor
+-- history: endyear
 -- One row per calendar with dates. attendancesy: instructional days in the calendar;
 -- attendancesytd: those before CURRENT_DATE on the day of the refresh. calendarnumber as in
 -- schedule.calendar.
@@ -26,7 +27,7 @@ SELECT
 FROM (
     SELECT c.calendarcode, c.schoolid, c.schoolyear,
            CASE WHEN c.calendarcode ~ '^[0-9]{1,9}$' THEN CAST(c.calendarcode AS integer)
-                ELSE -CAST(ROW_NUMBER() OVER (ORDER BY c.schoolid, c.schoolyear, c.calendarcode) AS integer)
+                ELSE -CAST(c.schoolyear * 10000 + ROW_NUMBER() OVER (PARTITION BY c.schoolyear ORDER BY c.schoolid, c.calendarcode) AS integer)
            END AS calendarnumber
     FROM edfi.calendar c
 ) cal

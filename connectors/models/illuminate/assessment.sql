@@ -1,5 +1,6 @@
 -- model: illuminate.assessment
 -- inputs: edfi.assessment, edfi.assessmentacademicsubject, edfi.assessmentassessedgradelevel, edfi.descriptor, edfi.studentassessment
+-- history: testyear
 --
 -- One row per Illuminate assessment (namespace uri://illuminateed.com; state assessments in the
 -- ODS are left out). testtype is the assessment category; subject is the first academic subject

@@ -1,5 +1,6 @@
 -- model: illuminate.assessmentitem
 -- inputs: edfi.assessmentitem, edfi.descriptor, illuminate.assessment
+-- history: testyear
 --
 -- One row per item of an Illuminate assessment. questionsequence is the part of the item code
 -- after ':' (Illuminate's "field:sequence" codes), else the item's position in its assessment

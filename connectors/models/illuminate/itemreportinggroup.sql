@@ -1,5 +1,6 @@
 -- model: illuminate.itemreportinggroup
 -- inputs: edfi.assessmentitem, edfi.descriptor, illuminate.assessment
+-- history: testyear
 --
 -- Each Illuminate item in its reporting group (its item category, see illuminate.reportinggroup).
 -- Ed-Fi item codes are unique only within an assessment, so the key includes assessmentid.

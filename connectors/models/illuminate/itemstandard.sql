@@ -1,5 +1,6 @@
 -- model: illuminate.itemstandard
 -- inputs: edfi.assessmentitemlearningstandard, edfi.learningstandard, illuminate.assessment
+-- history: testyear
 --
 -- Each Illuminate item with the learning standards it is aligned to, for standards of the two
 -- namespaces Illuminate publishes. Descriptions longer than the column are cut to 1000

@@ -1,5 +1,6 @@
 -- model: illuminate.reportinggroup
 -- inputs: edfi.assessmentitem, edfi.descriptor, illuminate.assessment
+-- history: testyear
 --
 -- Illuminate's own reporting groups (question groups defined in Illuminate) are not in the ODS;
 -- the ODS groups the items of an assessment by item category, so each item category used by an

@@ -1,5 +1,6 @@
 -- model: illuminate.standard
 -- inputs: edfi.learningstandard, illuminate.itemstandard
+-- history: testyear
 --
 -- The learning standards some Illuminate item is aligned to (illuminate.itemstandard); testyear
 -- is the latest test year of those items. standardlabel and customcode are Illuminate's own

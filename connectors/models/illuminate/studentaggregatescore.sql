@@ -1,6 +1,7 @@
 -- model: illuminate.studentaggregatescore
 -- inputs: edfi.assessment, edfi.assessmentitem, edfi.descriptor, edfi.student, edfi.studentassessment, edfi.studentassessmentscoreresult, edfi.studentschoolassociation
 -- incremental: studentnumber
+-- history: endyear
 --
 -- One row per Illuminate student assessment (every attempt, every school year). rawscore and
 -- testscore are the "Raw score" and "Scale score" results (non-numeric results are NULL);

@@ -1,6 +1,7 @@
 -- model: illuminate.studentitemscore
 -- inputs: edfi.assessmentitem, edfi.descriptor, edfi.studentassessmentitem, illuminate.studentaggregatescore
 -- incremental: studentnumber
+-- history: endyear
 --
 -- Item results of each student's most recent attempt with item results at each Illuminate
 -- assessment (the key is student, assessment and item): the latest test date, then the greatest

@@ -458,31 +458,39 @@ pub fn generate(table: &str, plan: &Plan, w: &mut RowWriter) -> anyhow::Result<(
             }
         }
         "Calendar" => {
-            for s in &plan.schools {
-                row!(w; s.calendar_code(), s.id, SCHOOL_YEAR, ids.get("CalendarTypeDescriptor", "School"), t0, t0, uuid());
+            for year in plan::school_years() {
+                for s in &plan.schools {
+                    row!(w; s.calendar_code_of(year), s.id, year, ids.get("CalendarTypeDescriptor", "School"), t0, t0, uuid());
+                }
             }
         }
         "CalendarDate" => {
-            let dates = plan::calendar_dates();
-            for s in &plan.schools {
-                for (day, _) in &dates {
-                    row!(w; s.calendar_code(), *day, s.id, SCHOOL_YEAR, t0, t0, uuid());
+            for year in plan::school_years() {
+                let dates = plan::calendar_dates_of(year);
+                for s in &plan.schools {
+                    for (day, _) in &dates {
+                        row!(w; s.calendar_code_of(year), *day, s.id, year, t0, t0, uuid());
+                    }
                 }
             }
         }
         "CalendarDateCalendarEvent" => {
-            let dates = plan::calendar_dates();
-            for s in &plan.schools {
-                for (day, event) in &dates {
-                    row!(w; s.calendar_code(), ids.get("CalendarEventDescriptor", event), *day, s.id, SCHOOL_YEAR, t0);
+            for year in plan::school_years() {
+                let dates = plan::calendar_dates_of(year);
+                for s in &plan.schools {
+                    for (day, event) in &dates {
+                        row!(w; s.calendar_code_of(year), ids.get("CalendarEventDescriptor", event), *day, s.id, year, t0);
+                    }
                 }
             }
         }
         "Session" => {
-            for s in &plan.schools {
-                for sem in plan::semesters() {
-                    let days = plan::instructional_days(sem.begin, sem.end) as i32;
-                    row!(w; s.id, SCHOOL_YEAR, sem.name, sem.begin, sem.end, ids.get("TermDescriptor", sem.term), days, t0, t0, uuid());
+            for year in plan::school_years() {
+                for s in &plan.schools {
+                    for sem in plan::semesters_of(year) {
+                        let days = plan::instructional_days(sem.begin, sem.end) as i32;
+                        row!(w; s.id, year, sem.name, sem.begin, sem.end, ids.get("TermDescriptor", sem.term), days, t0, t0, uuid());
+                    }
                 }
             }
         }
@@ -510,15 +518,17 @@ pub fn generate(table: &str, plan: &Plan, w: &mut RowWriter) -> anyhow::Result<(
             }
         }
         "Section" => {
-            for s in &plan.schools {
-                for g in s.level.grades() {
-                    for (k, (prefix, subject)) in SUBJECTS.iter().enumerate() {
-                        let course = plan::course_code(prefix, g);
-                        let local = s.local_course_code(k, g);
-                        for sem in plan::semesters() {
-                            for n in 0..s.sections_per_course() {
-                                let room = format!("Room {}{:02}", 1 + g % 4, n + 1);
-                                row!(w; &local, s.id, SCHOOL_YEAR, s.section_identifier(&course, &sem, n), sem.name, Some(1), Some(ids.get("EducationalEnvironmentDescriptor", "Classroom")), Some(ids.get("MediumOfInstructionDescriptor", "Face-to-face instruction")), Some(s.id), Some(room), Some(format!("{} {subject} {}{:02}", plan::grade_name(g), sem.letter, n + 1)), t0, t0, uuid());
+            for year in plan::school_years() {
+                for s in &plan.schools {
+                    for g in s.level.grades() {
+                        for (k, (prefix, subject)) in SUBJECTS.iter().enumerate() {
+                            let course = plan::course_code(prefix, g);
+                            let local = s.local_course_code(k, g);
+                            for sem in plan::semesters_of(year) {
+                                for n in 0..s.sections_per_course() {
+                                    let room = format!("Room {}{:02}", 1 + g % 4, n + 1);
+                                    row!(w; &local, s.id, year, s.section_identifier(&course, &sem, n), sem.name, Some(1), Some(ids.get("EducationalEnvironmentDescriptor", "Classroom")), Some(ids.get("MediumOfInstructionDescriptor", "Face-to-face instruction")), Some(s.id), Some(room), Some(format!("{} {subject} {}{:02}", plan::grade_name(g), sem.letter, n + 1)), t0, t0, uuid());
+                                }
                             }
                         }
                     }
@@ -544,14 +554,16 @@ pub fn generate(table: &str, plan: &Plan, w: &mut RowWriter) -> anyhow::Result<(
         }
         "StaffSectionAssociation" => {
             let teacher = ids.get("ClassroomPositionDescriptor", "Teacher of Record");
-            for s in &plan.schools {
-                for g in s.level.grades() {
-                    for (k, (prefix, _)) in SUBJECTS.iter().enumerate() {
-                        let course = plan::course_code(prefix, g);
-                        let local = s.local_course_code(k, g);
-                        for sem in plan::semesters() {
-                            for n in 0..s.sections_per_course() {
-                                row!(w; &local, s.id, SCHOOL_YEAR, s.section_identifier(&course, &sem, n), sem.name, s.teacher(g, k), teacher, Some(sem.begin), Some(sem.end), Some(true), Some("1.0000"), t0, t0, uuid());
+            for year in plan::school_years() {
+                for s in &plan.schools {
+                    for g in s.level.grades() {
+                        for (k, (prefix, _)) in SUBJECTS.iter().enumerate() {
+                            let course = plan::course_code(prefix, g);
+                            let local = s.local_course_code(k, g);
+                            for sem in plan::semesters_of(year) {
+                                for n in 0..s.sections_per_course() {
+                                    row!(w; &local, s.id, year, s.section_identifier(&course, &sem, n), sem.name, s.teacher(g, k), teacher, Some(sem.begin), Some(sem.end), Some(true), Some("1.0000"), t0, t0, uuid());
+                                }
                             }
                         }
                     }
@@ -588,12 +600,20 @@ pub fn generate(table: &str, plan: &Plan, w: &mut RowWriter) -> anyhow::Result<(
             for usi in students {
                 let p = plan.student(usi);
                 let class_of = SCHOOL_YEAR + 12 - i16::from(p.grade);
+                for e in plan.prior_enrollments(&p) {
+                    row!(w; e.entry, p.school_id, usi, Some(true), descriptors::grade(e.grade), Some(ids.get("EntryTypeDescriptor", p.entry_type)), Some(class_of), None::<NaiveDate>, None::<i32>, Some(residency), Some(&e.calendar_code), Some(e.year), Some("1.00"), t0, t0, uuid());
+                }
                 row!(w; p.entry_date, p.school_id, usi, Some(true), descriptors::grade(p.grade), Some(ids.get("EntryTypeDescriptor", p.entry_type)), Some(class_of), p.exit.map(|e| e.0), p.exit.map(|e| ids.get("ExitWithdrawTypeDescriptor", e.1)), Some(residency), Some(&p.calendar_code), Some(SCHOOL_YEAR), Some("1.00"), t0, t0, uuid());
             }
         }
         "StudentSectionAssociation" => {
             for usi in students {
                 let p = plan.student(usi);
+                for prior in plan.prior_enrollments(&p) {
+                    for e in &prior.sections {
+                        row!(w; e.begin, &e.course, p.school_id, prior.year, &e.section, e.session, usi, Some(e.end), Some(false), t0, t0, uuid());
+                    }
+                }
                 for e in &p.sections {
                     row!(w; e.begin, &e.course, p.school_id, SCHOOL_YEAR, &e.section, e.session, usi, Some(e.end), Some(false), t0, t0, uuid());
                 }

@@ -9,8 +9,23 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-/// The school year of the calendars, sessions and sections (Ed-Fi convention: 2025 = 2024–2025).
+/// The current school year (Ed-Fi convention: 2025 = 2024–2025): the workload changes only its
+/// rows.
 pub const SCHOOL_YEAR: i16 = 2025;
+/// The earlier school years of the sample data, each with calendars, sessions, sections and the
+/// enrollments of the students who were in a grade of their school then (the workbooks read
+/// `yearsago` 0, 1 and 2). Assessments are of the current year only.
+pub const PRIOR_YEARS: [i16; 2] = [2023, 2024];
+
+/// Every school year of the sample data, earliest first.
+pub fn school_years() -> [i16; 3] {
+    [PRIOR_YEARS[0], PRIOR_YEARS[1], SCHOOL_YEAR]
+}
+
+/// How far `year`'s dates lie from the current year's: whole weeks, so weekdays stay weekdays.
+fn year_shift(year: i16) -> chrono::Duration {
+    chrono::Duration::weeks(-52 * i64::from(SCHOOL_YEAR - year))
+}
 /// The local education agency (the charter network) every school belongs to.
 pub const LEA_ID: i32 = 255901;
 /// Namespace of the assessments the Illuminate pipeline reads.
@@ -66,20 +81,31 @@ pub struct Semester {
 }
 
 pub fn semesters() -> [Semester; 2] {
+    semesters_of(SCHOOL_YEAR)
+}
+
+/// The semesters of one of [`school_years`].
+pub fn semesters_of(year: i16) -> [Semester; 2] {
+    let (fall, spring) = match year {
+        2023 => ("2022-2023 Fall Semester", "2022-2023 Spring Semester"),
+        2024 => ("2023-2024 Fall Semester", "2023-2024 Spring Semester"),
+        _ => ("2024-2025 Fall Semester", "2024-2025 Spring Semester"),
+    };
+    let shift = year_shift(year);
     [
         Semester {
-            name: "2024-2025 Fall Semester",
+            name: fall,
             term: "Fall Semester",
             letter: 'F',
-            begin: first_student_day(),
-            end: date(2025, 1, 17),
+            begin: first_student_day() + shift,
+            end: date(2025, 1, 17) + shift,
         },
         Semester {
-            name: "2024-2025 Spring Semester",
+            name: spring,
             term: "Spring Semester",
             letter: 'S',
-            begin: date(2025, 1, 21),
-            end: last_student_day(),
+            begin: date(2025, 1, 21) + shift,
+            end: last_student_day() + shift,
         },
     ]
 }
@@ -127,9 +153,19 @@ pub fn calendar_dates() -> Vec<(NaiveDate, &'static str)> {
         .collect()
 }
 
-pub fn instructional_days(from: NaiveDate, to: NaiveDate) -> usize {
+/// The calendar dates of one of [`school_years`]: the current year's, moved by whole weeks.
+pub fn calendar_dates_of(year: i16) -> Vec<(NaiveDate, &'static str)> {
+    let shift = year_shift(year);
     calendar_dates()
-        .iter()
+        .into_iter()
+        .map(|(d, e)| (d + shift, e))
+        .collect()
+}
+
+pub fn instructional_days(from: NaiveDate, to: NaiveDate) -> usize {
+    school_years()
+        .into_iter()
+        .flat_map(calendar_dates_of)
         .filter(|(d, e)| *d >= from && *d <= to && *e == "Instructional day")
         .count()
 }
@@ -392,7 +428,11 @@ pub struct School {
 
 impl School {
     pub fn calendar_code(&self) -> String {
-        format!("{}-{SCHOOL_YEAR}", self.id)
+        self.calendar_code_of(SCHOOL_YEAR)
+    }
+
+    pub fn calendar_code_of(&self, year: i16) -> String {
+        format!("{}-{year}", self.id)
     }
 
     /// Sections per course and semester.
@@ -513,9 +553,64 @@ impl Plan {
 
     /// The student with this `StudentUSI` (1-based, up to `students`).
     pub fn student(&self, usi: i32) -> StudentPlan {
-        let school = &self.schools[(usi as usize - 1) % self.schools.len()];
-        StudentPlan::new(self.seed, usi, school)
+        StudentPlan::new(self.seed, usi, self.school_of(usi))
     }
+
+    fn school_of(&self, usi: i32) -> &School {
+        &self.schools[(usi as usize - 1) % self.schools.len()]
+    }
+
+    /// The student's enrollments of [`PRIOR_YEARS`]: a student who came up from the previous
+    /// year (not a transfer) was at the same school in every earlier year whose grade the
+    /// school has, the whole year, in one section of each subject per semester.
+    pub fn prior_enrollments(&self, p: &StudentPlan) -> Vec<PriorEnrollment> {
+        if p.entry_type != "Next year school" {
+            return Vec::new();
+        }
+        let school = self.school_of(p.usi);
+        let mut rng = stream(self.seed, "student-prior", p.usi as u64);
+        let mut out = Vec::new();
+        for year in PRIOR_YEARS {
+            let back = (SCHOOL_YEAR - year) as u8;
+            let Some(grade) = p.grade.checked_sub(back) else {
+                continue;
+            };
+            if !school.level.grades().contains(&grade) {
+                continue;
+            }
+            let mut sections = Vec::new();
+            for sem in semesters_of(year) {
+                for (k, (prefix, _)) in SUBJECTS.iter().enumerate() {
+                    let course = course_code(prefix, grade);
+                    let n = rng.gen_range(0..school.sections_per_course());
+                    sections.push(SectionEnrollment {
+                        section: school.section_identifier(&course, &sem, n),
+                        course: school.local_course_code(k, grade),
+                        session: sem.name,
+                        begin: sem.begin,
+                        end: sem.end,
+                    });
+                }
+            }
+            out.push(PriorEnrollment {
+                year,
+                grade,
+                entry: semesters_of(year)[0].begin,
+                calendar_code: school.calendar_code_of(year),
+                sections,
+            });
+        }
+        out
+    }
+}
+
+/// A student's enrollment in one of [`PRIOR_YEARS`].
+pub struct PriorEnrollment {
+    pub year: i16,
+    pub grade: u8,
+    pub entry: NaiveDate,
+    pub calendar_code: String,
+    pub sections: Vec<SectionEnrollment>,
 }
 
 /// One section enrollment of a student.

@@ -3,7 +3,8 @@
 //! realistic mix of updates, inserts, deletes, multi-table transactions and primary-key updates.
 //!
 //! Every transaction keeps the invariant *every StudentSchoolAssociation has at least one
-//! StudentSectionAssociation of the same student in a section of the same school*. Transactions
+//! StudentSectionAssociation of the same student in a section of the same school*. Only rows of
+//! the current school year change; the earlier years' stay as loaded. Transactions
 //! about a student first lock that student's row, so concurrent writers serialise per student
 //! and do not deadlock; serialization failures, deadlocks and unique violations are retried.
 //!
@@ -611,8 +612,9 @@ impl Tx<'_> {
             .tx
             .query(
                 r#"SELECT "EntryDate", "SchoolId", "EntryGradeLevelDescriptorId", "ExitWithdrawDate"
-                   FROM "edfi"."StudentSchoolAssociation" WHERE "StudentUSI" = $1 ORDER BY 1, 2"#,
-                &[&usi],
+                   FROM "edfi"."StudentSchoolAssociation" WHERE "StudentUSI" = $1 AND "SchoolYear" = $2
+                   ORDER BY 1, 2"#,
+                &[&usi, &SCHOOL_YEAR],
             )
             .await?
             .into_iter()
@@ -983,16 +985,18 @@ impl Tx<'_> {
         let n = self
             .tx
             .execute(
-                r#"DELETE FROM "edfi"."StudentSectionAssociation" WHERE "StudentUSI" = $1 AND "SchoolId" = $2"#,
-                &[&usi, &a.school],
+                r#"DELETE FROM "edfi"."StudentSectionAssociation"
+                   WHERE "StudentUSI" = $1 AND "SchoolId" = $2 AND "SchoolYear" = $3"#,
+                &[&usi, &a.school, &SCHOOL_YEAR],
             )
             .await?;
         self.record("StudentSectionAssociation", Op::Delete, n);
         let n = self
             .tx
             .execute(
-                r#"DELETE FROM "edfi"."StudentSchoolAssociation" WHERE "StudentUSI" = $1 AND "SchoolId" = $2"#,
-                &[&usi, &a.school],
+                r#"DELETE FROM "edfi"."StudentSchoolAssociation"
+                   WHERE "StudentUSI" = $1 AND "SchoolId" = $2 AND "SchoolYear" = $3"#,
+                &[&usi, &a.school, &SCHOOL_YEAR],
             )
             .await?;
         self.record("StudentSchoolAssociation", Op::Delete, n);
@@ -1303,9 +1307,9 @@ impl Tx<'_> {
             .tx
             .execute(
                 r#"UPDATE "edfi"."StudentSectionAssociation" SET "EndDate" = $3, "LastModifiedDate" = $4
-                   WHERE "StudentUSI" = $1 AND "SchoolId" = $2 AND "BeginDate" <= $3
+                   WHERE "StudentUSI" = $1 AND "SchoolId" = $2 AND "SchoolYear" = $5 AND "BeginDate" <= $3
                      AND ("EndDate" IS NULL OR "EndDate" > $3)"#,
-                &[&usi, &a.school, &exit, &self.now],
+                &[&usi, &a.school, &exit, &self.now, &SCHOOL_YEAR],
             )
             .await?;
         self.record("StudentSectionAssociation", Op::Update, n);

@@ -420,7 +420,7 @@ impl RedshiftSink {
         for r in refreshed {
             metrics::model_refresh(&self.connector, &r.model, r.incremental, r.seconds);
             metrics::model_values_truncated(&self.connector, &r.model, r.truncated);
-            info!(sink = SINK, model = %r.model, rows = r.rows, "model rebuilt: its custom inputs changed");
+            info!(sink = SINK, model = %r.model, rows = r.rows, kept = r.kept, "model rebuilt: its custom inputs changed");
         }
         Ok(())
     }
@@ -659,7 +659,7 @@ impl RedshiftSink {
                 metrics::model_refresh(&connector, &r.model, r.incremental, r.seconds);
                 metrics::model_values_truncated(&connector, &r.model, r.truncated);
                 debug!(sink = SINK, model = %r.model, rows = r.rows, incremental = r.incremental,
-                    ms = (r.seconds * 1000.0).round(), "model refreshed");
+                    kept = r.kept, ms = (r.seconds * 1000.0).round(), "model refreshed");
             }
         }
         for load in &self.loads {
