@@ -504,6 +504,19 @@ pub struct RedshiftSinkConfig {
     /// Refresh `-- incremental` models for the flush's students only (else rebuild them).
     #[serde(default = "yes")]
     pub incremental_models: bool,
+    /// What a source delete does to a replicated table: remove the row, or keep it with its
+    /// deletion time in `edfi_cdc_deleted_at` (live rows in the views of `<schema>_live`).
+    #[serde(default)]
+    pub deletes: Deletes,
+}
+
+/// [`RedshiftSinkConfig::deletes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deletes {
+    #[default]
+    Hard,
+    Soft,
 }
 
 fn default_load_mode() -> LoadMode {

@@ -31,7 +31,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::GenericClient;
 
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, Deletes};
 
 mod overflow;
 
@@ -325,11 +325,12 @@ impl Model {
     }
 
     /// The condition that a row of the target is of a closed school year, for a model with
-    /// `-- history:`; `alias` qualifies the column. No current school year: none is closed.
-    fn closed_sql(&self, alias: &str) -> Option<String> {
+    /// `-- history:`; `alias` qualifies the column, `input` is the schema of the replicated
+    /// tables. No current school year: none is closed.
+    fn closed_sql(&self, alias: &str, input: &str) -> Option<String> {
         self.history.as_ref().map(|col| {
             format!(
-                "{alias}{} < (SELECT MAX(schoolyear) FROM {INPUT_SCHEMA}.schoolyeartype WHERE currentschoolyear)",
+                "{alias}{} < (SELECT MAX(schoolyear) FROM {input}.schoolyeartype WHERE currentschoolyear)",
                 quote(col)
             )
         })
@@ -572,7 +573,13 @@ pub struct Models {
     /// Models that met a value too long for its column: their refreshes check every value
     /// first (see [`overflow`]). Shared by clones; kept for the life of the process.
     checked: Arc<Mutex<HashSet<String>>>,
+    /// The replicated tables keep deleted rows (`deletes = "soft"`): models read their live
+    /// rows, through the views of [`LIVE_SCHEMA`].
+    live: bool,
 }
+
+/// Schema of the views of the replicated tables' live rows, with `deletes = "soft"`.
+pub const LIVE_SCHEMA: &str = "edfi_live";
 
 /// `CREATE TABLE` of the freshness table: one row per model and per replicated table, with the
 /// source version and commit time its contents reflect.
@@ -619,11 +626,36 @@ impl Models {
             })
             .collect();
         let groups: Vec<(&str, &HashSet<String>)> = tables.iter().map(|(g, s)| (*g, s)).collect();
-        load_groups(dir, &groups)
+        let models = load_groups(dir, &groups)?;
+        let soft = config
+            .sinks
+            .redshift
+            .as_ref()
+            .is_some_and(|r| r.enabled && r.deletes == Deletes::Soft);
+        Ok(if soft { models.reading_live() } else { models })
     }
 
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
+    }
+
+    /// Read the live rows of soft-deleting replicated tables: every `edfi.<table>` the models
+    /// read becomes `edfi_live.<table>`, the view without the rows marked deleted.
+    pub fn reading_live(mut self) -> Models {
+        for m in &mut self.models {
+            m.select = in_schema(&m.select, INPUT_SCHEMA, LIVE_SCHEMA);
+        }
+        self.live = true;
+        self
+    }
+
+    /// The schema the replicated tables are read from.
+    fn input_schema(&self) -> &'static str {
+        if self.live {
+            LIVE_SCHEMA
+        } else {
+            INPUT_SCHEMA
+        }
     }
 
     /// Refresh on PostgreSQL: model queries are planned without nested loops. Models join on
@@ -706,6 +738,7 @@ impl Models {
             tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
         }
         let custom = CustomState::read(tx, &self.models).await?;
+        let input = self.input_schema();
         for m in &self.models {
             let inputs: Vec<&String> = m
                 .inputs
@@ -741,7 +774,7 @@ impl Models {
                             .collect();
                         tx.batch_execute(&format!(
                             "CREATE TEMP TABLE {STUDENTS} (studentuniqueid varchar(65535)); \
-                             INSERT INTO {STUDENTS} SELECT DISTINCT studentuniqueid FROM {INPUT_SCHEMA}.student \
+                             INSERT INTO {STUDENTS} SELECT DISTINCT studentuniqueid FROM {input}.student \
                              WHERE studentusi IN ({})",
                             union.join(" UNION ")
                         ))
@@ -750,7 +783,7 @@ impl Models {
                     }
                     let c = quote(col);
                     let only = format!("{c} IN (SELECT studentuniqueid FROM {STUDENTS})");
-                    keep_closed(tx, m, Some(&only)).await?;
+                    keep_closed(tx, m, input, Some(&only)).await?;
                     tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
                         .await?;
                     let student_stage = changed
@@ -767,12 +800,12 @@ impl Models {
                             .is_some();
                         if gone {
                             // A deleted student's rows of closed school years stay.
-                            let open = m.closed_sql("").map_or(String::new(), |c| {
+                            let open = m.closed_sql("", input).map_or(String::new(), |c| {
                                 format!(" AND NOT COALESCE({c}, false)")
                             });
                             tx.execute(
                                     &format!(
-                                        "DELETE FROM {} WHERE {c} NOT IN (SELECT studentuniqueid FROM {INPUT_SCHEMA}.student){open}",
+                                        "DELETE FROM {} WHERE {c} NOT IN (SELECT studentuniqueid FROM {input}.student){open}",
                                         m.target()
                                     ),
                                     &[],
@@ -786,7 +819,7 @@ impl Models {
                     (inserted, truncated, true)
                 }
                 _ => {
-                    keep_closed(tx, m, None).await?;
+                    keep_closed(tx, m, input, None).await?;
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
                     let (inserted, truncated) = self.insert(tx, m, &select, None).await?;
@@ -1008,9 +1041,10 @@ type TargetColumn = (String, Result<ColumnType, String>, bool);
 async fn keep_closed(
     tx: &tokio_postgres::Transaction<'_>,
     m: &Model,
+    input: &str,
     only: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
-    let Some(closed) = m.closed_sql("t.") else {
+    let Some(closed) = m.closed_sql("t.", input) else {
         return Ok(());
     };
     let only = only.map_or(String::new(), |o| format!(" AND t.{o}"));
@@ -1274,6 +1308,7 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
             models,
             postgres: false,
             checked: Arc::default(),
+            live: false,
         })
     } else {
         Err(ModelError(problems))
@@ -1742,6 +1777,23 @@ fn references(masked: &str) -> BTreeSet<String> {
 }
 
 /// Byte ranges of the `name.name` tokens of masked SQL (see [`references`]).
+/// `sql` with the schema of every `from.table` reference made `to` (comments and string
+/// literals left alone).
+fn in_schema(sql: &str, from: &str, to: &str) -> String {
+    let masked = mask(sql).to_ascii_lowercase();
+    let mut out = String::new();
+    let mut last = 0;
+    for (start, end) in qualified_names(&masked) {
+        if masked[start..end].split_once('.').map(|(s, _)| s) == Some(from) {
+            out.push_str(&sql[last..start]);
+            out.push_str(to);
+            last = start + from.len();
+        }
+    }
+    out.push_str(&sql[last..]);
+    out
+}
+
 fn qualified_names(masked: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';

@@ -812,3 +812,171 @@ async fn a_prior_school_year_deleted_at_the_source_stays_in_the_reports() {
     );
     drop(rep);
 }
+
+/// Rows of `table` in the Redshift stand-in kept as deleted (`deletes = "soft"`).
+async fn soft_deleted(target: &Client, table: &str) -> i64 {
+    target
+        .query_one(
+            &format!("SELECT count(*) FROM edfi.{table} WHERE edfi_cdc_deleted_at IS NOT NULL"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deletes_keep_deleted_rows_through_kills_and_a_resnapshot_and_the_models_ignore_them()
+{
+    let mut rig = Rig::new(300, 19).await;
+    rig.connector.use_shipped_models();
+    redshift_rig(&mut rig, None, &[("REDSHIFT_DELETES", "soft")]);
+    let started = chrono::Utc::now().naive_utc();
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (_stop_tx, stop) = watch::channel(false);
+    let stats =
+        ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(400.0, 23, 1500), stop)
+            .await
+            .unwrap();
+    assert!(stats.total_changes() >= 1500);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+
+    // The live rows equal the source; the deleted ones are kept, stamped with their time.
+    let live = compare_all_in(&rig.source, &rig.target, true, Some("edfi_live")).await;
+    assert!(
+        live.is_empty(),
+        "live views differ from the source:\n{}",
+        live.join("\n")
+    );
+    let deleted = soft_deleted(&rig.target, "studentsectionassociation").await;
+    assert!(
+        deleted > 0,
+        "the workload deleted section associations: {stats:?}"
+    );
+    let (earliest, latest): (chrono::NaiveDateTime, chrono::NaiveDateTime) = {
+        let r = rig
+            .target
+            .query_one(
+                "SELECT min(edfi_cdc_deleted_at), max(edfi_cdc_deleted_at) FROM edfi.studentsectionassociation",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let now = chrono::Utc::now().naive_utc();
+    assert!(
+        earliest >= started - chrono::Duration::seconds(5) && latest <= now,
+        "deletion times {earliest}..{latest} outside the run {started}..{now}"
+    );
+
+    // The models read the live rows only.
+    let configured = ods_sim::edfi::tables()
+        .iter()
+        .map(|d| format!("edfi.{}", d.name.to_lowercase()))
+        .collect();
+    let models =
+        edfi_cdc::models::Models::load(&shipped_models_dir(), &["ic", "illuminate"], &configured)
+            .unwrap()
+            .reading_live();
+    let tx = rig.target.transaction().await.unwrap();
+    for m in models.models() {
+        assert_eq!(
+            model_differences(&tx, m).await,
+            0,
+            "{} with soft deletes",
+            m.name
+        );
+    }
+    tx.commit().await.unwrap();
+
+    // Killed in the flush that marks rows deleted: after the restart each is marked once.
+    let locker = connect(&rig.staging.url()).await;
+    let observer = connect(&rig.staging.url()).await;
+    let lock = "BEGIN; LOCK TABLE edfi.studentsectionassociation IN ACCESS EXCLUSIVE MODE";
+    locker.batch_execute(lock).await.unwrap();
+    let gone = rig
+        .source
+        .execute(
+            r#"DELETE FROM edfi."StudentSectionAssociation" WHERE "SchoolYear" = 2023 AND "StudentUSI" % 11 = 0"#,
+            &[],
+        )
+        .await
+        .unwrap() as i64;
+    assert!(gone > 0);
+    let merge = "DELETE FROM \"edfi\".\"studentsectionassociation\" USING";
+    wait_blocked(&observer, &rig.staging.name, merge).await;
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let deleted = deleted + gone;
+    assert_eq!(
+        soft_deleted(&rig.target, "studentsectionassociation").await,
+        deleted
+    );
+    let live = compare_all_in(&rig.source, &rig.target, true, Some("edfi_live")).await;
+    assert!(live.is_empty(), "after the kill:\n{}", live.join("\n"));
+
+    // A re-snapshot keeps the rows kept as deleted, also when killed while publishing. (SHARE
+    // lets the shadow table be created and filled, and holds the publish at its DELETE.)
+    locker
+        .batch_execute("BEGIN; LOCK TABLE edfi.studentsectionassociation IN SHARE MODE")
+        .await
+        .unwrap();
+    let out = rig
+        .connector
+        .command(&["resnapshot", "edfi.StudentSectionAssociation"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_blocked(
+        &observer,
+        &rig.staging.name,
+        "INSERT INTO \"edfi_cdc_shadow\"",
+    )
+    .await;
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let rep = rig.connector.run();
+    let published = "snapshot published sink=\"redshift\" table=edfi.StudentSectionAssociation";
+    wait_for("the re-snapshot to be published", CATCH_UP, || async {
+        rep.log().contains(published).then_some(())
+    })
+    .await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_eq!(
+        soft_deleted(&rig.target, "studentsectionassociation").await,
+        deleted
+    );
+    let live = compare_all_in(&rig.source, &rig.target, true, Some("edfi_live")).await;
+    assert!(
+        live.is_empty(),
+        "after the re-snapshot:\n{}",
+        live.join("\n")
+    );
+    assert!(rep.terminate(Duration::from_secs(30)).success());
+
+    // Back to hard deletes: the rows kept as deleted go, the tables equal the source.
+    rig.connector.env.retain(|(k, _)| k != "REDSHIFT_DELETES");
+    let rep = rig.connector.run();
+    wait_for(
+        "the sink to remove the rows kept as deleted",
+        CATCH_UP,
+        || async {
+            (soft_deleted(&rig.target, "studentsectionassociation").await == 0).then_some(())
+        },
+    )
+    .await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    assert!(rep
+        .log()
+        .contains("rows kept as deleted by an earlier run removed"));
+    drop(rep);
+}

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Phase, SinkCheckpoint, TableCheckpoint};
-use crate::config::{LoadMode, RedshiftSinkConfig, RetryConfig};
+use crate::config::{Deletes, LoadMode, RedshiftSinkConfig, RetryConfig};
 use crate::event::{
     describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
 };
@@ -247,7 +247,8 @@ impl RedshiftSink {
         let mut tables = HashMap::new();
         for (i, schema) in schemas.iter().enumerate() {
             let target = sql::target_table(cfg, &schema.id);
-            let (types, problems) = ensure_table(&client, cfg.load, schema, &target)
+            let soft = cfg.deletes == Deletes::Soft;
+            let (types, problems) = ensure_table(&client, cfg.load, schema, &target, soft)
                 .await
                 .map_err(pg)?;
             if !problems.is_empty() {
@@ -258,6 +259,9 @@ impl RedshiftSink {
                     problems,
                 });
             }
+            ensure_deletes(&client, soft, schema, &target)
+                .await
+                .map_err(pg)?;
             tables.insert(
                 schema.id.clone(),
                 TableRt {
@@ -606,12 +610,15 @@ impl RedshiftSink {
         let mode = self.cfg.load;
         let client = self.client.as_mut().expect("connected above");
         let tx = client.transaction().await.map_err(pg)?;
+        // Soft deletes are stamped with the source commit time of the flush's watermark.
+        let soft_at = (self.cfg.deletes == Deletes::Soft)
+            .then(|| sql::timestamp(w.commit_time.unwrap_or_else(Utc::now)));
         // Changed target → its staging table when it holds students (incremental models read
         // the students touched from it); the staging tables live until the models are done.
         let mut changed: HashMap<String, Option<String>> = HashMap::new();
         for load in &self.loads {
             let rt = &self.tables[&load.id];
-            stage_and_merge(&tx, &self.cfg, rt, &load.dest, load).await?;
+            stage_and_merge(&tx, &self.cfg, rt, &load.dest, load, soft_at.as_deref()).await?;
             let students = rt
                 .schema
                 .columns
@@ -625,11 +632,11 @@ impl RedshiftSink {
                 .as_ref()
                 .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
             {
-                let cols = rt.columns.join(", ");
-                tx.batch_execute(&format!(
-                    "DELETE FROM {t}; INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}",
-                    t = rt.target.sql(),
-                    s = rt.shadow.sql()
+                tx.batch_execute(&sql::publish(
+                    &rt.schema,
+                    &rt.target,
+                    &rt.shadow,
+                    soft_at.as_deref(),
                 ))
                 .await
                 .map_err(pg)?;
@@ -905,7 +912,7 @@ impl RedshiftSink {
         let load = &self.loads[0];
         let tx = client.transaction().await.map_err(pg)?;
         if overlap {
-            stage_and_merge(&tx, &self.cfg, rt, &rt.shadow, load).await?;
+            stage_and_merge(&tx, &self.cfg, rt, &rt.shadow, load, None).await?;
             tx.batch_execute(&format!("DROP TABLE {}", rt.stage))
                 .await
                 .map_err(pg)?;
@@ -931,13 +938,15 @@ fn with_table(e: SinkError, table: &TableId) -> SinkError {
 }
 
 /// Load `load` into the table's staging table (created here, with the operation column) and
-/// merge it into `dest`. The staging table is left for the caller to drop.
+/// merge it into `dest` (deletes soft at `soft_at`, see [`sql::merge`]). The staging table is
+/// left for the caller to drop.
 async fn stage_and_merge(
     tx: &Transaction<'_>,
     cfg: &RedshiftSinkConfig,
     rt: &TableRt,
     dest: &PgName,
     load: &TableLoad,
+    soft_at: Option<&str>,
 ) -> Result<(), SinkError> {
     let mut cols = rt.columns.clone();
     cols.push(sql::OP_COLUMN.into());
@@ -947,7 +956,7 @@ async fn stage_and_merge(
     .await
     .map_err(pg)?;
     copy_in(tx, cfg, rt, &rt.stage, &cols, load).await?;
-    tx.batch_execute(&sql::merge(&rt.schema, dest, &rt.stage))
+    tx.batch_execute(&sql::merge(&rt.schema, dest, &rt.stage, soft_at))
         .await
         .map_err(|e| merge_error(rt, dest, e))
 }
@@ -1060,6 +1069,7 @@ async fn ensure_table(
     mode: LoadMode,
     schema: &TableSchema,
     target: &PgName,
+    soft: bool,
 ) -> Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
     let existing = client
         .query(
@@ -1082,7 +1092,7 @@ async fn ensure_table(
             ))
             .await?;
         client
-            .batch_execute(&sql::create_table(mode, schema, target))
+            .batch_execute(&sql::create_table(mode, schema, target, soft))
             .await?;
         return Ok((mapped, Vec::new()));
     }
@@ -1123,6 +1133,55 @@ async fn ensure_table(
         }
     }
     Ok((types, problems))
+}
+
+/// `deletes = "soft"`: the target has [`sql::DELETED_AT`] (added if missing) and its live view.
+/// `hard`: rows an earlier soft-deleting run kept as deleted are removed.
+async fn ensure_deletes(
+    client: &Client,
+    soft: bool,
+    schema: &TableSchema,
+    target: &PgName,
+) -> Result<(), tokio_postgres::Error> {
+    let has = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+            &[&target.schema, &target.name, &sql::DELETED_AT],
+        )
+        .await?
+        .is_some();
+    if soft {
+        if !has {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} ADD COLUMN {} timestamp",
+                    target.sql(),
+                    sql::DELETED_AT
+                ))
+                .await?;
+            info!(sink = SINK, target = %target, "deletes = \"soft\": deleted rows are kept from now on");
+        }
+        client
+            .batch_execute(&sql::create_live_view(schema, target))
+            .await?;
+    } else if has {
+        let removed = client
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE {} IS NOT NULL",
+                    target.sql(),
+                    sql::DELETED_AT
+                ),
+                &[],
+            )
+            .await?;
+        if removed > 0 {
+            info!(sink = SINK, target = %target, rows = removed,
+                "deletes = \"hard\": rows kept as deleted by an earlier run removed");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use crate::sink::staging::ddl::{ident, PgName};
 
 /// Name of the operation column of a staging table: `d` for a delete, `u` for an upsert.
 pub const OP_COLUMN: &str = "edfi_cdc_op";
+/// With `deletes = "soft"`: the column of a replicated table holding when its row was deleted
+/// at the source (NULL while it is not).
+pub const DELETED_AT: &str = "edfi_cdc_deleted_at";
 /// Redshift's longest VARCHAR, in bytes.
 const MAX_VARCHAR: i64 = 65_535;
 
@@ -99,10 +102,10 @@ fn dist_key(schema: &TableSchema) -> String {
         .expect("tables have a primary key")
 }
 
-/// `CREATE TABLE` for a missing target. On Redshift (`s3`) it carries the distribution key
-/// and a compound sort key on the primary key.
-pub fn create_table(mode: LoadMode, schema: &TableSchema, target: &PgName) -> String {
-    let cols: Vec<String> = schema
+/// `CREATE TABLE` for a missing target (with [`DELETED_AT`] when `soft`). On Redshift (`s3`)
+/// it carries the distribution key and a compound sort key on the primary key.
+pub fn create_table(mode: LoadMode, schema: &TableSchema, target: &PgName, soft: bool) -> String {
+    let mut cols: Vec<String> = schema
         .columns
         .iter()
         .map(|c| {
@@ -114,6 +117,9 @@ pub fn create_table(mode: LoadMode, schema: &TableSchema, target: &PgName) -> St
             )
         })
         .collect();
+    if soft {
+        cols.push(format!("{DELETED_AT} timestamp"));
+    }
     let keys = key_columns(schema).join(", ");
     let mut sql = format!(
         "CREATE TABLE {} (\n    {},\n    PRIMARY KEY ({keys})\n)",
@@ -217,16 +223,90 @@ pub fn copy(table: &str, columns: &[String], from: &CopySource<'_>) -> String {
 /// Apply a loaded staging table to `dest`: delete every changed key, insert the rows that are
 /// not deletes. Two statements, valid on Redshift and PostgreSQL alike (no alias on the
 /// DELETE target, no ON CONFLICT).
-pub fn merge(schema: &TableSchema, dest: &PgName, stage: &str) -> String {
+///
+/// With `soft_at` (`deletes = "soft"`, the deletion time as SQL): a deleted key's row is kept
+/// and marked deleted at that time, unless it already was; an upserted key's row (marked or
+/// not) is replaced by a live one.
+pub fn merge(schema: &TableSchema, dest: &PgName, stage: &str, soft_at: Option<&str>) -> String {
     let cols = columns(schema).join(", ");
     let on: Vec<String> = key_columns(schema)
         .iter()
         .map(|k| format!("{}.{k} = {stage}.{k}", dest.sql()))
         .collect();
+    let on = on.join(" AND ");
+    let d = dest.sql();
+    let insert =
+        format!("INSERT INTO {d} ({cols}) SELECT {cols} FROM {stage} WHERE {OP_COLUMN} <> 'd';");
+    match soft_at {
+        None => format!("DELETE FROM {d} USING {stage} WHERE {on};\n{insert}"),
+        Some(at) => format!(
+            "DELETE FROM {d} USING {stage} WHERE {on} AND {stage}.{OP_COLUMN} <> 'd';\n\
+             UPDATE {d} SET {DELETED_AT} = {at} FROM {stage} \
+             WHERE {on} AND {stage}.{OP_COLUMN} = 'd' AND {d}.{DELETED_AT} IS NULL;\n{insert}"
+        ),
+    }
+}
+
+/// Publish a snapshot's shadow table into the target. With `soft_at`, rows of the target that
+/// the snapshot no longer holds are kept, marked deleted at that time (or when they were).
+pub fn publish(
+    schema: &TableSchema,
+    target: &PgName,
+    shadow: &PgName,
+    soft_at: Option<&str>,
+) -> String {
+    let mut cols = columns(schema);
+    let (t, s) = (target.sql(), shadow.sql());
+    let mut sql = String::new();
+    if let Some(at) = soft_at {
+        let same: Vec<String> = key_columns(schema)
+            .iter()
+            .map(|k| format!("{s}.{k} = {t}.{k}"))
+            .collect();
+        let list = cols.join(", ");
+        sql.push_str(&format!(
+            "INSERT INTO {s} ({list}, {DELETED_AT}) SELECT {list}, COALESCE({DELETED_AT}, {at}) \
+             FROM {t} WHERE NOT EXISTS (SELECT 1 FROM {s} WHERE {});\n",
+            same.join(" AND ")
+        ));
+        cols.push(DELETED_AT.to_string());
+    }
+    let cols = cols.join(", ");
+    sql.push_str(&format!(
+        "DELETE FROM {t};\nINSERT INTO {t} ({cols}) SELECT {cols} FROM {s};\nDROP TABLE {s}"
+    ));
+    sql
+}
+
+/// The view of a soft-deleting target's live rows: `<schema>_live.<table>`. Reporting models
+/// read these in place of the tables.
+pub fn live_view(target: &PgName) -> PgName {
+    PgName {
+        schema: format!("{}{LIVE_SUFFIX}", target.schema),
+        name: target.name.clone(),
+    }
+}
+
+/// A timestamp as SQL both databases take (UTC, microseconds).
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     format!(
-        "DELETE FROM {d} USING {stage} WHERE {on};\nINSERT INTO {d} ({cols}) SELECT {cols} FROM {stage} WHERE {OP_COLUMN} <> 'd';",
-        d = dest.sql(),
-        on = on.join(" AND "),
+        "CAST('{}' AS timestamp)",
+        t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f")
+    )
+}
+
+/// Suffix of the schema of [`live_view`]s.
+pub const LIVE_SUFFIX: &str = "_live";
+
+/// `CREATE OR REPLACE VIEW` of [`live_view`] (its schema too).
+pub fn create_live_view(schema: &TableSchema, target: &PgName) -> String {
+    let view = live_view(target);
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {};\nCREATE OR REPLACE VIEW {} AS SELECT {} FROM {} WHERE {DELETED_AT} IS NULL",
+        ident(&view.schema),
+        view.sql(),
+        columns(schema).join(", "),
+        target.sql()
     )
 }
 
@@ -292,11 +372,15 @@ mod tests {
         let cases = [
             (
                 "create_table_s3.sql",
-                create_table(LoadMode::S3, &t, &target()),
+                create_table(LoadMode::S3, &t, &target(), false),
             ),
             (
                 "create_table_stdin.sql",
-                create_table(LoadMode::Stdin, &t, &target()),
+                create_table(LoadMode::Stdin, &t, &target(), false),
+            ),
+            (
+                "create_table_soft.sql",
+                create_table(LoadMode::Stdin, &t, &target(), true),
             ),
             (
                 "create_stage_s3.sql",
@@ -315,7 +399,29 @@ mod tests {
                 "copy_stdin.sql",
                 copy("edfi_cdc_stage_7", &cols, &CopySource::Stdin),
             ),
-            ("merge.sql", merge(&t, &target(), "edfi_cdc_stage_7")),
+            ("merge.sql", merge(&t, &target(), "edfi_cdc_stage_7", None)),
+            (
+                "merge_soft.sql",
+                merge(
+                    &t,
+                    &target(),
+                    "edfi_cdc_stage_7",
+                    Some("CAST('2025-03-04 05:06:07' AS timestamp)"),
+                ),
+            ),
+            (
+                "publish_soft.sql",
+                publish(
+                    &t,
+                    &target(),
+                    &PgName {
+                        schema: "edfi_cdc_shadow".into(),
+                        name: "edfi_ods__studentschoolassociation".into(),
+                    },
+                    Some("CAST('2025-03-04 05:06:07' AS timestamp)"),
+                ),
+            ),
+            ("live_view.sql", create_live_view(&t, &target())),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/redshift");
         for (file, sql) in cases {
