@@ -275,6 +275,11 @@ pub struct Model {
     /// `currentschoolyear`) are kept when the `SELECT` no longer produces them, as the seed's
     /// reporting database kept earlier years; rows it still produces are refreshed.
     pub history: Option<String>,
+    /// `-- students_of: edfi.table: <SELECT studentusi …>` of an incremental model: the students
+    /// whose rows a flush's changes of a table without students affect, found by a query over
+    /// the flush's rows of it (`{changed}`) and the replicated tables. Such a change then
+    /// refreshes those students only, not the whole model.
+    pub students_of: Vec<(String, String)>,
 }
 
 /// What a model's refresh does with a value longer than its `varchar`/`char` column.
@@ -366,46 +371,42 @@ impl Model {
     /// by an empty CTE of those columns and types: for upstream models whose tables do not
     /// exist yet, and custom inputs not in the target.
     fn select_with_stand_ins(&self, stand_ins: &[(&str, &[Column])]) -> String {
-        if stand_ins.is_empty() {
+        self.select_with(&stand_in_ctes(stand_ins))
+    }
+
+    /// The `SELECT` with every reference to a table named in `ctes` (as the `SELECT` writes
+    /// it, lower-case) replaced by a CTE of that body.
+    fn select_with(&self, ctes: &[(String, String)]) -> String {
+        if ctes.is_empty() {
             return self.select.clone();
         }
         // `schema__table`: a stand-in for custom.student and one for a model *.student, or a
         // CTE of the model's own named student, must not clash.
         let bare = |name: &str| name.replace('.', "__");
-        let ctes: Vec<String> = stand_ins
+        let defs: Vec<String> = ctes
             .iter()
-            .map(|(name, columns)| {
-                let cols: Vec<String> = columns
-                    .iter()
-                    .map(|c| format!("CAST(NULL AS {}) AS {}", c.ty, quote(&c.name)))
-                    .collect();
-                format!(
-                    "{} AS (SELECT {} WHERE 1 = 0)",
-                    quote(&bare(name)),
-                    cols.join(", ")
-                )
-            })
+            .map(|(name, body)| format!("{} AS ({body})", quote(&bare(name))))
             .collect();
         let masked = mask(&self.select).to_ascii_lowercase();
-        let mut body = String::new();
+        let mut text = String::new();
         let mut last = 0;
         for (start, end) in qualified_names(&masked) {
-            if let Some((name, _)) = stand_ins.iter().find(|(n, _)| *n == &masked[start..end]) {
-                body.push_str(&self.select[last..start]);
-                body.push_str(&quote(&bare(name)));
+            if let Some((name, _)) = ctes.iter().find(|(n, _)| n == &masked[start..end]) {
+                text.push_str(&self.select[last..start]);
+                text.push_str(&quote(&bare(name)));
                 last = end;
             }
         }
-        body.push_str(&self.select[last..]);
-        let trimmed = body.trim_start();
+        text.push_str(&self.select[last..]);
+        let trimmed = text.trim_start();
         match trimmed.get(..4) {
             Some(w)
                 if w.eq_ignore_ascii_case("with")
                     && trimmed[4..].starts_with(char::is_whitespace) =>
             {
-                format!("WITH {},{}", ctes.join(", "), &trimmed[4..])
+                format!("WITH {},{}", defs.join(", "), &trimmed[4..])
             }
-            _ => format!("WITH {}\n{}", ctes.join(", "), body),
+            _ => format!("WITH {}\n{}", defs.join(", "), text),
         }
     }
 
@@ -557,8 +558,23 @@ pub struct Refreshed {
     pub kept: u64,
 }
 
-/// Temporary table of the students a flush touched, while incremental models refresh.
+/// A replicated table a flush changed, as a refresh sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Merged from the flush's temporary table `stage` (the last change per key, deletes with
+    /// their key only, and the `edfi_cdc_op` column); `students`: it has a `studentusi` column.
+    Merged { stage: String, students: bool },
+    /// Replaced whole (a snapshot published), or its rows are not known.
+    Replaced,
+}
+
+/// Temporary table of the students a flush touched (`studentusi`, `studentuniqueid`), while
+/// incremental models refresh.
 const STUDENTS: &str = "edfi_cdc_changed_students";
+
+/// Temporary table of the students one incremental model refreshes: the flush's, and those
+/// its `-- students_of:` lines find for its changed inputs without students.
+const MODEL_STUDENTS: &str = "edfi_cdc_model_students";
 
 /// Temporary table of a history model's rows of closed school years, while it refreshes.
 const KEPT: &str = "edfi_cdc_kept";
@@ -576,6 +592,9 @@ pub struct Models {
     /// The replicated tables keep deleted rows (`deletes = "soft"`): models read their live
     /// rows, through the views of [`LIVE_SCHEMA`].
     live: bool,
+    /// Replicated tables with a `studentusi` column (`edfi.table`): an incremental refresh
+    /// reads only the refreshed students' rows of them.
+    student_tables: HashSet<String>,
 }
 
 /// Schema of the views of the replicated tables' live rows, with `deletes = "soft"`.
@@ -649,6 +668,14 @@ impl Models {
         self
     }
 
+    /// Name the replicated tables with a `studentusi` column (`edfi.table`, lower-case): an
+    /// incremental refresh then reads only the refreshed students' rows of them, so its work
+    /// follows the students, not the tables.
+    pub fn with_student_tables(mut self, tables: impl IntoIterator<Item = String>) -> Models {
+        self.student_tables = tables.into_iter().collect();
+        self
+    }
+
     /// The schema the replicated tables are read from.
     fn input_schema(&self) -> &'static str {
         if self.live {
@@ -715,20 +742,22 @@ impl Models {
         version: i64,
         commit_time: Option<DateTime<Utc>>,
     ) -> Result<Vec<Refreshed>, RefreshError> {
-        let all = changed.iter().map(|t| (t.clone(), None)).collect();
+        let all = changed
+            .iter()
+            .map(|t| (t.clone(), Changed::Replaced))
+            .collect();
         self.refresh_batch(tx, &all, version, commit_time).await
     }
 
-    /// [`Models::refresh`] for a flush that knows which students it touched: `changed` maps
-    /// each changed table to the temporary table holding the flush's rows of it (with a
-    /// `studentusi` column and the `edfi_cdc_op` column), or `None` when the table has no
-    /// students or was replaced whole. An incremental model whose changed inputs all have
-    /// such rows is refreshed for those students only (and, when students were deleted, rid of
-    /// rows of students that no longer exist); every other affected model is rebuilt.
+    /// [`Models::refresh`] for a flush that knows the rows it changed: `changed` maps each
+    /// changed table to how it changed. An incremental model whose changed inputs were all
+    /// merged, each either with students or named by a `-- students_of:` line, is refreshed for
+    /// the affected students only (and, when students were deleted, rid of rows of students
+    /// that no longer exist); every other affected model is rebuilt.
     pub async fn refresh_batch(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
-        changed: &HashMap<String, Option<String>>,
+        changed: &HashMap<String, Changed>,
         version: i64,
         commit_time: Option<DateTime<Utc>>,
     ) -> Result<Vec<Refreshed>, RefreshError> {
@@ -757,39 +786,101 @@ impl Models {
             // refreshed for the flush's students can follow them. A changed custom input is
             // not tracked by student: the model is rebuilt whole.
             let upstream_full = refreshed_upstream.iter().any(|d| !d.incremental) || custom_changed;
-            let select = m.select_with_stand_ins(&custom.stand_ins(m));
+            let stand_ins = custom.stand_ins(m);
             let started = Instant::now();
-            let stages: Option<Vec<&String>> =
-                inputs.iter().map(|i| changed[*i].as_ref()).collect();
-            let (rows, truncated, incremental) = match (&m.incremental, stages) {
-                (Some(col), Some(stages))
-                    if !upstream_full
-                        && (students_ready || changed.values().any(Option::is_some)) =>
-                {
+            // The changed inputs' flush rows: each merged table with students, or one a
+            // `-- students_of:` line maps to students (`None`: the model is rebuilt whole).
+            let mapped: Option<Vec<(&String, &String, bool)>> = inputs
+                .iter()
+                .map(|i| match &changed[*i] {
+                    Changed::Merged {
+                        stage,
+                        students: true,
+                    } => Some((*i, stage, true)),
+                    Changed::Merged {
+                        stage,
+                        students: false,
+                    } => m
+                        .students_of
+                        .iter()
+                        .any(|(t, _)| t == *i)
+                        .then_some((*i, stage, false)),
+                    Changed::Replaced => None,
+                })
+                .collect();
+            let (rows, truncated, incremental) = match (&m.incremental, mapped) {
+                (Some(col), Some(mapped)) if !upstream_full => {
                     if !students_ready {
                         let union: Vec<String> = changed
                             .values()
-                            .flatten()
-                            .map(|s| format!("SELECT studentusi FROM {s}"))
+                            .filter_map(|c| match c {
+                                Changed::Merged {
+                                    stage,
+                                    students: true,
+                                } => Some(format!("SELECT studentusi FROM {stage}")),
+                                _ => None,
+                            })
                             .collect();
                         tx.batch_execute(&format!(
-                            "CREATE TEMP TABLE {STUDENTS} (studentuniqueid varchar(65535)); \
-                             INSERT INTO {STUDENTS} SELECT DISTINCT studentuniqueid FROM {input}.student \
-                             WHERE studentusi IN ({})",
-                            union.join(" UNION ")
+                            "CREATE TEMP TABLE {STUDENTS} (studentusi integer, studentuniqueid varchar(65535))"
                         ))
                         .await?;
+                        if !union.is_empty() {
+                            tx.batch_execute(&format!(
+                                "INSERT INTO {STUDENTS} SELECT DISTINCT studentusi, studentuniqueid \
+                                 FROM {input}.student WHERE studentusi IN ({})",
+                                union.join(" UNION ")
+                            ))
+                            .await?;
+                        }
                         students_ready = true;
                     }
+                    // The model's students: the flush's, and those its mapped inputs affect.
+                    let finds: Vec<String> = mapped
+                        .iter()
+                        .filter(|(_, _, students)| !students)
+                        .flat_map(|(table, stage, _)| {
+                            m.students_of.iter().filter(move |(t, _)| t == *table).map(
+                                move |(_, sql)| {
+                                    in_schema(&sql.replace("{changed}", stage), INPUT_SCHEMA, input)
+                                },
+                            )
+                        })
+                        .collect();
+                    let set = if finds.is_empty() {
+                        STUDENTS
+                    } else {
+                        tx.batch_execute(&format!(
+                            "CREATE TEMP TABLE {MODEL_STUDENTS} AS \
+                             SELECT studentusi, studentuniqueid FROM {STUDENTS} UNION \
+                             SELECT s.studentusi, s.studentuniqueid FROM {input}.student s \
+                             WHERE s.studentusi IN ({})",
+                            finds.join(" UNION ")
+                        ))
+                        .await?;
+                        MODEL_STUDENTS
+                    };
+                    // Only those students' rows of the student tables are read.
+                    let mut ctes = stand_in_ctes(&stand_ins);
+                    for t in m.inputs.iter().filter(|t| self.student_tables.contains(*t)) {
+                        let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+                        ctes.push((
+                            format!("{input}.{table}"),
+                            format!(
+                                "SELECT * FROM {input}.{table} WHERE studentusi IN (SELECT studentusi FROM {set})"
+                            ),
+                        ));
+                    }
+                    let select = m.select_with(&ctes);
                     let c = quote(col);
-                    let only = format!("{c} IN (SELECT studentuniqueid FROM {STUDENTS})");
+                    let only = format!("{c} IN (SELECT studentuniqueid FROM {set})");
                     keep_closed(tx, m, input, Some(&only)).await?;
                     tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
                         .await?;
-                    let student_stage = changed
-                        .get(&format!("{INPUT_SCHEMA}.student"))
-                        .and_then(|s| s.as_ref())
-                        .filter(|s| stages.contains(s));
+                    let student_stage = mapped
+                        .iter()
+                        .find(|(t, _, _)| *t == &format!("{INPUT_SCHEMA}.student"))
+                        .map(|(_, stage, _)| stage);
                     if let Some(stage) = student_stage {
                         let gone = tx
                             .query_opt(
@@ -816,9 +907,14 @@ impl Models {
                     let (inserted, truncated) = self
                         .insert(tx, m, &select, Some(&format!("WHERE {only}")))
                         .await?;
+                    if set == MODEL_STUDENTS {
+                        tx.batch_execute(&format!("DROP TABLE {MODEL_STUDENTS}"))
+                            .await?;
+                    }
                     (inserted, truncated, true)
                 }
                 _ => {
+                    let select = m.select_with(&stand_in_ctes(&stand_ins));
                     keep_closed(tx, m, input, None).await?;
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
@@ -1036,6 +1132,23 @@ impl CustomState {
 type TargetColumn = (String, Result<ColumnType, String>, bool);
 
 /// Whether the target has the table `schema.table`.
+/// Empty CTEs of the declared columns and types, named by the tables they stand in for.
+fn stand_in_ctes(stand_ins: &[(&str, &[Column])]) -> Vec<(String, String)> {
+    stand_ins
+        .iter()
+        .map(|(name, columns)| {
+            let cols: Vec<String> = columns
+                .iter()
+                .map(|c| format!("CAST(NULL AS {}) AS {}", c.ty, quote(&c.name)))
+                .collect();
+            (
+                name.to_string(),
+                format!("SELECT {} WHERE 1 = 0", cols.join(", ")),
+            )
+        })
+        .collect()
+}
+
 /// For a model with `-- history:`: copy its rows of closed school years (those of `only`, a
 /// condition on the target's columns, if given) aside before its rows are deleted.
 async fn keep_closed(
@@ -1281,6 +1394,35 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
                 ),
             });
         }
+        for (table, sql) in &m.students_of {
+            let read = references(&mask(sql).to_ascii_lowercase());
+            let unknown: Vec<&String> = read
+                .iter()
+                .filter(|r| r.starts_with(&format!("{INPUT_SCHEMA}.")) && !configured.contains(*r))
+                .collect();
+            let reason = if m.incremental.is_none() {
+                Some(
+                    "only an incremental model (`-- incremental:`) maps changes to students"
+                        .to_string(),
+                )
+            } else if !found_inputs.contains(table) {
+                Some(format!("{table} is not an input of the model"))
+            } else if !unknown.is_empty() {
+                Some(format!(
+                    "reads {}, not replicated tables of group {}",
+                    join(unknown.iter().map(|s| s.as_str())),
+                    m.group
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                problems.push(ModelProblem {
+                    file: m.file.clone(),
+                    reason: format!("model {}: `-- students_of: {table}`: {reason}", m.name),
+                });
+            }
+        }
         let years = format!("{INPUT_SCHEMA}.schoolyeartype");
         if m.history.is_some() && !configured.contains(&years) {
             problems.push(ModelProblem {
@@ -1309,6 +1451,7 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
             postgres: false,
             checked: Arc::default(),
             live: false,
+            student_tables: HashSet::new(),
         })
     } else {
         Err(ModelError(problems))
@@ -1356,6 +1499,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
     let mut saw_inputs = false;
     let mut incremental: Option<String> = None;
     let mut history: Option<String> = None;
+    let mut students_of: Vec<(String, String)> = Vec::new();
     let mut on_overflow = OnOverflow::default();
     let mut custom: Vec<CustomInput> = Vec::new();
     for line in text.lines() {
@@ -1373,6 +1517,15 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             "model" => name = Some(value.trim().to_ascii_lowercase()),
             "incremental" => incremental = Some(value.trim().to_ascii_lowercase()),
             "history" => history = Some(value.trim().to_ascii_lowercase()),
+            "students_of" => match value.split_once(':') {
+                Some((table, sql)) if sql.contains("{changed}") => {
+                    students_of.push((table.trim().to_ascii_lowercase(), sql.trim().to_string()))
+                }
+                _ => problems.push(format!(
+                    "`-- students_of:{value}`: write `-- students_of: edfi.table: SELECT studentusi \
+                     … {{changed}} …`, where {{changed}} is the flush's rows of the table"
+                )),
+            },
             "on_overflow" => match value.trim().to_ascii_lowercase().as_str() {
                 "truncate" => on_overflow = OnOverflow::Truncate,
                 "fail" => on_overflow = OnOverflow::Fail,
@@ -1504,6 +1657,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             incremental,
             on_overflow,
             history,
+            students_of,
         }),
         _ => Err(problems),
     }
@@ -2108,6 +2262,48 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
             let err = Models::load(&dir, &["ic"], &years).unwrap_err().to_string();
             assert!(err.contains(expect), "{err}");
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn students_of_maps_an_input_of_an_incremental_model_with_replicated_tables() {
+        let dir = tempdir("students_of");
+        let line = "-- students_of: edfi.school: SELECT s.studentusi FROM edfi.student s JOIN {changed} c ON c.schoolid = 1";
+        let model = |extra: &str| {
+            GOOD.replace(
+                "-- inputs: edfi.school\n",
+                &format!("-- inputs: edfi.school\n-- incremental: studentnumber\n{extra}\n"),
+            )
+        };
+        let all = set(&["edfi.student", "edfi.school"]);
+        write(&dir, "ic", "thing.sql", &model(line));
+        let models = Models::load(&dir, &["ic"], &all).unwrap();
+        assert_eq!(models.models()[0].students_of[0].0, "edfi.school");
+        for (extra, expect) in [
+            (
+                line.replace("{changed}", "edfi.school"),
+                "where {changed} is the flush's rows",
+            ),
+            (
+                line.replace("edfi.school:", "edfi.staff:"),
+                "edfi.staff is not an input of the model",
+            ),
+            (
+                line.replace("edfi.student s", "edfi.staff s"),
+                "reads edfi.staff, not replicated tables",
+            ),
+        ] {
+            write(&dir, "ic", "thing.sql", &model(&extra));
+            let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err}");
+        }
+        let plain = GOOD.replace(
+            "-- inputs: edfi.school\n",
+            &format!("-- inputs: edfi.school\n{line}\n"),
+        );
+        write(&dir, "ic", "thing.sql", &plain);
+        let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
+        assert!(err.contains("only an incremental model"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -494,6 +494,7 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         "every reporting table has a model"
     );
 
+    let full_before = full_refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1);
     let url = rig.sim.backing_url();
     let writer = tokio::spawn(async move {
         let (_stop_tx, stop) = watch::channel(false);
@@ -540,7 +541,14 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         versions.insert(version);
         samples += 1;
     }
-    assert!(writer.await.unwrap().total_changes() >= 3000);
+    let stats = writer.await.unwrap();
+    assert!(stats.total_changes() >= 3000);
+    assert!(
+        stats.kinds.get("staff").is_some_and(|n| *n > 0)
+            && stats.kinds.get("calendar").is_some_and(|n| *n > 0),
+        "the workload changed staff and calendars: {:?}",
+        stats.kinds
+    );
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     assert_equal(&rig.source, &rig.target).await;
     let tx = reader.transaction().await.unwrap();
@@ -561,7 +569,33 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         metrics.contains("mode=\"incremental\""),
         "student models were refreshed incrementally under the workload:\n{metrics}"
     );
+    // Staff and calendar changes map to the students they affect (`-- students_of:`): the
+    // student models read by them were never rebuilt whole under the workload.
+    let full_after = full_refreshes(&metrics);
+    for model in ["enrollment.studentenrollment", "roster.teacherstudentlinks"] {
+        assert_eq!(
+            full_after.get(model),
+            full_before.get(model),
+            "{model} was rebuilt whole under the workload"
+        );
+    }
     drop(rep);
+}
+
+/// Full refreshes per model so far, from the metrics text.
+fn full_refreshes(metrics: &str) -> HashMap<String, u64> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("edfi_cdc_model_refresh_duration_seconds_count")
+                && l.contains("mode=\"full\"")
+        })
+        .filter_map(|l| {
+            let model = l.split("model=\"").nth(1)?.split('"').next()?;
+            let n = l.rsplit(' ').next()?.parse().ok()?;
+            Some((model.to_string(), n))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ use crate::event::{
     describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
 };
 use crate::metrics;
-use crate::models::{Models, RefreshError};
+use crate::models::{Changed, Models, RefreshError};
 use crate::retry::Backoff;
 use crate::sink::staging::ddl::{shadow_table, PgName};
 use crate::stream::Input;
@@ -205,7 +205,13 @@ impl RedshiftSink {
         loop {
             match Self::open_once(connector, cfg, &models, retry, schemas).await {
                 Ok((mut sink, cp)) => {
-                    sink.models = models;
+                    // Incremental refreshes read only their students' rows of these.
+                    let students = sink
+                        .tables
+                        .values()
+                        .filter(|rt| has_students(&rt.schema))
+                        .map(|rt| rt.target.to_string());
+                    sink.models = models.with_student_tables(students);
                     return Ok((sink, cp));
                 }
                 Err(e) if e.is_retriable() => {
@@ -613,18 +619,17 @@ impl RedshiftSink {
         // Soft deletes are stamped with the source commit time of the flush's watermark.
         let soft_at = (self.cfg.deletes == Deletes::Soft)
             .then(|| sql::timestamp(w.commit_time.unwrap_or_else(Utc::now)));
-        // Changed target → its staging table when it holds students (incremental models read
-        // the students touched from it); the staging tables live until the models are done.
-        let mut changed: HashMap<String, Option<String>> = HashMap::new();
+        // Changed target → its staging table (incremental models find the students touched
+        // in them); the staging tables live until the models are done.
+        let mut changed: HashMap<String, Changed> = HashMap::new();
         for load in &self.loads {
             let rt = &self.tables[&load.id];
             stage_and_merge(&tx, &self.cfg, rt, &load.dest, load, soft_at.as_deref()).await?;
-            let students = rt
-                .schema
-                .columns
-                .iter()
-                .any(|c| c.name.eq_ignore_ascii_case("StudentUSI"));
-            changed.insert(rt.target.to_string(), students.then(|| rt.stage.clone()));
+            let merged = Changed::Merged {
+                stage: rt.stage.clone(),
+                students: has_students(&rt.schema),
+            };
+            changed.insert(rt.target.to_string(), merged);
         }
         for rt in self.tables.values() {
             if rt
@@ -640,7 +645,7 @@ impl RedshiftSink {
                 ))
                 .await
                 .map_err(pg)?;
-                changed.insert(rt.target.to_string(), None);
+                changed.insert(rt.target.to_string(), Changed::Replaced);
                 // Fresh statistics before the models read the replaced table (PostgreSQL
                 // would plan the refresh with the empty table's); Redshift analyzes on its own.
                 if mode == LoadMode::Stdin {
@@ -655,7 +660,7 @@ impl RedshiftSink {
         // another connector that read them (custom inputs) to rebuild.
         if !changed.is_empty() {
             if !self.cfg.incremental_models {
-                changed.values_mut().for_each(|stage| *stage = None);
+                changed.values_mut().for_each(|c| *c = Changed::Replaced);
             }
             let refreshed = self
                 .models
@@ -1133,6 +1138,14 @@ async fn ensure_table(
         }
     }
     Ok((types, problems))
+}
+
+/// Whether a table has a `StudentUSI` column.
+fn has_students(schema: &TableSchema) -> bool {
+    schema
+        .columns
+        .iter()
+        .any(|c| c.name.eq_ignore_ascii_case("StudentUSI"))
 }
 
 /// `deletes = "soft"`: the target has [`sql::DELETED_AT`] (added if missing) and its live view.
