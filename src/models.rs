@@ -32,6 +32,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::GenericClient;
 
 use crate::config::{ConnectorConfig, Deletes};
+use crate::sink::redshift::sql::DELETED_AT;
 
 mod overflow;
 
@@ -280,6 +281,10 @@ pub struct Model {
     /// the flush's rows of it (`{changed}`) and the replicated tables. Such a change then
     /// refreshes those students only, not the whole model.
     pub students_of: Vec<(String, String)>,
+    /// A digest of the model's definition (name, columns, key, `SELECT`, history column) as
+    /// loaded: a refresh after it changed rebuilds the model whole and keeps no rows of closed
+    /// years (their keys may have changed with it).
+    pub definition: String,
 }
 
 /// What a model's refresh does with a value longer than its `varchar`/`char` column.
@@ -779,13 +784,16 @@ impl Models {
                 .filter(|d| m.upstream.contains(&d.model))
                 .collect();
             let custom_changed = custom.changed(m);
-            if inputs.is_empty() && refreshed_upstream.is_empty() && !custom_changed {
+            let redefined = custom.redefined(m);
+            if inputs.is_empty() && refreshed_upstream.is_empty() && !custom_changed && !redefined {
                 continue;
             }
             // A model reading a model rebuilt whole is rebuilt whole; one reading models
             // refreshed for the flush's students can follow them. A changed custom input is
-            // not tracked by student: the model is rebuilt whole.
-            let upstream_full = refreshed_upstream.iter().any(|d| !d.incremental) || custom_changed;
+            // not tracked by student, and a changed definition may change every row: the model
+            // is rebuilt whole.
+            let upstream_full =
+                refreshed_upstream.iter().any(|d| !d.incremental) || custom_changed || redefined;
             let stand_ins = custom.stand_ins(m);
             let started = Instant::now();
             // The changed inputs' flush rows: each merged table with students, or one a
@@ -861,7 +869,7 @@ impl Models {
                         MODEL_STUDENTS
                     };
                     // Only those students' rows of the student tables are read.
-                    let mut ctes = stand_in_ctes(&stand_ins);
+                    let mut ctes = custom.ctes(m, &stand_ins);
                     for t in m.inputs.iter().filter(|t| self.student_tables.contains(*t)) {
                         let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
                         ctes.push((
@@ -914,15 +922,23 @@ impl Models {
                     (inserted, truncated, true)
                 }
                 _ => {
-                    let select = m.select_with(&stand_in_ctes(&stand_ins));
-                    keep_closed(tx, m, input, None).await?;
+                    let select = m.select_with(&custom.ctes(m, &stand_ins));
+                    // A new definition may give the same rows other keys: keeping the closed
+                    // years' old rows would duplicate them.
+                    if !redefined {
+                        keep_closed(tx, m, input, None).await?;
+                    }
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
                     let (inserted, truncated) = self.insert(tx, m, &select, None).await?;
                     (inserted, truncated, false)
                 }
             };
-            let kept = restore_closed(tx, m).await?;
+            let kept = if redefined {
+                0
+            } else {
+                restore_closed(tx, m).await?
+            };
             custom.record(tx, m).await?;
             done.push(Refreshed {
                 model: m.name.clone(),
@@ -1020,14 +1036,20 @@ impl Models {
 
 /// What the custom inputs of the models look like in the target at a flush — absent, or
 /// present as of the freshness row the connector carrying them last wrote — and what each
-/// model saw at its last refresh (`edfi_cdc.model_inputs`). A model whose custom inputs look
-/// different now is rebuilt; while one is absent the model reads an empty stand-in.
+/// model saw at its last refresh (`edfi_cdc.model_inputs`, with the model's definition as the
+/// input [`DEFINITION`]). A model whose custom inputs or definition look different now is
+/// rebuilt; while a custom input is absent the model reads an empty stand-in.
 struct CustomState {
     /// Per custom input: `None` when not in the target, else its freshness signature.
     now: HashMap<String, Option<String>>,
     /// (model, input) → the signature the model last read.
     seen: HashMap<(String, String), String>,
+    /// Custom inputs that keep deleted rows (carried by a sink with `deletes = "soft"`).
+    soft: HashSet<String>,
 }
+
+/// The `input` of a model's definition digest in `edfi_cdc.model_inputs`.
+const DEFINITION: &str = "(definition)";
 
 impl CustomState {
     async fn read(
@@ -1037,14 +1059,12 @@ impl CustomState {
         let mut state = CustomState {
             now: HashMap::new(),
             seen: HashMap::new(),
+            soft: HashSet::new(),
         };
         let inputs: BTreeSet<&str> = models
             .iter()
             .flat_map(|m| m.custom.iter().map(|c| c.name.as_str()))
             .collect();
-        if inputs.is_empty() {
-            return Ok(state);
-        }
         for input in inputs {
             let signature = if table_exists(tx, input).await? {
                 let row = tx
@@ -1062,6 +1082,9 @@ impl CustomState {
             } else {
                 None
             };
+            if signature.is_some() && has_column(tx, input, DELETED_AT).await? {
+                state.soft.insert(input.to_string());
+            }
             state.now.insert(input.to_string(), signature);
         }
         for r in tx
@@ -1094,6 +1117,27 @@ impl CustomState {
         })
     }
 
+    /// The CTEs `m`'s `SELECT` reads its custom inputs through: empty stand-ins for those not
+    /// in the target (`stand_ins`), the live rows of those that keep deleted rows.
+    fn ctes(&self, m: &Model, stand_ins: &[(&str, &[Column])]) -> Vec<(String, String)> {
+        let mut ctes = stand_in_ctes(stand_ins);
+        for c in m.custom.iter().filter(|c| self.soft.contains(&c.name)) {
+            ctes.push((
+                c.name.clone(),
+                format!("SELECT * FROM {} WHERE {DELETED_AT} IS NULL", c.name),
+            ));
+        }
+        ctes
+    }
+
+    /// Whether `m`'s definition differs from the one of its last refresh (or it has none).
+    fn redefined(&self, m: &Model) -> bool {
+        self.seen
+            .get(&(m.name.clone(), DEFINITION.to_string()))
+            .map(String::as_str)
+            != Some(m.definition.as_str())
+    }
+
     /// The custom inputs of `m` not in the target, as stand-ins.
     fn stand_ins<'m>(&self, m: &'m Model) -> Vec<(&'m str, &'m [Column])> {
         m.custom
@@ -1103,13 +1147,13 @@ impl CustomState {
             .collect()
     }
 
-    /// `m` has been refreshed from its custom inputs as they look now.
+    /// `m` has been refreshed by its definition and from its custom inputs as they are now.
     async fn record(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         m: &Model,
     ) -> Result<(), tokio_postgres::Error> {
-        if m.custom.is_empty() {
+        if !self.redefined(m) && !self.changed(m) {
             return Ok(());
         }
         tx.execute(
@@ -1117,11 +1161,16 @@ impl CustomState {
             &[&m.name],
         )
         .await?;
-        for c in &m.custom {
+        let seen = std::iter::once((DEFINITION, m.definition.as_str())).chain(
+            m.custom
+                .iter()
+                .map(|c| (c.name.as_str(), self.signature(&c.name))),
+        );
+        for (input, signature) in seen {
             tx.execute(
                 "INSERT INTO edfi_cdc.model_inputs (model, input, seen) \
                  VALUES (CAST($1 AS varchar(255)), CAST($2 AS varchar(255)), CAST($3 AS varchar(255)))",
-                &[&m.name, &c.name, &self.signature(&c.name)],
+                &[&m.name, &input, &signature],
             )
             .await?;
         }
@@ -1131,7 +1180,6 @@ impl CustomState {
 
 type TargetColumn = (String, Result<ColumnType, String>, bool);
 
-/// Whether the target has the table `schema.table`.
 /// Empty CTEs of the declared columns and types, named by the tables they stand in for.
 fn stand_in_ctes(stand_ins: &[(&str, &[Column])]) -> Vec<(String, String)> {
     stand_ins
@@ -1199,6 +1247,24 @@ async fn restore_closed(
     Ok(n)
 }
 
+/// Whether the target's table `schema.table` has the column `column`.
+async fn has_column(
+    client: &impl GenericClient,
+    name: &str,
+    column: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let (schema, table) = name.split_once('.').unwrap_or(("", name));
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+            &[&schema, &table, &column],
+        )
+        .await?
+        .is_some())
+}
+
+/// Whether the target has the table `schema.table`.
 pub async fn table_exists(
     client: &impl GenericClient,
     name: &str,
@@ -1645,6 +1711,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
     }
     match (problems.is_empty(), name, table) {
         (true, Some(name), Some((_, columns, key))) => Ok(Model {
+            definition: definition_digest(&name, &columns, &key, &select, history.as_deref()),
             name,
             group: group.to_string(),
             file: file.to_path_buf(),
@@ -1661,6 +1728,27 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
         }),
         _ => Err(problems),
     }
+}
+
+/// [`Model::definition`].
+fn definition_digest(
+    name: &str,
+    columns: &[Column],
+    key: &[String],
+    select: &str,
+    history: Option<&str>,
+) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{} {} {}", c.name, c.ty, c.not_null))
+        .collect();
+    let text = format!(
+        "{name}\n{}\n{}\n{select}\n{}",
+        cols.join(","),
+        key.join(","),
+        history.unwrap_or("")
+    );
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
 /// `custom.table (column type, …)` of a `-- custom:` header line.

@@ -1211,3 +1211,137 @@ async fn a_value_too_long_for_its_column_is_cut_or_fails_as_the_model_says() {
          staffnumber=s2 (on_overflow = \"fail\")"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_model_definition_rebuilds_it_whole_without_its_kept_years() {
+    let (mut rig, version) = replicated(600, 31).await;
+    let dir = std::env::temp_dir().join(unique("edfi_cdc_models"));
+    std::fs::create_dir_all(dir.join("ic")).unwrap();
+    for f in std::fs::read_dir(shipped_models_dir().join("ic")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join("ic").join(f.file_name().unwrap())).unwrap();
+    }
+    let guard = ModelDir(dir.clone());
+    let load = || Models::load(&guard.0, &["ic"], &ic_tables()).unwrap_or_else(|e| panic!("{e}"));
+    let models = load();
+    models.install(&rig.target).await.unwrap();
+    let tx = rig.target.transaction().await.unwrap();
+    models
+        .refresh(&tx, &models.inputs(), version, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let before = count_2024(&rig.target).await;
+    assert!(before > 0);
+
+    // 2024 archived: its enrollments are kept (a closed year).
+    rig.target
+        .batch_execute("DELETE FROM edfi.studentschoolassociation WHERE schoolyear = 2024")
+        .await
+        .unwrap();
+    let changed: HashSet<String> = ["edfi.studentschoolassociation".to_string()].into();
+    let tx = rig.target.transaction().await.unwrap();
+    models
+        .refresh(&tx, &changed, version + 1, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count_2024(&rig.target).await, before);
+
+    // A new definition of the model (a comment alone is not one): rebuilt whole at the next
+    // refresh, with nothing changed, and without the kept rows, whose keys it may have changed.
+    let file = dir.join("ic/enrollment.studentenrollment.sql");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("-- a note\n{text}")).unwrap();
+    let tx = rig.target.transaction().await.unwrap();
+    let done = load()
+        .refresh(&tx, &HashSet::new(), version + 2, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(done.is_empty(), "a comment is no new definition: {done:?}");
+    std::fs::write(
+        &file,
+        text.replace(
+            "WHERE a.schoolyear IS NOT NULL",
+            "WHERE a.schoolyear IS NOT NULL AND 1 = 1",
+        ),
+    )
+    .unwrap();
+    let tx = rig.target.transaction().await.unwrap();
+    let done = load()
+        .refresh(&tx, &HashSet::new(), version + 3, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let names: Vec<&str> = done.iter().map(|d| d.model.as_str()).collect();
+    assert_eq!(names, ["enrollment.studentenrollment"]);
+    assert!(!done[0].incremental && done[0].kept == 0, "{done:?}");
+    assert_eq!(count_2024(&rig.target).await, 0);
+    let tx = rig.target.transaction().await.unwrap();
+    let done = load()
+        .refresh(&tx, &HashSet::new(), version + 4, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(done.is_empty(), "recorded: {done:?}");
+}
+
+/// Rows of 2024 in `enrollment.studentenrollment`.
+async fn count_2024(c: &Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM enrollment.studentenrollment WHERE endyear = 2024",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_input_that_keeps_deleted_rows_is_read_without_them() {
+    let (mut rig, version) = replicated(600, 33).await;
+    let models = load_ic();
+    models.install(&rig.target).await.unwrap();
+    let schools: Vec<i32> = rig
+        .target
+        .query("SELECT schoolid FROM edfi.school ORDER BY 1 LIMIT 2", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // As a sink with deletes = "soft" carries it: one live row, one deleted.
+    rig.target
+        .batch_execute(&format!(
+            "CREATE SCHEMA custom;
+             CREATE TABLE custom.schoolmanualattributes (schoolnumber varchar(20), schoolabbreviation varchar(10),
+                 active boolean, edfi_cdc_deleted_at timestamp);
+             INSERT INTO custom.schoolmanualattributes VALUES
+                 ('{}', 'LIVE', true, NULL), ('{}', 'GONE', true, '2025-01-01 00:00:00');",
+            schools[0], schools[1]
+        ))
+        .await
+        .unwrap();
+    let tx = rig.target.transaction().await.unwrap();
+    models
+        .refresh(&tx, &models.inputs(), version, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let abbreviation = |school: i32| {
+        let target = &rig.target;
+        async move {
+            target
+                .query_one(
+                    "SELECT schoolabbreviation FROM schedule.school WHERE schoolnumber = $1",
+                    &[&school],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(abbreviation(schools[0]).await, "LIVE");
+    assert_ne!(abbreviation(schools[1]).await, "GONE");
+}

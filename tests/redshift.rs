@@ -1012,5 +1012,41 @@ async fn soft_deletes_keep_deleted_rows_through_kills_and_a_resnapshot_and_the_m
     assert!(rep
         .log()
         .contains("rows kept as deleted by an earlier run removed"));
-    drop(rep);
+
+    // Killed while publishing a re-snapshot in hard mode, started again soft: the shadow table
+    // left behind gets the column too, and the publish completes soft.
+    locker
+        .batch_execute("BEGIN; LOCK TABLE edfi.studentsectionassociation IN SHARE MODE")
+        .await
+        .unwrap();
+    let out = rig
+        .connector
+        .command(&["resnapshot", "edfi.StudentSectionAssociation"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hard_publish = "DELETE FROM \"edfi\".\"studentsectionassociation\";";
+    wait_blocked(&observer, &rig.staging.name, hard_publish).await;
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    rig.connector
+        .env
+        .push(("REDSHIFT_DELETES".into(), "soft".into()));
+    let rep = rig.connector.run();
+    wait_for("the re-snapshot to be published", CATCH_UP, || async {
+        rep.log().contains(published).then_some(())
+    })
+    .await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let live = compare_all_in(&rig.source, &rig.target, true, Some("edfi_live")).await;
+    assert!(
+        live.is_empty(),
+        "soft after a hard publish was cut:\n{}",
+        live.join("\n")
+    );
+    assert!(rep.terminate(Duration::from_secs(30)).success());
 }

@@ -253,11 +253,12 @@ impl Pause {
     }
 }
 
-/// A barrier's count: the records written to `shard` since its previous barrier there.
+/// A barrier's count: the records written to `shard` since its previous barrier there
+/// (`None` in records of versions before the shard was named: the shard it is read from).
 #[derive(Debug, Clone, PartialEq)]
 struct Sent {
     records: u64,
-    shard: String,
+    shard: Option<String>,
 }
 
 /// A record's data: the message's key and value, and on a barrier its count (`sent`, with the
@@ -266,7 +267,9 @@ fn record_data(key: &Json, value: &Json, sent: Option<&Sent>) -> Vec<u8> {
     let mut doc = json!({"key": key, "value": value});
     if let Some(s) = sent {
         doc["sent"] = json!(s.records);
-        doc["shard"] = json!(s.shard);
+        if let Some(shard) = &s.shard {
+            doc["shard"] = json!(shard);
+        }
     }
     serde_json::to_vec(&doc).expect("JSON of JSON")
 }
@@ -287,8 +290,9 @@ fn parse_record_data(data: &[u8]) -> Result<(Json, Json, Option<Sent>), String> 
         (Some(n), shard) => Some(Sent {
             records: n.as_u64().ok_or("field `sent` is not a count")?,
             shard: match shard {
-                Some(Json::String(s)) => s,
-                _ => return Err("field `sent` without the shard it counts (`shard`)".into()),
+                None => None,
+                Some(Json::String(s)) => Some(s),
+                Some(_) => return Err("field `shard` is not a shard id".into()),
             },
         }),
     };
@@ -654,7 +658,7 @@ impl Producer {
                 .map(|(id, start)| {
                     let sent = Sent {
                         records: b.landed.get(id).copied().unwrap_or(0),
-                        shard: id.clone(),
+                        shard: Some(id.clone()),
                     };
                     let data = record_data(key, value, Some(&sent));
                     entry(data, partition.to_string(), start.clone())
@@ -662,7 +666,16 @@ impl Producer {
                 .collect();
             for chunk in missing.chunks(BATCH_RECORDS) {
                 let landed =
-                    put_all(self.client.clone(), self.stream.clone(), chunk.to_vec()).await?;
+                    match put_all(self.client.clone(), self.stream.clone(), chunk.to_vec()).await {
+                        Ok(landed) => landed,
+                        Err(e) => {
+                            // Some copies may have landed, closing stretches that can no longer
+                            // be named: count from zero everywhere (a reader then receives more
+                            // than a count says, never fewer).
+                            b.landed.clear();
+                            return Err(e);
+                        }
+                    };
                 // A copy closes the stretch of the shard it landed on, even one that landed on
                 // a child of the shard it was meant for (whose count its reader then ignores).
                 for shard in &landed {
@@ -721,7 +734,9 @@ impl Shared {
             .map_err(|e| fatal(format!("{}: malformed record: {e}", at())))?;
         let msg = event::decode(&key, &value, |id| self.schemas.get(id).cloned())
             .map_err(|e| fatal(format!("{}: {e}", at())))?;
-        let sent = sent.filter(|s| s.shard == shard).map(|s| s.records);
+        let sent = sent
+            .filter(|s| s.shard.as_deref().is_none_or(|s| s == shard))
+            .map(|s| s.records);
         Ok((msg, sent))
     }
 }
@@ -1280,7 +1295,7 @@ mod tests {
         });
         let sent = Sent {
             records: 3,
-            shard: "shardId-000000000001".into(),
+            shard: Some("shardId-000000000001".into()),
         };
         for (msg, sent) in [(change, None), (watermark, Some(sent))] {
             let (key, value) = event::encode("c", "db", &msg);
@@ -1299,7 +1314,10 @@ mod tests {
         assert!(parse_record_data(br#"{"key": {}}"#).is_err());
         assert!(parse_record_data(br#"{"key": {}, "value": 3}"#).is_err());
         assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": -1}"#).is_err());
-        assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": 1}"#).is_err());
+        assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": 1, "shard": 2}"#).is_err());
+        // Written before counts named their shard: the shard it is read from.
+        let (_, _, sent) = parse_record_data(br#"{"key": {}, "value": {}, "sent": 1}"#).unwrap();
+        assert_eq!(sent.map(|s| (s.records, s.shard)), Some((1, None)));
     }
 
     #[test]

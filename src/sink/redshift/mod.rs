@@ -265,14 +265,15 @@ impl RedshiftSink {
                     problems,
                 });
             }
-            ensure_deletes(&client, soft, schema, &target)
+            let shadow = shadow_table(connector, &target);
+            ensure_deletes(&client, cfg.load, soft, schema, &target, &shadow)
                 .await
                 .map_err(pg)?;
             tables.insert(
                 schema.id.clone(),
                 TableRt {
                     schema: schema.clone(),
-                    shadow: shadow_table(connector, &target),
+                    shadow,
                     columns: sql::columns(schema),
                     types,
                     target,
@@ -430,7 +431,7 @@ impl RedshiftSink {
         for r in refreshed {
             metrics::model_refresh(&self.connector, &r.model, r.incremental, r.seconds);
             metrics::model_values_truncated(&self.connector, &r.model, r.truncated);
-            info!(sink = SINK, model = %r.model, rows = r.rows, kept = r.kept, "model rebuilt: its custom inputs changed");
+            info!(sink = SINK, model = %r.model, rows = r.rows, kept = r.kept, "model rebuilt: its definition or custom inputs changed");
         }
         Ok(())
     }
@@ -1148,51 +1149,66 @@ fn has_students(schema: &TableSchema) -> bool {
         .any(|c| c.name.eq_ignore_ascii_case("StudentUSI"))
 }
 
-/// `deletes = "soft"`: the target has [`sql::DELETED_AT`] (added if missing) and its live view.
-/// `hard`: rows an earlier soft-deleting run kept as deleted are removed.
+/// `deletes = "soft"`: the target, and a snapshot's shadow table left from before, have
+/// [`sql::DELETED_AT`] (added if missing), and the target its live view. `hard`: rows an earlier
+/// soft-deleting run kept as deleted are removed from both.
 async fn ensure_deletes(
     client: &Client,
+    mode: LoadMode,
     soft: bool,
     schema: &TableSchema,
     target: &PgName,
+    shadow: &PgName,
 ) -> Result<(), tokio_postgres::Error> {
-    let has = client
-        .query_opt(
-            "SELECT 1 FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
-            &[&target.schema, &target.name, &sql::DELETED_AT],
-        )
-        .await?
-        .is_some();
-    if soft {
-        if !has {
+    for table in [target, shadow] {
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+                &[&table.schema, &table.name],
+            )
+            .await?
+            .is_some();
+        if !exists {
+            continue;
+        }
+        let has = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+                &[&table.schema, &table.name, &sql::DELETED_AT],
+            )
+            .await?
+            .is_some();
+        if soft && !has {
             client
                 .batch_execute(&format!(
                     "ALTER TABLE {} ADD COLUMN {} timestamp",
-                    target.sql(),
+                    table.sql(),
                     sql::DELETED_AT
                 ))
                 .await?;
-            info!(sink = SINK, target = %target, "deletes = \"soft\": deleted rows are kept from now on");
+            info!(sink = SINK, table = %table, "deletes = \"soft\": deleted rows are kept from now on");
+        } else if !soft && has {
+            let removed = client
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE {} IS NOT NULL",
+                        table.sql(),
+                        sql::DELETED_AT
+                    ),
+                    &[],
+                )
+                .await?;
+            if removed > 0 {
+                info!(sink = SINK, table = %table, rows = removed,
+                    "deletes = \"hard\": rows kept as deleted by an earlier run removed");
+            }
         }
+    }
+    if soft {
         client
-            .batch_execute(&sql::create_live_view(schema, target))
+            .batch_execute(&sql::create_live_view(mode, schema, target))
             .await?;
-    } else if has {
-        let removed = client
-            .execute(
-                &format!(
-                    "DELETE FROM {} WHERE {} IS NOT NULL",
-                    target.sql(),
-                    sql::DELETED_AT
-                ),
-                &[],
-            )
-            .await?;
-        if removed > 0 {
-            info!(sink = SINK, target = %target, rows = removed,
-                "deletes = \"hard\": rows kept as deleted by an earlier run removed");
-        }
     }
     Ok(())
 }

@@ -298,15 +298,21 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 /// Suffix of the schema of [`live_view`]s.
 pub const LIVE_SUFFIX: &str = "_live";
 
-/// `CREATE OR REPLACE VIEW` of [`live_view`] (its schema too).
-pub fn create_live_view(schema: &TableSchema, target: &PgName) -> String {
+/// The [`live_view`] created again (and its schema if missing), in one statement batch: its
+/// columns follow the table's. On Redshift a late-binding view (`WITH NO SCHEMA BINDING`), so
+/// it never holds the table's columns back.
+pub fn create_live_view(mode: LoadMode, schema: &TableSchema, target: &PgName) -> String {
     let view = live_view(target);
+    let binding = match mode {
+        LoadMode::S3 => " WITH NO SCHEMA BINDING",
+        LoadMode::Stdin => "",
+    };
     format!(
-        "CREATE SCHEMA IF NOT EXISTS {};\nCREATE OR REPLACE VIEW {} AS SELECT {} FROM {} WHERE {DELETED_AT} IS NULL",
+        "CREATE SCHEMA IF NOT EXISTS {};\nDROP VIEW IF EXISTS {v};\nCREATE VIEW {v} AS SELECT {} FROM {} WHERE {DELETED_AT} IS NULL{binding}",
         ident(&view.schema),
-        view.sql(),
         columns(schema).join(", "),
-        target.sql()
+        target.sql(),
+        v = view.sql(),
     )
 }
 
@@ -421,7 +427,10 @@ mod tests {
                     Some("CAST('2025-03-04 05:06:07' AS timestamp)"),
                 ),
             ),
-            ("live_view.sql", create_live_view(&t, &target())),
+            (
+                "live_view.sql",
+                create_live_view(LoadMode::S3, &t, &target()),
+            ),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/redshift");
         for (file, sql) in cases {
