@@ -1108,7 +1108,7 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
     assert!(
         ods_rep
             .log()
-            .contains("model rebuilt: its custom inputs changed"),
+            .contains("model rebuilt: its definition or custom inputs changed"),
         "the quiet ODS connector rebuilt the models itself:\n{}",
         ods_rep.log()
     );

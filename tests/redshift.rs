@@ -999,14 +999,15 @@ async fn soft_deletes_keep_deleted_rows_through_kills_and_a_resnapshot_and_the_m
     // Back to hard deletes: the rows kept as deleted go, the tables equal the source.
     rig.connector.env.retain(|(k, _)| k != "REDSHIFT_DELETES");
     let rep = rig.connector.run();
-    wait_for(
-        "the sink to remove the rows kept as deleted",
-        CATCH_UP,
-        || async {
-            (soft_deleted(&rig.target, "studentsectionassociation").await == 0).then_some(())
-        },
-    )
+    // The sink is ready once every table is set up, the kept rows removed.
+    wait_for("the sink to be ready", CATCH_UP, || async {
+        rep.log().contains("redshift sink ready").then_some(())
+    })
     .await;
+    assert_eq!(
+        soft_deleted(&rig.target, "studentsectionassociation").await,
+        0
+    );
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     assert_equal(&rig.source, &rig.target).await;
     assert!(rep
