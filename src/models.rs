@@ -767,6 +767,9 @@ impl Models {
         commit_time: Option<DateTime<Utc>>,
     ) -> Result<Vec<Refreshed>, RefreshError> {
         let mut done: Vec<Refreshed> = Vec::new();
+        // Models refreshed for more students than the flush's (`-- students_of:`): a model
+        // reading one cannot follow it by the flush's students alone.
+        let mut widened: HashSet<&str> = HashSet::new();
         let mut students_ready = false;
         if self.postgres {
             tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
@@ -792,8 +795,11 @@ impl Models {
             // refreshed for the flush's students can follow them. A changed custom input is
             // not tracked by student, and a changed definition may change every row: the model
             // is rebuilt whole.
-            let upstream_full =
-                refreshed_upstream.iter().any(|d| !d.incremental) || custom_changed || redefined;
+            let upstream_full = refreshed_upstream
+                .iter()
+                .any(|d| !d.incremental || widened.contains(d.model.as_str()))
+                || custom_changed
+                || redefined;
             let stand_ins = custom.stand_ins(m);
             let started = Instant::now();
             // The changed inputs' flush rows: each merged table with students, or one a
@@ -885,10 +891,12 @@ impl Models {
                     keep_closed(tx, m, input, Some(&only)).await?;
                     tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
                         .await?;
-                    let student_stage = mapped
-                        .iter()
-                        .find(|(t, _, _)| *t == &format!("{INPUT_SCHEMA}.student"))
-                        .map(|(_, stage, _)| stage);
+                    // Students deleted by the flush: their rows go from every incremental model,
+                    // also one that reads them only through an upstream model.
+                    let student_stage = match changed.get(&format!("{INPUT_SCHEMA}.student")) {
+                        Some(Changed::Merged { stage, .. }) => Some(stage),
+                        _ => None,
+                    };
                     if let Some(stage) = student_stage {
                         let gone = tx
                             .query_opt(
@@ -918,6 +926,7 @@ impl Models {
                     if set == MODEL_STUDENTS {
                         tx.batch_execute(&format!("DROP TABLE {MODEL_STUDENTS}"))
                             .await?;
+                        widened.insert(m.name.as_str());
                     }
                     (inserted, truncated, true)
                 }
@@ -1742,6 +1751,8 @@ fn definition_digest(
         .iter()
         .map(|c| format!("{} {} {}", c.name, c.ty, c.not_null))
         .collect();
+    // Layout is not definition: whitespace and line endings do not count.
+    let select = select.split_whitespace().collect::<Vec<_>>().join(" ");
     let text = format!(
         "{name}\n{}\n{}\n{select}\n{}",
         cols.join(","),

@@ -1206,9 +1206,15 @@ async fn ensure_deletes(
         }
     }
     if soft {
-        client
+        let replaced = client
             .batch_execute(&sql::create_live_view(mode, schema, target))
-            .await?;
+            .await;
+        if replaced.is_err() {
+            // Its columns changed; a view built on it stops this, naming the view.
+            client
+                .batch_execute(&sql::recreate_live_view(mode, schema, target))
+                .await?;
+        }
     }
     Ok(())
 }

@@ -298,21 +298,37 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 /// Suffix of the schema of [`live_view`]s.
 pub const LIVE_SUFFIX: &str = "_live";
 
-/// The [`live_view`] created again (and its schema if missing), in one statement batch: its
-/// columns follow the table's. On Redshift a late-binding view (`WITH NO SCHEMA BINDING`), so
-/// it never holds the table's columns back.
+/// The [`live_view`] (and its schema if missing), replaced in place: `CREATE OR REPLACE VIEW`
+/// keeps views built on it, but fails when the table's columns changed (then
+/// [`recreate_live_view`]). On Redshift a late-binding view (`WITH NO SCHEMA BINDING`), which
+/// never holds the table's columns back.
 pub fn create_live_view(mode: LoadMode, schema: &TableSchema, target: &PgName) -> String {
-    let view = live_view(target);
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {};\nCREATE OR REPLACE VIEW {}",
+        ident(&live_view(target).schema),
+        live_view_body(mode, schema, target)
+    )
+}
+
+/// The [`live_view`] dropped and created again, for columns that changed.
+pub fn recreate_live_view(mode: LoadMode, schema: &TableSchema, target: &PgName) -> String {
+    format!(
+        "DROP VIEW IF EXISTS {};\nCREATE VIEW {}",
+        live_view(target).sql(),
+        live_view_body(mode, schema, target)
+    )
+}
+
+fn live_view_body(mode: LoadMode, schema: &TableSchema, target: &PgName) -> String {
     let binding = match mode {
         LoadMode::S3 => " WITH NO SCHEMA BINDING",
         LoadMode::Stdin => "",
     };
     format!(
-        "CREATE SCHEMA IF NOT EXISTS {};\nDROP VIEW IF EXISTS {v};\nCREATE VIEW {v} AS SELECT {} FROM {} WHERE {DELETED_AT} IS NULL{binding}",
-        ident(&view.schema),
+        "{} AS SELECT {} FROM {} WHERE {DELETED_AT} IS NULL{binding}",
+        live_view(target).sql(),
         columns(schema).join(", "),
-        target.sql(),
-        v = view.sql(),
+        target.sql()
     )
 }
 
@@ -430,6 +446,10 @@ mod tests {
             (
                 "live_view.sql",
                 create_live_view(LoadMode::S3, &t, &target()),
+            ),
+            (
+                "live_view_recreate.sql",
+                recreate_live_view(LoadMode::Stdin, &t, &target()),
             ),
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/redshift");
