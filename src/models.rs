@@ -1075,7 +1075,9 @@ impl CustomState {
             .flat_map(|m| m.custom.iter().map(|c| c.name.as_str()))
             .collect();
         for input in inputs {
-            let signature = if table_exists(tx, input).await? {
+            let (schema, table) = input.split_once('.').unwrap_or(("", input));
+            let columns = target_columns(tx, schema, table).await?;
+            let signature = if !columns.is_empty() {
                 let row = tx
                     .query_opt(
                         "SELECT source_version, CAST(refreshed_at AS varchar(32)) \
@@ -1091,7 +1093,7 @@ impl CustomState {
             } else {
                 None
             };
-            if signature.is_some() && has_column(tx, input, DELETED_AT).await? {
+            if columns.iter().any(|(name, _, _)| name == DELETED_AT) {
                 state.soft.insert(input.to_string());
             }
             state.now.insert(input.to_string(), signature);
@@ -1257,7 +1259,7 @@ async fn restore_closed(
 }
 
 /// Whether the target's table `schema.table` has the column `column`.
-async fn has_column(
+pub async fn has_column(
     client: &impl GenericClient,
     name: &str,
     column: &str,

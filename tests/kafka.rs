@@ -172,16 +172,7 @@ async fn rows_deleted_during_a_re_snapshot_with_the_poller_killed_midway_are_gon
     let poller = start_role(&rig, "poller");
     let _worker = start_role(&rig, "sink");
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
-    let out = rig
-        .connector
-        .command(&["resnapshot", "edfi.StudentAssessmentItem"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.connector.resnapshot("edfi.StudentAssessmentItem");
     let lanes_in_snapshot = || async {
         rig.target
             .query_one(

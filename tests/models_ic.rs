@@ -853,12 +853,7 @@ async fn every_ic_model_matches_an_independent_computation() {
     let models = load_ic();
     assert_eq!(models.models().len(), 12);
     models.install(&rig.target).await.unwrap();
-    let tx = rig.target.transaction().await.unwrap();
-    let refreshed = models
-        .refresh(&tx, &models.inputs(), version, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let refreshed = refresh_committed(&mut rig.target, &models, &models.inputs(), version).await;
     assert_eq!(refreshed.len(), 12, "{refreshed:?}");
 
     let o = Ods::read(&rig.target).await;
@@ -997,13 +992,8 @@ async fn every_ic_model_matches_an_independent_computation() {
 
     // A flush that changed only edfi.staff refreshes only the staff models, and leaves the
     // other models' freshness where it was.
-    let tx = rig.target.transaction().await.unwrap();
     let changed: HashSet<String> = ["edfi.staff".to_string()].into();
-    let refreshed = models
-        .refresh(&tx, &changed, version + 1, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let refreshed = refresh_committed(&mut rig.target, &models, &changed, version + 1).await;
     let names: HashSet<&str> = refreshed.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(
         names,
@@ -1030,12 +1020,7 @@ async fn models_check_passes_on_the_built_target_and_names_a_wrong_column() {
     let (mut rig, version) = replicated(60, 4).await;
     let models = load_ic();
     models.install(&rig.target).await.unwrap();
-    let tx = rig.target.transaction().await.unwrap();
-    models
-        .refresh(&tx, &models.inputs(), version, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    refresh_committed(&mut rig.target, &models, &models.inputs(), version).await;
     assert_eq!(models.check(&rig.target).await, Vec::<String>::new());
 
     let cli = |url: &str| {
@@ -1114,6 +1099,19 @@ async fn last_names(client: &Client) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// Refresh `models` in a transaction of `client` and commit it.
+async fn refresh_committed(
+    client: &mut Client,
+    models: &Models,
+    changed: &HashSet<String>,
+    version: i64,
+) -> Vec<edfi_cdc::models::Refreshed> {
+    let tx = client.transaction().await.unwrap();
+    let done = models.refresh(&tx, changed, version, None).await.unwrap();
+    tx.commit().await.unwrap();
+    done
 }
 
 /// Refresh `models` as a sink would: the first attempt meets a value too long for its column
@@ -1225,12 +1223,7 @@ async fn a_changed_model_definition_rebuilds_it_whole_without_its_kept_years() {
     let load = || Models::load(&guard.0, &["ic"], &ic_tables()).unwrap_or_else(|e| panic!("{e}"));
     let models = load();
     models.install(&rig.target).await.unwrap();
-    let tx = rig.target.transaction().await.unwrap();
-    models
-        .refresh(&tx, &models.inputs(), version, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    refresh_committed(&mut rig.target, &models, &models.inputs(), version).await;
     let before = count_2024(&rig.target).await;
     assert!(before > 0);
 
@@ -1240,12 +1233,7 @@ async fn a_changed_model_definition_rebuilds_it_whole_without_its_kept_years() {
         .await
         .unwrap();
     let changed: HashSet<String> = ["edfi.studentschoolassociation".to_string()].into();
-    let tx = rig.target.transaction().await.unwrap();
-    models
-        .refresh(&tx, &changed, version + 1, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    refresh_committed(&mut rig.target, &models, &changed, version + 1).await;
     assert_eq!(count_2024(&rig.target).await, before);
 
     // A new definition of the model (a comment alone is not one): rebuilt whole at the next
@@ -1253,12 +1241,7 @@ async fn a_changed_model_definition_rebuilds_it_whole_without_its_kept_years() {
     let file = dir.join("ic/enrollment.studentenrollment.sql");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("-- a note\n{text}")).unwrap();
-    let tx = rig.target.transaction().await.unwrap();
-    let done = load()
-        .refresh(&tx, &HashSet::new(), version + 2, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let done = refresh_committed(&mut rig.target, &load(), &HashSet::new(), version + 2).await;
     assert!(done.is_empty(), "a comment is no new definition: {done:?}");
     std::fs::write(
         &file,
@@ -1268,22 +1251,12 @@ async fn a_changed_model_definition_rebuilds_it_whole_without_its_kept_years() {
         ),
     )
     .unwrap();
-    let tx = rig.target.transaction().await.unwrap();
-    let done = load()
-        .refresh(&tx, &HashSet::new(), version + 3, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let done = refresh_committed(&mut rig.target, &load(), &HashSet::new(), version + 3).await;
     let names: Vec<&str> = done.iter().map(|d| d.model.as_str()).collect();
     assert_eq!(names, ["enrollment.studentenrollment"]);
     assert!(!done[0].incremental && done[0].kept == 0, "{done:?}");
     assert_eq!(count_2024(&rig.target).await, 0);
-    let tx = rig.target.transaction().await.unwrap();
-    let done = load()
-        .refresh(&tx, &HashSet::new(), version + 4, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let done = refresh_committed(&mut rig.target, &load(), &HashSet::new(), version + 4).await;
     assert!(done.is_empty(), "recorded: {done:?}");
 }
 
@@ -1323,12 +1296,7 @@ async fn a_custom_input_that_keeps_deleted_rows_is_read_without_them() {
         ))
         .await
         .unwrap();
-    let tx = rig.target.transaction().await.unwrap();
-    models
-        .refresh(&tx, &models.inputs(), version, None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    refresh_committed(&mut rig.target, &models, &models.inputs(), version).await;
     let abbreviation = |school: i32| {
         let target = &rig.target;
         async move {

@@ -452,6 +452,16 @@ async fn a_missing_bucket_or_refused_credentials_stop_before_anything_is_written
 
 /// Rows of `model`'s table that its SELECT, run now on the same snapshot, does not produce, and
 /// the other way round.
+/// The shipped models of both groups, as the connector replicating every table loads them.
+fn shipped_models() -> edfi_cdc::models::Models {
+    let configured = ods_sim::edfi::tables()
+        .iter()
+        .map(|d| format!("edfi.{}", d.name.to_lowercase()))
+        .collect();
+    edfi_cdc::models::Models::load(&shipped_models_dir(), &["ic", "illuminate"], &configured)
+        .unwrap()
+}
+
 async fn model_differences(
     tx: &tokio_postgres::Transaction<'_>,
     m: &edfi_cdc::models::Model,
@@ -482,13 +492,7 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
     redshift_rig(&mut rig, None, &[]);
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
-    let configured = ods_sim::edfi::tables()
-        .iter()
-        .map(|d| format!("edfi.{}", d.name.to_lowercase()))
-        .collect();
-    let models =
-        edfi_cdc::models::Models::load(&shipped_models_dir(), &["ic", "illuminate"], &configured)
-            .unwrap();
+    let models = shipped_models();
     assert!(
         models.models().len() >= 20,
         "every reporting table has a model"
@@ -691,13 +695,7 @@ async fn a_prior_school_year_deleted_at_the_source_stays_in_the_reports() {
     redshift_rig(&mut rig, None, &[]);
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
-    let configured = ods_sim::edfi::tables()
-        .iter()
-        .map(|d| format!("edfi.{}", d.name.to_lowercase()))
-        .collect();
-    let models =
-        edfi_cdc::models::Models::load(&shipped_models_dir(), &["ic", "illuminate"], &configured)
-            .unwrap();
+    let models = shipped_models();
     let history: Vec<&edfi_cdc::models::Model> = models
         .models()
         .iter()
@@ -906,14 +904,7 @@ async fn soft_deletes_keep_deleted_rows_through_kills_and_a_resnapshot_and_the_m
     );
 
     // The models read the live rows only.
-    let configured = ods_sim::edfi::tables()
-        .iter()
-        .map(|d| format!("edfi.{}", d.name.to_lowercase()))
-        .collect();
-    let models =
-        edfi_cdc::models::Models::load(&shipped_models_dir(), &["ic", "illuminate"], &configured)
-            .unwrap()
-            .reading_live();
+    let models = shipped_models().reading_live();
     let tx = rig.target.transaction().await.unwrap();
     for m in models.models() {
         assert_eq!(
@@ -966,16 +957,7 @@ async fn soft_deletes_keep_deleted_rows_through_kills_and_a_resnapshot_and_the_m
         .batch_execute("BEGIN; LOCK TABLE edfi.studentsectionassociation IN SHARE MODE")
         .await
         .unwrap();
-    let out = rig
-        .connector
-        .command(&["resnapshot", "edfi.StudentSectionAssociation"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.connector.resnapshot("edfi.StudentSectionAssociation");
     wait_blocked(
         &observer,
         &rig.staging.name,
@@ -1027,16 +1009,7 @@ async fn soft_deletes_keep_deleted_rows_through_kills_and_a_resnapshot_and_the_m
         .batch_execute("BEGIN; LOCK TABLE edfi.studentsectionassociation IN SHARE MODE")
         .await
         .unwrap();
-    let out = rig
-        .connector
-        .command(&["resnapshot", "edfi.StudentSectionAssociation"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.connector.resnapshot("edfi.StudentSectionAssociation");
     let hard_publish = "DELETE FROM \"edfi\".\"studentsectionassociation\";";
     wait_blocked(&observer, &rig.staging.name, hard_publish).await;
     rep.kill();

@@ -250,6 +250,16 @@ impl Connector {
         cmd
     }
 
+    /// `edfi-cdc resnapshot TABLE`, which must succeed (its stderr in the failure).
+    pub fn resnapshot(&self, table: &str) {
+        let out = self.command(&["resnapshot", table]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "resnapshot {table}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Start `edfi-cdc run`.
     pub fn run(&self) -> Replicator {
         let child = self

@@ -40,7 +40,7 @@ use crate::event::{
     describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
 };
 use crate::metrics;
-use crate::models::{Changed, Models, RefreshError};
+use crate::models::{self, Changed, Models, RefreshError};
 use crate::retry::Backoff;
 use crate::sink::staging::ddl::{shadow_table, PgName};
 use crate::stream::Input;
@@ -1161,24 +1161,11 @@ async fn ensure_deletes(
     shadow: &PgName,
 ) -> Result<(), tokio_postgres::Error> {
     for table in [target, shadow] {
-        let exists = client
-            .query_opt(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
-                &[&table.schema, &table.name],
-            )
-            .await?
-            .is_some();
-        if !exists {
+        let name = table.to_string();
+        if !models::table_exists(client, &name).await? {
             continue;
         }
-        let has = client
-            .query_opt(
-                "SELECT 1 FROM information_schema.columns \
-                 WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
-                &[&table.schema, &table.name, &sql::DELETED_AT],
-            )
-            .await?
-            .is_some();
+        let has = models::has_column(client, &name, sql::DELETED_AT).await?;
         if soft && !has {
             client
                 .batch_execute(&format!(
