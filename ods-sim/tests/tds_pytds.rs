@@ -145,6 +145,9 @@ async fn tds_pytds_reads_the_same_values_as_tiberius() {
         py["rpc"]
     );
     assert_eq!(py["params"], json!([{"n": null, "s": "ñ"}]));
+    // `edfi-cdc verify`'s row hash, computed by the simulator and by python's hashlib.
+    assert_eq!(py["row_hash"], py["row_hash_expected"]);
+    assert_eq!(py["row_hash"].as_array().map(Vec::len), Some(3));
     assert_eq!(py["error"], json!(208));
     // Spot checks that the shared format is what it claims to be.
     assert_eq!(tiberius_rows[0]["NV"], json!("Zoë 日本 ñ"));

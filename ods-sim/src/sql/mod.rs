@@ -7,8 +7,11 @@
 //! `CHANGETABLE(CHANGES t, v)` is rewritten at token level into a table function call. The rest
 //! is parsed by `sqlparser` and printed as PostgreSQL from its AST (`pg`), identifiers quoted as
 //! written, `@P1`… numbered `$1`…, system schemas and functions mapped to the objects described
-//! in `docs/ods-simulator.md`. Anything not understood is an error naming it.
+//! in `docs/ods-simulator.md`; conversions whose results differ between the two (binary to
+//! integer, `CONVERT` styles, `HASHBYTES`, `SUM` types) are printed with SQL Server's results
+//! (`convert`). Anything not understood is an error naming it.
 
+mod convert;
 mod front;
 mod pg;
 mod sqltype;

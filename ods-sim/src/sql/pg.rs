@@ -2,15 +2,15 @@
 //! the module documentation are printed; anything else is an error that names it.
 
 use sqlparser::ast::{
-    self, BinaryOperator, CastKind, ColumnOption, DataType, Distinct, DuplicateTreatment, Expr,
-    FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, JoinConstraint,
+    self, BinaryOperator, CastKind, ColumnOption, Distinct, DuplicateTreatment, Expr, FromTable,
+    FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, JoinConstraint,
     JoinOperator, LimitClause, ObjectName, ObjectNamePart, ObjectType, OrderBy, OrderByKind, Query,
     SchemaName, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator,
     SetQuantifier, TableAlias, TableConstraint, TableFactor, TableFunctionArgs, TableWithJoins,
     TopQuantity, UnaryOperator, Value,
 };
 
-use super::{sqltype, Statement};
+use super::{convert, sqltype, Statement};
 use crate::types::{ColumnDef, SqlError, TableDef};
 
 /// What `@@VERSION` shows.
@@ -901,8 +901,9 @@ impl Printer {
                 expr,
                 data_type: Some(data_type),
                 charset: None,
+                styles,
                 ..
-            } => self.cast(expr, data_type)?,
+            } => self.convert(expr, data_type, styles)?,
             Expr::Convert { is_try: true, .. } => return Err(unsupported("TRY_CONVERT")),
             Expr::Function(f) => self.function(f)?,
             Expr::Subquery(q) => format!("({})", self.query(q)?),
@@ -920,16 +921,10 @@ impl Printer {
                 self.expr(from)?,
                 self.expr(len)?
             ),
+            // The backing database is UTF-8; comparisons and sorting use its collation.
+            Expr::Collate { expr, .. } => self.expr(expr)?,
             other => return Err(unsupported(format!("the expression {other}"))),
         })
-    }
-
-    fn cast(&mut self, expr: &Expr, data_type: &DataType) -> Result<String, SqlError> {
-        Ok(format!(
-            "CAST({} AS {})",
-            self.expr(expr)?,
-            sqltype::cast_target(data_type)?
-        ))
     }
 
     fn identifier(&mut self, i: &Ident) -> Result<String, SqlError> {
@@ -1073,9 +1068,17 @@ impl Printer {
                 };
                 format!("count({d}{})::{ty}", args(self)?)
             }
-            "MIN" | "MAX" | "SUM" | "AVG" => {
+            "MIN" | "MAX" | "AVG" => {
                 arity(1..=1)?;
                 format!("{lower}({d}{})", args(self)?)
+            }
+            "SUM" => {
+                arity(1..=1)?;
+                format!("sum({d}{}){}", args(self)?, convert::sum_result(exprs[0]))
+            }
+            "HASHBYTES" => {
+                arity(2..=2)?;
+                self.hashbytes(exprs[0], exprs[1])?
             }
             "ISNULL" => {
                 arity(2..=2)?;
@@ -1257,7 +1260,7 @@ fn is_atom(e: &Expr) -> bool {
             | Expr::Convert { .. }
             | Expr::Case { .. }
             | Expr::Substring { .. }
-    )
+    ) || matches!(e, Expr::Collate { expr, .. } if is_atom(expr))
 }
 
 fn needs_parens(e: &Expr) -> bool {
@@ -1277,7 +1280,7 @@ fn is_string(e: &Expr) -> bool {
             v.value,
             Value::SingleQuotedString(_) | Value::NationalStringLiteral(_)
         ),
-        Expr::Nested(inner) => is_string(inner),
+        Expr::Nested(inner) | Expr::Collate { expr: inner, .. } => is_string(inner),
         Expr::BinaryOp {
             left,
             op: BinaryOperator::Plus | BinaryOperator::StringConcat,

@@ -27,6 +27,12 @@ CREATE TABLE dbo.a (x integer); CREATE TABLE dbo.b (x integer); CREATE TABLE dbo
 CREATE TABLE dbo.d (x integer);
 CREATE TABLE edfi_cdc.heartbeat (id integer PRIMARY KEY, beat_at timestamp(6), seq bigint NOT NULL);
 INSERT INTO edfi_cdc.heartbeat VALUES (1, NULL, 7);
+CREATE TABLE edfi."Verify" ("StudentUSI" integer PRIMARY KEY, "BirthDate" date,
+    "LastModifiedDate" timestamp(6), "Id" uuid, "Flag" boolean, "Blob" bytea, "FirstName" varchar(75));
+INSERT INTO edfi."Verify" VALUES
+    (1, '2010-01-01', '2024-01-02 03:04:05', '00112233-4455-6677-8899-aabbccddeeff', true, '\x00ff', 'Zoë'),
+    (2, NULL, '2024-01-02 03:04:05.000123', NULL, false, NULL, NULL),
+    (3, '0001-12-31', NULL, NULL, NULL, '\x', '');
 "#;
 
 /// Stand-ins with the names and columns of `docs/ods-simulator.md`.
@@ -299,4 +305,187 @@ async fn heartbeat_update_advances_the_row() {
         .expect("read heartbeat");
     assert_eq!(row.get::<_, i64>(0), 8);
     assert!(row.get::<_, Option<chrono::NaiveDateTime>>(1).is_some());
+}
+
+/// The single value of a one-row, one-column query.
+async fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(client: &Client, batch: &str) -> T {
+    let sql = one(batch);
+    client
+        .query_one(sql.as_str(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{batch}\n  → {sql}\n  ✗ {e:?}"))
+        .get(0)
+}
+
+#[tokio::test]
+async fn binary_values_convert_to_integers_as_on_sql_server() {
+    let (_db, client) = empty_db().await;
+    // md5('é') (UTF-8 c3 a9) = 66ddcd97 cfdeabb2 f6fb8a99 9b4bc76f; md5('b') = 92eb5ffe e6ae2fec …
+    let md5_e =
+        "HASHBYTES('MD5', CONVERT(varchar(max), N'é' COLLATE Latin1_General_100_BIN2_UTF8))";
+    let md5_b = "HASHBYTES('MD5', 'b')";
+    let cases: [(String, i64); 7] = [
+        (
+            format!("SELECT CAST(SUBSTRING({md5_e}, 1, 4) AS BIGINT)"),
+            0x66dd_cd97,
+        ),
+        (
+            format!("SELECT CAST(SUBSTRING({md5_e}, 5, 4) AS BIGINT)"),
+            0xcfde_abb2,
+        ),
+        // 4 bytes are never negative as a bigint, 8 bytes are two's complement.
+        (
+            format!("SELECT CAST(SUBSTRING({md5_b}, 1, 4) AS BIGINT)"),
+            0x92eb_5ffe,
+        ),
+        (
+            format!("SELECT CAST(SUBSTRING({md5_b}, 1, 8) AS BIGINT)"),
+            0x92eb_5ffe_e6ae_2fec_u64 as i64,
+        ),
+        // A longer value keeps its rightmost bytes, a shorter one is zero-padded on the left.
+        (
+            format!("SELECT CAST({md5_b} AS BIGINT)"),
+            0x3ad7_1c77_7531_578f,
+        ),
+        ("SELECT CONVERT(bigint, 0x0102)".to_string(), 258),
+        ("SELECT CAST(0x AS bigint)".to_string(), 0),
+    ];
+    for (batch, expected) in cases {
+        assert_eq!(value::<i64>(&client, &batch).await, expected, "{batch}");
+    }
+    let ints: [(String, i32); 2] = [
+        (
+            format!("SELECT CAST(SUBSTRING({md5_b}, 1, 4) AS int)"),
+            0x92eb_5ffe_u32 as i32,
+        ),
+        (
+            "SELECT CONVERT(int, 0x01020304050607)".to_string(),
+            0x0405_0607,
+        ),
+    ];
+    for (batch, expected) in ints {
+        assert_eq!(value::<i32>(&client, &batch).await, expected, "{batch}");
+    }
+    let sha: Vec<u8> = value(&client, "SELECT HASHBYTES('SHA2_256', 'abc')").await;
+    assert_eq!(
+        sha.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
+
+#[tokio::test]
+async fn convert_styles_print_as_on_sql_server() {
+    let (_db, client) = empty_db().await;
+    let t = |literal: &str, ty: &str, len: u32, style: u32| {
+        format!(
+            "SELECT CONVERT(varchar({len}), CAST(CAST('{literal}' AS datetime2) AS {ty}), {style})"
+        )
+    };
+    let cases = [
+        (
+            t("2024-01-02 03:04:05", "datetime2(6)", 26, 121),
+            "2024-01-02 03:04:05.000000",
+        ),
+        (
+            t("2024-01-02 03:04:05.000123", "datetime2(6)", 26, 121),
+            "2024-01-02 03:04:05.000123",
+        ),
+        (
+            t("2024-01-02 03:04:05.5", "datetime2(6)", 26, 21),
+            "2024-01-02 03:04:05.500000",
+        ),
+        (
+            t("2024-01-02 03:04:05.123456", "datetime2(3)", 23, 121),
+            "2024-01-02 03:04:05.123",
+        ),
+        // Rounded to the type's digits, as SQL Server rounds.
+        (
+            t("2024-01-02 03:04:05.9996", "datetime2(3)", 23, 121),
+            "2024-01-02 03:04:06.000",
+        ),
+        (
+            t("2024-01-02 03:04:05.5", "datetime2(0)", 19, 121),
+            "2024-01-02 03:04:06",
+        ),
+        (
+            "SELECT CONVERT(varchar(26), CAST(CAST(CAST('2024-01-02 03:04:05.123456' \
+             AS datetime2) AS datetime2(3)) AS datetime2(6)), 121)"
+                .to_string(),
+            "2024-01-02 03:04:05.123000",
+        ),
+        (
+            t("2024-01-02 03:04:05.123456", "datetime2", 27, 25),
+            "2024-01-02 03:04:05.1234560",
+        ),
+        (t("0001-01-02 03:04:05", "date", 10, 121), "0001-01-02"),
+        (
+            t("2024-01-02 03:04:05", "datetime2(6)", 10, 23),
+            "2024-01-02",
+        ),
+        (
+            "SELECT CONVERT(char(8), 0x4E616d65, 2)".to_string(),
+            "4E616D65",
+        ),
+        (
+            "SELECT CONVERT(varchar(max), 0x00ff10, 2)".to_string(),
+            "00FF10",
+        ),
+    ];
+    for (batch, expected) in cases {
+        assert_eq!(value::<String>(&client, &batch).await, expected, "{batch}");
+    }
+}
+
+/// The range and row hashes of `edfi-cdc verify` (`CASES[35]`, `CASES[36]`) over `edfi.Verify`:
+/// each row's hash is the MD5 of the text SQL Server builds for it.
+#[tokio::test]
+async fn verify_hashes_are_md5_of_the_canonical_row_text() {
+    let (_db, client) = stand_in_db().await;
+    let texts = [
+        (1, "+1|+2010-01-01|+2024-01-02 03:04:05.000000|+00112233-4455-6677-8899-aabbccddeeff|+1|+00FF|+Zoë"),
+        (2, "+2|-|+2024-01-02 03:04:05.000123|-|+0|-|-"),
+        (3, "+3|+0001-12-31|-|-|-|+|+"),
+    ];
+    let mut expected = Vec::new();
+    for (key, text) in texts {
+        let md5: String = client
+            .query_one("SELECT upper(md5($1::text))", &[&text])
+            .await
+            .expect("md5")
+            .get(0);
+        expected.push((key, md5));
+    }
+    let rows = client
+        .query(one(CASES[36]).as_str(), &[])
+        .await
+        .expect("row hashes");
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, expected);
+
+    let word = |hex: &str, i: usize| i64::from_str_radix(&hex[8 * i..8 * i + 8], 16).unwrap();
+    let row = client
+        .query_one(one(CASES[35]).as_str(), &[&1i32, &3i32])
+        .await
+        .expect("range hash");
+    let (count, sum1, sum2): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(count, 2);
+    assert_eq!(
+        sum1,
+        expected[..2].iter().map(|(_, h)| word(h, 0)).sum::<i64>()
+    );
+    assert_eq!(
+        sum2,
+        expected[..2].iter().map(|(_, h)| word(h, 1)).sum::<i64>()
+    );
+
+    let flags = client
+        .query(
+            one("SELECT CONVERT(varchar(1), CAST([Flag] AS int)) FROM edfi.Verify ORDER BY StudentUSI")
+                .as_str(),
+            &[],
+        )
+        .await
+        .expect("bit as int");
+    let flags: Vec<Option<String>> = flags.iter().map(|r| r.get(0)).collect();
+    assert_eq!(flags, vec![Some("1".into()), Some("0".into()), None]);
 }

@@ -87,7 +87,9 @@ fn unsupported_type(dt: &DataType) -> SqlError {
     SqlError::unsupported(format!("the data type {dt}"))
 }
 
-/// The PostgreSQL type a `CAST`/`CONVERT` to `dt` becomes.
+/// The PostgreSQL type a `CAST`/`CONVERT` to `dt` becomes. `datetime2(n)` with fewer than the
+/// backing timestamps' 6 fractional digits is `timestamp(n)`: the value is rounded to `n` digits,
+/// as SQL Server rounds.
 pub(super) fn cast_target(dt: &DataType) -> Result<String, SqlError> {
     let (name, args) = split(dt);
     if name == "char" {
@@ -99,7 +101,10 @@ pub(super) fn cast_target(dt: &DataType) -> Result<String, SqlError> {
             _ => Err(unsupported_type(dt)),
         };
     }
-    Ok(parse(dt, 30)?.pg_type())
+    Ok(match parse(dt, 30)? {
+        SqlType::DateTime2 { scale } if scale < 6 => format!("timestamp({scale})"),
+        ty => ty.pg_type(),
+    })
 }
 
 /// A character type (the result of a cast to it is a string).

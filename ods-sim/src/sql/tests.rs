@@ -35,6 +35,22 @@ fn q(sql: &str, params: &[&str], returns_rows: bool) -> Statement {
     }
 }
 
+/// The row hash `edfi-cdc verify` sends, over the columns of `edfi.Verify` (see `pg_tests`):
+/// MD5 of the UTF-8 bytes of each column's canonical text, `-` for NULL and `+` before a value.
+macro_rules! verify_row_hash {
+    () => {
+        "HASHBYTES('MD5', CONVERT(varchar(max), CONCAT(\
+         CASE WHEN [StudentUSI] IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(20), [StudentUSI])) END, N'|', \
+         CASE WHEN [BirthDate] IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(10), [BirthDate], 23)) END, N'|', \
+         CASE WHEN [LastModifiedDate] IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(26), CAST([LastModifiedDate] AS datetime2(6)), 121)) END, N'|', \
+         CASE WHEN [Id] IS NULL THEN N'-' ELSE CONCAT(N'+', LOWER(CONVERT(char(36), [Id]))) END, N'|', \
+         CASE WHEN [Flag] IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(1), CAST([Flag] AS int))) END, N'|', \
+         CASE WHEN [Blob] IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(max), [Blob], 2)) END, N'|', \
+         CASE WHEN [FirstName] IS NULL THEN N'-' ELSE CONCAT(N'+', [FirstName]) END\
+         ) COLLATE Latin1_General_100_BIN2_UTF8))"
+    };
+}
+
 /// Every T-SQL text the unit tests translate to PostgreSQL queries, for `pg_tests` to run.
 pub(super) const CASES: &[&str] = &[
     "SELECT CHANGE_TRACKING_CURRENT_VERSION()",
@@ -72,6 +88,18 @@ pub(super) const CASES: &[&str] = &[
     "DELETE TOP (1000) FROM [edfi].[T] WHERE [a] < @P1",
     "TRUNCATE TABLE edfi.T",
     "EXEC sim.cleanup_change_tracking @retention_seconds = 0",
+    concat!(
+        "SELECT COUNT_BIG(*), SUM(CAST(SUBSTRING(",
+        verify_row_hash!(),
+        ", 1, 4) AS BIGINT)), SUM(CAST(SUBSTRING(",
+        verify_row_hash!(),
+        ", 5, 4) AS BIGINT)) FROM [edfi].[Verify] WHERE [StudentUSI] >= @P1 AND [StudentUSI] < @P2"
+    ),
+    concat!(
+        "SELECT [StudentUSI], CONVERT(char(32), ",
+        verify_row_hash!(),
+        ", 2) FROM [edfi].[Verify] ORDER BY [StudentUSI]"
+    ),
 ];
 
 #[test]
@@ -345,10 +373,140 @@ fn casts_and_converts() {
          CAST('1' AS boolean), CAST(1.5 AS numeric(9,2)), CAST(gen_random_uuid() AS uuid), \
          CAST(\"StudentUSI\" AS varchar(30)) FROM \"edfi\".\"Student\""
     );
+    // datetime2(n) rounds to n digits (the backing timestamps hold 6).
+    assert_eq!(
+        sql("SELECT CAST(a AS datetime2(3)), CONVERT(datetime2(0), a), CAST(a AS datetime2(7))"),
+        "SELECT CAST(\"a\" AS timestamp(3)), CAST(\"a\" AS timestamp(0)), CAST(\"a\" AS timestamp(6))"
+    );
     assert_eq!(
         sql("SELECT CAST(a AS int), CAST(a AS bigint), CAST(a AS nvarchar(max)), CAST(a AS date), CAST('ab' AS varbinary(16)), CAST(a AS char(2)), CAST(a AS float)"),
         "SELECT CAST(\"a\" AS integer), CAST(\"a\" AS bigint), CAST(\"a\" AS text), CAST(\"a\" AS date), \
          CAST('ab' AS bytea), CAST(\"a\" AS char(2)), CAST(\"a\" AS double precision)"
+    );
+}
+
+/// `verify_row_hash!()` as PostgreSQL.
+const VERIFY_ROW_HASH_PG: &str = "decode(md5(convert_to(CAST(concat(\
+    CASE WHEN \"StudentUSI\" IS NULL THEN '-' ELSE concat('+', CAST(\"StudentUSI\" AS varchar(20))) END, '|', \
+    CASE WHEN \"BirthDate\" IS NULL THEN '-' ELSE concat('+', CAST(to_char(\"BirthDate\", 'YYYY-MM-DD') AS varchar(10))) END, '|', \
+    CASE WHEN \"LastModifiedDate\" IS NULL THEN '-' ELSE concat('+', CAST(to_char(CAST(\"LastModifiedDate\" AS timestamp(6)), 'YYYY-MM-DD HH24:MI:SS.US') AS varchar(26))) END, '|', \
+    CASE WHEN \"Id\" IS NULL THEN '-' ELSE concat('+', lower(CAST(\"Id\" AS char(36)))) END, '|', \
+    CASE WHEN \"Flag\" IS NULL THEN '-' ELSE concat('+', CAST(CAST(\"Flag\" AS integer) AS varchar(1))) END, '|', \
+    CASE WHEN \"Blob\" IS NULL THEN '-' ELSE concat('+', CAST(upper(encode(\"Blob\", 'hex')) AS text)) END, '|', \
+    CASE WHEN \"FirstName\" IS NULL THEN '-' ELSE concat('+', \"FirstName\") END\
+    ) AS text), 'UTF8')), 'hex')";
+
+#[test]
+fn verify_range_and_row_hashes() {
+    let h = VERIFY_ROW_HASH_PG;
+    let word = |from: u32| {
+        format!(
+            "sum(('x' || lpad(right(encode(substring({h} FROM {from} FOR 4), 'hex'), 16), 16, '0'))\
+             ::bit(64)::bigint)::bigint"
+        )
+    };
+    assert_eq!(
+        query(CASES[35]),
+        (
+            format!(
+                "SELECT count(*)::bigint, {}, {} FROM \"edfi\".\"Verify\" \
+                 WHERE \"StudentUSI\" >= $1 AND \"StudentUSI\" < $2",
+                word(1),
+                word(5)
+            ),
+            vec!["@P1".to_string(), "@P2".to_string()],
+            true
+        )
+    );
+    assert_eq!(
+        sql(CASES[36]),
+        format!(
+            "SELECT \"StudentUSI\", CAST(upper(encode({h}, 'hex')) AS char(32)) \
+             FROM \"edfi\".\"Verify\" ORDER BY \"StudentUSI\""
+        )
+    );
+}
+
+#[test]
+fn hashbytes() {
+    assert_eq!(
+        sql("SELECT HASHBYTES('MD5', CONVERT(varchar(max), N'é' COLLATE Latin1_General_100_BIN2_UTF8)), \
+             HASHBYTES('sha2_256', a), HASHBYTES('SHA2_512', 'x'), HASHBYTES('MD5', 0x00ff), \
+             HASHBYTES('SHA2_256', CAST(a AS varbinary(max))) FROM t"),
+        "SELECT decode(md5(convert_to(CAST('é' AS text), 'UTF8')), 'hex'), \
+         sha256(convert_to(\"a\", 'UTF8')), sha512(convert_to('x', 'UTF8')), \
+         decode(md5('\\x00ff'::bytea), 'hex'), sha256(CAST(\"a\" AS bytea)) FROM \"dbo\".\"t\""
+    );
+}
+
+#[test]
+fn collate_is_dropped() {
+    assert_eq!(
+        sql(
+            "SELECT a COLLATE Latin1_General_CS_AS, -b COLLATE X, 'x' + (a + b) COLLATE X FROM t \
+             ORDER BY a COLLATE Latin1_General_100_BIN2"
+        ),
+        "SELECT \"a\", -\"b\", 'x' || (\"a\" + \"b\") FROM \"dbo\".\"t\" ORDER BY \"a\""
+    );
+}
+
+#[test]
+fn binary_to_integer_casts_read_big_endian_bytes() {
+    assert_eq!(
+        sql("SELECT CAST(SUBSTRING(HASHBYTES('MD5', 'a'), 1, 4) AS BIGINT), CONVERT(int, 0x0102), \
+             CAST(CAST(a AS varbinary(8)) AS bigint), CONVERT(bigint, (0x01), 0) FROM t"),
+        "SELECT ('x' || lpad(right(encode(substring(decode(md5(convert_to('a', 'UTF8')), 'hex') FROM 1 FOR 4), 'hex'), 16), 16, '0'))::bit(64)::bigint, \
+         ('x' || lpad(right(encode('\\x0102'::bytea, 'hex'), 8), 8, '0'))::bit(32)::integer, \
+         ('x' || lpad(right(encode(CAST(\"a\" AS bytea), 'hex'), 16), 16, '0'))::bit(64)::bigint, \
+         ('x' || lpad(right(encode(('\\x01'::bytea), 'hex'), 16), 16, '0'))::bit(64)::bigint FROM \"dbo\".\"t\""
+    );
+    // Other casts, and casts of values not written as binary, are plain casts.
+    assert_eq!(
+        sql("SELECT CAST(a AS bigint), CAST(0x01 AS smallint), CAST(SUBSTRING(a, 1, 4) AS int) FROM t"),
+        "SELECT CAST(\"a\" AS bigint), CAST('\\x01'::bytea AS smallint), \
+         CAST(substring(\"a\" FROM 1 FOR 4) AS integer) FROM \"dbo\".\"t\""
+    );
+}
+
+#[test]
+fn convert_styles() {
+    assert_eq!(
+        sql("SELECT CONVERT(varchar(26), CAST(a AS datetime2(6)), 121), \
+             CONVERT(varchar(27), CAST(a AS datetime2), 21), \
+             CONVERT(varchar(23), CONVERT(datetime2(3), a), 25), \
+             CONVERT(varchar(19), CAST(a AS datetime2(0)), 121), \
+             CONVERT(varchar(10), CAST(a AS date), 121) FROM t"),
+        "SELECT CAST(to_char(CAST(\"a\" AS timestamp(6)), 'YYYY-MM-DD HH24:MI:SS.US') AS varchar(26)), \
+         CAST(to_char(CAST(\"a\" AS timestamp(6)), 'YYYY-MM-DD HH24:MI:SS.US\"0\"') AS varchar(27)), \
+         CAST(to_char(CAST(\"a\" AS timestamp(3)), 'YYYY-MM-DD HH24:MI:SS.FF3') AS varchar(23)), \
+         CAST(to_char(CAST(\"a\" AS timestamp(0)), 'YYYY-MM-DD HH24:MI:SS') AS varchar(19)), \
+         CAST(to_char(CAST(\"a\" AS date), 'YYYY-MM-DD') AS varchar(10)) FROM \"dbo\".\"t\""
+    );
+    assert_eq!(
+        sql("SELECT CONVERT(varchar(10), d, 23), CONVERT(char(32), b, 2), CONVERT(nvarchar(max), b, 2), \
+             CONVERT(varchar, a, 0), CONVERT(varchar(5), a) FROM t"),
+        "SELECT CAST(to_char(\"d\", 'YYYY-MM-DD') AS varchar(10)), CAST(upper(encode(\"b\", 'hex')) AS char(32)), \
+         CAST(upper(encode(\"b\", 'hex')) AS text), CAST(\"a\" AS varchar(30)), CAST(\"a\" AS varchar(5)) \
+         FROM \"dbo\".\"t\""
+    );
+}
+
+#[test]
+fn sum_has_sql_server_result_type_where_written() {
+    assert_eq!(
+        sql("SELECT SUM(CAST(a AS bigint)), SUM(CONVERT(int, a)), SUM(DISTINCT CAST(a AS smallint)), \
+             SUM(a), SUM(CAST(a AS decimal(9,2))) FROM t"),
+        "SELECT sum(CAST(\"a\" AS bigint))::bigint, sum(CAST(\"a\" AS integer))::integer, \
+         sum(DISTINCT CAST(\"a\" AS smallint))::integer, sum(\"a\"), sum(CAST(\"a\" AS numeric(9,2))) \
+         FROM \"dbo\".\"t\""
+    );
+}
+
+#[test]
+fn bit_to_int_and_uniqueidentifier_to_char() {
+    assert_eq!(
+        sql("SELECT CAST([Flag] AS int), LOWER(CONVERT(char(36), [Id])) FROM t"),
+        "SELECT CAST(\"Flag\" AS integer), lower(CAST(\"Id\" AS char(36))) FROM \"dbo\".\"t\""
     );
 }
 
@@ -762,6 +920,32 @@ fn unsupported_constructs_are_named() {
         ),
         ("GRANT SELECT ON t TO u", "GRANT statements"),
         ("SELECT * FROM a.b.c.d", "four-part names"),
+        ("SELECT HASHBYTES('SHA1', 'x')", "HASHBYTES algorithm SHA1"),
+        (
+            "SELECT HASHBYTES('MD5', CONCAT(N'+', a)) FROM t",
+            "HASHBYTES of the nvarchar",
+        ),
+        (
+            "SELECT HASHBYTES('MD5', CAST(a AS nvarchar(10))) FROM t",
+            "HASHBYTES of the nvarchar",
+        ),
+        (
+            "SELECT CONVERT(varchar(10), a, 101) FROM t",
+            "CONVERT style 101",
+        ),
+        (
+            "SELECT CONVERT(varchar(26), a, 121) FROM t",
+            "CONVERT style 121 of a: write its type",
+        ),
+        (
+            "SELECT CONVERT(varchar(26), CAST(a AS datetime), 121) FROM t",
+            "CONVERT style 121",
+        ),
+        (
+            "SELECT CONVERT(varbinary(4), '00ff', 2)",
+            "CONVERT style 2 to VARBINARY(4)",
+        ),
+        ("SELECT CONVERT(varchar(10), a, @P1) FROM t", "style @P1"),
     ] {
         let message = error(batch);
         assert!(

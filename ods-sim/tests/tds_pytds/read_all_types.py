@@ -7,6 +7,7 @@ point strings, dates and times as ISO strings with microseconds, GUIDs lower-cas
 """
 import datetime
 import decimal
+import hashlib
 import json
 import sys
 import uuid
@@ -28,6 +29,38 @@ def plain(v):
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).hex()
     raise TypeError(f"unexpected {type(v)}: {v!r}")
+
+
+# The row hash `edfi-cdc verify` sends: MD5 of the UTF-8 text of each column, "-" for NULL and
+# "+" before a value.
+ROW_HASH = """SELECT Id, CONVERT(char(32), HASHBYTES('MD5', CONVERT(varchar(max), CONCAT(
+    CASE WHEN Id IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(20), Id)) END, N'|',
+    CASE WHEN D IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(10), D, 23)) END, N'|',
+    CASE WHEN DT2 IS NULL THEN N'-'
+        ELSE CONCAT(N'+', CONVERT(varchar(26), CAST(DT2 AS datetime2(6)), 121)) END, N'|',
+    CASE WHEN G IS NULL THEN N'-' ELSE CONCAT(N'+', LOWER(CONVERT(char(36), G))) END, N'|',
+    CASE WHEN B IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(1), CAST(B AS int))) END, N'|',
+    CASE WHEN VB IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(max), VB, 2)) END, N'|',
+    CASE WHEN NV IS NULL THEN N'-' ELSE CONCAT(N'+', NV) END
+    ) COLLATE Latin1_General_100_BIN2_UTF8)), 2) FROM dbo.AllTypes ORDER BY Id"""
+
+
+def row_hash(row):
+    """The hash ROW_HASH computes, from the values python-tds read."""
+
+    def part(v, text):
+        return "-" if v is None else "+" + text(v)
+
+    text = "|".join([
+        part(row["Id"], str),
+        part(row["D"], lambda d: d.isoformat()),
+        part(row["DT2"], lambda t: t.isoformat(sep=" ", timespec="microseconds")),
+        part(row["G"], lambda g: str(g).lower()),
+        part(row["B"], lambda b: "1" if b else "0"),
+        part(row["VB"], lambda b: bytes(b).hex().upper()),
+        part(row["NV"], str),
+    ])
+    return hashlib.md5(text.encode("utf-8")).hexdigest().upper()
 
 
 def rows(cursor):
@@ -52,7 +85,12 @@ def main():
     ) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT * FROM dbo.AllTypes ORDER BY Id")
-            out["batch"] = rows(cur)
+            names = [d[0] for d in cur.description]
+            raw = [dict(zip(names, row)) for row in cur.fetchall()]
+            out["batch"] = [{n: plain(v) for n, v in row.items()} for row in raw]
+            cur.execute(ROW_HASH)
+            out["row_hash"] = [list(row) for row in cur.fetchall()]
+            out["row_hash_expected"] = [[row["Id"], row_hash(row)] for row in raw]
             cur.execute(
                 "SELECT * FROM dbo.AllTypes WHERE Id = %s AND NV = %s AND Dec = %s AND D = %s "
                 "AND DT2 = %s AND G = %s AND VB = %s AND B = %s",
