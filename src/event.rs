@@ -120,6 +120,27 @@ pub enum Value {
     Uuid(Uuid),
 }
 
+/// `t` rounded to whole microseconds, half up as SQL Server's `CAST(… AS datetime2(6))` rounds:
+/// the precision of the targets' timestamps. Sinks write times this way so that every target
+/// holds the same value whatever rounding its own parser applies (PostgreSQL rounds half to even).
+pub fn round_micros(t: NaiveDateTime) -> NaiveDateTime {
+    let nanos = t.and_utc().timestamp_subsec_nanos();
+    let whole = t - chrono::Duration::nanoseconds(i64::from(nanos));
+    whole + chrono::Duration::microseconds((i64::from(nanos) + 500) / 1000)
+}
+
+/// A time of day rounded to whole microseconds, half up (see [`round_micros`]); 23:59:59.9999995
+/// stays within the day at 23:59:59.999999.
+pub fn round_time_micros(t: NaiveTime) -> NaiveTime {
+    let day = NaiveDate::MIN.and_time(t);
+    let rounded = round_micros(day);
+    if rounded.date() == day.date() {
+        rounded.time()
+    } else {
+        NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time")
+    }
+}
+
 impl Value {
     /// JSON form used on the wire: numbers for integers and floats, strings for everything
     /// whose precision JSON numbers would lose (decimals) or that has no JSON type.
@@ -549,6 +570,42 @@ pub(crate) mod tests {
             ],
             key: vec![0, 1],
         })
+    }
+
+    #[test]
+    fn times_round_half_up_to_microseconds() {
+        let at = |h, m, s, n| {
+            NaiveDate::from_ymd_opt(2024, 12, 31)
+                .unwrap()
+                .and_hms_nano_opt(h, m, s, n)
+                .unwrap()
+        };
+        assert_eq!(
+            round_micros(at(1, 2, 3, 123_456_400)),
+            at(1, 2, 3, 123_456_000)
+        );
+        assert_eq!(
+            round_micros(at(1, 2, 3, 123_456_500)),
+            at(1, 2, 3, 123_457_000)
+        );
+        // An even microsecond rounds up too (PostgreSQL's parser would round half to even).
+        assert_eq!(
+            round_micros(at(1, 2, 3, 123_458_500)),
+            at(1, 2, 3, 123_459_000)
+        );
+        assert_eq!(
+            round_micros(at(23, 59, 59, 999_999_500)),
+            NaiveDate::from_ymd_opt(2025, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+        );
+        // `datetime`'s 1/300 s ticks.
+        assert_eq!(round_micros(at(0, 0, 0, 3_333_333)), at(0, 0, 0, 3_333_000));
+        assert_eq!(round_micros(at(0, 0, 0, 6_666_667)), at(0, 0, 0, 6_667_000));
+        let t = |n| NaiveTime::from_hms_nano_opt(23, 59, 59, n).unwrap();
+        assert_eq!(round_time_micros(t(999_999_500)), t(999_999_000));
+        assert_eq!(round_time_micros(t(1_500)), t(2_000));
     }
 
     fn sample_row() -> Vec<Value> {
