@@ -75,6 +75,16 @@ CREATE TABLE IF NOT EXISTS edfi_cdc.stream_leases (
     expires_at  timestamptz  NOT NULL,
     PRIMARY KEY (connector, sink)
 );
+CREATE TABLE IF NOT EXISTS edfi_cdc.verify_results (
+    connector     varchar(256) NOT NULL,
+    sink          varchar(64)  NOT NULL,
+    source_schema varchar(256) NOT NULL,
+    source_table  varchar(256) NOT NULL,
+    differing     bigint       NOT NULL,
+    unsettled     bigint       NOT NULL,
+    verified_at   timestamptz  NOT NULL,
+    PRIMARY KEY (connector, sink, source_schema, source_table)
+);
 CREATE TABLE IF NOT EXISTS edfi_cdc.resnapshot_requests (
     connector     varchar(256) NOT NULL,
     source_schema varchar(256) NOT NULL,
@@ -623,6 +633,81 @@ pub async fn request_resnapshot(
         )
         .await?;
     Ok(())
+}
+
+/// The last result of `edfi-cdc verify` for one table of one sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyResult {
+    pub sink: String,
+    pub table: TableId,
+    /// Rows missing, extra or different.
+    pub differing: i64,
+    pub unsettled: i64,
+    pub verified_at: DateTime<Utc>,
+}
+
+/// Record `verify`'s result for a table (replacing the previous one).
+pub async fn store_verify_result(
+    client: &impl GenericClient,
+    connector: &str,
+    r: &VerifyResult,
+) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    let stored = async {
+        client
+            .execute(
+                "DELETE FROM edfi_cdc.verify_results WHERE connector = $1 AND sink = $2 \
+                 AND source_schema = $3 AND source_table = $4",
+                &[&connector, &r.sink, &r.table.schema, &r.table.name],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO edfi_cdc.verify_results (connector, sink, source_schema, source_table, \
+                 differing, unsettled, verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &connector,
+                    &r.sink,
+                    &r.table.schema,
+                    &r.table.name,
+                    &r.differing,
+                    &r.unsettled,
+                    &r.verified_at,
+                ],
+            )
+            .await
+    }
+    .await;
+    match stored {
+        Ok(_) => client.batch_execute("COMMIT").await,
+        Err(e) => {
+            client.batch_execute("ROLLBACK").await.ok();
+            Err(e)
+        }
+    }
+}
+
+/// Every stored `verify` result of a connector.
+pub async fn verify_results(
+    client: &impl GenericClient,
+    connector: &str,
+) -> Result<Vec<VerifyResult>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT sink, source_schema, source_table, differing, unsettled, verified_at \
+             FROM edfi_cdc.verify_results WHERE connector = $1",
+            &[&connector],
+        )
+        .await?
+        .iter()
+        .map(|r| VerifyResult {
+            sink: r.get(0),
+            table: TableId::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+            differing: r.get(3),
+            unsettled: r.get(4),
+            verified_at: r.get(5),
+        })
+        .collect())
 }
 
 #[cfg(test)]

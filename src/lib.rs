@@ -14,4 +14,5 @@ pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod stream;
+pub mod verify;
 pub mod worker;

@@ -9,13 +9,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use edfi_cdc::config::{self, ConnectorConfig, SourceKind};
-use edfi_cdc::{commands, pipeline};
+use edfi_cdc::{commands, pipeline, verify};
 
 /// Change data capture from SQL Server Change Tracking on an Ed-Fi ODS into PostgreSQL staging.
 ///
 /// Secrets (passwords) come from the environment through `${VAR}` references in the connector
 /// files, never from the command line. Exit codes: 0 success, 1 runtime failure, 2 invalid
-/// configuration (nothing was touched), 3 a check failed.
+/// configuration (nothing was touched), 3 a check failed or `verify` found a difference.
 #[derive(Parser)]
 #[command(name = "edfi-cdc", version)]
 struct Cli {
@@ -76,6 +76,35 @@ enum Command {
         config: PathBuf,
         /// `schema.Table` or `Table`.
         table: String,
+    },
+    /// Compare every table of every sink's target with the source, row by row in effect (hashes
+    /// per bucket of keys, then the keys of the buckets that differ), while the replicator
+    /// runs. Exit 0 when equal, 3 when a table differs, 1 when it could not compare.
+    Verify {
+        #[arg(long, short, required = true)]
+        config: PathBuf,
+        /// Only these tables (`schema.Table` or `Table`; repeatable).
+        #[arg(long = "table", short = 't')]
+        tables: Vec<String>,
+        /// Only this sink.
+        #[arg(long, value_parser = ["staging", "redshift"])]
+        sink: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keys listed per kind of difference.
+        #[arg(long, default_value_t = 10)]
+        max_keys: usize,
+        /// Mend what differs: staging key by key (exactly once beside a running sink), Redshift
+        /// and tables with more than --repair-limit differences by a re-snapshot request.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long, default_value_t = 10_000)]
+        repair_limit: usize,
+        /// Seconds to wait for a sink to pass the source's version before re-checking keys that
+        /// changed while they were compared.
+        #[arg(long, default_value_t = 120)]
+        settle_timeout: u64,
     },
     /// Exit 0 if the replicator's /healthz on ADDR answers 200 within 3 s, else 1 (a container
     /// health check that needs no HTTP client in the image).
@@ -261,6 +290,43 @@ async fn async_main(cli: Cli) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("edfi-cdc resnapshot: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Verify {
+            config,
+            tables,
+            sink,
+            json,
+            max_keys,
+            repair,
+            repair_limit,
+            settle_timeout,
+        } => {
+            let configs = match load(std::slice::from_ref(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let opts = verify::Options {
+                tables,
+                sink,
+                max_keys,
+                repair,
+                repair_limit,
+                settle_timeout: std::time::Duration::from_secs(settle_timeout),
+            };
+            match verify::verify(&configs[0], &opts).await {
+                Ok(reports) => {
+                    print!("{}", verify::render(&reports, json));
+                    if reports.iter().any(verify::TableReport::differs) {
+                        ExitCode::from(3)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("edfi-cdc verify: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -169,6 +169,33 @@ pub fn slot_reset(connector: &str) {
     SLOT_RESETS.with_label_values(&[connector]).inc();
 }
 
+static VERIFY_DIFFERING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edfi_cdc_verify_differing_rows",
+        "Rows missing, extra or different in the target at the last `edfi-cdc verify` of the table",
+        &["connector", "sink", "table"]
+    )
+    .unwrap()
+});
+static VERIFY_TIME: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edfi_cdc_verify_timestamp_seconds",
+        "When `edfi-cdc verify` last compared the table (Unix time)",
+        &["connector", "sink", "table"]
+    )
+    .unwrap()
+});
+
+/// A stored `verify` result, read back from the target by a sink.
+pub fn verify_result(connector: &str, r: &crate::checkpoint::VerifyResult) {
+    let table = r.table.to_string();
+    let labels = [connector, r.sink.as_str(), table.as_str()];
+    VERIFY_DIFFERING.with_label_values(&labels).set(r.differing);
+    VERIFY_TIME
+        .with_label_values(&labels)
+        .set(r.verified_at.timestamp());
+}
+
 static MIN_VALID_VERSION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "edfi_cdc_source_min_valid_version",

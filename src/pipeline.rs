@@ -94,6 +94,9 @@ pub async fn run_connector(
     role: Role,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    if role != Role::Poller {
+        tokio::spawn(crate::verify::export_results(config.clone(), stop.clone()));
+    }
     if config.stream.kind == StreamKind::Embedded {
         anyhow::ensure!(
             role == Role::All,

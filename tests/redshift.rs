@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 const TABLES: usize = 37;
 const CATCH_UP: Duration = Duration::from_secs(180);
-const BUCKET: &str = "edfi-cdc-batches";
+const BUCKET: &str = REDSHIFT_BUCKET;
 
 fn workload(rate: f64, seed: u64, max_changes: u64) -> ods_sim::edfi::WorkloadConfig {
     ods_sim::edfi::WorkloadConfig {
@@ -25,28 +25,6 @@ fn workload(rate: f64, seed: u64, max_changes: u64) -> ods_sim::edfi::WorkloadCo
         duration: Some(Duration::from_secs(120)),
         bursts: true,
     }
-}
-
-/// Point the rig's connector at its target database as a Redshift sink in `stdin` mode (no
-/// staging sink), flushing every second, with batch files in `moto` when given.
-fn redshift_rig(rig: &mut Rig, moto: Option<&Moto>, extra: &[(&str, &str)]) {
-    let url = rig.staging.url();
-    let env = &mut rig.connector.env;
-    env.retain(|(k, _)| k != "STAGING_DATABASE_URL");
-    for (k, v) in [
-        ("STAGING_ENABLED", "false"),
-        ("REDSHIFT_ENABLED", "true"),
-        ("REDSHIFT_LOAD_MODE", "stdin"),
-        ("REDSHIFT_DATABASE_URL", url.as_str()),
-        ("REDSHIFT_MAX_AGE", "1s"),
-    ] {
-        env.push((k.into(), v.into()));
-    }
-    if let Some(m) = moto {
-        env.extend(m.env());
-        env.push(("S3_BUCKET".into(), BUCKET.into()));
-    }
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
 }
 
 async fn assert_equal(source: &Client, target: &Client) {

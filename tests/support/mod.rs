@@ -705,3 +705,28 @@ pub async fn assert_rig_equal(rig: &Rig) {
         problems.join("\n")
     );
 }
+
+/// The S3 bucket of the Redshift sink's batch files in tests.
+pub const REDSHIFT_BUCKET: &str = "edfi-cdc-batches";
+
+/// Point the rig's connector at its target database as a Redshift sink in `stdin` mode (no
+/// staging sink), flushing every second, with batch files in `moto` when given.
+pub fn redshift_rig(rig: &mut Rig, moto: Option<&s3::Moto>, extra: &[(&str, &str)]) {
+    let url = rig.staging.url();
+    let env = &mut rig.connector.env;
+    env.retain(|(k, _)| k != "STAGING_DATABASE_URL");
+    for (k, v) in [
+        ("STAGING_ENABLED", "false"),
+        ("REDSHIFT_ENABLED", "true"),
+        ("REDSHIFT_LOAD_MODE", "stdin"),
+        ("REDSHIFT_DATABASE_URL", url.as_str()),
+        ("REDSHIFT_MAX_AGE", "1s"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    if let Some(m) = moto {
+        env.extend(m.env());
+        env.push(("S3_BUCKET".into(), REDSHIFT_BUCKET.into()));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+}

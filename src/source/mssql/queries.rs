@@ -1,7 +1,7 @@
-//! Every T-SQL statement the poller sends. Identifiers are bracket-quoted; values are always
+//! Every T-SQL statement the poller and `verify` send. Identifiers are bracket-quoted; values are always
 //! parameters (`@P1`, …).
 
-use crate::event::TableSchema;
+use crate::event::{ColumnSchema, TableSchema, ValueKind};
 
 /// `[name]`, with `]` doubled.
 pub fn quote(ident: &str) -> String {
@@ -90,6 +90,20 @@ pub fn count_rows(schema: &TableSchema) -> String {
     format!("SELECT COUNT_BIG(*) FROM {}", qualified(schema))
 }
 
+/// `(k1 > @Pn) OR (k1 = @Pn AND k2 > @Pn+1) …`: keys after the key bound from `@P{first}` on.
+fn keys_after(keys: &[String], first: usize) -> String {
+    let disjuncts: Vec<String> = (0..keys.len())
+        .map(|i| {
+            let mut terms: Vec<String> = (0..i)
+                .map(|j| format!("{} = @P{}", keys[j], j + first))
+                .collect();
+            terms.push(format!("{} > @P{}", keys[i], i + first));
+            format!("({})", terms.join(" AND "))
+        })
+        .collect();
+    disjuncts.join(" OR ")
+}
+
 /// One snapshot chunk in key order: `@P1` rows; with `after_key`, only keys after `@P2…` (the
 /// last key of the previous chunk, keyset pagination).
 pub fn snapshot_chunk(schema: &TableSchema, after_key: bool) -> String {
@@ -101,25 +115,167 @@ pub fn snapshot_chunk(schema: &TableSchema, after_key: bool) -> String {
         qualified(schema)
     );
     if after_key {
-        let disjuncts: Vec<String> = (0..keys.len())
-            .map(|i| {
-                let mut terms: Vec<String> = (0..i)
-                    .map(|j| format!("{} = @P{}", keys[j], j + 2))
-                    .collect();
-                terms.push(format!("{} > @P{}", keys[i], i + 2));
-                format!("({})", terms.join(" AND "))
-            })
-            .collect();
         // The leading `k1 >= @P2` is implied by the disjunction but lets the server seek the
         // primary key index instead of scanning the table for every chunk.
         sql.push_str(&format!(
             " WHERE {} >= @P2 AND ({})",
             keys[0],
-            disjuncts.join(" OR ")
+            keys_after(&keys, 2)
         ));
     }
     sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
     sql
+}
+
+/// The canonical text of one column for `verify`, or `None` for a column it does not compare
+/// (`float`, `real`: their text forms differ between SQL Server and the targets). Every target
+/// renders the same text from its copy of the value (`verify::target`): integers and decimals
+/// in plain notation at the column's scale, `bit` as 1/0, dates `yyyy-mm-dd`, times and
+/// timestamps with six fractional digits after rounding to `scale` digits (the precision the
+/// target keeps), GUIDs in lower case, binary as upper-case hexadecimal.
+fn verify_column(c: &ColumnSchema, scale: u8) -> Option<String> {
+    let q = quote(&c.name);
+    let t = &c.source_type;
+    Some(match t.kind() {
+        ValueKind::Bool => format!("CONVERT(varchar(1), CAST({q} AS int))"),
+        ValueKind::Int => format!("CONVERT(varchar(20), {q})"),
+        ValueKind::Float => return None,
+        ValueKind::Decimal if t.name.ends_with("money") => {
+            format!("CONVERT(varchar(50), CAST({q} AS decimal(19,4)))")
+        }
+        ValueKind::Decimal => format!("CONVERT(varchar(50), {q})"),
+        ValueKind::String
+            if matches!(t.name.as_str(), "char" | "nchar" | "varchar" | "nvarchar") =>
+        {
+            q
+        }
+        ValueKind::String => format!("CONVERT(nvarchar(max), {q})"),
+        ValueKind::Bytes => format!("CONVERT(varchar(max), {q}, 2)"),
+        ValueKind::Date => format!("CONVERT(varchar(10), {q}, 23)"),
+        ValueKind::Timestamp if scale < 6 => format!(
+            "CONVERT(varchar(26), CAST(CAST({q} AS datetime2({scale})) AS datetime2(6)), 121)"
+        ),
+        ValueKind::Timestamp => format!("CONVERT(varchar(26), CAST({q} AS datetime2(6)), 121)"),
+        ValueKind::TimestampTz => {
+            format!("CONVERT(varchar(26), CAST(SWITCHOFFSET({q}, '+00:00') AS datetime2(6)), 121)")
+        }
+        ValueKind::Time => format!("CONVERT(varchar(15), CAST({q} AS time(6)), 121)"),
+        ValueKind::Uuid => format!("LOWER(CONVERT(char(36), {q}))"),
+    })
+}
+
+/// The canonical text of some columns of a row (`nvarchar`): each column `+text`, or `-` when
+/// NULL, joined by `|`.
+fn verify_text<'a>(
+    columns: impl Iterator<Item = &'a ColumnSchema>,
+    scale: &dyn Fn(&ColumnSchema) -> u8,
+) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in columns {
+        let Some(text) = verify_column(c, scale(c)) else {
+            continue;
+        };
+        if !parts.is_empty() {
+            parts.push("N'|'".into());
+        }
+        parts.push(format!(
+            "CASE WHEN {} IS NULL THEN N'-' ELSE CONCAT(N'+', {text}) END",
+            quote(&c.name)
+        ));
+    }
+    if parts.len() < 2 {
+        parts.push("N''".into());
+    }
+    format!("CONCAT({})", parts.join(", "))
+}
+
+/// The MD5 of a text as UTF-8 (`varchar` under a UTF-8 collation, SQL Server 2019 and later),
+/// which equals the targets' `md5()` of the same text.
+fn md5(text: &str) -> String {
+    format!("HASHBYTES('MD5', CONVERT(varchar(max), {text} COLLATE Latin1_General_100_BIN2_UTF8))")
+}
+
+/// `verify`'s view of a table at the source: every query hashes the canonical row text
+/// ([`verify_text`]) and puts each row in a bucket by the hash of its key's text, so that the
+/// source and a target (whose collations may order keys differently) agree on which rows a
+/// bucket holds. `@P1` is the number of buckets.
+pub struct VerifyQueries {
+    key: String,
+    row: String,
+    table: String,
+    keys: Vec<String>,
+    columns: Vec<String>,
+}
+
+impl VerifyQueries {
+    /// `scale`: the fractional digits the target keeps of a time column.
+    pub fn new(schema: &TableSchema, scale: &dyn Fn(&ColumnSchema) -> u8) -> VerifyQueries {
+        VerifyQueries {
+            key: verify_text(schema.key_columns(), scale),
+            row: verify_text(schema.columns.iter(), scale),
+            table: qualified(schema),
+            keys: schema.key_columns().map(|c| quote(&c.name)).collect(),
+            columns: schema.columns.iter().map(|c| quote(&c.name)).collect(),
+        }
+    }
+
+    fn bucket(&self) -> String {
+        format!("CAST(SUBSTRING({}, 1, 4) AS BIGINT) % @P1", md5(&self.key))
+    }
+
+    /// Per bucket: bucket, rows, and the sums of the first and second 4 bytes of the rows'
+    /// hashes (unsigned).
+    pub fn buckets(&self) -> String {
+        format!(
+            "SELECT x.b, COUNT_BIG(*), SUM(x.h1), SUM(x.h2) FROM (SELECT {} AS b, \
+             CAST(SUBSTRING({row}, 1, 4) AS BIGINT) AS h1, \
+             CAST(SUBSTRING({row}, 5, 4) AS BIGINT) AS h2 FROM {}) AS x \
+             GROUP BY x.b",
+            self.bucket(),
+            self.table,
+            row = md5(&self.row),
+        )
+    }
+
+    /// The key columns, the key's text and the row's hash (hexadecimal) of every row in the
+    /// `n` buckets `@P2…`.
+    pub fn bucket_rows(&self, n: usize) -> String {
+        let list: Vec<String> = (0..n).map(|i| format!("@P{}", i + 2)).collect();
+        format!(
+            "SELECT {}, {}, CONVERT(char(32), {}, 2) FROM {} WHERE {} IN ({})",
+            self.keys.join(", "),
+            self.key,
+            md5(&self.row),
+            self.table,
+            self.bucket(),
+            list.join(", ")
+        )
+    }
+
+    /// Every column and then the key's text of every row in the `n` buckets `@P2…`.
+    pub fn bucket_full_rows(&self, n: usize) -> String {
+        let list: Vec<String> = (0..n).map(|i| format!("@P{}", i + 2)).collect();
+        format!(
+            "SELECT {}, {} FROM {} WHERE {} IN ({})",
+            self.columns.join(", "),
+            self.key,
+            self.table,
+            self.bucket(),
+            list.join(", ")
+        )
+    }
+
+    /// The key texts of the rows Change Tracking has changed after version `@P1`.
+    pub fn changed_keys(&self) -> String {
+        format!(
+            "SELECT {} FROM CHANGETABLE(CHANGES {}, @P1) AS ct",
+            self.key, self.table
+        )
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
 }
 
 /// The T-SQL that turns Change Tracking on for a database and tables (`enable-ct --print`).
@@ -167,6 +323,50 @@ mod tests {
         assert!(
             q.contains("WHERE ct.SYS_CHANGE_VERSION <= @P2 ORDER BY ct.SYS_CHANGE_VERSION"),
             "{q}"
+        );
+    }
+
+    #[test]
+    fn verify_hashes_a_canonical_utf8_text_of_every_comparable_column() {
+        let s = every_type_schema();
+        let q = VerifyQueries::new(&s, &|c: &ColumnSchema| {
+            if c.name == "CreateDate" {
+                3
+            } else {
+                6
+            }
+        });
+        let buckets = q.buckets();
+        for part in [
+            "CASE WHEN [StudentUSI] IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(20), [StudentUSI])) END, N'|', ",
+            "CONCAT(N'+', CONVERT(varchar(10), [BirthDate], 23))",
+            "CONCAT(N'+', [FirstName])",
+            "LOWER(CONVERT(char(36), [Id]))",
+            "CONVERT(varchar(26), CAST(CAST([CreateDate] AS datetime2(3)) AS datetime2(6)), 121)",
+            "CONVERT(varchar(1), CAST([Active] AS int))",
+            "CONVERT(varchar(max), [Photo], 2)",
+            "CONVERT(varchar(15), CAST([StartTime] AS time(6)), 121)",
+            "COLLATE Latin1_General_100_BIN2_UTF8)), 1, 4) AS BIGINT) % @P1 AS b",
+            "FROM [edfi].[Student]) AS x GROUP BY x.b",
+        ] {
+            assert!(buckets.contains(part), "{part} in {buckets}");
+        }
+        assert!(
+            !buckets.contains("[Ratio]"),
+            "floats are not compared: {buckets}"
+        );
+        let rows = q.bucket_rows(2);
+        assert!(
+            rows.starts_with("SELECT [StudentUSI], [BirthDate], CONCAT("),
+            "{rows}"
+        );
+        assert!(rows.ends_with("% @P1 IN (@P2, @P3)"), "{rows}");
+        assert_eq!(
+            q.changed_keys(),
+            "SELECT CONCAT(CASE WHEN [StudentUSI] IS NULL THEN N'-' ELSE CONCAT(N'+', \
+             CONVERT(varchar(20), [StudentUSI])) END, N'|', CASE WHEN [BirthDate] IS NULL THEN N'-' \
+             ELSE CONCAT(N'+', CONVERT(varchar(10), [BirthDate], 23)) END) \
+             FROM CHANGETABLE(CHANGES [edfi].[Student], @P1) AS ct"
         );
     }
 

@@ -85,12 +85,18 @@ pub fn bind(query: &mut Query<'_>, value: &Value) {
     }
 }
 
-/// Read a cell as an integer (any integer width) — catalog columns vary between tinyint and int.
+/// Read a cell as an integer (any integer width, or a decimal without a fraction) — catalog
+/// columns vary between tinyint and int, and sums may come back as decimals.
 pub fn as_i64(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
         Value::Bool(b) => Some(*b as i64),
-        Value::Decimal(s) => parse_decimal(s).and_then(|(v, s)| (s == 0).then_some(v as i64)),
+        Value::Decimal(s) => parse_decimal(s).and_then(|(v, scale)| {
+            let unit = 10i128.checked_pow(scale.into())?;
+            (v % unit == 0)
+                .then(|| i64::try_from(v / unit).ok())
+                .flatten()
+        }),
         _ => None,
     }
 }

@@ -1,0 +1,890 @@
+//! `edfi-cdc verify`: is each target's copy of each table equal to the source?
+//!
+//! Both sides hash a canonical text of every row (`source::mssql::queries::VerifyQueries`,
+//! [`target::TargetTable`]) and sum the hashes per bucket, a bucket being a range of the hash of
+//! the row's key: only per-bucket sums travel. Buckets, not key ranges, because the source and
+//! a target may order string keys differently (collations). The rows of the buckets that differ
+//! are then listed on both sides, key text and row hash only, to find the keys.
+//!
+//! It runs beside a live replicator. The target is read in one transaction together with the
+//! sink's checkpoint `C` (the data and the checkpoint commit together), so the target is exactly
+//! the source at `C`; the source is read in a SNAPSHOT transaction at version `V >= C`. A key
+//! whose rows differ but that Change Tracking shows unchanged after `C` differs for certain. A
+//! key changed after `C` is in flight: it is checked again once the sink has passed `V`, up to
+//! [`ROUNDS`] times, and reported as unsettled if it keeps changing.
+//!
+//! `--repair` mends a staging table key by key, in a transaction that holds the sink's
+//! checkpoint still (exactly once: see [`repair_staging`]), and asks the sink to re-snapshot a
+//! Redshift table or a table with more differences than the repair limit.
+
+pub mod target;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use crate::checkpoint;
+use crate::config::{ConnectorConfig, Deletes, SourceKind};
+use crate::event::{round_micros, round_time_micros, TableSchema, Value};
+use crate::source::mssql::{queries, value, Connection};
+pub use target::Sink;
+use target::TargetTable;
+
+/// Rounds of re-checking keys that changed while they were compared.
+pub const ROUNDS: usize = 5;
+
+/// Buckets of about this many rows.
+const ROWS_PER_BUCKET: i64 = 2_000;
+
+/// Buckets per query of their rows (SQL Server takes at most 2,100 parameters).
+const BUCKETS_PER_QUERY: usize = 1_000;
+
+/// What `verify` compares and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `schema.Table` or `Table`; empty: every table of the connector.
+    pub tables: Vec<String>,
+    /// `staging` or `redshift`; `None`: every enabled sink.
+    pub sink: Option<String>,
+    /// Keys listed per kind of difference.
+    pub max_keys: usize,
+    pub repair: bool,
+    /// More differences than this in one table: `--repair` re-snapshots it instead.
+    pub repair_limit: usize,
+    /// How long to wait for a sink to pass the source's version before a re-check.
+    pub settle_timeout: Duration,
+}
+
+/// The result for one table of one sink.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableReport {
+    pub sink: String,
+    pub table: String,
+    pub target: String,
+    /// Why the table was not compared (e.g. a snapshot in progress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    /// The sink's checkpoint and the source version compared.
+    pub checkpoint_version: i64,
+    pub source_version: i64,
+    pub missing: u64,
+    pub extra: u64,
+    pub different: u64,
+    /// Keys that kept changing through every re-check.
+    pub unsettled: u64,
+    /// Up to `max_keys` keys of each kind, as their canonical text (`value|value`).
+    pub missing_keys: Vec<String>,
+    pub extra_keys: Vec<String>,
+    pub different_keys: Vec<String>,
+    pub unsettled_keys: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<String>,
+    pub seconds: f64,
+}
+
+impl TableReport {
+    pub fn differs(&self) -> bool {
+        self.missing + self.extra + self.different > 0
+    }
+}
+
+/// Keys found different, by kind, as canonical key texts.
+#[derive(Debug, Default)]
+struct Differences {
+    missing: BTreeSet<String>,
+    extra: BTreeSet<String>,
+    different: BTreeSet<String>,
+}
+
+impl Differences {
+    fn len(&self) -> usize {
+        self.missing.len() + self.extra.len() + self.different.len()
+    }
+}
+
+/// Per bucket: rows and the two hash sums.
+type Buckets = HashMap<u32, (i64, i64, i64)>;
+
+/// One side's rows of some buckets: key text → row hash (lower-case hexadecimal).
+type Rows = HashMap<String, String>;
+
+/// The sinks `verify` compares: every enabled one, or the one named.
+fn sinks<'a>(
+    config: &'a ConnectorConfig,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<(Sink<'a>, &'a str)>> {
+    let mut out = Vec::new();
+    if let Some(s) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
+        out.push((Sink::Staging(s), s.url.expose()));
+    }
+    if let Some(r) = config.sinks.redshift.as_ref().filter(|r| r.enabled) {
+        out.push((Sink::Redshift(r), r.url.expose()));
+    }
+    if let Some(name) = only {
+        out.retain(|(s, _)| s.name() == name);
+        if out.is_empty() {
+            bail!(
+                "connector {} has no enabled sink `{name}` (staging, redshift)",
+                config.name
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Compare (and with `repair`, mend) every selected table of every selected sink.
+pub async fn verify(config: &ConnectorConfig, opts: &Options) -> anyhow::Result<Vec<TableReport>> {
+    if config.source.kind != SourceKind::Mssql {
+        bail!("verify compares with a SQL Server source; connector {} reads PostgreSQL, which verify does not support yet", config.name);
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let schemas = crate::source::discover(config, &stop)
+        .await
+        .context("reading the source's tables")?;
+    let schemas = select_tables(config, schemas, &opts.tables)?;
+    let mut conn = Connection::connect(&config.source)
+        .await
+        .context("connecting to the source")?;
+    let mut out = Vec::new();
+    for (sink, url) in sinks(config, opts.sink.as_deref())? {
+        let client = crate::sink::pg::connect(sink.name(), url)
+            .await
+            .with_context(|| format!("connecting to the {} target", sink.name()))?;
+        checkpoint::install(&client).await?;
+        for schema in &schemas {
+            let (mut report, found) =
+                compare(config, opts, &mut conn, &client, sink, schema).await?;
+            if opts.repair && report.differs() {
+                match repair(config, opts, &mut conn, &client, sink, schema, &found).await? {
+                    Repair::Requested(what) => report.repair = Some(what),
+                    Repair::Mended(what) => {
+                        let before = report;
+                        (report, _) =
+                            compare(config, opts, &mut conn, &client, sink, schema).await?;
+                        report.repair = Some(format!(
+                            "{what}; before: {} missing, {} extra, {} different",
+                            before.missing, before.extra, before.different
+                        ));
+                    }
+                }
+            }
+            if report.skipped.is_none() {
+                let result = checkpoint::VerifyResult {
+                    sink: sink.name().into(),
+                    table: schema.id.clone(),
+                    differing: (report.missing + report.extra + report.different) as i64,
+                    unsettled: report.unsettled as i64,
+                    verified_at: chrono::Utc::now(),
+                };
+                checkpoint::store_verify_result(&client, &config.name, &result)
+                    .await
+                    .context("recording the result in the target")?;
+            }
+            out.push(report);
+        }
+    }
+    Ok(out)
+}
+
+fn select_tables(
+    config: &ConnectorConfig,
+    schemas: Vec<Arc<TableSchema>>,
+    wanted: &[String],
+) -> anyhow::Result<Vec<Arc<TableSchema>>> {
+    if wanted.is_empty() {
+        return Ok(schemas);
+    }
+    let mut out = Vec::new();
+    for w in wanted {
+        let found = schemas.iter().find(|s| {
+            s.id.to_string().eq_ignore_ascii_case(w) || s.id.name.eq_ignore_ascii_case(w)
+        });
+        match found {
+            Some(s) => out.push(s.clone()),
+            None => bail!(
+                "{w} is not a table of connector {} ({})",
+                config.name,
+                config.file.display()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The sink's checkpoint of a table: the lowest version over its copies (lanes), if every copy
+/// is streaming; else why the table cannot be compared now.
+async fn checkpoint_version(
+    client: &impl tokio_postgres::GenericClient,
+    config: &ConnectorConfig,
+    sink: Sink<'_>,
+    schema: &TableSchema,
+    lock: bool,
+) -> anyhow::Result<Result<i64, String>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT phase, version FROM edfi_cdc.table_state WHERE connector = $1 \
+                 AND (sink = $2 OR sink LIKE $3) AND source_schema = $4 AND source_table = $5{}",
+                if lock { " FOR UPDATE" } else { "" }
+            ),
+            &[
+                &config.name,
+                &sink.name(),
+                &format!("{}@%", sink.name()),
+                &schema.id.schema,
+                &schema.id.name,
+            ],
+        )
+        .await
+        .context("reading the sink's checkpoint")?;
+    if rows.is_empty() {
+        return Ok(Err("the sink has no checkpoint for it yet".into()));
+    }
+    if let Some(r) = rows.iter().find(|r| r.get::<_, &str>(0) != "streaming") {
+        return Ok(Err(format!(
+            "the sink is loading it (phase {}); verify it once the snapshot is published",
+            r.get::<_, &str>(0)
+        )));
+    }
+    Ok(Ok(rows
+        .iter()
+        .map(|r| r.get::<_, i64>(1))
+        .min()
+        .expect("rows")))
+}
+
+/// The target side of a table, and whether it keeps deleted rows.
+async fn target_table(
+    client: &Client,
+    sink: Sink<'_>,
+    schema: &TableSchema,
+) -> anyhow::Result<TargetTable> {
+    let plain = TargetTable::new(sink, schema, false);
+    let soft = match sink {
+        Sink::Redshift(r) => {
+            r.deletes == Deletes::Soft
+                || crate::models::has_column(
+                    client,
+                    &plain.name.to_string(),
+                    crate::sink::redshift::sql::DELETED_AT,
+                )
+                .await
+                .unwrap_or(false)
+        }
+        Sink::Staging(_) => false,
+    };
+    Ok(if soft {
+        TargetTable::new(sink, schema, true)
+    } else {
+        plain
+    })
+}
+
+fn bucket_count(rows: i64) -> u32 {
+    ((rows / ROWS_PER_BUCKET).clamp(1, 1 << 16) as u32).next_power_of_two()
+}
+
+/// Compare one table of one sink: the report, and every key found different.
+async fn compare(
+    config: &ConnectorConfig,
+    opts: &Options,
+    conn: &mut Connection,
+    client: &Client,
+    sink: Sink<'_>,
+    schema: &TableSchema,
+) -> anyhow::Result<(TableReport, Differences)> {
+    let started = Instant::now();
+    let table = target_table(client, sink, schema).await?;
+    let scale = |c: &crate::event::ColumnSchema| sink.scale(c);
+    let source = queries::VerifyQueries::new(schema, &scale);
+    let mut report = TableReport {
+        sink: sink.name().into(),
+        table: schema.id.to_string(),
+        target: table.name.to_string(),
+        ..TableReport::default()
+    };
+    let rows = value::as_i64(&conn.scalar(&queries::count_rows(schema), &[]).await?).unwrap_or(0);
+    let buckets = bucket_count(rows);
+
+    // Round 0: every bucket.
+    let tx = Target::begin(client).await?;
+    let cp = match checkpoint_version(tx.client(), config, sink, schema, false).await? {
+        Ok(v) => v,
+        Err(why) => {
+            tx.end().await?;
+            report.skipped = Some(why);
+            return Ok((report, Differences::default()));
+        }
+    };
+    let target_buckets = read_target_buckets(tx.client(), &table, buckets).await?;
+    conn.batch(queries::BEGIN_SNAPSHOT).await?;
+    let result = async {
+        let version = conn.current_version().await?.unwrap_or(0);
+        let source_buckets = read_source_buckets(conn, &source, buckets).await?;
+        let differing: Vec<u32> = source_buckets
+            .keys()
+            .chain(target_buckets.keys())
+            .copied()
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .filter(|b| source_buckets.get(b) != target_buckets.get(b))
+            .collect();
+        let src_rows = read_source_rows(conn, &source, buckets, &differing).await?;
+        anyhow::Ok((version, source_buckets, differing, src_rows))
+    }
+    .await;
+    conn.batch(queries::COMMIT).await?;
+    let (version, source_buckets, differing, src_rows) = result?;
+    let tgt_rows = read_target_rows(tx.client(), &table, buckets, &differing).await?;
+    tx.end().await?;
+    report.checkpoint_version = cp;
+    report.source_version = version;
+    report.source_rows = source_buckets.values().map(|b| b.0 as u64).sum();
+    report.target_rows = target_buckets.values().map(|b| b.0 as u64).sum();
+
+    let mut found = Differences::default();
+    let mut pending = diff(&src_rows, &tgt_rows);
+    let mut since = cp;
+    let mut wait_for = version;
+    for round in 0..=ROUNDS {
+        if pending.len() == 0 {
+            break;
+        }
+        let changed = changed_keys(conn, &source, schema, since).await?;
+        let mut in_flight = Differences::default();
+        for (kind, keys) in [
+            (&mut found.missing, &mut pending.missing),
+            (&mut found.extra, &mut pending.extra),
+            (&mut found.different, &mut pending.different),
+        ] {
+            for k in std::mem::take(keys) {
+                match &changed {
+                    Some(c) if !c.contains(&k) => {
+                        kind.insert(k);
+                    }
+                    _ => {
+                        in_flight.missing.insert(k);
+                    }
+                }
+            }
+        }
+        if in_flight.len() == 0 || round == ROUNDS {
+            pending = in_flight;
+            break;
+        }
+        info!(table = %schema.id, sink = sink.name(), keys = in_flight.len(), round = round + 1, "keys changed while compared; checking them again once the sink has passed version {wait_for}");
+        // Again, for the keys in flight only, once the sink has applied what the source had.
+        let keys: BTreeSet<String> = in_flight.missing;
+        wait_until_passed(client, config, sink, schema, wait_for, opts.settle_timeout).await?;
+        let tx = Target::begin(client).await?;
+        let cp = match checkpoint_version(tx.client(), config, sink, schema, false).await? {
+            Ok(v) => v,
+            Err(why) => {
+                tx.end().await?;
+                bail!("{}: {why}", schema.id);
+            }
+        };
+        let list = buckets_of(tx.client(), buckets, &keys).await?;
+        let tgt = read_target_rows(tx.client(), &table, buckets, &list).await?;
+        tx.end().await?;
+        conn.batch(queries::BEGIN_SNAPSHOT).await?;
+        let result = async {
+            let version = conn.current_version().await?.unwrap_or(0);
+            let src = read_source_rows(conn, &source, buckets, &list).await?;
+            anyhow::Ok((version, src))
+        }
+        .await;
+        conn.batch(queries::COMMIT).await?;
+        let (v, src) = result?;
+        let mut again = diff(&src, &tgt);
+        for set in [&mut again.missing, &mut again.extra, &mut again.different] {
+            set.retain(|k| keys.contains(k));
+        }
+        pending = again;
+        since = cp;
+        wait_for = v;
+    }
+    report.missing = found.missing.len() as u64;
+    report.extra = found.extra.len() as u64;
+    report.different = found.different.len() as u64;
+    report.unsettled = pending.len() as u64;
+    let first = |s: &BTreeSet<String>| s.iter().take(opts.max_keys).cloned().collect();
+    report.missing_keys = first(&found.missing);
+    report.extra_keys = first(&found.extra);
+    report.different_keys = first(&found.different);
+    report.unsettled_keys = pending
+        .missing
+        .iter()
+        .chain(&pending.extra)
+        .chain(&pending.different)
+        .take(opts.max_keys)
+        .cloned()
+        .collect();
+    report.seconds = started.elapsed().as_secs_f64();
+    if report.differs() {
+        warn!(table = %schema.id, sink = sink.name(), missing = report.missing, extra = report.extra, different = report.different, "the target differs from the source");
+    }
+    Ok((report, found))
+}
+
+/// A read-only transaction on the target that sees one committed state.
+struct Target<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Target<'a> {
+    async fn begin(client: &'a Client) -> anyhow::Result<Target<'a>> {
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .context("beginning a read on the target")?;
+        Ok(Target { client })
+    }
+
+    fn client(&self) -> &'a Client {
+        self.client
+    }
+
+    async fn end(self) -> anyhow::Result<()> {
+        self.client.batch_execute("COMMIT").await?;
+        Ok(())
+    }
+}
+
+async fn read_target_buckets(
+    client: &Client,
+    table: &TargetTable,
+    buckets: u32,
+) -> anyhow::Result<Buckets> {
+    let rows = client
+        .query(&table.buckets(buckets), &[])
+        .await
+        .with_context(|| format!("hashing {}", table.name))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i64>(0) as u32,
+                (r.get::<_, i64>(1), r.get::<_, i64>(2), r.get::<_, i64>(3)),
+            )
+        })
+        .collect())
+}
+
+async fn read_source_buckets(
+    conn: &mut Connection,
+    source: &queries::VerifyQueries,
+    buckets: u32,
+) -> anyhow::Result<Buckets> {
+    let rows = conn
+        .rows(&source.buckets(), &[Value::Int(buckets.into())])
+        .await
+        .context("hashing the source table")?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                value::as_i64(&r[0])? as u32,
+                (
+                    value::as_i64(&r[1])?,
+                    value::as_i64(&r[2])?,
+                    value::as_i64(&r[3])?,
+                ),
+            ))
+        })
+        .collect())
+}
+
+async fn read_source_rows(
+    conn: &mut Connection,
+    source: &queries::VerifyQueries,
+    buckets: u32,
+    list: &[u32],
+) -> anyhow::Result<Rows> {
+    let mut out = Rows::new();
+    for part in list.chunks(BUCKETS_PER_QUERY) {
+        let mut params = vec![Value::Int(buckets.into())];
+        params.extend(part.iter().map(|&b| Value::Int(b.into())));
+        let keys = source.key_count();
+        for r in conn.rows(&source.bucket_rows(part.len()), &params).await? {
+            if let (Some(k), Some(h)) = (value::as_str(&r[keys]), value::as_str(&r[keys + 1])) {
+                out.insert(k.to_string(), h.to_lowercase());
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn read_target_rows(
+    client: &Client,
+    table: &TargetTable,
+    buckets: u32,
+    list: &[u32],
+) -> anyhow::Result<Rows> {
+    let mut out = Rows::new();
+    for part in list.chunks(BUCKETS_PER_QUERY) {
+        for r in client.query(&table.bucket_rows(buckets, part), &[]).await? {
+            out.insert(r.get::<_, String>(0), r.get::<_, String>(1));
+        }
+    }
+    Ok(out)
+}
+
+/// The buckets holding these key texts (computed by the target, which hashes them the same way).
+async fn buckets_of(
+    client: &Client,
+    buckets: u32,
+    keys: &BTreeSet<String>,
+) -> anyhow::Result<Vec<u32>> {
+    let list: Vec<String> = keys.iter().map(|k| target::literal(k)).collect();
+    let sql = format!(
+        "SELECT DISTINCT {} % {buckets} FROM (SELECT md5(k) AS kh FROM (VALUES ({})) AS v(k)) AS r",
+        target::hex8("r.kh", 1),
+        list.join("), (")
+    );
+    Ok(client
+        .query(&sql, &[])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i64>(0) as u32)
+        .collect())
+}
+
+fn diff(source: &Rows, target: &Rows) -> Differences {
+    let mut d = Differences::default();
+    for (k, h) in source {
+        match target.get(k) {
+            None => {
+                d.missing.insert(k.clone());
+            }
+            Some(t) if t != h => {
+                d.different.insert(k.clone());
+            }
+            Some(_) => {}
+        }
+    }
+    for k in target.keys() {
+        if !source.contains_key(k) {
+            d.extra.insert(k.clone());
+        }
+    }
+    d
+}
+
+/// The key texts Change Tracking has changed after `version`; `None` when it cannot tell
+/// (`version` is older than the table's minimum valid version).
+async fn changed_keys(
+    conn: &mut Connection,
+    source: &queries::VerifyQueries,
+    schema: &TableSchema,
+    version: i64,
+) -> anyhow::Result<Option<BTreeSet<String>>> {
+    let min = conn
+        .min_valid_versions()
+        .await?
+        .get(&schema.id.to_string().to_lowercase())
+        .copied()
+        .flatten();
+    if min.is_none_or(|m| version < m) {
+        return Ok(None);
+    }
+    Ok(Some(
+        conn.rows(&source.changed_keys(), &[Value::Int(version)])
+            .await?
+            .iter()
+            .filter_map(|r| value::as_str(&r[0]).map(str::to_string))
+            .collect(),
+    ))
+}
+
+/// Wait until the sink's checkpoint of the table reaches `version`.
+async fn wait_until_passed(
+    client: &Client,
+    config: &ConnectorConfig,
+    sink: Sink<'_>,
+    schema: &TableSchema,
+    version: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(v) = checkpoint_version(client, config, sink, schema, false).await? {
+            if v >= version {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{}: the {} sink did not reach version {version} within {timeout:?}; is the replicator running?",
+                schema.id,
+                sink.name()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What `--repair` did to a table.
+pub enum Repair {
+    /// Keys were written; compare again to show the result.
+    Mended(String),
+    /// The sink was asked to re-snapshot the table; it does so on its own time.
+    Requested(String),
+}
+
+/// Mend the differences of `report`: key by key in staging when there are at most
+/// `repair_limit`, else (and always for Redshift, whose models must follow) a re-snapshot
+/// request.
+async fn repair(
+    config: &ConnectorConfig,
+    opts: &Options,
+    conn: &mut Connection,
+    client: &Client,
+    sink: Sink<'_>,
+    schema: &TableSchema,
+    keys: &Differences,
+) -> anyhow::Result<Repair> {
+    let count = keys.len();
+    if matches!(sink, Sink::Redshift(_)) || count > opts.repair_limit {
+        checkpoint::request_resnapshot(client, &config.name, &schema.id).await?;
+        let what = format!(
+            "asked the {} sink to re-snapshot {} ({count} differing rows); run verify again once `status` shows it streaming",
+            sink.name(),
+            schema.id
+        );
+        info!(table = %schema.id, sink = sink.name(), "{what}");
+        return Ok(Repair::Requested(what));
+    }
+    repair_staging(config, conn, client, sink, schema, keys)
+        .await
+        .map(Repair::Mended)
+}
+
+/// Attempts of a staging repair before giving up (each fails only when the sink committed
+/// meanwhile).
+const REPAIR_ATTEMPTS: usize = 10;
+
+/// Write the source's rows of the differing keys into staging, exactly once with respect to
+/// the running sink. The source rows are read at a version `V`, and only keys Change Tracking
+/// shows unchanged after the sink's checkpoint `C` are written: their rows at `V` are their
+/// rows at `C`, which is what the target must hold at `C`. The writes commit only if the
+/// checkpoint is still `C` when the transaction locks it last: a sink that committed meanwhile
+/// makes the attempt roll back and start again, and one that commits afterwards applies its
+/// later changes on top. Keys changed after `C` are left to the sink, which writes them anyway.
+async fn repair_staging(
+    config: &ConnectorConfig,
+    conn: &mut Connection,
+    client: &Client,
+    sink: Sink<'_>,
+    schema: &TableSchema,
+    keys: &Differences,
+) -> anyhow::Result<String> {
+    let table = TargetTable::new(sink, schema, false);
+    let scale = |c: &crate::event::ColumnSchema| sink.scale(c);
+    let source = queries::VerifyQueries::new(schema, &scale);
+    let wanted: BTreeSet<String> = keys
+        .missing
+        .iter()
+        .chain(&keys.extra)
+        .chain(&keys.different)
+        .cloned()
+        .collect();
+    for attempt in 1..=REPAIR_ATTEMPTS {
+        let cp = match checkpoint_version(client, config, sink, schema, false).await? {
+            Ok(v) => v,
+            Err(why) => bail!("{}: cannot repair: {why}", schema.id),
+        };
+        let buckets = 1u32 << 10;
+        let list = buckets_of(client, buckets, &wanted).await?;
+        conn.batch(queries::BEGIN_SNAPSHOT).await?;
+        let read = async {
+            let mut rows: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for part in list.chunks(BUCKETS_PER_QUERY) {
+                let mut params = vec![Value::Int(buckets.into())];
+                params.extend(part.iter().map(|&b| Value::Int(b.into())));
+                for mut r in conn
+                    .rows(&source.bucket_full_rows(part.len()), &params)
+                    .await?
+                {
+                    let key = r.pop().and_then(|k| value::as_str(&k).map(str::to_string));
+                    if let Some(key) = key.filter(|k| wanted.contains(k)) {
+                        rows.insert(key, r);
+                    }
+                }
+            }
+            anyhow::Ok(rows)
+        }
+        .await;
+        conn.batch(queries::COMMIT).await?;
+        let rows = read?;
+        let changed = changed_keys(conn, &source, schema, cp)
+            .await?
+            .with_context(|| format!("{}: Change Tracking no longer covers the sink's checkpoint {cp}; re-snapshot the table instead", schema.id))?;
+        let settled: Vec<&String> = wanted.iter().filter(|k| !changed.contains(*k)).collect();
+        let upserts: Vec<Vec<Option<String>>> = settled
+            .iter()
+            .filter_map(|k| rows.get(*k))
+            .map(|r| r.iter().map(text).collect())
+            .collect();
+        let deletes: Vec<String> = settled
+            .iter()
+            .filter(|k| !rows.contains_key(**k))
+            .map(|k| (*k).clone())
+            .collect();
+        client
+            .batch_execute("BEGIN; SET LOCAL lock_timeout = '500ms'")
+            .await?;
+        let written = async {
+            for part in upserts.chunks(500) {
+                client.execute(&table.upsert(part), &[]).await?;
+            }
+            for part in deletes.chunks(500) {
+                client.execute(&table.delete_keys(part), &[]).await?;
+            }
+            anyhow::Ok(checkpoint_version(client, config, sink, schema, true).await?)
+        }
+        .await;
+        match written {
+            Ok(Ok(v)) if v == cp => {
+                client.batch_execute("COMMIT").await?;
+                return Ok(format!(
+                    "wrote {} rows and deleted {} at checkpoint {cp}; {} keys changed meanwhile and were left to the sink",
+                    upserts.len(),
+                    deletes.len(),
+                    wanted.len() - settled.len()
+                ));
+            }
+            Ok(_) => {
+                info!(table = %schema.id, attempt, "the sink committed while the repair was prepared; trying again")
+            }
+            Err(e) => {
+                info!(table = %schema.id, attempt, error = %format!("{e:#}"), "repair attempt rolled back; trying again")
+            }
+        }
+        client.batch_execute("ROLLBACK").await?;
+    }
+    bail!(
+        "{}: the sink kept committing during {REPAIR_ATTEMPTS} repair attempts; try again, or re-snapshot the table",
+        schema.id
+    )
+}
+
+/// A value as the text PostgreSQL reads for its type (`None` for NULL).
+fn text(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Decimal(s) | Value::String(s) => s.clone(),
+        Value::Bytes(b) => {
+            let mut s = String::from("\\x");
+            for byte in b {
+                s.push_str(&format!("{byte:02x}"));
+            }
+            s
+        }
+        Value::Date(d) => d.format("%Y-%m-%d").to_string(),
+        Value::Timestamp(t) => round_micros(*t).format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        Value::TimestampTz(t) => round_micros(t.naive_utc())
+            .format("%Y-%m-%d %H:%M:%S%.6f+00")
+            .to_string(),
+        Value::Time(t) => round_time_micros(*t).format("%H:%M:%S%.6f").to_string(),
+        Value::Uuid(u) => u.to_string(),
+    })
+}
+
+/// How often a running replicator reads the stored `verify` results into its metrics.
+const RESULTS_EVERY: Duration = Duration::from_secs(15);
+
+/// Export the results `verify` stored in each enabled sink's target as metrics
+/// (`edfi_cdc_verify_differing_rows`, the alert's input), until `stop`. A target that cannot be
+/// read is tried again at the next turn; the gauges keep their last values meanwhile.
+pub async fn export_results(
+    config: Arc<ConnectorConfig>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut clients: HashMap<&'static str, Client> = HashMap::new();
+    loop {
+        for (sink, url) in sinks(&config, None).unwrap_or_default() {
+            let name = sink.name();
+            if clients.get(name).is_none_or(Client::is_closed) {
+                match crate::sink::pg::connect(name, url).await {
+                    Ok(c) => {
+                        clients.insert(name, c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(sink = name, error = %e, "verify results: target not reachable");
+                        continue;
+                    }
+                }
+            }
+            match checkpoint::verify_results(&clients[name], &config.name).await {
+                Ok(results) => {
+                    for r in results {
+                        crate::metrics::verify_result(&config.name, &r);
+                    }
+                }
+                // Absent until the sink or `verify` creates it.
+                Err(e) => tracing::debug!(sink = name, error = %e, "verify results: not readable"),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RESULTS_EVERY) => {}
+        }
+    }
+}
+
+/// The reports as a table (one line per table and sink, then the keys), or JSON.
+pub fn render(reports: &[TableReport], as_json: bool) -> String {
+    use std::fmt::Write as _;
+    if as_json {
+        return serde_json::to_string_pretty(reports).expect("reports are JSON");
+    }
+    let mut s = format!(
+        "{:<8} {:<52} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9}  result\n",
+        "sink", "table", "source", "target", "missing", "extra", "different", "unsettled"
+    );
+    for r in reports {
+        let result = match (&r.skipped, r.differs()) {
+            (Some(why), _) => format!("not compared: {why}"),
+            (None, true) => "DIFFERS".to_string(),
+            (None, false) if r.unsettled > 0 => "equal except keys still changing".to_string(),
+            (None, false) => "equal".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<8} {:<52} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9}  {result}",
+            r.sink,
+            r.table,
+            r.source_rows,
+            r.target_rows,
+            r.missing,
+            r.extra,
+            r.different,
+            r.unsettled
+        );
+        for (what, keys) in [
+            ("missing", &r.missing_keys),
+            ("extra", &r.extra_keys),
+            ("different", &r.different_keys),
+            ("unsettled", &r.unsettled_keys),
+        ] {
+            if !keys.is_empty() {
+                let _ = writeln!(s, "    {what}: {}", keys.join("; "));
+            }
+        }
+        if let Some(repair) = &r.repair {
+            let _ = writeln!(s, "    repair: {repair}");
+        }
+    }
+    s
+}

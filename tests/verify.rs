@@ -1,0 +1,263 @@
+//! `edfi-cdc verify` against real servers: staging broken by hand while a workload runs, the
+//! exact keys found, `--repair` making it equal again.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use support::*;
+use tokio::sync::watch;
+
+const TABLES: usize = 37;
+const CATCH_UP: Duration = Duration::from_secs(180);
+
+/// `edfi-cdc verify --json` with `args`: the exit code and the reports.
+fn verify(connector: &Connector, args: &[&str]) -> (i32, Vec<Json>) {
+    let mut all = vec!["verify", "--json", "--log", "edfi_cdc=warn"];
+    all.extend_from_slice(args);
+    let out = connector.command(&all).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<Json> = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}); exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), reports)
+}
+
+fn report<'a>(reports: &'a [Json], table: &str) -> &'a Json {
+    reports
+        .iter()
+        .find(|r| r["table"] == table)
+        .unwrap_or_else(|| panic!("no report for {table}: {reports:#?}"))
+}
+
+fn keys(r: &Json, kind: &str) -> Vec<String> {
+    r[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_exactly_the_rows_broken_by_hand_and_repair_mends_them_under_a_workload() {
+    let rig = Rig::new(200, 5).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+
+    let (code, reports) = verify(&rig.connector, &[]);
+    assert_eq!(code, 0, "{reports:#?}");
+    assert_eq!(reports.len(), TABLES);
+    for r in &reports {
+        assert_eq!(r["source_rows"], r["target_rows"], "{r:#}");
+        assert!(r["skipped"].is_null(), "{r:#}");
+    }
+
+    // Rows of closed school years, which the workload never writes: broken by hand in staging.
+    let t = &rig.target;
+    let gone = t
+        .query_one(
+            "DELETE FROM edfi.studentschoolassociation WHERE ctid = (SELECT min(ctid) FROM \
+             edfi.studentschoolassociation WHERE schoolyear = 2023) \
+             RETURNING studentusi, schoolid, to_char(entrydate, 'YYYY-MM-DD')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (gone_student, gone_school, gone_entry): (i32, i32, String) =
+        (gone.get(0), gone.get(1), gone.get(2));
+    let changed = t
+        .query_one(
+            "UPDATE edfi.session SET totalinstructionaldays = totalinstructionaldays + 1 \
+             WHERE ctid = (SELECT min(ctid) FROM edfi.session WHERE schoolyear = 2023) \
+             RETURNING schoolid, sessionname",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (changed_school, changed_session): (i32, String) = (changed.get(0), changed.get(1));
+    t.execute(
+        "INSERT INTO edfi.session SELECT schoolid, schoolyear, 'Verify | extra', begindate, enddate, \
+         termdescriptorid, totalinstructionaldays, discriminator, createdate, lastmodifieddate, \
+         gen_random_uuid() FROM edfi.session WHERE schoolyear = 2024 LIMIT 1",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    // While the workload writes: exactly those three keys, and no other table differs.
+    let (stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 21, 2, 100_000), stop).await
+    });
+    let (code, reports) = verify(&rig.connector, &[]);
+    assert_eq!(code, 3, "{reports:#?}");
+    let ssa = report(&reports, "edfi.StudentSchoolAssociation");
+    let missing = keys(ssa, "missing_keys");
+    assert_eq!(missing.len(), 1, "{ssa:#}");
+    for part in [
+        format!("+{gone_entry}"),
+        format!("+{gone_school}"),
+        format!("+{gone_student}"),
+    ] {
+        assert!(
+            missing[0].split('|').any(|p| p == part),
+            "{part} in {ssa:#}"
+        );
+    }
+    assert_eq!(
+        (ssa["extra"].as_u64(), ssa["different"].as_u64()),
+        (Some(0), Some(0)),
+        "{ssa:#}"
+    );
+    let session = report(&reports, "edfi.Session");
+    let different = keys(session, "different_keys");
+    assert_eq!(different.len(), 1, "{session:#}");
+    assert!(
+        different[0].contains(&format!("+{changed_school}|")),
+        "{session:#}"
+    );
+    assert!(
+        different[0].ends_with(&format!("|+{changed_session}")),
+        "{session:#}"
+    );
+    let extra = keys(session, "extra_keys");
+    assert_eq!(extra.len(), 1, "{session:#}");
+    assert!(extra[0].ends_with("|+Verify | extra"), "{session:#}");
+    assert_eq!(session["missing"].as_u64(), Some(0), "{session:#}");
+    for r in &reports {
+        if r["table"] != "edfi.StudentSchoolAssociation" && r["table"] != "edfi.Session" {
+            assert_eq!(
+                (
+                    r["missing"].as_u64(),
+                    r["extra"].as_u64(),
+                    r["different"].as_u64()
+                ),
+                (Some(0), Some(0), Some(0)),
+                "{r:#}"
+            );
+        }
+    }
+
+    // The running replicator exports the result, for the alert.
+    let metrics = rep.metrics_addr().await;
+    let differing = |body: &str, table: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| {
+                l.starts_with("edfi_cdc_verify_differing_rows{")
+                    && l.contains(&format!("table=\"{table}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    wait_for(
+        "the verify result in /metrics",
+        Duration::from_secs(60),
+        || async {
+            (differing(&http_get(&metrics, "/metrics").1, "edfi.Session") == Some(2.0))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Repaired while the workload still writes, then equal.
+    let (code, reports) = verify(
+        &rig.connector,
+        &[
+            "--repair",
+            "--table",
+            "StudentSchoolAssociation",
+            "--table",
+            "edfi.Session",
+        ],
+    );
+    assert_eq!(code, 0, "{reports:#?}");
+    for r in &reports {
+        assert!(r["repair"].as_str().unwrap().starts_with("wrote "), "{r:#}");
+    }
+    stop_tx.send(true).unwrap();
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() > 0);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    let (code, reports) = verify(&rig.connector, &[]);
+    assert_eq!(code, 0, "{reports:#?}");
+    wait_for(
+        "the repaired result in /metrics",
+        Duration::from_secs(60),
+        || async {
+            (differing(&http_get(&metrics, "/metrics").1, "edfi.Session") == Some(0.0))
+                .then_some(())
+        },
+    )
+    .await;
+    rep.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_compares_the_redshift_target_live_rows_and_repair_resnapshots_it() {
+    let mut rig = Rig::new(150, 9).await;
+    redshift_rig(&mut rig, None, &[("REDSHIFT_DELETES", "soft")]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (code, reports) = verify(&rig.connector, &["--sink", "redshift"]);
+    assert_eq!(code, 0, "{reports:#?}");
+    assert!(reports.iter().all(|r| r["sink"] == "redshift"));
+
+    // A row deleted, one marked deleted (gone from the live rows), one changed, one added.
+    let t = &rig.target;
+    t.batch_execute(
+        "DELETE FROM edfi.studentschoolassociation WHERE ctid = (SELECT min(ctid) FROM \
+         edfi.studentschoolassociation WHERE schoolyear = 2023); \
+         UPDATE edfi.studentschoolassociation SET edfi_cdc_deleted_at = now() WHERE ctid = \
+         (SELECT max(ctid) FROM edfi.studentschoolassociation WHERE schoolyear = 2023); \
+         UPDATE edfi.session SET sessionname = sessionname || ' (edited)' WHERE ctid = \
+         (SELECT min(ctid) FROM edfi.session WHERE schoolyear = 2024); \
+         UPDATE edfi.calendardate SET date = date + 1000 WHERE ctid = \
+         (SELECT min(ctid) FROM edfi.calendardate WHERE schoolyear = 2023)",
+    )
+    .await
+    .unwrap();
+    let (code, reports) = verify(&rig.connector, &["--sink", "redshift"]);
+    assert_eq!(code, 3, "{reports:#?}");
+    let counts = |table: &str| {
+        let r = report(&reports, table);
+        (
+            r["missing"].as_u64().unwrap(),
+            r["extra"].as_u64().unwrap(),
+            r["different"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(counts("edfi.StudentSchoolAssociation"), (2, 0, 0));
+    // A changed key column: the old key missing, the new one extra.
+    assert_eq!(counts("edfi.Session"), (1, 1, 0));
+    assert_eq!(counts("edfi.CalendarDate"), (1, 1, 0));
+    let differing: Vec<&str> = reports
+        .iter()
+        .filter(|r| r["missing"] != 0 || r["extra"] != 0 || r["different"] != 0)
+        .map(|r| r["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(differing.len(), 3, "{differing:?}");
+
+    // Redshift is repaired by a re-snapshot (the models follow it), which the sink takes.
+    let (code, reports) = verify(&rig.connector, &["--sink", "redshift", "--repair"]);
+    assert_eq!(code, 3, "the re-snapshot is still to come: {reports:#?}");
+    assert!(report(&reports, "edfi.Session")["repair"]
+        .as_str()
+        .unwrap()
+        .contains("re-snapshot"));
+    wait_for(
+        "verify to find Redshift equal again",
+        Duration::from_secs(180),
+        || async { (verify(&rig.connector, &["--sink", "redshift"]).0 == 0).then_some(()) },
+    )
+    .await;
+    let live = compare_all_in(&rig.source, &rig.target, true, Some("edfi_live")).await;
+    assert!(live.is_empty(), "{}", live.join("\n"));
+    rep.kill();
+}
