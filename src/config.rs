@@ -163,6 +163,10 @@ pub struct SourceConfig {
     pub trust_server_certificate: bool,
     #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// SQL Server: how long a query may wait for the server's next response before it fails
+    /// as a transient fault (the connection is then opened again).
+    #[serde(default = "default_query_timeout", deserialize_with = "duration")]
+    pub query_timeout: Duration,
 }
 
 fn default_port() -> u16 {
@@ -173,6 +177,9 @@ fn yes() -> bool {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -62,7 +62,8 @@ enum Command {
         #[arg(long, short, required = true, num_args = 1..)]
         config: Vec<PathBuf>,
     },
-    /// Checkpoints, lag and snapshot progress per sink and table.
+    /// Checkpoints, lag and snapshot progress per sink and table. Exit 1 when the source or a
+    /// target cannot be read, or a target holds no checkpoint of the connector.
     Status {
         #[arg(long, short, required = true, num_args = 1..)]
         config: Vec<PathBuf>,
@@ -105,6 +106,10 @@ enum Command {
         /// changed while they were compared.
         #[arg(long, default_value_t = 120)]
         settle_timeout: u64,
+        /// How long one source query may wait for the server's answer (the hashing scans of a
+        /// large table answer only when done), instead of `[source] query_timeout`.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        query_timeout: std::time::Duration,
     },
     /// Exit 0 if the replicator's /healthz on ADDR answers 200 within 3 s, else 1 (a container
     /// health check that needs no HTTP client in the image).
@@ -174,6 +179,15 @@ fn load(paths: &[PathBuf]) -> Result<Vec<ConnectorConfig>, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // ring is the one TLS provider (targets, S3, SQL Server); tiberius would otherwise pick
+    // aws-lc-rs, which it is built with.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("a TLS provider was installed before start");
+        return ExitCode::FAILURE;
+    }
     init_logging(cli.log_format, &cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -267,16 +281,23 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let mut code = ExitCode::SUCCESS;
             for c in &configs {
                 match commands::status(c).await {
-                    Ok(rows) => print!("{}", commands::render_status(&rows, json)),
+                    Ok(status) => {
+                        print!("{}", commands::render_status(&status, json));
+                        for p in &status.problems {
+                            eprintln!("edfi-cdc status: connector {}: {p}", c.name);
+                            code = ExitCode::FAILURE;
+                        }
+                    }
                     Err(e) => {
                         eprintln!("edfi-cdc status: connector {}: {e:#}", c.name);
                         return ExitCode::FAILURE;
                     }
                 }
             }
-            ExitCode::SUCCESS
+            code
         }
         Command::Resnapshot { config, table } => {
             let configs = match load(std::slice::from_ref(&config)) {
@@ -303,11 +324,13 @@ async fn async_main(cli: Cli) -> ExitCode {
             repair,
             repair_limit,
             settle_timeout,
+            query_timeout,
         } => {
-            let configs = match load(std::slice::from_ref(&config)) {
+            let mut configs = match load(std::slice::from_ref(&config)) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            configs[0].source.query_timeout = query_timeout;
             let opts = verify::Options {
                 tables,
                 sink,

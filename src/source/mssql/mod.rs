@@ -72,6 +72,7 @@ impl Connection {
         config.port(cfg.port);
         config.database(&cfg.database);
         config.application_name("edfi-cdc");
+        config.command_timeout(Some(cfg.query_timeout));
         config.authentication(AuthMethod::sql_server(&cfg.user, cfg.password.expose()));
         if cfg.encrypt {
             config.encryption(EncryptionLevel::Required);
