@@ -129,6 +129,11 @@ async fn check_mssql(
                 Ok(_) => out.push(line(false, format!("source: snapshot isolation is not allowed: ALTER DATABASE [{}] SET ALLOW_SNAPSHOT_ISOLATION ON", src.database))),
                 Err(e) => out.push(line(false, format!("source: read sys.databases: {e}"))),
             }
+            match conn.scalar(queries::SERVER_STATE, &[]).await.map(|v| value::as_i64(&v)) {
+                Ok(Some(1)) => out.push(line(true, "source: VIEW SERVER STATE granted (commit times for lag)")),
+                Ok(_) => out.push(line(false, format!("source: {} lacks VIEW SERVER STATE: sys.dm_tran_commit_table shows it no commit times, so lag cannot be measured; in master: GRANT VIEW SERVER STATE TO [{}]", src.user, src.user))),
+                Err(e) => out.push(line(false, format!("source: read the login's permissions: {e}"))),
+            }
             match schema::discover(&mut conn, config).await {
                 Err(e) => out.push(line(false, format!("source: {e}"))),
                 Ok(catalog) => {
@@ -281,22 +286,43 @@ pub struct Status {
     pub lanes: Vec<LaneStatus>,
     /// With lanes: the version every lane has reached (the group's consistent version).
     pub group_version: Option<i64>,
+    /// What kept `status` from answering fully (an unreachable source, a target without
+    /// checkpoints); `edfi-cdc status` exits 1 when there is any.
+    pub problems: Vec<String>,
 }
 
 /// Checkpoint and lag of every table of every sink, and the lanes of a stream's sink workers.
 pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Status> {
     // SQL Server: CT versions with commit times; PostgreSQL: the flushed WAL position, less one
     // (a caught-up sink's watermark), without commit times.
-    let (mut conn, current) = match config.source.kind {
-        SourceKind::Mssql => {
-            let mut conn = Connection::connect(&config.source).await.ok();
-            let current = match conn.as_mut() {
-                Some(c) => c.current_version().await.ok().flatten(),
-                None => None,
-            };
-            (conn, current)
-        }
-        SourceKind::Postgres => (None, postgres_position(config).await),
+    let mut problems = Vec::new();
+    let src = &config.source;
+    let (mut conn, current) = match src.kind {
+        SourceKind::Mssql => match Connection::connect(src).await {
+            Ok(mut c) => match c.current_version().await {
+                Ok(v) => (Some(c), v),
+                Err(e) => {
+                    problems.push(format!("source: cannot read the current version: {e}"));
+                    (Some(c), None)
+                }
+            },
+            Err(e) => {
+                problems.push(format!(
+                    "source {}:{} unreachable: {e}; lag unknown",
+                    src.host, src.port
+                ));
+                (None, None)
+            }
+        },
+        SourceKind::Postgres => match postgres_position(config).await {
+            Some(v) => (None, Some(v)),
+            None => {
+                problems.push(
+                    "source: cannot read the PostgreSQL source's WAL position; lag unknown".into(),
+                );
+                (None, None)
+            }
+        },
     };
     let mut out = Vec::new();
     let mut lanes = Vec::new();
@@ -311,7 +337,16 @@ pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Status> {
             &[&config.name, &sink, &format!("{sink}@%")],
         )
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|e| {
+            problems.push(format!("{sink}: cannot read checkpoints: {e}"));
+            Vec::new()
+        });
+        if rows.is_empty() {
+            problems.push(format!(
+                "{sink}: no checkpoints of connector {} in this database: has `edfi-cdc run` reached it, and is the URL right?",
+                config.name
+            ));
+        }
         let positions = crate::checkpoint::all_positions(&client, &config.name)
             .await
             .unwrap_or_default();
@@ -406,6 +441,7 @@ pub async fn status(config: &ConnectorConfig) -> anyhow::Result<Status> {
         tables: out,
         lanes,
         group_version,
+        problems,
     })
 }
 
@@ -475,6 +511,9 @@ pub fn render_status(status: &Status, as_json: bool) -> String {
             r.lag_versions.map_or("?".into(), |v| v.to_string()),
             r.lag_seconds.map_or("?".into(), |v| format!("{v:.1}")),
         );
+    }
+    for p in &status.problems {
+        let _ = writeln!(s, "PROBLEM {p}");
     }
     if !status.lanes.is_empty() {
         let _ = writeln!(

@@ -116,6 +116,24 @@ async fn unreachable_source_is_retried_with_backoff_then_exits_non_zero() {
         "{text}"
     );
     assert!(text.contains("cannot reach SQL Server"), "{text}");
+
+    // `status` and `verify` say so and exit non-zero; the target has no checkpoints either.
+    let (code, text) = output(&mut connector.command(&["status"]));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("source 127.0.0.1:{port} unreachable")),
+        "{text}"
+    );
+    assert!(
+        text.contains("staging: no checkpoints of connector edfi-ods"),
+        "{text}"
+    );
+    let (code, text) = output(&mut connector.command(&["verify"]));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("edfi-cdc verify: reading the source's tables"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -142,6 +160,10 @@ async fn tables_without_change_tracking_or_primary_key_are_named() {
     assert_eq!(code, 3, "{text}");
     assert!(
         text.contains("FAIL table edfi.Session") && text.contains("PASS table edfi.Student"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS source: VIEW SERVER STATE granted"),
         "{text}"
     );
 
@@ -254,6 +276,10 @@ async fn enable_ct_prints_the_t_sql_for_every_configured_table() {
     );
     assert!(
         text.contains("ALTER TABLE [edfi].[StudentSchoolAssociation] ENABLE CHANGE_TRACKING"),
+        "{text}"
+    );
+    assert!(
+        text.contains("in master: GRANT VIEW SERVER STATE TO <login>;"),
         "{text}"
     );
 }

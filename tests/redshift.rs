@@ -206,28 +206,6 @@ async fn batch_files_hold_exactly_the_batches_and_replay_to_the_target() {
     assert_eq!(tricky, "O'Neil, \"Zoë\"\n日本 \\N");
 }
 
-/// Wait until a session of the target database waits for a lock in a statement starting with
-/// `statement`.
-async fn wait_blocked(observer: &Client, database: &str, statement: &str) {
-    wait_for(
-        &format!("the sink to block in `{statement}…`"),
-        Duration::from_secs(60),
-        || async {
-            observer
-                .query_opt(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
-                     AND query LIKE $2 || '%'",
-                    &[&database, &statement],
-                )
-                .await
-                .ok()
-                .flatten()
-                .map(|_| ())
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_flushes_loses_and_duplicates_nothing() {
     let moto = Moto::start();

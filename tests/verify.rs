@@ -261,3 +261,65 @@ async fn verify_compares_the_redshift_target_live_rows_and_repair_resnapshots_it
     assert!(live.is_empty(), "{}", live.join("\n"));
     rep.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_killed_before_it_commits_leaves_the_target_as_it_was_and_runs_again() {
+    let rig = Rig::new(40, 3).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let t = &rig.target;
+    let row = t
+        .query_one(
+            "UPDATE edfi.session SET totalinstructionaldays = -1 WHERE ctid = \
+             (SELECT min(ctid) FROM edfi.session) RETURNING schoolid, schoolyear, sessionname",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (school, year, name): (i32, i16, String) = (row.get(0), row.get(1), row.get(2));
+
+    // The repair writes the row, then waits to lock the table's checkpoint, held here: killed
+    // there, with its write in and not committed.
+    let locker = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute(
+            "BEGIN; SELECT 1 FROM edfi_cdc.table_state WHERE source_table = 'Session' FOR UPDATE",
+        )
+        .await
+        .unwrap();
+    let mut repair = rig
+        .connector
+        .command(&["verify", "--repair", "--table", "Session", "--log", "warn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let observer = connect(&rig.staging.url()).await;
+    wait_blocked(
+        &observer,
+        &rig.staging.name,
+        "SELECT phase, version FROM edfi_cdc.table_state",
+    )
+    .await;
+    repair.kill().unwrap();
+    repair.wait().unwrap();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let days: i32 = t
+        .query_one(
+            "SELECT totalinstructionaldays FROM edfi.session WHERE schoolid = $1 AND schoolyear = $2 AND sessionname = $3",
+            &[&school, &year, &name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(days, -1, "the killed repair's write was rolled back");
+
+    let (code, reports) = verify(&rig.connector, &["--table", "Session"]);
+    assert_eq!(code, 3, "{reports:#?}");
+    assert_eq!(reports[0]["different"], 1, "{reports:#?}");
+    let (code, reports) = verify(&rig.connector, &["--repair", "--table", "Session"]);
+    assert_eq!(code, 0, "{reports:#?}");
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    rep.kill();
+}

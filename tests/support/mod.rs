@@ -730,3 +730,25 @@ pub fn redshift_rig(rig: &mut Rig, moto: Option<&s3::Moto>, extra: &[(&str, &str
     }
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
 }
+
+/// Wait until a session of the target database waits for a lock in a statement starting with
+/// `statement`.
+pub async fn wait_blocked(observer: &Client, database: &str, statement: &str) {
+    wait_for(
+        &format!("a session to block in `{statement}…`"),
+        Duration::from_secs(60),
+        || async {
+            observer
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
+                     AND query LIKE $2 || '%'",
+                    &[&database, &statement],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|_| ())
+        },
+    )
+    .await;
+}

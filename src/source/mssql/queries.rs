@@ -45,6 +45,10 @@ pub const PRIMARY_KEYS: &str = "SELECT kcu.TABLE_SCHEMA, kcu.TABLE_NAME, kcu.COL
 pub const PERMISSIONS: &str = "SELECT HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'SELECT') AS can_select, \
      HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'VIEW CHANGE TRACKING') AS can_view_ct";
 
+/// Whether the login holds VIEW SERVER STATE, without which `sys.dm_tran_commit_table` shows it
+/// no commit times (SQL Server documents the view as incomplete then).
+pub const SERVER_STATE: &str = "SELECT HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE')";
+
 /// Commit time of one version (`@P1`).
 pub const COMMIT_TIME: &str =
     "SELECT tc.commit_time FROM sys.dm_tran_commit_table AS tc WHERE tc.commit_ts = @P1";
@@ -164,8 +168,12 @@ fn verify_column(c: &ColumnSchema, scale: u8) -> Option<String> {
     })
 }
 
-/// The canonical text of some columns of a row (`nvarchar`): each column `+text`, or `-` when
-/// NULL, joined by `|`.
+/// `CONCAT` returns at most 4,000 characters unless an argument is `nvarchar(max)`: each one
+/// starts with this.
+const LONG: &str = "CONVERT(nvarchar(max), ";
+
+/// The canonical text of some columns of a row (`nvarchar(max)`): each column `+text`, or `-`
+/// when NULL, joined by `|`.
 fn verify_text<'a>(
     columns: impl Iterator<Item = &'a ColumnSchema>,
     scale: &dyn Fn(&ColumnSchema) -> u8,
@@ -179,14 +187,11 @@ fn verify_text<'a>(
             parts.push("N'|'".into());
         }
         parts.push(format!(
-            "CASE WHEN {} IS NULL THEN N'-' ELSE CONCAT(N'+', {text}) END",
+            "CASE WHEN {} IS NULL THEN N'-' ELSE CONCAT({LONG}N'+'), {text}) END",
             quote(&c.name)
         ));
     }
-    if parts.len() < 2 {
-        parts.push("N''".into());
-    }
-    format!("CONCAT({})", parts.join(", "))
+    format!("CONCAT({LONG}N''), {})", parts.join(", "))
 }
 
 /// The MD5 of a text as UTF-8 (`varchar` under a UTF-8 collation, SQL Server 2019 and later),
@@ -297,7 +302,8 @@ pub fn enable_ct(database: &str, tables: &[crate::event::TableId]) -> String {
         ));
     }
     out.push_str(
-        "-- The replicator's login needs, per table: GRANT SELECT, VIEW CHANGE TRACKING ON <table> TO <login>;\n",
+        "-- The replicator's login needs, per table: GRANT SELECT, VIEW CHANGE TRACKING ON <table> TO <login>;\n\
+         -- and, for commit times (lag) from sys.dm_tran_commit_table, in master: GRANT VIEW SERVER STATE TO <login>;\n",
     );
     out
 }
@@ -338,9 +344,9 @@ mod tests {
         });
         let buckets = q.buckets();
         for part in [
-            "CASE WHEN [StudentUSI] IS NULL THEN N'-' ELSE CONCAT(N'+', CONVERT(varchar(20), [StudentUSI])) END, N'|', ",
-            "CONCAT(N'+', CONVERT(varchar(10), [BirthDate], 23))",
-            "CONCAT(N'+', [FirstName])",
+            "CONCAT(CONVERT(nvarchar(max), N''), CASE WHEN [StudentUSI] IS NULL THEN N'-' ELSE CONCAT(CONVERT(nvarchar(max), N'+'), CONVERT(varchar(20), [StudentUSI])) END, N'|', ",
+            "CONCAT(CONVERT(nvarchar(max), N'+'), CONVERT(varchar(10), [BirthDate], 23))",
+            "CONCAT(CONVERT(nvarchar(max), N'+'), [FirstName])",
             "LOWER(CONVERT(char(36), [Id]))",
             "CONVERT(varchar(26), CAST(CAST([CreateDate] AS datetime2(3)) AS datetime2(6)), 121)",
             "CONVERT(varchar(1), CAST([Active] AS int))",
@@ -363,9 +369,10 @@ mod tests {
         assert!(rows.ends_with("% @P1 IN (@P2, @P3)"), "{rows}");
         assert_eq!(
             q.changed_keys(),
-            "SELECT CONCAT(CASE WHEN [StudentUSI] IS NULL THEN N'-' ELSE CONCAT(N'+', \
-             CONVERT(varchar(20), [StudentUSI])) END, N'|', CASE WHEN [BirthDate] IS NULL THEN N'-' \
-             ELSE CONCAT(N'+', CONVERT(varchar(10), [BirthDate], 23)) END) \
+            "SELECT CONCAT(CONVERT(nvarchar(max), N''), CASE WHEN [StudentUSI] IS NULL THEN N'-' \
+             ELSE CONCAT(CONVERT(nvarchar(max), N'+'), CONVERT(varchar(20), [StudentUSI])) END, N'|', \
+             CASE WHEN [BirthDate] IS NULL THEN N'-' ELSE CONCAT(CONVERT(nvarchar(max), N'+'), \
+             CONVERT(varchar(10), [BirthDate], 23)) END) \
              FROM CHANGETABLE(CHANGES [edfi].[Student], @P1) AS ct"
         );
     }
