@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde_json::{json, Map, Value as Json};
 use uuid::Uuid;
 
@@ -126,7 +126,14 @@ pub enum Value {
 pub fn round_micros(t: NaiveDateTime) -> NaiveDateTime {
     let nanos = t.and_utc().timestamp_subsec_nanos();
     let whole = t - chrono::Duration::nanoseconds(i64::from(nanos));
-    whole + chrono::Duration::microseconds((i64::from(nanos) + 500) / 1000)
+    let rounded = whole + chrono::Duration::microseconds((i64::from(nanos) + 500) / 1000);
+    // SQL Server's largest value (.NET's DateTime.MaxValue, 9999-12-31 23:59:59.9999999) stays
+    // within year 9999, which is as far as the targets and datetime2 go.
+    if rounded.year() > 9999 {
+        whole + chrono::Duration::microseconds(999_999)
+    } else {
+        rounded
+    }
 }
 
 /// A time of day rounded to whole microseconds, half up (see [`round_micros`]); 23:59:59.9999995
@@ -598,6 +605,17 @@ pub(crate) mod tests {
             NaiveDate::from_ymd_opt(2025, 1, 1)
                 .unwrap()
                 .and_hms_opt(0, 0, 0)
+                .unwrap()
+        );
+        let max = NaiveDate::from_ymd_opt(9999, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 999_999_900)
+            .unwrap();
+        assert_eq!(
+            round_micros(max),
+            NaiveDate::from_ymd_opt(9999, 12, 31)
+                .unwrap()
+                .and_hms_micro_opt(23, 59, 59, 999_999)
                 .unwrap()
         );
         // `datetime`'s 1/300 s ticks.

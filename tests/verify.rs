@@ -129,7 +129,7 @@ async fn verify_finds_exactly_the_rows_broken_by_hand_and_repair_mends_them_unde
     );
     let extra = keys(session, "extra_keys");
     assert_eq!(extra.len(), 1, "{session:#}");
-    assert!(extra[0].ends_with("|+Verify | extra"), "{session:#}");
+    assert!(extra[0].ends_with("|+Verify \\| extra"), "{session:#}");
     assert_eq!(session["missing"].as_u64(), Some(0), "{session:#}");
     for r in &reports {
         if r["table"] != "edfi.StudentSchoolAssociation" && r["table"] != "edfi.Session" {
@@ -298,7 +298,7 @@ async fn a_repair_killed_before_it_commits_leaves_the_target_as_it_was_and_runs_
     wait_blocked(
         &observer,
         &rig.staging.name,
-        "SELECT phase, version FROM edfi_cdc.table_state",
+        "SELECT phase, version, sink FROM edfi_cdc.table_state",
     )
     .await;
     repair.kill().unwrap();

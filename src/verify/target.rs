@@ -98,11 +98,11 @@ impl TargetTable {
             // them (Redshift stores the padded value as `varchar`).
             ValueKind::String if self.staging && matches!(t.name.as_str(), "char" | "nchar") => {
                 match t.max_length {
-                    Some(n) if n > 0 => format!("rpad({q}, {n})"),
-                    _ => q.clone(),
+                    Some(n) if n > 0 => escaped(&format!("rpad({q}, {n})")),
+                    _ => escaped(q),
                 }
             }
-            ValueKind::String => q.clone(),
+            ValueKind::String => escaped(q),
             ValueKind::Bytes if self.staging => format!("upper(encode({q}, 'hex'))"),
             ValueKind::Bytes => format!("upper({q})"),
             ValueKind::Date => format!("to_char({q}, 'YYYY-MM-DD')"),
@@ -110,7 +110,8 @@ impl TargetTable {
             ValueKind::TimestampTz => {
                 format!("to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
             }
-            ValueKind::Time => format!("to_char({q}, 'HH24:MI:SS.US')"),
+            // Redshift's to_char takes timestamps only.
+            ValueKind::Time => format!("to_char(DATE '2000-01-01' + {q}, 'HH24:MI:SS.US')"),
             ValueKind::Uuid => format!("lower(CAST({q} AS varchar))"),
         })
     }
@@ -236,6 +237,12 @@ impl TargetTable {
     }
 }
 
+/// Text with `\` and `|` escaped, so that no value can imitate the separator of the row text.
+/// The backslash is `chr(92)`: Redshift reads a backslash in a literal as an escape.
+fn escaped(text: &str) -> String {
+    format!("replace(replace({text}, chr(92), chr(92) || chr(92)), '|', chr(92) || '|')")
+}
+
 /// A standard SQL string literal.
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -265,7 +272,8 @@ mod tests {
             "CASE WHEN \"active\" THEN '1' ELSE '0' END",
             "upper(encode(\"photo\", 'hex'))",
             "to_char(\"offset\" AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
-            "to_char(\"starttime\", 'HH24:MI:SS.US')",
+            "to_char(DATE '2000-01-01' + \"starttime\", 'HH24:MI:SS.US')",
+            "ELSE '+' || replace(replace(\"firstname\", chr(92), chr(92) || chr(92)), '|', chr(92) || '|') END",
             "FROM \"edfi\".\"student\") AS r) AS x GROUP BY x.b",
             ") % 8 AS b",
         ] {
@@ -289,12 +297,15 @@ mod tests {
             key: vec![0],
         };
         let staged = TargetTable::new(Sink::Staging(&cfg), &padded, false).key_text();
-        assert!(staged.contains("rpad(\"code\", 10)"), "{staged}");
+        assert!(
+            staged.contains("replace(replace(rpad(\"code\", 10), "),
+            "{staged}"
+        );
         let red: RedshiftSinkConfig = toml::from_str("url = \"postgres://x\"").unwrap();
         let shifted = TargetTable::new(Sink::Redshift(&red), &padded, true);
         assert_eq!(
             shifted.key_text(),
-            "CASE WHEN \"code\" IS NULL THEN '-' ELSE '+' || \"code\" END"
+            "CASE WHEN \"code\" IS NULL THEN '-' ELSE '+' || replace(replace(\"code\", chr(92), chr(92) || chr(92)), '|', chr(92) || '|') END"
         );
         let rows = shifted.bucket_rows(4, &[1, 3]);
         assert!(rows.contains("upper(\"blob\")"), "{rows}");

@@ -151,9 +151,12 @@ fn verify_column(c: &ColumnSchema, scale: u8) -> Option<String> {
         ValueKind::String
             if matches!(t.name.as_str(), "char" | "nchar" | "varchar" | "nvarchar") =>
         {
-            q
+            escaped(&q)
         }
-        ValueKind::String => format!("CONVERT(nvarchar(max), {q})"),
+        ValueKind::String => escaped(&format!("CONVERT(nvarchar(max), {q})")),
+        ValueKind::Bytes if t.name == "image" => {
+            format!("CONVERT(varchar(max), CONVERT(varbinary(max), {q}), 2)")
+        }
         ValueKind::Bytes => format!("CONVERT(varchar(max), {q}, 2)"),
         ValueKind::Date => format!("CONVERT(varchar(10), {q}, 23)"),
         ValueKind::Timestamp if scale < 6 => format!(
@@ -166,6 +169,11 @@ fn verify_column(c: &ColumnSchema, scale: u8) -> Option<String> {
         ValueKind::Time => format!("CONVERT(varchar(15), CAST({q} AS time(6)), 121)"),
         ValueKind::Uuid => format!("LOWER(CONVERT(char(36), {q}))"),
     })
+}
+
+/// Text with `\` and `|` escaped, so that no value can imitate the separator of the row text.
+fn escaped(text: &str) -> String {
+    format!("REPLACE(REPLACE({text}, N'\\', N'\\\\'), N'|', N'\\|')")
 }
 
 /// `CONCAT` returns at most 4,000 characters unless an argument is `nvarchar(max)`: each one
@@ -346,7 +354,7 @@ mod tests {
         for part in [
             "CONCAT(CONVERT(nvarchar(max), N''), CASE WHEN [StudentUSI] IS NULL THEN N'-' ELSE CONCAT(CONVERT(nvarchar(max), N'+'), CONVERT(varchar(20), [StudentUSI])) END, N'|', ",
             "CONCAT(CONVERT(nvarchar(max), N'+'), CONVERT(varchar(10), [BirthDate], 23))",
-            "CONCAT(CONVERT(nvarchar(max), N'+'), [FirstName])",
+            "CONCAT(CONVERT(nvarchar(max), N'+'), REPLACE(REPLACE([FirstName], N'\\', N'\\\\'), N'|', N'\\|'))",
             "LOWER(CONVERT(char(36), [Id]))",
             "CONVERT(varchar(26), CAST(CAST([CreateDate] AS datetime2(3)) AS datetime2(6)), 121)",
             "CONVERT(varchar(1), CAST([Active] AS int))",
