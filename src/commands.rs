@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use crate::checkpoint::{self, Phase};
-use crate::config::{ConnectorConfig, SourceKind};
+use crate::config::{ConnectorConfig, SourceKind, StreamKind};
 use crate::event::{TableId, Value};
 use crate::sink::staging::target_table;
 use crate::source::mssql::{queries, schema, value, Connection};
@@ -49,6 +49,19 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
             None
         }
     };
+    match config.stream.kind {
+        StreamKind::Embedded => {}
+        StreamKind::Kafka => out.extend(
+            crate::stream::kafka::probe(config)
+                .await
+                .into_iter()
+                .map(|(pass, what)| line(pass, what)),
+        ),
+        StreamKind::Kinesis => {
+            let (pass, what) = crate::stream::kinesis::probe(config).await;
+            out.push(line(pass, what));
+        }
+    }
     if let Some(staging) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
         match crate::sink::pg::connect("staging", staging.url.expose()).await {
             Err(e) => out.push(line(false, format!("staging: connect: {e}"))),

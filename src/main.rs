@@ -57,7 +57,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = pipeline::Role::All, env = "EDFI_CDC_ROLE")]
         role: pipeline::Role,
     },
-    /// Check connectivity, Change Tracking, keys, permissions, retention headroom and targets.
+    /// Check connectivity, Change Tracking, keys, permissions, retention headroom, the stream
+    /// (Kafka brokers and topics, the Kinesis stream) and targets.
     Check {
         #[arg(long, short, required = true, num_args = 1..)]
         config: Vec<PathBuf>,

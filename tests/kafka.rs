@@ -150,9 +150,45 @@ async fn a_worker_started_while_topics_are_missing_waits_for_all_of_them() {
         },
     )
     .await;
+    // `check` probes the broker and the topics: one there, the others for the poller to create.
+    let out = rig.connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("PASS stream: Kafka at 127.0.0.1:") && text.contains("answered (1 brokers)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS stream: topic edfi-cdc.edfi.Student: 3 partitions"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS stream: topic edfi-cdc.edfi.Session absent: the poller creates it (3 partitions, replication 1)"),
+        "{text}"
+    );
     let _poller = start_role(&rig, "poller");
     wait_lanes_caught_up(&rig, PARTITIONS, Duration::from_secs(120)).await;
     assert_rig_equal(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_naming_a_broker_that_does_not_answer() {
+    let mut rig = Rig::new(20, 3).await;
+    let env = &mut rig.connector.env;
+    env.push(("EDFI_CDC_STREAM".into(), "kafka".into()));
+    env.push((
+        "KAFKA_BOOTSTRAP_SERVERS".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    let out = rig.connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("FAIL stream: Kafka at 127.0.0.1:")
+            && text.contains("did not answer within 10 s"),
+        "{text}"
+    );
+    assert!(text.contains("PASS source: connected"), "{text}");
 }
 
 /// A re-snapshot through Kafka with the poller killed in the middle of it and rows deleted at

@@ -68,7 +68,21 @@ async fn wait_lane_caught_up(rig: &Rig) -> i64 {
 async fn staging_through_kinesis_equals_the_source() {
     let moto = Moto::start();
     let mut rig = Rig::new(300, 51).await;
-    use_kinesis(&mut rig, &moto);
+    let stream = use_kinesis(&mut rig, &moto);
+    // `check` probes the stream: absent (the poller creates it), then active.
+    let check = |rig: &Rig| {
+        let out = rig.connector.command(&["check"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let text = check(&rig);
+    assert!(
+        text.contains(&format!(
+            "PASS stream: Kinesis stream {stream} absent: the poller creates it (2 shards)"
+        )),
+        "{text}"
+    );
     let rep = start_role(&rig, "all");
     let (_stop_tx, stop) = watch::channel(false);
     let stats =
@@ -78,6 +92,13 @@ async fn staging_through_kinesis_equals_the_source() {
     assert!(stats.total_changes() >= 3000);
     wait_lane_caught_up(&rig).await;
     assert_rig_equal(&rig).await;
+    let text = check(&rig);
+    assert!(
+        text.contains(&format!(
+            "PASS stream: Kinesis stream {stream} active, 2 open shards"
+        )),
+        "{text}"
+    );
     assert!(
         rep.log().contains("snapshot published"),
         "log:\n{}",

@@ -71,6 +71,62 @@ pub fn topics(cfg: &KafkaConfig, schemas: &[Arc<TableSchema>]) -> Vec<String> {
     t
 }
 
+/// `check`'s look at the brokers: reachable and answering, and which of the connector's topics
+/// exist (the poller creates the missing ones). One pass/fail line each.
+pub async fn probe(config: &ConnectorConfig) -> Vec<(bool, String)> {
+    let cfg = &config.stream.kafka;
+    let at = &cfg.bootstrap_servers;
+    let producer: FutureProducer<Logging> = match client_config(cfg).create_with_context(Logging) {
+        Ok(p) => p,
+        Err(e) => return vec![(false, format!("stream: Kafka client for {at}: {e}"))],
+    };
+    let md = tokio::task::block_in_place(|| {
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(10))
+    });
+    let md = match md {
+        Ok(md) => md,
+        Err(e) => {
+            return vec![(
+                false,
+                format!("stream: Kafka at {at} did not answer within 10 s: {e} (check stream.kafka.bootstrap_servers, the network path and the listener)"),
+            )]
+        }
+    };
+    let mut out = vec![(
+        true,
+        format!(
+            "stream: Kafka at {at} answered ({} brokers)",
+            md.brokers().len()
+        ),
+    )];
+    let mut wanted: Vec<String> = config.tables().iter().map(|t| topic(cfg, t)).collect();
+    wanted.sort();
+    wanted.dedup();
+    for t in wanted {
+        let found = md.topics().iter().find(|m| m.name() == t);
+        out.push(match found {
+            Some(m) if m.error().is_none() => (
+                true,
+                format!("stream: topic {t}: {} partitions", m.partitions().len()),
+            ),
+            Some(m) if m.error() != Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => (
+                false,
+                format!("stream: topic {t}: {:?} (is the connector's principal authorised to describe and write it?)", m.error()),
+            ),
+            _ => (
+                true,
+                format!(
+                    "stream: topic {t} absent: the poller creates it ({} partitions, replication {})",
+                    cfg.partitions, cfg.replication_factor
+                ),
+            ),
+        });
+    }
+    out
+}
+
 /// A partition's id in `edfi_cdc.stream_positions`.
 pub fn part_id(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")

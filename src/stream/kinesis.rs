@@ -389,6 +389,52 @@ async fn put_all(
     }
 }
 
+/// `check`'s look at the stream: it exists and is active (or it is absent and the poller will
+/// create it), and the credentials may describe it.
+pub async fn probe(config: &ConnectorConfig) -> (bool, String) {
+    let cfg = &config.stream.kinesis;
+    let name = &cfg.stream_name;
+    let client = match client().await {
+        Ok(c) => c,
+        Err(e) => return (false, format!("stream: Kinesis: {e}")),
+    };
+    match client
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => match out.stream_description_summary() {
+            Some(s) => (
+                matches!(
+                    s.stream_status(),
+                    StreamStatus::Active | StreamStatus::Updating | StreamStatus::Creating
+                ),
+                format!(
+                    "stream: Kinesis stream {name} {}, {} open shards",
+                    s.stream_status().as_str().to_lowercase(),
+                    s.open_shard_count()
+                ),
+            ),
+            None => (
+                false,
+                format!("stream: Kinesis stream {name}: no description returned"),
+            ),
+        },
+        Err(e) if e.code() == Some("ResourceNotFoundException") => (
+            true,
+            format!(
+                "stream: Kinesis stream {name} absent: the poller creates it ({} shards)",
+                cfg.shards
+            ),
+        ),
+        Err(e) => (
+            false,
+            format!("stream: {}", aws_error(name, "DescribeStreamSummary", e)),
+        ),
+    }
+}
+
 /// Create `name` with `shards` shards unless it exists, and wait until it takes records.
 async fn ensure_stream(client: &Client, name: &str, shards: i32) -> Result<(), StreamError> {
     let deadline = Instant::now() + ACTIVE_DEADLINE;
