@@ -38,8 +38,13 @@ use target::TargetTable;
 /// Rounds of re-checking keys that changed while they were compared.
 pub const ROUNDS: usize = 5;
 
-/// Buckets of about this many rows.
-const ROWS_PER_BUCKET: i64 = 2_000;
+/// Buckets of about this many rows, at most [`MAX_BUCKETS`]: the per-bucket sums are small to
+/// send, and the rows listed for a difference are few (measured: 2,000 rows per bucket listed
+/// 880,000 rows, 800 MiB, for 1,000 scattered differences in 1,020,000 rows).
+const ROWS_PER_BUCKET: i64 = 32;
+
+/// 2^20 buckets: about 30 rows each in a 30-million-row table.
+const MAX_BUCKETS: i64 = 1 << 20;
 
 /// Buckets per query of their rows (SQL Server takes at most 2,100 parameters).
 const BUCKETS_PER_QUERY: usize = 1_000;
@@ -303,7 +308,7 @@ async fn target_table(
 }
 
 fn bucket_count(rows: i64) -> u32 {
-    ((rows / ROWS_PER_BUCKET).clamp(1, 1 << 16) as u32).next_power_of_two()
+    ((rows / ROWS_PER_BUCKET).clamp(1, MAX_BUCKETS) as u32).next_power_of_two()
 }
 
 /// Compare one table of one sink: the report, and every key found different.
@@ -338,11 +343,15 @@ async fn compare(
             return Ok((report, Differences::default()));
         }
     };
-    let target_buckets = read_target_buckets(tx.client(), &table, buckets).await?;
     conn.batch(queries::BEGIN_SNAPSHOT).await?;
     let result = async {
         let version = conn.current_version().await?.unwrap_or(0);
-        let source_buckets = read_source_buckets(conn, &source, buckets).await?;
+        // Both sides hash at once.
+        let (source_buckets, target_buckets) = tokio::join!(
+            read_source_buckets(conn, &source, buckets),
+            read_target_buckets(tx.client(), &table, buckets)
+        );
+        let (source_buckets, target_buckets) = (source_buckets?, target_buckets?);
         let differing: Vec<u32> = source_buckets
             .keys()
             .chain(target_buckets.keys())
@@ -351,13 +360,21 @@ async fn compare(
             .into_iter()
             .filter(|b| source_buckets.get(b) != target_buckets.get(b))
             .collect();
-        let src_rows = read_source_rows(conn, &source, buckets, &differing).await?;
-        anyhow::Ok((version, source_buckets, differing, src_rows))
+        let (src_rows, tgt_rows) = tokio::join!(
+            read_source_rows(conn, &source, buckets, &differing),
+            read_target_rows(tx.client(), &table, buckets, &differing)
+        );
+        anyhow::Ok((
+            version,
+            source_buckets,
+            target_buckets,
+            src_rows?,
+            tgt_rows?,
+        ))
     }
     .await;
     conn.batch(queries::COMMIT).await?;
-    let (version, source_buckets, differing, src_rows) = result?;
-    let tgt_rows = read_target_rows(tx.client(), &table, buckets, &differing).await?;
+    let (version, source_buckets, target_buckets, src_rows, tgt_rows) = result?;
     tx.end().await?;
     report.checkpoint_version = cp;
     report.source_version = version;
