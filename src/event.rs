@@ -148,6 +148,19 @@ pub fn round_time_micros(t: NaiveTime) -> NaiveTime {
     }
 }
 
+/// The text every target is given for a time value, rounded to microseconds (see
+/// [`round_micros`]); `None` for other values.
+pub fn time_text(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Timestamp(t) => round_micros(*t).format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        Value::TimestampTz(t) => round_micros(t.naive_utc())
+            .format("%Y-%m-%d %H:%M:%S%.6f+00")
+            .to_string(),
+        Value::Time(t) => round_time_micros(*t).format("%H:%M:%S%.6f").to_string(),
+        _ => return None,
+    })
+}
+
 impl Value {
     /// JSON form used on the wire: numbers for integers and floats, strings for everything
     /// whose precision JSON numbers would lose (decimals) or that has no JSON type.

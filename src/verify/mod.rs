@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint;
 use crate::config::{ConnectorConfig, Deletes, SourceKind};
-use crate::event::{round_micros, round_time_micros, TableSchema, Value};
+use crate::event::{time_text, TableSchema, Value};
 use crate::source::mssql::{queries, value, Connection};
 pub use target::Sink;
 use target::TargetTable;
@@ -849,11 +849,9 @@ fn text(v: &Value) -> Option<String> {
             s
         }
         Value::Date(d) => d.format("%Y-%m-%d").to_string(),
-        Value::Timestamp(t) => round_micros(*t).format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-        Value::TimestampTz(t) => round_micros(t.naive_utc())
-            .format("%Y-%m-%d %H:%M:%S%.6f+00")
-            .to_string(),
-        Value::Time(t) => round_time_micros(*t).format("%H:%M:%S%.6f").to_string(),
+        Value::Timestamp(_) | Value::TimestampTz(_) | Value::Time(_) => {
+            time_text(v).expect("a time value")
+        }
         Value::Uuid(u) => u.to_string(),
     })
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::event::{round_micros, round_time_micros, Value};
+use crate::event::{time_text, Value};
 
 /// Append one value, escaped for COPY's text format (`\N` is NULL).
 pub fn push_value(buf: &mut String, v: &Value) {
@@ -30,16 +30,9 @@ pub fn push_value(buf: &mut String, v: &Value) {
             }
         }
         Value::Date(d) => write!(buf, "{}", d.format("%Y-%m-%d")).expect("writing to a String"),
-        Value::Timestamp(t) => write!(buf, "{}", round_micros(*t).format("%Y-%m-%d %H:%M:%S%.6f"))
-            .expect("writing to a String"),
-        Value::TimestampTz(t) => write!(
-            buf,
-            "{}",
-            round_micros(t.naive_utc()).format("%Y-%m-%d %H:%M:%S%.6f+00")
-        )
-        .expect("writing to a String"),
-        Value::Time(t) => write!(buf, "{}", round_time_micros(*t).format("%H:%M:%S%.6f"))
-            .expect("writing to a String"),
+        Value::Timestamp(_) | Value::TimestampTz(_) | Value::Time(_) => {
+            buf.push_str(&time_text(v).expect("a time value"))
+        }
         Value::Uuid(u) => write!(buf, "{u}").expect("writing to a String"),
     }
 }
