@@ -1,8 +1,8 @@
 //! `edfi-cdc verify`: is each target's copy of each table equal to the source?
 //!
 //! Both sides hash a canonical text of every row (`source::mssql::queries::VerifyQueries`,
-//! [`target::TargetTable`]) and sum the hashes per bucket, a bucket being a range of the hash of
-//! the row's key: only per-bucket sums travel. Buckets, not key ranges, because the source and
+//! [`target::TargetTable`]) and sum the hashes per bucket, a row's bucket being the hash of its
+//! key modulo the number of buckets: only per-bucket sums travel. Buckets, not key ranges, because the source and
 //! a target may order string keys differently (collations). The rows of the buckets that differ
 //! are then listed on both sides, key text and row hash only, to find the keys.
 //!
