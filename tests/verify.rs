@@ -323,3 +323,43 @@ async fn a_repair_killed_before_it_commits_leaves_the_target_as_it_was_and_runs_
     assert_rig_equal(&rig).await;
     rep.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_changed_while_compared_is_unsettled_not_different_and_equal_once_applied() {
+    let rig = Rig::new(40, 6).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+
+    // The sink cannot commit Session's next change (its checkpoint row is held here), and the
+    // source changes one session: staging still holds the old row at its checkpoint.
+    let locker = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute(
+            "BEGIN; SELECT 1 FROM edfi_cdc.table_state WHERE source_table = 'Session' FOR UPDATE",
+        )
+        .await
+        .unwrap();
+    rig.source
+        .execute(
+            r#"UPDATE edfi."Session" SET "TotalInstructionalDays" = "TotalInstructionalDays" + 1
+               WHERE ctid = (SELECT min(ctid) FROM edfi."Session")"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    let (code, reports) = verify(
+        &rig.connector,
+        &["--table", "Session", "--settle-timeout", "3"],
+    );
+    assert_eq!(code, 0, "a change in flight is no difference: {reports:#?}");
+    assert_eq!(reports[0]["unsettled"], 1, "{reports:#?}");
+    assert_eq!(reports[0]["different"], 0, "{reports:#?}");
+
+    // Once the sink applied it, the same key is equal.
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (code, reports) = verify(&rig.connector, &["--table", "Session"]);
+    assert_eq!(code, 0, "{reports:#?}");
+    assert_eq!(reports[0]["unsettled"], 0, "{reports:#?}");
+    rep.kill();
+}
