@@ -44,6 +44,25 @@ fn keys(r: &Json, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// Wait until the replicator at `metrics` exports `rows` differing rows of `table` from the last
+/// `verify`.
+async fn wait_differing_rows(metrics: &str, table: &str, rows: f64) {
+    let differing = |body: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| {
+                l.starts_with("edfi_cdc_verify_differing_rows{")
+                    && l.contains(&format!("table=\"{table}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    wait_for(
+        &format!("{rows} differing rows of {table} in /metrics"),
+        Duration::from_secs(60),
+        || async { (differing(&http_get(metrics, "/metrics").1) == Some(rows)).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_exactly_the_rows_broken_by_hand_and_repair_mends_them_under_a_workload() {
     let rig = Rig::new(200, 5).await;
@@ -147,23 +166,7 @@ async fn verify_finds_exactly_the_rows_broken_by_hand_and_repair_mends_them_unde
 
     // The running replicator exports the result, for the alert.
     let metrics = rep.metrics_addr().await;
-    let differing = |body: &str, table: &str| -> Option<f64> {
-        body.lines()
-            .find(|l| {
-                l.starts_with("edfi_cdc_verify_differing_rows{")
-                    && l.contains(&format!("table=\"{table}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    };
-    wait_for(
-        "the verify result in /metrics",
-        Duration::from_secs(60),
-        || async {
-            (differing(&http_get(&metrics, "/metrics").1, "edfi.Session") == Some(2.0))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_differing_rows(&metrics, "edfi.Session", 2.0).await;
 
     // Repaired while the workload still writes, then equal.
     let (code, reports) = verify(
@@ -187,15 +190,7 @@ async fn verify_finds_exactly_the_rows_broken_by_hand_and_repair_mends_them_unde
     assert_rig_equal(&rig).await;
     let (code, reports) = verify(&rig.connector, &[]);
     assert_eq!(code, 0, "{reports:#?}");
-    wait_for(
-        "the repaired result in /metrics",
-        Duration::from_secs(60),
-        || async {
-            (differing(&http_get(&metrics, "/metrics").1, "edfi.Session") == Some(0.0))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_differing_rows(&metrics, "edfi.Session", 0.0).await;
     rep.kill();
 }
 

@@ -231,9 +231,8 @@ async fn checkpoint_version(
     config: &ConnectorConfig,
     sink: Sink<'_>,
     schema: &TableSchema,
-    lock: bool,
 ) -> anyhow::Result<Result<i64, String>> {
-    Ok(checkpoint_lanes(client, config, sink, schema, lock)
+    Ok(checkpoint_lanes(client, config, sink, schema, false)
         .await?
         .map(|lanes| lanes.values().copied().min().expect("lanes")))
 }
@@ -335,7 +334,7 @@ async fn compare(
 
     // Round 0: every bucket.
     let tx = Target::begin(client).await?;
-    let cp = match checkpoint_version(tx.client(), config, sink, schema, false).await? {
+    let cp = match checkpoint_version(tx.client(), config, sink, schema).await? {
         Ok(v) => v,
         Err(why) => {
             tx.end().await?;
@@ -422,7 +421,7 @@ async fn compare(
             break;
         }
         let tx = Target::begin(client).await?;
-        let cp = match checkpoint_version(tx.client(), config, sink, schema, false).await? {
+        let cp = match checkpoint_version(tx.client(), config, sink, schema).await? {
             Ok(v) => v,
             Err(why) => {
                 tx.end().await?;
@@ -542,6 +541,15 @@ async fn read_source_buckets(
         .collect())
 }
 
+/// The parameters of a source query over the buckets `part` of `buckets`: the count, then the
+/// buckets.
+fn bucket_params(buckets: u32, part: &[u32]) -> Vec<Value> {
+    std::iter::once(buckets)
+        .chain(part.iter().copied())
+        .map(|b| Value::Int(b.into()))
+        .collect()
+}
+
 async fn read_source_rows(
     conn: &mut Connection,
     source: &queries::VerifyQueries,
@@ -550,10 +558,14 @@ async fn read_source_rows(
 ) -> anyhow::Result<Rows> {
     let mut out = Rows::new();
     for part in list.chunks(BUCKETS_PER_QUERY) {
-        let mut params = vec![Value::Int(buckets.into())];
-        params.extend(part.iter().map(|&b| Value::Int(b.into())));
         let keys = source.key_count();
-        for r in conn.rows(&source.bucket_rows(part.len()), &params).await? {
+        for r in conn
+            .rows(
+                &source.bucket_rows(part.len()),
+                &bucket_params(buckets, part),
+            )
+            .await?
+        {
             if let (Some(k), Some(h)) = (value::as_str(&r[keys]), value::as_str(&r[keys + 1])) {
                 out.insert(k.to_string(), (h.to_lowercase(), 1));
             }
@@ -670,7 +682,7 @@ async fn wait_until_passed(
 ) -> anyhow::Result<Result<(), String>> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(v) = checkpoint_version(client, config, sink, schema, false).await? {
+        if let Ok(v) = checkpoint_version(client, config, sink, schema).await? {
             if v >= version {
                 return Ok(Ok(()));
             }
@@ -762,10 +774,11 @@ async fn repair_staging(
         let read = async {
             let mut rows: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for part in list.chunks(BUCKETS_PER_QUERY) {
-                let mut params = vec![Value::Int(buckets.into())];
-                params.extend(part.iter().map(|&b| Value::Int(b.into())));
                 for mut r in conn
-                    .rows(&source.bucket_full_rows(part.len()), &params)
+                    .rows(
+                        &source.bucket_full_rows(part.len()),
+                        &bucket_params(buckets, part),
+                    )
                     .await?
                 {
                     let key = r.pop().and_then(|k| value::as_str(&k).map(str::to_string));

@@ -253,12 +253,20 @@ impl VerifyQueries {
     /// The key columns, the key's text and the row's hash (hexadecimal) of every row in the
     /// `n` buckets `@P2…`.
     pub fn bucket_rows(&self, n: usize) -> String {
-        let list: Vec<String> = (0..n).map(|i| format!("@P{}", i + 2)).collect();
         format!(
-            "SELECT {}, {}, CONVERT(char(32), {}, 2) FROM {} WHERE {} IN ({})",
+            "SELECT {}, {}, CONVERT(char(32), {}, 2) {}",
             self.keys.join(", "),
             self.key,
             md5(&self.row),
+            self.in_buckets(n)
+        )
+    }
+
+    /// `FROM` the table `WHERE` a row's bucket is one of the `n` buckets `@P2…`.
+    fn in_buckets(&self, n: usize) -> String {
+        let list: Vec<String> = (0..n).map(|i| format!("@P{}", i + 2)).collect();
+        format!(
+            "FROM {} WHERE {} IN ({})",
             self.table,
             self.bucket(),
             list.join(", ")
@@ -267,14 +275,11 @@ impl VerifyQueries {
 
     /// Every column and then the key's text of every row in the `n` buckets `@P2…`.
     pub fn bucket_full_rows(&self, n: usize) -> String {
-        let list: Vec<String> = (0..n).map(|i| format!("@P{}", i + 2)).collect();
         format!(
-            "SELECT {}, {} FROM {} WHERE {} IN ({})",
+            "SELECT {}, {} {}",
             self.columns.join(", "),
             self.key,
-            self.table,
-            self.bucket(),
-            list.join(", ")
+            self.in_buckets(n)
         )
     }
 
