@@ -31,7 +31,7 @@ use crate::config::{ConnectorConfig, StagingSinkConfig, StreamKind};
 use crate::event::TableSchema;
 use crate::http::Health;
 use crate::sink::staging::StagingSink;
-use crate::sink::{Lane, SinkError};
+use crate::sink::{Lane, Share, SinkError};
 use crate::stream::lane::{self, Delivery};
 use crate::stream::{kafka, kinesis, worker_id, Input};
 
@@ -78,7 +78,7 @@ fn spawn_lane(
     id: String,
     parts: Vec<String>,
     committed: mpsc::UnboundedSender<Positions>,
-    whole: bool,
+    share: Share,
     stop: &CancellationToken,
 ) -> anyhow::Result<LaneTask> {
     let cfg = staging(config)?;
@@ -86,8 +86,7 @@ fn spawn_lane(
     let stop = stop.child_token();
     let (config, schemas, lane_stop) = (config.clone(), schemas.clone(), stop.clone());
     let handle = tokio::spawn(async move {
-        let lane = Lane::new(id.clone(), worker_id(), Some(committed));
-        let lane = if whole { lane.whole() } else { lane };
+        let lane = Lane::new(id.clone(), worker_id(), Some(committed)).with_share(share);
         let (sink, _) = StagingSink::open(
             &config.name,
             &cfg,
@@ -98,7 +97,7 @@ fn spawn_lane(
         )
         .await?;
         // A lane over every partition gets each snapshot marker in all of them: a barrier.
-        let input = lane::Input::new(rx, parts, sink.lane_positions(), whole);
+        let input = lane::Input::new(rx, parts, sink.lane_positions(), share == Share::Whole);
         info!(lane = %id, "lane started");
         // Re-snapshot requests reach the poller through its own database in this mode.
         let (requests, _) = mpsc::unbounded_channel();
@@ -221,7 +220,7 @@ async fn run_kafka(
                         lane.to_string(),
                         consumer.lane_parts(lane),
                         committed_tx.clone(),
-                        false,
+                        consumer.lane_share(lane),
                         &stop,
                     )?);
                 }
@@ -388,7 +387,7 @@ async fn kinesis_turn(
         kinesis::LANE.into(),
         Vec::new(),
         committed_tx,
-        true,
+        Share::Whole,
         &turn_stop,
     )?;
     let mut read = Box::pin(reader.run(stored, task.tx.clone(), turn_stop.clone()));

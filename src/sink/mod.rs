@@ -19,6 +19,7 @@ use crate::checkpoint::{self, key_to_json, Phase, Positions, TableCheckpoint};
 use crate::event::{ChangeEvent, Op, TableId, Value};
 use crate::metrics;
 use crate::retry::Backoff;
+use crate::stream::row_hash;
 
 /// Advisory lock key serialising target set-up on PostgreSQL (any value unlikely to clash;
 /// "edficdc" in hex).
@@ -254,9 +255,32 @@ pub struct Lane {
     next: Positions,
     /// Told the positions after each commit (the Kafka offset hint).
     committed: Option<mpsc::UnboundedSender<Positions>>,
-    /// The lane reads every partition of the stream (Kinesis), so it receives every row of a
-    /// snapshot: publishing one replaces the whole table, not only the keys received.
-    pub whole: bool,
+    /// The rows of each table this lane receives.
+    pub share: Share,
+}
+
+/// The rows of each table a lane receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// Every partition of the stream (Kinesis): every row. Publishing a snapshot replaces the
+    /// whole table.
+    Whole,
+    /// Partition `index` of each table's topic of `of` partitions (Kafka): the rows whose
+    /// [`row_hash`] is `index` modulo `of`, as the producer places them. Publishing a snapshot
+    /// replaces those rows only.
+    Partition { index: u32, of: u32 },
+}
+
+impl Share {
+    /// Whether this share holds the row of `table` with key `key`.
+    pub fn holds(&self, table: &TableId, key: &[Value]) -> bool {
+        match *self {
+            Share::Whole => true,
+            Share::Partition { index, of } => {
+                row_hash(table, key) % u128::from(of) == u128::from(index)
+            }
+        }
+    }
 }
 
 impl Lane {
@@ -271,16 +295,13 @@ impl Lane {
             stored: Positions::new(),
             next: Positions::new(),
             committed,
-            whole: false,
+            share: Share::Whole,
         }
     }
 
-    /// A lane over every partition of the stream.
-    pub fn whole(self) -> Lane {
-        Lane {
-            whole: true,
-            ..self
-        }
+    /// A lane that receives `share` of each table's rows.
+    pub fn with_share(self, share: Share) -> Lane {
+        Lane { share, ..self }
     }
 
     /// The checkpoint name of sink `kind`'s copy for this lane.

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use crate::checkpoint::Positions;
 use crate::config::{ConnectorConfig, KafkaConfig, TopicLayout};
 use crate::event::{self, Message, TableId, TableSchema};
+use crate::sink::Share;
 
 use super::lane::{Delivery, Item};
 use super::{row_hash, StreamError};
@@ -388,14 +389,14 @@ async fn partition_counts<C: ClientContext>(
     }
 }
 
-/// Wait until every topic exists, all with one partition count. A worker that joined the
-/// group while some topics were still missing would be assigned partitions of the others only,
-/// and its lanes would wait for the missing ones until the consumer next refreshed its
-/// metadata (five minutes by default).
+/// Wait until every topic exists, all with one partition count, and return the count. A worker
+/// that joined the group while some topics were still missing would be assigned partitions of
+/// the others only, and its lanes would wait for the missing ones until the consumer next
+/// refreshed its metadata (five minutes by default).
 async fn wait_for_topics<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     topics: &[String],
-) -> Result<(), StreamError> {
+) -> Result<u32, StreamError> {
     const REPORT_EVERY: Duration = Duration::from_secs(30);
     let mut reported: Option<tokio::time::Instant> = None;
     let mut failed: Option<tokio::time::Instant> = None;
@@ -428,7 +429,7 @@ async fn wait_for_topics<C: ClientContext>(
                     listed.join(", ")
                 )));
             }
-            return Ok(());
+            return Ok(distinct.first().map_or(0, |&n| n as u32));
         }
         if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
             info!(
@@ -519,6 +520,8 @@ pub struct Consumer {
     consumer: StreamConsumer<Ctx>,
     rebalances: mpsc::UnboundedReceiver<Event>,
     topics: Vec<String>,
+    /// Of every topic.
+    partitions: u32,
     schemas: HashMap<TableId, Arc<TableSchema>>,
 }
 
@@ -546,7 +549,7 @@ impl Consumer {
             .create_with_context(Ctx { rebalances: tx })
             .map_err(transient)?;
         let topics = topics(cfg, schemas);
-        wait_for_topics(consumer.client(), &topics).await?;
+        let partitions = wait_for_topics(consumer.client(), &topics).await?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(transient)?;
         info!(group = %group, topics = topics.len(), "kafka consumer subscribed");
@@ -554,8 +557,17 @@ impl Consumer {
             consumer,
             rebalances: rx,
             topics,
+            partitions,
             schemas: schemas.iter().map(|s| (s.id.clone(), s.clone())).collect(),
         })
+    }
+
+    /// The rows of each table lane `lane` receives.
+    pub fn lane_share(&self, lane: i32) -> Share {
+        Share::Partition {
+            index: lane as u32,
+            of: self.partitions,
+        }
     }
 
     /// The partition ids of lane `lane`.

@@ -17,6 +17,7 @@
 
 pub mod copy;
 pub mod ddl;
+mod stale;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use crate::stream::Input;
 
 use super::{
     awaits_snapshot, copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt,
-    Compacted, Lane, Requests, Route, SinkError, SETUP_LOCK,
+    Compacted, Lane, Requests, Route, Share, SinkError, SETUP_LOCK,
 };
 pub use ddl::target_table;
 use ddl::{case, ident, PgName};
@@ -689,9 +690,10 @@ impl StagingSink {
                 apply_changes(&tx, rt, dest, &events).await?;
                 // A lane over some partitions replaces only the keys of its snapshot when it
                 // publishes it (below): a row deleted at the source during the snapshot is in
-                // none, so its delete must reach the table itself too.
+                // none, so its delete must reach the table itself too (where the key does not
+                // read back to be found at the publish).
                 let pending = rt.state.as_ref().map(|s| s.phase) == Some(Phase::PendingSwap);
-                if pending && self.lane.as_ref().is_some_and(|l| !l.whole) {
+                if pending && self.lane.as_ref().is_some_and(|l| l.share != Share::Whole) {
                     tx.batch_execute(&delete_deleted_sql(rt, &rt.target))
                         .await
                         .map_err(pg)?;
@@ -705,10 +707,11 @@ impl StagingSink {
                 {
                     let cols = rt.columns.join(", ");
                     // A lane over some partitions (Kafka) has the rows of those only in its
-                    // shadow: it replaces those keys. Rows deleted at the source during the
-                    // snapshot were deleted from the table as their deletes arrived (above);
-                    // rows deleted before it started, whose deletes never arrived, stay.
-                    let replaced = if self.lane.as_ref().is_some_and(|l| !l.whole) {
+                    // shadow: it replaces those keys, after deleting the rows of its
+                    // partitions the shadow does not hold (see `stale`).
+                    let share = self.lane.as_ref().map_or(Share::Whole, |l| l.share);
+                    let replaced = if share != Share::Whole {
+                        stale::delete_stale_rows(&tx, rt, share).await?;
                         let on: Vec<String> =
                             rt.keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
                         format!(
