@@ -256,6 +256,7 @@ async fn session(mut stream: TcpStream, spid: u16, shared: &Arc<Shared>) -> anyh
         isolation: Isolation::ReadCommitted,
         attention: attention.clone(),
         has_sim_columns: None,
+        identity_insert: None,
     };
     let result = serve_requests(&mut s, &mut rx, &cancel).await;
     reader.abort();
@@ -493,6 +494,8 @@ struct Session {
     isolation: Isolation,
     attention: Arc<AtomicBool>,
     has_sim_columns: Option<bool>,
+    /// The table `SET IDENTITY_INSERT … ON` applies to (PostgreSQL name, T-SQL name).
+    identity_insert: Option<(String, String)>,
 }
 
 impl Session {
@@ -628,9 +631,29 @@ impl Session {
                 self.savepoint().await?;
                 let result = self
                     .run_query(sql, names, params, *returns_rows, done_token)
+                    .await
+                    .map(drop);
+                self.end_savepoint(&result).await?;
+                result
+            }
+            Statement::Insert {
+                sql,
+                params: names,
+                table,
+                name,
+                columns,
+            } => {
+                self.savepoint().await?;
+                let result = self
+                    .insert(sql, names, params, table, name, columns, done_token)
                     .await;
                 self.end_savepoint(&result).await?;
                 result
+            }
+            Statement::SetIdentityInsert { table, name, on } => {
+                self.set_identity_insert(table, name, *on).await?;
+                self.out.done(done_token, token::DONE_FINAL, 0, 0);
+                Ok(())
             }
             Statement::Begin => {
                 self.begin().await?;
@@ -702,6 +725,137 @@ impl Session {
         }
     }
 
+    /// The `IDENTITY` column of `table` (as PostgreSQL names it); `None` for a table without
+    /// one, an error for a table that does not exist.
+    async fn identity_column(&self, table: &str, name: &str) -> Result<Option<String>, Failure> {
+        let row = self
+            .pg
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL, (SELECT attname::text FROM pg_attribute \
+                 WHERE attrelid = to_regclass($1) AND attidentity <> '' AND NOT attisdropped)",
+                &[&table],
+            )
+            .await
+            .map_err(|e| self.pg_failure(e))?;
+        if !row.get::<_, bool>(0) {
+            return Err(Failure::Sql(SqlError::new(
+                208,
+                16,
+                format!("Invalid object name '{name}'."),
+            )));
+        }
+        Ok(row.get(1))
+    }
+
+    /// `SET IDENTITY_INSERT`: one table of the session at a time, as in SQL Server.
+    async fn set_identity_insert(
+        &mut self,
+        table: &str,
+        name: &str,
+        on: bool,
+    ) -> Result<(), Failure> {
+        if self.identity_column(table, name).await?.is_none() {
+            return Err(Failure::Sql(SqlError::new(
+                8106,
+                16,
+                format!(
+                    "Table '{name}' does not have the identity property. Cannot perform SET operation."
+                ),
+            )));
+        }
+        match (&self.identity_insert, on) {
+            (Some((other, other_name)), true) if other != table => {
+                Err(Failure::Sql(SqlError::new(
+                    8107,
+                    16,
+                    format!(
+                        "IDENTITY_INSERT is already ON for table '{other_name}'. Cannot perform SET operation for table '{name}'."
+                    ),
+                )))
+            }
+            (_, true) => {
+                self.identity_insert = Some((table.to_string(), name.to_string()));
+                Ok(())
+            }
+            (Some((t, _)), false) if t == table => {
+                self.identity_insert = None;
+                Ok(())
+            }
+            (_, false) => Ok(()),
+        }
+    }
+
+    /// An `INSERT`. Into a table with an `IDENTITY` column, the column is named exactly when
+    /// `IDENTITY_INSERT` is on for the table (errors 544 and 545 otherwise). Then the session's
+    /// last identity value (`SCOPE_IDENTITY()`, `@@IDENTITY`) is the sequence's, or, with
+    /// explicit values, the sequence moves past the largest value inserted, as SQL Server's
+    /// identity seed does.
+    #[allow(clippy::too_many_arguments)]
+    async fn insert(
+        &mut self,
+        sql: &str,
+        names: &[String],
+        params: &[Param],
+        table: &str,
+        name: &str,
+        columns: &[String],
+        done_token: u8,
+    ) -> Result<(), Failure> {
+        let identity = self.identity_column(table, name).await?;
+        let explicit_on = self
+            .identity_insert
+            .as_ref()
+            .is_some_and(|(t, _)| t == table);
+        if let Some(col) = &identity {
+            if columns.is_empty() {
+                return Err(Failure::Sql(SqlError::unsupported(format!(
+                    "INSERT without a column list into {name}, which has an IDENTITY column"
+                ))));
+            }
+            let named = columns.iter().any(|c| c.eq_ignore_ascii_case(col));
+            if named && !explicit_on {
+                return Err(Failure::Sql(SqlError::new(
+                    544,
+                    16,
+                    format!(
+                        "Cannot insert explicit value for identity column in table '{name}' when IDENTITY_INSERT is set to OFF."
+                    ),
+                )));
+            }
+            if !named && explicit_on {
+                return Err(Failure::Sql(SqlError::new(
+                    545,
+                    16,
+                    format!(
+                        "Explicit value must be specified for identity column in table '{name}' either when IDENTITY_INSERT is set to ON or when a replication user is inserting into a NOT FOR REPLICATION identity column."
+                    ),
+                )));
+            }
+        }
+        let count = self
+            .run_query(sql, names, params, false, done_token)
+            .await?;
+        let (Some(col), true) = (identity, count > 0) else {
+            return Ok(());
+        };
+        let follow_up = if explicit_on {
+            format!(
+                "SELECT setval(s, m) FROM (SELECT pg_get_serial_sequence($1, $2) AS s, \
+                 (SELECT max({c}) FROM {table}) AS m) x \
+                 WHERE m > coalesce(pg_sequence_last_value(s::regclass), 0)",
+                c = crate::ct::quote_ident(&col),
+            )
+        } else {
+            "SELECT set_config('sim.identity', currval(pg_get_serial_sequence($1, $2))::text, false)"
+                .to_string()
+        };
+        self.pg
+            .execute(&follow_up, &[&table, &col])
+            .await
+            .map_err(|e| self.pg_failure(e))?;
+        Ok(())
+    }
+
     /// Inside a transaction, a statement runs under a savepoint so that its failure undoes only
     /// the statement and leaves the transaction usable, as in SQL Server.
     async fn savepoint(&mut self) -> Result<(), Failure> {
@@ -745,7 +899,7 @@ impl Session {
         params: &[Param],
         returns_rows: bool,
         done_token: u8,
-    ) -> Result<(), Failure> {
+    ) -> Result<u64, Failure> {
         let mut bound = Vec::with_capacity(names.len());
         for name in names {
             let p = params
@@ -774,7 +928,7 @@ impl Session {
             let (status, cmd) = count_status(sql);
             self.out
                 .done(done_token, status, cmd, if status == 0 { 0 } else { count });
-            return Ok(());
+            return Ok(count);
         }
         let columns = self.result_columns(&stmt).await?;
         let rows = match self.pg.query_raw(&stmt, values).await {
@@ -805,12 +959,12 @@ impl Session {
             count += 1;
             self.out.w.send_full_packets().await?;
             if self.attention.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(count);
             }
         }
         self.out
             .done(done_token, token::DONE_COUNT, token::CMD_SELECT, count);
-        Ok(())
+        Ok(count)
     }
 
     async fn result_columns(

@@ -193,6 +193,36 @@ pub struct ColumnDef {
     pub name: String,
     pub ty: SqlType,
     pub nullable: bool,
+    /// `IDENTITY(1,1)`: numbered by the server unless `SET IDENTITY_INSERT` is on.
+    pub identity: bool,
+    pub default: Option<ColumnDefault>,
+}
+
+/// The column defaults the Ed-Fi DDL declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnDefault {
+    /// `getdate()`: the statement's time, the server's local time being UTC.
+    GetDate,
+    /// `newid()`.
+    NewId,
+}
+
+impl ColumnDefault {
+    /// As T-SQL writes it.
+    pub fn tsql(self) -> &'static str {
+        match self {
+            ColumnDefault::GetDate => "getdate()",
+            ColumnDefault::NewId => "newid()",
+        }
+    }
+
+    /// As the backing PostgreSQL table's `DEFAULT`.
+    pub fn pg(self) -> &'static str {
+        match self {
+            ColumnDefault::GetDate => "(statement_timestamp() AT TIME ZONE 'UTC')",
+            ColumnDefault::NewId => "gen_random_uuid()",
+        }
+    }
 }
 
 /// A table as declared in SQL Server DDL: schema, name, columns in order, primary key columns in

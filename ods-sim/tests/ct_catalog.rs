@@ -11,6 +11,8 @@ fn col(name: &str, ty: SqlType, nullable: bool) -> ColumnDef {
         name: name.into(),
         ty,
         nullable,
+        identity: false,
+        default: None,
     }
 }
 

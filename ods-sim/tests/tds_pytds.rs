@@ -158,3 +158,75 @@ async fn tds_pytds_reads_the_same_values_as_tiberius() {
         json!("00112233-4455-6677-8899-aabbccddeeff")
     );
 }
+
+/// The Ed-Fi `Student` table created from its T-SQL DDL (identity key, `getdate()` and `newid()`
+/// defaults), written by python-tds as the Ed-Fi API writes it.
+#[tokio::test]
+async fn identity_columns_and_defaults_take_what_the_ed_fi_api_writes() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let install = tokio::process::Command::new("bash")
+        .arg(format!("{dir}/tests/tds_pytds/install.sh"))
+        .output()
+        .await
+        .expect("run install.sh");
+    assert!(install.status.success(), "installing python-tds failed");
+    let pythonpath = String::from_utf8(install.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let server = TestServer::start().await;
+    let mut client = server.connect().await;
+    let student = ods_sim::edfi::table("Student").expect("the Student table");
+    let ddl = format!(
+        "CREATE SCHEMA edfi; {} CREATE TABLE dbo.Numbered (N int IDENTITY(1,1) NOT NULL PRIMARY KEY, \
+         V int NULL); CREATE TABLE dbo.Plain (A int NOT NULL PRIMARY KEY)",
+        ods_sim::edfi::create_table_tsql(&student)
+    );
+    client
+        .simple_query(ddl)
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+
+    let output = tokio::process::Command::new("python3")
+        .arg(format!("{dir}/tests/tds_pytds/identity.py"))
+        .args([
+            "127.0.0.1",
+            &server.addr.port().to_string(),
+            DATABASE,
+            PASSWORD,
+        ])
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .await
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "identity.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let py: Value = serde_json::from_slice(&output.stdout).expect("JSON from python");
+    assert_eq!(py["first"], json!([1, 1]), "{py}");
+    assert_eq!(py["second"], json!(2), "{py}");
+    assert_eq!(py["explicit_while_off"], json!(544), "{py}");
+    assert_eq!(py["omitted_while_on"], json!(545), "{py}");
+    assert_eq!(py["second_table_on"], json!(8107), "{py}");
+    // An explicit value above the seed moves it, as SQL Server's identity does.
+    assert_eq!(py["after_explicit"], json!(101), "{py}");
+    assert_eq!(py["no_identity"], json!(8106), "{py}");
+    assert_eq!(
+        py["rows"],
+        json!([
+            [1, "S-1", 1, 1],
+            [2, "S-2", 1, 1],
+            [100, "S-100", 1, 1],
+            [101, "S-4", 1, 1]
+        ]),
+        "{py}"
+    );
+    assert_eq!(py["distinct_ids"], json!(4), "{py}");
+    assert_eq!(py["new_session"], Value::Null, "{py}");
+}

@@ -117,7 +117,8 @@ fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Whether the database's `sim.meta` says setup completed.
+/// Whether the database's `sim.meta` says setup completed, by a version that declares the
+/// identity columns.
 async fn setup_complete(client: &Client) -> anyhow::Result<bool> {
     let has_meta: bool = client
         .query_one("SELECT to_regclass('sim.meta') IS NOT NULL", &[])
@@ -132,7 +133,37 @@ async fn setup_complete(client: &Client) -> anyhow::Result<bool> {
             &[],
         )
         .await?;
-    Ok(row.is_some_and(|r| r.get::<_, String>(0) == "true"))
+    let identity: bool = client
+        .query_one(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('"edfi"."Student"')
+                 AND attname = 'StudentUSI' AND attidentity <> '')"#,
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(identity && row.is_some_and(|r| r.get::<_, String>(0) == "true"))
+}
+
+/// Move each identity column's sequence past the largest value loaded, as SQL Server's identity
+/// seed follows explicit inserts.
+async fn reseed_identities(client: &Client) -> anyhow::Result<()> {
+    for def in tables::tables() {
+        let Some(col) = def.columns.iter().find(|c| c.identity) else {
+            continue;
+        };
+        let table = format!("{}.{}", ident(&def.schema), ident(&def.name));
+        client
+            .execute(
+                &format!(
+                    "SELECT setval(pg_get_serial_sequence($1, $2), coalesce(max({c}), 0) + 1, false) FROM {table}",
+                    c = ident(&col.name)
+                ),
+                &[&table, &col.name],
+            )
+            .await
+            .with_context(|| format!("reseeding {table}.{}", col.name))?;
+    }
+    Ok(())
 }
 
 /// Creates (or reuses) database `database` on the PostgreSQL server of `server_url` with the
@@ -192,6 +223,7 @@ pub async fn setup(
         "tables created"
     );
     let row_counts = load(&url, opts).await?;
+    reseed_identities(&client).await?;
     let phase = Instant::now();
     index(&client).await?;
     tracing::info!(

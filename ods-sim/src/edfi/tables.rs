@@ -6,7 +6,7 @@
 //! key order, as in the Ed-Fi DDL), then name and T-SQL type, then `identity` for an
 //! `IDENTITY(1,1)` column and `null` for a nullable column.
 
-use crate::types::{ColumnDef, SqlType, TableDef};
+use crate::types::{ColumnDef, ColumnDefault, SqlType, TableDef};
 
 /// The schema of every Ed-Fi table.
 pub const SCHEMA: &str = "edfi";
@@ -501,12 +501,26 @@ pub fn tables() -> Vec<TableDef> {
                 .into_iter()
                 .map(|c| ColumnDef {
                     name: c.name.to_string(),
+                    default: ed_fi_default(c.name, &c.ty),
                     ty: c.ty,
                     nullable: c.nullable,
+                    identity: c.identity,
                 })
                 .collect(),
         })
         .collect()
+}
+
+/// The defaults the Ed-Fi DDL declares: `getdate()` for `CreateDate` and `LastModifiedDate`,
+/// `newid()` for `Id`.
+fn ed_fi_default(column: &str, ty: &SqlType) -> Option<ColumnDefault> {
+    match (column, ty) {
+        ("CreateDate" | "LastModifiedDate", SqlType::DateTime2 { .. }) => {
+            Some(ColumnDefault::GetDate)
+        }
+        ("Id", SqlType::UniqueIdentifier) => Some(ColumnDefault::NewId),
+        _ => None,
+    }
 }
 
 /// One table's definition by name (schema `edfi`).
@@ -584,32 +598,23 @@ fn parse_type(s: &str) -> SqlType {
 
 /// SQL Server `CREATE TABLE` DDL for a table, in the style of the Ed-Fi `0020-Tables.sql`:
 /// bracketed names, the identity column as `IDENTITY(1,1)`, a clustered primary key named
-/// `<table>_PK`, and the Ed-Fi defaults (`getdate()` for `CreateDate` and `LastModifiedDate`,
-/// `newid()` for `Id`).
+/// `<table>_PK`, and the column defaults.
 pub fn create_table_tsql(def: &TableDef) -> String {
-    let identity = if def.schema == SCHEMA {
-        identity_column(&def.name)
-    } else {
-        None
-    };
     let mut lines: Vec<String> = def
         .columns
         .iter()
         .map(|c| {
             let mut s = format!("    [{}] {}", c.name, c.ty.ddl());
-            if identity == Some(c.name.as_str()) {
+            if c.identity {
                 s.push_str(" IDENTITY(1,1)");
             }
             s.push_str(if c.nullable { " NULL" } else { " NOT NULL" });
-            let default = match (c.name.as_str(), &c.ty) {
-                ("CreateDate" | "LastModifiedDate", SqlType::DateTime2 { .. }) => Some("getdate()"),
-                ("Id", SqlType::UniqueIdentifier) => Some("newid()"),
-                _ => None,
-            };
-            if let Some(d) = default {
+            if let Some(d) = c.default {
                 s.push_str(&format!(
-                    " CONSTRAINT [{}_DF_{}] DEFAULT ({d})",
-                    def.name, c.name
+                    " CONSTRAINT [{}_DF_{}] DEFAULT ({})",
+                    def.name,
+                    c.name,
+                    d.tsql()
                 ));
             }
             s

@@ -904,8 +904,11 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// A new student: Student, race, e-mail, school association and section associations.
-    async fn enroll(&mut self, usi: i32) -> anyhow::Result<bool> {
+    /// A new student: Student, race, e-mail, school association and section associations. The
+    /// Student row is inserted as the Ed-Fi API writes it: `StudentUSI` from the identity
+    /// column, `CreateDate` and `LastModifiedDate` from their defaults, the resource `Id` given;
+    /// `number` makes the `StudentUniqueId`.
+    async fn enroll(&mut self, number: i32) -> anyhow::Result<bool> {
         let refs = self.refs;
         let school = refs.schools.choose(self.rng).expect("schools");
         let grade = *school.grades.choose(self.rng).expect("grades");
@@ -918,17 +921,25 @@ impl Tx<'_> {
             "SexDescriptor",
             ["Female", "Male"][self.rng.gen_range(0..2)],
         );
-        let uid = plan::student_unique_id(usi);
-        let n = self
+        let uid = plan::student_unique_id(number);
+        let usi: i32 = self
             .tx
-            .execute(
-                r#"INSERT INTO "edfi"."Student" ("StudentUSI", "FirstName", "LastSurname", "BirthDate",
-                   "BirthSexDescriptorId", "StudentUniqueId", "CreateDate", "LastModifiedDate", "Id")
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)"#,
-                &[&usi, &first.0, &last.0, &birth, &sex, &uid, &self.now, &plan::random_uuid(self.rng)],
+            .query_one(
+                r#"INSERT INTO "edfi"."Student" ("FirstName", "LastSurname", "BirthDate",
+                   "BirthSexDescriptorId", "StudentUniqueId", "Id")
+                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING "StudentUSI""#,
+                &[
+                    &first.0,
+                    &last.0,
+                    &birth,
+                    &sex,
+                    &uid,
+                    &plan::random_uuid(self.rng),
+                ],
             )
-            .await?;
-        self.record("Student", Op::Insert, n);
+            .await?
+            .get(0);
+        self.record("Student", Op::Insert, 1);
         let race = *descriptors::ids("RaceDescriptor")
             .choose(self.rng)
             .expect("races");

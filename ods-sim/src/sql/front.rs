@@ -216,6 +216,16 @@ fn set(cur: &mut Cursor, out: &mut Vec<Statement>) -> Result<(), SqlError> {
         return Err(SqlError::unsupported(format!("SET {option} (variables)")));
     }
     match upper.as_str() {
+        "IDENTITY_INSERT" => {
+            let rel = Relation::resolve(&cur.object_name()?)?;
+            let on = cur.on_off()?;
+            out.push(Statement::SetIdentityInsert {
+                table: rel.sql(),
+                name: rel.name,
+                on,
+            });
+            return Ok(());
+        }
         "TEXTSIZE" | "LOCK_TIMEOUT" | "DATEFIRST" => {
             cur.number()?;
         }

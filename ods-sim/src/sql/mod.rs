@@ -43,6 +43,22 @@ pub enum Statement {
         params: Vec<String>,
         returns_rows: bool,
     },
+    /// An `INSERT` into `table` (as PostgreSQL names it; `name` as T-SQL wrote it), naming
+    /// `columns` (empty: no column list): run as [`Statement::Query`] once the session checked
+    /// the table's `IDENTITY` column against `SET IDENTITY_INSERT`.
+    Insert {
+        sql: String,
+        params: Vec<String>,
+        table: String,
+        name: String,
+        columns: Vec<String>,
+    },
+    /// `SET IDENTITY_INSERT table ON|OFF`.
+    SetIdentityInsert {
+        table: String,
+        name: String,
+        on: bool,
+    },
     /// `BEGIN TRAN[SACTION]`.
     Begin,
     /// `COMMIT [TRAN[SACTION]]`.

@@ -11,7 +11,12 @@ use sqlparser::ast::{
 };
 
 use super::{convert, sqltype, Statement};
-use crate::types::{ColumnDef, SqlError, TableDef};
+use crate::types::{ColumnDef, ColumnDefault, SqlError, TableDef};
+
+/// `SCOPE_IDENTITY()` and `@@IDENTITY`: the last identity value the session's inserts were
+/// given, which the server keeps in the setting `sim.identity` (see `Session::insert`).
+const LAST_IDENTITY: &str =
+    "CAST(NULLIF(current_setting('sim.identity', true), '') AS numeric(38,0))";
 
 /// What `@@VERSION` shows.
 const VERSION: &str = "Microsoft SQL Server 2022 (RTM) - 16.0.0 (X64) ods-sim: a SQL Server \
@@ -77,7 +82,7 @@ impl Relation {
         })
     }
 
-    fn sql(&self) -> String {
+    pub(super) fn sql(&self) -> String {
         format!("{}.{}", quote(&self.schema), quote(&self.name))
     }
 
@@ -101,7 +106,16 @@ pub(super) fn statement(stmt: &ast::Statement) -> Result<Vec<Statement>, SqlErro
     let mut p = Printer::new();
     let (sql, returns_rows) = match stmt {
         ast::Statement::Query(q) => (p.query(q)?, true),
-        ast::Statement::Insert(insert) => (p.insert(insert)?, false),
+        ast::Statement::Insert(insert) => {
+            let (sql, rel) = p.insert(insert)?;
+            return Ok(vec![Statement::Insert {
+                sql,
+                params: p.into_params(),
+                table: rel.sql(),
+                name: rel.name,
+                columns: insert.columns.iter().map(|c| c.value.clone()).collect(),
+            }]);
+        }
         ast::Statement::Update {
             table,
             assignments,
@@ -215,6 +229,8 @@ fn create_table(c: &ast::CreateTable) -> Result<TableDef, SqlError> {
     let mut primary_key = Vec::new();
     for col in &c.columns {
         let mut nullable = true;
+        let mut identity = false;
+        let mut default = None;
         for opt in &col.options {
             match &opt.option {
                 ColumnOption::Null => nullable = true,
@@ -225,17 +241,31 @@ fn create_table(c: &ast::CreateTable) -> Result<TableDef, SqlError> {
                     nullable = false;
                     primary_key.push(col.name.value.clone());
                 }
-                ColumnOption::Default(_) => {
-                    return Err(unsupported(format!(
-                        "DEFAULT constraints (column {})",
-                        col.name.value
-                    )))
+                ColumnOption::Default(e) => {
+                    let mut text: String = e.to_string().split_whitespace().collect();
+                    while text.starts_with('(') && text.ends_with(')') {
+                        text = text[1..text.len() - 1].to_string();
+                    }
+                    default = Some(match text.to_ascii_uppercase().as_str() {
+                        "GETDATE()" => ColumnDefault::GetDate,
+                        "NEWID()" => ColumnDefault::NewId,
+                        _ => {
+                            return Err(unsupported(format!(
+                                "the DEFAULT {e} (column {}; only getdate() and newid())",
+                                col.name.value
+                            )))
+                        }
+                    });
                 }
-                ColumnOption::Identity(_) => {
-                    return Err(unsupported(format!(
-                        "IDENTITY columns (column {})",
-                        col.name.value
-                    )))
+                ColumnOption::Identity(kind) => {
+                    let text: String = kind.to_string().split_whitespace().collect();
+                    if !matches!(text.as_str(), "IDENTITY" | "IDENTITY(1,1)") {
+                        return Err(unsupported(format!(
+                            "{kind} (column {}; only IDENTITY(1,1))",
+                            col.name.value
+                        )));
+                    }
+                    identity = true;
                 }
                 other => {
                     return Err(unsupported(format!(
@@ -249,6 +279,8 @@ fn create_table(c: &ast::CreateTable) -> Result<TableDef, SqlError> {
             name: col.name.value.clone(),
             ty: sqltype::parse(&col.data_type, 1)?,
             nullable,
+            identity,
+            default,
         });
     }
     for constraint in &c.constraints {
@@ -649,7 +681,7 @@ impl Printer {
         ))
     }
 
-    fn insert(&mut self, i: &ast::Insert) -> Result<String, SqlError> {
+    fn insert(&mut self, i: &ast::Insert) -> Result<(String, Relation), SqlError> {
         let ast::TableObject::TableName(name) = &i.table else {
             return Err(unsupported(format!("the INSERT target {}", i.table)));
         };
@@ -666,7 +698,8 @@ impl Printer {
         {
             return Err(unsupported(format!("the INSERT form {i}")));
         }
-        let mut sql = format!("INSERT INTO {}", Relation::of(name)?.sql());
+        let rel = Relation::of(name)?;
+        let mut sql = format!("INSERT INTO {}", rel.sql());
         if !i.columns.is_empty() {
             let cols: Vec<String> = i.columns.iter().map(|c| quote(&c.value)).collect();
             sql.push_str(&format!(" ({})", cols.join(", ")));
@@ -678,7 +711,7 @@ impl Printer {
             }
             None => sql.push_str(" DEFAULT VALUES"),
         }
-        Ok(sql)
+        Ok((sql, rel))
     }
 
     fn update(
@@ -935,6 +968,7 @@ impl Printer {
             return Ok(match var.to_ascii_uppercase().as_str() {
                 "VERSION" => literal(VERSION),
                 "SPID" => "pg_backend_pid()".to_string(),
+                "IDENTITY" => LAST_IDENTITY.to_string(),
                 "SERVERNAME" => "'ods-sim'".to_string(),
                 _ => return Err(unsupported(format!("the system variable {}", i.value))),
             });
@@ -1111,6 +1145,10 @@ impl Printer {
             "DATALENGTH" => {
                 arity(1..=1)?;
                 format!("octet_length({})", args(self)?)
+            }
+            "SCOPE_IDENTITY" => {
+                arity(0..=0)?;
+                LAST_IDENTITY.to_string()
             }
             "NEWID" => {
                 arity(0..=0)?;

@@ -12,6 +12,7 @@ fn query(batch: &str) -> (String, Vec<String>, bool) {
             params,
             returns_rows,
         }] => (sql.clone(), params.clone(), *returns_rows),
+        [Statement::Insert { sql, params, .. }] => (sql.clone(), params.clone(), false),
         other => panic!("{batch}: expected one query, got {other:?}"),
     }
 }
@@ -793,6 +794,8 @@ fn create_table_is_a_table_definition() {
         name: name.to_string(),
         ty,
         nullable,
+        identity: false,
+        default: None,
     };
     assert_eq!(
         stmts,
@@ -908,8 +911,11 @@ fn unsupported_constructs_are_named() {
             "UPDATE t SET a = 1 FROM t JOIN u ON t.a = u.a",
             "UPDATE … FROM",
         ),
-        ("CREATE TABLE t (a int DEFAULT 0)", "DEFAULT constraints"),
-        ("CREATE TABLE t (a int IDENTITY(1,1))", "IDENTITY columns"),
+        (
+            "CREATE TABLE t (a int DEFAULT 0)",
+            "only getdate() and newid()",
+        ),
+        ("CREATE TABLE t (a int IDENTITY(5,2))", "only IDENTITY(1,1)"),
         (
             "CREATE TABLE t (a int, CONSTRAINT u UNIQUE (a))",
             "table constraint",
@@ -986,5 +992,38 @@ fn wrong_argument_counts() {
     assert_eq!(
         (e.number, e.message.as_str()),
         (174, "The isnull function requires 2 argument(s).")
+    );
+}
+
+#[test]
+fn identity_insert_and_the_last_identity_value() {
+    assert_eq!(
+        translate("SET IDENTITY_INSERT edfi.Student ON").unwrap(),
+        vec![Statement::SetIdentityInsert {
+            table: "\"edfi\".\"Student\"".into(),
+            name: "Student".into(),
+            on: true,
+        }]
+    );
+    match translate("INSERT INTO edfi.Student (FirstName, LastSurname) VALUES (@P1, N'x')")
+        .unwrap()
+        .as_slice()
+    {
+        [Statement::Insert {
+            table,
+            name,
+            columns,
+            ..
+        }] => {
+            assert_eq!(table, "\"edfi\".\"Student\"");
+            assert_eq!(name, "Student");
+            assert_eq!(columns, &["FirstName", "LastSurname"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let last = "CAST(NULLIF(current_setting('sim.identity', true), '') AS numeric(38,0))";
+    assert_eq!(
+        sql("SELECT SCOPE_IDENTITY(), @@IDENTITY"),
+        format!("SELECT {last}, {last}")
     );
 }

@@ -98,6 +98,8 @@ pub fn col(name: &str, ty: SqlType, nullable: bool) -> ColumnDef {
         name: name.to_string(),
         ty,
         nullable,
+        identity: false,
+        default: None,
     }
 }
 
