@@ -1,6 +1,7 @@
 """A workload written over TDS by an independent client (python-tds), as an application would
-write to the ODS: explicit transactions that insert new students, rename students and delete
-students it inserted earlier, from several connections at once.
+write to the ODS: explicit transactions that insert new students (numbered by the identity
+column, read back with SCOPE_IDENTITY()), rename students and delete students it inserted
+earlier, from several connections at once.
 
 Usage: tds_workload.py HOST PORT DATABASE PASSWORD SEED TRANSACTIONS WRITERS
 
@@ -30,11 +31,11 @@ def connect(host, port, database, password):
     )
 
 
-def writer(args, index, transactions, first_usi, existing, totals, lock, errors):
+def writer(args, index, transactions, first_number, existing, totals, lock, errors):
     host, port, database, password, seed = args
     rng = random.Random(seed * 1000 + index)
     mine = []
-    next_usi = first_usi
+    next_number = first_number
     counts = {"inserted": 0, "updated": 0, "deleted": 0}
     try:
         with connect(host, port, database, password) as conn, conn.cursor() as cur:
@@ -45,15 +46,18 @@ def writer(args, index, transactions, first_usi, existing, totals, lock, errors)
                 for _ in range(rng.randint(1, 6)):
                     kind = rng.random()
                     if kind < 0.5 or not mine:
-                        usi = next_usi
-                        next_usi += 1
+                        # As the Ed-Fi API inserts: StudentUSI from the identity column, the
+                        # timestamps from their defaults, the resource Id given.
+                        number = next_number
+                        next_number += 1
                         cur.execute(
-                            "INSERT INTO edfi.Student (StudentUSI, FirstName, LastSurname, BirthDate, "
-                            "BirthSexDescriptorId, StudentUniqueId, CreateDate, LastModifiedDate, Id) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, SYSDATETIME(), SYSDATETIME(), %s)",
-                            (usi, f"Tds{usi}", "Client", datetime.date(2012, 5, 1), rng.choice(sexes),
-                             f"TDS{usi}", uuid.UUID(int=rng.getrandbits(128))),
+                            "INSERT INTO edfi.Student (FirstName, LastSurname, BirthDate, "
+                            "BirthSexDescriptorId, StudentUniqueId, Id) VALUES (%s, %s, %s, %s, %s, %s)",
+                            (f"Tds{number}", "Client", datetime.date(2012, 5, 1), rng.choice(sexes),
+                             f"TDS{number}", uuid.UUID(int=rng.getrandbits(128))),
                         )
+                        cur.execute("SELECT SCOPE_IDENTITY()")
+                        usi = int(cur.fetchone()[0])
                         mine.append(usi)
                         counts["inserted"] += 1
                     elif kind < 0.9:
