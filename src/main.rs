@@ -343,8 +343,18 @@ async fn async_main(cli: Cli) -> ExitCode {
             match verify::verify(&configs[0], &opts).await {
                 Ok(reports) => {
                     print!("{}", verify::render(&reports, json));
+                    let skipped: Vec<String> = reports
+                        .iter()
+                        .filter_map(|r| {
+                            r.skipped.as_ref().map(|why| format!("{} ({why})", r.table))
+                        })
+                        .collect();
                     if reports.iter().any(verify::TableReport::differs) {
                         ExitCode::from(3)
+                    } else if !skipped.is_empty() {
+                        // Not known to be equal: a table not compared is no pass.
+                        eprintln!("edfi-cdc verify: not compared: {}", skipped.join("; "));
+                        ExitCode::FAILURE
                     } else {
                         ExitCode::SUCCESS
                     }
