@@ -57,10 +57,12 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
                 .into_iter()
                 .map(|(pass, what)| line(pass, what)),
         ),
-        StreamKind::Kinesis => {
-            let (pass, what) = crate::stream::kinesis::probe(config).await;
-            out.push(line(pass, what));
-        }
+        StreamKind::Kinesis => out.extend(
+            crate::stream::kinesis::probe(config, retention_secs)
+                .await
+                .into_iter()
+                .map(|(pass, what)| line(pass, what)),
+        ),
     }
     if let Some(staging) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
         match crate::sink::pg::connect("staging", staging.url.expose()).await {

@@ -361,7 +361,7 @@ fn default_partitions() -> i32 {
     6
 }
 fn default_replication_factor() -> i32 {
-    1
+    3
 }
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
@@ -394,10 +394,18 @@ pub struct KinesisConfig {
     /// Wait between reads of a shard that returned nothing.
     #[serde(default = "default_kinesis_idle", deserialize_with = "duration")]
     pub idle_wait: Duration,
+    /// Retention of a stream the poller creates, in hours: at least Change Tracking's (2 days
+    /// as `enable-ct --print` sets it), so that sinks stopped for as long as the source keeps
+    /// its changes still find them in the stream.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: i32,
 }
 
 fn default_shards() -> i32 {
     2
+}
+fn default_retention_hours() -> i32 {
+    48
 }
 fn default_kinesis_idle() -> Duration {
     Duration::from_millis(500)
@@ -409,6 +417,7 @@ impl Default for KinesisConfig {
             stream_name: String::new(),
             shards: default_shards(),
             idle_wait: default_kinesis_idle(),
+            retention_hours: default_retention_hours(),
         }
     }
 }
@@ -916,6 +925,12 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             }
             if k.shards < 1 {
                 bad("stream.kinesis.shards", "must be at least 1".into());
+            }
+            if !(24..=8760).contains(&k.retention_hours) {
+                bad(
+                    "stream.kinesis.retention_hours",
+                    "must be 24 to 8760 (what Kinesis allows)".into(),
+                );
             }
         }
     }

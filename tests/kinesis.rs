@@ -79,7 +79,7 @@ async fn staging_through_kinesis_equals_the_source() {
     let text = check(&rig);
     assert!(
         text.contains(&format!(
-            "PASS stream: Kinesis stream {stream} absent: the poller creates it (2 shards)"
+            "PASS stream: Kinesis stream {stream} absent: the poller creates it (2 shards, records kept 48 h)"
         )),
         "{text}"
     );
@@ -97,6 +97,30 @@ async fn staging_through_kinesis_equals_the_source() {
         text.contains(&format!(
             "PASS stream: Kinesis stream {stream} active, 2 open shards"
         )),
+        "{text}"
+    );
+    // The poller gave the stream it created Change Tracking's retention (2 days here).
+    assert!(
+        text.contains(&format!(
+            "PASS stream: Kinesis stream {stream} keeps records 48 h, as long as the source keeps its changes (48 h) or longer"
+        )),
+        "{text}"
+    );
+    // Kinesis's default retention, shorter than the source's: `check` fails and says the fix.
+    client(&moto)
+        .decrease_stream_retention_period()
+        .stream_name(&stream)
+        .retention_period_hours(24)
+        .send()
+        .await
+        .unwrap();
+    let out = rig.connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL stream: Kinesis stream {stream} keeps records 24 h, less than the source keeps its changes (48 h)"
+        )) && text.contains("--retention-period-hours 48"),
         "{text}"
     );
     assert!(

@@ -120,7 +120,8 @@ pub async fn probe(config: &ConnectorConfig) -> Vec<(bool, String)> {
                 true,
                 format!(
                     "stream: topic {t} absent: the poller creates it ({} partitions, replication {})",
-                    cfg.partitions, cfg.replication_factor
+                    cfg.partitions,
+                    cfg.replication_factor.min(md.brokers().len().max(1) as i32)
                 ),
             ),
         });
@@ -173,20 +174,35 @@ impl Producer {
         let admin: AdminClient<Logging> = client_config(&cfg)
             .create_with_context(Logging)
             .map_err(transient)?;
+        // As many replicas as asked for, at most one per broker; with three or more, a write
+        // acknowledged by all in-sync replicas is on at least two.
+        let brokers = tokio::task::block_in_place(|| {
+            admin.inner().fetch_metadata(None, Duration::from_secs(10))
+        })
+        .map_err(transient)?
+        .brokers()
+        .len() as i32;
+        let replicas = cfg.replication_factor.min(brokers.max(1));
+        let min_insync = (replicas - 1).to_string();
         let new: Vec<NewTopic> = wanted
             .iter()
             .map(|t| {
-                NewTopic::new(
-                    t,
-                    cfg.partitions,
-                    TopicReplication::Fixed(cfg.replication_factor),
-                )
+                let topic = NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(replicas));
+                if replicas >= 3 {
+                    topic.set("min.insync.replicas", &min_insync)
+                } else {
+                    topic
+                }
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         for result in admin.create_topics(&new, &opts).await.map_err(transient)? {
             match result {
-                Ok(t) => info!(topic = %t, partitions = cfg.partitions, "topic created"),
+                Ok(t) if replicas < cfg.replication_factor => warn!(topic = %t,
+                    partitions = cfg.partitions, replicas, replication_factor = cfg.replication_factor, brokers,
+                    "topic created with fewer replicas than replication_factor: the cluster has fewer brokers; \
+                     a topic does not survive the loss of a broker unless it has two replicas or more"),
+                Ok(t) => info!(topic = %t, partitions = cfg.partitions, replicas, "topic created"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, code)) => {
                     return Err(transient(format!("cannot create topic {t}: {code}")));

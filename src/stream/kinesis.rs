@@ -390,13 +390,17 @@ async fn put_all(
 }
 
 /// `check`'s look at the stream: it exists and is active (or it is absent and the poller will
-/// create it), and the credentials may describe it.
-pub async fn probe(config: &ConnectorConfig) -> (bool, String) {
+/// create it), the credentials may describe it, and it keeps records at least as long as the
+/// source keeps its changes (`source_retention_secs`, when known).
+pub async fn probe(
+    config: &ConnectorConfig,
+    source_retention_secs: Option<i64>,
+) -> Vec<(bool, String)> {
     let cfg = &config.stream.kinesis;
     let name = &cfg.stream_name;
     let client = match client().await {
         Ok(c) => c,
-        Err(e) => return (false, format!("stream: Kinesis: {e}")),
+        Err(e) => return vec![(false, format!("stream: Kinesis: {e}"))],
     };
     match client
         .describe_stream_summary()
@@ -405,39 +409,73 @@ pub async fn probe(config: &ConnectorConfig) -> (bool, String) {
         .await
     {
         Ok(out) => match out.stream_description_summary() {
-            Some(s) => (
-                matches!(
-                    s.stream_status(),
-                    StreamStatus::Active | StreamStatus::Updating | StreamStatus::Creating
-                ),
-                format!(
-                    "stream: Kinesis stream {name} {}, {} open shards",
-                    s.stream_status().as_str().to_lowercase(),
-                    s.open_shard_count()
-                ),
-            ),
-            None => (
+            Some(s) => {
+                let mut lines = vec![(
+                    matches!(
+                        s.stream_status(),
+                        StreamStatus::Active | StreamStatus::Updating | StreamStatus::Creating
+                    ),
+                    format!(
+                        "stream: Kinesis stream {name} {}, {} open shards",
+                        s.stream_status().as_str().to_lowercase(),
+                        s.open_shard_count()
+                    ),
+                )];
+                let hours = s.retention_period_hours();
+                lines.push(match source_retention_secs {
+                    Some(secs) if i64::from(hours) * 3600 < secs => (
+                        false,
+                        format!(
+                            "stream: Kinesis stream {name} keeps records {hours} h, less than the source keeps \
+                             its changes ({} h): sinks stopped longer than the stream keeps records lose what they \
+                             had not read and re-snapshot; aws kinesis increase-stream-retention-period \
+                             --stream-name {name} --retention-period-hours {}",
+                            secs / 3600,
+                            (secs + 3599) / 3600
+                        ),
+                    ),
+                    Some(secs) => (
+                        true,
+                        format!(
+                            "stream: Kinesis stream {name} keeps records {hours} h, as long as the source keeps its changes ({} h) or longer",
+                            secs / 3600
+                        ),
+                    ),
+                    None => (
+                        true,
+                        format!("stream: Kinesis stream {name} keeps records {hours} h"),
+                    ),
+                });
+                lines
+            }
+            None => vec![(
                 false,
                 format!("stream: Kinesis stream {name}: no description returned"),
-            ),
+            )],
         },
-        Err(e) if e.code() == Some("ResourceNotFoundException") => (
+        Err(e) if e.code() == Some("ResourceNotFoundException") => vec![(
             true,
             format!(
-                "stream: Kinesis stream {name} absent: the poller creates it ({} shards)",
-                cfg.shards
+                "stream: Kinesis stream {name} absent: the poller creates it ({} shards, records kept {} h)",
+                cfg.shards, cfg.retention_hours
             ),
-        ),
-        Err(e) => (
+        )],
+        Err(e) => vec![(
             false,
             format!("stream: {}", aws_error(name, "DescribeStreamSummary", e)),
-        ),
+        )],
     }
 }
 
 /// Create `name` with `shards` shards unless it exists, and wait until it takes records.
-async fn ensure_stream(client: &Client, name: &str, shards: i32) -> Result<(), StreamError> {
+async fn ensure_stream(
+    client: &Client,
+    name: &str,
+    shards: i32,
+    retention_hours: i32,
+) -> Result<(), StreamError> {
     let deadline = Instant::now() + ACTIVE_DEADLINE;
+    let mut created = false;
     loop {
         match client
             .describe_stream_summary()
@@ -454,12 +492,33 @@ async fn ensure_stream(client: &Client, name: &str, shards: i32) -> Result<(), S
                         StreamStatus::Active | StreamStatus::Updating
                     )
                 }) {
-                    info!(
-                        stream = name,
-                        open_shards = s.open_shard_count(),
-                        "kinesis stream ready"
-                    );
-                    return Ok(());
+                    // A stream this poller created keeps records as long as configured (its
+                    // retention can change once it is active); one found is used as it is.
+                    if created && s.retention_period_hours() < retention_hours {
+                        if *s.stream_status() == StreamStatus::Active {
+                            client
+                                .increase_stream_retention_period()
+                                .stream_name(name)
+                                .retention_period_hours(retention_hours)
+                                .send()
+                                .await
+                                .map_err(|e| aws_error(name, "IncreaseStreamRetentionPeriod", e))?;
+                            info!(
+                                stream = name,
+                                hours = retention_hours,
+                                "kinesis stream retention set"
+                            );
+                            created = false;
+                        }
+                    } else {
+                        info!(
+                            stream = name,
+                            open_shards = s.open_shard_count(),
+                            retention_hours = s.retention_period_hours(),
+                            "kinesis stream ready"
+                        );
+                        return Ok(());
+                    }
                 }
                 debug!(stream = name, status = ?summary.map(|s| s.stream_status()), "waiting for the kinesis stream");
             }
@@ -471,7 +530,10 @@ async fn ensure_stream(client: &Client, name: &str, shards: i32) -> Result<(), S
                     .send()
                     .await
                 {
-                    Ok(_) => info!(stream = name, shards, "kinesis stream created"),
+                    Ok(_) => {
+                        info!(stream = name, shards, "kinesis stream created");
+                        created = true;
+                    }
                     Err(e) if e.code() == Some("ResourceInUseException") => {}
                     Err(e) => return Err(aws_error(name, "CreateStream", e)),
                 }
@@ -573,7 +635,7 @@ impl Producer {
     pub async fn connect(config: &ConnectorConfig) -> Result<Producer, StreamError> {
         let cfg = &config.stream.kinesis;
         let client = client().await?;
-        ensure_stream(&client, &cfg.stream_name, cfg.shards).await?;
+        ensure_stream(&client, &cfg.stream_name, cfg.shards, cfg.retention_hours).await?;
         Ok(Producer {
             client,
             stream: cfg.stream_name.clone(),
