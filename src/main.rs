@@ -81,7 +81,8 @@ enum Command {
     },
     /// Compare every table of every sink's target with the source, row by row in effect (hashes
     /// per bucket of keys, then the keys of the buckets that differ), while the replicator
-    /// runs. Exit 0 when equal, 3 when a table differs, 1 when it could not compare.
+    /// runs. Exit 0 when equal, 3 when a table differs, 1 when it could not compare one (a table
+    /// still being loaded included).
     Verify {
         #[arg(long, short, required = true)]
         config: PathBuf,
