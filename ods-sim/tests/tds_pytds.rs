@@ -1,6 +1,6 @@
 //! An independent client, python-tds (pytds), reads the same typed result sets as tiberius with
-//! identical values. `tests/tds_pytds/install.sh` installs pytds into a cache outside the
-//! repository when missing.
+//! identical values, and writes Ed-Fi rows as the Ed-Fi API does (identity and defaults).
+//! `tests/tds_pytds/install.sh` installs pytds into a cache outside the repository when missing.
 
 mod tds_support;
 
@@ -65,8 +65,9 @@ fn millis(v: &mut Value) {
     }
 }
 
-#[tokio::test]
-async fn tds_pytds_reads_the_same_values_as_tiberius() {
+/// Run `tests/tds_pytds/{script}` against `server` with python-tds (installed into a cache
+/// outside the repository when missing); the JSON it prints.
+async fn python(script: &str, server: &TestServer) -> Value {
     let dir = env!("CARGO_MANIFEST_DIR");
     let install = tokio::process::Command::new("bash")
         .arg(format!("{dir}/tests/tds_pytds/install.sh"))
@@ -82,21 +83,8 @@ async fn tds_pytds_reads_the_same_values_as_tiberius() {
         .unwrap()
         .trim()
         .to_string();
-
-    let server = TestServer::with_all_types().await;
-
-    let mut client = server.connect().await;
-    let rows = client
-        .simple_query("SELECT * FROM dbo.AllTypes ORDER BY Id")
-        .await
-        .unwrap()
-        .into_first_result()
-        .await
-        .unwrap();
-    let tiberius_rows: Vec<Value> = rows.iter().map(row_json).collect();
-
     let output = tokio::process::Command::new("python3")
-        .arg(format!("{dir}/tests/tds_pytds/read_all_types.py"))
+        .arg(format!("{dir}/tests/tds_pytds/{script}"))
         .args([
             "127.0.0.1",
             &server.addr.port().to_string(),
@@ -109,10 +97,27 @@ async fn tds_pytds_reads_the_same_values_as_tiberius() {
         .expect("run python3");
     assert!(
         output.status.success(),
-        "read_all_types.py failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut py: Value = serde_json::from_slice(&output.stdout).expect("JSON from python");
+    serde_json::from_slice(&output.stdout).expect("JSON from python")
+}
+
+#[tokio::test]
+async fn tds_pytds_reads_the_same_values_as_tiberius() {
+    let server = TestServer::with_all_types().await;
+
+    let mut client = server.connect().await;
+    let rows = client
+        .simple_query("SELECT * FROM dbo.AllTypes ORDER BY Id")
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let tiberius_rows: Vec<Value> = rows.iter().map(row_json).collect();
+
+    let mut py = python("read_all_types.py", &server).await;
     let mut tiberius_rows = Value::Array(tiberius_rows);
     for key in ["batch", "rpc"] {
         for row in py[key].as_array_mut().expect("rows") {
@@ -163,18 +168,6 @@ async fn tds_pytds_reads_the_same_values_as_tiberius() {
 /// defaults), written by python-tds as the Ed-Fi API writes it.
 #[tokio::test]
 async fn identity_columns_and_defaults_take_what_the_ed_fi_api_writes() {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let install = tokio::process::Command::new("bash")
-        .arg(format!("{dir}/tests/tds_pytds/install.sh"))
-        .output()
-        .await
-        .expect("run install.sh");
-    assert!(install.status.success(), "installing python-tds failed");
-    let pythonpath = String::from_utf8(install.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-
     let server = TestServer::start().await;
     let mut client = server.connect().await;
     let student = ods_sim::edfi::table("Student").expect("the Student table");
@@ -191,24 +184,7 @@ async fn identity_columns_and_defaults_take_what_the_ed_fi_api_writes() {
         .await
         .unwrap();
 
-    let output = tokio::process::Command::new("python3")
-        .arg(format!("{dir}/tests/tds_pytds/identity.py"))
-        .args([
-            "127.0.0.1",
-            &server.addr.port().to_string(),
-            DATABASE,
-            PASSWORD,
-        ])
-        .env("PYTHONPATH", &pythonpath)
-        .output()
-        .await
-        .expect("run python3");
-    assert!(
-        output.status.success(),
-        "identity.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let py: Value = serde_json::from_slice(&output.stdout).expect("JSON from python");
+    let py = python("identity.py", &server).await;
     assert_eq!(py["first"], json!([1, 1]), "{py}");
     assert_eq!(py["second"], json!(2), "{py}");
     assert_eq!(py["explicit_while_off"], json!(544), "{py}");
