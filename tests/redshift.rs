@@ -987,3 +987,29 @@ async fn soft_deletes_keep_deleted_rows_through_kills_and_a_resnapshot_and_the_m
     );
     assert!(rep.terminate(Duration::from_secs(30)).success());
 }
+
+/// Redshift may report a serialization conflict (ERROR 1023) as an internal error, the class
+/// COPY data errors also use: the sink takes it as transient, to be retried, not as a row the
+/// target rejected. The error is raised by the local PostgreSQL as Redshift words it.
+#[tokio::test]
+async fn a_redshift_serialization_conflict_is_retried_not_taken_for_a_rejected_row() {
+    let client = connect(&db_url("postgres")).await;
+    let e = client
+        .batch_execute(
+            "DO $$ BEGIN RAISE EXCEPTION '1023' USING ERRCODE = 'XX000', \
+             DETAIL = 'Serializable isolation violation on table - 100245, transactions forming the cycle are: 5011, 5012 (pid:1234)'; END $$",
+        )
+        .await
+        .unwrap_err();
+    assert!(edfi_cdc::sink::copy_failure(&e).is_none());
+    assert!(edfi_cdc::sink::SinkError::from_pg("redshift", &e).is_retriable());
+    // An internal error that is no conflict stays fatal.
+    let e = client
+        .batch_execute(
+            "DO $$ BEGIN RAISE EXCEPTION 'Invalid digit' USING ERRCODE = 'XX000'; END $$",
+        )
+        .await
+        .unwrap_err();
+    assert!(!edfi_cdc::sink::SinkError::from_pg("redshift", &e).is_retriable());
+    assert!(edfi_cdc::sink::copy_failure(&e).is_some());
+}

@@ -126,8 +126,8 @@ impl SinkError {
         matches!(self, SinkError::Transient { .. })
     }
 
-    /// Classify a PostgreSQL error: connection, serialization, resource and shutdown faults
-    /// are transient; everything else is fatal.
+    /// Classify a PostgreSQL error: connection, serialization (Redshift's 1023 included),
+    /// resource and shutdown faults are transient; everything else is fatal.
     pub fn from_pg(sink: &str, e: &tokio_postgres::Error) -> SinkError {
         let transient = match e.as_db_error() {
             None => true,
@@ -137,6 +137,7 @@ impl SinkError {
                     || code.starts_with("53")
                     || code.starts_with("57P")
                     || ["40001", "40P01", "55P03"].contains(&code)
+                    || redshift_serialization_conflict(db)
             }
         };
         let message = match e.as_db_error() {
@@ -158,6 +159,17 @@ impl SinkError {
             }
         }
     }
+}
+
+/// Redshift's serializable isolation violation (`ERROR: 1023 DETAIL: Serializable isolation
+/// violation on table …`), which it may report as an internal error (XX000): two transactions
+/// conflicted, and the one that failed succeeds when run again.
+fn redshift_serialization_conflict(db: &tokio_postgres::error::DbError) -> bool {
+    db.message().trim_start().starts_with("1023")
+        || db.message().contains("Serializable isolation violation")
+        || db
+            .detail()
+            .is_some_and(|d| d.contains("Serializable isolation violation"))
 }
 
 /// Where a sink puts an incoming event.
@@ -405,7 +417,8 @@ where
 /// (`CONTEXT: COPY t, line N, column c: …`). `None` for other errors.
 pub fn copy_failure(e: &tokio_postgres::Error) -> Option<(String, Option<usize>, String)> {
     let db = e.as_db_error()?;
-    if !["22", "23", "XX"].contains(&&db.code().code()[..2]) {
+    if !["22", "23", "XX"].contains(&&db.code().code()[..2]) || redshift_serialization_conflict(db)
+    {
         return None;
     }
     let context = db.where_().unwrap_or_default();
