@@ -12,6 +12,7 @@ pub mod models;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;
+pub mod slow;
 pub mod source;
 pub mod stream;
 pub mod verify;

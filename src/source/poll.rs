@@ -95,12 +95,14 @@ async fn step<S: Source>(
     backoff: &mut Backoff,
     stop: &CancellationToken,
 ) -> Result<Option<u64>, SourceError> {
+    let name = s.config().name.clone();
     loop {
         let result = match step {
-            Step::Cycle => s.cycle().await,
-            Step::Snapshot => s.snapshot_step().await.map(u64::from),
+            Step::Cycle => crate::slow::watched(&name, "poll cycle", s.cycle()).await,
+            Step::Snapshot => crate::slow::watched(&name, "snapshot step", s.snapshot_step())
+                .await
+                .map(u64::from),
         };
-        let name = s.config().name.clone();
         match result {
             Ok(n) => {
                 backoff.reset();

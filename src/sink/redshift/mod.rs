@@ -509,8 +509,13 @@ impl RedshiftSink {
         self.prepare();
         let rows: usize = self.loads.iter().map(|l| l.keys.len()).sum();
         let bytes: usize = self.loads.iter().map(|l| l.bytes).sum();
-        self.with_retry(backoff, stop, |s| Box::pin(s.apply(w.clone())))
-            .await?;
+        let connector = self.connector.clone();
+        crate::slow::watched(
+            &connector,
+            "redshift flush",
+            self.with_retry(backoff, stop, |s| Box::pin(s.apply(w.clone()))),
+        )
+        .await?;
         let seconds = started.elapsed().as_secs_f64();
         self.after_commit().await;
         metrics::flush(&self.connector, SINK, reason.as_str(), seconds);

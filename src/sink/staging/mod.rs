@@ -490,9 +490,13 @@ impl StagingSink {
             return Ok(());
         }
         let started = Instant::now();
-        let applied = self
-            .with_retry(backoff, stop, |s| Box::pin(s.apply_watermark(w.clone())))
-            .await;
+        let (connector, step) = (self.connector.clone(), format!("{} flush", self.name));
+        let applied = crate::slow::watched(
+            &connector,
+            &step,
+            self.with_retry(backoff, stop, |s| Box::pin(s.apply_watermark(w.clone()))),
+        )
+        .await;
         if let Err(SinkError::Rejected {
             sink,
             table,
