@@ -409,4 +409,39 @@ async fn a_re_snapshot_through_partitions_deletes_rows_the_source_no_longer_has(
         })
         .sum();
     assert_eq!(deleted, 30, "{}", rep.log());
+
+    // A position stored in a partition beyond the three this worker places rows by: partitions
+    // were added, and rows placed by the larger count could be taken for this lane's. The
+    // re-snapshot then leaves extra rows alone (and says so) rather than risk another lane's.
+    rig.target
+        .batch_execute(
+            "INSERT INTO edfi_cdc.stream_positions (connector, sink, part, position, worker, updated_at) \
+             VALUES ('edfi-ods', 'staging@7', 'edfi-cdc.edfi.Student/7', '0', 'test', now()); \
+             INSERT INTO edfi.student SELECT * FROM extra",
+        )
+        .await
+        .unwrap();
+    rig.connector.resnapshot("edfi.Student");
+    wait_for(
+        "every lane to publish its second re-snapshot of edfi.Student",
+        CATCH_UP,
+        || async { (published() >= 3 * PARTITIONS).then_some(()) },
+    )
+    .await;
+    let kept: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM edfi.student WHERE studentusi > 1000000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 30);
+    assert!(
+        rep.log()
+            .contains("the topics have more partitions than when this worker started"),
+        "{}",
+        rep.log()
+    );
 }

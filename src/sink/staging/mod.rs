@@ -715,7 +715,7 @@ impl StagingSink {
                     // partitions the shadow does not hold (see `stale`).
                     let share = self.lane.as_ref().map_or(Share::Whole, |l| l.share);
                     let replaced = if share != Share::Whole {
-                        stale::delete_stale_rows(&tx, rt, share).await?;
+                        stale::delete_stale_rows(&tx, &connector, rt, share).await?;
                         let on: Vec<String> =
                             rt.keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
                         format!(
