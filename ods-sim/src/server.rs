@@ -257,6 +257,7 @@ async fn session(mut stream: TcpStream, spid: u16, shared: &Arc<Shared>) -> anyh
         attention: attention.clone(),
         has_sim_columns: None,
         identity_insert: None,
+        scope_identity_set: false,
     };
     let result = serve_requests(&mut s, &mut rx, &cancel).await;
     reader.abort();
@@ -496,6 +497,8 @@ struct Session {
     has_sim_columns: Option<bool>,
     /// The table `SET IDENTITY_INSERT … ON` applies to (PostgreSQL name, T-SQL name).
     identity_insert: Option<(String, String)>,
+    /// An insert set `SCOPE_IDENTITY()` in the current batch; the next batch clears it.
+    scope_identity_set: bool,
 }
 
 impl Session {
@@ -556,6 +559,13 @@ impl Session {
             self.rollback_transaction().await?;
         }
         self.isolation = Isolation::ReadCommitted;
+        self.identity_insert = None;
+        self.pg
+            .batch_execute(
+                "SELECT set_config('sim.identity', '', false), set_config('sim.scope_identity', '', false)",
+            )
+            .await?;
+        self.scope_identity_set = false;
         Ok(())
     }
 
@@ -604,6 +614,17 @@ impl Session {
         done_token: u8,
     ) -> Result<(), Failure> {
         let statements = sql::translate(text)?;
+        // Each batch and each sp_executesql call is a scope of its own: SCOPE_IDENTITY() starts
+        // out NULL in it (@@IDENTITY keeps the session's last value).
+        if self.scope_identity_set
+            && self
+                .pg
+                .batch_execute("SELECT set_config('sim.scope_identity', '', false)")
+                .await
+                .is_ok()
+        {
+            self.scope_identity_set = false;
+        }
         if statements.is_empty() {
             self.out.done(done_token, token::DONE_FINAL, 0, 0);
         }
@@ -846,13 +867,15 @@ impl Session {
                 c = crate::ct::quote_ident(&col),
             )
         } else {
-            "SELECT set_config('sim.identity', currval(pg_get_serial_sequence($1, $2))::text, false)"
+            "SELECT set_config('sim.identity', v, false), set_config('sim.scope_identity', v, false) \
+             FROM (SELECT currval(pg_get_serial_sequence($1, $2))::text AS v) x"
                 .to_string()
         };
         self.pg
             .execute(&follow_up, &[&table, &col])
             .await
             .map_err(|e| self.pg_failure(e))?;
+        self.scope_identity_set |= !explicit_on;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 """A workload written over TDS by an independent client (python-tds), as an application would
 write to the ODS: explicit transactions that insert new students (numbered by the identity
-column, read back with SCOPE_IDENTITY()), rename students and delete students it inserted
+column, read back with @@IDENTITY), rename students and delete students it inserted
 earlier, from several connections at once.
 
 Usage: tds_workload.py HOST PORT DATABASE PASSWORD SEED TRANSACTIONS WRITERS
@@ -56,7 +56,8 @@ def writer(args, index, transactions, first_number, existing, totals, lock, erro
                             (f"Tds{number}", "Client", datetime.date(2012, 5, 1), rng.choice(sexes),
                              f"TDS{number}", uuid.UUID(int=rng.getrandbits(128))),
                         )
-                        cur.execute("SELECT SCOPE_IDENTITY()")
+                        # The insert ran in its own sp_executesql scope: @@IDENTITY has it.
+                        cur.execute("SELECT @@IDENTITY")
                         usi = int(cur.fetchone()[0])
                         mine.append(usi)
                         counts["inserted"] += 1

@@ -195,7 +195,11 @@ pub async fn setup(
             });
         }
         drop(client);
-        tracing::info!(database, "dropping an incomplete ODS database");
+        tracing::info!(
+            database,
+            "dropping an ODS database whose setup did not complete or that an earlier simulator \
+             version made (no identity columns)"
+        );
         admin
             .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", ident(database)))
             .await?;

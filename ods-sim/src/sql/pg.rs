@@ -13,10 +13,14 @@ use sqlparser::ast::{
 use super::{convert, sqltype, Statement};
 use crate::types::{ColumnDef, ColumnDefault, SqlError, TableDef};
 
-/// `SCOPE_IDENTITY()` and `@@IDENTITY`: the last identity value the session's inserts were
-/// given, which the server keeps in the setting `sim.identity` (see `Session::insert`).
+/// `@@IDENTITY`: the last identity value the session's inserts were given, which the server
+/// keeps in the setting `sim.identity` (see `Session::insert`).
 const LAST_IDENTITY: &str =
     "CAST(NULLIF(current_setting('sim.identity', true), '') AS numeric(38,0))";
+/// `SCOPE_IDENTITY()`: the same within the current batch or `sp_executesql` call
+/// (`sim.scope_identity`, cleared when the next one starts).
+const SCOPE_IDENTITY: &str =
+    "CAST(NULLIF(current_setting('sim.scope_identity', true), '') AS numeric(38,0))";
 
 /// What `@@VERSION` shows.
 const VERSION: &str = "Microsoft SQL Server 2022 (RTM) - 16.0.0 (X64) ods-sim: a SQL Server \
@@ -1148,7 +1152,7 @@ impl Printer {
             }
             "SCOPE_IDENTITY" => {
                 arity(0..=0)?;
-                LAST_IDENTITY.to_string()
+                SCOPE_IDENTITY.to_string()
             }
             "NEWID" => {
                 arity(0..=0)?;

@@ -32,11 +32,16 @@ def connect():
 
 with connect() as conn:
     with conn.cursor() as cur:
+        # A parameterised insert runs in an sp_executesql call, a scope of its own: a later batch
+        # sees its number in @@IDENTITY, not in SCOPE_IDENTITY().
         cur.execute(INSERT, ("S-1", "Ada", "Lovelace", datetime.date(2012, 12, 10)))
         cur.execute("SELECT SCOPE_IDENTITY(), @@IDENTITY")
-        out["first"] = [int(v) for v in cur.fetchone()]
-        cur.execute(INSERT, ("S-2", "Alan", "Turing", datetime.date(2012, 6, 23)))
-        cur.execute("SELECT SCOPE_IDENTITY()")
+        out["first"] = [None if v is None else int(v) for v in cur.fetchone()]
+        # In one batch, SCOPE_IDENTITY() gives the insert's number.
+        cur.execute("INSERT INTO edfi.Student (StudentUniqueId, FirstName, LastSurname, BirthDate) "
+                    "VALUES (N'S-2', N'Alan', N'Turing', '2012-06-23'); SELECT SCOPE_IDENTITY()")
+        while cur.description is None and cur.nextset():
+            pass
         out["second"] = int(cur.fetchone()[0])
         out["explicit_while_off"] = error_number(
             cur, "INSERT INTO edfi.Student (StudentUSI, StudentUniqueId, FirstName, LastSurname, "
@@ -48,7 +53,7 @@ with connect() as conn:
         out["second_table_on"] = error_number(cur, "SET IDENTITY_INSERT dbo.Numbered ON")
         cur.execute("SET IDENTITY_INSERT edfi.Student OFF")
         cur.execute(INSERT, ("S-4", "Barbara", "Liskov", datetime.date(2012, 11, 7)))
-        cur.execute("SELECT SCOPE_IDENTITY()")
+        cur.execute("SELECT @@IDENTITY")
         out["after_explicit"] = int(cur.fetchone()[0])
         out["no_identity"] = error_number(cur, "SET IDENTITY_INSERT dbo.Plain ON")
         cur.execute(
@@ -67,7 +72,7 @@ def connect():
 with connect() as conn:
     with conn.cursor() as cur:
         # A new session: no identity value yet.
-        cur.execute("SELECT SCOPE_IDENTITY()")
-        out["new_session"] = cur.fetchone()[0]
+        cur.execute("SELECT SCOPE_IDENTITY(), @@IDENTITY")
+        out["new_session"] = list(cur.fetchone())
 
 json.dump(out, sys.stdout)
