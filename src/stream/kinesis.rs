@@ -454,10 +454,18 @@ pub async fn probe(
             )],
         },
         Err(e) if e.code() == Some("ResourceNotFoundException") => vec![(
-            true,
+            source_retention_secs.is_none_or(|secs| i64::from(cfg.retention_hours) * 3600 >= secs),
             format!(
-                "stream: Kinesis stream {name} absent: the poller creates it ({} shards, records kept {} h)",
-                cfg.shards, cfg.retention_hours
+                "stream: Kinesis stream {name} absent: the poller creates it ({} shards, records kept {} h{})",
+                cfg.shards,
+                cfg.retention_hours,
+                match source_retention_secs {
+                    Some(secs) if i64::from(cfg.retention_hours) * 3600 < secs => format!(
+                        ", less than the source keeps its changes ({} h): raise stream.kinesis.retention_hours",
+                        secs / 3600
+                    ),
+                    _ => String::new(),
+                }
             ),
         )],
         Err(e) => vec![(
@@ -496,21 +504,30 @@ async fn ensure_stream(
                     // retention can change once it is active); one found is used as it is.
                     if created && s.retention_period_hours() < retention_hours {
                         if *s.stream_status() == StreamStatus::Active {
-                            client
+                            match client
                                 .increase_stream_retention_period()
                                 .stream_name(name)
                                 .retention_period_hours(retention_hours)
                                 .send()
                                 .await
-                                .map_err(|e| aws_error(name, "IncreaseStreamRetentionPeriod", e))?;
-                            info!(
-                                stream = name,
-                                hours = retention_hours,
-                                "kinesis stream retention set"
-                            );
+                            {
+                                Ok(_) => info!(
+                                    stream = name,
+                                    hours = retention_hours,
+                                    "kinesis stream retention set"
+                                ),
+                                Err(e) => warn!(stream = name, hours = retention_hours,
+                                    error = %aws_error(name, "IncreaseStreamRetentionPeriod", e),
+                                    "cannot extend the new stream's retention; `edfi-cdc check` fails until it is"),
+                            }
                             created = false;
                         }
                     } else {
+                        if s.retention_period_hours() < retention_hours {
+                            warn!(stream = name, hours = s.retention_period_hours(), wanted = retention_hours,
+                                "the stream keeps records for less time than stream.kinesis.retention_hours; \
+                                 extend it with aws kinesis increase-stream-retention-period");
+                        }
                         info!(
                             stream = name,
                             open_shards = s.open_shard_count(),
