@@ -129,6 +129,11 @@ static SOURCE_VERSION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// The source's current version as another process's poller stored it (split mode).
+pub fn source_version(connector: &str, version: i64) {
+    SOURCE_VERSION.with_label_values(&[connector]).set(version);
+}
+
 /// A poll cycle completed: its duration, size and the source's current version.
 pub fn cycle(connector: &str, seconds: f64, events: u64, version: i64) {
     CYCLES.with_label_values(&[connector]).inc();

@@ -97,6 +97,12 @@ pub async fn run_connector(
     if role != Role::Poller {
         tokio::spawn(crate::verify::export_results(config.clone(), stop.clone()));
     }
+    if role == Role::Sink {
+        tokio::spawn(crate::source::position::follow(
+            config.clone(),
+            stop.clone(),
+        ));
+    }
     if config.stream.kind == StreamKind::Embedded {
         anyhow::ensure!(
             role == Role::All,

@@ -445,3 +445,69 @@ async fn a_re_snapshot_through_partitions_deletes_rows_the_source_no_longer_has(
         rep.log()
     );
 }
+
+/// The lag a sink worker reports for `table` (the highest over its lanes), from its /metrics.
+fn worker_lag(metrics: &str, table: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("edfi_cdc_sink_lag_seconds{") && l.contains(&format!("table=\"{table}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(f64::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_worker_without_the_poller_reports_its_lag() {
+    let broker = Broker::start();
+    let mut rig = Rig::new(100, 49).await;
+    use_kafka(&mut rig, &broker, "single");
+    let _poller = start_role(&rig, "poller");
+    let worker = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    let addr = worker.metrics_addr().await;
+    let metrics = || http_get(&addr, "/metrics").1;
+    // The worker learns the source's version from the poller's stored position.
+    let version = source_version(&rig.source).await;
+    wait_for(
+        "the worker to know the source's version",
+        CATCH_UP,
+        || async {
+            metrics()
+                .lines()
+                .any(|l| {
+                    l.starts_with("edfi_cdc_source_current_version{")
+                        && l.rsplit(' ').next() == Some(version.to_string().as_str())
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(worker_lag(&metrics(), "edfi.Student"), Some(0.0));
+
+    // Staging's student table locked: the lane with the change cannot apply it, and its lag grows.
+    let blocker = connect(&rig.staging.url()).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE edfi.student IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    rig.source
+        .execute(
+            r#"UPDATE edfi."Student" SET "FirstName" = 'Lagging' WHERE "StudentUSI" = (SELECT min("StudentUSI") FROM edfi."Student")"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the worker to report lag on edfi.Student",
+        CATCH_UP,
+        || async { (worker_lag(&metrics(), "edfi.Student")? >= 2.0).then_some(()) },
+    )
+    .await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    wait_for("the lag to fall back to 0", CATCH_UP, || async {
+        (worker_lag(&metrics(), "edfi.Student")? == 0.0).then_some(())
+    })
+    .await;
+    assert_rig_equal(&rig).await;
+}

@@ -167,3 +167,55 @@ impl PollerPosition {
         r.map_err(err)
     }
 }
+
+/// How often a sink worker without the poller reads the poller's position for the lag metrics.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The lag metrics of a process that runs sinks but not the poller (`--role sink`): what the
+/// poller sent is learnt from its position, read every [`FOLLOW_EVERY`] — each table's version
+/// and the source commit time of the cycle that reached it count as sent, and the highest
+/// version as the source's current one. Lag is then the age of the newest commit of the oldest
+/// cycle the poller stored and the sink has not applied: exact to within a cycle, like the
+/// poller's own, and never ahead of what the stream acknowledged.
+pub async fn follow(config: Arc<ConnectorConfig>, stop: CancellationToken) {
+    let Some(url) = PollerPosition::url(&config) else {
+        return;
+    };
+    let mut client: Option<Client> = None;
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = pg::connect(POLLER, &url).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let rows = c
+            .query(
+                "SELECT source_schema, source_table, version, commit_time FROM edfi_cdc.table_state \
+                 WHERE connector = $1 AND sink = $2 AND phase = 'streaming' AND commit_time IS NOT NULL",
+                &[&config.name, &POLLER],
+            )
+            .await;
+        match rows {
+            Ok(rows) => {
+                let mut current = None;
+                for r in rows {
+                    let table = TableId::new(r.get::<_, &str>(0), r.get::<_, &str>(1)).to_string();
+                    let version: i64 = r.get(2);
+                    crate::metrics::sent(&config.name, &table, version, r.get(3));
+                    current = current.max(Some(version));
+                }
+                if let Some(v) = current {
+                    crate::metrics::source_version(&config.name, v);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the poller's position for the lag metrics; trying again");
+                client = None;
+            }
+        }
+    }
+}
