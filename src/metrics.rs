@@ -143,7 +143,7 @@ pub fn cycle(connector: &str, seconds: f64, events: u64, version: i64) {
     CYCLE_EVENTS
         .with_label_values(&[connector])
         .observe(events as f64);
-    SOURCE_VERSION.with_label_values(&[connector]).set(version);
+    source_version(connector, version);
 }
 
 static SLOT_RETAINED: LazyLock<IntGaugeVec> = LazyLock::new(|| {

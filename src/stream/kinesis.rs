@@ -422,8 +422,8 @@ pub async fn probe(
                     ),
                 )];
                 let hours = s.retention_period_hours();
-                lines.push(match source_retention_secs {
-                    Some(secs) if i64::from(hours) * 3600 < secs => (
+                lines.push(match (shorter_than_source(hours, source_retention_secs), source_retention_secs) {
+                    (Some(secs), _) => (
                         false,
                         format!(
                             "stream: Kinesis stream {name} keeps records {hours} h, less than the source keeps \
@@ -434,14 +434,14 @@ pub async fn probe(
                             (secs + 3599) / 3600
                         ),
                     ),
-                    Some(secs) => (
+                    (None, Some(secs)) => (
                         true,
                         format!(
                             "stream: Kinesis stream {name} keeps records {hours} h, as long as the source keeps its changes ({} h) or longer",
                             secs / 3600
                         ),
                     ),
-                    None => (
+                    (None, None) => (
                         true,
                         format!("stream: Kinesis stream {name} keeps records {hours} h"),
                     ),
@@ -453,26 +453,31 @@ pub async fn probe(
                 format!("stream: Kinesis stream {name}: no description returned"),
             )],
         },
-        Err(e) if e.code() == Some("ResourceNotFoundException") => vec![(
-            source_retention_secs.is_none_or(|secs| i64::from(cfg.retention_hours) * 3600 >= secs),
-            format!(
-                "stream: Kinesis stream {name} absent: the poller creates it ({} shards, records kept {} h{})",
-                cfg.shards,
-                cfg.retention_hours,
-                match source_retention_secs {
-                    Some(secs) if i64::from(cfg.retention_hours) * 3600 < secs => format!(
+        Err(e) if e.code() == Some("ResourceNotFoundException") => {
+            let short = shorter_than_source(cfg.retention_hours, source_retention_secs);
+            vec![(
+                short.is_none(),
+                format!(
+                    "stream: Kinesis stream {name} absent: the poller creates it ({} shards, records kept {} h{})",
+                    cfg.shards,
+                    cfg.retention_hours,
+                    short.map_or(String::new(), |secs| format!(
                         ", less than the source keeps its changes ({} h): raise stream.kinesis.retention_hours",
                         secs / 3600
-                    ),
-                    _ => String::new(),
-                }
-            ),
-        )],
+                    ))
+                ),
+            )]
+        }
         Err(e) => vec![(
             false,
             format!("stream: {}", aws_error(name, "DescribeStreamSummary", e)),
         )],
     }
+}
+
+/// The source's retention (seconds) when a stream keeping records `hours` falls short of it.
+fn shorter_than_source(hours: i32, source_secs: Option<i64>) -> Option<i64> {
+    source_secs.filter(|&secs| i64::from(hours) * 3600 < secs)
 }
 
 /// Create `name` with `shards` shards unless it exists, and wait until it takes records.
