@@ -511,3 +511,51 @@ async fn a_sink_worker_without_the_poller_reports_its_lag() {
     .await;
     assert_rig_equal(&rig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_its_re_snapshot_deletes_stale_rows_leaves_none_and_loses_nothing() {
+    let broker = Broker::start();
+    let mut rig = Rig::new(300, 53).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    let _poller = start_role(&rig, "poller");
+    let worker = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    rig.target
+        .batch_execute(
+            "CREATE TEMP TABLE extra AS SELECT * FROM edfi.student ORDER BY studentusi LIMIT 30; \
+             UPDATE extra SET studentusi = studentusi + 1000000; \
+             INSERT INTO edfi.student SELECT * FROM extra",
+        )
+        .await
+        .unwrap();
+    // One stale row held here: the lane that owns it blocks in the publish's delete of its
+    // stale rows, and is killed there, in the middle of publishing its re-snapshot.
+    let locker = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute(
+            "BEGIN; SELECT 1 FROM edfi.student WHERE studentusi = \
+             (SELECT max(studentusi) FROM edfi.student) FOR UPDATE",
+        )
+        .await
+        .unwrap();
+    rig.connector.resnapshot("edfi.Student");
+    let observer = connect(&rig.staging.url()).await;
+    wait_blocked(&observer, &rig.staging.name, "DELETE FROM %USING unnest").await;
+    worker.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let worker = start_role(&rig, "sink");
+    wait_for(
+        "the killed lane to publish its re-snapshot of edfi.Student",
+        CATCH_UP,
+        || async {
+            worker
+                .log()
+                .lines()
+                .any(|l| l.contains("snapshot published") && l.contains("table=edfi.Student "))
+                .then_some(())
+        },
+    )
+    .await;
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+}
