@@ -159,6 +159,7 @@ async fn session(mut stream: TcpStream, spid: u16, shared: &Arc<Shared>) -> anyh
             state: 1,
             class: 14,
             message: format!("Login failed for user '{}'.", login.username),
+            preceding: Vec::new(),
         })
     } else if !login.database.is_empty() && !login.database.eq_ignore_ascii_case(&config.database) {
         Some(SqlError::new(
@@ -258,6 +259,8 @@ async fn session(mut stream: TcpStream, spid: u16, shared: &Arc<Shared>) -> anyh
         has_sim_columns: None,
         identity_insert: None,
         scope_identity_set: false,
+        snapshot_generation: None,
+        altered_schema: false,
     };
     let result = serve_requests(&mut s, &mut rx, &cancel).await;
     reader.abort();
@@ -432,8 +435,12 @@ impl Out {
         self.pending_done = Some((tok, status, cmd, count));
     }
 
+    /// An error with the errors SQL Server sends before it.
     fn error(&mut self, err: &SqlError) {
-        token::error(self.buf(), err, SERVER_NAME);
+        let buf = self.buf();
+        for e in err.preceding.iter().chain([err]) {
+            token::error(buf, e, SERVER_NAME);
+        }
     }
 
     /// Finish the message; with `attention`, acknowledge an attention as its last token.
@@ -499,6 +506,12 @@ struct Session {
     identity_insert: Option<(String, String)>,
     /// An insert set `SCOPE_IDENTITY()` in the current batch; the next batch clears it.
     scope_identity_set: bool,
+    /// The type cache's generation when the open transaction began, if its snapshot is the
+    /// transaction's (REPEATABLE READ and stricter); otherwise each statement takes its own.
+    snapshot_generation: Option<u64>,
+    /// The open transaction changed a table's columns: declared types are read afresh, and the
+    /// type cache is invalidated again when the transaction ends.
+    altered_schema: bool,
 }
 
 impl Session {
@@ -739,6 +752,21 @@ impl Session {
                         Ok(())
                     }
                     Err(e) => Err(self.pg_failure(e)),
+                };
+                self.end_savepoint(&result).await?;
+                result
+            }
+            Statement::AlterTable(alter) => {
+                self.savepoint().await?;
+                let result = match crate::ct::alter_table(&self.pg, alter).await {
+                    Ok(()) => {
+                        self.shared.types.invalidate();
+                        self.altered_schema |= self.trancount > 0;
+                        self.out.done(done_token, token::DONE_FINAL, 0, 0);
+                        Ok(())
+                    }
+                    Err(crate::ct::AlterError::Refused(e)) => Err(Failure::Sql(e)),
+                    Err(crate::ct::AlterError::Postgres(e)) => Err(self.pg_failure(e)),
                 };
                 self.end_savepoint(&result).await?;
                 result
@@ -998,7 +1026,15 @@ impl Session {
         for col in stmt.columns() {
             let declared = match (col.table_oid(), col.column_id()) {
                 (Some(oid), Some(attnum)) if oid != 0 && self.sim_columns().await? => {
-                    let table = match self.shared.types.table(&self.pg, oid).await {
+                    let seen = if self.altered_schema {
+                        None
+                    } else {
+                        Some(
+                            self.snapshot_generation
+                                .unwrap_or_else(|| self.shared.types.generation()),
+                        )
+                    };
+                    let table = match self.shared.types.table(&self.pg, oid, seen).await {
                         Ok(t) => t,
                         Err(e) => return Err(self.pg_failure(e)),
                     };
@@ -1046,6 +1082,11 @@ impl Session {
             self.tx_descriptor =
                 (u64::from(self.spid) << 32) | (self.tx_descriptor.wrapping_add(1) & 0xFFFF_FFFF);
             self.doomed = false;
+            self.snapshot_generation = (!matches!(
+                self.isolation,
+                Isolation::ReadUncommitted | Isolation::ReadCommitted
+            ))
+            .then(|| self.shared.types.generation());
             let desc = self.tx_descriptor.to_le_bytes();
             token::env_change_bytes(self.out.buf(), token::ENV_BEGIN_TRAN, &desc, &[]);
         }
@@ -1071,6 +1112,7 @@ impl Session {
             1 => {
                 let result = self.pg.batch_execute("COMMIT").await;
                 self.trancount = 0;
+                self.transaction_ended();
                 let desc = self.tx_descriptor.to_le_bytes();
                 match result {
                     Ok(()) => {
@@ -1103,9 +1145,18 @@ impl Session {
             .context("rolling back on the backing database")?;
         self.trancount = 0;
         self.doomed = false;
+        self.transaction_ended();
         let desc = self.tx_descriptor.to_le_bytes();
         token::env_change_bytes(self.out.buf(), token::ENV_ROLLBACK_TRAN, &[], &desc);
         Ok(())
+    }
+
+    /// After COMMIT or ROLLBACK: a schema change of the transaction is now committed or undone.
+    fn transaction_ended(&mut self) {
+        self.snapshot_generation = None;
+        if std::mem::take(&mut self.altered_schema) {
+            self.shared.types.invalidate();
+        }
     }
 
     async fn run_tm(&mut self, tm: TmRequest) -> Result<(), Failure> {

@@ -161,6 +161,9 @@ pub struct SqlError {
     pub state: u8,
     pub class: u8,
     pub message: String,
+    /// Errors SQL Server sends before this one for the same failure, in order (5074 "The object
+    /// … is dependent on column …" before 4922 "ALTER TABLE … failed …").
+    pub preceding: Vec<SqlError>,
 }
 
 impl SqlError {
@@ -170,7 +173,14 @@ impl SqlError {
             state: 1,
             class,
             message: message.into(),
+            preceding: Vec::new(),
         }
+    }
+
+    /// This error, sent after `first`.
+    pub fn after(mut self, first: SqlError) -> Self {
+        self.preceding.push(first);
+        self
     }
 
     /// Error 102-style syntax error / unsupported construct (class 15).
@@ -234,4 +244,35 @@ pub struct TableDef {
     pub name: String,
     pub columns: Vec<ColumnDef>,
     pub primary_key: Vec<String>,
+}
+
+/// A change of a user table's columns, as `ALTER TABLE` declares it: `schema` and `name` as
+/// written (unqualified: `dbo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableAlter {
+    pub schema: String,
+    pub name: String,
+    pub change: ColumnChange,
+}
+
+/// What an `ALTER TABLE` does to the columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnChange {
+    /// `ADD column_definition [, …]`: never an `IDENTITY` or key column.
+    Add(Vec<ColumnDef>),
+    /// `ALTER COLUMN name type [NULL | NOT NULL]`: nullable when neither is written.
+    Alter {
+        name: String,
+        ty: SqlType,
+        nullable: bool,
+    },
+    /// `DROP COLUMN [IF EXISTS] name [, …]`.
+    Drop(Vec<DroppedColumn>),
+}
+
+/// A column of `DROP COLUMN`; with `IF EXISTS`, a missing one is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedColumn {
+    pub name: String,
+    pub if_exists: bool,
 }

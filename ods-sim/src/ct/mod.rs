@@ -2,8 +2,13 @@
 //!
 //! `install` creates the `ct`, `sim`, `sys` and `"INFORMATION_SCHEMA"` objects (`install.sql`);
 //! the other functions are thin wrappers over the PostgreSQL functions it defines, so the same
-//! operations are reachable from T-SQL through the translator. See `docs/ods-simulator.md`,
-//! "Change Tracking emulation (schema ct)".
+//! operations are reachable from T-SQL through the translator, except the table DDL:
+//! `create_table` and `alter_table` (`alter`) change a user table and its declared types in
+//! `sim.columns` together. See `docs/ods-simulator.md`, "Change Tracking emulation (schema ct)".
+
+mod alter;
+
+pub use alter::{alter_table, AlterError};
 
 use crate::types::{SqlType, TableDef};
 use tokio_postgres::Client;
@@ -92,26 +97,18 @@ pub fn create_table_statements(def: &TableDef) -> Vec<String> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let t = declared_type(&c.ty);
                 format!(
-                    "({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, {})",
                     quote_literal(&schema),
                     quote_literal(&name),
                     quote_literal(&pg_truncate(&c.name)),
                     i + 1,
-                    quote_literal(t.data_type),
-                    sql_int(t.max_length),
-                    sql_int(t.numeric_precision),
-                    sql_int(t.numeric_scale),
-                    sql_int(t.datetime_precision),
-                    c.nullable
+                    declared_values(&c.ty, c.nullable)
                 )
             })
             .collect();
         statements.push(format!(
-            "insert into sim.columns (table_schema, table_name, column_name, ordinal, data_type, \
-             max_length, numeric_precision, numeric_scale, datetime_precision, is_nullable) \
-             values {}",
+            "insert into sim.columns ({SIM_COLUMNS}) values {}",
             rows.join(", ")
         ));
     }
@@ -252,6 +249,23 @@ fn quote_literal(s: &str) -> String {
 
 fn sql_int(v: Option<i32>) -> String {
     v.map_or_else(|| "null".to_string(), |v| v.to_string())
+}
+
+/// The columns of `sim.columns`, in the order of a row's values.
+const SIM_COLUMNS: &str = "table_schema, table_name, column_name, ordinal, data_type, max_length, \
+                           numeric_precision, numeric_scale, datetime_precision, is_nullable";
+
+/// The values of a `sim.columns` row after its ordinal: `data_type` … `is_nullable`.
+fn declared_values(ty: &SqlType, nullable: bool) -> String {
+    let t = declared_type(ty);
+    format!(
+        "{}, {}, {}, {}, {}, {nullable}",
+        quote_literal(t.data_type),
+        sql_int(t.max_length),
+        sql_int(t.numeric_precision),
+        sql_int(t.numeric_scale),
+        sql_int(t.datetime_precision)
+    )
 }
 
 /// A declared type as `INFORMATION_SCHEMA.COLUMNS` describes it.

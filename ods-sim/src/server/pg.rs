@@ -20,7 +20,7 @@ use bytes::{BufMut, BytesMut};
 use chrono::Datelike;
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
 /// The PostgreSQL type a parameter of this SQL Server type is bound as.
@@ -411,9 +411,21 @@ impl OutColumn {
 
 /// Declared SQL Server types of user-table columns, by table OID and column number. Shared by
 /// all sessions of a server.
+///
+/// A schema change (`ALTER TABLE`) makes the cached types stale: the session that makes it
+/// calls [`invalidate`](Self::invalidate) when the change is made and again when it commits or
+/// rolls back, which starts a new generation. A session reading types notes the generation
+/// before the snapshot it reads them with is taken; what it reads is kept for the others only
+/// if no generation began since, as an older snapshot may not see the change.
 #[derive(Debug, Default)]
 pub struct TypeCache {
-    tables: Mutex<HashMap<u32, Arc<DeclaredColumns>>>,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    generation: u64,
+    tables: HashMap<u32, Arc<DeclaredColumns>>,
 }
 
 /// Declared type and nullability by column number.
@@ -430,19 +442,36 @@ JOIN sim.columns sc ON sc.table_schema = n.nspname AND sc.table_name = c.relname
 WHERE a.attrelid = $1 AND a.attnum > 0";
 
 impl TypeCache {
+    fn state(&self) -> MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// Forget every table's types and start a new generation.
+    pub fn invalidate(&self) {
+        let mut state = self.state();
+        state.generation += 1;
+        state.tables.clear();
+    }
+
     /// The declared types of a table's columns (empty when it has none in `sim.columns`).
+    /// `seen`: the generation noted before the reading snapshot was taken; `None` when the
+    /// session's own open transaction changed a schema (the cache is then neither read nor
+    /// filled).
     pub async fn table(
         &self,
         client: &tokio_postgres::Client,
         oid: u32,
+        seen: Option<u64>,
     ) -> Result<Arc<DeclaredColumns>, tokio_postgres::Error> {
-        if let Some(t) = self
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&oid)
-        {
-            return Ok(t.clone());
+        if seen.is_some() {
+            if let Some(t) = self.state().tables.get(&oid) {
+                return Ok(t.clone());
+            }
         }
         let rows = client.query(DECLARED_TYPES, &[&oid]).await?;
         let mut map = HashMap::new();
@@ -468,10 +497,10 @@ impl TypeCache {
             }
         }
         let map = Arc::new(map);
-        self.tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(oid, map.clone());
+        let mut state = self.state();
+        if seen == Some(state.generation) {
+            state.tables.insert(oid, map.clone());
+        }
         Ok(map)
     }
 }
@@ -519,9 +548,11 @@ pub fn map_error(e: &tokio_postgres::Error, database: &str) -> SqlError {
             515,
             16,
             format!(
-                "Cannot insert the value NULL into column '{}', table '{database}.{}'; column does not allow nulls. INSERT fails.",
+                "Cannot insert the value NULL into column '{}', table '{database}.{}'; column does not allow nulls. {} fails.",
                 db.column().unwrap_or_default(),
-                table()
+                table(),
+                // ALTER COLUMN … NOT NULL over NULLs: SQL Server's check is an UPDATE.
+                if msg.contains("contains null values") { "UPDATE" } else { "INSERT" }
             ),
         ),
         "42P01" => SqlError::new(208, 16, format!("Invalid object name '{}'.", quoted())),
@@ -557,6 +588,7 @@ pub fn map_error(e: &tokio_postgres::Error, database: &str) -> SqlError {
             "The current transaction cannot be committed and cannot support operations that write to the log file. Roll back the transaction.",
         ),
         "22012" => SqlError::new(8134, 16, "Divide by zero error encountered."),
+        "22001" => SqlError::new(8152, 16, "String or binary data would be truncated."),
         "22003" => SqlError::new(8115, 16, format!("Arithmetic overflow error: {msg}.")),
         "42601" => SqlError::new(
             102,

@@ -1,15 +1,15 @@
 //! The token-level front end: tokenizing a batch, splitting it into statements, and the
 //! statements `sqlparser` cannot parse (transaction control, `SET` options, `USE`,
-//! `ALTER DATABASE/TABLE … CHANGE_TRACKING`, `EXEC sim.*`, `DELETE TOP (n)`), each parsed by a
-//! small recursive descent over tokens.
+//! `ALTER DATABASE … SET CHANGE_TRACKING`, `ALTER TABLE` (in `alter_table`), `EXEC sim.*`,
+//! `DELETE TOP (n)`), each parsed by a small recursive descent over tokens.
 
 use sqlparser::ast;
 use sqlparser::dialect::MsSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::parser::Parser;
+use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
-use super::pg::{literal, quote, Printer, Relation};
+use super::pg::{quote, Printer, Relation};
 use super::{Isolation, Statement};
 use crate::types::SqlError;
 
@@ -173,13 +173,10 @@ fn from_token() -> TokenWithSpan {
     TokenWithSpan::wrap(Token::make_keyword("FROM"))
 }
 
-pub(super) fn parse_error(e: sqlparser::parser::ParserError) -> SqlError {
+pub(super) fn parse_error(e: ParserError) -> SqlError {
     let msg = match e {
-        sqlparser::parser::ParserError::TokenizerError(m)
-        | sqlparser::parser::ParserError::ParserError(m) => m,
-        sqlparser::parser::ParserError::RecursionLimitExceeded => {
-            "the statement is nested too deeply".to_string()
-        }
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "the statement is nested too deeply".to_string(),
     };
     SqlError::new(102, 15, format!("Incorrect syntax: {msg}"))
 }
@@ -318,41 +315,7 @@ fn alter(cur: &mut Cursor, out: &mut Vec<Statement>) -> Result<(), SqlError> {
         return alter_database_set(cur, out);
     }
     if cur.eat_kw("TABLE") {
-        let rel = Relation::resolve(&cur.object_name()?)?;
-        let enable = if cur.eat_kw("ENABLE") {
-            true
-        } else if cur.eat_kw("DISABLE") {
-            false
-        } else {
-            return Err(SqlError::unsupported(format!(
-                "ALTER TABLE … {} (only ENABLE/DISABLE CHANGE_TRACKING is supported)",
-                cur.peek()
-            )));
-        };
-        if !cur.eat_kw("CHANGE_TRACKING") {
-            return Err(SqlError::unsupported(format!(
-                "ALTER TABLE … {} {} (only ENABLE/DISABLE CHANGE_TRACKING is supported)",
-                if enable { "ENABLE" } else { "DISABLE" },
-                cur.peek()
-            )));
-        }
-        let schema = literal(&rel.schema);
-        let name = literal(&rel.name);
-        let sql = if enable {
-            let mut track_columns = false;
-            if cur.eat_kw("WITH") {
-                cur.expect(&Token::LParen, "(")?;
-                cur.expect_kw("TRACK_COLUMNS_UPDATED")?;
-                cur.expect(&Token::Eq, "=")?;
-                track_columns = cur.on_off()?;
-                cur.expect(&Token::RParen, ")")?;
-            }
-            format!("SELECT ct.enable_table({schema}, {name}, {track_columns})")
-        } else {
-            format!("SELECT ct.disable_table({schema}, {name})")
-        };
-        out.push(procedure(sql));
-        return Ok(());
+        return super::alter_table::alter_table(cur, out);
     }
     Err(SqlError::unsupported(format!(
         "ALTER {} statements",
@@ -464,10 +427,7 @@ fn exec(cur: &mut Cursor, out: &mut Vec<Statement>) -> Result<(), SqlError> {
                     cur.pos += 2;
                 }
             }
-            let mut parser = Parser::new(&MsSqlDialect {})
-                .with_tokens_with_locations(cur.toks[cur.pos..end].to_vec());
-            let value = parser.parse_expr().map_err(parse_error)?;
-            cur.pos += parser.index();
+            let value = cur.parse_with(|p| p.parse_expr())?;
             if cur.is_kw(0, "OUTPUT") || cur.is_kw(0, "OUT") {
                 return Err(SqlError::unsupported("OUTPUT parameters of EXEC"));
             }
@@ -530,7 +490,7 @@ fn delete_top(cur: &mut Cursor, out: &mut Vec<Statement>) -> Result<(), SqlError
     Ok(())
 }
 
-fn procedure(sql: String) -> Statement {
+pub(super) fn procedure(sql: String) -> Statement {
     Statement::Query {
         sql,
         params: Vec::new(),
@@ -553,7 +513,7 @@ impl<'a> Cursor<'a> {
         self.pos >= self.toks.len() || self.toks[self.pos].token == Token::EOF
     }
 
-    fn peek(&self) -> &Token {
+    pub(super) fn peek(&self) -> &Token {
         self.peek_at(0)
     }
 
@@ -562,11 +522,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// The token `n` ahead is the unquoted word `kw` (any case).
-    fn is_kw(&self, n: usize, kw: &str) -> bool {
+    pub(super) fn is_kw(&self, n: usize, kw: &str) -> bool {
         matches!(self.peek_at(n), Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
     }
 
-    fn eat_kw(&mut self, kw: &str) -> bool {
+    pub(super) fn eat_kw(&mut self, kw: &str) -> bool {
         let found = self.is_kw(0, kw);
         if found {
             self.pos += 1;
@@ -574,7 +534,7 @@ impl<'a> Cursor<'a> {
         found
     }
 
-    fn expect_kw(&mut self, kw: &str) -> Result<(), SqlError> {
+    pub(super) fn expect_kw(&mut self, kw: &str) -> Result<(), SqlError> {
         if self.eat_kw(kw) {
             Ok(())
         } else {
@@ -582,7 +542,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn eat(&mut self, tok: &Token) -> bool {
+    pub(super) fn eat(&mut self, tok: &Token) -> bool {
         let found = self.peek() == tok;
         if found {
             self.pos += 1;
@@ -590,7 +550,7 @@ impl<'a> Cursor<'a> {
         found
     }
 
-    fn expect(&mut self, tok: &Token, what: &str) -> Result<(), SqlError> {
+    pub(super) fn expect(&mut self, tok: &Token, what: &str) -> Result<(), SqlError> {
         if self.eat(tok) {
             Ok(())
         } else {
@@ -598,7 +558,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn on_off(&mut self) -> Result<bool, SqlError> {
+    pub(super) fn on_off(&mut self) -> Result<bool, SqlError> {
         if self.eat_kw("ON") {
             Ok(true)
         } else if self.eat_kw("OFF") {
@@ -620,7 +580,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// One word (quoted or not), as written.
-    fn name_word(&mut self, what: &str) -> Result<String, SqlError> {
+    pub(super) fn name_word(&mut self, what: &str) -> Result<String, SqlError> {
         match self.peek() {
             Token::Word(Word { value, .. }) => {
                 let value = value.clone();
@@ -632,12 +592,26 @@ impl<'a> Cursor<'a> {
     }
 
     /// `part[.part]*`, brackets and quotes removed.
-    fn object_name(&mut self) -> Result<Vec<String>, SqlError> {
+    pub(super) fn object_name(&mut self) -> Result<Vec<String>, SqlError> {
         let mut parts = vec![self.name_word("an object name")?];
         while self.eat(&Token::Period) {
             parts.push(self.name_word("an object name after .")?);
         }
         Ok(parts)
+    }
+
+    /// Run `parse` (a `sqlparser` parser method) over the tokens up to the end of the current
+    /// statement at the latest, and move past what it read.
+    pub(super) fn parse_with<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Parser<'_>) -> Result<T, ParserError>,
+    ) -> Result<T, SqlError> {
+        let end = self.segment_end();
+        let mut parser = Parser::new(&MsSqlDialect {})
+            .with_tokens_with_locations(self.toks[self.pos..end].to_vec());
+        let value = parse(&mut parser).map_err(parse_error)?;
+        self.pos += parser.index();
+        Ok(value)
     }
 
     /// The current token can begin an argument of `EXEC` (a literal, `NULL` or a variable).

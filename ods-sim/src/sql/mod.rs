@@ -3,14 +3,16 @@
 //! A batch is tokenized with `sqlparser`'s MS SQL tokenizer and split into statements. The
 //! statements `sqlparser` cannot parse are read by a small recursive descent over the tokens
 //! (`front`): transaction control, `SET` options, `USE`, `ALTER DATABASE … SET CHANGE_TRACKING`,
-//! `ALTER TABLE … ENABLE/DISABLE CHANGE_TRACKING`, `EXEC sim.*` and `DELETE TOP (n)`;
-//! `CHANGETABLE(CHANGES t, v)` is rewritten at token level into a table function call. The rest
-//! is parsed by `sqlparser` and printed as PostgreSQL from its AST (`pg`), identifiers quoted as
-//! written, `@P1`… numbered `$1`…, system schemas and functions mapped to the objects described
-//! in `docs/ods-simulator.md`; conversions whose results differ between the two (binary to
-//! integer, `CONVERT` styles, `HASHBYTES`, `SUM` types) are printed with SQL Server's results
-//! (`convert`). Anything not understood is an error naming it.
+//! `EXEC sim.*`, `DELETE TOP (n)` and `ALTER TABLE` (`alter_table`: `ENABLE/DISABLE
+//! CHANGE_TRACKING`, `ADD` column definitions, `ALTER COLUMN`, `DROP COLUMN`, with the column
+//! definitions read by `sqlparser`); `CHANGETABLE(CHANGES t, v)` is rewritten at token level into
+//! a table function call. The rest is parsed by `sqlparser` and printed as PostgreSQL from its
+//! AST (`pg`), identifiers quoted as written, `@P1`… numbered `$1`…, system schemas and functions
+//! mapped to the objects described in `docs/ods-simulator.md`; conversions whose results differ
+//! between the two (binary to integer, `CONVERT` styles, `HASHBYTES`, `SUM` types) are printed
+//! with SQL Server's results (`convert`). Anything not understood is an error naming it.
 
+mod alter_table;
 mod convert;
 mod front;
 mod pg;
@@ -21,7 +23,7 @@ mod pg_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::types::{SqlError, TableDef};
+use crate::types::{SqlError, TableAlter, TableDef};
 
 /// Transaction isolation levels a session can set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,9 @@ pub enum Statement {
     /// `CREATE TABLE`: run with `ct::create_table`, which creates the table and records the
     /// declared SQL Server types.
     CreateTable(TableDef),
+    /// `ALTER TABLE … ADD / ALTER COLUMN / DROP COLUMN`: run with `ct::alter_table`, which checks
+    /// the change as SQL Server does, changes the table and records the declared types.
+    AlterTable(TableAlter),
 }
 
 /// Translate one T-SQL batch into statements. Errors name what is unsupported.

@@ -232,60 +232,11 @@ fn create_table(c: &ast::CreateTable) -> Result<TableDef, SqlError> {
     let mut columns = Vec::new();
     let mut primary_key = Vec::new();
     for col in &c.columns {
-        let mut nullable = true;
-        let mut identity = false;
-        let mut default = None;
-        for opt in &col.options {
-            match &opt.option {
-                ColumnOption::Null => nullable = true,
-                ColumnOption::NotNull => nullable = false,
-                ColumnOption::Unique {
-                    is_primary: true, ..
-                } => {
-                    nullable = false;
-                    primary_key.push(col.name.value.clone());
-                }
-                ColumnOption::Default(e) => {
-                    let mut text: String = e.to_string().split_whitespace().collect();
-                    while text.starts_with('(') && text.ends_with(')') {
-                        text = text[1..text.len() - 1].to_string();
-                    }
-                    default = Some(match text.to_ascii_uppercase().as_str() {
-                        "GETDATE()" => ColumnDefault::GetDate,
-                        "NEWID()" => ColumnDefault::NewId,
-                        _ => {
-                            return Err(unsupported(format!(
-                                "the DEFAULT {e} (column {}; only getdate() and newid())",
-                                col.name.value
-                            )))
-                        }
-                    });
-                }
-                ColumnOption::Identity(kind) => {
-                    let text: String = kind.to_string().split_whitespace().collect();
-                    if !matches!(text.as_str(), "IDENTITY" | "IDENTITY(1,1)") {
-                        return Err(unsupported(format!(
-                            "{kind} (column {}; only IDENTITY(1,1))",
-                            col.name.value
-                        )));
-                    }
-                    identity = true;
-                }
-                other => {
-                    return Err(unsupported(format!(
-                        "the column option {other} (column {})",
-                        col.name.value
-                    )))
-                }
-            }
+        let (def, key) = column_def(col)?;
+        if key {
+            primary_key.push(def.name.clone());
         }
-        columns.push(ColumnDef {
-            name: col.name.value.clone(),
-            ty: sqltype::parse(&col.data_type, 1)?,
-            nullable,
-            identity,
-            default,
-        });
+        columns.push(def);
     }
     for constraint in &c.constraints {
         let TableConstraint::PrimaryKey { columns: keys, .. } = constraint else {
@@ -326,6 +277,68 @@ fn create_table(c: &ast::CreateTable) -> Result<TableDef, SqlError> {
         columns,
         primary_key,
     })
+}
+
+/// A column definition of `CREATE TABLE` or `ALTER TABLE … ADD`: name, type, `NULL`/`NOT NULL`,
+/// `DEFAULT getdate()`/`newid()`, `IDENTITY(1,1)`; and whether it is declared `PRIMARY KEY`
+/// (then it is not nullable).
+pub(super) fn column_def(col: &ast::ColumnDef) -> Result<(ColumnDef, bool), SqlError> {
+    let mut nullable = true;
+    let mut identity = false;
+    let mut default = None;
+    let mut key = false;
+    for opt in &col.options {
+        match &opt.option {
+            ColumnOption::Null => nullable = true,
+            ColumnOption::NotNull => nullable = false,
+            ColumnOption::Unique {
+                is_primary: true, ..
+            } => {
+                nullable = false;
+                key = true;
+            }
+            ColumnOption::Default(e) => {
+                let mut text: String = e.to_string().split_whitespace().collect();
+                while text.starts_with('(') && text.ends_with(')') {
+                    text = text[1..text.len() - 1].to_string();
+                }
+                default = Some(match text.to_ascii_uppercase().as_str() {
+                    "GETDATE()" => ColumnDefault::GetDate,
+                    "NEWID()" => ColumnDefault::NewId,
+                    _ => {
+                        return Err(unsupported(format!(
+                            "the DEFAULT {e} (column {}; only getdate() and newid())",
+                            col.name.value
+                        )))
+                    }
+                });
+            }
+            ColumnOption::Identity(kind) => {
+                let text: String = kind.to_string().split_whitespace().collect();
+                if !matches!(text.as_str(), "IDENTITY" | "IDENTITY(1,1)") {
+                    return Err(unsupported(format!(
+                        "{kind} (column {}; only IDENTITY(1,1))",
+                        col.name.value
+                    )));
+                }
+                identity = true;
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "the column option {other} (column {})",
+                    col.name.value
+                )))
+            }
+        }
+    }
+    let def = ColumnDef {
+        name: col.name.value.clone(),
+        ty: sqltype::parse(&col.data_type, 1)?,
+        nullable,
+        identity,
+        default,
+    };
+    Ok((def, key))
 }
 
 /// Prints expressions and queries, numbering the T-SQL variables (`@P1`, …) as `$1`, … in the

@@ -1,7 +1,7 @@
 //! Translated text of each supported construct, and the errors for unsupported ones.
 
 use super::*;
-use crate::types::{ColumnDef, SqlType};
+use crate::types::{ColumnChange, ColumnDef, ColumnDefault, DroppedColumn, SqlType};
 
 /// The single query a batch translates to: (sql, params, returns_rows).
 fn query(batch: &str) -> (String, Vec<String>, bool) {
@@ -757,6 +757,108 @@ fn alter_table_change_tracking() {
 }
 
 #[test]
+fn alter_table_columns() {
+    let alter = |change| {
+        Statement::AlterTable(TableAlter {
+            schema: "edfi".into(),
+            name: "Student".into(),
+            change,
+        })
+    };
+    let col = |name: &str, ty: SqlType, nullable: bool, default: Option<ColumnDefault>| ColumnDef {
+        name: name.to_string(),
+        ty,
+        nullable,
+        identity: false,
+        default,
+    };
+    assert_eq!(
+        translate(
+            "ALTER TABLE [edfi].[Student] ADD [Nick] nvarchar(30) NULL, \
+             Created datetime2(7) NOT NULL CONSTRAINT DF_Created DEFAULT (getdate()), \
+             Code varchar(10), Id uniqueidentifier DEFAULT newid()"
+        )
+        .unwrap(),
+        vec![alter(ColumnChange::Add(vec![
+            col("Nick", SqlType::NVarChar(Some(30)), true, None),
+            col(
+                "Created",
+                SqlType::DateTime2 { scale: 7 },
+                false,
+                Some(ColumnDefault::GetDate)
+            ),
+            col("Code", SqlType::VarChar(Some(10)), true, None),
+            col(
+                "Id",
+                SqlType::UniqueIdentifier,
+                true,
+                Some(ColumnDefault::NewId)
+            ),
+        ]))]
+    );
+    // Nullable unless NOT NULL is written; a statement ends where the next one begins.
+    assert_eq!(
+        translate(
+            "ALTER TABLE edfi.Student ALTER COLUMN Nick nvarchar(100)\n\
+             ALTER TABLE edfi.Student ALTER COLUMN [Nick] nvarchar(max) NOT NULL; SELECT 1"
+        )
+        .unwrap(),
+        vec![
+            alter(ColumnChange::Alter {
+                name: "Nick".into(),
+                ty: SqlType::NVarChar(Some(100)),
+                nullable: true,
+            }),
+            alter(ColumnChange::Alter {
+                name: "Nick".into(),
+                ty: SqlType::NVarChar(None),
+                nullable: false,
+            }),
+            q("SELECT 1", &[], true),
+        ]
+    );
+    let dropped = |name: &str, if_exists: bool| DroppedColumn {
+        name: name.to_string(),
+        if_exists,
+    };
+    assert_eq!(
+        translate(
+            "ALTER TABLE edfi.Student DROP COLUMN Nick, [Code], COLUMN IF EXISTS X, Y \
+             ALTER TABLE edfi.Student DROP COLUMN IF EXISTS Z"
+        )
+        .unwrap(),
+        vec![
+            alter(ColumnChange::Drop(vec![
+                dropped("Nick", false),
+                dropped("Code", false),
+                dropped("X", true),
+                dropped("Y", true),
+            ])),
+            alter(ColumnChange::Drop(vec![dropped("Z", true)])),
+        ]
+    );
+}
+
+#[test]
+fn alter_table_syntax_errors_are_sql_servers() {
+    for (batch, expected) in [
+        (
+            "ALTER TABLE t ADD COLUMN c int",
+            "Incorrect syntax near the keyword 'COLUMN'.",
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN c int DEFAULT 0",
+            "Incorrect syntax near the keyword 'DEFAULT'.",
+        ),
+    ] {
+        let e = translate(batch).expect_err(batch);
+        assert_eq!((e.number, e.message.as_str()), (156, expected), "{batch}");
+    }
+    let e = translate("ALTER TABLE t ALTER COLUMN c").expect_err("no type");
+    assert_eq!(e.number, 102, "{e}");
+}
+
+#[test]
 fn exec_sim_procedures() {
     assert_eq!(
         query(CASES[34]),
@@ -886,7 +988,47 @@ fn unsupported_constructs_are_named() {
         ("EXEC sp_who", "EXEC sp_who"),
         ("EXEC dbo.p @a = 1", "only procedures of schema sim"),
         ("EXEC ('SELECT 1')", "dynamic SQL"),
-        ("ALTER TABLE t ADD c int", "ALTER TABLE … ADD"),
+        (
+            "ALTER TABLE t ADD CONSTRAINT u UNIQUE (a)",
+            "ALTER TABLE … ADD CONSTRAINT",
+        ),
+        (
+            "ALTER TABLE t ADD a int, PRIMARY KEY (a)",
+            "ALTER TABLE … ADD PRIMARY",
+        ),
+        (
+            "ALTER TABLE t ADD c int IDENTITY(1,1)",
+            "an IDENTITY column",
+        ),
+        (
+            "ALTER TABLE t ADD c int PRIMARY KEY",
+            "a PRIMARY KEY column",
+        ),
+        (
+            "ALTER TABLE t ADD c int DEFAULT 0",
+            "only getdate() and newid()",
+        ),
+        (
+            "ALTER TABLE t ADD c datetime NULL DEFAULT getdate() WITH VALUES",
+            "WITH VALUES",
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN c int IDENTITY",
+            "only a type and NULL or NOT NULL",
+        ),
+        (
+            "ALTER TABLE t DROP CONSTRAINT PK_t",
+            "ALTER TABLE … DROP CONSTRAINT",
+        ),
+        ("ALTER TABLE t DROP c", "ALTER TABLE … DROP c"),
+        (
+            "ALTER TABLE t DROP COLUMN a, CONSTRAINT PK_t",
+            "ALTER TABLE … DROP CONSTRAINT",
+        ),
+        (
+            "ALTER TABLE t NOCHECK CONSTRAINT ALL",
+            "only ADD, ALTER COLUMN, DROP COLUMN",
+        ),
         (
             "ALTER DATABASE x SET ALLOW_SNAPSHOT_ISOLATION OFF",
             "ALLOW_SNAPSHOT_ISOLATION OFF",
