@@ -100,6 +100,69 @@ impl TableSchema {
     pub fn key_columns(&self) -> impl Iterator<Item = &ColumnSchema> {
         self.key.iter().map(|&i| &self.columns[i])
     }
+
+    fn column(&self, name: &str) -> Option<&ColumnSchema> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    fn key_names(&self) -> Vec<&str> {
+        self.key_columns().map(|c| c.name.as_str()).collect()
+    }
+
+    /// How this shape differs from `old`, one phrase per difference (`added Grade nvarchar(20)`,
+    /// `dropped Nickname`, `FirstName nvarchar(75) → nvarchar(100)`, `key (A) → (A, B)`); empty
+    /// when they are the same.
+    pub fn changes_from(&self, old: &TableSchema) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.columns {
+            match old.column(&c.name) {
+                None => out.push(format!("added {} {}", c.name, c.source_type)),
+                Some(o) if o.source_type != c.source_type || o.nullable != c.nullable => {
+                    let null = |n: bool| if n { "" } else { " not null" };
+                    out.push(format!(
+                        "{} {}{} → {}{}",
+                        c.name,
+                        o.source_type,
+                        null(o.nullable),
+                        c.source_type,
+                        null(c.nullable)
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for o in &old.columns {
+            if self.column(&o.name).is_none() {
+                out.push(format!("dropped {}", o.name));
+            }
+        }
+        if self.key_names() != old.key_names() {
+            out.push(format!(
+                "key ({}) → ({})",
+                old.key_names().join(", "),
+                self.key_names().join(", ")
+            ));
+        }
+        out
+    }
+}
+
+impl fmt::Display for SourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name)?;
+        match (self.max_length, self.precision, self.scale) {
+            (Some(n), _, _)
+                if self.kind() == ValueKind::String || self.kind() == ValueKind::Bytes =>
+            {
+                write!(f, "({n})")
+            }
+            (None, _, _) if matches!(self.name.as_str(), "nvarchar" | "varchar" | "varbinary") => {
+                write!(f, "(max)")
+            }
+            (_, Some(p), Some(s)) if self.kind() == ValueKind::Decimal => write!(f, "({p},{s})"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One column value.
@@ -296,6 +359,53 @@ pub struct ChangeEvent {
     pub commit_time: Option<DateTime<Utc>>,
 }
 
+impl ChangeEvent {
+    /// This event with its row in the shape `schema` (of the same table) gives it: columns
+    /// matched by name, a column the event lacks is NULL. An event read before the table changed
+    /// at the source and applied after a sink took the new shape, or the other way round, keeps
+    /// what both shapes have; the re-snapshot that follows a change rewrites the rest.
+    pub fn conform(mut self, schema: &Arc<TableSchema>) -> ChangeEvent {
+        if Arc::ptr_eq(&self.table, schema) || *self.table == **schema {
+            self.table = schema.clone();
+            return self;
+        }
+        let pick = |row: &[Value], names: &mut dyn Iterator<Item = &ColumnSchema>| -> Vec<Value> {
+            names
+                .map(|c| {
+                    self.table
+                        .columns
+                        .iter()
+                        .position(|o| o.name == c.name)
+                        .map_or(Value::Null, |i| row[i].clone())
+                })
+                .collect()
+        };
+        let after = self
+            .after
+            .as_deref()
+            .map(|row| pick(row, &mut schema.columns.iter()));
+        let key = match &after {
+            Some(row) => schema.key.iter().map(|&k| row[k].clone()).collect(),
+            None => {
+                let by_key: Vec<Value> = {
+                    let mut full = vec![Value::Null; self.table.columns.len()];
+                    for (&k, v) in self.table.key.iter().zip(&self.key) {
+                        full[k] = v.clone();
+                    }
+                    full
+                };
+                pick(&by_key, &mut schema.key_columns())
+            }
+        };
+        ChangeEvent {
+            table: schema.clone(),
+            key,
+            after,
+            ..self
+        }
+    }
+}
+
 /// "Every change up to `version` of every streaming table has been sent."
 #[derive(Debug, Clone, PartialEq)]
 pub struct Watermark {
@@ -440,7 +550,8 @@ pub fn encode(connector: &str, database: &str, msg: &Message) -> (Json, Json) {
                 } => (
                     "snapshot_started",
                     *version,
-                    json!({"total_rows": total_rows, "id": id, "requested": requested}),
+                    json!({"total_rows": total_rows, "id": id, "requested": requested,
+                           "columns": schema_json(table)}),
                 ),
                 SnapshotMarker::Chunk { last_key, rows, .. } => (
                     "snapshot_chunk",
@@ -464,6 +575,60 @@ pub fn encode(connector: &str, database: &str, msg: &Message) -> (Json, Json) {
             )
         }
     }
+}
+
+/// A table's shape on the wire (in snapshot start markers): its columns in order, each with its
+/// source type, and `key` marking the primary key columns by position in the key.
+fn schema_json(schema: &TableSchema) -> Json {
+    Json::Array(
+        schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({
+                    "name": c.name,
+                    "type": c.source_type.name,
+                    "max_length": c.source_type.max_length,
+                    "precision": c.source_type.precision,
+                    "scale": c.source_type.scale,
+                    "nullable": c.nullable,
+                    "key": schema.key.iter().position(|&k| k == i),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn schema_from_json(id: &TableId, json: &Json) -> Result<Arc<TableSchema>, CodecError> {
+    let bad = || CodecError::Missing("snapshot.columns");
+    let mut columns = Vec::new();
+    let mut key: Vec<(u64, usize)> = Vec::new();
+    for (i, c) in json.as_array().ok_or_else(bad)?.iter().enumerate() {
+        let small = |f: &str| c[f].as_u64().and_then(|n| u8::try_from(n).ok());
+        columns.push(ColumnSchema {
+            name: c["name"].as_str().ok_or_else(bad)?.to_string(),
+            source_type: SourceType {
+                name: c["type"].as_str().ok_or_else(bad)?.to_string(),
+                max_length: c["max_length"].as_i64().and_then(|n| i32::try_from(n).ok()),
+                precision: small("precision"),
+                scale: small("scale"),
+            },
+            nullable: c["nullable"].as_bool().ok_or_else(bad)?,
+        });
+        if let Some(k) = c["key"].as_u64() {
+            key.push((k, i));
+        }
+    }
+    key.sort_unstable();
+    if key.is_empty() {
+        return Err(bad());
+    }
+    Ok(Arc::new(TableSchema {
+        id: id.clone(),
+        columns,
+        key: key.into_iter().map(|(_, i)| i).collect(),
+    }))
 }
 
 fn values_from_json(
@@ -519,7 +684,12 @@ pub fn decode(
     };
     let marker = match op {
         "snapshot_started" => SnapshotMarker::Started {
-            table,
+            // The shape the snapshot was read in: the table may have changed at the source
+            // since the reader's catalog was read.
+            table: match &snap["columns"] {
+                Json::Null => table,
+                columns => schema_from_json(&table.id, columns)?,
+            },
             version,
             total_rows: snap["total_rows"].as_u64(),
             id: snap["id"].as_u64().unwrap_or(0),
@@ -735,6 +905,89 @@ pub(crate) mod tests {
             version: 5,
             rows: 1000,
         }));
+    }
+
+    /// The every-type table after `ALTER TABLE … ADD Grade nvarchar(20)` and
+    /// `DROP COLUMN Photo`, with `FirstName` widened to 100.
+    fn changed_schema() -> Arc<TableSchema> {
+        let mut t = (*every_type_schema()).clone();
+        t.columns.retain(|c| c.name != "Photo");
+        t.columns[2].source_type.max_length = Some(100);
+        let mut grade = col("Grade", "nvarchar");
+        grade.source_type.max_length = Some(20);
+        t.columns.push(grade);
+        Arc::new(t)
+    }
+
+    #[test]
+    fn a_snapshot_start_carries_the_shape_it_was_read_in() {
+        let old = every_type_schema();
+        let new = changed_schema();
+        let msg = Message::Snapshot(SnapshotMarker::Started {
+            table: new.clone(),
+            version: 7,
+            total_rows: None,
+            id: 1,
+            requested: true,
+        });
+        let (k, v) = encode("edfi-ods", "EdFi_Ods", &msg);
+        // The reader still knows the old shape: the marker's wins.
+        let back = decode(&k, &v, |_| Some(old.clone())).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(
+            new.changes_from(&old),
+            vec![
+                "FirstName nvarchar(max) → nvarchar(100)",
+                "added Grade nvarchar(20)",
+                "dropped Photo"
+            ]
+        );
+        assert!(old.changes_from(&old).is_empty());
+        let mut rekeyed = (*old).clone();
+        rekeyed.key = vec![0];
+        assert_eq!(
+            rekeyed.changes_from(&old),
+            vec!["key (StudentUSI, BirthDate) → (StudentUSI)"]
+        );
+    }
+
+    #[test]
+    fn events_conform_to_a_changed_shape_by_column_name() {
+        let old = every_type_schema();
+        let new = changed_schema();
+        let row = sample_row();
+        let key = vec![row[0].clone(), row[1].clone()];
+        let ev = ChangeEvent {
+            table: old.clone(),
+            op: Op::Update,
+            key: key.clone(),
+            after: Some(row.clone()),
+            version: 3,
+            commit_time: None,
+        };
+        let to_new = ev.clone().conform(&new);
+        assert!(Arc::ptr_eq(&to_new.table, &new));
+        let after = to_new.after.clone().unwrap();
+        assert_eq!(after.len(), new.columns.len());
+        assert_eq!(after[2], row[2], "FirstName kept");
+        assert_eq!(
+            after[7], row[8],
+            "Ratio found by name past the dropped Photo"
+        );
+        assert_eq!(after[10], Value::Null, "Grade absent from the old row");
+        assert_eq!(to_new.key, key);
+        let back = to_new.conform(&old);
+        assert_eq!(
+            back.after.unwrap()[7],
+            Value::Null,
+            "Photo absent from the new row"
+        );
+        let delete = ChangeEvent {
+            op: Op::Delete,
+            after: None,
+            ..ev
+        };
+        assert_eq!(delete.conform(&new).key, key);
     }
 
     #[test]

@@ -94,6 +94,15 @@ static STREAM_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+static SCHEMA_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edfi_cdc_schema_changes_total",
+        "Source tables found changed (columns added, dropped or retyped, or another primary key): by the poller while running, or by a sink at start when its target had to change; each re-snapshots the table",
+        &["connector", "table", "noticed_by"]
+    )
+    .unwrap()
+});
+
 static CYCLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "edfi_cdc_poll_cycles_total",
@@ -362,6 +371,12 @@ pub fn snapshot_rows(connector: &str, sink: &str, table: &str, n: u64) {
     SNAPSHOT_ROWS
         .with_label_values(&[connector, sink, table])
         .inc_by(n);
+}
+
+pub fn schema_change(connector: &str, table: &str, noticed_by: &str) {
+    SCHEMA_CHANGES
+        .with_label_values(&[connector, table, noticed_by])
+        .inc();
 }
 
 pub fn stream_lost(connector: &str, sink: &str, part: &str, n: u64) {

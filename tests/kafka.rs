@@ -559,3 +559,63 @@ async fn a_worker_killed_while_its_re_snapshot_deletes_stale_rows_leaves_none_an
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     assert_rig_equal(&rig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_and_widened_at_the_source_reaches_every_lane_of_two_workers() {
+    let broker = Broker::start();
+    let mut rig = Rig::new(200, 57).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    let _poller = start_role(&rig, "poller");
+    let one = start_role(&rig, "sink");
+    let two = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    let (stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(100.0, 58, 2, 1_000_000), stop).await
+    });
+    tsql(
+        &rig.sim,
+        &format!(
+            "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL;\n\
+             ALTER TABLE edfi.Student ALTER COLUMN FirstName nvarchar(150) NOT NULL;\n\
+             UPDATE edfi.Student SET NickName = N'Nick', FirstName = N'{}' WHERE StudentUSI % 3 = 0;",
+            "Ω".repeat(120)
+        ),
+    )
+    .await
+    .unwrap();
+    // Every lane publishes the table's re-snapshot in its new shape.
+    wait_for(
+        "every lane to publish the re-snapshot of edfi.Student",
+        CATCH_UP,
+        || async {
+            let log = format!("{}{}", one.log(), two.log());
+            let lanes = log
+                .lines()
+                .filter(|l| {
+                    l.contains("the table changed at the source: target changed to match")
+                        && l.contains("table=edfi.Student ")
+                })
+                .count();
+            (lanes >= PARTITIONS).then_some(())
+        },
+    )
+    .await;
+    stop_tx.send(true).unwrap();
+    load.await.unwrap().unwrap();
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_eq!(
+        compare_table(
+            &rig.source,
+            &rig.target,
+            "edfi",
+            "Student",
+            &["StudentUSI", "FirstName", "NickName"],
+            &["StudentUSI"]
+        )
+        .await,
+        None
+    );
+    assert_rig_equal(&rig).await;
+}

@@ -38,7 +38,7 @@ use crate::event::{self, Message, TableId, TableSchema};
 use crate::sink::Share;
 
 use super::lane::{Delivery, Item};
-use super::{row_hash, StreamError};
+use super::{row_hash, Shapes, StreamError};
 
 const STREAM: &str = "kafka";
 
@@ -538,7 +538,7 @@ pub struct Consumer {
     topics: Vec<String>,
     /// Of every topic.
     partitions: u32,
-    schemas: HashMap<TableId, Arc<TableSchema>>,
+    shapes: Shapes,
 }
 
 impl Consumer {
@@ -574,7 +574,7 @@ impl Consumer {
             rebalances: rx,
             topics,
             partitions,
-            schemas: schemas.iter().map(|s| (s.id.clone(), s.clone())).collect(),
+            shapes: Shapes::new(schemas),
         })
     }
 
@@ -609,7 +609,8 @@ impl Consumer {
                             .map_err(|e| fatal(format!("{}: malformed key: {e}", at())))?,
                         None => Json::Null,
                     };
-                    let msg = event::decode(&key, &value, |id| self.schemas.get(id).cloned())
+                    let part = part_id(m.topic(), m.partition());
+                    let msg = self.shapes.decode(&part, &key, &value)
                         .map_err(|e| fatal(format!("{}: {e}", at())))?;
                     let sent = m.headers().and_then(|h| {
                         h.iter()
@@ -619,7 +620,7 @@ impl Consumer {
                     return Ok(Event::Delivery {
                         lane: m.partition(),
                         delivery: Delivery {
-                            part: part_id(m.topic(), m.partition()),
+                            part,
                             position: m.offset().to_string(),
                             item: Item::Message(msg),
                             sent,

@@ -66,7 +66,7 @@ use crate::config::ConnectorConfig;
 use crate::event::{self, Message, TableId, TableSchema};
 
 use super::lane::{Delivery, Item};
-use super::{row_hash, StreamError};
+use super::{row_hash, Shapes, StreamError};
 
 /// The one lane of a Kinesis sink worker: every shard.
 pub const LANE: &str = "shards";
@@ -829,7 +829,7 @@ struct Shared {
     client: Client,
     stream: String,
     idle_wait: Duration,
-    schemas: HashMap<TableId, Arc<TableSchema>>,
+    shapes: std::sync::Mutex<Shapes>,
 }
 
 impl Shared {
@@ -862,7 +862,11 @@ impl Shared {
         let at = || format!("shard {shard} sequence number {}", r.sequence_number());
         let (key, value, sent) = parse_record_data(r.data().as_ref())
             .map_err(|e| fatal(format!("{}: malformed record: {e}", at())))?;
-        let msg = event::decode(&key, &value, |id| self.schemas.get(id).cloned())
+        let msg = self
+            .shapes
+            .lock()
+            .expect("no reader panics holding the shapes")
+            .decode(shard, &key, &value)
             .map_err(|e| fatal(format!("{}: {e}", at())))?;
         let sent = sent
             .filter(|s| s.shard.as_deref().is_none_or(|s| s == shard))
@@ -1240,7 +1244,7 @@ impl Reader {
                 client,
                 stream: cfg.stream_name.clone(),
                 idle_wait: cfg.idle_wait,
-                schemas: schemas.iter().map(|s| (s.id.clone(), s.clone())).collect(),
+                shapes: std::sync::Mutex::new(Shapes::new(schemas)),
             }),
         })
     }

@@ -16,8 +16,13 @@ pub mod kinesis;
 
 pub mod lane;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
 use crate::checkpoint::{key_to_json, Positions};
-use crate::event::{Message, TableId, Value};
+use crate::event::{self, CodecError, Message, SnapshotMarker, TableId, TableSchema, Value};
 
 /// A stream fault.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +117,68 @@ impl Input {
 pub fn row_hash(table: &TableId, key: &[Value]) -> u128 {
     let text = format!("{table}\u{0}{}", key_to_json(key));
     xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
+/// The shape a sink worker reads each table's messages in. A table changed at the source is
+/// re-snapshotted, and its start marker, written to every partition (open shard), carries the
+/// new shape: a partition's messages after it are read in that shape, those before it in the
+/// shape of the marker before (or, before any, the newest seen in another partition — a shard
+/// opened by resharding after the marker — else the worker's own catalog). A message read in
+/// another shape than the sink holds is conformed by column name ([`event::ChangeEvent::conform`]).
+pub struct Shapes {
+    catalog: HashMap<TableId, Arc<TableSchema>>,
+    /// Per partition: the shape of the last start marker read there, with its version.
+    seen: HashMap<String, HashMap<TableId, (i64, Arc<TableSchema>)>>,
+    /// Per table: the shape of the newest start marker read in any partition.
+    newest: HashMap<TableId, (i64, Arc<TableSchema>)>,
+}
+
+impl Shapes {
+    pub fn new(schemas: &[Arc<TableSchema>]) -> Shapes {
+        Shapes {
+            catalog: schemas.iter().map(|s| (s.id.clone(), s.clone())).collect(),
+            seen: HashMap::new(),
+            newest: HashMap::new(),
+        }
+    }
+
+    /// Decode a message of partition `part`, taking note of the shape a start marker carries.
+    pub fn decode(&mut self, part: &str, key: &Json, value: &Json) -> Result<Message, CodecError> {
+        let mut msg = event::decode(key, value, |id| {
+            self.seen
+                .get(part)
+                .and_then(|m| m.get(id))
+                .or_else(|| self.newest.get(id))
+                .map(|(_, s)| s.clone())
+                .or_else(|| self.catalog.get(id).cloned())
+        })?;
+        if let Message::Snapshot(SnapshotMarker::Started { table, version, .. }) = &mut msg {
+            // One shared copy of each shape: a sink compares shapes by pointer first.
+            if let Some(same) = self
+                .newest
+                .get(&table.id)
+                .map(|(_, s)| s)
+                .into_iter()
+                .chain(self.catalog.get(&table.id))
+                .find(|s| ***s == **table)
+            {
+                *table = same.clone();
+            }
+            let shape = (*version, table.clone());
+            if self
+                .newest
+                .get(&table.id)
+                .is_none_or(|(v, _)| *v <= *version)
+            {
+                self.newest.insert(table.id.clone(), shape.clone());
+            }
+            self.seen
+                .entry(part.to_string())
+                .or_default()
+                .insert(table.id.clone(), shape);
+        }
+        Ok(msg)
+    }
 }
 
 /// Compare two stream positions (decimal numbers of any length: Kafka offsets, Kinesis

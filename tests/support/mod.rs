@@ -752,3 +752,63 @@ pub async fn wait_blocked(observer: &Client, database: &str, statement: &str) {
     )
     .await;
 }
+
+/// Run a T-SQL batch on the simulator over TDS, as an ODS's DBA or API would: the server's
+/// error message when it fails.
+pub async fn tsql(sim: &Simulator, batch: &str) -> Result<(), String> {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let mut config = tiberius::Config::new();
+    config.host("127.0.0.1");
+    config.port(sim.port());
+    config.database(&sim.database);
+    config.authentication(tiberius::AuthMethod::sql_server("sa", SIM_PASSWORD));
+    config.encryption(tiberius::EncryptionLevel::NotSupported);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", sim.port()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .simple_query(batch)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_results()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Compare one table's `columns` between the source's backing database and staging (names
+/// lower-cased there), row by row in key order: a description of the difference, if any.
+pub async fn compare_table(
+    source: &Client,
+    staging: &Client,
+    schema: &str,
+    table: &str,
+    columns: &[&str],
+    keys: &[&str],
+) -> Option<String> {
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let lower = |v: &[&str]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
+    let src = table_rows(source, schema, table, &owned(columns), &owned(keys)).await;
+    let dst = table_rows(
+        staging,
+        &schema.to_lowercase(),
+        &table.to_lowercase(),
+        &lower(columns),
+        &lower(keys),
+    )
+    .await;
+    (src != dst).then(|| {
+        let first = src
+            .iter()
+            .find(|r| !dst.contains(r))
+            .or_else(|| dst.iter().find(|r| !src.contains(r)));
+        format!(
+            "{schema}.{table}: source {} rows, staging {} rows; e.g. {first:?}",
+            src.len(),
+            dst.len()
+        )
+    })
+}

@@ -251,20 +251,27 @@ impl RedshiftSink {
             .await
             .map_err(pg)?;
         let mut tables = HashMap::new();
+        let mut evolved = Vec::new();
         for (i, schema) in schemas.iter().enumerate() {
             let target = sql::target_table(cfg, &schema.id);
             let soft = cfg.deletes == Deletes::Soft;
-            let (types, problems) = ensure_table(&client, cfg.load, schema, &target, soft)
+            let ensured = ensure_table(&client, cfg.load, schema, &target, soft)
                 .await
                 .map_err(pg)?;
-            if !problems.is_empty() {
+            if !ensured.problems.is_empty() {
                 return Err(SinkError::Incompatible {
                     sink: SINK.into(),
                     table: schema.id.clone(),
                     target: target.to_string(),
-                    problems,
+                    problems: ensured.problems,
                 });
             }
+            if !ensured.evolved.is_empty() {
+                warn!(sink = SINK, table = %schema.id, target = %target, changes = %ensured.evolved.join("; "),
+                    "the table changed at the source while the replicator was stopped: target changed to match");
+                evolved.push(schema.id.clone());
+            }
+            let types = ensured.types;
             let shadow = shadow_table(connector, &target);
             ensure_deletes(&client, cfg.load, soft, schema, &target, &shadow)
                 .await
@@ -291,6 +298,14 @@ impl RedshiftSink {
         if cfg.load == LoadMode::Stdin {
             client
                 .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
+                .await
+                .map_err(pg)?;
+        }
+        // A table the sink holds whose target just gained columns has rows without their
+        // values: it is re-snapshotted.
+        for id in &evolved {
+            metrics::schema_change(connector, &id.to_string(), SINK);
+            checkpoint::request_resnapshot(&client, connector, id)
                 .await
                 .map_err(pg)?;
         }
@@ -453,6 +468,7 @@ impl RedshiftSink {
         let Some(rt) = self.tables.get_mut(&ev.table.id) else {
             return;
         };
+        let ev = ev.conform(&rt.schema);
         match route(&ev, rt.state.as_ref(), rt.ignoring_snapshot) {
             Route::SnapshotRow => rt.snapshot.events.push(ev),
             Route::Change => self.open.add(ev),
@@ -737,6 +753,7 @@ impl RedshiftSink {
         };
         match marker {
             SnapshotMarker::Started {
+                table,
                 version,
                 total_rows,
                 requested,
@@ -752,6 +769,12 @@ impl RedshiftSink {
                     return Ok(());
                 }
                 rt.snapshot = SnapshotRows::default();
+                // Read in another shape than the target has: the table changed at the source.
+                if *table != *rt.schema {
+                    let table = table.clone();
+                    self.with_retry(backoff, stop, |s| Box::pin(s.evolve(table.clone())))
+                        .await?;
+                }
                 let started = Instant::now();
                 self.with_retry(backoff, stop, |s| {
                     Box::pin(s.start_snapshot(id.clone(), version, total_rows))
@@ -819,6 +842,44 @@ impl RedshiftSink {
                 s.snapshot_rows = rows;
             }
         }
+        Ok(())
+    }
+
+    /// Change the target of a table that changed at the source so that it holds `shape` (see
+    /// [`ensure_table`]), and take that shape; the re-snapshot that follows fills the new
+    /// columns of every row.
+    async fn evolve(&mut self, shape: Arc<TableSchema>) -> Result<(), SinkError> {
+        let mode = self.cfg.load;
+        let soft = self.cfg.deletes == Deletes::Soft;
+        self.client().await?;
+        let client = self.client.as_ref().expect("connected above");
+        let rt = &self.tables[&shape.id];
+        let ensured = ensure_table(client, mode, &shape, &rt.target, soft)
+            .await
+            .map_err(pg)?;
+        if !ensured.problems.is_empty() {
+            return Err(SinkError::Incompatible {
+                sink: SINK.into(),
+                table: shape.id.clone(),
+                target: rt.target.to_string(),
+                problems: ensured.problems,
+            });
+        }
+        if soft {
+            // The live view lists the columns.
+            client
+                .batch_execute(&sql::recreate_live_view(mode, &shape, &rt.target))
+                .await
+                .map_err(pg)?;
+        }
+        warn!(sink = SINK, table = %shape.id, target = %rt.target,
+            source_changes = %shape.changes_from(&rt.schema).join("; "),
+            target_changes = %ensured.evolved.join("; "),
+            "the table changed at the source: target changed to match, re-snapshotting it");
+        let rt = self.tables.get_mut(&shape.id).expect("table exists");
+        rt.columns = sql::columns(&shape);
+        rt.types = ensured.types;
+        rt.schema = shape;
         Ok(())
     }
 
@@ -1072,21 +1133,35 @@ fn merge_error(rt: &TableRt, dest: &PgName, e: tokio_postgres::Error) -> SinkErr
     }
 }
 
-/// Create the target if missing; else check that every replicated column is there with a type
-/// of the same family (a value too long for its column fails the load, which names the row).
-/// Returns the target's column types in source column order, and the problems found.
+/// What [`ensure_table`] found and did.
+struct Ensured {
+    /// The target's column types, in source column order (for the staging table).
+    types: Vec<String>,
+    /// Why the target cannot hold the source's rows (empty: it can).
+    problems: Vec<String>,
+    /// What was changed in an existing target: columns added (NULL in its rows until the table
+    /// is re-snapshotted) or widened.
+    evolved: Vec<String>,
+}
+
+/// Create the target table if it is missing, or make an existing one able to hold the source's
+/// rows: a column the source added is added, a `varchar` the source widened is widened (each
+/// its own statement: Redshift alters a column's type outside a transaction only, and adds
+/// one column per statement). A column the source dropped stays as it is: nullable, it is no
+/// longer written; `NOT NULL` (Redshift cannot drop the constraint), it is a problem, as is a
+/// column of another type family.
 async fn ensure_table(
     client: &Client,
     mode: LoadMode,
     schema: &TableSchema,
     target: &PgName,
     soft: bool,
-) -> Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
+) -> Result<Ensured, tokio_postgres::Error> {
     let existing = client
         .query(
             "SELECT column_name::text, data_type::text, character_maximum_length::int, \
-             numeric_precision::int, numeric_scale::int FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2",
+             numeric_precision::int, numeric_scale::int, is_nullable::text = 'YES' \
+             FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
             &[&target.schema, &target.name],
         )
         .await?;
@@ -1105,7 +1180,11 @@ async fn ensure_table(
         client
             .batch_execute(&sql::create_table(mode, schema, target, soft))
             .await?;
-        return Ok((mapped, Vec::new()));
+        return Ok(Ensured {
+            types: mapped,
+            problems: Vec::new(),
+            evolved: Vec::new(),
+        });
     }
     let family = |t: &str| -> &'static str {
         match t.split('(').next().unwrap_or_default() {
@@ -1120,30 +1199,77 @@ async fn ensure_table(
             _ => "other",
         }
     };
-    let mut types = Vec::with_capacity(schema.columns.len());
-    let mut problems = Vec::new();
+    let mut out = Ensured {
+        types: Vec::with_capacity(schema.columns.len()),
+        problems: Vec::new(),
+        evolved: Vec::new(),
+    };
+    let mut alter = Vec::new();
     for (c, wanted) in schema.columns.iter().zip(&mapped) {
         let name = c.name.to_lowercase();
+        let column = crate::sink::staging::ddl::ident(&name);
         match existing.iter().find(|r| r.get::<_, &str>(0) == name) {
-            None => problems.push(format!(
-                "column {name} is missing (source {} {})",
-                c.name, c.source_type.name
-            )),
+            None => {
+                alter.push(format!("ADD COLUMN {column} {wanted}"));
+                out.evolved.push(format!("added {name} {wanted}"));
+                out.types.push(wanted.clone());
+            }
             Some(r) => {
                 let have: &str = r.get(1);
+                let have_len: Option<i32> = r.get(2);
                 let (want, got) = (family(wanted), family(have));
-                if got == want || (want == "int" && got == "number") {
-                    types.push(sql::described_type(have, r.get(2), r.get(3), r.get(4)));
-                } else {
-                    problems.push(format!(
+                let wider = |w: &str| {
+                    w.strip_prefix("varchar(")
+                        .and_then(|n| n.trim_end_matches(')').parse::<i32>().ok())
+                };
+                match (have, have_len, wider(wanted)) {
+                    ("character varying", Some(n), Some(w)) if w > n => {
+                        alter.push(format!("ALTER COLUMN {column} TYPE {wanted}"));
+                        out.evolved
+                            .push(format!("widened {name} from varchar({n}) to {wanted}"));
+                        out.types.push(wanted.clone());
+                    }
+                    _ if got == want || (want == "int" && got == "number") => {
+                        out.types
+                            .push(sql::described_type(have, have_len, r.get(3), r.get(4)));
+                    }
+                    _ => out.problems.push(format!(
                         "column {name} is {have}, which cannot hold source {} values (mapped type {wanted})",
                         c.source_type.name
-                    ));
+                    )),
                 }
             }
         }
     }
-    Ok((types, problems))
+    for r in &existing {
+        let name: &str = r.get(0);
+        let nullable: bool = r.get(5);
+        if !nullable && !schema.columns.iter().any(|c| c.name.to_lowercase() == name) {
+            out.problems.push(format!(
+                "column {name} is NOT NULL and the source no longer has it; Redshift cannot make it nullable: drop it (ALTER TABLE {} DROP COLUMN {name}) if nothing reads it, or add it back at the source",
+                target.sql()
+            ));
+        }
+    }
+    if out.problems.is_empty() {
+        if soft && !alter.is_empty() {
+            // Created again by the caller: on PostgreSQL a view stops a column's type change.
+            client
+                .batch_execute(&format!(
+                    "DROP VIEW IF EXISTS {}",
+                    sql::live_view(target).sql()
+                ))
+                .await?;
+        }
+        for a in &alter {
+            client
+                .batch_execute(&format!("ALTER TABLE {} {a}", target.sql()))
+                .await?;
+        }
+    } else {
+        out.evolved.clear();
+    }
+    Ok(out)
 }
 
 /// Whether a table has a `StudentUSI` column.

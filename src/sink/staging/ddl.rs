@@ -160,22 +160,36 @@ fn int_width(pg: &str) -> u8 {
     }
 }
 
-/// Create the target table if it is missing, or check that an existing one can hold the
-/// source's rows: every replicated column present with a compatible type, and a primary key or
-/// unique index on exactly the key columns. Returns the problems found (empty: fine).
+/// What [`ensure_table`] found and did.
+#[derive(Debug, Default)]
+pub struct Ensured {
+    /// Why the target cannot hold the source's rows (empty: it can).
+    pub problems: Vec<String>,
+    /// What was changed in an existing target so that it can: columns added (NULL in its
+    /// rows until the table is re-snapshotted), widened, or made nullable because the source
+    /// no longer has them.
+    pub evolved: Vec<String>,
+}
+
+/// Create the target table if it is missing, or make an existing one able to hold the
+/// source's rows: a column the source added is added, a column the source widened is widened,
+/// a `NOT NULL` column the source no longer has becomes nullable. What cannot be made to fit
+/// (another type family, a narrower integer that holds wider values, a primary key or unique
+/// index other than on exactly the key columns) is returned as problems, nothing changed for it.
 pub async fn ensure_table(
     client: &impl GenericClient,
     cfg: &StagingSinkConfig,
     schema: &TableSchema,
     target: &PgName,
-) -> Result<Vec<String>, tokio_postgres::Error> {
+) -> Result<Ensured, tokio_postgres::Error> {
     let existing = client
         .query(
-            "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2",
+            "SELECT column_name::text, data_type::text, character_maximum_length, is_nullable = 'YES' \
+             FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
             &[&target.schema, &target.name],
         )
         .await?;
+    let mut out = Ensured::default();
     if existing.is_empty() {
         client
             .batch_execute(&format!(
@@ -186,17 +200,18 @@ pub async fn ensure_table(
         client
             .batch_execute(&create_table_sql(cfg, schema, target))
             .await?;
-        return Ok(Vec::new());
+        return Ok(out);
     }
-    let mut problems = Vec::new();
+    let mut alter = Vec::new();
     for c in &schema.columns {
         let name = case(cfg, &c.name);
         let wanted = pg_type(&c.source_type);
         let Some(row) = existing.iter().find(|r| r.get::<_, &str>(0) == name) else {
-            problems.push(format!(
-                "column {name} is missing (source {} {})",
-                c.name, c.source_type.name
+            alter.push(format!(
+                "ADD COLUMN IF NOT EXISTS {} {wanted}",
+                ident(&name)
             ));
+            out.evolved.push(format!("added {name} {wanted}"));
             continue;
         };
         let have: &str = row.get(1);
@@ -213,7 +228,8 @@ pub async fn ensure_table(
             ValueKind::Time => "time",
             ValueKind::Uuid => "uuid",
         };
-        let ok = match (want_family, family(have)) {
+        let have_desc = have_len.map_or_else(|| have.to_string(), |n| format!("{have}({n})"));
+        let fits = match (want_family, family(have)) {
             ("int", "int") => int_width(have) >= int_width(&wanted),
             ("int", "number") | ("number", "number") => true,
             ("text", "text") => match (c.source_type.max_length, have_len) {
@@ -224,9 +240,25 @@ pub async fn ensure_table(
             ("uuid", "text") => have_len.is_none_or(|n| n >= 36),
             (a, b) => a == b,
         };
-        if !ok {
-            let have_desc = have_len.map_or_else(|| have.to_string(), |n| format!("{have}({n})"));
-            problems.push(format!("column {name} is {have_desc}, which cannot hold source {} values (mapped type {wanted})", c.source_type.name));
+        let widens = match (want_family, family(have)) {
+            ("int", "int") | ("text", "text") => !fits,
+            _ => false,
+        };
+        if widens {
+            alter.push(format!("ALTER COLUMN {} TYPE {wanted}", ident(&name)));
+            out.evolved
+                .push(format!("widened {name} from {have_desc} to {wanted}"));
+        } else if !fits {
+            out.problems.push(format!("column {name} is {have_desc}, which cannot hold source {} values (mapped type {wanted})", c.source_type.name));
+        }
+    }
+    for row in &existing {
+        let name: &str = row.get(0);
+        let nullable: bool = row.get(3);
+        if !nullable && !schema.columns.iter().any(|c| case(cfg, &c.name) == name) {
+            alter.push(format!("ALTER COLUMN {} DROP NOT NULL", ident(name)));
+            out.evolved
+                .push(format!("{name} made nullable (no longer at the source)"));
         }
     }
     let keys: Vec<String> = schema.key_columns().map(|c| case(cfg, &c.name)).collect();
@@ -242,12 +274,25 @@ pub async fn ensure_table(
         .await?
         .get(0);
     if !has_key {
-        problems.push(format!(
-            "no primary key or unique index on ({}), which upserts need",
-            keys.join(", ")
+        out.problems.push(format!(
+            "no primary key or unique index on ({}), which upserts need; if the source's primary key changed, stop the replicator, drop {target} (it is created again with the new key) and run `edfi-cdc resnapshot -c CONFIG {}` once it runs",
+            keys.join(", "),
+            schema.id
         ));
     }
-    Ok(problems)
+    if out.problems.is_empty() && !alter.is_empty() {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} {}",
+                target.sql(),
+                alter.join(", ")
+            ))
+            .await?;
+    }
+    if !out.problems.is_empty() {
+        out.evolved.clear();
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

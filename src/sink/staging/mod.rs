@@ -29,7 +29,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{self, Phase, SinkCheckpoint, TableCheckpoint};
 use crate::config::{RetryConfig, StagingSinkConfig};
@@ -158,6 +158,7 @@ impl StagingSink {
             .await
             .map_err(pg)?;
         let mut tables = HashMap::new();
+        let mut evolved = Vec::new();
         for (i, schema) in schemas.iter().enumerate() {
             let target = target_table(cfg, &schema.id);
             let owner: Option<String> = client
@@ -175,16 +176,21 @@ impl StagingSink {
                     message: format!("staging table {target} is already written by connector `{owner}`; connector `{connector}` cannot write it too (map one of them to another schema with schema_map)"),
                 });
             }
-            let problems = ddl::ensure_table(&client, cfg, schema, &target)
+            let ensured = ddl::ensure_table(&client, cfg, schema, &target)
                 .await
                 .map_err(pg)?;
-            if !problems.is_empty() {
+            if !ensured.problems.is_empty() {
                 return Err(SinkError::Incompatible {
                     sink: SINK.into(),
                     table: schema.id.clone(),
                     target: target.to_string(),
-                    problems,
+                    problems: ensured.problems,
                 });
+            }
+            if !ensured.evolved.is_empty() {
+                warn!(sink = %name, table = %schema.id, target = %target, changes = %ensured.evolved.join("; "),
+                    "the table changed at the source while the replicator was stopped: target changed to match");
+                evolved.push(schema.id.clone());
             }
             tables.insert(
                 schema.id.clone(),
@@ -211,6 +217,14 @@ impl StagingSink {
             .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
             .await
             .map_err(pg)?;
+        // A table the sink holds whose target just gained columns (or was widened) has rows
+        // without their values: it is re-snapshotted.
+        for id in &evolved {
+            metrics::schema_change(connector, &id.to_string(), &name);
+            checkpoint::request_resnapshot(&client, connector, id)
+                .await
+                .map_err(pg)?;
+        }
         let cp = checkpoint::load(&client, connector, &name, schemas)
             .await
             .map_err(pg)?;
@@ -434,6 +448,7 @@ impl StagingSink {
         let Some(rt) = self.tables.get(&ev.table.id) else {
             return;
         };
+        let ev = ev.conform(&rt.schema);
         match route(&ev, rt.state.as_ref(), rt.ignoring_snapshot) {
             Route::SnapshotRow => self
                 .snapshot_rows
@@ -653,9 +668,11 @@ impl StagingSink {
         let sql: Vec<String> = missing
             .iter()
             .map(|rt| {
+                // Dropped first: one left on this connection may have the table's earlier shape.
                 format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {temp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {target} WITH NO DATA; \
-                     ALTER TABLE {temp} ADD COLUMN IF NOT EXISTS {op} \"char\"",
+                    "DROP TABLE IF EXISTS pg_temp.{temp}; \
+                     CREATE TEMP TABLE {temp} ON COMMIT DELETE ROWS AS SELECT {cols} FROM {target} WITH NO DATA; \
+                     ALTER TABLE {temp} ADD COLUMN {op} \"char\"",
                     temp = rt.temp,
                     cols = rt.columns.join(", "),
                     target = rt.target.sql(),
@@ -763,6 +780,7 @@ impl StagingSink {
         };
         match marker {
             SnapshotMarker::Started {
+                table,
                 version,
                 total_rows,
                 requested,
@@ -789,9 +807,11 @@ impl StagingSink {
                     }
                     return Ok(());
                 }
+                // Read in another shape than the target has: the table changed at the source.
+                let shape = (*table != *rt.schema).then_some(table);
                 let started = Instant::now();
                 self.with_retry(backoff, stop, |s| {
-                    Box::pin(s.start_snapshot(id.clone(), version, total_rows))
+                    Box::pin(s.start_snapshot(id.clone(), version, total_rows, shape.clone()))
                 })
                 .await?;
                 metrics::flush(
@@ -802,6 +822,19 @@ impl StagingSink {
                 );
                 self.requests.done(&id);
                 let rt = self.tables.get_mut(&id).expect("table exists");
+                if let Some(shape) = shape {
+                    rt.columns = shape
+                        .columns
+                        .iter()
+                        .map(|c| ident(&case(&self.cfg, &c.name)))
+                        .collect();
+                    rt.keys = shape
+                        .key_columns()
+                        .map(|c| ident(&case(&self.cfg, &c.name)))
+                        .collect();
+                    rt.schema = shape;
+                    self.temps.remove(&rt.temp);
+                }
                 rt.state = Some(TableCheckpoint {
                     phase: Phase::Snapshot,
                     version,
@@ -882,11 +915,15 @@ impl StagingSink {
         Ok(())
     }
 
+    /// Start a snapshot of `id`: an empty shadow table and the snapshot's checkpoint. `shape`:
+    /// the table changed at the source, and its target is first changed to hold it (see
+    /// [`ddl::ensure_table`]); the snapshot then fills the new columns of every row.
     async fn start_snapshot(
         &mut self,
         id: TableId,
         version: i64,
         total: Option<u64>,
+        shape: Option<Arc<TableSchema>>,
     ) -> Result<(), SinkError> {
         let connector = self.connector.clone();
         self.client().await?;
@@ -895,6 +932,23 @@ impl StagingSink {
         // A second worker on the lane stops here, before it touches the shadow table another
         // worker may be loading.
         let tx = begin_fenced(client, self.lane.as_ref(), &connector, None).await?;
+        if let Some(shape) = &shape {
+            let ensured = ddl::ensure_table(&tx, &self.cfg, shape, &rt.target)
+                .await
+                .map_err(pg)?;
+            if !ensured.problems.is_empty() {
+                return Err(SinkError::Incompatible {
+                    sink: SINK.into(),
+                    table: id.clone(),
+                    target: rt.target.to_string(),
+                    problems: ensured.problems,
+                });
+            }
+            warn!(sink = %self.name, table = %id, target = %rt.target,
+                source_changes = %shape.changes_from(&rt.schema).join("; "),
+                target_changes = %ensured.evolved.join("; "),
+                "the table changed at the source: target changed to match, re-snapshotting it");
+        }
         tx.batch_execute(&format!(
             "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} (LIKE {t} INCLUDING ALL)",
             s = rt.shadow.sql(),

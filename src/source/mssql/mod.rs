@@ -37,8 +37,8 @@ use crate::stream::Producer;
 /// SQL Server error numbers that mean "try again": deadlock victim, snapshot update conflict,
 /// database failing over or throttled, connection-level faults.
 pub(crate) const TRANSIENT_ERRORS: &[u32] = &[
-    233, 1205, 3960, 4060, 4221, 10053, 10054, 10060, 10928, 10929, 40143, 40197, 40501, 40613,
-    49918, 49919, 49920,
+    207, 233, 1205, 3960, 3961, 4060, 4221, 10053, 10054, 10060, 10928, 10929, 40143, 40197, 40501,
+    40613, 49918, 49919, 49920,
 ];
 
 impl SourceError {
@@ -259,6 +259,10 @@ pub struct Poller {
     health: Arc<Health>,
     /// The source's Change Tracking retention, read once per connection.
     retention_seconds: Option<i64>,
+    /// The whole catalog is read again at the next cycle: after a failed cycle (a column
+    /// dropped under it fails it with error 207) and when a table must be re-snapshotted (its
+    /// primary key may have changed with Change Tracking switched off and on).
+    check_catalog: bool,
 }
 
 impl Poller {
@@ -281,6 +285,7 @@ impl Poller {
             resnapshots,
             health,
             retention_seconds: None,
+            check_catalog: false,
         }
     }
 
@@ -298,6 +303,48 @@ impl Poller {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
+    /// Inside the cycle's transaction, before its reads: when the replicated columns changed
+    /// (or [`Poller::check_catalog`] asks), read the catalog again and re-snapshot every table
+    /// whose replicated shape changed, in that shape: its start marker carries it to the sinks,
+    /// which change their targets to match (`docs/operations.md`, "Schema changes at the
+    /// source"). Checked in every cycle, so that no value of a widened column is read before
+    /// the sinks widened their targets.
+    async fn check_schema(&mut self) -> Result<(), SourceError> {
+        let config = self.config.clone();
+        let current: Vec<Arc<TableSchema>> =
+            self.tables.runs.iter().map(|t| t.schema.clone()).collect();
+        let conn = self.conn.as_mut().expect("connected in this cycle");
+        if !self.check_catalog && !schema::columns_changed(conn, &config, &current).await? {
+            return Ok(());
+        }
+        self.check_catalog = false;
+        let catalog = match schema::discover(conn, &config).await {
+            Ok(c) => c,
+            Err(SourceError::Tables(problems)) => {
+                for p in problems {
+                    warn!(problem = %p, "source catalog: a replicated table can no longer be read as configured");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for new in catalog.schemas {
+            let Some(i) = self.tables.position(&new.id) else {
+                continue;
+            };
+            let changes = new.changes_from(&self.tables.runs[i].schema);
+            if changes.is_empty() {
+                continue;
+            }
+            warn!(table = %new.id, changes = %changes.join("; "),
+                "the table changed at the source: re-snapshotting it in its new shape");
+            crate::metrics::schema_change(&config.name, &new.id.to_string(), "poller");
+            self.tables.runs[i].schema = new.clone();
+            self.tables.request_snapshot(&new.id);
+        }
+        Ok(())
+    }
+
     async fn cycle_inner(&mut self) -> Result<u64, SourceError> {
         let started = Instant::now();
         let database = self.config.source.database.clone();
@@ -307,6 +354,8 @@ impl Poller {
             .current_version()
             .await?
             .ok_or(SourceError::DatabaseNotTracked(database))?;
+        self.check_schema().await?;
+        let conn = self.conn.as_mut().expect("connected in this cycle");
         let min_valid = conn.min_valid_versions().await?;
         let mut untracked = Vec::new();
         let mut reset = Vec::new();
@@ -332,6 +381,11 @@ impl Poller {
         for i in reset {
             let id = self.tables.runs[i].schema.id.clone();
             self.tables.request_snapshot(&id);
+            // Change Tracking switched off and on: the primary key may have changed too.
+            self.check_catalog = true;
+        }
+        if self.check_catalog {
+            self.check_schema().await?;
         }
         self.start_snapshots(version).await?;
         let mut events = 0u64;
@@ -464,7 +518,14 @@ impl Poller {
         let sql = queries::snapshot_chunk(&schema, last_key.is_some());
         let mut read = 0u32;
         let mut new_last: Option<Vec<Value>> = None;
-        self.connection().await?;
+        let config = self.config.clone();
+        let conn = self.connection().await?;
+        // A table changed since the cycle that checked it is read in its new shape, from the
+        // start, once the next cycle has read the catalog.
+        if schema::columns_changed(conn, &config, std::slice::from_ref(&schema)).await? {
+            self.check_catalog = true;
+            return Ok(false);
+        }
         let out = &self.out;
         let conn = self.conn.as_mut().expect("connected above");
         conn.each_row(&sql, &params, |row| {
@@ -511,6 +572,7 @@ impl poll::Source for Poller {
         if result.is_err() {
             self.conn = None;
             self.retention_seconds = None;
+            self.check_catalog = true;
         }
         result
     }

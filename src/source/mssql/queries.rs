@@ -1,7 +1,7 @@
 //! Every T-SQL statement the poller and `verify` send. Identifiers are bracket-quoted; values are always
 //! parameters (`@P1`, …).
 
-use crate::event::{ColumnSchema, TableSchema, ValueKind};
+use crate::event::{ColumnSchema, TableId, TableSchema, ValueKind};
 
 /// `[name]`, with `]` doubled.
 pub fn quote(ident: &str) -> String {
@@ -33,6 +33,29 @@ pub const COLUMNS: &str = "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c
      c.CHARACTER_MAXIMUM_LENGTH, c.NUMERIC_PRECISION, c.NUMERIC_SCALE, c.IS_NULLABLE, \
      c.ORDINAL_POSITION FROM INFORMATION_SCHEMA.COLUMNS AS c \
      ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION";
+
+/// The columns of `tables` in catalog order, as [`COLUMNS`] reads them: read in every cycle to
+/// notice a table that changed.
+pub fn columns_of(tables: &[&TableId]) -> String {
+    let lit = |s: &str| format!("N'{}'", s.replace('\'', "''"));
+    let each: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "(c.TABLE_SCHEMA = {} AND c.TABLE_NAME = {})",
+                lit(&t.schema),
+                lit(&t.name)
+            )
+        })
+        .collect();
+    format!(
+        "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, \
+         c.CHARACTER_MAXIMUM_LENGTH, c.NUMERIC_PRECISION, c.NUMERIC_SCALE, c.IS_NULLABLE, \
+         c.ORDINAL_POSITION FROM INFORMATION_SCHEMA.COLUMNS AS c WHERE {} \
+         ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION",
+        each.join(" OR ")
+    )
+}
 
 pub const PRIMARY_KEYS: &str = "SELECT kcu.TABLE_SCHEMA, kcu.TABLE_NAME, kcu.COLUMN_NAME, \
      kcu.ORDINAL_POSITION FROM INFORMATION_SCHEMA.TABLE_CONSTRAINTS AS tc \

@@ -19,16 +19,17 @@ pub struct Catalog {
     pub untracked: Vec<TableId>,
 }
 
-/// Read columns, keys and CT state of the configured tables. Problems that make a table
-/// impossible to replicate (missing, no primary key, unknown configured column) are collected and
-/// returned together as [`SourceError::Tables`].
-pub async fn discover(
+/// Columns by lower-cased `(schema, table)`, with the table's id as the catalog spells it.
+type Columns = HashMap<(String, String), (TableId, Vec<ColumnSchema>)>;
+
+/// The columns `sql` reads (rows shaped as [`queries::COLUMNS`]) of the tables in `wanted`.
+async fn read_columns(
     conn: &mut Connection,
-    config: &ConnectorConfig,
-) -> Result<Catalog, SourceError> {
-    let wanted = config.tables();
-    let mut columns: HashMap<(String, String), (TableId, Vec<ColumnSchema>)> = HashMap::new();
-    for row in conn.rows(queries::COLUMNS, &[]).await? {
+    sql: &str,
+    wanted: &[TableId],
+) -> Result<Columns, SourceError> {
+    let mut columns: Columns = HashMap::new();
+    for row in conn.rows(sql, &[]).await? {
         let (Some(schema), Some(table), Some(name), Some(ty)) = (
             as_str(&row[0]),
             as_str(&row[1]),
@@ -59,6 +60,59 @@ pub async fn discover(
             nullable: as_str(&row[7]) == Some("YES"),
         });
     }
+    Ok(columns)
+}
+
+/// Whether the replicated columns of any of `current` differ in the catalog now (one query
+/// over their columns, cheap enough for every poll cycle). A table that vanished counts as
+/// changed. A primary key changes only with Change Tracking switched off and on again, which
+/// the cycle notices by the table's min valid version.
+pub async fn columns_changed(
+    conn: &mut Connection,
+    config: &ConnectorConfig,
+    current: &[Arc<TableSchema>],
+) -> Result<bool, SourceError> {
+    let ids: Vec<&TableId> = current.iter().map(|s| &s.id).collect();
+    let wanted: Vec<TableId> = ids.iter().map(|&t| t.clone()).collect();
+    let mut columns = read_columns(conn, &queries::columns_of(&ids), &wanted).await?;
+    for schema in current {
+        let lookup = (
+            schema.id.schema.to_lowercase(),
+            schema.id.name.to_lowercase(),
+        );
+        let Some((id, cols)) = columns.remove(&lookup) else {
+            return Ok(true);
+        };
+        let key: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+        let configured = wanted_spelling(config, &schema.id);
+        let now = table_schema(config, &configured, id, cols, &key, &mut Vec::new());
+        if now.columns != schema.columns {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `id` as the configuration spells it (its options are looked up by that name).
+fn wanted_spelling(config: &ConnectorConfig, id: &TableId) -> TableId {
+    config
+        .tables()
+        .into_iter()
+        .find(|t| {
+            t.schema.eq_ignore_ascii_case(&id.schema) && t.name.eq_ignore_ascii_case(&id.name)
+        })
+        .unwrap_or_else(|| id.clone())
+}
+
+/// Read columns, keys and CT state of the configured tables. Problems that make a table
+/// impossible to replicate (missing, no primary key, unknown configured column) are collected and
+/// returned together as [`SourceError::Tables`].
+pub async fn discover(
+    conn: &mut Connection,
+    config: &ConnectorConfig,
+) -> Result<Catalog, SourceError> {
+    let wanted = config.tables();
+    let mut columns = read_columns(conn, queries::COLUMNS, &wanted).await?;
     let mut keys: HashMap<(String, String), Vec<String>> = HashMap::new();
     for row in conn.rows(queries::PRIMARY_KEYS, &[]).await? {
         if let (Some(s), Some(t), Some(c)) = (as_str(&row[0]), as_str(&row[1]), as_str(&row[2])) {

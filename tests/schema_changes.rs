@@ -1,0 +1,252 @@
+//! Tables that change at the source while the replicator runs: columns added, widened and
+//! dropped through T-SQL on the simulator, under a workload and across a kill -9, into staging
+//! and into the Redshift stand-in.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::sync::watch;
+
+const TABLES: usize = 37;
+const CATCH_UP: Duration = Duration::from_secs(180);
+const STUDENT_KEY: &[&str] = &["StudentUSI"];
+
+/// The re-snapshots of `edfi.Student` published so far, as the log says.
+fn student_publishes(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("snapshot published") && l.contains("table=edfi.Student "))
+        .count()
+}
+
+/// Wait until `log()` reports `n` publishes of `edfi.Student`.
+async fn wait_publishes(rep: &Replicator, n: usize) {
+    wait_for(
+        &format!("publish {n} of edfi.Student"),
+        CATCH_UP,
+        || async { (student_publishes(&rep.log()) >= n).then_some(()) },
+    )
+    .await;
+}
+
+/// `(data_type, character_maximum_length, is_nullable)` of a staging column, if it exists.
+async fn staging_column(
+    target: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+) -> Option<(String, Option<i32>, String)> {
+    target
+        .query_opt(
+            "SELECT data_type::text, character_maximum_length::int, is_nullable::text \
+             FROM information_schema.columns WHERE table_schema = 'edfi' AND table_name = $1 \
+             AND column_name = $2",
+            &[&table, &column],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_widened_and_dropped_at_the_source_reach_staging_under_a_workload() {
+    let rig = Rig::new(300, 31).await;
+    let rep = rig.connector.run();
+    let (stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 32, 2, 1_000_000), stop).await
+    });
+    wait_publishes(&rep, 1).await;
+
+    // Added: a nullable column, and a NOT NULL one with a default (every row gets a value).
+    tsql(
+        &rig.sim,
+        "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL, Tag uniqueidentifier NOT NULL DEFAULT newid();\n\
+         UPDATE edfi.Student SET NickName = N'Nick' WHERE StudentUSI % 3 = 0;",
+    )
+    .await
+    .unwrap();
+    wait_publishes(&rep, 2).await;
+    assert_eq!(
+        staging_column(&rig.target, "student", "nickname").await,
+        Some(("character varying".into(), Some(30), "YES".into()))
+    );
+    assert_eq!(
+        staging_column(&rig.target, "student", "tag").await,
+        Some(("uuid".into(), None, "YES".into())),
+        "added columns are nullable in the target (its older rows had no value)"
+    );
+
+    // Widened: a value longer than the old length arrives.
+    tsql(
+        &rig.sim,
+        &format!(
+            "ALTER TABLE edfi.Student ALTER COLUMN FirstName nvarchar(150) NOT NULL;\n\
+             UPDATE edfi.Student SET FirstName = N'{}' WHERE StudentUSI % 7 = 0;",
+            "Ω".repeat(120)
+        ),
+    )
+    .await
+    .unwrap();
+    wait_publishes(&rep, 3).await;
+    assert_eq!(
+        staging_column(&rig.target, "student", "firstname")
+            .await
+            .map(|c| c.1),
+        Some(Some(150))
+    );
+
+    // Dropped: the target keeps the column, no longer written (NULL after the re-snapshot).
+    tsql(&rig.sim, "ALTER TABLE edfi.Student DROP COLUMN NickName")
+        .await
+        .unwrap();
+    wait_publishes(&rep, 4).await;
+    let kept: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM edfi.student WHERE nickname IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0);
+
+    stop_tx.send(true).unwrap();
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() > 0);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    assert_eq!(
+        compare_table(
+            &rig.source,
+            &rig.target,
+            "edfi",
+            "Student",
+            &["StudentUSI", "FirstName", "Tag"],
+            STUDENT_KEY
+        )
+        .await,
+        None
+    );
+    let log = rep.log();
+    assert_eq!(
+        log.matches("the table changed at the source: re-snapshotting it in its new shape")
+            .count(),
+        3,
+        "one re-snapshot per change:\n{log}"
+    );
+    for change in [
+        "added NickName nvarchar(30)",
+        "FirstName nvarchar(75) not null → nvarchar(150) not null",
+        "dropped NickName",
+    ] {
+        assert!(log.contains(change), "`{change}` not logged:\n{log}");
+    }
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    assert!(
+        metrics.contains(
+            "edfi_cdc_schema_changes_total{connector=\"edfi-ods\",noticed_by=\"poller\",table=\"edfi.Student\"} 3"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicator_killed_while_it_changes_a_target_loses_nothing() {
+    let rig = Rig::new(200, 33).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    // Hold the target so that the sink blocks in the ALTER TABLE that adds the column.
+    let mut holder = connect(&rig.staging.url()).await;
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE edfi.student IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    tsql(
+        &rig.sim,
+        "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL",
+    )
+    .await
+    .unwrap();
+    let observer = connect(&rig.staging.url()).await;
+    wait_blocked(&observer, &rig.staging.name, "ALTER TABLE").await;
+    rep.kill();
+    hold.rollback().await.unwrap();
+    tsql(
+        &rig.sim,
+        "UPDATE edfi.Student SET NickName = N'Nick' WHERE StudentUSI % 2 = 0",
+    )
+    .await
+    .unwrap();
+
+    // The target never got the column: the restarted sink adds it and asks for the table again.
+    let rep = rig.connector.run();
+    wait_publishes(&rep, 1).await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let log = rep.log();
+    assert!(
+        log.contains("the table changed at the source while the replicator was stopped"),
+        "{log}"
+    );
+    assert_eq!(
+        compare_table(
+            &rig.source,
+            &rig.target,
+            "edfi",
+            "Student",
+            &["StudentUSI", "FirstName", "NickName"],
+            STUDENT_KEY
+        )
+        .await,
+        None
+    );
+    assert_rig_equal(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_and_widened_at_the_source_reaches_the_redshift_target() {
+    let mut rig = Rig::new(150, 35).await;
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    wait_publishes(&rep, 1).await;
+    tsql(
+        &rig.sim,
+        &format!(
+            "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL;\n\
+             ALTER TABLE edfi.Student ALTER COLUMN LastSurname nvarchar(200) NOT NULL;\n\
+             UPDATE edfi.Student SET NickName = N'Nick', LastSurname = N'{}' WHERE StudentUSI % 3 = 0;",
+            "x".repeat(180)
+        ),
+    )
+    .await
+    .unwrap();
+    wait_publishes(&rep, 2).await;
+    let columns = ["StudentUSI", "FirstName", "LastSurname", "NickName"];
+    wait_for(
+        "the Redshift target to equal the source",
+        CATCH_UP,
+        || async {
+            compare_table(
+                &rig.source,
+                &rig.target,
+                "edfi",
+                "Student",
+                &columns,
+                STUDENT_KEY,
+            )
+            .await
+            .is_none()
+            .then_some(())
+        },
+    )
+    .await;
+    // Redshift lengths are bytes: three per character.
+    assert_eq!(
+        staging_column(&rig.target, "student", "lastsurname")
+            .await
+            .map(|c| c.1),
+        Some(Some(600))
+    );
+}
