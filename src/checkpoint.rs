@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS edfi_cdc.table_state (
     snapshot_total_rows bigint,
     snapshot_started_at timestamptz,
     updated_at          timestamptz    NOT NULL,
+    source_shape        varchar(65535),
     PRIMARY KEY (connector, sink, source_schema, source_table)
 );
 CREATE TABLE IF NOT EXISTS edfi_cdc.sink_state (
@@ -131,6 +132,10 @@ pub struct TableCheckpoint {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SinkCheckpoint {
     pub tables: HashMap<TableId, TableCheckpoint>,
+    /// The shape each table's last snapshot was read in ([`crate::event::shape_text`]), where
+    /// stored (checkpoints older than this column have none): a table whose catalog shape
+    /// differs changed at the source since.
+    pub shapes: HashMap<TableId, String>,
     /// Tables an operator asked to re-snapshot.
     pub resnapshot_requests: Vec<TableId>,
 }
@@ -240,6 +245,21 @@ pub async fn install(client: &impl GenericClient) -> Result<(), tokio_postgres::
             )
             .await?;
     }
+    let shape = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = 'edfi_cdc' \
+             AND table_name = 'table_state' AND column_name = 'source_shape'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if !shape {
+        client
+            .batch_execute(
+                "ALTER TABLE edfi_cdc.table_state ADD COLUMN source_shape varchar(65535)",
+            )
+            .await?;
+    }
     Ok(())
 }
 
@@ -253,7 +273,7 @@ pub async fn load(
     let rows = client
         .query(
             "SELECT source_schema, source_table, phase, version, commit_time, snapshot_last_key, \
-             snapshot_rows, snapshot_total_rows, snapshot_started_at \
+             snapshot_rows, snapshot_total_rows, snapshot_started_at, source_shape \
              FROM edfi_cdc.table_state WHERE connector = $1 AND sink = $2",
             &[&connector, &sink],
         )
@@ -270,6 +290,9 @@ pub async fn load(
         let last_key: Option<Json> = r
             .get::<_, Option<String>>(5)
             .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(shape) = r.get::<_, Option<String>>(9) {
+            cp.shapes.insert(id.clone(), shape);
+        }
         cp.tables.insert(
             id,
             TableCheckpoint {
@@ -311,12 +334,14 @@ pub async fn begin_snapshot(
     tx: &impl GenericClient,
     connector: &str,
     sink: &str,
-    table: &TableId,
+    table: &TableSchema,
     target_schema: &str,
     target_table: &str,
     version: i64,
     total_rows: Option<u64>,
 ) -> Result<(), tokio_postgres::Error> {
+    let shape = crate::event::shape_text(table);
+    let table = &table.id;
     tx.execute(
         "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 AND source_schema = $2 \
          AND source_table = $3",
@@ -329,17 +354,17 @@ pub async fn begin_snapshot(
         .execute(
             "UPDATE edfi_cdc.table_state SET target_schema = $5, target_table = $6, phase = 'snapshot', \
              version = $7, commit_time = NULL, snapshot_last_key = NULL, snapshot_rows = 0, \
-             snapshot_total_rows = $8, snapshot_started_at = $9, updated_at = $9 \
+             snapshot_total_rows = $8, snapshot_started_at = $9, updated_at = $9, source_shape = $10 \
              WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
-            &[&connector, &sink, &table.schema, &table.name, &target_schema, &target_table, &version, &total, &now],
+            &[&connector, &sink, &table.schema, &table.name, &target_schema, &target_table, &version, &total, &now, &shape],
         )
         .await?;
     if updated == 0 {
         tx.execute(
             "INSERT INTO edfi_cdc.table_state (connector, sink, source_schema, source_table, target_schema, \
-             target_table, phase, version, snapshot_rows, snapshot_total_rows, snapshot_started_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'snapshot', $7, 0, $8, $9, $9)",
-            &[&connector, &sink, &table.schema, &table.name, &target_schema, &target_table, &version, &total, &now],
+             target_table, phase, version, snapshot_rows, snapshot_total_rows, snapshot_started_at, updated_at, \
+             source_shape) VALUES ($1, $2, $3, $4, $5, $6, 'snapshot', $7, 0, $8, $9, $9, $10)",
+            &[&connector, &sink, &table.schema, &table.name, &target_schema, &target_table, &version, &total, &now, &shape],
         )
         .await?;
     }
@@ -616,6 +641,24 @@ pub async fn await_snapshot(
     )
     .await?;
     request_resnapshot(tx, connector, table).await
+}
+
+/// Whether `connector` holds rows of the target table (a sink of it has a checkpoint for it):
+/// only then may a sink change the table to follow the source.
+pub async fn holds_target(
+    client: &impl GenericClient,
+    connector: &str,
+    schema: &str,
+    table: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM edfi_cdc.table_state WHERE connector = $1 AND target_schema = $2 \
+             AND target_table = $3 LIMIT 1",
+            &[&connector, &schema, &table],
+        )
+        .await?
+        .is_some())
 }
 
 /// Ask the running sinks to re-snapshot `table` (idempotent).

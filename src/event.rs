@@ -136,6 +136,15 @@ impl TableSchema {
                 out.push(format!("dropped {}", o.name));
             }
         }
+        let names = |t: &TableSchema| t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        if out.is_empty() && names(self) != names(old) {
+            // Dropped and added again under the same name: the values are gone at the source.
+            out.push(format!(
+                "column order ({}) → ({})",
+                names(old).join(", "),
+                names(self).join(", ")
+            ));
+        }
         if self.key_names() != old.key_names() {
             out.push(format!(
                 "key ({}) → ({})",
@@ -600,6 +609,12 @@ fn schema_json(schema: &TableSchema) -> Json {
     )
 }
 
+/// A table's shape as text, stored with each snapshot's checkpoint so that a change made to
+/// the table while nothing ran is found by comparing it with the catalog.
+pub fn shape_text(schema: &TableSchema) -> String {
+    schema_json(schema).to_string()
+}
+
 fn schema_from_json(id: &TableId, json: &Json) -> Result<Arc<TableSchema>, CodecError> {
     let bad = || CodecError::Missing("snapshot.columns");
     let mut columns = Vec::new();
@@ -943,6 +958,14 @@ pub(crate) mod tests {
             ]
         );
         assert!(old.changes_from(&old).is_empty());
+        let mut moved = (*old).clone();
+        let photo = moved.columns.remove(7);
+        moved.columns.push(photo);
+        assert_eq!(
+            moved.changes_from(&old).len(),
+            1,
+            "Photo dropped and added again"
+        );
         let mut rekeyed = (*old).clone();
         rekeyed.key = vec![0];
         assert_eq!(

@@ -107,6 +107,19 @@ fn spawn_lane(
     Ok(LaneTask { tx, stop, handle })
 }
 
+/// The source's tables as the catalog shapes them now, read again whenever a lane opens: a
+/// lane resumed past the start marker of a table that changed at the source must hold the new
+/// shape, which no message it reads will carry again.
+async fn current_shapes(
+    config: &ConnectorConfig,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<Vec<Arc<TableSchema>>>> {
+    let schemas = crate::source::discover(config, stop)
+        .await
+        .with_context(|| format!("connector {}: source catalog", config.name))?;
+    Ok(Arc::new(schemas))
+}
+
 /// Run this process's sink workers until `stop` or a fatal error.
 pub async fn run(
     config: Arc<ConnectorConfig>,
@@ -118,7 +131,7 @@ pub async fn run(
     let schemas = Arc::new(schemas);
     match config.stream.kind {
         StreamKind::Kafka => run_kafka(config, schemas, health, stop).await,
-        StreamKind::Kinesis => run_kinesis(config, schemas, health, stop).await,
+        StreamKind::Kinesis => run_kinesis(config, health, stop).await,
         StreamKind::Embedded => anyhow::bail!("sink workers need a Kafka or Kinesis stream"),
     }
 }
@@ -214,6 +227,8 @@ async fn run_kafka(
                     continue; // fetched before a revocation
                 }
                 if let Entry::Vacant(e) = lanes.entry(lane) {
+                    let schemas = current_shapes(&config, &stop).await?;
+                    consumer.use_catalog(&schemas);
                     e.insert(spawn_lane(
                         &config,
                         &schemas,
@@ -322,7 +337,6 @@ enum Turn {
 
 async fn run_kinesis(
     config: Arc<ConnectorConfig>,
-    schemas: Arc<Vec<Arc<TableSchema>>>,
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -348,7 +362,7 @@ async fn run_kinesis(
         {
             return Ok(());
         }
-        let turn = kinesis_turn(&config, &schemas, &health, &mut lease, &stop).await;
+        let turn = kinesis_turn(&config, &health, &mut lease, &stop).await;
         match turn {
             Ok(Turn::Lost) => continue,
             Ok(Turn::Stopped) => {
@@ -366,7 +380,6 @@ async fn run_kinesis(
 /// Apply the Kinesis lane while this worker holds its lease.
 async fn kinesis_turn(
     config: &Arc<ConnectorConfig>,
-    schemas: &Arc<Vec<Arc<TableSchema>>>,
     health: &Health,
     lease: &mut Lease,
     stop: &CancellationToken,
@@ -378,6 +391,7 @@ async fn kinesis_turn(
     let stored = StagingSink::stored_positions(&config.name, &staging(config)?, &lane)
         .await
         .with_context(|| format!("connector {name}: staging sink"))?;
+    let schemas = &current_shapes(config, stop).await?;
     let reader = kinesis::Reader::connect(config, schemas)
         .await
         .with_context(|| format!("connector {name}: kinesis"))?;

@@ -619,3 +619,57 @@ async fn a_column_added_and_widened_at_the_source_reaches_every_lane_of_two_work
     );
     assert_rig_equal(&rig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_while_only_the_poller_was_stopped_reaches_the_running_worker() {
+    let broker = Broker::start();
+    let mut rig = Rig::new(150, 59).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    let poller = start_role(&rig, "poller");
+    let worker = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    poller.kill();
+    tsql(
+        &rig.sim,
+        "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL;\n\
+         UPDATE edfi.Student SET NickName = N'Nick' WHERE StudentUSI % 2 = 0;",
+    )
+    .await
+    .unwrap();
+    // The worker never stopped: only the poller's start marker can tell it the new shape.
+    let poller = start_role(&rig, "poller");
+    wait_for(
+        "the running worker to take the new shape of edfi.Student",
+        CATCH_UP,
+        || async {
+            (worker
+                .log()
+                .matches("the table changed at the source: target changed to match")
+                .count()
+                >= PARTITIONS)
+                .then_some(())
+        },
+    )
+    .await;
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert!(
+        poller
+            .log()
+            .contains("the table changed at the source while the replicator was stopped"),
+        "{}",
+        poller.log()
+    );
+    assert_eq!(
+        compare_table(
+            &rig.source,
+            &rig.target,
+            "edfi",
+            "Student",
+            &["StudentUSI", "NickName"],
+            &["StudentUSI"]
+        )
+        .await,
+        None
+    );
+    assert_rig_equal(&rig).await;
+}

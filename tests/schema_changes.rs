@@ -1,5 +1,5 @@
-//! Tables that change at the source while the replicator runs: columns added, widened and
-//! dropped through T-SQL on the simulator, under a workload and across a kill -9, into staging
+//! Tables that change at the source while the replicator runs: columns added, widened, narrowed
+//! and dropped through T-SQL on the simulator, under a workload and across a kill -9, into staging
 //! and into the Redshift stand-in.
 
 mod support;
@@ -49,7 +49,7 @@ async fn staging_column(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn columns_added_widened_and_dropped_at_the_source_reach_staging_under_a_workload() {
+async fn columns_added_widened_narrowed_and_dropped_at_the_source_reach_staging_under_a_workload() {
     let rig = Rig::new(300, 31).await;
     let rep = rig.connector.run();
     let (stop_tx, stop) = watch::channel(false);
@@ -97,11 +97,26 @@ async fn columns_added_widened_and_dropped_at_the_source_reach_staging_under_a_w
         Some(Some(150))
     );
 
+    // Narrowed (the values still fit): re-snapshotted, the target keeps its width.
+    tsql(
+        &rig.sim,
+        "ALTER TABLE edfi.Student ALTER COLUMN FirstName nvarchar(130) NOT NULL",
+    )
+    .await
+    .unwrap();
+    wait_publishes(&rep, 4).await;
+    assert_eq!(
+        staging_column(&rig.target, "student", "firstname")
+            .await
+            .map(|c| c.1),
+        Some(Some(150))
+    );
+
     // Dropped: the target keeps the column, no longer written (NULL after the re-snapshot).
     tsql(&rig.sim, "ALTER TABLE edfi.Student DROP COLUMN NickName")
         .await
         .unwrap();
-    wait_publishes(&rep, 4).await;
+    wait_publishes(&rep, 5).await;
     let kept: i64 = rig
         .target
         .query_one(
@@ -134,12 +149,13 @@ async fn columns_added_widened_and_dropped_at_the_source_reach_staging_under_a_w
     assert_eq!(
         log.matches("the table changed at the source: re-snapshotting it in its new shape")
             .count(),
-        3,
+        4,
         "one re-snapshot per change:\n{log}"
     );
     for change in [
         "added NickName nvarchar(30)",
         "FirstName nvarchar(75) not null → nvarchar(150) not null",
+        "FirstName nvarchar(150) not null → nvarchar(130) not null",
         "dropped NickName",
     ] {
         assert!(log.contains(change), "`{change}` not logged:\n{log}");
@@ -147,7 +163,7 @@ async fn columns_added_widened_and_dropped_at_the_source_reach_staging_under_a_w
     let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
     assert!(
         metrics.contains(
-            "edfi_cdc_schema_changes_total{connector=\"edfi-ods\",noticed_by=\"poller\",table=\"edfi.Student\"} 3"
+            "edfi_cdc_schema_changes_total{connector=\"edfi-ods\",noticed_by=\"poller\",table=\"edfi.Student\"} 4"
         ),
         "{metrics}"
     );
@@ -249,4 +265,40 @@ async fn a_column_added_and_widened_at_the_source_reaches_the_redshift_target() 
             .map(|c| c.1),
         Some(Some(600))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_made_nullable_while_the_replicator_was_stopped_takes_nulls_after_the_restart() {
+    let rig = Rig::new(150, 37).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    rep.kill();
+    // Nothing in the target's columns tells this change: the stored shape does.
+    tsql(
+        &rig.sim,
+        "ALTER TABLE edfi.Student ALTER COLUMN FirstName nvarchar(75) NULL;\n\
+         UPDATE edfi.Student SET FirstName = NULL WHERE StudentUSI % 5 = 0;",
+    )
+    .await
+    .unwrap();
+    let rep = rig.connector.run();
+    wait_publishes(&rep, 1).await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_eq!(
+        staging_column(&rig.target, "student", "firstname")
+            .await
+            .map(|c| c.2),
+        Some("YES".into())
+    );
+    assert_rig_equal(&rig).await;
+    let nulls: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM edfi.student WHERE firstname IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(nulls > 0);
 }

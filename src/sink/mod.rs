@@ -436,6 +436,39 @@ pub fn copy_failure(e: &tokio_postgres::Error) -> Option<(String, Option<usize>,
     Some((db.message().to_string(), line, column))
 }
 
+/// Ask for a re-snapshot of every table a sink holds that changed at the source while it was
+/// not running: its target had to change at open (`evolved`), or the shape its last snapshot
+/// was read in differs from the catalog's. The requests join `cp`'s, so the sink takes the
+/// snapshots they bring even where its checkpoint is at their version.
+pub(crate) async fn request_changed(
+    client: &impl tokio_postgres::GenericClient,
+    connector: &str,
+    sink: &str,
+    schemas: &[std::sync::Arc<crate::event::TableSchema>],
+    evolved: &[TableId],
+    cp: &mut crate::checkpoint::SinkCheckpoint,
+) -> Result<(), tokio_postgres::Error> {
+    for schema in schemas {
+        let id = &schema.id;
+        let reshaped = cp
+            .shapes
+            .get(id)
+            .is_some_and(|s| *s != crate::event::shape_text(schema));
+        if !evolved.contains(id) && !reshaped {
+            continue;
+        }
+        if reshaped && !evolved.contains(id) {
+            tracing::warn!(sink, table = %id, "the table changed at the source while the replicator was stopped: re-snapshotting it");
+        }
+        crate::metrics::schema_change(connector, &id.to_string(), sink);
+        crate::checkpoint::request_resnapshot(client, connector, id).await?;
+        if !cp.resnapshot_requests.contains(id) {
+            cp.resnapshot_requests.push(id.clone());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,9 +87,15 @@ impl PollerPosition {
             .map_err(err)?;
         let connector = self.connector.clone();
         let client = self.client().await?;
-        checkpoint::load(&*client, &connector, POLLER, schemas)
+        let mut cp = checkpoint::load(&*client, &connector, POLLER, schemas)
             .await
-            .map_err(err)
+            .map_err(err)?;
+        // A table changed while the poller was stopped: its sink workers still hold the old
+        // shape, and only a snapshot start marker tells them the new one.
+        crate::sink::request_changed(&*client, &connector, POLLER, schemas, &[], &mut cp)
+            .await
+            .map_err(err)?;
+        Ok(cp)
     }
 
     async fn client(&mut self) -> Result<&mut Client, SinkError> {
@@ -109,7 +115,7 @@ impl PollerPosition {
 
     pub async fn begin_snapshot(
         &mut self,
-        table: &TableId,
+        table: &TableSchema,
         version: i64,
         total: Option<u64>,
     ) -> Result<(), SinkError> {
@@ -120,8 +126,8 @@ impl PollerPosition {
             &connector,
             POLLER,
             table,
-            &table.schema,
-            &table.name,
+            &table.id.schema,
+            &table.id.name,
             version,
             total,
         )

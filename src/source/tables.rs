@@ -242,7 +242,7 @@ impl Tables {
         info!(table = %schema.id, version, rows = ?total, "snapshot started");
         if let Some(position) = position {
             position
-                .begin_snapshot(&schema.id, version, total)
+                .begin_snapshot(&schema, version, total)
                 .await
                 .map_err(SourceError::position)?;
         }

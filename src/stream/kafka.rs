@@ -578,6 +578,12 @@ impl Consumer {
         })
     }
 
+    /// Read messages that no start marker read so far shapes in `schemas` (the catalog as a
+    /// lane opening now sees it).
+    pub fn use_catalog(&mut self, schemas: &[Arc<TableSchema>]) {
+        self.shapes.use_catalog(schemas);
+    }
+
     /// The rows of each table lane `lane` receives.
     pub fn lane_share(&self, lane: i32) -> Share {
         Share::Partition {

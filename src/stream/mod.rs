@@ -123,8 +123,10 @@ pub fn row_hash(table: &TableId, key: &[Value]) -> u128 {
 /// re-snapshotted, and its start marker, written to every partition (open shard), carries the
 /// new shape: a partition's messages after it are read in that shape, those before it in the
 /// shape of the marker before (or, before any, the newest seen in another partition — a shard
-/// opened by resharding after the marker — else the worker's own catalog). A message read in
-/// another shape than the sink holds is conformed by column name ([`event::ChangeEvent::conform`]).
+/// opened by resharding after the marker — else the catalog as read when the last lane
+/// opened). A message read in another shape than the sink holds is conformed by column name
+/// ([`event::ChangeEvent::conform`]); only messages older than the marker can be, and the
+/// re-snapshot it starts rewrites their rows.
 pub struct Shapes {
     catalog: HashMap<TableId, Arc<TableSchema>>,
     /// Per partition: the shape of the last start marker read there, with its version.
@@ -140,6 +142,14 @@ impl Shapes {
             seen: HashMap::new(),
             newest: HashMap::new(),
         }
+    }
+
+    /// Take `schemas`, the catalog read again by a lane that opens, as the shapes of every
+    /// message until a start marker says otherwise: the markers read so far are older than it.
+    pub fn use_catalog(&mut self, schemas: &[Arc<TableSchema>]) {
+        self.catalog = schemas.iter().map(|s| (s.id.clone(), s.clone())).collect();
+        self.seen.clear();
+        self.newest.clear();
     }
 
     /// Decode a message of partition `part`, taking note of the shape a start marker carries.

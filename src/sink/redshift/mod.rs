@@ -255,7 +255,10 @@ impl RedshiftSink {
         for (i, schema) in schemas.iter().enumerate() {
             let target = sql::target_table(cfg, &schema.id);
             let soft = cfg.deletes == Deletes::Soft;
-            let ensured = ensure_table(&client, cfg.load, schema, &target, soft)
+            let held = checkpoint::holds_target(&client, connector, &target.schema, &target.name)
+                .await
+                .map_err(pg)?;
+            let ensured = ensure_table(&client, cfg.load, schema, &target, soft, held)
                 .await
                 .map_err(pg)?;
             if !ensured.problems.is_empty() {
@@ -301,15 +304,12 @@ impl RedshiftSink {
                 .await
                 .map_err(pg)?;
         }
-        // A table the sink holds whose target just gained columns has rows without their
-        // values: it is re-snapshotted.
-        for id in &evolved {
-            metrics::schema_change(connector, &id.to_string(), SINK);
-            checkpoint::request_resnapshot(&client, connector, id)
-                .await
-                .map_err(pg)?;
-        }
-        let cp = checkpoint::load(&client, connector, SINK, schemas)
+        let mut cp = checkpoint::load(&client, connector, SINK, schemas)
+            .await
+            .map_err(pg)?;
+        // A table whose target just gained columns has rows without their values; one
+        // reshaped otherwise needs its rows read again too.
+        crate::sink::request_changed(&client, connector, SINK, schemas, &evolved, &mut cp)
             .await
             .map_err(pg)?;
         for (id, state) in &cp.tables {
@@ -854,7 +854,7 @@ impl RedshiftSink {
         self.client().await?;
         let client = self.client.as_ref().expect("connected above");
         let rt = &self.tables[&shape.id];
-        let ensured = ensure_table(client, mode, &shape, &rt.target, soft)
+        let ensured = ensure_table(client, mode, &shape, &rt.target, soft, true)
             .await
             .map_err(pg)?;
         if !ensured.problems.is_empty() {
@@ -902,7 +902,7 @@ impl RedshiftSink {
             &tx,
             &connector,
             SINK,
-            &id,
+            &rt.schema,
             &rt.target.schema,
             &rt.target.name,
             version,
@@ -1144,18 +1144,20 @@ struct Ensured {
     evolved: Vec<String>,
 }
 
-/// Create the target table if it is missing, or make an existing one able to hold the source's
-/// rows: a column the source added is added, a `varchar` the source widened is widened (each
-/// its own statement: Redshift alters a column's type outside a transaction only, and adds
-/// one column per statement). A column the source dropped stays as it is: nullable, it is no
-/// longer written; `NOT NULL` (Redshift cannot drop the constraint), it is a problem, as is a
-/// column of another type family.
+/// Create the target table if it is missing, or check that an existing one can hold the
+/// source's rows. With `evolve` (a table this connector holds, which the source changed), make
+/// it able to: a column the source added is added, a `varchar` the source widened is widened
+/// (each its own statement: Redshift alters a column's type outside a transaction only, and
+/// adds one column per statement); without, those are problems too. A column the source
+/// dropped stays as it is: nullable, it is no longer written; `NOT NULL` (Redshift cannot drop
+/// the constraint), it is a problem, as is a column of another type family.
 async fn ensure_table(
     client: &Client,
     mode: LoadMode,
     schema: &TableSchema,
     target: &PgName,
     soft: bool,
+    evolve: bool,
 ) -> Result<Ensured, tokio_postgres::Error> {
     let existing = client
         .query(
@@ -1209,11 +1211,15 @@ async fn ensure_table(
         let name = c.name.to_lowercase();
         let column = crate::sink::staging::ddl::ident(&name);
         match existing.iter().find(|r| r.get::<_, &str>(0) == name) {
-            None => {
+            None if evolve => {
                 alter.push(format!("ADD COLUMN {column} {wanted}"));
                 out.evolved.push(format!("added {name} {wanted}"));
                 out.types.push(wanted.clone());
             }
+            None => out.problems.push(format!(
+                "column {name} is missing (source {} {})",
+                c.name, c.source_type.name
+            )),
             Some(r) => {
                 let have: &str = r.get(1);
                 let have_len: Option<i32> = r.get(2);
@@ -1222,21 +1228,65 @@ async fn ensure_table(
                     w.strip_prefix("varchar(")
                         .and_then(|n| n.trim_end_matches(')').parse::<i32>().ok())
                 };
+                let key = schema.key_columns().any(|k| k.name == c.name);
+                // Redshift changes a column's type only for a `varchar` outside the key: any
+                // other change means a new table, which only the operator can decide on.
+                let rebuild = |why: String| {
+                    format!(
+                        "{why}, and Redshift cannot change that column in place: drop {} and run `edfi-cdc resnapshot -c CONFIG {}` once the replicator runs again (the table is created anew)",
+                        target.sql(),
+                        schema.id
+                    )
+                };
+                let described = sql::described_type(have, have_len, r.get(3), r.get(4));
+                let narrower = |a: &str, b: &str| -> bool {
+                    let width = |t: &str| match t {
+                        "smallint" => 2,
+                        "integer" => 4,
+                        _ => 8,
+                    };
+                    let digits = |t: &str| {
+                        let inner = t.strip_prefix("decimal(")?.strip_suffix(')')?;
+                        let (p, s) = inner.split_once(',')?;
+                        let (p, s): (i32, i32) = (p.parse().ok()?, s.parse().ok()?);
+                        Some((p - s, s))
+                    };
+                    match (digits(a), digits(b)) {
+                        (Some((ai, as_)), Some((bi, bs))) => ai < bi || as_ < bs,
+                        (None, None) if family(a) == "int" && family(b) == "int" => {
+                            width(a) < width(b)
+                        }
+                        _ => false,
+                    }
+                };
                 match (have, have_len, wider(wanted)) {
-                    ("character varying", Some(n), Some(w)) if w > n => {
+                    ("character varying", Some(n), Some(w)) if w > n && evolve && !key => {
                         alter.push(format!("ALTER COLUMN {column} TYPE {wanted}"));
                         out.evolved
                             .push(format!("widened {name} from varchar({n}) to {wanted}"));
                         out.types.push(wanted.clone());
                     }
+                    ("character varying", Some(n), Some(w)) if w > n && evolve => out
+                        .problems
+                        .push(rebuild(format!(
+                            "key column {name} is varchar({n}); the source's values need {wanted}"
+                        ))),
+                    _ if got == want && narrower(&described, wanted) => out.problems.push(
+                        rebuild(format!("column {name} is {described}; the source's values need {wanted}")),
+                    ),
                     _ if got == want || (want == "int" && got == "number") => {
-                        out.types
-                            .push(sql::described_type(have, have_len, r.get(3), r.get(4)));
+                        out.types.push(described);
                     }
                     _ => out.problems.push(format!(
                         "column {name} is {have}, which cannot hold source {} values (mapped type {wanted})",
                         c.source_type.name
                     )),
+                }
+                let nullable: bool = r.get(5);
+                if evolve && c.nullable && !nullable && !key {
+                    out.problems.push(rebuild(format!(
+                        "column {name} is NOT NULL and the source now allows NULL in it"
+                    )));
                 }
             }
         }

@@ -171,20 +171,24 @@ pub struct Ensured {
     pub evolved: Vec<String>,
 }
 
-/// Create the target table if it is missing, or make an existing one able to hold the
-/// source's rows: a column the source added is added, a column the source widened is widened,
-/// a `NOT NULL` column the source no longer has becomes nullable. What cannot be made to fit
-/// (another type family, a narrower integer that holds wider values, a primary key or unique
-/// index other than on exactly the key columns) is returned as problems, nothing changed for it.
+/// Create the target table if it is missing, or check that an existing one can hold the
+/// source's rows. With `evolve` (a table this connector holds, which the source changed), make
+/// it able to: a column the source added is added, a column the source widened is widened, a
+/// `NOT NULL` column the source no longer has becomes nullable. Without, those are problems
+/// too (a table created by someone else is not changed). What cannot be made to fit (another
+/// type family, a primary key or unique index other than on exactly the key columns) is
+/// returned as problems, and then nothing is changed.
 pub async fn ensure_table(
     client: &impl GenericClient,
     cfg: &StagingSinkConfig,
     schema: &TableSchema,
     target: &PgName,
+    evolve: bool,
 ) -> Result<Ensured, tokio_postgres::Error> {
     let existing = client
         .query(
-            "SELECT column_name::text, data_type::text, character_maximum_length, is_nullable = 'YES' \
+            "SELECT column_name::text, data_type::text, character_maximum_length, is_nullable = 'YES', \
+             numeric_precision::int, numeric_scale::int \
              FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
             &[&target.schema, &target.name],
         )
@@ -207,11 +211,18 @@ pub async fn ensure_table(
         let name = case(cfg, &c.name);
         let wanted = pg_type(&c.source_type);
         let Some(row) = existing.iter().find(|r| r.get::<_, &str>(0) == name) else {
-            alter.push(format!(
-                "ADD COLUMN IF NOT EXISTS {} {wanted}",
-                ident(&name)
-            ));
-            out.evolved.push(format!("added {name} {wanted}"));
+            if evolve {
+                alter.push(format!(
+                    "ADD COLUMN IF NOT EXISTS {} {wanted}",
+                    ident(&name)
+                ));
+                out.evolved.push(format!("added {name} {wanted}"));
+            } else {
+                out.problems.push(format!(
+                    "column {name} is missing (source {} {})",
+                    c.name, c.source_type.name
+                ));
+            }
             continue;
         };
         let have: &str = row.get(1);
@@ -229,9 +240,32 @@ pub async fn ensure_table(
             ValueKind::Uuid => "uuid",
         };
         let have_desc = have_len.map_or_else(|| have.to_string(), |n| format!("{have}({n})"));
+        // Digits before and after the point a numeric target holds (unconstrained: any).
+        let digits = match (
+            have,
+            row.get::<_, Option<i32>>(4),
+            row.get::<_, Option<i32>>(5),
+        ) {
+            ("numeric", Some(p), Some(s)) => Some((p - s, s)),
+            _ => None,
+        };
+        let decimal = match (
+            c.source_type.name.as_str(),
+            c.source_type.precision,
+            c.source_type.scale,
+        ) {
+            ("decimal" | "numeric", Some(p), Some(s)) => {
+                Some((i32::from(p) - i32::from(s), i32::from(s)))
+            }
+            _ => None,
+        };
         let fits = match (want_family, family(have)) {
             ("int", "int") => int_width(have) >= int_width(&wanted),
-            ("int", "number") | ("number", "number") => true,
+            ("number", "number") => match (decimal, digits) {
+                (Some((wi, ws)), Some((hi, hs))) => hi >= wi && hs >= ws,
+                _ => true,
+            },
+            ("int", "number") => true,
             ("text", "text") => match (c.source_type.max_length, have_len) {
                 (_, None) => true,
                 (Some(src), Some(dst)) => dst >= src,
@@ -240,22 +274,35 @@ pub async fn ensure_table(
             ("uuid", "text") => have_len.is_none_or(|n| n >= 36),
             (a, b) => a == b,
         };
-        let widens = match (want_family, family(have)) {
-            ("int", "int") | ("text", "text") => !fits,
-            _ => false,
+        // The type that holds both what the column holds and the source's values.
+        let wider = match (want_family, family(have), decimal, digits) {
+            ("int", "int", ..) | ("text", "text", ..) => Some(wanted.clone()),
+            ("number", "number", Some((wi, ws)), Some((hi, hs))) => {
+                let (int, scale) = (wi.max(hi), ws.max(hs));
+                Some(format!("numeric({},{scale})", int + scale))
+            }
+            _ => None,
         };
-        if widens {
-            alter.push(format!("ALTER COLUMN {} TYPE {wanted}", ident(&name)));
+        match wider {
+            Some(to) if !fits && evolve => {
+                alter.push(format!("ALTER COLUMN {} TYPE {to}", ident(&name)));
+                out.evolved
+                    .push(format!("widened {name} from {have_desc} to {to}"));
+            }
+            _ if !fits => out.problems.push(format!("column {name} is {have_desc}, which cannot hold source {} values (mapped type {wanted})", c.source_type.name)),
+            _ => {}
+        }
+        let key = schema.key_columns().any(|k| k.name == c.name);
+        if evolve && c.nullable && !key && !row.get::<_, bool>(3) {
+            alter.push(format!("ALTER COLUMN {} DROP NOT NULL", ident(&name)));
             out.evolved
-                .push(format!("widened {name} from {have_desc} to {wanted}"));
-        } else if !fits {
-            out.problems.push(format!("column {name} is {have_desc}, which cannot hold source {} values (mapped type {wanted})", c.source_type.name));
+                .push(format!("{name} made nullable (as at the source)"));
         }
     }
     for row in &existing {
         let name: &str = row.get(0);
         let nullable: bool = row.get(3);
-        if !nullable && !schema.columns.iter().any(|c| case(cfg, &c.name) == name) {
+        if evolve && !nullable && !schema.columns.iter().any(|c| case(cfg, &c.name) == name) {
             alter.push(format!("ALTER COLUMN {} DROP NOT NULL", ident(name)));
             out.evolved
                 .push(format!("{name} made nullable (no longer at the source)"));

@@ -176,7 +176,10 @@ impl StagingSink {
                     message: format!("staging table {target} is already written by connector `{owner}`; connector `{connector}` cannot write it too (map one of them to another schema with schema_map)"),
                 });
             }
-            let ensured = ddl::ensure_table(&client, cfg, schema, &target)
+            let held = checkpoint::holds_target(&client, connector, &target.schema, &target.name)
+                .await
+                .map_err(pg)?;
+            let ensured = ddl::ensure_table(&client, cfg, schema, &target, held)
                 .await
                 .map_err(pg)?;
             if !ensured.problems.is_empty() {
@@ -217,15 +220,12 @@ impl StagingSink {
             .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
             .await
             .map_err(pg)?;
-        // A table the sink holds whose target just gained columns (or was widened) has rows
-        // without their values: it is re-snapshotted.
-        for id in &evolved {
-            metrics::schema_change(connector, &id.to_string(), &name);
-            checkpoint::request_resnapshot(&client, connector, id)
-                .await
-                .map_err(pg)?;
-        }
-        let cp = checkpoint::load(&client, connector, &name, schemas)
+        let mut cp = checkpoint::load(&client, connector, &name, schemas)
+            .await
+            .map_err(pg)?;
+        // A table whose target just gained columns (or was widened) has rows without their
+        // values; one reshaped otherwise needs its rows read again too.
+        super::request_changed(&client, connector, &name, schemas, &evolved, &mut cp)
             .await
             .map_err(pg)?;
         if let Some(lane) = &mut lane {
@@ -933,7 +933,7 @@ impl StagingSink {
         // worker may be loading.
         let tx = begin_fenced(client, self.lane.as_ref(), &connector, None).await?;
         if let Some(shape) = &shape {
-            let ensured = ddl::ensure_table(&tx, &self.cfg, shape, &rt.target)
+            let ensured = ddl::ensure_table(&tx, &self.cfg, shape, &rt.target, true)
                 .await
                 .map_err(pg)?;
             if !ensured.problems.is_empty() {
@@ -960,7 +960,7 @@ impl StagingSink {
             &tx,
             &connector,
             &self.name,
-            &id,
+            shape.as_deref().unwrap_or(&rt.schema),
             &rt.target.schema,
             &rt.target.name,
             version,

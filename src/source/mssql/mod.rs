@@ -260,8 +260,9 @@ pub struct Poller {
     /// The source's Change Tracking retention, read once per connection.
     retention_seconds: Option<i64>,
     /// The whole catalog is read again at the next cycle: after a failed cycle (a column
-    /// dropped under it fails it with error 207) and when a table must be re-snapshotted (its
-    /// primary key may have changed with Change Tracking switched off and on).
+    /// dropped under it fails it with error 207), after a snapshot chunk found its table's
+    /// columns changed, and when a table's Change Tracking was switched off and on (how its
+    /// primary key changes).
     check_catalog: bool,
 }
 
@@ -318,16 +319,9 @@ impl Poller {
             return Ok(());
         }
         self.check_catalog = false;
-        let catalog = match schema::discover(conn, &config).await {
-            Ok(c) => c,
-            Err(SourceError::Tables(problems)) => {
-                for p in problems {
-                    warn!(problem = %p, "source catalog: a replicated table can no longer be read as configured");
-                }
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
+        // A table that can no longer be read as configured (a configured column dropped, the
+        // primary key removed) stops the poller, naming it.
+        let catalog = schema::discover(conn, &config).await?;
         for new in catalog.schemas {
             let Some(i) = self.tables.position(&new.id) else {
                 continue;
@@ -521,7 +515,8 @@ impl Poller {
         let config = self.config.clone();
         let conn = self.connection().await?;
         // A table changed since the cycle that checked it is read in its new shape, from the
-        // start, once the next cycle has read the catalog.
+        // start, once the next cycle has read the catalog. (No transaction joins the check and
+        // the read: it would stay open while the sinks hold the chunk's rows back.)
         if schema::columns_changed(conn, &config, std::slice::from_ref(&schema)).await? {
             self.check_catalog = true;
             return Ok(false);

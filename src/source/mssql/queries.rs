@@ -1,7 +1,7 @@
 //! Every T-SQL statement the poller and `verify` send. Identifiers are bracket-quoted; values are always
 //! parameters (`@P1`, …).
 
-use crate::event::{ColumnSchema, TableId, TableSchema, ValueKind};
+use crate::event::{ColumnSchema, TableSchema, ValueKind};
 
 /// `[name]`, with `]` doubled.
 pub fn quote(ident: &str) -> String {
@@ -34,17 +34,16 @@ pub const COLUMNS: &str = "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c
      c.ORDINAL_POSITION FROM INFORMATION_SCHEMA.COLUMNS AS c \
      ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION";
 
-/// The columns of `tables` in catalog order, as [`COLUMNS`] reads them: read in every cycle to
-/// notice a table that changed.
-pub fn columns_of(tables: &[&TableId]) -> String {
-    let lit = |s: &str| format!("N'{}'", s.replace('\'', "''"));
-    let each: Vec<String> = tables
-        .iter()
-        .map(|t| {
+/// The columns of `count` tables in catalog order, as [`COLUMNS`] reads them, each table's
+/// schema and name as parameters `@P{2i+1}`, `@P{2i+2}`: read in every cycle to notice a table
+/// that changed.
+pub fn columns_of(count: usize) -> String {
+    let each: Vec<String> = (0..count)
+        .map(|i| {
             format!(
-                "(c.TABLE_SCHEMA = {} AND c.TABLE_NAME = {})",
-                lit(&t.schema),
-                lit(&t.name)
+                "(c.TABLE_SCHEMA = @P{} AND c.TABLE_NAME = @P{})",
+                2 * i + 1,
+                2 * i + 2
             )
         })
         .collect();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::ConnectorConfig;
-use crate::event::{ColumnSchema, SourceType, TableId, TableSchema};
+use crate::event::{ColumnSchema, SourceType, TableId, TableSchema, Value};
 
 use super::value::{as_i64, as_str};
 use super::{queries, Connection, SourceError};
@@ -26,10 +26,15 @@ type Columns = HashMap<(String, String), (TableId, Vec<ColumnSchema>)>;
 async fn read_columns(
     conn: &mut Connection,
     sql: &str,
+    params: &[Value],
     wanted: &[TableId],
 ) -> Result<Columns, SourceError> {
+    let wanted: std::collections::HashSet<(String, String)> = wanted
+        .iter()
+        .map(|t| (t.schema.to_lowercase(), t.name.to_lowercase()))
+        .collect();
     let mut columns: Columns = HashMap::new();
-    for row in conn.rows(sql, &[]).await? {
+    for row in conn.rows(sql, params).await? {
         let (Some(schema), Some(table), Some(name), Some(ty)) = (
             as_str(&row[0]),
             as_str(&row[1]),
@@ -39,10 +44,7 @@ async fn read_columns(
             continue;
         };
         let lookup = (schema.to_lowercase(), table.to_lowercase());
-        if !wanted
-            .iter()
-            .any(|t| (t.schema.to_lowercase(), t.name.to_lowercase()) == lookup)
-        {
+        if !wanted.contains(&lookup) {
             continue;
         }
         let max_length = as_i64(&row[4]).and_then(|n| (n >= 0).then_some(n as i32));
@@ -72,9 +74,18 @@ pub async fn columns_changed(
     config: &ConnectorConfig,
     current: &[Arc<TableSchema>],
 ) -> Result<bool, SourceError> {
-    let ids: Vec<&TableId> = current.iter().map(|s| &s.id).collect();
-    let wanted: Vec<TableId> = ids.iter().map(|&t| t.clone()).collect();
-    let mut columns = read_columns(conn, &queries::columns_of(&ids), &wanted).await?;
+    let wanted: Vec<TableId> = current.iter().map(|s| s.id.clone()).collect();
+    let params: Vec<Value> = wanted
+        .iter()
+        .flat_map(|t| {
+            [
+                Value::String(t.schema.clone()),
+                Value::String(t.name.clone()),
+            ]
+        })
+        .collect();
+    let sql = queries::columns_of(wanted.len());
+    let mut columns = read_columns(conn, &sql, &params, &wanted).await?;
     for schema in current {
         let lookup = (
             schema.id.schema.to_lowercase(),
@@ -112,7 +123,7 @@ pub async fn discover(
     config: &ConnectorConfig,
 ) -> Result<Catalog, SourceError> {
     let wanted = config.tables();
-    let mut columns = read_columns(conn, queries::COLUMNS, &wanted).await?;
+    let mut columns = read_columns(conn, queries::COLUMNS, &[], &wanted).await?;
     let mut keys: HashMap<(String, String), Vec<String>> = HashMap::new();
     for row in conn.rows(queries::PRIMARY_KEYS, &[]).await? {
         if let (Some(s), Some(t), Some(c)) = (as_str(&row[0]), as_str(&row[1]), as_str(&row[2])) {
