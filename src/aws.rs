@@ -1,5 +1,6 @@
 //! The AWS SDK settings every AWS client here shares: the standard environment (region,
-//! credentials, `AWS_ENDPOINT_URL`, the ECS task role) and TLS by rustls (ring), not OpenSSL.
+//! credentials, `AWS_ENDPOINT_URL`, the ECS task role), TLS by rustls (ring), not OpenSSL, and
+//! timeouts.
 
 /// Load the shared SDK configuration from the environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {
@@ -10,6 +11,17 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http)
+        .timeout_config(timeouts())
         .load()
         .await
+}
+
+/// A call whose connection does not open in 10 s, or whose answer does not start within 2
+/// minutes of the request (an S3 part upload included), fails and is retried: a black-holed
+/// endpoint must not hold a flush or a stream read for ever.
+fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .build()
 }

@@ -643,22 +643,25 @@ pub async fn await_snapshot(
     request_resnapshot(tx, connector, table).await
 }
 
-/// Whether `connector` holds rows of the target table (a sink of it has a checkpoint for it):
-/// only then may a sink change the table to follow the source.
-pub async fn holds_target(
+/// Whether a sink may change the target table to follow the source: `connector` holds rows of
+/// it (a sink of it has a checkpoint for it) and the table's shape at the source, `shape`, is
+/// not the one its last snapshot was read in (or that is not known). A target that does not
+/// fit an unchanged source was changed by someone else, and is left to them.
+pub async fn may_follow_source(
     client: &impl GenericClient,
     connector: &str,
     schema: &str,
     table: &str,
+    shape: &str,
 ) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
+    let stored = client
         .query_opt(
-            "SELECT 1 FROM edfi_cdc.table_state WHERE connector = $1 AND target_schema = $2 \
-             AND target_table = $3 LIMIT 1",
+            "SELECT source_shape FROM edfi_cdc.table_state WHERE connector = $1 \
+             AND target_schema = $2 AND target_table = $3 ORDER BY updated_at DESC LIMIT 1",
             &[&connector, &schema, &table],
         )
-        .await?
-        .is_some())
+        .await?;
+    Ok(stored.is_some_and(|r| r.get::<_, Option<&str>>(0) != Some(shape)))
 }
 
 /// Ask the running sinks to re-snapshot `table` (idempotent).

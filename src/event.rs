@@ -650,14 +650,17 @@ fn values_from_json(
     schema: &TableSchema,
     cols: impl Iterator<Item = usize>,
     obj: &Json,
+    lenient: bool,
 ) -> Result<Vec<Value>, CodecError> {
     let obj = obj.as_object().ok_or(CodecError::Missing("after"))?;
     cols.map(|i| {
         let c = &schema.columns[i];
-        Value::from_json(
-            c.source_type.kind(),
-            obj.get(&c.name).unwrap_or(&Json::Null),
-        )
+        let json = obj.get(&c.name).unwrap_or(&Json::Null);
+        Value::from_json(c.source_type.kind(), json).or_else(|e| match json {
+            Json::String(text) if lenient => Ok(Value::String(text.clone())),
+            _ if lenient => Ok(Value::String(json.to_string())),
+            _ => Err(e),
+        })
     })
     .collect()
 }
@@ -667,6 +670,27 @@ pub fn decode(
     key: &Json,
     value: &Json,
     lookup: impl Fn(&TableId) -> Option<Arc<TableSchema>>,
+) -> Result<Message, CodecError> {
+    decode_with(key, value, lookup, false)
+}
+
+/// [`decode`] of a message that may have been written in another shape than `lookup` gives
+/// (older than a change of its table at the source): a value that is not of its column's kind
+/// is taken as its text. Such a message's row is rewritten by the re-snapshot that follows the
+/// change.
+pub fn decode_lenient(
+    key: &Json,
+    value: &Json,
+    lookup: impl Fn(&TableId) -> Option<Arc<TableSchema>>,
+) -> Result<Message, CodecError> {
+    decode_with(key, value, lookup, true)
+}
+
+fn decode_with(
+    key: &Json,
+    value: &Json,
+    lookup: impl Fn(&TableId) -> Option<Arc<TableSchema>>,
+    lenient: bool,
 ) -> Result<Message, CodecError> {
     let op = value["op"].as_str().ok_or(CodecError::Missing("op"))?;
     let source = &value["source"];
@@ -711,7 +735,12 @@ pub fn decode(
             requested: snap["requested"].as_bool().unwrap_or(false),
         },
         "snapshot_chunk" => SnapshotMarker::Chunk {
-            last_key: values_from_json(&table, table.key.iter().copied(), &snap["last_key"])?,
+            last_key: values_from_json(
+                &table,
+                table.key.iter().copied(),
+                &snap["last_key"],
+                lenient,
+            )?,
             rows: rows()?,
             table,
         },
@@ -722,10 +751,15 @@ pub fn decode(
         },
         code => {
             let op = Op::from_code(code).ok_or(CodecError::Missing("op"))?;
-            let key = values_from_json(&table, table.key.iter().copied(), key)?;
+            let key = values_from_json(&table, table.key.iter().copied(), key, lenient)?;
             let after = match &value["after"] {
                 Json::Null => None,
-                after => Some(values_from_json(&table, 0..table.columns.len(), after)?),
+                after => Some(values_from_json(
+                    &table,
+                    0..table.columns.len(),
+                    after,
+                    lenient,
+                )?),
             };
             return Ok(Message::Change(ChangeEvent {
                 table,

@@ -6,9 +6,12 @@
 //! server not authenticated); with `PGSSLROOTCERT` pointing at a PEM bundle (e.g. the Amazon RDS
 //! CA bundle) the certificate chain and host name are verified against it. Connections carry
 //! `application_name=edfi-cdc` unless the URL sets one; a URL without a password takes
-//! `PGPASSWORD` from the environment, as libpq does.
+//! `PGPASSWORD` from the environment, as libpq does. Unless the URL says otherwise, a connection
+//! gives up opening after 30 s and notices a peer gone silent within about a minute (TCP
+//! keepalives after 30 s idle, every 10 s, 3 tries; unacknowledged data after 60 s).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -122,6 +125,23 @@ pub async fn connect(sink: &str, url: &str) -> Result<Client, SinkError> {
     })?;
     if config.get_application_name().is_none() {
         config.application_name("edfi-cdc");
+    }
+    // A target that vanished from the network (failover, a dropped NAT entry) is noticed in
+    // about a minute rather than the operating system's hours; the URL's own settings win.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(30));
+    }
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(60));
     }
     if config.get_password().is_none() {
         if let Some(pw) = std::env::var_os("PGPASSWORD") {

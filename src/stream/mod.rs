@@ -154,14 +154,26 @@ impl Shapes {
 
     /// Decode a message of partition `part`, taking note of the shape a start marker carries.
     pub fn decode(&mut self, part: &str, key: &Json, value: &Json) -> Result<Message, CodecError> {
-        let mut msg = event::decode(key, value, |id| {
-            self.seen
-                .get(part)
-                .and_then(|m| m.get(id))
-                .or_else(|| self.newest.get(id))
-                .map(|(_, s)| s.clone())
-                .or_else(|| self.catalog.get(id).cloned())
-        })?;
+        // Whether the shape came from elsewhere than a marker of this partition: it may be
+        // newer than the message.
+        let borrowed = std::cell::Cell::new(false);
+        let lookup = |id: &TableId| match self.seen.get(part).and_then(|m| m.get(id)) {
+            Some((_, s)) => Some(s.clone()),
+            None => {
+                borrowed.set(true);
+                self.newest
+                    .get(id)
+                    .map(|(_, s)| s.clone())
+                    .or_else(|| self.catalog.get(id).cloned())
+            }
+        };
+        // A message older than a change that altered a column's kind, read in the new shape.
+        let mut msg = match event::decode(key, value, lookup) {
+            Err(CodecError::Value { .. }) if borrowed.get() => {
+                event::decode_lenient(key, value, lookup)?
+            }
+            other => other?,
+        };
         if let Message::Snapshot(SnapshotMarker::Started { table, version, .. }) = &mut msg {
             // One shared copy of each shape: a sink compares shapes by pointer first.
             if let Some(same) = self
@@ -213,6 +225,82 @@ pub fn worker_id() -> String {
 mod tests {
     use super::*;
     use std::cmp::Ordering;
+
+    #[test]
+    fn a_message_older_than_its_tables_change_is_read_in_the_marker_shape_or_as_text() {
+        use crate::event::{encode, ChangeEvent, ColumnSchema, Op, SourceType, TableSchema};
+        let column = |name: &str, ty: &str| ColumnSchema {
+            name: name.into(),
+            source_type: SourceType {
+                name: ty.into(),
+                max_length: None,
+                precision: None,
+                scale: None,
+            },
+            nullable: true,
+        };
+        let shape = |grade: &str| {
+            Arc::new(TableSchema {
+                id: TableId::new("edfi", "Student"),
+                columns: vec![column("StudentUSI", "int"), column("Grade", grade)],
+                key: vec![0],
+            })
+        };
+        let (old, new) = (shape("int"), shape("nvarchar"));
+        let change = |table: &Arc<TableSchema>, grade: Value| {
+            encode(
+                "c",
+                "db",
+                &Message::Change(ChangeEvent {
+                    table: table.clone(),
+                    op: Op::Update,
+                    key: vec![Value::Int(1)],
+                    after: Some(vec![Value::Int(1), grade]),
+                    version: 5,
+                    commit_time: None,
+                }),
+            )
+        };
+        let marker = |table: &Arc<TableSchema>, version| {
+            encode(
+                "c",
+                "db",
+                &Message::Snapshot(SnapshotMarker::Started {
+                    table: table.clone(),
+                    version,
+                    total_rows: None,
+                    id: 1,
+                    requested: true,
+                }),
+            )
+        };
+        let grade = |m: Message| match m {
+            Message::Change(ev) => ev.after.unwrap()[1].clone(),
+            other => panic!("{other:?}"),
+        };
+        // The catalog (read when the lane opened) is newer than the partition's first messages.
+        let mut shapes = Shapes::new(std::slice::from_ref(&new));
+        let (k, v) = change(&old, Value::Int(7));
+        assert_eq!(
+            grade(shapes.decode("p0", &k, &v).unwrap()),
+            Value::String("7".into())
+        );
+        // Past a marker of the partition, its shape decodes strictly.
+        let (k, v) = marker(&old, 3);
+        shapes.decode("p0", &k, &v).unwrap();
+        let (k, v) = change(&old, Value::Int(8));
+        assert_eq!(grade(shapes.decode("p0", &k, &v).unwrap()), Value::Int(8));
+        let (k, v) = marker(&new, 9);
+        shapes.decode("p0", &k, &v).unwrap();
+        let (k, v) = change(&old, Value::Int(9));
+        assert!(shapes.decode("p0", &k, &v).is_err());
+        // Another partition without a marker borrows the newest one's shape.
+        let (k, v) = change(&new, Value::String("9th".into()));
+        assert_eq!(
+            grade(shapes.decode("p1", &k, &v).unwrap()),
+            Value::String("9th".into())
+        );
+    }
 
     #[test]
     fn positions_compare_as_numbers() {

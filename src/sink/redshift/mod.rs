@@ -255,9 +255,15 @@ impl RedshiftSink {
         for (i, schema) in schemas.iter().enumerate() {
             let target = sql::target_table(cfg, &schema.id);
             let soft = cfg.deletes == Deletes::Soft;
-            let held = checkpoint::holds_target(&client, connector, &target.schema, &target.name)
-                .await
-                .map_err(pg)?;
+            let held = checkpoint::may_follow_source(
+                &client,
+                connector,
+                &target.schema,
+                &target.name,
+                &crate::event::shape_text(schema),
+            )
+            .await
+            .map_err(pg)?;
             let ensured = ensure_table(&client, cfg.load, schema, &target, soft, held)
                 .await
                 .map_err(pg)?;

@@ -176,9 +176,15 @@ impl StagingSink {
                     message: format!("staging table {target} is already written by connector `{owner}`; connector `{connector}` cannot write it too (map one of them to another schema with schema_map)"),
                 });
             }
-            let held = checkpoint::holds_target(&client, connector, &target.schema, &target.name)
-                .await
-                .map_err(pg)?;
+            let held = checkpoint::may_follow_source(
+                &client,
+                connector,
+                &target.schema,
+                &target.name,
+                &crate::event::shape_text(schema),
+            )
+            .await
+            .map_err(pg)?;
             let ensured = ddl::ensure_table(&client, cfg, schema, &target, held)
                 .await
                 .map_err(pg)?;

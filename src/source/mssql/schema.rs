@@ -75,16 +75,17 @@ pub async fn columns_changed(
     current: &[Arc<TableSchema>],
 ) -> Result<bool, SourceError> {
     let wanted: Vec<TableId> = current.iter().map(|s| s.id.clone()).collect();
-    let params: Vec<Value> = wanted
-        .iter()
-        .flat_map(|t| {
-            [
-                Value::String(t.schema.clone()),
-                Value::String(t.name.clone()),
-            ]
-        })
-        .collect();
-    let sql = queries::columns_of(wanted.len());
+    let mut by_schema: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for t in &wanted {
+        by_schema.entry(&t.schema).or_default().push(&t.name);
+    }
+    let mut params = Vec::new();
+    for (schema, names) in &by_schema {
+        params.push(Value::String(schema.to_string()));
+        params.extend(names.iter().map(|n| Value::String(n.to_string())));
+    }
+    let groups: Vec<usize> = by_schema.values().map(Vec::len).collect();
+    let sql = queries::columns_of(&groups);
     let mut columns = read_columns(conn, &sql, &params, &wanted).await?;
     for schema in current {
         let lookup = (
