@@ -132,7 +132,7 @@ pub struct TableCheckpoint {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SinkCheckpoint {
     pub tables: HashMap<TableId, TableCheckpoint>,
-    /// The shape each table's last snapshot was read in ([`crate::event::shape_text`]), where
+    /// The shape each table's last snapshot was read in ([`crate::event::shape_digest`]), where
     /// stored (checkpoints older than this column have none): a table whose catalog shape
     /// differs changed at the source since.
     pub shapes: HashMap<TableId, String>,
@@ -340,7 +340,7 @@ pub async fn begin_snapshot(
     version: i64,
     total_rows: Option<u64>,
 ) -> Result<(), tokio_postgres::Error> {
-    let shape = crate::event::shape_text(table);
+    let shape = crate::event::shape_digest(table);
     let table = &table.id;
     tx.execute(
         "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 AND source_schema = $2 \
@@ -643,25 +643,28 @@ pub async fn await_snapshot(
     request_resnapshot(tx, connector, table).await
 }
 
-/// Whether a sink may change the target table to follow the source: `connector` holds rows of
-/// it (a sink of it has a checkpoint for it) and the table's shape at the source, `shape`, is
-/// not the one its last snapshot was read in (or that is not known). A target that does not
-/// fit an unchanged source was changed by someone else, and is left to them.
+/// Whether sink `sink` (with its lanes `sink@…`) may change the target table to follow the
+/// source: it holds rows of it (has a checkpoint for it), and the table's shape at the source,
+/// `shape`, is not the one some lane's last snapshot was read in (or that is not known). A
+/// target that does not fit an unchanged source was changed by someone else, and is left to
+/// them.
 pub async fn may_follow_source(
     client: &impl GenericClient,
     connector: &str,
-    schema: &str,
-    table: &str,
+    sink: &str,
+    table: &TableId,
     shape: &str,
 ) -> Result<bool, tokio_postgres::Error> {
-    let stored = client
+    let lanes = format!("{sink}@%");
+    Ok(client
         .query_opt(
-            "SELECT source_shape FROM edfi_cdc.table_state WHERE connector = $1 \
-             AND target_schema = $2 AND target_table = $3 ORDER BY updated_at DESC LIMIT 1",
-            &[&connector, &schema, &table],
+            "SELECT 1 FROM edfi_cdc.table_state WHERE connector = $1 AND (sink = $2 OR sink LIKE $3) \
+             AND source_schema = $4 AND source_table = $5 \
+             AND (source_shape IS NULL OR source_shape <> $6) LIMIT 1",
+            &[&connector, &sink, &lanes, &table.schema, &table.name, &shape],
         )
-        .await?;
-    Ok(stored.is_some_and(|r| r.get::<_, Option<&str>>(0) != Some(shape)))
+        .await?
+        .is_some())
 }
 
 /// Ask the running sinks to re-snapshot `table` (idempotent).

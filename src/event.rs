@@ -609,10 +609,12 @@ fn schema_json(schema: &TableSchema) -> Json {
     )
 }
 
-/// A table's shape as text, stored with each snapshot's checkpoint so that a change made to
-/// the table while nothing ran is found by comparing it with the catalog.
-pub fn shape_text(schema: &TableSchema) -> String {
-    schema_json(schema).to_string()
+/// A digest of a table's shape (its wire form hashed), stored with each snapshot's checkpoint
+/// so that a change made to the table while nothing ran is found by comparing it with the
+/// catalog's.
+pub fn shape_digest(schema: &TableSchema) -> String {
+    let text = schema_json(schema).to_string();
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
 }
 
 fn schema_from_json(id: &TableId, json: &Json) -> Result<Arc<TableSchema>, CodecError> {

@@ -107,17 +107,22 @@ fn spawn_lane(
     Ok(LaneTask { tx, stop, handle })
 }
 
-/// The source's tables as the catalog shapes them now, read again whenever a lane opens: a
-/// lane resumed past the start marker of a table that changed at the source must hold the new
-/// shape, which no message it reads will carry again.
+/// The source's tables as the catalog shapes them now, read again whenever partitions are
+/// assigned (or a Kinesis turn starts): a lane resumed past the start marker of a table that
+/// changed at the source must hold the new shape, which no message it reads will carry again.
+/// When the source cannot be read, `last` is kept (a worker does not need the source to apply
+/// what the stream holds; the next marker still brings a new shape).
 async fn current_shapes(
     config: &ConnectorConfig,
-    stop: &CancellationToken,
-) -> anyhow::Result<Arc<Vec<Arc<TableSchema>>>> {
-    let schemas = crate::source::discover(config, stop)
-        .await
-        .with_context(|| format!("connector {}: source catalog", config.name))?;
-    Ok(Arc::new(schemas))
+    last: &Arc<Vec<Arc<TableSchema>>>,
+) -> Arc<Vec<Arc<TableSchema>>> {
+    match crate::source::read_shapes(config).await {
+        Ok(schemas) => Arc::new(schemas),
+        Err(e) => {
+            warn!(error = %e, "cannot read the source catalog; lanes keep the tables' last known shapes");
+            last.clone()
+        }
+    }
 }
 
 /// Run this process's sink workers until `stop` or a fatal error.
@@ -131,14 +136,14 @@ pub async fn run(
     let schemas = Arc::new(schemas);
     match config.stream.kind {
         StreamKind::Kafka => run_kafka(config, schemas, health, stop).await,
-        StreamKind::Kinesis => run_kinesis(config, health, stop).await,
+        StreamKind::Kinesis => run_kinesis(config, schemas, health, stop).await,
         StreamKind::Embedded => anyhow::bail!("sink workers need a Kafka or Kinesis stream"),
     }
 }
 
 async fn run_kafka(
     config: Arc<ConnectorConfig>,
-    schemas: Arc<Vec<Arc<TableSchema>>>,
+    mut schemas: Arc<Vec<Arc<TableSchema>>>,
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -202,7 +207,13 @@ async fn run_kafka(
                 health.cycle_failed(&name);
             }
             Err(e) => break Err(anyhow::Error::new(e).context(format!("connector {name}"))),
-            Ok(kafka::Event::Assigned(ls)) => assigned.extend(ls),
+            Ok(kafka::Event::Assigned(ls)) => {
+                // Before any message of these partitions is decoded.
+                schemas = current_shapes(&config, &schemas).await;
+                let parts: Vec<String> = ls.iter().flat_map(|&l| consumer.lane_parts(l)).collect();
+                consumer.use_catalog(&schemas, &parts);
+                assigned.extend(ls);
+            }
             Ok(kafka::Event::Revoked(ls)) => {
                 let mut failure = None;
                 for l in ls {
@@ -227,8 +238,6 @@ async fn run_kafka(
                     continue; // fetched before a revocation
                 }
                 if let Entry::Vacant(e) = lanes.entry(lane) {
-                    let schemas = current_shapes(&config, &stop).await?;
-                    consumer.use_catalog(&schemas);
                     e.insert(spawn_lane(
                         &config,
                         &schemas,
@@ -337,6 +346,7 @@ enum Turn {
 
 async fn run_kinesis(
     config: Arc<ConnectorConfig>,
+    mut schemas: Arc<Vec<Arc<TableSchema>>>,
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -362,7 +372,8 @@ async fn run_kinesis(
         {
             return Ok(());
         }
-        let turn = kinesis_turn(&config, &health, &mut lease, &stop).await;
+        schemas = current_shapes(&config, &schemas).await;
+        let turn = kinesis_turn(&config, &schemas, &health, &mut lease, &stop).await;
         match turn {
             Ok(Turn::Lost) => continue,
             Ok(Turn::Stopped) => {
@@ -380,6 +391,7 @@ async fn run_kinesis(
 /// Apply the Kinesis lane while this worker holds its lease.
 async fn kinesis_turn(
     config: &Arc<ConnectorConfig>,
+    schemas: &Arc<Vec<Arc<TableSchema>>>,
     health: &Health,
     lease: &mut Lease,
     stop: &CancellationToken,
@@ -391,7 +403,6 @@ async fn kinesis_turn(
     let stored = StagingSink::stored_positions(&config.name, &staging(config)?, &lane)
         .await
         .with_context(|| format!("connector {name}: staging sink"))?;
-    let schemas = &current_shapes(config, stop).await?;
     let reader = kinesis::Reader::connect(config, schemas)
         .await
         .with_context(|| format!("connector {name}: kinesis"))?;

@@ -182,7 +182,8 @@ async fn a_replicator_killed_while_it_changes_a_target_loses_nothing() {
         .unwrap();
     tsql(
         &rig.sim,
-        "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL",
+        "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL;\n\
+         UPDATE edfi.Student SET NickName = N'Nick' WHERE StudentUSI % 2 = 0;",
     )
     .await
     .unwrap();
@@ -192,7 +193,7 @@ async fn a_replicator_killed_while_it_changes_a_target_loses_nothing() {
     hold.rollback().await.unwrap();
     tsql(
         &rig.sim,
-        "UPDATE edfi.Student SET NickName = N'Nick' WHERE StudentUSI % 2 = 0",
+        "UPDATE edfi.Student SET NickName = N'Nock' WHERE StudentUSI % 3 = 0",
     )
     .await
     .unwrap();

@@ -453,7 +453,7 @@ pub(crate) async fn request_changed(
         let reshaped = cp
             .shapes
             .get(id)
-            .is_some_and(|s| *s != crate::event::shape_text(schema));
+            .is_some_and(|s| *s != crate::event::shape_digest(schema));
         if !evolved.contains(id) && !reshaped {
             continue;
         }

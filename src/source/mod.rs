@@ -132,6 +132,30 @@ pub(crate) fn table_schema(
     })
 }
 
+/// One read of the configured tables' schemas, with the tables that lack Change Tracking.
+async fn read_catalog(
+    config: &ConnectorConfig,
+) -> Result<(Vec<Arc<TableSchema>>, Vec<TableId>), SourceError> {
+    match config.source.kind {
+        SourceKind::Mssql => {
+            let mut conn = mssql::Connection::connect(&config.source).await?;
+            let catalog = mssql::schema::discover(&mut conn, config).await?;
+            Ok((catalog.schemas, catalog.untracked))
+        }
+        SourceKind::Postgres => {
+            let client = postgres::connect(&config.source).await?;
+            let catalog = postgres::catalog::discover(&client, config).await?;
+            Ok((catalog.schemas, Vec::new()))
+        }
+    }
+}
+
+/// The configured tables' shapes as the source's catalog has them now, read once (a sink
+/// worker opening a lane; it does not need Change Tracking).
+pub async fn read_shapes(config: &ConnectorConfig) -> Result<Vec<Arc<TableSchema>>, SourceError> {
+    Ok(read_catalog(config).await?.0)
+}
+
 /// Connect to the source (retrying transient faults) and read the configured tables' schemas,
 /// failing on tables that cannot be replicated.
 pub async fn discover(
@@ -141,20 +165,11 @@ pub async fn discover(
     let mut backoff = Backoff::new(&config.retry);
     loop {
         let attempt = async {
-            match config.source.kind {
-                SourceKind::Mssql => {
-                    let mut conn = mssql::Connection::connect(&config.source).await?;
-                    let catalog = mssql::schema::discover(&mut conn, config).await?;
-                    if !catalog.untracked.is_empty() {
-                        return Err(SourceError::NotTracked(catalog.untracked));
-                    }
-                    Ok(catalog.schemas)
-                }
-                SourceKind::Postgres => {
-                    let client = postgres::connect(&config.source).await?;
-                    Ok(postgres::catalog::discover(&client, config).await?.schemas)
-                }
+            let (schemas, untracked) = read_catalog(config).await?;
+            if !untracked.is_empty() {
+                return Err(SourceError::NotTracked(untracked));
             }
+            Ok(schemas)
         };
         match attempt.await {
             Ok(s) => return Ok(s),

@@ -578,10 +578,10 @@ impl Consumer {
         })
     }
 
-    /// Read messages that no start marker read so far shapes in `schemas` (the catalog as a
-    /// lane opening now sees it).
-    pub fn use_catalog(&mut self, schemas: &[Arc<TableSchema>]) {
-        self.shapes.use_catalog(schemas);
+    /// Read the messages of `parts` (just assigned), and of others until a start marker says
+    /// otherwise, in `schemas` (the catalog read again now).
+    pub fn use_catalog(&mut self, schemas: &[Arc<TableSchema>], parts: &[String]) {
+        self.shapes.use_catalog(schemas, parts);
     }
 
     /// The rows of each table lane `lane` receives.

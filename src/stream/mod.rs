@@ -123,8 +123,8 @@ pub fn row_hash(table: &TableId, key: &[Value]) -> u128 {
 /// re-snapshotted, and its start marker, written to every partition (open shard), carries the
 /// new shape: a partition's messages after it are read in that shape, those before it in the
 /// shape of the marker before (or, before any, the newest seen in another partition — a shard
-/// opened by resharding after the marker — else the catalog as read when the last lane
-/// opened). A message read in another shape than the sink holds is conformed by column name
+/// opened by resharding after the marker — else the catalog as read when partitions were last
+/// assigned). A message read in another shape than the sink holds is conformed by column name
 /// ([`event::ChangeEvent::conform`]); only messages older than the marker can be, and the
 /// re-snapshot it starts rewrites their rows.
 pub struct Shapes {
@@ -144,11 +144,14 @@ impl Shapes {
         }
     }
 
-    /// Take `schemas`, the catalog read again by a lane that opens, as the shapes of every
-    /// message until a start marker says otherwise: the markers read so far are older than it.
-    pub fn use_catalog(&mut self, schemas: &[Arc<TableSchema>]) {
+    /// Take `schemas`, the catalog read again as partitions `parts` are assigned, as the shape
+    /// of their messages, and of other partitions' until a marker of theirs says otherwise:
+    /// the markers read so far elsewhere are older than it.
+    pub fn use_catalog(&mut self, schemas: &[Arc<TableSchema>], parts: &[String]) {
         self.catalog = schemas.iter().map(|s| (s.id.clone(), s.clone())).collect();
-        self.seen.clear();
+        for part in parts {
+            self.seen.remove(part);
+        }
         self.newest.clear();
     }
 

@@ -258,9 +258,9 @@ impl RedshiftSink {
             let held = checkpoint::may_follow_source(
                 &client,
                 connector,
-                &target.schema,
-                &target.name,
-                &crate::event::shape_text(schema),
+                SINK,
+                &schema.id,
+                &crate::event::shape_digest(schema),
             )
             .await
             .map_err(pg)?;
@@ -1283,6 +1283,10 @@ async fn ensure_table(
                     _ if got == want || (want == "int" && got == "number") => {
                         out.types.push(described);
                     }
+                    _ if evolve => out.problems.push(rebuild(format!(
+                        "column {name} is {have}; the source's values, now {}, need {wanted}",
+                        c.source_type.name
+                    ))),
                     _ => out.problems.push(format!(
                         "column {name} is {have}, which cannot hold source {} values (mapped type {wanted})",
                         c.source_type.name

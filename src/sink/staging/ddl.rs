@@ -289,7 +289,13 @@ pub async fn ensure_table(
                 out.evolved
                     .push(format!("widened {name} from {have_desc} to {to}"));
             }
-            _ if !fits => out.problems.push(format!("column {name} is {have_desc}, which cannot hold source {} values (mapped type {wanted})", c.source_type.name)),
+            _ if !fits => {
+                let mut problem = format!("column {name} is {have_desc}, which cannot hold source {} values (mapped type {wanted})", c.source_type.name);
+                if evolve {
+                    problem.push_str(&format!(": the column changed kind at the source; drop {target} and run `edfi-cdc resnapshot -c CONFIG {}` once the replicator runs again (the table is created anew)", schema.id));
+                }
+                out.problems.push(problem)
+            }
             _ => {}
         }
         let key = schema.key_columns().any(|k| k.name == c.name);

@@ -179,9 +179,9 @@ impl StagingSink {
             let held = checkpoint::may_follow_source(
                 &client,
                 connector,
-                &target.schema,
-                &target.name,
-                &crate::event::shape_text(schema),
+                SINK,
+                &schema.id,
+                &crate::event::shape_digest(schema),
             )
             .await
             .map_err(pg)?;
@@ -230,10 +230,14 @@ impl StagingSink {
             .await
             .map_err(pg)?;
         // A table whose target just gained columns (or was widened) has rows without their
-        // values; one reshaped otherwise needs its rows read again too.
-        super::request_changed(&client, connector, &name, schemas, &evolved, &mut cp)
-            .await
-            .map_err(pg)?;
+        // values; one reshaped otherwise needs its rows read again too. A lane leaves that to
+        // the poller, which compares its own stored shapes at start (several lanes would each
+        // ask again, restarting the snapshot).
+        if lane.is_none() {
+            super::request_changed(&client, connector, &name, schemas, &evolved, &mut cp)
+                .await
+                .map_err(pg)?;
+        }
         if let Some(lane) = &mut lane {
             lane.loaded(
                 checkpoint::load_positions(&client, connector, &name)

@@ -264,7 +264,14 @@ pub struct Poller {
     /// columns changed, and when a table's Change Tracking was switched off and on (how its
     /// primary key changes).
     check_catalog: bool,
+    /// The version and time of the last columns check: with no change committed since, no
+    /// change can be read in a stale shape, and a quiet source is checked every
+    /// [`QUIET_SCHEMA_CHECK`].
+    columns_checked: Option<(i64, Instant)>,
 }
+
+/// How often the columns of a source where nothing changed are checked.
+const QUIET_SCHEMA_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Poller {
     pub fn new(
@@ -287,6 +294,7 @@ impl Poller {
             health,
             retention_seconds: None,
             check_catalog: false,
+            columns_checked: None,
         }
     }
 
@@ -304,18 +312,27 @@ impl Poller {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
-    /// Inside the cycle's transaction, before its reads: when the replicated columns changed
-    /// (or [`Poller::check_catalog`] asks), read the catalog again and re-snapshot every table
-    /// whose replicated shape changed, in that shape: its start marker carries it to the sinks,
-    /// which change their targets to match (`docs/operations.md`, "Schema changes at the
-    /// source"). Checked in every cycle, so that no value of a widened column is read before
-    /// the sinks widened their targets.
-    async fn check_schema(&mut self) -> Result<(), SourceError> {
+    /// Inside the cycle's transaction at `version`, before its reads: when the replicated
+    /// columns changed (or [`Poller::check_catalog`] asks), read the catalog again and
+    /// re-snapshot every table whose replicated shape changed, in that shape: its start marker
+    /// carries it to the sinks, which change their targets to match (`docs/operations.md`,
+    /// "Schema changes at the source"). Checked in every cycle that has changes to read, so
+    /// that no value of a widened column is read before the sinks widened their targets.
+    async fn check_schema(&mut self, version: i64) -> Result<(), SourceError> {
+        let quiet = self
+            .columns_checked
+            .is_some_and(|(v, at)| v == version && at.elapsed() < QUIET_SCHEMA_CHECK);
+        if quiet && !self.check_catalog {
+            return Ok(());
+        }
         let config = self.config.clone();
         let current: Vec<Arc<TableSchema>> =
             self.tables.runs.iter().map(|t| t.schema.clone()).collect();
         let conn = self.conn.as_mut().expect("connected in this cycle");
-        if !self.check_catalog && !schema::columns_changed(conn, &config, &current).await? {
+        let changed =
+            self.check_catalog || schema::columns_changed(conn, &config, &current).await?;
+        self.columns_checked = Some((version, Instant::now()));
+        if !changed {
             return Ok(());
         }
         self.check_catalog = false;
@@ -348,7 +365,7 @@ impl Poller {
             .current_version()
             .await?
             .ok_or(SourceError::DatabaseNotTracked(database))?;
-        self.check_schema().await?;
+        self.check_schema(version).await?;
         let conn = self.conn.as_mut().expect("connected in this cycle");
         let min_valid = conn.min_valid_versions().await?;
         let mut untracked = Vec::new();
@@ -379,7 +396,7 @@ impl Poller {
             self.check_catalog = true;
         }
         if self.check_catalog {
-            self.check_schema().await?;
+            self.check_schema(version).await?;
         }
         self.start_snapshots(version).await?;
         let mut events = 0u64;
