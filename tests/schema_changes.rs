@@ -117,16 +117,24 @@ async fn columns_added_widened_narrowed_and_dropped_at_the_source_reach_staging_
         .await
         .unwrap();
     wait_publishes(&rep, 5).await;
-    let kept: i64 = rig
-        .target
-        .query_one(
-            "SELECT count(*) FROM edfi.student WHERE nickname IS NOT NULL",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(kept, 0);
+    // The publish is logged inside its transaction: wait for the commit.
+    wait_for(
+        "the dropped column's values to be gone",
+        CATCH_UP,
+        || async {
+            let kept: i64 = rig
+                .target
+                .query_one(
+                    "SELECT count(*) FROM edfi.student WHERE nickname IS NOT NULL",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (kept == 0).then_some(())
+        },
+    )
+    .await;
 
     stop_tx.send(true).unwrap();
     let stats = load.await.unwrap().unwrap();
@@ -302,4 +310,57 @@ async fn a_column_made_nullable_while_the_replicator_was_stopped_takes_nulls_aft
         .unwrap()
         .get(0);
     assert!(nulls > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_and_decimals_widened_at_the_source_are_widened_in_staging() {
+    let rig = Rig::new(150, 39).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    tsql(
+        &rig.sim,
+        "ALTER TABLE edfi.Student ALTER COLUMN BirthSexDescriptorId bigint NULL;\n\
+         UPDATE edfi.Student SET BirthSexDescriptorId = 5000000000 WHERE StudentUSI % 4 = 0;\n\
+         ALTER TABLE edfi.StaffSectionAssociation ALTER COLUMN PercentageContribution decimal(9,4) NULL;\n\
+         UPDATE edfi.StaffSectionAssociation SET PercentageContribution = 12345.6789;",
+    )
+    .await
+    .unwrap();
+    // Each table changed, then published again: after its re-snapshot.
+    wait_for("both tables re-snapshotted", CATCH_UP, || async {
+        let log = rep.log();
+        let republished = |table: &str| {
+            let tag = format!("table={table} ");
+            let changed = log.lines().position(|l| {
+                l.contains("the table changed at the source: re-snapshotting") && l.contains(&tag)
+            })?;
+            log.lines()
+                .skip(changed)
+                .any(|l| l.contains("snapshot published") && l.contains(&tag))
+                .then_some(())
+        };
+        republished("edfi.Student")?;
+        republished("edfi.StaffSectionAssociation")
+    })
+    .await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_eq!(
+        staging_column(&rig.target, "student", "birthsexdescriptorid")
+            .await
+            .map(|c| c.0),
+        Some("bigint".into())
+    );
+    let numeric: (i32, i32) = rig
+        .target
+        .query_one(
+            "SELECT numeric_precision::int, numeric_scale::int FROM information_schema.columns \
+             WHERE table_schema = 'edfi' AND table_name = 'staffsectionassociation' \
+             AND column_name = 'percentagecontribution'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(numeric, (9, 4));
+    assert_rig_equal(&rig).await;
 }
