@@ -231,21 +231,12 @@ mod tests {
 
     #[test]
     fn a_message_older_than_its_tables_change_is_read_in_the_marker_shape_or_as_text() {
-        use crate::event::{encode, ChangeEvent, ColumnSchema, Op, SourceType, TableSchema};
-        let column = |name: &str, ty: &str| ColumnSchema {
-            name: name.into(),
-            source_type: SourceType {
-                name: ty.into(),
-                max_length: None,
-                precision: None,
-                scale: None,
-            },
-            nullable: true,
-        };
+        use crate::event::tests::col;
+        use crate::event::{encode, ChangeEvent, Op, TableSchema};
         let shape = |grade: &str| {
             Arc::new(TableSchema {
                 id: TableId::new("edfi", "Student"),
-                columns: vec![column("StudentUSI", "int"), column("Grade", grade)],
+                columns: vec![col("StudentUSI", "int"), col("Grade", grade)],
                 key: vec![0],
             })
         };

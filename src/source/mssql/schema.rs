@@ -87,6 +87,7 @@ pub async fn columns_changed(
     let groups: Vec<usize> = by_schema.values().map(Vec::len).collect();
     let sql = queries::columns_of(&groups);
     let mut columns = read_columns(conn, &sql, &params, &wanted).await?;
+    let configured = config.tables();
     for schema in current {
         let lookup = (
             schema.id.schema.to_lowercase(),
@@ -96,8 +97,8 @@ pub async fn columns_changed(
             return Ok(true);
         };
         let key: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
-        let configured = wanted_spelling(config, &schema.id);
-        let now = table_schema(config, &configured, id, cols, &key, &mut Vec::new());
+        let spelled = wanted_spelling(&configured, &schema.id);
+        let now = table_schema(config, &spelled, id, cols, &key, &mut Vec::new());
         if now.columns != schema.columns {
             return Ok(true);
         }
@@ -105,15 +106,15 @@ pub async fn columns_changed(
     Ok(false)
 }
 
-/// `id` as the configuration spells it (its options are looked up by that name).
-fn wanted_spelling(config: &ConnectorConfig, id: &TableId) -> TableId {
-    config
-        .tables()
-        .into_iter()
+/// `id` as the configuration spells it (`configured`: its options are looked up by that name).
+fn wanted_spelling(configured: &[TableId], id: &TableId) -> TableId {
+    configured
+        .iter()
         .find(|t| {
             t.schema.eq_ignore_ascii_case(&id.schema) && t.name.eq_ignore_ascii_case(&id.name)
         })
-        .unwrap_or_else(|| id.clone())
+        .unwrap_or(id)
+        .clone()
 }
 
 /// Read columns, keys and CT state of the configured tables. Problems that make a table
