@@ -409,6 +409,21 @@ pub async fn snapshot_loaded(
     Ok(())
 }
 
+/// The version of the last watermark `sink` applied, if any.
+pub async fn applied_version(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT version FROM edfi_cdc.sink_state WHERE connector = $1 AND sink = $2",
+            &[&connector, &sink],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
 /// Every streaming or published table now reflects the source up to watermark `w`. Run in the
 /// transaction that applied the changes up to `w`.
 pub async fn advance(

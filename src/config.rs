@@ -579,12 +579,20 @@ pub struct StagingSinkConfig {
     /// A transaction takes whole cycles until it holds at least this many events.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
+    /// A cycle with more changed rows than this is written to staging as it arrives (unlogged
+    /// tables of schema `edfi_cdc_spill`) and merged at its watermark: memory stays bounded
+    /// whatever the size of a source transaction.
+    #[serde(default = "default_spill_rows")]
+    pub spill_rows: usize,
 }
 
 fn default_identifiers() -> IdentifierCase {
     IdentifierCase::Lower
 }
 fn default_max_batch_events() -> usize {
+    50_000
+}
+fn default_spill_rows() -> usize {
     50_000
 }
 
@@ -991,6 +999,9 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
                     "sinks.staging.max_batch_events",
                     "must be at least 1".into(),
                 );
+            }
+            if s.spill_rows == 0 {
+                bad("sinks.staging.spill_rows", "must be at least 1".into());
             }
         }
         _ => {}

@@ -1234,3 +1234,38 @@ async fn kill_poller_and_sink(stream: &str, env: Vec<(String, String)>, lane_tab
     poller.kill();
     sink.kill();
 }
+
+/// One source transaction that changes the same rows several times, inserts and deletes rows
+/// and changes keys, each change arriving on its own: far over `spill_rows`, so the changes of
+/// one key land in several spills and only the last may reach staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_over_spill_rows_changing_rows_again_and_again_applies_its_last_changes() {
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_staging").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(&url, &staging_db, "spill_rows = 1000\n");
+    let rep = c.run();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    source
+        .batch_execute(
+            "BEGIN;
+             UPDATE custom.assessmentscore SET score = score + 1 WHERE studentid <= 400;
+             INSERT INTO custom.assessmentscore
+                 SELECT st, 'SPILL', 1, 1, now(), NULL FROM generate_series(1, 3000) st;
+             UPDATE custom.assessmentscore SET score = score + 2 WHERE studentid <= 400;
+             DELETE FROM custom.assessmentscore WHERE assessmentid = 'SPILL' AND studentid % 2 = 0;
+             UPDATE custom.assessmentscore SET attempt = attempt + 1000
+                 WHERE studentid <= 100 AND assessmentid = 'MATH-1';
+             UPDATE custom.assessmentscore SET score = score + 3 WHERE studentid <= 400;
+             DELETE FROM custom.assessmentscore WHERE studentid BETWEEN 390 AND 400;
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    assert_equal(&source, &staging).await;
+    assert_slot_behind_sink(&source, &staging).await;
+    let log = rep.log();
+    assert!(log.contains("a large cycle"), "nothing spilled:\n{log}");
+    rep.terminate(Duration::from_secs(20));
+}

@@ -436,3 +436,225 @@ async fn staging_connections_terminated_during_snapshots_and_streaming_are_survi
     assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
     assert!(!rep.log().contains("does not exist"), "{}", rep.log());
 }
+
+/// One source transaction changing many times `spill_rows` rows: every student and every
+/// assessment item marked with `marker`, some items deleted.
+async fn big_transaction(source: &tokio_postgres::Client, marker: &str) {
+    source
+        .batch_execute(&format!(
+            "BEGIN; \
+             UPDATE edfi.\"StudentAssessmentItem\" SET \"AssessmentResponse\" = '{marker}'; \
+             UPDATE edfi.\"Student\" SET \"MiddleName\" = '{marker}'; \
+             DELETE FROM edfi.\"StudentAssessmentItem\" WHERE \"StudentUSI\" % 10 = 0 \
+               AND \"IdentificationCode\" LIKE '%1'; \
+             COMMIT"
+        ))
+        .await
+        .unwrap();
+}
+
+/// What one snapshot of staging holds of `marker`: (items marked, items, students marked,
+/// students). A reader must see all of a source transaction or none of it.
+async fn marked(staging: &tokio_postgres::Client, marker: &str) -> (i64, i64, i64, i64) {
+    let r = staging
+        .query_one(
+            "SELECT (SELECT count(*) FILTER (WHERE assessmentresponse = $1) FROM edfi.studentassessmentitem), \
+                    (SELECT count(*) FROM edfi.studentassessmentitem), \
+                    (SELECT count(*) FILTER (WHERE middlename = $1) FROM edfi.student), \
+                    (SELECT count(*) FROM edfi.student)",
+            &[&marker],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+/// Watch staging until `stop`: every observation must hold all of `marker`'s transaction or
+/// none of it. Returns how many observations saw it whole.
+fn watch_atomic(
+    url: String,
+    marker: &'static str,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let staging = connect(&url).await;
+        let mut whole = 0;
+        loop {
+            // One more look after the stop: the transaction may have landed just before it.
+            let last = *stop.borrow();
+            let (items_marked, items, students_marked, students) = marked(&staging, marker).await;
+            let none = items_marked == 0 && students_marked == 0;
+            let all = items_marked == items && students_marked == students && items > 0;
+            assert!(
+                none || all,
+                "a reader saw part of one source transaction: {items_marked} of {items} items, \
+                 {students_marked} of {students} students marked `{marker}`"
+            );
+            whole += usize::from(all);
+            if last {
+                break whole;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// The spill tables in staging, with `column` if given.
+async fn spill_tables(staging: &tokio_postgres::Client, column: Option<&str>) -> Vec<String> {
+    staging
+        .query(
+            "SELECT format('%I.%I', t.schemaname, t.tablename) FROM pg_tables t \
+             WHERE t.schemaname = 'edfi_cdc_spill' AND ($1::text IS NULL OR EXISTS ( \
+               SELECT 1 FROM information_schema.columns c WHERE c.table_schema = t.schemaname \
+               AND c.table_name = t.tablename AND c.column_name = $1)) ORDER BY 1",
+            &[&column],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_larger_than_memory_is_applied_whole_through_kills_in_spill_and_merge() {
+    let rig = Rig::new(300, 21).await;
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace("[sinks.staging]\n", "[sinks.staging]\nspill_rows = 250\n");
+    std::fs::write(&rig.connector.path, text).unwrap();
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let items: i64 = rig
+        .target
+        .query_one("SELECT count(*) FROM edfi.studentassessmentitem", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(items > 2_000, "too few items to spill: {items}");
+
+    // 1. Spilled and merged, while readers watch.
+    let (stop_tx, stop) = watch::channel(false);
+    let watcher = watch_atomic(rig.staging.url(), "spill-1", stop);
+    big_transaction(&rig.source, "spill-1").await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    stop_tx.send(true).unwrap();
+    assert!(watcher.await.unwrap() > 0, "no reader saw the transaction");
+    assert_rig_equal(&rig).await;
+    let log = rep.log();
+    assert!(log.contains("a large cycle"), "no spill logged:\n{log}");
+    let tables = spill_tables(&rig.target, None).await;
+    let items = spill_tables(&rig.target, Some("assessmentresponse")).await;
+    let students = spill_tables(&rig.target, Some("middlename")).await;
+    assert_eq!(
+        (items.len(), students.len()),
+        (1, 1),
+        "spill tables: {tables:?}"
+    );
+
+    // 2. Killed while writing the next cycle's changes to the spill tables, after a first
+    // write of them committed: the cycle reads the 300 students before the items, so the first
+    // write (250 rows) holds students only, and the second one waits for the items' table.
+    let observer = connect(&rig.staging.url()).await;
+    let locker = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            items[0]
+        ))
+        .await
+        .unwrap();
+    big_transaction(&rig.source, "spill-2").await;
+    wait_blocked(&observer, &rig.staging.name, "COPY edfi_cdc_spill.").await;
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        marked(&rig.target, "spill-2").await.0,
+        0,
+        "the cycle was applied before its watermark"
+    );
+    let held: i64 = rig
+        .target
+        .query_one(&format!("SELECT count(*) FROM {}", students[0]), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held > 0, "no spill write had committed before the kill");
+
+    // 3. Restarted: what the killed process spilled is dropped, the cycle read again and
+    // applied whole; then killed inside the merge at the next large cycle's watermark.
+    let rep = rig.connector.run();
+    let (stop_tx, stop) = watch::channel(false);
+    let watcher = watch_atomic(rig.staging.url(), "spill-2", stop);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    stop_tx.send(true).unwrap();
+    assert!(watcher.await.unwrap() > 0, "no reader saw the transaction");
+    assert_rig_equal(&rig).await;
+    let log = rep.log();
+    assert!(
+        log.contains("dropped the spill tables of an earlier process of this sink"),
+        "left-over spill tables not dropped:\n{log}"
+    );
+    let now = spill_tables(&rig.target, None).await;
+    assert!(
+        tables.iter().all(|t| !now.contains(t)),
+        "spill tables of the killed process are still there: {tables:?}, now {now:?}"
+    );
+    assert!(!now.is_empty(), "the cycle read again was not spilled");
+    let tables = now;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    big_transaction(&rig.source, "spill-3").await;
+    wait_blocked(
+        &observer,
+        &rig.staging.name,
+        "DELETE FROM \"edfi\".\"studentassessmentitem\"",
+    )
+    .await;
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    // 4. Restarted again: applied whole.
+    let rep = rig.connector.run();
+    let (stop_tx, stop) = watch::channel(false);
+    let watcher = watch_atomic(rig.staging.url(), "spill-3", stop);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    stop_tx.send(true).unwrap();
+    assert!(watcher.await.unwrap() > 0, "no reader saw the transaction");
+    assert_rig_equal(&rig).await;
+    let now = spill_tables(&rig.target, None).await;
+    assert!(
+        tables.iter().all(|t| !now.contains(t)),
+        "spill tables of the second killed process are still there: {tables:?}, now {now:?}"
+    );
+
+    // 5. Staging connections terminated while large cycles are spilled and merged: retried.
+    let mut rep = rep;
+    let (stop_tx, stop) = watch::channel(false);
+    let killer = tokio::spawn(terminate_backends(
+        rig.staging.name.clone(),
+        Duration::from_millis(400),
+        stop.clone(),
+    ));
+    let watcher = watch_atomic(rig.staging.url(), "spill-5", stop);
+    big_transaction(&rig.source, "spill-4").await;
+    big_transaction(&rig.source, "spill-5").await;
+    wait_for("the cycles in staging", CATCH_UP, || async {
+        let (marked_items, items, _, _) = marked(&rig.target, "spill-5").await;
+        (marked_items == items && items > 0).then_some(())
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    let terminated = killer.await.unwrap();
+    assert!(watcher.await.unwrap() > 0, "no reader saw the transaction");
+    assert!(
+        terminated >= 2,
+        "only {terminated} connections were terminated"
+    );
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
+    rep.terminate(Duration::from_secs(20));
+}

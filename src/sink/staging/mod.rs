@@ -8,6 +8,8 @@
 //!   checkpoint are skipped.
 //! - Set-based: per table, the transaction's events are collapsed to the last change per key,
 //!   COPYed into a temporary table, then deleted / upserted into the target in two statements.
+//! - Memory is bounded: a cycle with more than `spill_rows` changed rows is written to staging as
+//!   it arrives and merged at its watermark (`spill.rs`).
 //! - A snapshot loads a shadow table chunk by chunk (each chunk one transaction with its
 //!   progress); at the first watermark after the snapshot is complete, the changes since the
 //!   snapshot's version are applied to the shadow and it replaces the target's rows in one
@@ -17,6 +19,7 @@
 
 pub mod copy;
 pub mod ddl;
+mod spill;
 mod stale;
 
 use std::collections::{HashMap, HashSet};
@@ -87,7 +90,8 @@ pub struct StagingSink {
     watermark: Option<Watermark>,
     /// Events after the last watermark: not committable yet.
     open: Compacted,
-    /// `r` events of the current snapshot chunk.
+    /// Changes of the unfinished cycle written to staging because it outgrew `spill_rows`.
+    spill: spill::Spill,
     /// `r` events of the current snapshot chunk, per table: with a stream lane over several
     /// topics, the snapshots of several tables arrive interleaved.
     snapshot_rows: HashMap<TableId, Vec<ChangeEvent>>,
@@ -154,7 +158,10 @@ impl StagingSink {
             .map_err(pg)?;
         checkpoint::install(&client).await.map_err(pg)?;
         client
-            .batch_execute("CREATE SCHEMA IF NOT EXISTS edfi_cdc_shadow")
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS edfi_cdc_shadow; CREATE SCHEMA IF NOT EXISTS {}",
+                spill::SCHEMA
+            ))
             .await
             .map_err(pg)?;
         let mut tables = HashMap::new();
@@ -226,6 +233,13 @@ impl StagingSink {
             .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
             .await
             .map_err(pg)?;
+        let spill = spill::Spill::open(
+            &client,
+            connector,
+            &name,
+            lane.as_ref().map(|l| l.id.clone()),
+        )
+        .await?;
         let mut cp = checkpoint::load(&client, connector, &name, schemas)
             .await
             .map_err(pg)?;
@@ -265,6 +279,7 @@ impl StagingSink {
             ready: Compacted::default(),
             watermark: None,
             open: Compacted::default(),
+            spill,
             snapshot_rows: HashMap::new(),
             requests: Requests::new(&cp.resnapshot_requests),
             progress: Progress {
@@ -336,7 +351,12 @@ impl StagingSink {
                     self.stream_lost(&gaps, &mut backoff, &stop).await?;
                 }
                 match msg {
-                    Message::Change(ev) => self.accept(ev),
+                    Message::Change(ev) => {
+                        self.accept(ev);
+                        if self.open.rows >= self.cfg.spill_rows {
+                            self.spill(&mut backoff, &stop).await?;
+                        }
+                    }
                     Message::Watermark(w) => {
                         self.seen_version = self.seen_version.max(w.version);
                         self.ready.absorb(std::mem::take(&mut self.open));
@@ -361,7 +381,7 @@ impl StagingSink {
                         if let (Some(lane), Some(p), true) = (
                             &mut self.lane,
                             input.consumed(),
-                            self.open.events == 0 && !others,
+                            self.open.events == 0 && self.spill.rows() == 0 && !others,
                         ) {
                             lane.reach(p);
                         }
@@ -373,8 +393,9 @@ impl StagingSink {
             self.flush(&mut backoff, &stop).await?;
         }
         self.flush(&mut backoff, &stop).await?;
-        if self.open.events > 0 {
-            info!(sink = SINK, events = self.open.events, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
+        let unfinished = self.open.events as u64 + self.spill.events();
+        if unfinished > 0 {
+            info!(sink = SINK, events = unfinished, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
         }
         Ok(())
     }
@@ -419,7 +440,10 @@ impl StagingSink {
                         .await
                         .map_err(pg)?;
                 }
-                commit_fenced(tx, s.lane.as_mut()).await
+                s.spill.empty(&tx).await?;
+                commit_fenced(tx, s.lane.as_mut()).await?;
+                s.spill.emptied();
+                Ok(())
             })
         })
         .await?;
@@ -470,6 +494,63 @@ impl StagingSink {
         }
     }
 
+    /// The unfinished cycle outgrew `spill_rows`: apply what is committable, then write the
+    /// cycle's changes so far to staging (see [`spill`]) and let go of them.
+    async fn spill(
+        &mut self,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        self.flush(backoff, stop).await?;
+        let started = Instant::now();
+        let rows = self.open.rows;
+        if self.spill.rows() == 0 {
+            info!(sink = %self.name, rows, spill_rows = self.cfg.spill_rows,
+                "a large cycle: its changes are written to staging as they arrive and merged at its watermark");
+        }
+        let (connector, step) = (self.connector.clone(), format!("{} spill", self.name));
+        crate::slow::watched(
+            &connector,
+            &step,
+            self.with_retry(backoff, stop, |s| Box::pin(s.write_spill())),
+        )
+        .await?;
+        self.open = Compacted::default();
+        metrics::flush(
+            &self.connector,
+            SINK,
+            "spill",
+            started.elapsed().as_secs_f64(),
+        );
+        debug!(sink = %self.name, rows, held = self.spill.rows(), "changes of the unfinished cycle written to staging");
+        Ok(())
+    }
+
+    async fn write_spill(&mut self) -> Result<(), SinkError> {
+        self.client().await?;
+        let client = self.client.as_mut().expect("connected above");
+        for id in self.open.tables.keys() {
+            if let Some(rt) = self.tables.get(id) {
+                self.spill.prepare(client, rt).await?;
+            }
+        }
+        let tx = client.transaction().await.map_err(pg)?;
+        self.spill.settle(&tx).await?;
+        self.spill.begin_write();
+        let mut written = Vec::new();
+        for (id, evs) in &self.open.tables {
+            let Some(rt) = self.tables.get(id) else {
+                continue;
+            };
+            let events: Vec<&ChangeEvent> = evs.values().collect();
+            let seq = self.spill.write(&tx, rt, &events).await?;
+            written.push((id.clone(), events.len() as u64, seq));
+        }
+        tx.commit().await.map_err(pg)?;
+        self.spill.written(&written, self.open.events as u64);
+        Ok(())
+    }
+
     async fn client(&mut self) -> Result<&mut Client, SinkError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = Some(connect(self.cfg.url.expose()).await?);
@@ -510,10 +591,23 @@ impl StagingSink {
                 .as_ref()
                 .is_some_and(|s| s.phase == Phase::Streaming && s.version < w.version)
         });
-        if self.ready.events == 0 && !pending_swap && !behind {
+        if self.ready.events == 0 && self.spill.rows() == 0 && !pending_swap && !behind {
             self.watermark = None;
             return Ok(());
         }
+        // Rows of a table whose snapshot started in the cycle are dropped, not applied.
+        let spilled: Vec<(TableId, u64)> = self
+            .spill
+            .per_table()
+            .into_iter()
+            .filter(|(id, _)| {
+                self.tables[id]
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.phase != Phase::Snapshot)
+            })
+            .collect();
+        let spilled_events = self.spill.events();
         let started = Instant::now();
         let (connector, step) = (self.connector.clone(), format!("{} flush", self.name));
         let applied = crate::slow::watched(
@@ -548,6 +642,9 @@ impl StagingSink {
         metrics::applied(&self.connector, &self.name, w.version);
         let now = Utc::now();
         let batch = std::mem::take(&mut self.ready);
+        for (table, rows) in &spilled {
+            metrics::applied_events(&self.connector, SINK, &table.to_string(), *rows);
+        }
         for (table, evs) in &batch.tables {
             metrics::applied_events(&self.connector, SINK, &table.to_string(), evs.len() as u64);
             for ev in evs.values() {
@@ -558,7 +655,7 @@ impl StagingSink {
                 }
             }
         }
-        self.progress.events += batch.events as u64;
+        self.progress.events += batch.events as u64 + spilled_events;
         for rt in self.tables.values_mut() {
             if let Some(s) = rt
                 .state
@@ -579,7 +676,7 @@ impl StagingSink {
         debug!(
             sink = SINK,
             version = w.version,
-            events = batch.events,
+            events = batch.events as u64 + spilled_events,
             ms = (seconds * 1000.0).round(),
             "applied"
         );
@@ -623,6 +720,10 @@ impl StagingSink {
         let Some(batch) = self.ready.tables.get(table) else {
             return unknown();
         };
+        if self.spill.has(table) {
+            // Part of the batch is in a spill table, beyond the reach of the bisection.
+            return unknown();
+        }
         let events: Vec<ChangeEvent> = batch.values().cloned().collect();
         if self
             .connect_with_temps(std::slice::from_ref(table))
@@ -698,7 +799,12 @@ impl StagingSink {
     }
 
     async fn apply_watermark(&mut self, w: Watermark) -> Result<(), SinkError> {
-        let ids: Vec<TableId> = self.ready.tables.keys().cloned().collect();
+        let mut ids: Vec<TableId> = self.ready.tables.keys().cloned().collect();
+        for (id, _) in self.spill.per_table() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
         self.connect_with_temps(&ids).await?;
         let requests;
         {
@@ -708,6 +814,18 @@ impl StagingSink {
                 .as_mut()
                 .expect("connected by connect_with_temps");
             let tx = begin_fenced(client, self.lane.as_ref(), &connector, Some(w.version)).await?;
+            if self.spill.rows() > 0
+                && checkpoint::applied_version(&tx, &connector, &self.name)
+                    .await
+                    .map_err(pg)?
+                    >= Some(w.version)
+            {
+                // An earlier attempt committed, unacknowledged: the spilled rows it merged are
+                // gone (with a lane, its positions moved and it stopped as fenced above).
+                drop(tx);
+                self.spill.emptied();
+                return Ok(());
+            }
             for id in &ids {
                 let rt = &self.tables[id];
                 // A table being (re-)snapshotted takes no changes: they are in the snapshot, or
@@ -717,8 +835,18 @@ impl StagingSink {
                     Some(Phase::Streaming) => &rt.target,
                     Some(Phase::Snapshot) | None => continue,
                 };
-                let events: Vec<&ChangeEvent> = self.ready.tables[id].values().collect();
-                apply_changes(&tx, rt, dest, &events).await?;
+                let events: Vec<&ChangeEvent> = self
+                    .ready
+                    .tables
+                    .get(id)
+                    .map(|t| t.values().collect())
+                    .unwrap_or_default();
+                if self.spill.has(id) {
+                    self.spill.collect(&tx, rt, &events).await?;
+                    merge_batch(&tx, rt, dest).await?;
+                } else {
+                    apply_changes(&tx, rt, dest, &events).await?;
+                }
                 // A lane over some partitions replaces only the keys of its snapshot when it
                 // publishes it (below): a row deleted at the source during the snapshot is in
                 // none, so its delete must reach the table itself too (where the key does not
@@ -770,7 +898,9 @@ impl StagingSink {
             requests = checkpoint::resnapshot_requests(&tx, &connector)
                 .await
                 .map_err(pg)?;
+            self.spill.empty(&tx).await?;
             commit_fenced(tx, self.lane.as_mut()).await?;
+            self.spill.emptied();
         }
         for t in requests {
             self.requests.forward(SINK, &t);
@@ -1157,6 +1287,13 @@ async fn apply_changes(
         true,
     )
     .await?;
+    merge_batch(tx, rt, dest).await
+}
+
+/// Merge the table's temporary batch table (one row per key) into `dest`: delete the deleted
+/// keys, upsert the rest.
+async fn merge_batch(tx: &Transaction<'_>, rt: &TableRt, dest: &PgName) -> Result<(), SinkError> {
+    let cols = rt.columns.join(", ");
     let non_keys: Vec<&String> = rt.columns.iter().filter(|c| !rt.keys.contains(c)).collect();
     let conflict = if non_keys.is_empty() {
         "DO NOTHING".to_string()
