@@ -221,6 +221,10 @@ async fn async_main(cli: Cli) -> ExitCode {
                     eprintln!("{e:#}");
                     return ExitCode::from(2);
                 }
+                if let Err(e) = edfi_cdc::pipeline::aws_region(c).await {
+                    eprintln!("edfi-cdc: {e:#}");
+                    return ExitCode::from(2);
+                }
             }
             let grace = configs
                 .iter()

@@ -58,6 +58,35 @@ impl SinkTask {
     }
 }
 
+/// A connector that calls AWS (batch files in S3, a Kinesis stream) needs a region, without
+/// which every call fails: a configuration error, reported before anything connects. The region
+/// comes from the standard places (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile; on EC2 the
+/// instance metadata; ECS sets `AWS_REGION` in every task).
+pub async fn aws_region(config: &ConnectorConfig) -> anyhow::Result<()> {
+    let files = config
+        .sinks
+        .redshift
+        .as_ref()
+        .is_some_and(|r| r.enabled && !r.bucket.is_empty());
+    let kinesis = config.stream.kind == crate::config::StreamKind::Kinesis;
+    if !files && !kinesis {
+        return Ok(());
+    }
+    if crate::aws::sdk_config().await.region().is_some() {
+        return Ok(());
+    }
+    let uses = match (files, kinesis) {
+        (true, true) => "S3 for the Redshift batch files and a Kinesis stream",
+        (true, false) => "S3 for the Redshift batch files (sinks.redshift.bucket)",
+        _ => "a Kinesis stream (stream.kind)",
+    };
+    anyhow::bail!(
+        "{}: connector `{}` uses {uses}, and no AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile)",
+        config.file.display(),
+        config.name
+    )
+}
+
 /// The reporting models an enabled Redshift sink refreshes (none without a `models` directory),
 /// read and checked without connecting to anything.
 pub fn reporting_models(config: &ConnectorConfig) -> anyhow::Result<Models> {

@@ -68,6 +68,50 @@ async fn malformed_config_and_missing_variable_exit_2_naming_file_and_key() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Batch files in S3 without an AWS region: exit 2 at once naming the variable, not retries.
+#[tokio::test]
+async fn a_redshift_sink_with_a_bucket_and_no_aws_region_exits_2_naming_aws_region() {
+    let dir = std::env::temp_dir().join(unique("edfi-cdc-bad"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("edfi-ods.toml");
+    std::fs::write(&path, default_connector("")).unwrap();
+    let started = std::time::Instant::now();
+    let (code, text) = output(
+        std::process::Command::new(bin("edfi-cdc"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("ODS_HOST", "127.0.0.1")
+            .env("ODS_DATABASE", "x")
+            .env("ODS_USER", "sa")
+            .env("ODS_PASSWORD", "p")
+            .env("STAGING_ENABLED", "false")
+            .env("REDSHIFT_ENABLED", "true")
+            .env("REDSHIFT_LOAD_MODE", "stdin")
+            .env("REDSHIFT_DATABASE_URL", "postgres://postgres@127.0.0.1/x")
+            .env("S3_BUCKET", "edfi-cdc-batches"),
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("edfi-ods.toml") && text.contains("AWS_REGION") && text.contains("S3"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test]
 async fn wrong_password_fails_without_printing_it() {
     let Rig {
@@ -181,7 +225,7 @@ async fn a_row_the_target_rejects_stops_the_sink_naming_table_key_and_reason() {
     let Rig {
         sim: _sim,
         staging: _staging,
-        connector,
+        mut connector,
         source,
         target,
     } = Rig::new(50, 2).await;
@@ -212,6 +256,21 @@ async fn a_row_the_target_rejects_stops_the_sink_naming_table_key_and_reason() {
         log.contains("edfi.Student")
             && log.contains(&format!("StudentUSI={usi}"))
             && log.contains("no_rejects"),
+        "{log}"
+    );
+    // The row's values are student data: out of the log unless asked for.
+    assert!(
+        !log.contains("REJECT-ME") && log.contains("EDFI_CDC_LOG_ROW_VALUES=1 shows them"),
+        "{log}"
+    );
+    connector
+        .env
+        .push(("EDFI_CDC_LOG_ROW_VALUES".into(), "1".into()));
+    let mut asked = connector.run();
+    assert_eq!(asked.wait(Duration::from_secs(60)).code(), Some(1));
+    let log = asked.log();
+    assert!(
+        log.contains("Failing row contains") && log.contains("REJECT-ME"),
         "{log}"
     );
     let stored: String = target

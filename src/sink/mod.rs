@@ -142,6 +142,12 @@ impl SinkError {
         };
         let message = match e.as_db_error() {
             Some(db) => match db.detail() {
+                Some(d) if d.starts_with("Failing row contains") && !row_values_logged() => {
+                    format!(
+                        "{} (the row's values are left out of the log; {ROW_VALUES_ENV}=1 shows them)",
+                        db.message()
+                    )
+                }
                 Some(d) => format!("{} ({d})", db.message()),
                 None => db.message().to_string(),
             },
@@ -159,6 +165,14 @@ impl SinkError {
             }
         }
     }
+}
+
+/// Set to `1` to let PostgreSQL's `Failing row contains (…)` (every value of a rejected row,
+/// student data) into errors and the log.
+pub const ROW_VALUES_ENV: &str = "EDFI_CDC_LOG_ROW_VALUES";
+
+fn row_values_logged() -> bool {
+    std::env::var(ROW_VALUES_ENV).is_ok_and(|v| v == "1")
 }
 
 /// Redshift's serializable isolation violation (`ERROR: 1023 DETAIL: Serializable isolation
