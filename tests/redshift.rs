@@ -257,9 +257,42 @@ async fn kill_during_flushes_loses_and_duplicates_nothing() {
         }
         rep.take().unwrap().kill();
         locker.batch_execute("ROLLBACK").await.unwrap();
+        // What a process killed inside a large part's multipart upload leaves: parts S3 keeps,
+        // unseen by a listing of objects, until the upload is aborted.
+        let s3 = moto.client();
+        let upload = s3
+            .create_multipart_upload()
+            .bucket(BUCKET)
+            .key(format!(
+                "edfi-cdc/edfi-ods/v-killed-{i}/edfi.student/part-00000.csv.gz"
+            ))
+            .send()
+            .await
+            .unwrap();
+        s3.upload_part()
+            .bucket(BUCKET)
+            .key(upload.key().unwrap())
+            .upload_id(upload.upload_id().unwrap())
+            .part_number(1)
+            .body(vec![0u8; 1024].into())
+            .send()
+            .await
+            .unwrap();
         rep = Some(rig.connector.run());
         wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
         assert_equal(&rig.source, &rig.target).await;
+        let unfinished = s3
+            .list_multipart_uploads()
+            .bucket(BUCKET)
+            .prefix("edfi-cdc/edfi-ods/")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            unfinished.uploads().is_empty(),
+            "unfinished uploads left: {:?}",
+            unfinished.uploads()
+        );
     }
     // Orphans of the killed flushes were removed at start; committed batches remove theirs.
     let left = moto.objects(BUCKET, "edfi-cdc/edfi-ods/").await;

@@ -2,7 +2,8 @@
 //! `{prefix}/{connector}/{batch}/{schema}.{table}/`. Keys depend only on the batch id, so a
 //! retried flush overwrites its own files instead of adding to them. Files are removed after
 //! their batch commits (or after `file_retention`); files of a batch that never committed (a
-//! crash between upload and COPY) are removed when the sink starts.
+//! crash between upload and COPY) are removed when the sink starts, and so are multipart uploads
+//! that never completed (S3 keeps and bills their parts, unseen, until they are aborted).
 //!
 //! The client takes the standard AWS settings from the environment (`AWS_REGION`,
 //! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, the ECS task role, `AWS_ENDPOINT_URL` for an
@@ -17,7 +18,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_sdk_s3::Client;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::sink::SinkError;
 
@@ -208,6 +209,19 @@ impl Files {
             .await
             .map_err(|e| s3_error(b, "starting a multipart upload", e))?;
         let id = upload.upload_id().unwrap_or_default().to_string();
+        let result = self.put_parts(key, &id, &body).await;
+        if result.is_err() {
+            // S3 keeps the parts of an unfinished upload, unseen and billed, until it is
+            // aborted; one left by a crash is aborted at the next start.
+            if let Err(e) = self.abort(key, &id).await {
+                warn!(sink = SINK, key, error = %e, "could not abort the failed multipart upload; it is aborted at the next start");
+            }
+        }
+        result
+    }
+
+    async fn put_parts(&self, key: &str, id: &str, body: &[u8]) -> Result<(), SinkError> {
+        let b = &self.bucket;
         let mut done = Vec::new();
         for (i, chunk) in body.chunks(MULTIPART_CHUNK).enumerate() {
             let n = i as i32 + 1;
@@ -216,7 +230,7 @@ impl Files {
                 .upload_part()
                 .bucket(b)
                 .key(key)
-                .upload_id(&id)
+                .upload_id(id)
                 .part_number(n)
                 .body(ByteStream::from(chunk.to_vec()))
                 .send()
@@ -233,7 +247,7 @@ impl Files {
             .complete_multipart_upload()
             .bucket(b)
             .key(key)
-            .upload_id(&id)
+            .upload_id(id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(done))
@@ -244,6 +258,52 @@ impl Files {
             .map_err(|e| s3_error(b, "completing a multipart upload", e))?;
         debug!(key, "multipart upload complete");
         Ok(())
+    }
+
+    async fn abort(&self, key: &str, id: &str) -> Result<(), SinkError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await
+            .map_err(|e| s3_error(&self.bucket, "aborting a multipart upload", e))?;
+        Ok(())
+    }
+
+    /// Abort this connector's multipart uploads that never completed (a process stopped while
+    /// uploading a large part). Returns how many.
+    pub async fn abort_unfinished(&self) -> Result<usize, SinkError> {
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&self.root)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(&self.bucket, "listing unfinished uploads", e))?;
+            for u in page.uploads() {
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    self.abort(key, id).await?;
+                    aborted += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+        if aborted > 0 {
+            info!(sink = SINK, uploads = aborted, prefix = %self.root, "aborted unfinished multipart uploads of earlier runs");
+        }
+        Ok(aborted)
     }
 
     /// Remove objects by key (in requests of up to 1,000).

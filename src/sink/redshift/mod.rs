@@ -327,6 +327,7 @@ impl RedshiftSink {
         if let Some(f) = &files {
             // Files left now belong to batches that never committed (committed batches remove
             // theirs), or are past their retention.
+            f.abort_unfinished().await?;
             let removed = f.remove_old(cfg.file_retention).await?;
             if removed > 0 {
                 info!(
