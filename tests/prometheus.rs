@@ -45,6 +45,36 @@ fn alert_rules_pass_promtool() {
     promtool_check_rules(&root().join("dashboards/alerts.yml"));
 }
 
+/// Every alert rule fires on the series it watches and stays quiet on a healthy neighbour
+/// (`dashboards/alerts.test.yml`); one test per rule at least.
+#[test]
+fn every_alert_rule_passes_its_unit_tests() {
+    let tests = root().join("dashboards/alerts.test.yml");
+    let out = Command::new(installed(PROMTOOL))
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = std::fs::read_to_string(root().join("dashboards/alerts.yml")).unwrap();
+    let tested = std::fs::read_to_string(&tests).unwrap();
+    for line in rules.lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                tested.contains(&format!(
+                    "alertname: {name}\n        exp_alerts:\n          -"
+                )),
+                "no test of alerts.test.yml expects {name} to fire"
+            );
+        }
+    }
+}
+
 /// A Prometheus server with its own port and data directory, killed and removed on drop.
 struct Prometheus {
     child: Child,
