@@ -52,7 +52,7 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
     match config.stream.kind {
         StreamKind::Embedded => {}
         StreamKind::Kafka => out.extend(
-            crate::stream::kafka::probe(config)
+            crate::stream::kafka::probe(config, retention_secs)
                 .await
                 .into_iter()
                 .map(|(pass, what)| line(pass, what)),

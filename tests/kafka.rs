@@ -138,7 +138,13 @@ async fn a_worker_started_while_topics_are_missing_waits_for_all_of_them() {
     let broker = Broker::start();
     let mut rig = Rig::new(100, 47).await;
     use_kafka(&mut rig, &broker, "per_table");
-    broker.create_topic("edfi-cdc.edfi.Student", PARTITIONS as u32);
+    // Created by hand, keeping records 1 h: shorter than the simulator's Change Tracking
+    // retention (2 days).
+    broker.create_topic(
+        "edfi-cdc.edfi.Student",
+        PARTITIONS as u32,
+        &[("retention.ms", "3600000")],
+    );
     let sink = start_role(&rig, "sink");
     wait_for(
         "the worker to wait for the topics",
@@ -150,16 +156,23 @@ async fn a_worker_started_while_topics_are_missing_waits_for_all_of_them() {
         },
     )
     .await;
-    // `check` probes the broker and the topics: one there, the others for the poller to create.
+    // `check` probes the broker and the topics: one there, the others for the poller to create;
+    // the one there keeps its records for less time than the source keeps its changes.
     let out = rig.connector.command(&["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(
         text.contains("PASS stream: Kafka at 127.0.0.1:") && text.contains("answered (1 brokers)"),
         "{text}"
     );
     assert!(
-        text.contains("PASS stream: topic edfi-cdc.edfi.Student: 3 partitions"),
+        text.contains("FAIL stream: topic edfi-cdc.edfi.Student: 3 partitions, records kept 1 h, less than the source keeps its changes (48 h)")
+            && text.contains("retention.ms to 172800000 or more"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("  FAIL")).count(),
+        1,
         "{text}"
     );
     assert!(
@@ -672,4 +685,96 @@ async fn a_column_added_while_only_the_poller_was_stopped_reaches_the_running_wo
         None
     );
     assert_rig_equal(&rig).await;
+}
+
+/// A worker killed while its lanes write a large cycle to their spill tables, and again inside
+/// the merge at the cycle's watermark: the restarted worker drops what the killed one spilled,
+/// reads the cycle again from the partitions and applies it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_spilling_and_while_merging_a_large_cycle_loses_nothing() {
+    let broker = Broker::start();
+    let mut rig = Rig::new(300, 57).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace("[sinks.staging]\n", "[sinks.staging]\nspill_rows = 100\n");
+    std::fs::write(&rig.connector.path, text).unwrap();
+    let _poller = start_role(&rig, "poller");
+    let worker = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+
+    // 1. Spilled by every lane and merged.
+    big_transaction(&rig.source, "spill-1").await;
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    assert!(
+        worker.log().contains("a large cycle"),
+        "no spill logged:\n{}",
+        worker.log()
+    );
+    let first = spill_tables(&rig.target, None).await;
+    let items = spill_tables(&rig.target, Some("assessmentresponse")).await;
+    assert_eq!(items.len(), PARTITIONS, "spill tables: {first:?}");
+
+    // 2. Killed while writing the next cycle to the spill tables: the items' tables are locked,
+    // so the lanes block in their COPY into them.
+    let observer = connect(&rig.staging.url()).await;
+    let locker = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            items.join(", ")
+        ))
+        .await
+        .unwrap();
+    big_transaction(&rig.source, "spill-2").await;
+    wait_blocked(&observer, &rig.staging.name, "COPY edfi_cdc_spill.").await;
+    worker.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    // 3. Restarted: applied whole; then killed inside the merge of the next large cycle.
+    let worker = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    assert!(
+        worker
+            .log()
+            .contains("dropped the spill tables of an earlier process of this sink"),
+        "left-over spill tables not dropped:\n{}",
+        worker.log()
+    );
+    let second = spill_tables(&rig.target, None).await;
+    assert!(
+        first.iter().all(|t| !second.contains(t)),
+        "spill tables of the killed worker are still there: {first:?}, now {second:?}"
+    );
+    locker
+        .batch_execute("BEGIN; LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    big_transaction(&rig.source, "spill-3").await;
+    wait_blocked(
+        &observer,
+        &rig.staging.name,
+        "DELETE FROM \"edfi\".\"studentassessmentitem\"",
+    )
+    .await;
+    worker.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    // 4. Restarted again: applied whole, nothing of the killed workers left.
+    let mut worker = start_role(&rig, "sink");
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    let third = spill_tables(&rig.target, None).await;
+    assert!(
+        second.iter().all(|t| !third.contains(t)),
+        "spill tables of the second killed worker are still there: {second:?}, now {third:?}"
+    );
+    assert!(worker.is_running(), "the worker stopped:\n{}", worker.log());
+    assert!(
+        !worker.log().contains("the stream lost records"),
+        "{}",
+        worker.log()
+    );
 }

@@ -437,22 +437,6 @@ async fn staging_connections_terminated_during_snapshots_and_streaming_are_survi
     assert!(!rep.log().contains("does not exist"), "{}", rep.log());
 }
 
-/// One source transaction changing many times `spill_rows` rows: every student and every
-/// assessment item marked with `marker`, some items deleted.
-async fn big_transaction(source: &tokio_postgres::Client, marker: &str) {
-    source
-        .batch_execute(&format!(
-            "BEGIN; \
-             UPDATE edfi.\"StudentAssessmentItem\" SET \"AssessmentResponse\" = '{marker}'; \
-             UPDATE edfi.\"Student\" SET \"MiddleName\" = '{marker}'; \
-             DELETE FROM edfi.\"StudentAssessmentItem\" WHERE \"StudentUSI\" % 10 = 0 \
-               AND \"IdentificationCode\" LIKE '%1'; \
-             COMMIT"
-        ))
-        .await
-        .unwrap();
-}
-
 /// What one snapshot of staging holds of `marker`: (items marked, items, students marked,
 /// students). A reader must see all of a source transaction or none of it.
 async fn marked(staging: &tokio_postgres::Client, marker: &str) -> (i64, i64, i64, i64) {
@@ -497,23 +481,6 @@ fn watch_atomic(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-}
-
-/// The spill tables in staging, with `column` if given.
-async fn spill_tables(staging: &tokio_postgres::Client, column: Option<&str>) -> Vec<String> {
-    staging
-        .query(
-            "SELECT format('%I.%I', t.schemaname, t.tablename) FROM pg_tables t \
-             WHERE t.schemaname = 'edfi_cdc_spill' AND ($1::text IS NULL OR EXISTS ( \
-               SELECT 1 FROM information_schema.columns c WHERE c.table_schema = t.schemaname \
-               AND c.table_name = t.tablename AND c.column_name = $1)) ORDER BY 1",
-            &[&column],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

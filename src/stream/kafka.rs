@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
@@ -72,9 +72,13 @@ pub fn topics(cfg: &KafkaConfig, schemas: &[Arc<TableSchema>]) -> Vec<String> {
     t
 }
 
-/// `check`'s look at the brokers: reachable and answering, and which of the connector's topics
-/// exist (the poller creates the missing ones). One pass/fail line each.
-pub async fn probe(config: &ConnectorConfig) -> Vec<(bool, String)> {
+/// `check`'s look at the brokers: reachable and answering, which of the connector's topics
+/// exist (the poller creates the missing ones), and whether each keeps its records as long as
+/// the source keeps its changes (`source_retention_secs`, when known). One pass/fail line each.
+pub async fn probe(
+    config: &ConnectorConfig,
+    source_retention_secs: Option<i64>,
+) -> Vec<(bool, String)> {
     let cfg = &config.stream.kafka;
     let at = &cfg.bootstrap_servers;
     let producer: FutureProducer<Logging> = match client_config(cfg).create_with_context(Logging) {
@@ -105,13 +109,26 @@ pub async fn probe(config: &ConnectorConfig) -> Vec<(bool, String)> {
     let mut wanted: Vec<String> = config.tables().iter().map(|t| topic(cfg, t)).collect();
     wanted.sort();
     wanted.dedup();
+    let existing: Vec<&str> = wanted
+        .iter()
+        .map(String::as_str)
+        .filter(|t| {
+            md.topics()
+                .iter()
+                .any(|m| m.name() == *t && m.error().is_none())
+        })
+        .collect();
+    let mut retention = topic_retention(cfg, &existing).await;
     for t in wanted {
         let found = md.topics().iter().find(|m| m.name() == t);
         out.push(match found {
-            Some(m) if m.error().is_none() => (
-                true,
-                format!("stream: topic {t}: {} partitions", m.partitions().len()),
-            ),
+            Some(m) if m.error().is_none() => {
+                let (pass, kept) = retention_line(retention.remove(&t), source_retention_secs);
+                (
+                    pass,
+                    format!("stream: topic {t}: {} partitions, {kept}", m.partitions().len()),
+                )
+            }
             Some(m) if m.error() != Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => (
                 false,
                 format!("stream: topic {t}: {:?} (is the connector's principal authorised to describe and write it?)", m.error()),
@@ -127,6 +144,81 @@ pub async fn probe(config: &ConnectorConfig) -> Vec<(bool, String)> {
         });
     }
     out
+}
+
+/// `retention.ms` of each of `topics` (-1: kept for ever), or why it could not be read.
+async fn topic_retention(
+    cfg: &KafkaConfig,
+    topics: &[&str],
+) -> HashMap<String, Result<i64, String>> {
+    let fail = |e: String| {
+        topics
+            .iter()
+            .map(|t| (t.to_string(), Err(e.clone())))
+            .collect()
+    };
+    if topics.is_empty() {
+        return HashMap::new();
+    }
+    let admin: AdminClient<Logging> = match client_config(cfg).create_with_context(Logging) {
+        Ok(a) => a,
+        Err(e) => return fail(e.to_string()),
+    };
+    let specs: Vec<ResourceSpecifier> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = match admin.describe_configs(&specs, &opts).await {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    topics
+        .iter()
+        .zip(results)
+        .map(|(t, r)| {
+            let ms = r.map_err(|code| code.to_string()).and_then(|c| {
+                c.get("retention.ms")
+                    .and_then(|e| e.value.as_deref())
+                    .ok_or_else(|| "the broker did not return retention.ms".to_string())?
+                    .parse::<i64>()
+                    .map_err(|e| format!("retention.ms: {e}"))
+            });
+            (t.to_string(), ms)
+        })
+        .collect()
+}
+
+/// `check`'s verdict on a topic's retention against the source's: records a worker has not
+/// read yet are gone after `retention.ms`, and a worker stopped longer than that must have the
+/// lost records' tables re-snapshotted.
+fn retention_line(ms: Option<Result<i64, String>>, source_secs: Option<i64>) -> (bool, String) {
+    match (ms, source_secs) {
+        (None, _) => (true, "retention not read".into()),
+        (Some(Err(e)), _) => (
+            false,
+            format!("retention.ms unreadable ({e}): is the connector's principal authorised to describe the topic's configuration?"),
+        ),
+        (Some(Ok(ms)), _) if ms < 0 => (true, "records kept for ever".into()),
+        (Some(Ok(ms)), Some(secs)) if ms / 1000 < secs => (
+            false,
+            format!(
+                "records kept {} h, less than the source keeps its changes ({} h): sink workers stopped longer \
+                 than the topic keeps records lose what they had not read and re-snapshot; raise the topic's \
+                 retention.ms to {} or more",
+                ms / 3_600_000,
+                secs / 3600,
+                secs * 1000
+            ),
+        ),
+        (Some(Ok(ms)), Some(secs)) => (
+            true,
+            format!(
+                "records kept {} h, as long as the source keeps its changes ({} h) or longer",
+                ms / 3_600_000,
+                secs / 3600
+            ),
+        ),
+        (Some(Ok(ms)), None) => (true, format!("records kept {} h", ms / 3_600_000)),
+    }
 }
 
 /// A partition's id in `edfi_cdc.stream_positions`.

@@ -209,13 +209,16 @@ impl Broker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Create `topic` with `partitions` partitions (kafka-python's admin client).
-    pub fn create_topic(&self, topic: &str, partitions: u32) {
+    /// Create `topic` with `partitions` partitions and the topic configuration `configs`
+    /// (kafka-python's admin client).
+    pub fn create_topic(&self, topic: &str, partitions: u32, configs: &[(&str, &str)]) {
         let script = "import sys\n\
             from kafka.admin import KafkaAdminClient, NewTopic\n\
             a = KafkaAdminClient(bootstrap_servers=sys.argv[1])\n\
-            a.create_topics([NewTopic(sys.argv[2], int(sys.argv[3]), 1)])\n\
+            c = dict(kv.split('=', 1) for kv in sys.argv[4:])\n\
+            a.create_topics([NewTopic(sys.argv[2], int(sys.argv[3]), 1, topic_configs=c)])\n\
             a.close()\n";
+        let configs: Vec<String> = configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let out = Command::new(python())
             .args([
                 "-c",
@@ -224,6 +227,7 @@ impl Broker {
                 topic,
                 &partitions.to_string(),
             ])
+            .args(&configs)
             .output()
             .expect("run kafka-python");
         assert!(

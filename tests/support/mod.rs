@@ -731,26 +731,29 @@ pub fn redshift_rig(rig: &mut Rig, moto: Option<&s3::Moto>, extra: &[(&str, &str
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
 }
 
-/// Wait until a session of the target database waits for a lock in a statement starting with
-/// `statement`.
+/// Wait until a session of the target database waits for a lock in a statement `LIKE`
+/// `statement%`; on timeout, name the statements that were waiting for locks instead.
 pub async fn wait_blocked(observer: &Client, database: &str, statement: &str) {
-    wait_for(
-        &format!("a session to block in `{statement}…`"),
-        Duration::from_secs(60),
-        || async {
-            observer
-                .query_opt(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
-                     AND query LIKE $2 || '%'",
-                    &[&database, &statement],
-                )
-                .await
-                .ok()
-                .flatten()
-                .map(|_| ())
-        },
-    )
-    .await;
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: Vec<(String, bool)> = observer
+            .query(
+                "SELECT query, query LIKE $2 || '%' FROM pg_stat_activity WHERE datname = $1 \
+                 AND wait_event_type = 'Lock'",
+                &[&database, &statement],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            .unwrap_or_default();
+        if waiting.iter().any(|(_, like)| *like) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after 60 s waiting for a session to block in `{statement}…`; waiting for locks: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Run a T-SQL batch on the simulator over TDS, as an ODS's DBA or API would: the server's
@@ -811,4 +814,37 @@ pub async fn compare_table(
             dst.len()
         )
     })
+}
+
+/// One source transaction changing many times `spill_rows` rows: every student and every
+/// assessment item marked with `marker`, some items deleted.
+pub async fn big_transaction(source: &tokio_postgres::Client, marker: &str) {
+    source
+        .batch_execute(&format!(
+            "BEGIN; \
+             UPDATE edfi.\"StudentAssessmentItem\" SET \"AssessmentResponse\" = '{marker}'; \
+             UPDATE edfi.\"Student\" SET \"MiddleName\" = '{marker}'; \
+             DELETE FROM edfi.\"StudentAssessmentItem\" WHERE \"StudentUSI\" % 10 = 0 \
+               AND \"IdentificationCode\" LIKE '%1'; \
+             COMMIT"
+        ))
+        .await
+        .unwrap();
+}
+
+/// The spill tables in staging, with `column` if given.
+pub async fn spill_tables(staging: &tokio_postgres::Client, column: Option<&str>) -> Vec<String> {
+    staging
+        .query(
+            "SELECT format('%I.%I', t.schemaname, t.tablename) FROM pg_tables t \
+             WHERE t.schemaname = 'edfi_cdc_spill' AND ($1::text IS NULL OR EXISTS ( \
+               SELECT 1 FROM information_schema.columns c WHERE c.table_schema = t.schemaname \
+               AND c.table_name = t.tablename AND c.column_name = $1)) ORDER BY 1",
+            &[&column],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
