@@ -49,6 +49,9 @@ pub async fn check(config: &ConnectorConfig) -> Vec<CheckLine> {
             None
         }
     };
+    if let Err(e) = crate::pipeline::aws_region(config).await {
+        out.push(line(false, format!("aws: {e:#}")));
+    }
     match config.stream.kind {
         StreamKind::Embedded => {}
         StreamKind::Kafka => out.extend(

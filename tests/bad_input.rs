@@ -75,10 +75,9 @@ async fn a_redshift_sink_with_a_bucket_and_no_aws_region_exits_2_naming_aws_regi
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("edfi-ods.toml");
     std::fs::write(&path, default_connector("")).unwrap();
-    let started = std::time::Instant::now();
-    let (code, text) = output(
-        std::process::Command::new(bin("edfi-cdc"))
-            .args(["run", "--config"])
+    let edfi_cdc = |command: &str| {
+        let mut c = std::process::Command::new(bin("edfi-cdc"));
+        c.args([command, "--config"])
             .arg(&path)
             .env_remove("AWS_REGION")
             .env_remove("AWS_DEFAULT_REGION")
@@ -97,8 +96,11 @@ async fn a_redshift_sink_with_a_bucket_and_no_aws_region_exits_2_naming_aws_regi
             .env("REDSHIFT_ENABLED", "true")
             .env("REDSHIFT_LOAD_MODE", "stdin")
             .env("REDSHIFT_DATABASE_URL", "postgres://postgres@127.0.0.1/x")
-            .env("S3_BUCKET", "edfi-cdc-batches"),
-    );
+            .env("S3_BUCKET", "edfi-cdc-batches");
+        c
+    };
+    let started = std::time::Instant::now();
+    let (code, text) = output(&mut edfi_cdc("run"));
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains("edfi-ods.toml") && text.contains("AWS_REGION") && text.contains("S3"),
@@ -108,6 +110,14 @@ async fn a_redshift_sink_with_a_bucket_and_no_aws_region_exits_2_naming_aws_regi
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
         started.elapsed()
+    );
+    // `check` says so too, among its other lines (exit 3: a check failed).
+    let (code, text) = output(&mut edfi_cdc("check"));
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("FAIL aws:") && l.contains("AWS_REGION")),
+        "{text}"
     );
     std::fs::remove_dir_all(&dir).ok();
 }
