@@ -194,9 +194,49 @@ async fn check_mssql(
                     }
                 }
             }
+            if let Some(hb) = src.heartbeat() {
+                out.push(check_heartbeat(&mut conn, &hb).await);
+            }
         }
     }
     retention_secs
+}
+
+/// The heartbeat table: change-tracked (so its writes move the version on) and writable.
+async fn check_heartbeat(conn: &mut Connection, table: &TableId) -> CheckLine {
+    let name = table.to_string();
+    let tracked = match conn.min_valid_versions().await {
+        Ok(m) => m.get(&name.to_lowercase()).copied().flatten().is_some(),
+        Err(e) => {
+            return line(
+                false,
+                format!("heartbeat table {name}: read sys.change_tracking_tables: {e}"),
+            )
+        }
+    };
+    if !tracked {
+        return line(false, format!("heartbeat table {name}: absent or not change-tracked (source.heartbeat_interval is set): create it with `edfi-cdc enable-ct --print`"));
+    }
+    let granted = match conn
+        .rows(
+            queries::HEARTBEAT_PERMISSIONS,
+            &[Value::String(name.clone())],
+        )
+        .await
+    {
+        Ok(r) if !r.is_empty() => {
+            value::as_i64(&r[0][0]) == Some(1) && value::as_i64(&r[0][1]) == Some(1)
+        }
+        _ => false,
+    };
+    if granted {
+        line(
+            true,
+            format!("heartbeat table {name}: Change Tracking on, INSERT and UPDATE granted"),
+        )
+    } else {
+        line(false, format!("heartbeat table {name}: missing permission: GRANT SELECT, INSERT, UPDATE ON {name} TO <login>"))
+    }
 }
 
 /// The PostgreSQL source's checks: logical decoding, the replication privilege, every table

@@ -167,6 +167,28 @@ pub struct SourceConfig {
     /// as a transient fault (the connection is then opened again).
     #[serde(default = "default_query_timeout", deserialize_with = "duration")]
     pub query_timeout: Duration,
+    /// SQL Server: how often the poller updates the connector's row in `heartbeat_table` (0s:
+    /// never), so that a quiet source still commits and the lag is measured end to end.
+    #[serde(default, deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// SQL Server: the heartbeat table, `schema.table` (`enable-ct --print` creates it).
+    #[serde(default = "default_heartbeat_table")]
+    pub heartbeat_table: String,
+}
+
+impl SourceConfig {
+    /// The heartbeat table when the heartbeat is on.
+    pub fn heartbeat(&self) -> Option<crate::event::TableId> {
+        if self.heartbeat_interval.is_zero() {
+            return None;
+        }
+        let (schema, name) = self.heartbeat_table.split_once('.')?;
+        Some(crate::event::TableId::new(schema, name))
+    }
+}
+
+fn default_heartbeat_table() -> String {
+    "edfi_cdc.Heartbeat".into()
 }
 
 fn default_port() -> u16 {
@@ -846,6 +868,26 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             if c.source.port == 0 {
                 bad("source.port", "must be a TCP port (1-65535)".into());
             }
+            let plain = |part: &str| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            };
+            if !c
+                .source
+                .heartbeat_table
+                .split_once('.')
+                .is_some_and(|(schema, table)| plain(schema) && plain(table))
+            {
+                bad(
+                    "source.heartbeat_table",
+                    format!(
+                        "`{}` must be `schema.table` (letters, digits and `_`)",
+                        c.source.heartbeat_table
+                    ),
+                );
+            }
         }
         SourceKind::Postgres => {
             if let Err(e) = c.source.url.expose().parse::<tokio_postgres::Config>() {
@@ -857,6 +899,13 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
                 bad(
                     "source.url",
                     "must name the database (postgres://…/database)".into(),
+                );
+            }
+            if !c.source.heartbeat_interval.is_zero() {
+                bad(
+                    "source.heartbeat_interval",
+                    "is for SQL Server sources: a PostgreSQL source has no heartbeat (set 0s)"
+                        .into(),
                 );
             }
             for (key, name) in [

@@ -411,7 +411,11 @@ async fn async_main(cli: Cli) -> ExitCode {
             match c.source.kind {
                 SourceKind::Mssql => print!(
                     "{}",
-                    edfi_cdc::source::mssql::queries::enable_ct(&c.source.database, &c.tables())
+                    edfi_cdc::source::mssql::queries::enable_ct(
+                        &c.source.database,
+                        &c.tables(),
+                        c.source.heartbeat().as_ref()
+                    )
                 ),
                 SourceKind::Postgres => {
                     let user = c

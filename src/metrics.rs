@@ -329,6 +329,22 @@ pub fn retention(
     );
 }
 
+/// Export the fault counters of every component this process runs at 0, so that a healthy
+/// scrape already has the series the alert rules compute rates over.
+pub fn components(components: &[&str]) {
+    for c in components {
+        RETRIES.with_label_values(&[c]).inc_by(0);
+        errors_at_zero(c, &["transient", "fatal"]);
+    }
+}
+
+/// Export `component`'s error counters of `kinds` at 0.
+pub fn errors_at_zero(component: &str, kinds: &[&str]) {
+    for kind in kinds {
+        ERRORS.with_label_values(&[component, kind]).inc_by(0);
+    }
+}
+
 pub fn retry(component: &str) {
     RETRIES.with_label_values(&[component]).inc();
 }
@@ -349,10 +365,34 @@ pub fn flush(connector: &str, sink: &str, reason: &str, seconds: f64) {
         .observe(seconds);
 }
 
-pub fn applied(connector: &str, sink: &str, version: i64) {
+/// A sink committed everything up to a watermark: its version, and the source commit time
+/// the version names (for the heartbeat lag).
+pub fn applied(
+    connector: &str,
+    sink: &str,
+    version: i64,
+    commit_time: Option<chrono::DateTime<chrono::Utc>>,
+) {
     APPLIED_VERSION
         .with_label_values(&[connector, sink])
         .set(version);
+    if let Some(t) = commit_time {
+        LazyLock::force(&LAG_COLLECTOR);
+        lag::STATE
+            .lock()
+            .expect("lag state")
+            .applied_commit(connector, sink, t);
+    }
+}
+
+/// The connector's poller writes a heartbeat: its sinks export `edfi_cdc_heartbeat_lag_seconds`.
+pub fn heartbeat_on(connector: &str) {
+    LazyLock::force(&LAG_COLLECTOR);
+    lag::STATE
+        .lock()
+        .expect("lag state")
+        .heartbeat
+        .insert(connector.to_string());
 }
 
 pub fn applied_events(connector: &str, sink: &str, table: &str, n: u64) {
@@ -458,9 +498,12 @@ pub fn flush_size(connector: &str, sink: &str, rows: u64, bytes: u64) {
 /// `edfi_cdc_sink_lag_versions` the source's current version minus the version the sink has
 /// applied for the table. The poller records, per table and cycle, the first change it sent
 /// ([`sent`]); sinks record what they committed ([`table_applied`]). Cycles are the grain: the
-/// seconds are exact to within one poll interval.
+/// seconds are exact to within one poll interval. On a quiet source nothing is sent, so these
+/// read 0 whether the source is quiet or replication is stuck; with the poller's heartbeat on,
+/// `edfi_cdc_heartbeat_lag_seconds` is the age of the newest source commit a sink has applied,
+/// which grows when anything between the source and the target stalls.
 mod lag {
-    use std::collections::{HashMap, VecDeque};
+    use std::collections::{HashMap, HashSet, VecDeque};
     use std::sync::{LazyLock, Mutex};
 
     use chrono::{DateTime, Utc};
@@ -481,6 +524,10 @@ mod lag {
         sent: HashMap<(String, String), Cycles>,
         /// (connector, sink, table) → applied version.
         applied: HashMap<(String, String, String), i64>,
+        /// Connectors whose poller writes a heartbeat.
+        pub heartbeat: HashSet<String>,
+        /// (connector, sink) → the source commit time of the newest watermark applied.
+        applied_commit: HashMap<(String, String), DateTime<Utc>>,
     }
 
     pub static STATE: LazyLock<Mutex<State>> = LazyLock::new(Mutex::default);
@@ -519,6 +566,27 @@ mod lag {
             }
         }
 
+        pub fn applied_commit(&mut self, connector: &str, sink: &str, at: DateTime<Utc>) {
+            let t = self
+                .applied_commit
+                .entry((connector.to_string(), sink.to_string()))
+                .or_insert(at);
+            *t = (*t).max(at);
+        }
+
+        /// (connector, sink, seconds since the newest applied commit) for every sink of a
+        /// connector with the heartbeat on.
+        pub fn heartbeat_lags(&self, now: DateTime<Utc>) -> Vec<(String, String, f64)> {
+            self.applied_commit
+                .iter()
+                .filter(|((c, _), _)| self.heartbeat.contains(c))
+                .map(|((c, s), at)| {
+                    let secs = ((now - *at).num_milliseconds() as f64 / 1000.0).max(0.0);
+                    (c.clone(), s.clone(), secs)
+                })
+                .collect()
+        }
+
         /// (connector, sink, table, lag seconds, applied version) for every known sink table.
         pub fn lags(&self, now: DateTime<Utc>) -> Vec<(String, String, String, f64, i64)> {
             self.applied
@@ -537,10 +605,11 @@ mod lag {
         }
     }
 
-    /// Fills the two gauges from [`STATE`] at each scrape.
+    /// Fills the three gauges from [`STATE`] at each scrape.
     pub struct LagCollector {
         seconds: GaugeVec,
         versions: IntGaugeVec,
+        heartbeat: GaugeVec,
     }
 
     impl LagCollector {
@@ -563,6 +632,14 @@ mod lag {
                     labels,
                 )
                 .unwrap(),
+                heartbeat: GaugeVec::new(
+                    Opts::new(
+                        "edfi_cdc_heartbeat_lag_seconds",
+                        "With the source heartbeat on: age of the newest source commit a sink has applied (end to end, also on a quiet source)",
+                    ),
+                    &["connector", "sink"],
+                )
+                .unwrap(),
             }
         }
     }
@@ -573,13 +650,22 @@ mod lag {
                 .desc()
                 .into_iter()
                 .chain(self.versions.desc())
+                .chain(self.heartbeat.desc())
                 .collect()
         }
 
         fn collect(&self) -> Vec<MetricFamily> {
-            let lags = STATE.lock().expect("lag state").lags(Utc::now());
+            let now = Utc::now();
+            let (lags, heartbeat) = {
+                let state = STATE.lock().expect("lag state");
+                (state.lags(now), state.heartbeat_lags(now))
+            };
             self.seconds.reset();
             self.versions.reset();
+            self.heartbeat.reset();
+            for (c, s, secs) in heartbeat {
+                self.heartbeat.with_label_values(&[&c, &s]).set(secs);
+            }
             for (c, s, t, secs, applied) in lags {
                 self.seconds.with_label_values(&[&c, &s, &t]).set(secs);
                 let current = super::SOURCE_VERSION.with_label_values(&[&c]).get();
@@ -589,6 +675,7 @@ mod lag {
             }
             let mut out = self.seconds.collect();
             out.extend(self.versions.collect());
+            out.extend(self.heartbeat.collect());
             out
         }
     }

@@ -351,6 +351,31 @@ async fn run_embedded(
 
 /// Run every connector until `stop`; the first failure stops them all. The HTTP port serves
 /// `metrics_addr` (or the first connector's `metrics_addr`).
+/// The components whose faults `role` can count: the source and the poller's position, and each
+/// enabled sink.
+fn components(configs: &[ConnectorConfig], role: Role) -> Vec<&'static str> {
+    let mut names = vec![];
+    if role != Role::Sink {
+        names.push("source");
+    }
+    names.push(crate::source::position::POLLER);
+    if role != Role::Poller {
+        if configs
+            .iter()
+            .any(|c| c.sinks.staging.as_ref().is_some_and(|s| s.enabled))
+        {
+            names.push(crate::sink::staging::SINK);
+        }
+        if configs
+            .iter()
+            .any(|c| c.sinks.redshift.as_ref().is_some_and(|s| s.enabled))
+        {
+            names.push(crate::sink::redshift::SINK);
+        }
+    }
+    names
+}
+
 pub async fn run(
     configs: Vec<ConnectorConfig>,
     metrics_addr: Option<SocketAddr>,
@@ -361,6 +386,13 @@ pub async fn run(
         Arc::new(Health::new(configs.iter().map(|c| {
             (c.name.clone(), c.poll.interval * c.readiness_multiple)
         })));
+    crate::metrics::components(&components(&configs, role));
+    for c in configs.iter().filter(|c| c.source.heartbeat().is_some()) {
+        crate::metrics::heartbeat_on(&c.name);
+        if role != Role::Sink {
+            crate::metrics::errors_at_zero("heartbeat", &["refused"]);
+        }
+    }
     let addr = metrics_addr
         .or_else(|| configs.first().map(|c| c.metrics_addr))
         .context("no connector")?;

@@ -69,6 +69,19 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
+    // The fault counters the alert rules use are exported at 0 before any fault.
+    for series in [
+        "edfi_cdc_errors_total{component=\"source\",kind=\"transient\"} 0",
+        "edfi_cdc_errors_total{component=\"staging\",kind=\"fatal\"} 0",
+        "edfi_cdc_errors_total{component=\"redshift\",kind=\"transient\"} 0",
+        "edfi_cdc_retries_total{component=\"source\"} 0",
+        "edfi_cdc_retries_total{component=\"staging\"} 0",
+    ] {
+        assert!(
+            body.lines().any(|l| l == series),
+            "{series} missing from a healthy /metrics:\n{body}"
+        );
+    }
     let applied: i64 = body
         .lines()
         .find(|l| l.starts_with("edfi_cdc_sink_applied_version{") && l.contains("sink=\"staging\""))
@@ -110,11 +123,13 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
     }
     assert!(used.len() >= 10, "{used:?}");
     // The slot's metrics come from a PostgreSQL source only (tests/postgres_source.rs), the
-    // verify results after an `edfi-cdc verify` (tests/verify.rs).
-    for name in used
-        .iter()
-        .filter(|n| !n.starts_with("edfi_cdc_source_slot_") && !n.starts_with("edfi_cdc_verify_"))
-    {
+    // verify results after an `edfi-cdc verify` (tests/verify.rs), the heartbeat lag with the
+    // heartbeat on (the test below).
+    for name in used.iter().filter(|n| {
+        !n.starts_with("edfi_cdc_source_slot_")
+            && !n.starts_with("edfi_cdc_verify_")
+            && !n.starts_with("edfi_cdc_heartbeat_")
+    }) {
         assert!(
             body.lines()
                 .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
@@ -123,4 +138,134 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
     }
     drop(rep);
     drop(sim);
+}
+
+/// The value of the first sample in `body` whose line starts with `series`.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// On a quiet source the change lag reads 0 whether replication runs or is stuck; the heartbeat
+/// tells them apart. Without its table the heartbeat is refused (said once, counted) and
+/// replication goes on; with the table, a sink blocked on a lock shows as a growing heartbeat
+/// lag while no table has a change to lag on, and the lag falls back once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_on_a_quiet_source_shows_in_the_heartbeat_lag() {
+    let Rig {
+        sim,
+        staging,
+        mut connector,
+        source,
+        target,
+    } = Rig::new(20, 23).await;
+    connector
+        .env
+        .push(("ODS_HEARTBEAT_INTERVAL".into(), "1s".into()));
+    let print = connector
+        .command(&["enable-ct", "--print"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&print.stdout);
+    assert!(
+        printed.contains(
+            "CREATE TABLE [edfi_cdc].[Heartbeat] ([Connector] nvarchar(128) NOT NULL PRIMARY KEY"
+        ) && printed.contains("ALTER TABLE [edfi_cdc].[Heartbeat] ENABLE CHANGE_TRACKING")
+            && printed.contains("GRANT SELECT, INSERT, UPDATE ON [edfi_cdc].[Heartbeat]"),
+        "{printed}"
+    );
+
+    // 1. No heartbeat table yet: refused, said once, counted; replication unaffected.
+    let mut rep = connector.run();
+    let addr = rep.metrics_addr().await;
+    wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
+    let refused = "edfi_cdc_errors_total{component=\"heartbeat\",kind=\"refused\"}";
+    wait_for(
+        "three refused heartbeats",
+        Duration::from_secs(60),
+        || async { (sample(&http_get(&addr, "/metrics").1, refused)? >= 3.0).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        rep.log().matches("cannot write the heartbeat").count(),
+        1,
+        "{}",
+        rep.log()
+    );
+
+    let check = connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("FAIL heartbeat table edfi_cdc.Heartbeat: absent or not change-tracked"),
+        "{text}"
+    );
+
+    // 2. The DBA creates the table: the heartbeat commits, the version moves on a quiet source.
+    tsql(
+        &sim,
+        "CREATE SCHEMA edfi_cdc; \
+         CREATE TABLE edfi_cdc.Heartbeat ([Connector] nvarchar(128) NOT NULL PRIMARY KEY, [BeatAt] datetime2(3) NOT NULL); \
+         ALTER TABLE edfi_cdc.Heartbeat ENABLE CHANGE_TRACKING",
+    )
+    .await
+    .unwrap();
+    wait_for(
+        "the heartbeat to be written",
+        Duration::from_secs(60),
+        || async { rep.log().contains("heartbeat written again").then_some(()) },
+    )
+    .await;
+    let check = connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("PASS heartbeat table edfi_cdc.Heartbeat: Change Tracking on, INSERT and UPDATE granted"),
+        "{text}"
+    );
+    let v0 = source_version(&source).await;
+    let lag = "edfi_cdc_heartbeat_lag_seconds{connector=\"edfi-ods\",sink=\"staging\"}";
+    wait_for(
+        "a heartbeat lag under 3 s",
+        Duration::from_secs(60),
+        || async { (sample(&http_get(&addr, "/metrics").1, lag)? < 3.0).then_some(()) },
+    )
+    .await;
+    wait_for(
+        "the heartbeat to move the version on",
+        Duration::from_secs(30),
+        || async { (source_version(&source).await > v0).then_some(()) },
+    )
+    .await;
+
+    // 3. Staging blocked on a lock: the heartbeat lag grows while every table's lag reads 0.
+    let locker = connect(&staging.url()).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE edfi_cdc.table_state IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    wait_for(
+        "a heartbeat lag over 8 s",
+        Duration::from_secs(60),
+        || async { (sample(&http_get(&addr, "/metrics").1, lag)? > 8.0).then_some(()) },
+    )
+    .await;
+    let body = http_get(&addr, "/metrics").1;
+    let table_lags: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with("edfi_cdc_sink_lag_seconds{") && l.contains("sink=\"staging\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        !table_lags.is_empty() && table_lags.iter().all(|s| *s == 0.0),
+        "table lags: {table_lags:?}"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    wait_for(
+        "the heartbeat lag back under 3 s",
+        Duration::from_secs(60),
+        || async { (sample(&http_get(&addr, "/metrics").1, lag)? < 3.0).then_some(()) },
+    )
+    .await;
+    assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
 }

@@ -543,7 +543,7 @@ impl RedshiftSink {
         self.after_commit().await;
         metrics::flush(&self.connector, SINK, reason.as_str(), seconds);
         metrics::flush_size(&self.connector, SINK, rows as u64, bytes as u64);
-        metrics::applied(&self.connector, SINK, w.version);
+        metrics::applied(&self.connector, SINK, w.version, w.commit_time);
         let now = Utc::now();
         let batch = std::mem::take(&mut self.ready);
         let mut latencies = Vec::new();

@@ -639,7 +639,7 @@ impl StagingSink {
         applied?;
         let seconds = started.elapsed().as_secs_f64();
         metrics::flush(&self.connector, SINK, "watermark", seconds);
-        metrics::applied(&self.connector, &self.name, w.version);
+        metrics::applied(&self.connector, &self.name, w.version, w.commit_time);
         let now = Utc::now();
         let batch = std::mem::take(&mut self.ready);
         for (table, rows) in &spilled {

@@ -120,6 +120,19 @@ impl Connection {
         Ok(())
     }
 
+    /// Run one statement; the rows it affected.
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, SourceError> {
+        let mut query = Query::new(sql);
+        for p in params {
+            value::bind(&mut query, p);
+        }
+        let result = query
+            .execute(&mut self.client)
+            .await
+            .map_err(|e| SourceError::from_tiberius(e, &self.config))?;
+        Ok(result.total())
+    }
+
     /// All rows of the first result set.
     pub async fn rows(
         &mut self,
@@ -268,6 +281,20 @@ pub struct Poller {
     /// change can be read in a stale shape, and a quiet source is checked every
     /// [`QUIET_SCHEMA_CHECK`].
     columns_checked: Option<(i64, Instant)>,
+    heartbeat: Option<Heartbeat>,
+}
+
+/// The connector's row in the heartbeat table, written every `source.heartbeat_interval` before
+/// a cycle: a quiet source still commits, each cycle's watermark then names a recent commit,
+/// and the sinks' `edfi_cdc_heartbeat_lag_seconds` measures replication end to end.
+struct Heartbeat {
+    table: TableId,
+    update: String,
+    insert: String,
+    every: std::time::Duration,
+    last: Option<Instant>,
+    /// The server refused the last write (logged once until one succeeds).
+    refused: bool,
 }
 
 /// How often the columns of a source where nothing changed are checked.
@@ -285,7 +312,6 @@ impl Poller {
     ) -> Poller {
         let tables = Tables::new(schemas, start, position.is_some());
         Poller {
-            config,
             conn: None,
             tables,
             out,
@@ -295,6 +321,15 @@ impl Poller {
             retention_seconds: None,
             check_catalog: false,
             columns_checked: None,
+            heartbeat: config.source.heartbeat().map(|table| Heartbeat {
+                update: queries::heartbeat_update(&table),
+                insert: queries::heartbeat_insert(&table),
+                table,
+                every: config.source.heartbeat_interval,
+                last: None,
+                refused: false,
+            }),
+            config,
         }
     }
 
@@ -356,9 +391,53 @@ impl Poller {
         Ok(())
     }
 
+    /// Write the heartbeat row when one is due, in a statement of its own before the cycle's
+    /// transaction, which then reads its version. A write the server refuses (no table, no
+    /// permission) is logged and counted, not fatal: only the end-to-end lag is lost.
+    async fn beat(&mut self) -> Result<(), SourceError> {
+        let due = self
+            .heartbeat
+            .as_ref()
+            .is_some_and(|h| h.last.is_none_or(|t| t.elapsed() >= h.every));
+        if !due {
+            return Ok(());
+        }
+        let connector = self.config.name.clone();
+        self.connection().await?;
+        let conn = self.conn.as_mut().expect("connected above");
+        let hb = self.heartbeat.as_mut().expect("due above");
+        let name = [Value::String(connector.clone())];
+        let written = match conn.execute(&hb.update, &name).await {
+            Ok(0) => conn.execute(&hb.insert, &name).await.map(|_| ()),
+            other => other.map(|_| ()),
+        };
+        hb.last = Some(Instant::now());
+        match written {
+            Ok(()) => {
+                if hb.refused {
+                    info!(table = %hb.table, "heartbeat written again");
+                }
+                hb.refused = false;
+                Ok(())
+            }
+            Err(SourceError::Server { code, message, .. }) if !TRANSIENT_ERRORS.contains(&code) => {
+                crate::metrics::error("heartbeat", "refused");
+                if !hb.refused {
+                    warn!(table = %hb.table, code, error = %message,
+                        "cannot write the heartbeat: lag is measured end to end only while the tables change; \
+                         create the table and grant INSERT, UPDATE on it (edfi-cdc enable-ct --print)");
+                }
+                hb.refused = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn cycle_inner(&mut self) -> Result<u64, SourceError> {
         let started = Instant::now();
         let database = self.config.source.database.clone();
+        self.beat().await?;
         let conn = self.connection().await?;
         conn.batch(queries::BEGIN_SNAPSHOT).await?;
         let version = conn

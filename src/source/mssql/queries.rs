@@ -75,6 +75,11 @@ pub const PRIMARY_KEYS: &str = "SELECT kcu.TABLE_SCHEMA, kcu.TABLE_NAME, kcu.COL
 pub const PERMISSIONS: &str = "SELECT HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'SELECT') AS can_select, \
      HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'VIEW CHANGE TRACKING') AS can_view_ct";
 
+/// Whether the login may write the heartbeat table (`@P1`).
+pub const HEARTBEAT_PERMISSIONS: &str =
+    "SELECT HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'INSERT') AS can_insert, \
+     HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'UPDATE') AS can_update";
+
 /// Whether the login holds VIEW SERVER STATE, without which `sys.dm_tran_commit_table` shows it
 /// no commit times (SQL Server documents the view as incomplete then).
 pub const SERVER_STATE: &str = "SELECT HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE')";
@@ -326,8 +331,31 @@ impl VerifyQueries {
     }
 }
 
-/// The T-SQL that turns Change Tracking on for a database and tables (`enable-ct --print`).
-pub fn enable_ct(database: &str, tables: &[crate::event::TableId]) -> String {
+/// The heartbeat: the connector's row (`@P1`) in the heartbeat table, updated; inserted when
+/// the update finds none.
+pub fn heartbeat_update(table: &crate::event::TableId) -> String {
+    format!(
+        "UPDATE {}.{} SET [BeatAt] = SYSUTCDATETIME() WHERE [Connector] = @P1",
+        quote(&table.schema),
+        quote(&table.name)
+    )
+}
+
+pub fn heartbeat_insert(table: &crate::event::TableId) -> String {
+    format!(
+        "INSERT INTO {}.{} ([Connector], [BeatAt]) VALUES (@P1, SYSUTCDATETIME())",
+        quote(&table.schema),
+        quote(&table.name)
+    )
+}
+
+/// The T-SQL that turns Change Tracking on for a database and tables, and creates the
+/// heartbeat table when the heartbeat is on (`enable-ct --print`).
+pub fn enable_ct(
+    database: &str,
+    tables: &[crate::event::TableId],
+    heartbeat: Option<&crate::event::TableId>,
+) -> String {
     let mut out = format!(
         "-- Change Tracking for edfi-cdc. Review, then run as a member of db_owner.\n\
          ALTER DATABASE {db} SET ALLOW_SNAPSHOT_ISOLATION ON;\n\
@@ -342,6 +370,22 @@ pub fn enable_ct(database: &str, tables: &[crate::event::TableId]) -> String {
             "IF NOT EXISTS (SELECT 1 FROM sys.change_tracking_tables WHERE object_id = OBJECT_ID(N'{lit}'))\n    \
              ALTER TABLE {name} ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = ON);\n",
             lit = name.replace('\'', "''"),
+        ));
+    }
+    if let Some(t) = heartbeat {
+        let name = format!("{}.{}", quote(&t.schema), quote(&t.name));
+        let lit = name.replace('\'', "''");
+        out.push_str(&format!(
+            "-- The heartbeat (source.heartbeat_interval): a row per connector that the replicator updates, so\n\
+             -- that a quiet database still commits and the lag is measured end to end.\n\
+             IF SCHEMA_ID(N'{schema}') IS NULL EXEC(N'CREATE SCHEMA {qschema}');\n\
+             IF OBJECT_ID(N'{lit}') IS NULL\n    \
+             CREATE TABLE {name} ([Connector] nvarchar(128) NOT NULL PRIMARY KEY, [BeatAt] datetime2(3) NOT NULL);\n\
+             IF NOT EXISTS (SELECT 1 FROM sys.change_tracking_tables WHERE object_id = OBJECT_ID(N'{lit}'))\n    \
+             ALTER TABLE {name} ENABLE CHANGE_TRACKING;\n\
+             -- and the replicator's login needs: GRANT SELECT, INSERT, UPDATE ON {name} TO <login>;\n",
+            schema = t.schema.replace('\'', "''"),
+            qschema = quote(&t.schema).replace('\'', "''"),
         ));
     }
     out.push_str(
