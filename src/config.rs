@@ -529,6 +529,10 @@ pub struct RedshiftSinkConfig {
     /// …or when the oldest unflushed watermark is this old.
     #[serde(default = "default_max_age", deserialize_with = "duration")]
     pub max_age: Duration,
+    /// Held changes (the unflushed batch and the unfinished cycle, distinct keys) past which
+    /// they are written to spill tables in the target and let go of (`sink/redshift/spill.rs`).
+    #[serde(default = "default_spill_rows")]
+    pub spill_rows: usize,
     /// Uncompressed CSV bytes per file part.
     #[serde(default = "default_part_bytes")]
     pub part_bytes: usize,
@@ -1082,6 +1086,7 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             ("max_rows", r.max_rows),
             ("max_bytes", r.max_bytes),
             ("part_bytes", r.part_bytes),
+            ("spill_rows", r.spill_rows),
         ] {
             if v == 0 {
                 bad(&format!("sinks.redshift.{k}"), "must be at least 1".into());

@@ -1046,3 +1046,144 @@ async fn a_redshift_serialization_conflict_is_retried_not_taken_for_a_rejected_r
     assert!(!edfi_cdc::sink::SinkError::from_pg("redshift", &e).is_retriable());
     assert!(edfi_cdc::sink::copy_failure(&e).is_some());
 }
+
+/// Rows of the target's `studentassessmentitem` and `student` marked `marker`.
+async fn marked_rows(target: &Client, marker: &str) -> (i64, i64) {
+    let r = target
+        .query_one(
+            "SELECT (SELECT count(*) FROM edfi.studentassessmentitem WHERE assessmentresponse = $1), \
+                    (SELECT count(*) FROM edfi.student WHERE middlename = $1)",
+            &[&marker],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// A source transaction many times `spill_rows`: the Redshift sink writes the held changes to
+/// its spill tables as they arrive and applies them whole at the flush; killed blocked in a
+/// spill write (after an earlier one committed) and again in the flush's merge, it drops what
+/// the killed process spilled, reads the cycle again and the target ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills() {
+    let mut rig = Rig::new(300, 27).await;
+    // Batches of 15 s: two large cycles in a row land in one.
+    redshift_rig(&mut rig, None, &[("REDSHIFT_MAX_AGE", "15s")]);
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace("[sinks.redshift]\n", "[sinks.redshift]\nspill_rows = 250\n");
+    std::fs::write(&rig.connector.path, text).unwrap();
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+
+    // 1. Two large cycles changing the same rows, spilled into one batch and merged: the later
+    // change of each key wins. Rows of the first in a spill table mean its cycle's bound is
+    // fixed, so the second transaction is in a later cycle.
+    big_transaction(&rig.source, "spill-0").await;
+    let items = wait_for("rows of the first cycle spilled", CATCH_UP, || async {
+        let items = spill_tables(&rig.target, Some("assessmentresponse")).await;
+        let table = items.first()?;
+        let n: i64 = rig
+            .target
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE assessmentresponse = 'spill-0'"),
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (n > 0).then_some(items)
+    })
+    .await;
+    big_transaction(&rig.source, "spill-1").await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    let log = rep.log();
+    assert!(log.contains("a large batch"), "no spill logged:\n{log}");
+    let first = spill_tables(&rig.target, None).await;
+    let students = spill_tables(&rig.target, Some("middlename")).await;
+    assert_eq!(
+        (items.len(), students.len()),
+        (1, 1),
+        "spill tables: {first:?}"
+    );
+    let held: i64 = rig
+        .target
+        .query_one(&format!("SELECT count(*) FROM {}", items[0]), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0, "the flush left spilled rows behind");
+
+    // 2. Killed in a spill write, after a first one (students only) committed.
+    let observer = connect(&rig.staging.url()).await;
+    let locker = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            items[0]
+        ))
+        .await
+        .unwrap();
+    big_transaction(&rig.source, "spill-2").await;
+    wait_blocked(&observer, &rig.staging.name, "COPY edfi_cdc_spill.").await;
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let spilled: i64 = rig
+        .target
+        .query_one(&format!("SELECT count(*) FROM {}", students[0]), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(spilled > 0, "no spill write had committed before the kill");
+    assert_eq!(
+        marked_rows(&rig.target, "spill-2").await,
+        (0, 0),
+        "spilled rows were applied before their flush"
+    );
+
+    // 3. Restarted: the killed process's spill dropped, the cycle read again and applied whole;
+    // then killed in the merge of the next large batch.
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    assert!(
+        rep.log()
+            .contains("dropped the spill tables of an earlier process of this sink"),
+        "left-over spill tables not dropped:\n{}",
+        rep.log()
+    );
+    locker
+        .batch_execute("BEGIN; LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    big_transaction(&rig.source, "spill-3").await;
+    wait_blocked(
+        &observer,
+        &rig.staging.name,
+        "DELETE FROM \"edfi\".\"studentassessmentitem\"",
+    )
+    .await;
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        marked_rows(&rig.target, "spill-3").await,
+        (0, 0),
+        "a killed flush applied part of its batch"
+    );
+
+    // 4. Restarted again: applied whole, nothing spilled left over.
+    let mut rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    for t in spill_tables(&rig.target, None).await {
+        let left: i64 = rig
+            .target
+            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{t} holds rows after the flush");
+    }
+    assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
+}

@@ -20,6 +20,7 @@
 
 pub mod csv;
 pub mod files;
+mod spill;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -130,6 +131,8 @@ pub struct RedshiftSink {
     /// When the oldest unflushed watermark arrived.
     since: Option<Instant>,
     open: Compacted,
+    /// Changes written to the target because the held ones reached `spill_rows`.
+    spill: spill::Spill,
     loads: Vec<TableLoad>,
     requests: Requests,
     last_sweep: Instant,
@@ -145,12 +148,14 @@ fn pg(e: tokio_postgres::Error) -> SinkError {
     SinkError::from_pg(SINK, &e)
 }
 
-/// Encode events as CSV parts of about `part_bytes`, optionally with the operation column.
+/// Encode events as CSV parts of about `part_bytes`, optionally with the operation column and,
+/// with `seq`, a sequence number from `seq` on (spill rows).
 fn encode(
     events: &[&ChangeEvent],
     schema: &TableSchema,
     part_bytes: usize,
     with_op: bool,
+    seq: Option<i64>,
 ) -> (Vec<String>, Vec<Vec<Value>>, usize) {
     let mut parts = vec![String::new()];
     let mut keys = Vec::with_capacity(events.len());
@@ -173,7 +178,11 @@ fn encode(
         let before = part.len();
         if with_op {
             let op = Value::String(if ev.op == Op::Delete { "d" } else { "u" }.into());
-            csv::push_row(part, values.iter().chain(std::iter::once(&op)));
+            let n = seq.map(|first| Value::Int(first + keys.len() as i64));
+            csv::push_row(
+                part,
+                values.iter().chain(std::iter::once(&op)).chain(n.as_ref()),
+            );
         } else {
             csv::push_row(part, values);
         }
@@ -250,6 +259,7 @@ impl RedshiftSink {
             .batch_execute("CREATE SCHEMA IF NOT EXISTS edfi_cdc_shadow")
             .await
             .map_err(pg)?;
+        let spill = spill::Spill::open(&client, connector).await?;
         let mut tables = HashMap::new();
         let mut evolved = Vec::new();
         for (i, schema) in schemas.iter().enumerate() {
@@ -350,6 +360,7 @@ impl RedshiftSink {
             watermark: None,
             since: None,
             open: Compacted::default(),
+            spill,
             loads: Vec::new(),
             requests: Requests::new(&cp.resnapshot_requests),
             last_sweep: Instant::now(),
@@ -396,12 +407,19 @@ impl RedshiftSink {
             };
             let Some(msg) = msg else { break };
             match msg {
-                Message::Change(ev) => self.accept(ev),
+                Message::Change(ev) => {
+                    self.accept(ev);
+                    if self.open.rows + self.ready.rows >= self.cfg.spill_rows {
+                        self.spill(&mut backoff, &stop).await?;
+                    }
+                }
                 Message::Watermark(w) => {
                     self.ready.absorb(std::mem::take(&mut self.open));
+                    self.spill.watermark();
                     self.watermark = Some(w);
                     let since = *self.since.get_or_insert_with(Instant::now);
-                    let reason = if self.ready.rows >= self.cfg.max_rows {
+                    let rows = self.ready.rows + self.spill.batch_rows() as usize;
+                    let reason = if rows >= self.cfg.max_rows {
                         Some(FlushReason::Rows)
                     } else if self.ready.bytes >= self.cfg.max_bytes {
                         Some(FlushReason::Bytes)
@@ -523,14 +541,15 @@ impl RedshiftSink {
                 .as_ref()
                 .is_some_and(|s| s.phase == Phase::Streaming && s.version < w.version)
         });
-        if self.ready.is_empty() && !pending_swap && !behind {
+        let spilled = self.spill.batch_rows();
+        if self.ready.is_empty() && spilled == 0 && !pending_swap && !behind {
             self.watermark = None;
             self.since = None;
             return Ok(());
         }
         let started = Instant::now();
         self.prepare();
-        let rows: usize = self.loads.iter().map(|l| l.keys.len()).sum();
+        let rows = self.loads.iter().map(|l| l.keys.len()).sum::<usize>() + spilled as usize;
         let bytes: usize = self.loads.iter().map(|l| l.bytes).sum();
         let connector = self.connector.clone();
         crate::slow::watched(
@@ -540,6 +559,7 @@ impl RedshiftSink {
         )
         .await?;
         let seconds = started.elapsed().as_secs_f64();
+        self.spill.cleared();
         self.after_commit().await;
         metrics::flush(&self.connector, SINK, reason.as_str(), seconds);
         metrics::flush_size(&self.connector, SINK, rows as u64, bytes as u64);
@@ -581,6 +601,7 @@ impl RedshiftSink {
             version = w.version,
             events = batch.events,
             rows,
+            spilled,
             bytes,
             ms = (seconds * 1000.0).round(),
             latency_p50_ms = pct(0.5),
@@ -592,11 +613,139 @@ impl RedshiftSink {
         Ok(())
     }
 
+    /// The held changes reached `spill_rows`: write them to the spill tables (`spill.rs`) and
+    /// let go of them.
+    async fn spill(
+        &mut self,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let rows = self.ready.rows + self.open.rows;
+        if self.spill.rows() == 0 {
+            info!(sink = SINK, rows, spill_rows = self.cfg.spill_rows,
+                "a large batch: its changes are written to the target as they arrive and merged at its flush");
+        }
+        let started = Instant::now();
+        let connector = self.connector.clone();
+        crate::slow::watched(
+            &connector,
+            "redshift spill",
+            self.with_retry(backoff, stop, |s| Box::pin(s.write_spill())),
+        )
+        .await?;
+        self.ready = Compacted::default();
+        self.open = Compacted::default();
+        metrics::flush(
+            &self.connector,
+            SINK,
+            "spill",
+            started.elapsed().as_secs_f64(),
+        );
+        debug!(
+            sink = SINK,
+            rows,
+            held = self.spill.rows(),
+            "held changes written to the spill tables"
+        );
+        Ok(())
+    }
+
+    /// One spill write: per table, the batch's rows, then the unfinished cycle's, numbered in
+    /// that order, in one transaction (after their upload, in `s3` mode).
+    async fn write_spill(&mut self) -> Result<(), SinkError> {
+        let mut ids: Vec<TableId> = self
+            .ready
+            .tables
+            .keys()
+            .chain(self.open.tables.keys())
+            .filter(|id| self.tables.contains_key(*id))
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        self.client().await?;
+        let client = self.client.as_ref().expect("connected above");
+        for id in &ids {
+            self.spill
+                .prepare(client, self.cfg.load, &self.tables[id])
+                .await?;
+        }
+        let batch_rows = self.ready.rows as u64;
+        let mut next = self.spill.next();
+        let mut loads = Vec::new();
+        // The batch's rows first, so that they end where `upto` will.
+        for (in_batch, from) in [(true, &self.ready), (false, &self.open)] {
+            for id in &ids {
+                let Some(evs) = from.tables.get(id) else {
+                    continue;
+                };
+                let rt = &self.tables[id];
+                let refs: Vec<&ChangeEvent> = evs.values().collect();
+                let (parts, keys, bytes) =
+                    encode(&refs, &rt.schema, self.cfg.part_bytes, true, Some(next));
+                let mut load = TableLoad {
+                    id: id.clone(),
+                    dest: rt.target.clone(),
+                    parts,
+                    keys,
+                    bytes,
+                    uploaded: None,
+                };
+                if let (LoadMode::S3, Some(files)) = (self.cfg.load, &self.files) {
+                    let batch = format!("spill{next:020}");
+                    load.uploaded = Some(
+                        files
+                            .put_table(&batch, &rt.target.to_string(), &load.parts)
+                            .await
+                            .map_err(|e| with_table(e, id))?,
+                    );
+                }
+                next += refs.len() as i64;
+                loads.push((in_batch, load));
+            }
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let tx = client.transaction().await.map_err(pg)?;
+        let mut written: Vec<(TableId, u64, u64)> = Vec::new();
+        for (in_batch, load) in &loads {
+            let rt = &self.tables[&load.id];
+            let mut cols = rt.columns.clone();
+            cols.push(sql::OP_COLUMN.into());
+            cols.push(sql::SEQ_COLUMN.into());
+            copy_in(&tx, &self.cfg, rt, self.spill.table(&load.id), &cols, load).await?;
+            let n = load.keys.len() as u64;
+            written.push(if *in_batch {
+                (load.id.clone(), n, 0)
+            } else {
+                (load.id.clone(), 0, n)
+            });
+        }
+        tx.commit().await.map_err(pg)?;
+        self.spill.written(&written, batch_rows, next);
+        if let Some(files) = &self.files {
+            let keys: Vec<String> = loads
+                .iter()
+                .filter_map(|(_, l)| l.uploaded.as_ref())
+                .flat_map(|u| u.keys.iter().cloned())
+                .collect();
+            if let Err(e) = files.remove(&keys).await {
+                warn!(sink = SINK, error = %e, "could not remove spilled batch files (removed at the next start)");
+            }
+        }
+        Ok(())
+    }
+
     /// Turn the ready changes into per-table CSV loads.
     fn prepare(&mut self) {
         self.loads.clear();
-        let mut ids: Vec<&TableId> = self.ready.tables.keys().collect();
+        let mut ids: Vec<&TableId> = self
+            .ready
+            .tables
+            .keys()
+            .chain(self.spill.batch_tables())
+            .collect();
         ids.sort();
+        ids.dedup();
         for id in ids {
             let Some(rt) = self.tables.get(id) else {
                 continue;
@@ -607,8 +756,13 @@ impl RedshiftSink {
                 Some(Phase::Streaming) => rt.target.clone(),
                 Some(Phase::Snapshot) | None => continue,
             };
-            let events: Vec<&ChangeEvent> = self.ready.tables[id].values().collect();
-            let (parts, keys, bytes) = encode(&events, &rt.schema, self.cfg.part_bytes, true);
+            let events: Vec<&ChangeEvent> = self
+                .ready
+                .tables
+                .get(id)
+                .map(|evs| evs.values().collect())
+                .unwrap_or_default();
+            let (parts, keys, bytes) = encode(&events, &rt.schema, self.cfg.part_bytes, true, None);
             self.loads.push(TableLoad {
                 id: id.clone(),
                 dest,
@@ -625,7 +779,11 @@ impl RedshiftSink {
         let Some(files) = &self.files else {
             return Ok(());
         };
-        for load in self.loads.iter_mut().filter(|l| l.uploaded.is_none()) {
+        for load in self
+            .loads
+            .iter_mut()
+            .filter(|l| l.uploaded.is_none() && !l.keys.is_empty())
+        {
             let rt = &self.tables[&load.id];
             let up = files
                 .put_table(batch, &rt.target.to_string(), &load.parts)
@@ -653,7 +811,16 @@ impl RedshiftSink {
         let mut changed: HashMap<String, Changed> = HashMap::new();
         for load in &self.loads {
             let rt = &self.tables[&load.id];
-            stage_and_merge(&tx, &self.cfg, rt, &load.dest, load, soft_at.as_deref()).await?;
+            let spilled = self.spill.collect(rt);
+            stage_and_merge(
+                &tx,
+                &self.cfg,
+                rt,
+                load,
+                spilled.as_deref(),
+                soft_at.as_deref(),
+            )
+            .await?;
             let merged = Changed::Merged {
                 stage: rt.stage.clone(),
                 students: has_students(&rt.schema),
@@ -707,6 +874,9 @@ impl RedshiftSink {
             tx.batch_execute(&format!("DROP TABLE {}", self.tables[&load.id].stage))
                 .await
                 .map_err(pg)?;
+        }
+        for clear in self.spill.clear() {
+            tx.batch_execute(&clear).await.map_err(pg)?;
         }
         checkpoint::advance(&tx, &connector, SINK, &w)
             .await
@@ -939,7 +1109,7 @@ impl RedshiftSink {
         // sink's earlier position; then merge, else COPY straight into the shadow table.
         let overlap = already + events.len() as u64 != target_rows;
         let refs: Vec<&ChangeEvent> = events.iter().collect();
-        let (parts, keys, bytes) = encode(&refs, &rt.schema, self.cfg.part_bytes, overlap);
+        let (parts, keys, bytes) = encode(&refs, &rt.schema, self.cfg.part_bytes, overlap, None);
         self.loads = vec![TableLoad {
             id: id.clone(),
             dest: rt.shadow.clone(),
@@ -991,11 +1161,11 @@ impl RedshiftSink {
         let load = &self.loads[0];
         let tx = client.transaction().await.map_err(pg)?;
         if overlap {
-            stage_and_merge(&tx, &self.cfg, rt, &rt.shadow, load, None).await?;
+            stage_and_merge(&tx, &self.cfg, rt, load, None, None).await?;
             tx.batch_execute(&format!("DROP TABLE {}", rt.stage))
                 .await
                 .map_err(pg)?;
-        } else {
+        } else if !load.keys.is_empty() {
             copy_in(&tx, &self.cfg, rt, &rt.shadow.sql(), &rt.columns, load).await?;
         }
         checkpoint::snapshot_progress(&tx, &connector, SINK, &id, &last_key, rows)
@@ -1016,15 +1186,16 @@ fn with_table(e: SinkError, table: &TableId) -> SinkError {
     }
 }
 
-/// Load `load` into the table's staging table (created here, with the operation column) and
-/// merge it into `dest` (deletes soft at `soft_at`, see [`sql::merge`]). The staging table is
+/// Load `load` into the table's staging table (created here, with the operation column), add
+/// the batch's spilled rows with `spilled` ([`spill::Spill::collect`]), and merge it into the
+/// load's destination (deletes soft at `soft_at`, see [`sql::merge`]). The staging table is
 /// left for the caller to drop.
 async fn stage_and_merge(
     tx: &Transaction<'_>,
     cfg: &RedshiftSinkConfig,
     rt: &TableRt,
-    dest: &PgName,
     load: &TableLoad,
+    spilled: Option<&str>,
     soft_at: Option<&str>,
 ) -> Result<(), SinkError> {
     let mut cols = rt.columns.clone();
@@ -1034,10 +1205,15 @@ async fn stage_and_merge(
     ))
     .await
     .map_err(pg)?;
-    copy_in(tx, cfg, rt, &rt.stage, &cols, load).await?;
-    tx.batch_execute(&sql::merge(&rt.schema, dest, &rt.stage, soft_at))
+    if !load.keys.is_empty() {
+        copy_in(tx, cfg, rt, &rt.stage, &cols, load).await?;
+    }
+    if let Some(spilled) = spilled {
+        tx.batch_execute(spilled).await.map_err(pg)?;
+    }
+    tx.batch_execute(&sql::merge(&rt.schema, &load.dest, &rt.stage, soft_at))
         .await
-        .map_err(|e| merge_error(rt, dest, e))
+        .map_err(|e| merge_error(rt, &load.dest, e))
 }
 
 /// COPY one load into `dest`, from S3 or from the CSV in memory. A row the target rejects
@@ -1420,12 +1596,12 @@ mod tests {
         let upsert = ev(Op::Update, Some(key_row.clone()));
         let delete = ev(Op::Delete, None);
         let events = vec![&upsert, &delete, &upsert];
-        let (parts, keys, bytes) = encode(&events, &t, 1, true);
+        let (parts, keys, bytes) = encode(&events, &t, 1, true, None);
         assert_eq!(parts.len(), 3, "each record fills a 1-byte part");
         assert_eq!(keys.len(), 3);
         assert_eq!(bytes, parts.iter().map(String::len).sum::<usize>());
         assert!(parts[0].ends_with(",\"u\"\n") && parts[1].ends_with(",\"d\"\n"));
-        let (one, _, _) = encode(&events, &t, 1 << 20, false);
+        let (one, _, _) = encode(&events, &t, 1 << 20, false, None);
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].lines().count(), 3);
     }

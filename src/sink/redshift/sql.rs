@@ -139,6 +139,18 @@ pub fn create_table(mode: LoadMode, schema: &TableSchema, target: &PgName, soft:
 /// source column order, so that a value the target cannot take fails the COPY, which names
 /// the line), every column nullable (a delete carries only its key), plus the operation column.
 pub fn create_stage(mode: LoadMode, schema: &TableSchema, types: &[String], stage: &str) -> String {
+    batch_table("CREATE TEMP TABLE", mode, schema, types, stage, "")
+}
+
+/// The DDL of a staging or spill table: the columns, the operation column, `extra` columns.
+fn batch_table(
+    create: &str,
+    mode: LoadMode,
+    schema: &TableSchema,
+    types: &[String],
+    name: &str,
+    extra: &str,
+) -> String {
     let cols: Vec<String> = schema
         .columns
         .iter()
@@ -146,13 +158,53 @@ pub fn create_stage(mode: LoadMode, schema: &TableSchema, types: &[String], stag
         .map(|(c, t)| format!("{} {t}", ident(&c.name.to_lowercase())))
         .collect();
     let mut sql = format!(
-        "CREATE TEMP TABLE {stage} (\n    {},\n    {OP_COLUMN} char(1) NOT NULL\n)",
+        "{create} {name} (\n    {},\n    {OP_COLUMN} char(1) NOT NULL{extra}\n)",
         cols.join(",\n    ")
     );
     if mode == LoadMode::S3 {
         sql.push_str(&format!("\nDISTKEY ({})", dist_key(schema)));
     }
     sql
+}
+
+/// The sequence column of a spill table: the order in which the sink received its rows.
+pub const SEQ_COLUMN: &str = "edfi_cdc_seq";
+
+/// A spill table (`spill.rs`): the staging table's columns and the sequence column, kept
+/// across transactions.
+pub fn create_spill(mode: LoadMode, schema: &TableSchema, types: &[String], table: &str) -> String {
+    format!(
+        "DROP TABLE IF EXISTS {table};\n{}",
+        batch_table(
+            "CREATE TABLE",
+            mode,
+            schema,
+            types,
+            table,
+            &format!(",\n    {SEQ_COLUMN} bigint NOT NULL"),
+        )
+    )
+}
+
+/// Add to a loaded staging table the spilled rows up to sequence number `upto`, the last one
+/// of each key, unless the staging table (rows received after them) holds the key already.
+pub fn collect_spill(schema: &TableSchema, stage: &str, spill: &str, upto: i64) -> String {
+    let mut cols = columns(schema);
+    cols.push(OP_COLUMN.into());
+    let cols = cols.join(", ");
+    let keys = key_columns(schema);
+    let same: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{stage}.{k} = s.{k}"))
+        .collect();
+    format!(
+        "INSERT INTO {stage} ({cols}) SELECT {cols} FROM (\
+         SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {SEQ_COLUMN} DESC) AS edfi_cdc_rn \
+         FROM {spill} WHERE {SEQ_COLUMN} <= {upto}) s \
+         WHERE s.edfi_cdc_rn = 1 AND NOT EXISTS (SELECT 1 FROM {stage} WHERE {same})",
+        keys = keys.join(", "),
+        same = same.join(" AND "),
+    )
 }
 
 /// A column type as `information_schema.columns` describes it, in DDL form.
@@ -414,6 +466,27 @@ mod tests {
                         .map(|c| redshift_type(&c.source_type))
                         .collect::<Vec<_>>(),
                     "edfi_cdc_stage_7",
+                ),
+            ),
+            (
+                "create_spill_s3.sql",
+                create_spill(
+                    LoadMode::S3,
+                    &t,
+                    &t.columns
+                        .iter()
+                        .map(|c| redshift_type(&c.source_type))
+                        .collect::<Vec<_>>(),
+                    "edfi_cdc_spill.s0123abcd_edfi_cdc_stage_7",
+                ),
+            ),
+            (
+                "collect_spill.sql",
+                collect_spill(
+                    &t,
+                    "edfi_cdc_stage_7",
+                    "edfi_cdc_spill.s0123abcd_edfi_cdc_stage_7",
+                    41,
                 ),
             ),
             ("copy_s3.sql", copy("edfi_cdc_stage_7", &cols, &s3)),
