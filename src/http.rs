@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -110,6 +110,9 @@ fn route(req: &Request<hyper::body::Incoming>, health: &Health) -> Response<Full
     }
 }
 
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Bind `addr` and serve until `stop`. Returns the bound address (port 0 picks a free one).
 pub async fn serve(
     addr: SocketAddr,
@@ -137,7 +140,11 @@ pub async fn serve(
                     let response = route(&req, &health);
                     async move { Ok::<_, Infallible>(response) }
                 });
+                // A client that opens a connection and sends no request (or half of one)
+                // is dropped instead of holding a task and a socket for ever.
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .await
                 {

@@ -89,6 +89,18 @@ async fn metrics_are_served_and_readiness_follows_the_source() {
         .expect("applied version sample");
     assert!(applied >= v, "applied version {applied} < source {v}");
 
+    // A client that connects and sends nothing is dropped by the server (header timeout, 10 s).
+    {
+        use tokio::io::AsyncReadExt;
+        let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(30), idle.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection was kept open: {read:?}"
+        );
+    }
+
     // The source goes away: unready; it comes back on the same port: ready again.
     let port = sim.port();
     let database = sim.stop();
