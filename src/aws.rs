@@ -25,3 +25,26 @@ fn timeouts() -> aws_config::timeout::TimeoutConfig {
         .read_timeout(std::time::Duration::from_secs(120))
         .build()
 }
+
+/// An error and its sources on one line (the SDK's credential-chain errors span several).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a call failed before it was sent because no credential provider had credentials (a
+/// configuration error, not worth retrying).
+pub fn no_credentials<E: std::error::Error + 'static>(e: &aws_sdk_s3::error::SdkError<E>) -> bool {
+    match e {
+        aws_sdk_s3::error::SdkError::DispatchFailure(d) => {
+            !d.is_io() && !d.is_timeout() && error_chain(e).to_lowercase().contains("credential")
+        }
+        _ => false,
+    }
+}

@@ -389,3 +389,54 @@ fn a_broken_reporting_model_exits_2_naming_the_file_before_connecting() {
         "{text}"
     );
 }
+
+/// Batch files in S3 with a region but no credentials anywhere (environment, profile, task
+/// role, instance metadata on a closed loopback port): one line naming what to set, at once,
+/// not the SDK's credential-chain dump per retry.
+#[tokio::test]
+async fn no_aws_credentials_fail_at_once_in_one_line() {
+    let mut rig = Rig::new(20, 13).await;
+    let dir = rig.connector.path.parent().unwrap().to_path_buf();
+    let imds = format!("http://127.0.0.1:{}", free_port());
+    let (config, credentials) = (
+        dir.join("no-aws-config").display().to_string(),
+        dir.join("no-aws-credentials").display().to_string(),
+    );
+    redshift_rig(
+        &mut rig,
+        None,
+        &[
+            ("S3_BUCKET", "edfi-cdc-batches"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", &config),
+            ("AWS_SHARED_CREDENTIALS_FILE", &credentials),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds),
+        ],
+    );
+    let (code, text) = output(&mut rig.connector.command(&["check"]));
+    assert_eq!(code, 3, "{text}");
+    let line = text
+        .lines()
+        .find(|l| {
+            l.contains("FAIL") && l.contains("no AWS credentials for bucket `edfi-cdc-batches`")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("AWS_ACCESS_KEY_ID"), "{line}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("Environment:")),
+        "the credential chain is printed over several lines:\n{text}"
+    );
+    let started = std::time::Instant::now();
+    let mut rep = rig.connector.run();
+    assert!(!rep.wait(Duration::from_secs(60)).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}: a missing credential was retried",
+        started.elapsed()
+    );
+    let log = rep.log();
+    assert!(log.contains("no AWS credentials for bucket"), "{log}");
+    assert!(!log.contains("transient fault"), "retried:\n{log}");
+}

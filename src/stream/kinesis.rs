@@ -106,18 +106,6 @@ fn fatal(message: String) -> StreamError {
     }
 }
 
-/// An error and its sources, one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s.lines().map(str::trim).collect::<Vec<_>>().join(" ")
-}
-
 /// Error codes that mean "try again later".
 const TRANSIENT_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
@@ -156,13 +144,12 @@ where
     let code = e.code().unwrap_or_default().to_string();
     let detail = match e.message() {
         Some(m) => format!("{code}: {m}"),
-        None => chain(&e),
+        None => crate::aws::error_chain(&e),
     };
     match &e {
         SdkError::ServiceError(_) | SdkError::ResponseError(_) => {}
-        SdkError::DispatchFailure(d) => {
-            return if !d.is_io() && !d.is_timeout() && detail.to_lowercase().contains("credential")
-            {
+        SdkError::DispatchFailure(_) => {
+            return if crate::aws::no_credentials(&e) {
                 fatal(format!(
                     "no AWS credentials ({what}: {detail}): set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or run with a task role"
                 ))

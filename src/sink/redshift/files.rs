@@ -51,7 +51,7 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     let code = e.code().unwrap_or_default().to_string();
     let detail = match e.message() {
         Some(m) => format!("{code}: {m}"),
-        None => format!("{code} {}", aws_smithy_error(&e)),
+        None => format!("{code} {}", crate::aws::error_chain(&e)),
     };
     let fatal = |message: String| SinkError::Fatal {
         sink: SINK.into(),
@@ -67,7 +67,11 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
             | "InvalidToken"
             | "AuthorizationHeaderMalformed"
     ) || matches!(status, Some(401 | 403));
-    if missing {
+    if crate::aws::no_credentials(&e) {
+        fatal(format!(
+            "no AWS credentials for bucket `{bucket}` ({what}: {detail}): set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or run with a task role"
+        ))
+    } else if missing {
         fatal(format!(
             "S3 bucket `{bucket}` does not exist ({what}: {detail}): create it or point S3_BUCKET at an existing bucket"
         ))
@@ -83,17 +87,6 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
             message: format!("S3 {what} on bucket `{bucket}` failed: {detail}"),
         }
     }
-}
-
-fn aws_smithy_error<E: std::error::Error + 'static>(e: &SdkError<E>) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Gzip one CSV part.
