@@ -501,6 +501,10 @@ pub struct RedshiftSinkConfig {
     pub load: LoadMode,
     /// PostgreSQL-protocol URL of the Redshift database (`postgres://user@cluster:5439/db`).
     pub url: Secret,
+    /// The password, when the URL has none (e.g. one key of a managed JSON secret); put into
+    /// the URL at load, percent-encoded.
+    #[serde(default)]
+    pub password: Secret,
     /// Target schema of every replicated table (names are lower-cased, as Redshift folds them).
     #[serde(default = "default_schema")]
     pub schema: String,
@@ -595,8 +599,12 @@ pub struct StagingSinkConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// libpq-style URL of the staging database (`postgres://user@host:5432/db`); the password
-    /// belongs in the environment (`PGPASSWORD`) or in `${VAR}`.
+    /// belongs in the environment (`PGPASSWORD`), in `${VAR}`, or in `password`.
     pub url: Secret,
+    /// The password, when the URL has none (e.g. one key of a managed JSON secret); put into
+    /// the URL at load, percent-encoded.
+    #[serde(default)]
+    pub password: Secret,
     #[serde(default = "default_identifiers")]
     pub identifiers: IdentifierCase,
     /// Source schema → target schema. Unmapped schemas keep their name (after `identifiers`).
@@ -800,6 +808,32 @@ fn key_at(text: &str, offset: usize) -> String {
 }
 
 /// Parse one connector file's (already expanded) text.
+/// `url` with `password` put in (percent-encoded in a `postgres://` URL, quoted in a
+/// `key=value` one); `url` itself when `password` is empty.
+fn url_with_password(url: &str, password: &str) -> Result<String, String> {
+    if password.is_empty() {
+        return Ok(url.to_string());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+        return Ok(format!("{url} password='{quoted}'"));
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return Err("needs the user in the URL (postgres://user@host:5432/db) to apply to".into());
+    };
+    if rest[..at].contains(':') {
+        return Err("is set and the URL has a password too: keep one".into());
+    }
+    let encoded =
+        percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
+    Ok(format!(
+        "{scheme}://{}:{encoded}{}",
+        &rest[..at],
+        &rest[at..]
+    ))
+}
+
 pub fn parse(file: &Path, text: &str) -> Result<ConnectorConfig, Vec<Problem>> {
     let mut config: ConnectorConfig = toml::from_str(text).map_err(|e| {
         // Never echo the offending line: after expansion it may hold a secret.
@@ -814,6 +848,34 @@ pub fn parse(file: &Path, text: &str) -> Result<ConnectorConfig, Vec<Problem>> {
         }]
     })?;
     config.file = file.into();
+    let mut problems = Vec::new();
+    let mut with_password = |key: &str, url: &mut Secret, password: &Secret| match url_with_password(
+        url.expose(),
+        password.expose(),
+    ) {
+        Ok(u) => *url = Secret(u),
+        Err(reason) => problems.push(Problem {
+            file: file.into(),
+            key: key.into(),
+            reason,
+        }),
+    };
+    if let Some(s) = config.sinks.staging.as_mut() {
+        with_password("sinks.staging.password", &mut s.url, &s.password);
+    }
+    if let Some(r) = config.sinks.redshift.as_mut() {
+        with_password("sinks.redshift.password", &mut r.url, &r.password);
+    }
+    if config.source.kind == SourceKind::Postgres {
+        with_password(
+            "source.password",
+            &mut config.source.url,
+            &config.source.password,
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     if config.source.kind == SourceKind::Postgres {
         let default = format!("edfi_cdc_{}", config.name.replace('-', "_")).to_lowercase();
         for name in [&mut config.source.slot, &mut config.source.publication] {
@@ -1307,6 +1369,62 @@ url = "${STAGING_DATABASE_URL}"
             (r.max_rows, r.max_age, r.schema.as_str()),
             (200_000, Duration::from_secs(60), "edfi")
         );
+    }
+
+    #[test]
+    fn a_password_key_goes_into_the_url_as_the_target_reads_it() {
+        // What a managed secret's `password` key may hold.
+        let pw = "p@ss:w/rd#?%'\\ é\"";
+        let text = MINIMAL.replace(
+            "url = \"${STAGING_DATABASE_URL}\"",
+            "url = \"${STAGING_DATABASE_URL}\"\npassword = \"${STAGING_PASSWORD:-}\"",
+        );
+        let vars = [
+            VARS[0],
+            VARS[1],
+            (
+                "STAGING_DATABASE_URL",
+                "postgres://edfi_cdc@aurora:5432/staging?sslmode=require",
+            ),
+            ("STAGING_PASSWORD", pw),
+        ];
+        let c = load_text(&text, &vars).unwrap();
+        let url = c.sinks.staging.unwrap().url;
+        let pg: tokio_postgres::Config = url.expose().parse().unwrap();
+        assert_eq!(pg.get_password(), Some(pw.as_bytes()));
+        assert_eq!(
+            (pg.get_user(), pg.get_dbname()),
+            (Some("edfi_cdc"), Some("staging"))
+        );
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        // Unset: the URL as it is.
+        let c = load_text(&text, VARS).unwrap();
+        assert_eq!(
+            c.sinks.staging.unwrap().url.expose(),
+            "postgres://postgres@127.0.0.1:5432/staging"
+        );
+        // key=value form.
+        let kv: tokio_postgres::Config =
+            url_with_password("host=aurora user=edfi_cdc dbname=staging", pw)
+                .unwrap()
+                .parse()
+                .unwrap();
+        assert_eq!(kv.get_password(), Some(pw.as_bytes()));
+        // No user to apply to, or a password twice: said, naming the key.
+        for url in ["postgres://aurora/staging", "postgres://u:p@aurora/staging"] {
+            let vars = [
+                VARS[0],
+                VARS[1],
+                ("STAGING_DATABASE_URL", url),
+                ("STAGING_PASSWORD", "x"),
+            ];
+            let err = load_text(&text, &vars).unwrap_err();
+            assert!(
+                err[0].to_string().contains("`sinks.staging.password`"),
+                "{}",
+                err[0]
+            );
+        }
     }
 
     #[test]

@@ -92,10 +92,26 @@ fn compose_file_matches_the_compose_specification() {
     );
 }
 
+/// The ECS task definitions: all-in-one, and the poller and sink workers of split mode.
+const TASKS: [&str; 3] = [
+    "deploy/ecs/task-definition.json",
+    "deploy/ecs/task-definition-poller.json",
+    "deploy/ecs/task-definition-sink.json",
+];
+const SERVICES: [&str; 3] = [
+    "deploy/ecs/service.json",
+    "deploy/ecs/service-poller.json",
+    "deploy/ecs/service-sink.json",
+];
+
 #[test]
 fn ecs_files_match_the_ecs_api() {
-    validate("ecs-task", &root().join("deploy/ecs/task-definition.json")).unwrap();
-    validate("ecs-service", &root().join("deploy/ecs/service.json")).unwrap();
+    for t in TASKS {
+        validate("ecs-task", &root().join(t)).unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+    for s in SERVICES {
+        validate("ecs-service", &root().join(s)).unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
     let (_dir, bad) = broken_copy(
         "deploy/ecs/task-definition.json",
         "\"stopTimeout\": 35",
@@ -134,6 +150,102 @@ fn required_env(connector: &str) -> Vec<String> {
     out
 }
 
+/// One container's environment and secrets: name → value (or `valueFrom`).
+fn variables(container: &serde_json::Value, key: &str) -> Vec<(String, String)> {
+    container[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let value = e["value"].as_str().or(e["valueFrom"].as_str()).unwrap();
+            (e["name"].as_str().unwrap().to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn ecs_tasks_take_passwords_from_secrets_and_run_read_only() {
+    let connector = read("connectors/edfi-ods.toml");
+    for t in TASKS {
+        let task: serde_json::Value = serde_json::from_str(&read(t)).unwrap();
+        let container = &task["containerDefinitions"][0];
+        let (env, secrets) = (
+            variables(container, "environment"),
+            variables(container, "secrets"),
+        );
+        let names: Vec<&str> = env
+            .iter()
+            .chain(&secrets)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for var in required_env(&connector) {
+            assert!(
+                names.contains(&var.as_str()),
+                "{t} does not set {var}, which connectors/edfi-ods.toml needs"
+            );
+        }
+        // Passwords are one key of a JSON secret (an RDS-managed secret works as it is); the
+        // URLs in plain environment carry none.
+        for (name, value) in &secrets {
+            assert!(name.ends_with("_PASSWORD"), "{t}: secret {name}");
+            assert!(
+                value.starts_with("arn:aws:secretsmanager:") && value.ends_with(":password::"),
+                "{t}: {name} = {value}"
+            );
+        }
+        for (name, value) in &env {
+            assert!(
+                !name.contains("PASSWORD"),
+                "{t}: {name} in plain environment"
+            );
+            if name.ends_with("_DATABASE_URL") {
+                let user = value
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.split_once('@'))
+                    .map(|(u, _)| u);
+                assert!(
+                    user.is_some_and(|u| !u.contains(':')),
+                    "{t}: {name} = {value}"
+                );
+                let pw = format!("{}_PASSWORD", name.trim_end_matches("_DATABASE_URL"));
+                assert!(
+                    secrets.iter().any(|(n, _)| *n == pw),
+                    "{t}: {name} without {pw}"
+                );
+            }
+        }
+        assert!(secrets.iter().any(|(n, _)| n == "ODS_PASSWORD"), "{t}");
+        assert_eq!(container["readonlyRootFilesystem"], true, "{t}");
+        let command: Vec<&str> = container["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let role = command
+            .iter()
+            .position(|c| *c == "--role")
+            .map(|i| command[i + 1]);
+        let value = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        match role {
+            None => assert_eq!(
+                value("EDFI_CDC_STREAM"),
+                None,
+                "{t}: all-in-one runs the embedded stream"
+            ),
+            Some(role) => {
+                assert!(t.ends_with(&format!("-{role}.json")), "{t}: --role {role}");
+                // Split mode needs a durable stream; the Redshift sink does not run as a
+                // stream worker yet, so these feed staging.
+                assert_eq!(value("EDFI_CDC_STREAM"), Some("kafka"), "{t}");
+                assert!(value("KAFKA_BOOTSTRAP_SERVERS").is_some(), "{t}");
+                assert_ne!(value("REDSHIFT_ENABLED"), Some("true"), "{t}");
+            }
+        }
+    }
+}
+
 #[test]
 fn deployments_give_the_connector_what_it_needs() {
     let connector = read("connectors/edfi-ods.toml");
@@ -141,32 +253,12 @@ fn deployments_give_the_connector_what_it_needs() {
         serde_json::from_str(&read("deploy/ecs/task-definition.json")).unwrap();
     let container = &task["containerDefinitions"][0];
     let names = |key: &str| -> Vec<String> {
-        container[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].as_str().unwrap().to_string())
+        variables(container, key)
+            .into_iter()
+            .map(|(n, _)| n)
             .collect()
     };
     let (env, secrets) = (names("environment"), names("secrets"));
-    // Secrets come from Secrets Manager, never from plain environment values.
-    for s in [
-        "ODS_PASSWORD",
-        "STAGING_DATABASE_URL",
-        "REDSHIFT_DATABASE_URL",
-    ] {
-        assert!(secrets.contains(&s.to_string()), "{s} is not a secret");
-        assert!(!env.contains(&s.to_string()), "{s} is in plain environment");
-    }
-    for e in container["secrets"].as_array().unwrap() {
-        assert!(
-            e["valueFrom"]
-                .as_str()
-                .unwrap()
-                .starts_with("arn:aws:secretsmanager:"),
-            "{e}"
-        );
-    }
     let compose = read("docker-compose.yml");
     let worker = compose
         .split("\n  edfi-cdc:\n")
@@ -232,15 +324,20 @@ fn deployments_give_the_connector_what_it_needs() {
     let probe = container["healthCheck"]["command"].as_array().unwrap();
     assert_eq!(probe[1..3], ["edfi-cdc", "healthcheck"]);
     assert!(read("Dockerfile").contains("CMD [\"edfi-cdc\", \"healthcheck\""));
-    // The service never runs two replicators of one connector at once.
-    let service: serde_json::Value =
-        serde_json::from_str(&read("deploy/ecs/service.json")).unwrap();
-    assert_eq!(service["desiredCount"], 1);
-    assert_eq!(service["deploymentConfiguration"]["maximumPercent"], 100);
-    assert_eq!(
-        service["deploymentConfiguration"]["minimumHealthyPercent"],
-        0
-    );
+    // Neither the all-in-one service nor the poller's ever runs two of itself at once (sink
+    // workers may: their lanes are fenced).
+    for file in ["deploy/ecs/service.json", "deploy/ecs/service-poller.json"] {
+        let service: serde_json::Value = serde_json::from_str(&read(file)).unwrap();
+        assert_eq!(service["desiredCount"], 1, "{file}");
+        assert_eq!(
+            service["deploymentConfiguration"]["maximumPercent"], 100,
+            "{file}"
+        );
+        assert_eq!(
+            service["deploymentConfiguration"]["minimumHealthyPercent"], 0,
+            "{file}"
+        );
+    }
 }
 
 #[test]
