@@ -718,19 +718,17 @@ async fn a_worker_killed_while_spilling_and_while_merging_a_large_cycle_loses_no
 
     // 2. Killed while writing the next cycle to the spill tables: the items' tables are locked,
     // so the lanes block in their COPY into them.
-    let observer = connect(&rig.staging.url()).await;
     let locker = connect(&rig.staging.url()).await;
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            items.join(", ")
-        ))
-        .await
-        .unwrap();
-    big_transaction(&rig.source, "spill-2").await;
-    wait_blocked(&observer, &rig.staging.name, "COPY edfi_cdc_spill.").await;
-    worker.kill();
-    locker.batch_execute("ROLLBACK").await.unwrap();
+    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", items.join(", "));
+    kill_blocked(
+        &rig,
+        &locker,
+        &lock,
+        "COPY edfi_cdc_spill.",
+        "spill-2",
+        worker,
+    )
+    .await;
 
     // 3. Restarted: applied whole; then killed inside the merge of the next large cycle.
     let worker = start_role(&rig, "sink");
@@ -748,19 +746,15 @@ async fn a_worker_killed_while_spilling_and_while_merging_a_large_cycle_loses_no
         first.iter().all(|t| !second.contains(t)),
         "spill tables of the killed worker are still there: {first:?}, now {second:?}"
     );
-    locker
-        .batch_execute("BEGIN; LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    big_transaction(&rig.source, "spill-3").await;
-    wait_blocked(
-        &observer,
-        &rig.staging.name,
+    kill_blocked(
+        &rig,
+        &locker,
+        "LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE",
         "DELETE FROM \"edfi\".\"studentassessmentitem\"",
+        "spill-3",
+        worker,
     )
     .await;
-    worker.kill();
-    locker.batch_execute("ROLLBACK").await.unwrap();
 
     // 4. Restarted again: applied whole, nothing of the killed workers left.
     let mut worker = start_role(&rig, "sink");

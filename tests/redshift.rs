@@ -1116,19 +1116,9 @@ async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills()
     assert_eq!(held, 0, "the flush left spilled rows behind");
 
     // 2. Killed in a spill write, after a first one (students only) committed.
-    let observer = connect(&rig.staging.url()).await;
     let locker = connect(&rig.staging.url()).await;
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            items[0]
-        ))
-        .await
-        .unwrap();
-    big_transaction(&rig.source, "spill-2").await;
-    wait_blocked(&observer, &rig.staging.name, "COPY edfi_cdc_spill.").await;
-    rep.kill();
-    locker.batch_execute("ROLLBACK").await.unwrap();
+    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", items[0]);
+    kill_blocked(&rig, &locker, &lock, "COPY edfi_cdc_spill.", "spill-2", rep).await;
     let spilled: i64 = rig
         .target
         .query_one(&format!("SELECT count(*) FROM {}", students[0]), &[])
@@ -1153,19 +1143,15 @@ async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills()
         "left-over spill tables not dropped:\n{}",
         rep.log()
     );
-    locker
-        .batch_execute("BEGIN; LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    big_transaction(&rig.source, "spill-3").await;
-    wait_blocked(
-        &observer,
-        &rig.staging.name,
+    kill_blocked(
+        &rig,
+        &locker,
+        "LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE",
         "DELETE FROM \"edfi\".\"studentassessmentitem\"",
+        "spill-3",
+        rep,
     )
     .await;
-    rep.kill();
-    locker.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         marked_rows(&rig.target, "spill-3").await,
         (0, 0),

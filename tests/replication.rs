@@ -522,19 +522,9 @@ async fn a_cycle_larger_than_memory_is_applied_whole_through_kills_in_spill_and_
     // 2. Killed while writing the next cycle's changes to the spill tables, after a first
     // write of them committed: the cycle reads the 300 students before the items, so the first
     // write (250 rows) holds students only, and the second one waits for the items' table.
-    let observer = connect(&rig.staging.url()).await;
     let locker = connect(&rig.staging.url()).await;
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            items[0]
-        ))
-        .await
-        .unwrap();
-    big_transaction(&rig.source, "spill-2").await;
-    wait_blocked(&observer, &rig.staging.name, "COPY edfi_cdc_spill.").await;
-    rep.kill();
-    locker.batch_execute("ROLLBACK").await.unwrap();
+    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", items[0]);
+    kill_blocked(&rig, &locker, &lock, "COPY edfi_cdc_spill.", "spill-2", rep).await;
     assert_eq!(
         marked(&rig.target, "spill-2").await.0,
         0,
@@ -569,19 +559,15 @@ async fn a_cycle_larger_than_memory_is_applied_whole_through_kills_in_spill_and_
     );
     assert!(!now.is_empty(), "the cycle read again was not spilled");
     let tables = now;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    big_transaction(&rig.source, "spill-3").await;
-    wait_blocked(
-        &observer,
-        &rig.staging.name,
+    kill_blocked(
+        &rig,
+        &locker,
+        "LOCK TABLE edfi.studentassessmentitem IN ACCESS EXCLUSIVE MODE",
         "DELETE FROM \"edfi\".\"studentassessmentitem\"",
+        "spill-3",
+        rep,
     )
     .await;
-    rep.kill();
-    locker.batch_execute("ROLLBACK").await.unwrap();
 
     // 4. Restarted again: applied whole.
     let rep = rig.connector.run();

@@ -848,3 +848,25 @@ pub async fn spill_tables(staging: &tokio_postgres::Client, column: Option<&str>
         .map(|r| r.get(0))
         .collect()
 }
+
+/// Kill `victim` while it is blocked in a statement `LIKE` `statement%` of `rig`'s target:
+/// `lock` (SQL run in a transaction on `locker`) is held while `marker`'s [`big_transaction`]
+/// commits at the source, until a session blocks; the lock is released after the kill.
+pub async fn kill_blocked(
+    rig: &Rig,
+    locker: &Client,
+    lock: &str,
+    statement: &str,
+    marker: &str,
+    victim: Replicator,
+) {
+    let observer = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute(&format!("BEGIN; {lock}"))
+        .await
+        .unwrap();
+    big_transaction(&rig.source, marker).await;
+    wait_blocked(&observer, &rig.staging.name, statement).await;
+    victim.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+}
