@@ -1100,6 +1100,29 @@ async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills()
     assert_equal(&rig.source, &rig.target).await;
     let log = rep.log();
     assert!(log.contains("a large batch"), "no spill logged:\n{log}");
+    // The spilled rows count as applied, and their latency is observed.
+    let items_at_source: i64 = rig
+        .source
+        .query_one("SELECT count(*) FROM edfi.\"StudentAssessmentItem\"", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{metrics}"))
+    };
+    let applied = sample("edfi_cdc_sink_events_applied_total{connector=\"edfi-ods\",sink=\"redshift\",table=\"edfi.StudentAssessmentItem\"}");
+    let observed = sample(
+        "edfi_cdc_end_to_end_latency_seconds_count{connector=\"edfi-ods\",sink=\"redshift\"}",
+    );
+    assert!(
+        applied >= 2.0 * items_at_source as f64 && observed >= 2.0 * items_at_source as f64,
+        "two transactions over {items_at_source} items: {applied} applied, {observed} latencies observed"
+    );
     let first = spill_tables(&rig.target, None).await;
     let students = spill_tables(&rig.target, Some("middlename")).await;
     assert_eq!(

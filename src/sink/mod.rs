@@ -25,6 +25,36 @@ use crate::stream::row_hash;
 /// "edficdc" in hex).
 pub const SETUP_LOCK: i64 = 0x65_64_66_69_63_64_63;
 
+/// Source commit times of rows a sink wrote out of memory (spilled), counted per whole second:
+/// their commit-to-target latency is observed when they are applied, without a time per row.
+#[derive(Default, Clone)]
+pub struct CommitSeconds(std::collections::BTreeMap<i64, u64>);
+
+impl CommitSeconds {
+    pub fn add<'a>(&mut self, events: impl IntoIterator<Item = &'a ChangeEvent>) {
+        for t in events.into_iter().filter_map(|ev| ev.commit_time) {
+            *self.0.entry(t.timestamp()).or_default() += 1;
+        }
+    }
+
+    pub fn absorb(&mut self, other: CommitSeconds) {
+        for (second, n) in other.0 {
+            *self.0.entry(second).or_default() += n;
+        }
+    }
+
+    /// The rows were committed at the target now: into the latency histogram.
+    pub fn observe(&self, connector: &str, sink: &str, now: chrono::DateTime<chrono::Utc>) {
+        let now = now.timestamp_micros() as f64 / 1e6;
+        for (second, n) in &self.0 {
+            let latency = (now - *second as f64).max(0.0);
+            for _ in 0..*n {
+                metrics::latency(connector, sink, latency);
+            }
+        }
+    }
+}
+
 /// Changes collapsed to the last change per key and table, with their count before collapsing
 /// and an estimate of their size as CSV.
 #[derive(Default)]

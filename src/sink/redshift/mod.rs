@@ -47,8 +47,8 @@ use crate::sink::staging::ddl::{shadow_table, PgName};
 use crate::stream::Input;
 
 use super::{
-    copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt, Compacted,
-    Requests, Route, SinkError, SETUP_LOCK,
+    copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt, CommitSeconds,
+    Compacted, Requests, Route, SinkError, SETUP_LOCK,
 };
 use files::Files;
 use sql::CopySource;
@@ -559,6 +559,15 @@ impl RedshiftSink {
         )
         .await?;
         let seconds = started.elapsed().as_secs_f64();
+        // The spilled rows applied: those of the tables loaded (the others were dropped).
+        let spilled_applied: Vec<(String, u64, CommitSeconds)> = self
+            .loads
+            .iter()
+            .filter_map(|l| {
+                let (n, times) = self.spill.batch_of(&l.id)?;
+                Some((l.id.to_string(), n, times))
+            })
+            .collect();
         self.spill.cleared();
         self.after_commit().await;
         metrics::flush(&self.connector, SINK, reason.as_str(), seconds);
@@ -566,6 +575,10 @@ impl RedshiftSink {
         metrics::applied(&self.connector, SINK, w.version, w.commit_time);
         let now = Utc::now();
         let batch = std::mem::take(&mut self.ready);
+        for (table, n, times) in &spilled_applied {
+            metrics::applied_events(&self.connector, SINK, table, *n);
+            times.observe(&self.connector, SINK, now);
+        }
         let mut latencies = Vec::new();
         for (table, evs) in &batch.tables {
             metrics::applied_events(&self.connector, SINK, &table.to_string(), evs.len() as u64);
@@ -706,22 +719,24 @@ impl RedshiftSink {
         }
         let client = self.client.as_mut().expect("connected above");
         let tx = client.transaction().await.map_err(pg)?;
-        let mut written: Vec<(TableId, u64, u64)> = Vec::new();
-        for (in_batch, load) in &loads {
+        for (_, load) in &loads {
             let rt = &self.tables[&load.id];
             let mut cols = rt.columns.clone();
             cols.push(sql::OP_COLUMN.into());
             cols.push(sql::SEQ_COLUMN.into());
             copy_in(&tx, &self.cfg, rt, self.spill.table(&load.id), &cols, load).await?;
-            let n = load.keys.len() as u64;
-            written.push(if *in_batch {
-                (load.id.clone(), n, 0)
-            } else {
-                (load.id.clone(), 0, n)
-            });
         }
         tx.commit().await.map_err(pg)?;
-        self.spill.written(&written, batch_rows, next);
+        let written = loads
+            .iter()
+            .map(|(in_batch, load)| {
+                let from = if *in_batch { &self.ready } else { &self.open };
+                let mut times = CommitSeconds::default();
+                times.add(from.tables[&load.id].values());
+                (load.id.clone(), *in_batch, load.keys.len() as u64, times)
+            })
+            .collect();
+        self.spill.written(written, batch_rows, next);
         if let Some(files) = &self.files {
             let keys: Vec<String> = loads
                 .iter()

@@ -27,7 +27,7 @@ use super::sql;
 use super::{TableRt, SINK};
 use crate::config::LoadMode;
 use crate::event::TableId;
-use crate::sink::SinkError;
+use crate::sink::{CommitSeconds, SinkError};
 
 pub const SCHEMA: &str = "edfi_cdc_spill";
 
@@ -36,9 +36,12 @@ struct Spilled {
     table: String,
     /// The table's shape when the spill table was made.
     shape: String,
-    /// Rows up to `upto` (the batch) and after it (the unfinished cycle).
+    /// Rows up to `upto` (the batch) and after it (the unfinished cycle), and their source
+    /// commit times.
     batch: u64,
     after: u64,
+    batch_times: CommitSeconds,
+    after_times: CommitSeconds,
 }
 
 pub struct Spill {
@@ -126,6 +129,8 @@ impl Spill {
                 shape,
                 batch: 0,
                 after: 0,
+                batch_times: CommitSeconds::default(),
+                after_times: CommitSeconds::default(),
             },
         );
         Ok(())
@@ -141,14 +146,25 @@ impl Spill {
         self.next
     }
 
-    /// A write committed: per table, the rows of the batch and of the unfinished cycle it
-    /// wrote; `next` follows its last row. The batch's rows were numbered first. A write with
-    /// batch rows follows a watermark, which made everything spilled before part of the batch.
-    pub fn written(&mut self, rows: &[(TableId, u64, u64)], batch_rows: u64, next: i64) {
-        for (id, batch, after) in rows {
-            let s = self.tables.get_mut(id).expect("prepared before the write");
-            s.batch += batch;
-            s.after += after;
+    /// A write committed: per table, its rows of the batch or of the unfinished cycle, and
+    /// their source commit times; `next` follows its last row. The batch's rows were numbered
+    /// first. A write with batch rows follows a watermark, which made everything spilled before
+    /// part of the batch.
+    pub fn written(
+        &mut self,
+        rows: Vec<(TableId, bool, u64, CommitSeconds)>,
+        batch_rows: u64,
+        next: i64,
+    ) {
+        for (id, in_batch, n, times) in rows {
+            let s = self.tables.get_mut(&id).expect("prepared before the write");
+            if in_batch {
+                s.batch += n;
+                s.batch_times.absorb(times);
+            } else {
+                s.after += n;
+                s.after_times.absorb(times);
+            }
         }
         if batch_rows > 0 {
             self.upto = self.next - 1 + batch_rows as i64;
@@ -161,6 +177,7 @@ impl Spill {
         self.upto = self.next - 1;
         for s in self.tables.values_mut() {
             s.batch += std::mem::take(&mut s.after);
+            s.batch_times.absorb(std::mem::take(&mut s.after_times));
         }
     }
 
@@ -171,6 +188,12 @@ impl Spill {
 
     pub fn batch_rows(&self) -> u64 {
         self.tables.values().map(|s| s.batch).sum()
+    }
+
+    /// The spilled rows of the batch of `id` and their source commit times.
+    pub fn batch_of(&self, id: &TableId) -> Option<(u64, CommitSeconds)> {
+        let s = self.tables.get(id).filter(|s| s.batch > 0)?;
+        Some((s.batch, s.batch_times.clone()))
     }
 
     /// Tables with spilled rows of the batch.
@@ -209,6 +232,7 @@ impl Spill {
     pub fn cleared(&mut self) {
         for s in self.tables.values_mut() {
             s.batch = 0;
+            s.batch_times = CommitSeconds::default();
         }
     }
 }

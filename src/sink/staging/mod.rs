@@ -548,6 +548,9 @@ impl StagingSink {
         }
         tx.commit().await.map_err(pg)?;
         self.spill.written(&written, self.open.events as u64);
+        for (id, evs) in &self.open.tables {
+            self.spill.add_times(id, evs.values());
+        }
         Ok(())
     }
 
@@ -608,6 +611,7 @@ impl StagingSink {
             })
             .collect();
         let spilled_events = self.spill.events();
+        let spilled_times = self.spill.times(&spilled);
         let started = Instant::now();
         let (connector, step) = (self.connector.clone(), format!("{} flush", self.name));
         let applied = crate::slow::watched(
@@ -645,6 +649,7 @@ impl StagingSink {
         for (table, rows) in &spilled {
             metrics::applied_events(&self.connector, SINK, &table.to_string(), *rows);
         }
+        spilled_times.observe(&self.connector, SINK, now);
         for (table, evs) in &batch.tables {
             metrics::applied_events(&self.connector, SINK, &table.to_string(), evs.len() as u64);
             for ev in evs.values() {

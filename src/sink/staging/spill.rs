@@ -29,7 +29,7 @@ use tracing::info;
 use super::ddl::ident;
 use super::{copy_rows, TableRt, OP_COLUMN, SINK};
 use crate::event::{shape_digest, ChangeEvent, TableId};
-use crate::sink::SinkError;
+use crate::sink::{CommitSeconds, SinkError};
 
 pub const SCHEMA: &str = "edfi_cdc_spill";
 const SEQ_COLUMN: &str = "edfi_cdc_seq";
@@ -43,6 +43,8 @@ struct Spilled {
     rows: u64,
     /// The sequence number of the last row known to be committed.
     seq: i64,
+    /// The spilled rows' source commit times.
+    times: CommitSeconds,
 }
 
 pub struct Spill {
@@ -142,6 +144,28 @@ impl Spill {
         self.tables.get(id).is_some_and(|s| s.rows > 0)
     }
 
+    /// The written rows of `id` were committed at the source at these times.
+    pub fn add_times<'a>(
+        &mut self,
+        id: &TableId,
+        events: impl IntoIterator<Item = &'a ChangeEvent>,
+    ) {
+        if let Some(s) = self.tables.get_mut(id) {
+            s.times.add(events);
+        }
+    }
+
+    /// The source commit times of the spilled rows of `tables`.
+    pub fn times(&self, tables: &[(TableId, u64)]) -> CommitSeconds {
+        let mut all = CommitSeconds::default();
+        for (id, _) in tables {
+            if let Some(s) = self.tables.get(id) {
+                all.absorb(s.times.clone());
+            }
+        }
+        all
+    }
+
     /// The tables with spilled rows, and how many each.
     pub fn per_table(&self) -> Vec<(TableId, u64)> {
         self.tables
@@ -187,6 +211,7 @@ impl Spill {
                 shape,
                 rows: 0,
                 seq: 0,
+                times: CommitSeconds::default(),
             },
         );
         Ok(())
@@ -318,6 +343,7 @@ impl Spill {
     pub fn emptied(&mut self) {
         for s in self.tables.values_mut() {
             s.rows = 0;
+            s.times = CommitSeconds::default();
         }
         self.events = 0;
     }
