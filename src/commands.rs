@@ -224,15 +224,15 @@ async fn check_heartbeat(conn: &mut Connection, table: &TableId) -> CheckLine {
         )
         .await
     {
-        Ok(r) if !r.is_empty() => {
-            value::as_i64(&r[0][0]) == Some(1) && value::as_i64(&r[0][1]) == Some(1)
-        }
+        Ok(r) if !r.is_empty() => r[0].iter().all(|v| value::as_i64(v) == Some(1)),
         _ => false,
     };
     if granted {
         line(
             true,
-            format!("heartbeat table {name}: Change Tracking on, INSERT and UPDATE granted"),
+            format!(
+                "heartbeat table {name}: Change Tracking on, SELECT, INSERT and UPDATE granted"
+            ),
         )
     } else {
         line(false, format!("heartbeat table {name}: missing permission: GRANT SELECT, INSERT, UPDATE ON {name} TO <login>"))

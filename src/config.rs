@@ -811,10 +811,15 @@ fn key_at(text: &str, offset: usize) -> String {
 /// `url` with `password` put in (percent-encoded in a `postgres://` URL, quoted in a
 /// `key=value` one); `url` itself when `password` is empty.
 fn url_with_password(url: &str, password: &str) -> Result<String, String> {
-    if password.is_empty() {
+    // An empty URL stays empty, for the checks of an enabled sink to name it.
+    if password.is_empty() || url.trim().is_empty() {
         return Ok(url.to_string());
     }
+    let twice = Err("is set and the URL has a password too: keep one".to_string());
     let Some((scheme, rest)) = url.split_once("://") else {
+        if url.split_whitespace().any(|kv| kv.starts_with("password=")) {
+            return twice;
+        }
         let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
         return Ok(format!("{url} password='{quoted}'"));
     };
@@ -822,8 +827,9 @@ fn url_with_password(url: &str, password: &str) -> Result<String, String> {
     let Some(at) = rest[..end].rfind('@') else {
         return Err("needs the user in the URL (postgres://user@host:5432/db) to apply to".into());
     };
-    if rest[..at].contains(':') {
-        return Err("is set and the URL has a password too: keep one".into());
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    if rest[..at].contains(':') || query.split('&').any(|kv| kv.starts_with("password=")) {
+        return twice;
     }
     let encoded =
         percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
@@ -1410,8 +1416,14 @@ url = "${STAGING_DATABASE_URL}"
                 .parse()
                 .unwrap();
         assert_eq!(kv.get_password(), Some(pw.as_bytes()));
+        assert!(url_with_password("host=aurora password=p", pw).is_err());
+        assert_eq!(url_with_password("", pw).unwrap(), "");
         // No user to apply to, or a password twice: said, naming the key.
-        for url in ["postgres://aurora/staging", "postgres://u:p@aurora/staging"] {
+        for url in [
+            "postgres://aurora/staging",
+            "postgres://u:p@aurora/staging",
+            "postgres://u@aurora/staging?sslmode=require&password=p",
+        ] {
             let vars = [
                 VARS[0],
                 VARS[1],

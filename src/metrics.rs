@@ -385,6 +385,17 @@ pub fn applied(
     }
 }
 
+/// A sink stopped in this process (a worker's lane handed over or ended): its series go, so a
+/// lane another worker now applies does not age here and page for lag.
+pub fn sink_gone(connector: &str, sink: &str) {
+    let _ = APPLIED_VERSION.remove_label_values(&[connector, sink]);
+    LazyLock::force(&LAG_COLLECTOR);
+    lag::STATE
+        .lock()
+        .expect("lag state")
+        .forget(connector, sink);
+}
+
 /// The connector's poller writes a heartbeat: its sinks export `edfi_cdc_heartbeat_lag_seconds`.
 pub fn heartbeat_on(connector: &str) {
     LazyLock::force(&LAG_COLLECTOR);
@@ -564,6 +575,13 @@ mod lag {
                     q.pop_front();
                 }
             }
+        }
+
+        pub fn forget(&mut self, connector: &str, sink: &str) {
+            self.applied
+                .retain(|(c, s, _), _| !(c == connector && s == sink));
+            self.applied_commit
+                .remove(&(connector.to_string(), sink.to_string()));
         }
 
         pub fn applied_commit(&mut self, connector: &str, sink: &str, at: DateTime<Utc>) {

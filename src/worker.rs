@@ -87,6 +87,7 @@ fn spawn_lane(
     let (config, schemas, lane_stop) = (config.clone(), schemas.clone(), stop.clone());
     let handle = tokio::spawn(async move {
         let lane = Lane::new(id.clone(), worker_id(), Some(committed)).with_share(share);
+        let sink_name = lane.sink_name(crate::sink::staging::SINK);
         let (sink, _) = StagingSink::open(
             &config.name,
             &cfg,
@@ -101,8 +102,11 @@ fn spawn_lane(
         info!(lane = %id, "lane started");
         // Re-snapshot requests reach the poller through its own database in this mode.
         let (requests, _) = mpsc::unbounded_channel();
-        sink.run(Input::Lane(Box::new(input)), requests, lane_stop)
-            .await
+        let result = sink
+            .run(Input::Lane(Box::new(input)), requests, lane_stop)
+            .await;
+        crate::metrics::sink_gone(&config.name, &sink_name);
+        result
     });
     Ok(LaneTask { tx, stop, handle })
 }

@@ -232,7 +232,7 @@ async fn a_stall_on_a_quiet_source_shows_in_the_heartbeat_lag() {
     let check = connector.command(&["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(
-        text.contains("PASS heartbeat table edfi_cdc.Heartbeat: Change Tracking on, INSERT and UPDATE granted"),
+        text.contains("PASS heartbeat table edfi_cdc.Heartbeat: Change Tracking on, SELECT, INSERT and UPDATE granted"),
         "{text}"
     );
     let v0 = source_version(&source).await;

@@ -110,6 +110,17 @@ impl Compacted {
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }
+
+    /// Let go of `table`'s changes (a snapshot that covers them has started).
+    pub fn drop_table(&mut self, table: &TableId) {
+        if let Some(evs) = self.tables.remove(table) {
+            self.rows -= evs.len();
+            self.events = self.events.saturating_sub(evs.len());
+            self.bytes = self
+                .bytes
+                .saturating_sub(evs.values().map(approx_bytes).sum());
+        }
+    }
 }
 
 /// Keep each key of a snapshot's rows once, its last copy, in arrival order. A poller that

@@ -133,6 +133,8 @@ pub struct RedshiftSink {
     open: Compacted,
     /// Changes written to the target because the held ones reached `spill_rows`.
     spill: spill::Spill,
+    /// Per table, the spilled rows the last flush transaction applied.
+    collected: Vec<(TableId, u64)>,
     loads: Vec<TableLoad>,
     requests: Requests,
     last_sweep: Instant,
@@ -361,6 +363,7 @@ impl RedshiftSink {
             since: None,
             open: Compacted::default(),
             spill,
+            collected: Vec::new(),
             loads: Vec::new(),
             requests: Requests::new(&cp.resnapshot_requests),
             last_sweep: Instant::now(),
@@ -549,7 +552,7 @@ impl RedshiftSink {
         }
         let started = Instant::now();
         self.prepare();
-        let rows = self.loads.iter().map(|l| l.keys.len()).sum::<usize>() + spilled as usize;
+        let held = self.loads.iter().map(|l| l.keys.len()).sum::<usize>();
         let bytes: usize = self.loads.iter().map(|l| l.bytes).sum();
         let connector = self.connector.clone();
         crate::slow::watched(
@@ -559,15 +562,17 @@ impl RedshiftSink {
         )
         .await?;
         let seconds = started.elapsed().as_secs_f64();
-        // The spilled rows applied: those of the tables loaded (the others were dropped).
+        // The spilled rows applied (keys not replaced by rows held in memory).
         let spilled_applied: Vec<(String, u64, CommitSeconds)> = self
-            .loads
+            .collected
             .iter()
-            .filter_map(|l| {
-                let (n, times) = self.spill.batch_of(&l.id)?;
-                Some((l.id.to_string(), n, times))
-            })
+            .map(|(id, n)| (id.to_string(), *n, self.spill.batch_times(id)))
             .collect();
+        let rows = held
+            + spilled_applied
+                .iter()
+                .map(|(_, n, _)| *n as usize)
+                .sum::<usize>();
         self.spill.cleared();
         self.after_commit().await;
         metrics::flush(&self.connector, SINK, reason.as_str(), seconds);
@@ -824,10 +829,11 @@ impl RedshiftSink {
         // Changed target → its staging table (incremental models find the students touched
         // in them); the staging tables live until the models are done.
         let mut changed: HashMap<String, Changed> = HashMap::new();
+        self.collected.clear();
         for load in &self.loads {
             let rt = &self.tables[&load.id];
             let spilled = self.spill.collect(rt);
-            stage_and_merge(
+            let collected = stage_and_merge(
                 &tx,
                 &self.cfg,
                 rt,
@@ -836,6 +842,9 @@ impl RedshiftSink {
                 soft_at.as_deref(),
             )
             .await?;
+            if spilled.is_some() {
+                self.collected.push((load.id.clone(), collected));
+            }
             let merged = Changed::Merged {
                 stage: rt.stage.clone(),
                 students: has_students(&rt.schema),
@@ -961,8 +970,13 @@ impl RedshiftSink {
                     return Ok(());
                 }
                 rt.snapshot = SnapshotRows::default();
+                let reshaped = *table != *rt.schema;
+                // The changes held for the table are older than the snapshot, which has them.
+                self.ready.drop_table(&id);
+                self.open.drop_table(&id);
+                self.spill.discard(&id);
                 // Read in another shape than the target has: the table changed at the source.
-                if *table != *rt.schema {
+                if reshaped {
                     let table = table.clone();
                     self.with_retry(backoff, stop, |s| Box::pin(s.evolve(table.clone())))
                         .await?;
@@ -1212,7 +1226,7 @@ async fn stage_and_merge(
     load: &TableLoad,
     spilled: Option<&str>,
     soft_at: Option<&str>,
-) -> Result<(), SinkError> {
+) -> Result<u64, SinkError> {
     let mut cols = rt.columns.clone();
     cols.push(sql::OP_COLUMN.into());
     tx.batch_execute(&sql::create_stage(
@@ -1223,12 +1237,14 @@ async fn stage_and_merge(
     if !load.keys.is_empty() {
         copy_in(tx, cfg, rt, &rt.stage, &cols, load).await?;
     }
-    if let Some(spilled) = spilled {
-        tx.batch_execute(spilled).await.map_err(pg)?;
-    }
+    let collected = match spilled {
+        Some(spilled) => tx.execute(spilled, &[]).await.map_err(pg)?,
+        None => 0,
+    };
     tx.batch_execute(&sql::merge(&rt.schema, &load.dest, &rt.stage, soft_at))
         .await
-        .map_err(|e| merge_error(rt, &load.dest, e))
+        .map_err(|e| merge_error(rt, &load.dest, e))?;
+    Ok(collected)
 }
 
 /// COPY one load into `dest`, from S3 or from the CSV in memory. A row the target rejects

@@ -42,6 +42,9 @@ struct Spilled {
     after: u64,
     batch_times: CommitSeconds,
     after_times: CommitSeconds,
+    /// Rows numbered below this were let go of ([`Spill::discard`]); they are deleted with
+    /// the next flush's, not applied.
+    from: i64,
 }
 
 pub struct Spill {
@@ -131,6 +134,7 @@ impl Spill {
                 after: 0,
                 batch_times: CommitSeconds::default(),
                 after_times: CommitSeconds::default(),
+                from: 0,
             },
         );
         Ok(())
@@ -190,10 +194,25 @@ impl Spill {
         self.tables.values().map(|s| s.batch).sum()
     }
 
-    /// The spilled rows of the batch of `id` and their source commit times.
-    pub fn batch_of(&self, id: &TableId) -> Option<(u64, CommitSeconds)> {
-        let s = self.tables.get(id).filter(|s| s.batch > 0)?;
-        Some((s.batch, s.batch_times.clone()))
+    /// The spilled rows of the batch of `id`, their source commit times.
+    pub fn batch_times(&self, id: &TableId) -> CommitSeconds {
+        self.tables
+            .get(id)
+            .map(|s| s.batch_times.clone())
+            .unwrap_or_default()
+    }
+
+    /// A snapshot of `id` has started: the rows spilled so far are covered by it and are not
+    /// applied (the next flush deletes them).
+    pub fn discard(&mut self, id: &TableId) {
+        let next = self.next;
+        if let Some(s) = self.tables.get_mut(id) {
+            s.batch = 0;
+            s.after = 0;
+            s.batch_times = CommitSeconds::default();
+            s.after_times = CommitSeconds::default();
+            s.from = next;
+        }
     }
 
     /// Tables with spilled rows of the batch.
@@ -209,14 +228,14 @@ impl Spill {
     pub fn collect(&self, rt: &TableRt) -> Option<String> {
         let s = self.tables.get(&rt.schema.id)?;
         (s.batch > 0 && s.shape == crate::event::shape_digest(&rt.schema))
-            .then(|| sql::collect_spill(&rt.schema, &rt.stage, &s.table, self.upto))
+            .then(|| sql::collect_spill(&rt.schema, &rt.stage, &s.table, s.from, self.upto))
     }
 
     /// The statements, inside the flush's transaction, that remove the batch's spilled rows.
     pub fn clear(&self) -> Vec<String> {
         self.tables
             .values()
-            .filter(|s| s.batch > 0)
+            .filter(|s| s.batch > 0 || s.from > 0)
             .map(|s| {
                 format!(
                     "DELETE FROM {} WHERE {} <= {}",

@@ -186,9 +186,15 @@ pub fn create_spill(mode: LoadMode, schema: &TableSchema, types: &[String], tabl
     )
 }
 
-/// Add to a loaded staging table the spilled rows up to sequence number `upto`, the last one
-/// of each key, unless the staging table (rows received after them) holds the key already.
-pub fn collect_spill(schema: &TableSchema, stage: &str, spill: &str, upto: i64) -> String {
+/// Add to a loaded staging table the spilled rows numbered `from` to `upto`, the last one of
+/// each key, unless the staging table (rows received after them) holds the key already.
+pub fn collect_spill(
+    schema: &TableSchema,
+    stage: &str,
+    spill: &str,
+    from: i64,
+    upto: i64,
+) -> String {
     let mut cols = columns(schema);
     cols.push(OP_COLUMN.into());
     let cols = cols.join(", ");
@@ -200,7 +206,7 @@ pub fn collect_spill(schema: &TableSchema, stage: &str, spill: &str, upto: i64) 
     format!(
         "INSERT INTO {stage} ({cols}) SELECT {cols} FROM (\
          SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {SEQ_COLUMN} DESC) AS edfi_cdc_rn \
-         FROM {spill} WHERE {SEQ_COLUMN} <= {upto}) s \
+         FROM {spill} WHERE {SEQ_COLUMN} BETWEEN {from} AND {upto}) s \
          WHERE s.edfi_cdc_rn = 1 AND NOT EXISTS (SELECT 1 FROM {stage} WHERE {same})",
         keys = keys.join(", "),
         same = same.join(" AND "),
@@ -486,6 +492,7 @@ mod tests {
                     &t,
                     "edfi_cdc_stage_7",
                     "edfi_cdc_spill.s0123abcd_edfi_cdc_stage_7",
+                    0,
                     41,
                 ),
             ),

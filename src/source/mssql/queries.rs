@@ -75,10 +75,11 @@ pub const PRIMARY_KEYS: &str = "SELECT kcu.TABLE_SCHEMA, kcu.TABLE_NAME, kcu.COL
 pub const PERMISSIONS: &str = "SELECT HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'SELECT') AS can_select, \
      HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'VIEW CHANGE TRACKING') AS can_view_ct";
 
-/// Whether the login may write the heartbeat table (`@P1`).
+/// Whether the login may write the heartbeat table (`@P1`; the UPDATE's WHERE reads it).
 pub const HEARTBEAT_PERMISSIONS: &str =
     "SELECT HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'INSERT') AS can_insert, \
-     HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'UPDATE') AS can_update";
+     HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'UPDATE') AS can_update, \
+     HAS_PERMS_BY_NAME(@P1, 'OBJECT', 'SELECT') AS can_select";
 
 /// Whether the login holds VIEW SERVER STATE, without which `sys.dm_tran_commit_table` shows it
 /// no commit times (SQL Server documents the view as incomplete then).
