@@ -1100,7 +1100,8 @@ async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills()
     assert_equal(&rig.source, &rig.target).await;
     let log = rep.log();
     assert!(log.contains("a large batch"), "no spill logged:\n{log}");
-    // The spilled rows count as applied, and their latency is observed.
+    // The spilled rows count as applied (each key of the batch once), and their latency is
+    // observed.
     let items_at_source: i64 = rig
         .source
         .query_one("SELECT count(*) FROM edfi.\"StudentAssessmentItem\"", &[])
@@ -1119,8 +1120,9 @@ async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills()
     let observed = sample(
         "edfi_cdc_end_to_end_latency_seconds_count{connector=\"edfi-ods\",sink=\"redshift\"}",
     );
+    // One batch applies each key once; a latency is observed per change.
     assert!(
-        applied >= 2.0 * items_at_source as f64 && observed >= 2.0 * items_at_source as f64,
+        applied >= items_at_source as f64 && observed >= 2.0 * items_at_source as f64,
         "two transactions over {items_at_source} items: {applied} applied, {observed} latencies observed"
     );
     let first = spill_tables(&rig.target, None).await;
