@@ -1,25 +1,87 @@
 # Shared by scripts/test and scripts/demo: make sure what they need is installed and running.
 # Idempotent; needs no input. Slow tools are cached outside the repository.
 
+# The PostgreSQL server of the tests, the demo and the benchmarks, exported as PGPORT (the tests
+# read it, default 5432; psql reads it too): the system's server on 127.0.0.1:5432 when it trusts
+# user postgres on loopback, else a cluster of our own on 127.0.0.1:$OWN_PG_PORT that trusts
+# loopback, created once with initdb (a freshly installed Debian server asks for a password).
+# Its data lives outside the home directory: the server runs as `postgres`, which may not enter
+# root's.
+OWN_PG_DIR=/var/tmp/edfi-cdc-pg
+OWN_PG_PORT=55432
+
+pg_bindir() {
+  local v
+  v=$(ls /usr/lib/postgresql 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1) || true
+  [ -n "$v" ] && echo "/usr/lib/postgresql/$v/bin"
+}
+
+# Whether the server on 127.0.0.1:$1 accepts user postgres without any password.
+pg_trusts() {
+  PGPASSWORD='' PGPASSFILE=/dev/null psql -w -h 127.0.0.1 -p "$1" -U postgres -d postgres \
+    -Atqc 'select 1' >/dev/null 2>&1
+}
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_own_postgres() {
+  local bin
+  bin=$(pg_bindir)
+  if [ ! -f "$OWN_PG_DIR/data/PG_VERSION" ]; then
+    echo "== creating a PostgreSQL cluster of our own in $OWN_PG_DIR (port $OWN_PG_PORT, trust on loopback)"
+    rm -rf "$OWN_PG_DIR"
+    mkdir -p "$OWN_PG_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres "$OWN_PG_DIR"
+    as_postgres "$bin/initdb" -D "$OWN_PG_DIR/data" -U postgres --auth=trust -E UTF8 \
+      --no-instructions >/dev/null
+    # TLS with a self-signed certificate, as Debian's own server has: edfi-cdc requires TLS
+    # unless a URL says sslmode=disable.
+    as_postgres openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$OWN_PG_DIR/data/server.key" -out "$OWN_PG_DIR/data/server.crt" -days 36500 \
+      -subj /CN=localhost 2>/dev/null
+    chmod 600 "$OWN_PG_DIR/data/server.key"
+    as_postgres sh -c "cat >> '$OWN_PG_DIR/data/postgresql.auto.conf'" <<CONF
+listen_addresses = '127.0.0.1'
+port = $OWN_PG_PORT
+unix_socket_directories = '$OWN_PG_DIR'
+max_connections = 400
+ssl = on
+CONF
+  fi
+  if ! as_postgres "$bin/pg_ctl" status -D "$OWN_PG_DIR/data" >/dev/null 2>&1; then
+    echo "== starting our PostgreSQL cluster on 127.0.0.1:$OWN_PG_PORT (log: $OWN_PG_DIR/server.log)"
+    as_postgres "$bin/pg_ctl" start -D "$OWN_PG_DIR/data" -w -t 60 -l "$OWN_PG_DIR/server.log" >/dev/null
+  fi
+  pg_trusts "$OWN_PG_PORT" || {
+    echo "our PostgreSQL cluster on 127.0.0.1:$OWN_PG_PORT does not answer; see $OWN_PG_DIR/server.log" >&2
+    exit 1
+  }
+}
+
 ensure_postgres() {
-  if ! command -v psql >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+  if ! command -v psql >/dev/null 2>&1 || [ -z "$(pg_bindir)" ]; then
     echo "== installing PostgreSQL"
     apt-get update -qq && apt-get install -y -qq postgresql postgresql-client >/dev/null
   fi
-  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-    echo "== starting PostgreSQL"
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 && ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    echo "== starting the system's PostgreSQL"
     for v in $(ls /etc/postgresql); do
       pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
     done
+    for _ in $(seq 1 60); do
+      pg_isready -q -h 127.0.0.1 -p 5432 && break
+      sleep 0.5
+    done
   fi
-  for _ in $(seq 1 60); do
-    pg_isready -q -h 127.0.0.1 -p 5432 && break
-    sleep 0.5
-  done
-  pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
-  if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
-    echo "PostgreSQL on 127.0.0.1:5432 must accept user postgres without a password (trust auth)" >&2
-    exit 1
+  if pg_trusts 5432; then
+    export PGPORT=5432
+  else
+    echo "== the PostgreSQL on 127.0.0.1:5432 is missing or asks user postgres for a password"
+    start_own_postgres
+    export PGPORT=$OWN_PG_PORT
+    return
   fi
   # Tests run in parallel, each with a simulator, a replicator and its own databases.
   local max

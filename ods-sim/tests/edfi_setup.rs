@@ -2,7 +2,7 @@
 
 mod edfi_support;
 
-use edfi_support::{assert_consistent, ct_log_rows, Db, SERVER};
+use edfi_support::{assert_consistent, ct_log_rows, server, Db};
 use ods_sim::edfi::{self, SetupOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,7 +13,7 @@ async fn edfi_setup_creates_reuses_and_recreates() {
         seed: 3,
         parallelism: 3,
     };
-    let first = edfi::setup(SERVER, &db.name, &opts).await.unwrap();
+    let first = edfi::setup(&server(), &db.name, &opts).await.unwrap();
     assert!(first.created);
     assert_eq!(first.row_counts.len(), 37);
     assert_eq!(first.row_counts["Student"], 1_200);
@@ -52,7 +52,7 @@ async fn edfi_setup_creates_reuses_and_recreates() {
         .await
         .unwrap();
     assert_eq!(ct_log_rows(&client).await, 1);
-    let second = edfi::setup(SERVER, &db.name, &opts).await.unwrap();
+    let second = edfi::setup(&server(), &db.name, &opts).await.unwrap();
     assert!(!second.created);
     assert_eq!(second.row_counts, first.row_counts);
     assert_eq!(ct_log_rows(&client).await, 1);
@@ -65,7 +65,7 @@ async fn edfi_setup_creates_reuses_and_recreates() {
         .await
         .unwrap();
     drop(client);
-    let third = edfi::setup(SERVER, &db.name, &opts).await.unwrap();
+    let third = edfi::setup(&server(), &db.name, &opts).await.unwrap();
     assert!(third.created);
     assert_eq!(third.row_counts, first.row_counts);
     let client = db.client().await;
@@ -108,7 +108,7 @@ async fn edfi_setup_benchmark() {
         students,
         ..SetupOptions::default()
     };
-    let out = edfi::setup(SERVER, &db.name, &opts).await.unwrap();
+    let out = edfi::setup(&server(), &db.name, &opts).await.unwrap();
     println!(
         "{students} students: {} rows in {:.1} s",
         out.total_rows(),

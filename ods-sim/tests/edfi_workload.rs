@@ -3,7 +3,7 @@
 
 mod edfi_support;
 
-use edfi_support::{assert_consistent, ct_log_rows, table_hashes, Db, SERVER};
+use edfi_support::{assert_consistent, ct_log_rows, server, table_hashes, Db};
 use ods_sim::edfi::{self, Op, SetupOptions, WorkloadConfig};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -19,7 +19,9 @@ fn opts(students: u64) -> SetupOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edfi_workload_is_paced_and_logged() {
     let db = Db::new("wl_rate");
-    edfi::setup(SERVER, &db.name, &opts(1_500)).await.unwrap();
+    edfi::setup(&server(), &db.name, &opts(1_500))
+        .await
+        .unwrap();
     let (_tx, stop) = watch::channel(false);
     let cfg = WorkloadConfig {
         rate: 200.0,
@@ -71,8 +73,8 @@ async fn edfi_workload_is_paced_and_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edfi_workload_is_deterministic_with_one_writer() {
     let (a, b) = (Db::new("wl_det_a"), Db::new("wl_det_b"));
-    edfi::setup(SERVER, &a.name, &opts(600)).await.unwrap();
-    edfi::setup(SERVER, &b.name, &opts(600)).await.unwrap();
+    edfi::setup(&server(), &a.name, &opts(600)).await.unwrap();
+    edfi::setup(&server(), &b.name, &opts(600)).await.unwrap();
     let cfg = WorkloadConfig {
         rate: 5_000.0,
         seed: 9,
@@ -98,7 +100,7 @@ async fn edfi_workload_is_deterministic_with_one_writer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edfi_concurrent_writers_keep_the_invariant() {
     let db = Db::new("wl_conc");
-    edfi::setup(SERVER, &db.name, &opts(300)).await.unwrap();
+    edfi::setup(&server(), &db.name, &opts(300)).await.unwrap();
     let cfg = WorkloadConfig {
         rate: 5_000.0,
         seed: 4,
@@ -118,7 +120,7 @@ async fn edfi_concurrent_writers_keep_the_invariant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edfi_workload_stops_on_signal() {
     let db = Db::new("wl_stop");
-    edfi::setup(SERVER, &db.name, &opts(300)).await.unwrap();
+    edfi::setup(&server(), &db.name, &opts(300)).await.unwrap();
     let (tx, stop) = watch::channel(false);
     let url = db.url();
     let run = tokio::spawn(async move {

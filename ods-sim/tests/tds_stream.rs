@@ -126,7 +126,13 @@ impl Measure {
         for _ in 0..rounds {
             let started = Instant::now();
             let status = tokio::process::Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &server.db.name])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &server.db.pg_config().get_ports()[0].to_string(),
+                ])
+                .args(["-U", "postgres", "-d", &server.db.name])
                 .args(["-c", &copy_sql])
                 .stdout(std::process::Stdio::null())
                 .status()

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls};
 
-pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const SIM_PASSWORD: &str = "Sim-Passw0rd!";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -38,8 +37,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The port of the tests' PostgreSQL server on 127.0.0.1: `PGPORT` as `scripts/test` exports it
+/// (a cluster of its own when the system's server asks for a password), else 5432.
+pub fn pg_port() -> u16 {
+    std::env::var("PGPORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432)
+}
+
 pub fn db_url(name: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
+    format!("postgres://postgres@127.0.0.1:{}/{name}", pg_port())
+}
+
+/// The tests' PostgreSQL server, as a URL of its `postgres` database.
+pub fn pg_server() -> String {
+    db_url("postgres")
 }
 
 pub async fn connect(url: &str) -> Client {
@@ -52,7 +65,8 @@ pub async fn connect(url: &str) -> Client {
 
 fn drop_database(name: &str) {
     let status = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+        .args(["-h", "127.0.0.1", "-p", &pg_port().to_string()])
+        .args(["-U", "postgres", "-d", "postgres", "-qc"])
         .arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .stdout(Stdio::null())
         .status();
@@ -69,7 +83,7 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create(prefix: &str) -> TestDb {
         let name = unique(prefix);
-        connect(PG_SERVER)
+        connect(&pg_server())
             .await
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
@@ -138,7 +152,7 @@ impl Simulator {
                 "--listen",
                 &listen,
                 "--postgres",
-                PG_SERVER,
+                &pg_server(),
                 "--database",
                 database,
             ])

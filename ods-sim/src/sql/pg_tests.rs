@@ -1,4 +1,4 @@
-//! The translator's output runs on a real PostgreSQL (127.0.0.1:5432, user postgres): every
+//! The translator's output runs on a real PostgreSQL (127.0.0.1:$PGPORT, default 5432, user postgres): every
 //! query of the unit cases is prepared (or run) in a database created for the test, with
 //! minimal stand-ins for the `ct`, `sys`, `INFORMATION_SCHEMA` and `sim` objects it calls.
 

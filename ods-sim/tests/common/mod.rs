@@ -1,5 +1,5 @@
 //! What every test support module shares: a throw-away PostgreSQL database per test on
-//! 127.0.0.1:5432 (user postgres), uniquely named per process and counter, dropped WITH (FORCE)
+//! 127.0.0.1:$PGPORT (default 5432; user postgres), uniquely named per process and counter, dropped WITH (FORCE)
 //! when its guard goes out of scope, also when the test panics.
 //!
 //! Used by `ct_support`, `tds_support`, `edfi_support` and the unit tests of
@@ -11,8 +11,19 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use tokio_postgres::{Client, NoTls};
 
+/// The port of the tests' PostgreSQL server on 127.0.0.1: `PGPORT` as `scripts/test` exports it
+/// (a cluster of its own when the system's server asks for a password), else 5432.
+pub fn pg_port() -> u16 {
+    std::env::var("PGPORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432)
+}
+
 /// The PostgreSQL server of the tests, without a database.
-pub const PG_SERVER: &str = "host=127.0.0.1 port=5432 user=postgres";
+pub fn pg_server() -> String {
+    format!("host=127.0.0.1 port={} user=postgres", pg_port())
+}
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -27,14 +38,19 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// The key-value connection string of database `dbname`.
 pub fn conn_str(dbname: &str) -> String {
-    format!("{PG_SERVER} dbname={dbname}")
+    format!("{} dbname={dbname}", pg_server())
 }
 
 /// A session on database `dbname`; its connection runs on the current runtime.
 pub async fn connect(dbname: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(&conn_str(dbname), NoTls)
         .await
-        .expect("connect to PostgreSQL on 127.0.0.1:5432 as postgres");
+        .unwrap_or_else(|e| {
+            panic!(
+                "connect to PostgreSQL on 127.0.0.1:{} as postgres: {e}",
+                pg_port()
+            )
+        });
     tokio::spawn(async move {
         let _ = connection.await;
     });

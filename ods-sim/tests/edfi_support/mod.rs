@@ -1,4 +1,4 @@
-//! Shared helpers of the `edfi_*` tests: a uniquely named database per test on 127.0.0.1:5432,
+//! Shared helpers of the `edfi_*` tests: a uniquely named database per test on 127.0.0.1:$PGPORT,
 //! dropped (with its sessions) when the guard goes out of scope, also when the test panics.
 
 #![allow(dead_code)]
@@ -11,7 +11,13 @@ use ods_sim::edfi;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
-pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The tests' PostgreSQL server (see `common::pg_port`), as a URL of its `postgres` database.
+pub fn server() -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        common::pg_port()
+    )
+}
 
 /// The name of a database of this test, dropped on drop.
 pub struct Db {
@@ -30,7 +36,7 @@ impl Db {
     }
 
     pub fn url(&self) -> String {
-        edfi::database_url(SERVER, &self.name)
+        edfi::database_url(&server(), &self.name)
     }
 
     pub async fn client(&self) -> Client {
