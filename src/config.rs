@@ -889,7 +889,7 @@ pub fn parse(file: &Path, text: &str) -> Result<ConnectorConfig, Vec<Problem>> {
                 name.clone_from(&default);
             }
         }
-        if let Ok(url) = config.source.url.expose().parse::<tokio_postgres::Config>() {
+        if let Ok(url) = crate::sink::pg::parse(config.source.url.expose()).map(|t| t.config) {
             config.source.database = url.get_dbname().unwrap_or_default().to_string();
             config.source.host = url
                 .get_hosts()
@@ -962,7 +962,7 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             }
         }
         SourceKind::Postgres => {
-            if let Err(e) = c.source.url.expose().parse::<tokio_postgres::Config>() {
+            if let Err(e) = crate::sink::pg::parse(c.source.url.expose()) {
                 bad(
                     "source.url",
                     format!("is not a PostgreSQL connection URL ({e}); write postgres://user:password@host:5432/database"),
@@ -1109,10 +1109,12 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
         Some(s) if s.enabled => {
             if s.url.expose().is_empty() {
                 bad("sinks.staging.url", "must not be empty".into());
-            } else if s.url.expose().parse::<tokio_postgres::Config>().is_err() {
+            } else if let Err(e) = crate::sink::pg::parse(s.url.expose()) {
                 bad(
                     "sinks.staging.url",
-                    "is not a PostgreSQL connection URL (postgres://user@host:port/db)".into(),
+                    format!(
+                        "is not a PostgreSQL connection URL (postgres://user@host:port/db): {e}"
+                    ),
                 );
             }
             if s.max_batch_events == 0 {
@@ -1130,10 +1132,12 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
     if let Some(r) = c.sinks.redshift.as_ref().filter(|r| r.enabled) {
         if r.url.expose().is_empty() {
             bad("sinks.redshift.url", "must not be empty".into());
-        } else if r.url.expose().parse::<tokio_postgres::Config>().is_err() {
+        } else if let Err(e) = crate::sink::pg::parse(r.url.expose()) {
             bad(
                 "sinks.redshift.url",
-                "is not a PostgreSQL-protocol connection URL (postgres://user@host:5439/db)".into(),
+                format!(
+                    "is not a PostgreSQL-protocol connection URL (postgres://user@host:5439/db): {e}"
+                ),
             );
         }
         if r.load == LoadMode::S3 {
@@ -1292,7 +1296,7 @@ fn cross_check(configs: &[ConnectorConfig]) -> Vec<Problem> {
 
 /// Host, port and database of a PostgreSQL URL, to tell whether two sinks share a database.
 fn target_database(url: &str) -> String {
-    match url.parse::<tokio_postgres::Config>() {
+    match crate::sink::pg::parse(url).map(|t| t.config) {
         Ok(cfg) => format!(
             "{:?}/{:?}/{:?}",
             cfg.get_hosts(),

@@ -418,13 +418,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                     )
                 ),
                 SourceKind::Postgres => {
-                    let user = c
-                        .source
-                        .url
-                        .expose()
-                        .parse::<tokio_postgres::Config>()
+                    let user = edfi_cdc::sink::pg::parse(c.source.url.expose())
                         .ok()
-                        .and_then(|u| u.get_user().map(str::to_string))
+                        .and_then(|u| u.config.get_user().map(str::to_string))
                         .unwrap_or_else(|| "edfi_cdc".into());
                     print!(
                         "{}",

@@ -323,12 +323,9 @@ async fn two_connectors_in_one_process_keep_their_checkpoints_apart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn targets_are_reached_over_tls_when_the_url_requires_it() {
+async fn targets_are_reached_over_tls_by_default() {
     let mut rig = Rig::new(20, 31).await;
-    let url = format!(
-        "{}?sslmode=require&application_name=edfi-cdc-tls",
-        rig.staging.url()
-    );
+    let url = format!("{}?application_name=edfi-cdc-tls", rig.staging.url());
     for (k, v) in rig.connector.env.iter_mut() {
         if k == "STAGING_DATABASE_URL" {
             *v = url.clone();
@@ -351,6 +348,160 @@ async fn targets_are_reached_over_tls_when_the_url_requires_it() {
     assert!(sessions > 0, "the sink is connected");
     assert_eq!(sessions, encrypted, "every sink connection is encrypted");
     drop(rep);
+}
+
+/// A CA, and a server certificate it signed for `names` (subjectAltName entries), by the
+/// `openssl` command (PostgreSQL's Debian package brings it): (CA PEM, certificate PEM, key PEM).
+fn certificates(dir: &std::path::Path, tag: &str, names: &str) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (ca, ca_key) = (format!("{tag}-ca.pem"), format!("{tag}-ca.key"));
+    let subject = format!("/CN=edfi-cdc test CA {tag}");
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &subject,
+        ],
+    ]
+    .concat());
+    let (csr, key, cert) = (
+        format!("{tag}.csr"),
+        format!("{tag}.key"),
+        format!("{tag}.pem"),
+    );
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=edfi-cdc test server",
+        ],
+    ]
+    .concat());
+    let ext = format!("{tag}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName={names}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read(&ca), read(&cert), read(&key))
+}
+
+/// libpq's `sslmode` on a real server with a certificate of its own CA: `require` by default,
+/// refused by a server without TLS; `verify-ca` checks the chain, `verify-full` the host name
+/// too; a wrong CA or a name the certificate does not hold stops at once (fatal, not retried),
+/// saying what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_tls_is_verified_as_sslmode_says() {
+    use edfi_cdc::sink::{pg, SinkError};
+    let dir = std::env::temp_dir().join(unique("edfi-cdc-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = certificates(&dir, "server", "DNS:localhost");
+    let (other_ca, _, _) = certificates(&dir, "other", "DNS:localhost");
+    std::fs::write(dir.join("ca.pem"), &ca).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), &other_ca).unwrap();
+    let tls = pg_source::SourcePg::start_tls(&cert, &key);
+    let plain = pg_source::SourcePg::start(false);
+    let ca = dir.join("ca.pem").display().to_string();
+    let other_ca = dir.join("other-ca.pem").display().to_string();
+
+    let encrypted = |client: tokio_postgres::Client| async move {
+        client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    let fatal = |r: Result<tokio_postgres::Client, SinkError>, want: &str| match r {
+        Err(e @ SinkError::Fatal { .. }) => {
+            assert!(e.to_string().contains(want), "{e}")
+        }
+        Err(e) => panic!("not fatal: {e}"),
+        Ok(_) => panic!("connected, expected: {want}"),
+    };
+    let on = |host: &str, query: &str| {
+        format!("postgres://postgres@{host}:{}/postgres{query}", tls.port)
+    };
+
+    // No sslmode: require. TLS without verification, or no connection.
+    assert!(encrypted(pg::connect("t", &on("127.0.0.1", "")).await.unwrap()).await);
+    fatal(
+        pg::connect("t", &plain.url("postgres").replace("sslmode=disable", "")).await,
+        "does not offer TLS",
+    );
+    let plain_ok = pg::connect("t", &plain.url("postgres")).await.unwrap();
+    assert!(!encrypted(plain_ok).await, "sslmode=disable is plain");
+
+    // verify-ca: the chain, whatever the host name.
+    let q = format!("?sslmode=verify-ca&sslrootcert={ca}");
+    assert!(encrypted(pg::connect("t", &on("127.0.0.1", &q)).await.unwrap()).await);
+    let q = format!("?sslmode=verify-ca&sslrootcert={other_ca}");
+    fatal(
+        pg::connect("t", &on("127.0.0.1", &q)).await,
+        "does not verify against the CA file",
+    );
+    // require with a CA file verifies the chain too (libpq).
+    let q = format!("?sslrootcert={other_ca}");
+    fatal(
+        pg::connect("t", &on("127.0.0.1", &q)).await,
+        "invalid peer certificate",
+    );
+
+    // verify-full: the host name as well.
+    let q = format!("?sslmode=verify-full&sslrootcert={ca}");
+    assert!(encrypted(pg::connect("t", &on("localhost", &q)).await.unwrap()).await);
+    fatal(
+        pg::connect("t", &on("127.0.0.1", &q)).await,
+        "not valid for name",
+    );
+    fatal(
+        pg::connect("t", &on("localhost", "?sslmode=verify-full")).await,
+        "needs the CA file",
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]

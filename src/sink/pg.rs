@@ -1,24 +1,28 @@
 //! Connections to the PostgreSQL-protocol targets (staging, Redshift), with TLS by rustls.
 //!
-//! The URL's `sslmode` decides, as in libpq: `disable` — plain; `prefer` (the default) — TLS
-//! when the server offers it; `require` — TLS or no connection. Like libpq without a root
-//! certificate, the server's certificate is not verified then (the traffic is encrypted, the
-//! server not authenticated); with `PGSSLROOTCERT` pointing at a PEM bundle (e.g. the Amazon RDS
-//! CA bundle) the certificate chain and host name are verified against it. Connections carry
+//! The URL's `sslmode` decides, as in libpq (default `PGSSLMODE`, else `require`): `disable` —
+//! plain; `prefer` — TLS when the server offers it; `require` — TLS or no connection;
+//! `verify-ca` — TLS, the certificate chain verified against the CA file; `verify-full` — the
+//! host name too. The CA file (a PEM bundle, e.g. the Amazon RDS CA bundle) is the URL's
+//! `sslrootcert`, else `PGSSLROOTCERT`; `prefer` and `require` verify the chain when there is
+//! one and, without one, encrypt without authenticating the server, as libpq does. Connections carry
 //! `application_name=edfi-cdc` unless the URL sets one; a URL without a password takes
 //! `PGPASSWORD` from the environment, as libpq does. Unless the URL says otherwise, a connection
 //! gives up opening after 30 s and notices a peer gone silent within about a minute (TCP
 //! keepalives after 30 s idle, every 10 s, 3 tries; unacknowledged data after 60 s).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres::config::SslMode;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::debug;
@@ -75,34 +79,235 @@ impl ServerCertVerifier for EncryptOnly {
     }
 }
 
-fn tls(sink: &str) -> Result<MakeRustlsConnect, SinkError> {
+/// Verifies the server's certificate chain against the CA file but not its host name: libpq's
+/// `sslmode=verify-ca` (and `require` with a CA file).
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The chain is checked before the name: a name error means the chain was good.
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain text.
+    Disable,
+    /// TLS when the server offers it.
+    Prefer,
+    /// TLS or no connection; the chain verified when there is a CA file.
+    Require,
+    /// TLS, the chain verified against the CA file, not the host name.
+    VerifyCa,
+    /// TLS, the chain and the host name verified.
+    VerifyFull,
+}
+
+/// A target's connection settings: what tokio-postgres parses, and TLS as libpq's `sslmode` and
+/// `sslrootcert` say (tokio-postgres parses neither the verifying modes nor the CA file).
+#[derive(Debug)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    pub ssl: SslMode,
+    pub root_cert: Option<PathBuf>,
+}
+
+/// Parse a connection URL (or key-value string). `sslmode` defaults to `PGSSLMODE`, else
+/// `require`; `sslrootcert` to `PGSSLROOTCERT`. The verifying modes need a CA file.
+pub fn parse(url: &str) -> Result<Target, String> {
+    let url_form = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let (head, params, sep) = match (url_form, url.split_once('?')) {
+        (true, Some((head, query))) => (head, query.split('&').collect::<Vec<_>>(), "&"),
+        (true, None) => (url, Vec::new(), "&"),
+        (false, _) => ("", key_value_pairs(url), " "),
+    };
+    let (mut mode, mut root) = (None, None);
+    let mut kept = Vec::new();
+    for param in params {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        let value = || {
+            if url_form {
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            } else {
+                value.trim_matches('\'').to_string()
+            }
+        };
+        match key.trim() {
+            "sslmode" => mode = Some(value()),
+            "sslrootcert" => root = Some(PathBuf::from(value())),
+            _ => kept.push(param),
+        }
+    }
+    let rest = match (url_form, kept.is_empty()) {
+        (true, true) => head.to_string(),
+        (true, false) => format!("{head}?{}", kept.join(sep)),
+        (false, _) => kept.join(sep),
+    };
+    let config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
+    let mode = mode.or_else(|| std::env::var("PGSSLMODE").ok());
+    let ssl = match mode.as_deref().unwrap_or("require") {
+        "disable" => SslMode::Disable,
+        "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        other => {
+            return Err(format!(
+                "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
+            ))
+        }
+    };
+    let root_cert = root.or_else(|| std::env::var_os("PGSSLROOTCERT").map(PathBuf::from));
+    if matches!(ssl, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
+        return Err(format!(
+            "sslmode={} needs the CA file that signed the server's certificate: sslrootcert=<path> \
+             in the URL or PGSSLROOTCERT (for RDS and Aurora, the Amazon RDS CA bundle)",
+            mode.unwrap_or_default()
+        ));
+    }
+    Ok(Target {
+        config,
+        ssl,
+        root_cert,
+    })
+}
+
+/// The `key=value` pairs of a libpq key-value string as written (a value may be single-quoted,
+/// with `\\` escapes, and hold spaces).
+fn key_value_pairs(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut quoted = false;
+        while i < bytes.len() && (quoted || !bytes[i].is_ascii_whitespace()) {
+            match bytes[i] {
+                b'\\' => i += 1,
+                b'\'' => quoted = !quoted,
+                _ => {}
+            }
+            i += 1;
+        }
+        let end = i.min(bytes.len());
+        pairs.push(&text[start..end]);
+    }
+    pairs
+}
+
+fn tls(sink: &str, ssl: SslMode, root_cert: Option<&Path>) -> Result<MakeRustlsConnect, SinkError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports TLS 1.2 and 1.3");
-    let config = match std::env::var_os("PGSSLROOTCERT") {
-        Some(path) => {
-            let fatal = |e: String| SinkError::Fatal {
-                sink: sink.into(),
-                message: format!(
-                    "PGSSLROOTCERT ({}): {e}",
-                    std::path::Path::new(&path).display()
-                ),
-            };
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&path).map_err(|e| fatal(e.to_string()))? {
-                roots
-                    .add(cert.map_err(|e| fatal(e.to_string()))?)
-                    .map_err(|e| fatal(e.to_string()))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        None => builder
+    let Some(path) = root_cert else {
+        return Ok(MakeRustlsConnect::new(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                .with_no_client_auth(),
+        ));
+    };
+    let fatal = |e: String| SinkError::Fatal {
+        sink: sink.into(),
+        message: format!(
+            "CA file {} (sslrootcert, PGSSLROOTCERT): {e}",
+            path.display()
+        ),
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fatal(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| fatal(e.to_string()))?)
+            .map_err(|e| fatal(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fatal("holds no certificate".into()));
+    }
+    let config = if ssl == SslMode::VerifyFull {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| fatal(e.to_string()))?;
+        builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+            .with_no_client_auth()
     };
     Ok(MakeRustlsConnect::new(config))
+}
+
+/// A TLS failure no retry mends (a server without TLS, a certificate that does not verify):
+/// fatal, with what to change.
+fn tls_misfit(sink: &str, e: &tokio_postgres::Error) -> Option<SinkError> {
+    let mut chain = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let text = chain.join(": ");
+    let hint = if text.contains("server does not support TLS") {
+        "the server does not offer TLS and sslmode requires it (the default is require): enable \
+         TLS on the server, or write sslmode=disable in the URL on a trusted network"
+    } else if text.contains("invalid peer certificate") {
+        "the server's certificate does not verify against the CA file (sslrootcert, \
+         PGSSLROOTCERT): give the bundle that signed it, and with sslmode=verify-full connect by \
+         a host name the certificate names"
+    } else {
+        return None;
+    };
+    Some(SinkError::Fatal {
+        sink: sink.into(),
+        message: format!("{text}; {hint}"),
+    })
 }
 
 /// Run a connection on its own task until it closes.
@@ -119,7 +324,11 @@ where
 
 /// Connect to `url` for `sink` (TLS per its `sslmode`); the connection runs on its own task.
 pub async fn connect(sink: &str, url: &str) -> Result<Client, SinkError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| SinkError::Fatal {
+    let Target {
+        mut config,
+        ssl,
+        root_cert,
+    } = parse(url).map_err(|e| SinkError::Fatal {
         sink: sink.into(),
         message: format!("invalid connection URL: {e}"),
     })?;
@@ -148,8 +357,10 @@ pub async fn connect(sink: &str, url: &str) -> Result<Client, SinkError> {
             config.password(pw.as_encoded_bytes());
         }
     }
-    let from_pg = |e: tokio_postgres::Error| SinkError::from_pg(sink, &e);
-    let client = if config.get_ssl_mode() == SslMode::Disable {
+    let from_pg = |e: tokio_postgres::Error| {
+        tls_misfit(sink, &e).unwrap_or_else(|| SinkError::from_pg(sink, &e))
+    };
+    let client = if ssl == SslMode::Disable {
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await
@@ -157,9 +368,65 @@ pub async fn connect(sink: &str, url: &str) -> Result<Client, SinkError> {
         drive(connection);
         client
     } else {
-        let (client, connection) = config.connect(tls(sink)?).await.map_err(from_pg)?;
+        config.ssl_mode(if ssl == SslMode::Prefer {
+            tokio_postgres::config::SslMode::Prefer
+        } else {
+            tokio_postgres::config::SslMode::Require
+        });
+        let (client, connection) = config
+            .connect(tls(sink, ssl, root_cert.as_deref())?)
+            .await
+            .map_err(from_pg)?;
         drive(connection);
         client
     };
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_and_sslrootcert_are_taken_out_of_the_url() {
+        let t = parse(
+            "postgres://u@h:5439/db?sslmode=verify-full&sslrootcert=/ca%20b.pem&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(t.ssl, SslMode::VerifyFull);
+        assert_eq!(t.root_cert.as_deref(), Some(Path::new("/ca b.pem")));
+        assert_eq!(t.config.get_application_name(), Some("x"));
+        assert_eq!(t.config.get_ports(), [5439]);
+        let t = parse(
+            "host=h user=u password='a b\\' c' sslmode=verify-ca sslrootcert='/c.pem' dbname=d",
+        )
+        .unwrap();
+        assert_eq!(t.ssl, SslMode::VerifyCa);
+        assert_eq!(t.root_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(t.config.get_password(), Some(&b"a b' c"[..]));
+        assert_eq!(t.config.get_dbname(), Some("d"));
+        if std::env::var_os("PGSSLMODE").is_none() {
+            assert_eq!(parse("postgres://u@h/db").unwrap().ssl, SslMode::Require);
+        }
+        for (url, mode) in [
+            ("postgres://u@h/db?sslmode=disable", SslMode::Disable),
+            ("postgres://u@h/db?sslmode=prefer", SslMode::Prefer),
+            ("postgres://u@h/db?sslmode=require", SslMode::Require),
+        ] {
+            assert_eq!(parse(url).unwrap().ssl, mode, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_verifying_mode_needs_a_ca_file_and_unknown_modes_are_refused() {
+        if std::env::var_os("PGSSLROOTCERT").is_none() {
+            let e = parse("postgres://u@h/db?sslmode=verify-full").unwrap_err();
+            assert!(
+                e.contains("sslrootcert") && e.contains("PGSSLROOTCERT"),
+                "{e}"
+            );
+        }
+        let e = parse("postgres://u@h/db?sslmode=allow").unwrap_err();
+        assert!(e.contains("`allow`"), "{e}");
+    }
 }

@@ -52,6 +52,15 @@ impl SourcePg {
     /// A new cluster, started. `logical`: with `wal_level = logical` (else `replica`, for the
     /// test of that mistake).
     pub fn start(logical: bool) -> SourcePg {
+        Self::start_with(logical, None)
+    }
+
+    /// A new cluster serving TLS with this certificate chain and key (PEM), started.
+    pub fn start_tls(cert: &str, key: &str) -> SourcePg {
+        Self::start_with(false, Some((cert, key)))
+    }
+
+    fn start_with(logical: bool, tls: Option<(&str, &str)>) -> SourcePg {
         let dir = std::env::temp_dir().join(unique("edfi-cdc-pgsrc"));
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
@@ -83,16 +92,30 @@ impl SourcePg {
             String::from_utf8_lossy(&out.stderr)
         );
         let wal = if logical { "logical" } else { "replica" };
-        std::fs::write(
-            dir.join("data/postgresql.auto.conf"),
-            format!(
-                "wal_level = {wal}\nmax_replication_slots = 10\nmax_wal_senders = 10\n\
-                 listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n\
-                 shared_buffers = 32MB\nmax_connections = 60\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
+        let mut conf = format!(
+            "wal_level = {wal}\nmax_replication_slots = 10\nmax_wal_senders = 10\n\
+             listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n\
+             shared_buffers = 32MB\nmax_connections = 60\n",
+            dir.display()
+        );
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = dir.join("data").join(name);
+                std::fs::write(&path, pem).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if is_root() {
+                    assert!(Command::new("chown")
+                        .arg("postgres")
+                        .arg(&path)
+                        .status()
+                        .unwrap()
+                        .success());
+                }
+            }
+            conf.push_str("ssl = on\n");
+        }
+        std::fs::write(dir.join("data/postgresql.auto.conf"), conf).unwrap();
         let mut pg = SourcePg { port: 0, dir };
         for attempt in 1..=5 {
             pg.port = super::free_port();
@@ -133,7 +156,10 @@ impl SourcePg {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
     }
 
     /// A new database in this cluster.
