@@ -45,6 +45,70 @@ fn alert_rules_pass_promtool() {
     promtool_check_rules(&root().join("dashboards/alerts.yml"));
 }
 
+/// The Fargate scrape configuration (`deploy/ecs/prometheus.yml`) is valid, loads the alert
+/// rules, names the job EdfiCdcDown watches, and finds every shipped ECS service by the Cloud Map
+/// name its `serviceRegistries` registers, on the metrics port its task exposes.
+#[test]
+fn the_fargate_scrape_configuration_finds_every_shipped_service() {
+    let config = root().join("deploy/ecs/prometheus.yml");
+    let out = Command::new(installed(PROMTOOL))
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .expect("run promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check config:\n{said}");
+    assert!(said.contains("SUCCESS: 1 rule files found"), "{said}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let alerts = std::fs::read_to_string(root().join("dashboards/alerts.yml")).unwrap();
+    assert!(alerts.contains(r#"absent(up{job="edfi-cdc"})"#));
+    assert!(text.contains("- job_name: edfi-cdc\n"), "{text}");
+    for (service, task) in [
+        ("service.json", "task-definition.json"),
+        ("service-poller.json", "task-definition-poller.json"),
+        ("service-sink.json", "task-definition-sink.json"),
+    ] {
+        let read = |f: &str| -> serde_json::Value {
+            serde_json::from_str(
+                &std::fs::read_to_string(root().join("deploy/ecs").join(f)).unwrap(),
+            )
+            .unwrap()
+        };
+        let (service, task) = (read(service), read(task));
+        let name = service["serviceName"].as_str().unwrap();
+        let dns = name.strip_prefix("edfi-cdc-").unwrap();
+        assert!(
+            text.contains(&format!("- {dns}.edfi-cdc.local\n")),
+            "{name} is not scraped"
+        );
+        let registry = service["serviceRegistries"][0]["registryArn"]
+            .as_str()
+            .unwrap();
+        assert!(
+            registry.starts_with("arn:aws:servicediscovery:"),
+            "{name}: {registry}"
+        );
+        let container = &task["containerDefinitions"][0];
+        assert_eq!(
+            container["portMappings"][0]["containerPort"], 9720,
+            "{name}"
+        );
+        assert!(
+            container["environment"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "METRICS_ADDR" && e["value"] == "0.0.0.0:9720"),
+            "{name}: the metrics port must listen beyond loopback for the scrape"
+        );
+    }
+    assert!(text.contains("port: 9720\n"), "{text}");
+}
+
 /// Every alert rule fires on the series it watches and stays quiet on a healthy neighbour
 /// (`dashboards/alerts.test.yml`); one test per rule at least.
 #[test]
