@@ -356,8 +356,8 @@ pub struct KafkaConfig {
     /// Replication factor of topics the poller creates.
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
-    /// Send a tombstone (null value) after each delete, for compacted topics.
-    #[serde(default)]
+    /// Send a tombstone (null value) after each delete, as Debezium does by default.
+    #[serde(default = "default_true")]
     pub tombstones: bool,
     /// librdkafka's idempotent producer (`enable.idempotence`).
     #[serde(default = "default_true")]
@@ -397,7 +397,7 @@ impl Default for KafkaConfig {
             topics: default_topic_layout(),
             partitions: default_partitions(),
             replication_factor: default_replication_factor(),
-            tombstones: false,
+            tombstones: true,
             idempotence: true,
             group: None,
             session_timeout: default_session_timeout(),

@@ -4,11 +4,14 @@
 //! `{topic_prefix}` for all (`topics = "single"`), created by the poller if missing. A change
 //! goes to partition `row_hash(table, key) mod partitions`, so a row's changes stay in order;
 //! its Kafka key is the primary key as JSON and its value the Debezium-shaped envelope
-//! (`event::encode`), followed by a tombstone after a delete if configured. The producer is
+//! (`event::encode`), followed by a tombstone after a delete (unless `tombstones = false`). The producer is
 //! idempotent by default, but correctness does not rest on it: a row changes at most once per
 //! poll cycle, and a cycle's events are all acknowledged before its watermark is written, so a
-//! retried message that lands twice or out of order within its cycle changes nothing. A watermark is written to every partition of every topic after the cycle's
-//! events are acknowledged; snapshot markers go to every partition of their table's topic.
+//! retried message that lands twice or out of order within its cycle changes nothing. A
+//! watermark is written to every partition of every topic after the cycle's events are
+//! acknowledged; snapshot markers go to every partition of their table's topic. Both carry the
+//! header `edfi-cdc-control` (`watermark` / `snapshot`), so that other consumers skip them
+//! without parsing the value.
 //!
 //! Sink workers are one consumer group per sink (classic protocol, range assignor). Lane `p`
 //! of a worker is partition `p` of every topic: the range assignor gives one member the same
@@ -254,6 +257,9 @@ pub struct Producer {
 
 /// The header of a barrier that counts the records its partition got since the previous one.
 const SENT_HEADER: &str = "edfi-cdc-sent";
+/// The header that marks a control record (a watermark or a snapshot marker), whose value names
+/// it: consumers of the changes skip such records by this header alone, without parsing them.
+pub const CONTROL_HEADER: &str = "edfi-cdc-control";
 
 impl Producer {
     /// Connect, create missing topics and read every topic's partition count.
@@ -346,7 +352,7 @@ impl Producer {
                 let (key, value) = (key.to_string(), value.to_string());
                 for (topic, &n) in &self.partitions {
                     for p in 0..n {
-                        self.barrier(topic, p, &key, &value).await?;
+                        self.barrier(topic, p, &key, &value, "watermark").await?;
                     }
                 }
                 self.acknowledged().await
@@ -357,20 +363,22 @@ impl Producer {
                 let (key, value) = event::encode(&self.connector, &self.database, &msg);
                 let (key, value) = (key.to_string(), value.to_string());
                 for p in 0..self.partitions[&topic] {
-                    self.barrier(&topic, p, &key, &value).await?;
+                    self.barrier(&topic, p, &key, &value, "snapshot").await?;
                 }
                 self.acknowledged().await
             }
         }
     }
 
-    /// Send a barrier to `partition`, with the count of records sent there since the last one.
+    /// Send a barrier (control record `kind`) to `partition`, with the count of records sent
+    /// there since the last one.
     async fn barrier(
         &self,
         topic: &str,
         partition: i32,
         key: &str,
         value: &str,
+        kind: &str,
     ) -> Result<(), StreamError> {
         let sent = self
             .sent
@@ -378,10 +386,15 @@ impl Producer {
             .expect("not poisoned")
             .remove(&(topic.to_string(), partition))
             .unwrap_or(0);
-        let headers = OwnedHeaders::new().insert(Header {
-            key: SENT_HEADER,
-            value: Some(&sent.to_string()),
-        });
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: CONTROL_HEADER,
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: SENT_HEADER,
+                value: Some(&sent.to_string()),
+            });
         self.send_record(topic, partition, key, Some(value), Some(headers))
             .await
     }

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value as Json;
+
 use super::s3::{Moto, ACCESS_KEY, SECRET_KEY};
 use super::unique;
 
@@ -235,6 +237,36 @@ impl Broker {
             "create topic {topic}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Table `topic` as tests/support/kafka_rebuild.py rebuilds it from every record up to the
+    /// current end offsets (control records skipped by their header): its rows as
+    /// `(key, after)` and its counts (`control`, `tombstones`, one per `op`).
+    pub fn rebuild(&self, topic: &str, timeout: Duration) -> (Vec<(Json, Json)>, Json) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kafka_rebuild.py");
+        let out = Command::new(python())
+            .arg(script)
+            .args(["--bootstrap", &self.bootstrap, "--topic", topic])
+            .args(["--timeout-s", &timeout.as_secs_f64().to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kafka_rebuild.py");
+        assert!(
+            out.status.success(),
+            "kafka_rebuild.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut rows = Vec::new();
+        let mut stats = Json::Null;
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut v: Json = serde_json::from_str(line).unwrap();
+            if v.get("stats").is_some() {
+                stats = v["stats"].take();
+            } else {
+                rows.push((v["key"].take(), v["after"].take()));
+            }
+        }
+        (rows, stats)
     }
 
     /// Every message of `topics` from the beginning, read by tests/support/kafka_read.py until
