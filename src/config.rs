@@ -161,6 +161,10 @@ pub struct SourceConfig {
     /// Accept the server certificate without validation (self-signed RDS test instances).
     #[serde(default)]
     pub trust_server_certificate: bool,
+    /// SQL Server: a PEM file of CA certificates trusted besides the system's (the Amazon RDS
+    /// CA bundle), to verify a server certificate they signed.
+    #[serde(default)]
+    pub ca_file: String,
     #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// SQL Server: how long a query may wait for the server's next response before it fails
@@ -940,6 +944,19 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             if c.source.port == 0 {
                 bad("source.port", "must be a TCP port (1-65535)".into());
             }
+            if !c.source.ca_file.is_empty() {
+                if c.source.trust_server_certificate {
+                    bad(
+                        "source.ca_file",
+                        "verifies the server's certificate, which trust_server_certificate = true skips: set one of them".into(),
+                    );
+                } else if let Err(e) = std::fs::metadata(&c.source.ca_file) {
+                    bad(
+                        "source.ca_file",
+                        format!("cannot read {}: {e}", c.source.ca_file),
+                    );
+                }
+            }
             let plain = |part: &str| {
                 !part.is_empty()
                     && part
@@ -1346,6 +1363,28 @@ url = "${STAGING_DATABASE_URL}"
             "postgres://postgres@127.0.0.1:5432/staging",
         ),
     ];
+
+    #[test]
+    fn a_source_ca_file_must_exist_and_excludes_trusting_any_certificate() {
+        let with =
+            |extra: &str| MINIMAL.replace("user = \"sa\"", &format!("user = \"sa\"\n{extra}"));
+        let err = load_text(&with("ca_file = \"/no/such/ca.pem\""), VARS).unwrap_err();
+        assert!(
+            err[0].to_string().contains("`source.ca_file`")
+                && err[0].to_string().contains("/no/such/ca.pem"),
+            "{}",
+            err[0]
+        );
+        let both = with("ca_file = \"Cargo.toml\"\ntrust_server_certificate = true");
+        let err = load_text(&both, VARS).unwrap_err();
+        assert!(
+            err[0].to_string().contains("trust_server_certificate"),
+            "{}",
+            err[0]
+        );
+        let c = load_text(&with("ca_file = \"Cargo.toml\""), VARS).unwrap();
+        assert_eq!(c.source.ca_file, "Cargo.toml");
+    }
 
     #[test]
     fn redshift_sink_settings_are_checked_together() {

@@ -350,83 +350,6 @@ async fn targets_are_reached_over_tls_by_default() {
     drop(rep);
 }
 
-/// A CA, and a server certificate it signed for `names` (subjectAltName entries), by the
-/// `openssl` command (PostgreSQL's Debian package brings it): (CA PEM, certificate PEM, key PEM).
-fn certificates(dir: &std::path::Path, tag: &str, names: &str) -> (String, String, String) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl command");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let (ca, ca_key) = (format!("{tag}-ca.pem"), format!("{tag}-ca.key"));
-    let subject = format!("/CN=edfi-cdc test CA {tag}");
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &subject,
-        ],
-    ]
-    .concat());
-    let (csr, key, cert) = (
-        format!("{tag}.csr"),
-        format!("{tag}.key"),
-        format!("{tag}.pem"),
-    );
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=edfi-cdc test server",
-        ],
-    ]
-    .concat());
-    let ext = format!("{tag}.ext");
-    std::fs::write(
-        dir.join(&ext),
-        format!("subjectAltName={names}\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-out",
-        &cert,
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-    ]);
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    (read(&ca), read(&cert), read(&key))
-}
-
 /// libpq's `sslmode` on a real server with a certificate of its own CA: `require` by default,
 /// refused by a server without TLS; `verify-ca` checks the chain, `verify-full` the host name
 /// too; a wrong CA or a name the certificate does not hold stops at once (fatal, not retried),
@@ -501,6 +424,74 @@ async fn target_tls_is_verified_as_sslmode_says() {
         pg::connect("t", &on("localhost", "?sslmode=verify-full")).await,
         "needs the CA file",
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// SQL Server's TLS (the default, `encrypt = true`) against the simulator serving a certificate
+/// of a CA of the test's own: with that CA as `source.ca_file` the connector snapshots and
+/// streams over TLS; a wrong CA, no CA (the system roots), or a host name the certificate does
+/// not hold stops it at once, naming `source.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_is_read_over_tls_verified_with_a_ca_file() {
+    let dir = std::env::temp_dir().join(unique("edfi-cdc-tds-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = certificates(&dir, "ods", "DNS:localhost");
+    let (other_ca, _, _) = certificates(&dir, "other", "DNS:localhost");
+    let file = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).unwrap();
+        dir.join(name).display().to_string()
+    };
+    let (ca, other_ca) = (file("ca.pem", &ca), file("other-ca.pem", &other_ca));
+    let (cert, key) = (file("server.pem", &cert), file("server.key", &key));
+    let sim = Simulator::start_with(
+        &unique("odssim"),
+        0,
+        20,
+        37,
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let staging = TestDb::create("staging").await;
+    let text = default_connector("").replace("encrypt = false", "encrypt = true");
+    let mut connector = Connector::with_text(&sim, &staging, &text);
+    let set = |c: &mut Connector, key: &str, value: &str| {
+        c.env.retain(|(k, _)| k != key);
+        c.env.push((key.into(), value.into()));
+    };
+
+    for (host, ca_file, want) in [
+        ("localhost", other_ca.as_str(), "certificate was rejected"),
+        ("localhost", "", "certificate was rejected"),
+        ("127.0.0.1", ca.as_str(), "not valid for name"),
+    ] {
+        set(&mut connector, "ODS_HOST", host);
+        set(&mut connector, "ODS_CA_FILE", ca_file);
+        let started = std::time::Instant::now();
+        let out = connector
+            .command(&["run"])
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains(want) && text.contains("source.ca_file"),
+            "{host} {ca_file}: {text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a certificate that does not verify is not retried: {text}"
+        );
+    }
+
+    set(&mut connector, "ODS_HOST", "localhost");
+    set(&mut connector, "ODS_CA_FILE", &ca);
+    let rep = connector.run();
+    let source = connect(&sim.backing_url()).await;
+    let target = connect(&staging.url()).await;
+    wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
+    let problems = compare_all(&source, &target, true).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    drop(rep);
     std::fs::remove_dir_all(&dir).ok();
 }
 

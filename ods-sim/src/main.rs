@@ -60,6 +60,13 @@ struct Args {
     /// Concurrent writers of the workload.
     #[arg(long, default_value_t = 2)]
     workload_writers: usize,
+    /// PEM certificate chain for TLS: clients that require encryption get it (with
+    /// --tls-key); without it they are told encryption is not supported.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Log filter (tracing-subscriber syntax), also RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -157,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
         .context("the URL of the backing database")?;
     let mut config = ServerConfig::new(postgres, &args.database, &password);
     config.user = args.user.clone();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(ods_sim::tds::tls::server_config(cert, key)?);
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let workload = (args.workload_rate > 0.0).then(|| {

@@ -22,7 +22,7 @@ mod pg;
 use crate::sql::{self, Isolation, Statement};
 use crate::tds::packet::{self, Message, PacketWriter};
 use crate::tds::request::{self, tm_isolation, TmRequest};
-use crate::tds::{login, prelogin, token, Malformed, TDS_7_4};
+use crate::tds::{login, prelogin, tls, token, Malformed, TDS_7_4};
 use crate::types::{Param, SqlError};
 use anyhow::Context;
 use bytes::BufMut;
@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// TLS for clients that require encryption (`--tls-cert`, `--tls-key`); without it they
+    /// are told encryption is not supported.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -63,6 +66,7 @@ impl ServerConfig {
             database: database.into(),
             user: "sa".to_string(),
             password: password.into(),
+            tls: None,
         }
     }
 }
@@ -74,6 +78,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("postgres_dbname", &self.postgres.get_dbname())
             .field("database", &self.database)
             .field("user", &self.user)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -138,16 +143,20 @@ enum Incoming {
     End(Option<std::io::Error>),
 }
 
-async fn session(mut stream: TcpStream, spid: u16, shared: &Arc<Shared>) -> anyhow::Result<()> {
+/// The halves of a session's connection: TCP, or TLS over TCP.
+type ReadHalf = Box<dyn AsyncRead + Send + Sync + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+async fn session(stream: TcpStream, spid: u16, shared: &Arc<Shared>) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let config = &shared.config;
-    let Some(login) = tokio::time::timeout(LOGIN_TIMEOUT, handshake(&mut stream, spid))
-        .await
-        .context("login timed out")??
+    let Some((login, rd, wr)) =
+        tokio::time::timeout(LOGIN_TIMEOUT, handshake(stream, spid, config))
+            .await
+            .context("login timed out")??
     else {
         return Ok(());
     };
-    let (rd, wr) = stream.into_split();
     let mut out = Out::new(PacketWriter::new(wr, packet::DEFAULT_PACKET_SIZE, spid));
 
     let login_error = if login.integrated_security
@@ -267,35 +276,65 @@ async fn session(mut stream: TcpStream, spid: u16, shared: &Arc<Shared>) -> anyh
     result
 }
 
-/// PRELOGIN (optional) and LOGIN7. `None` when the client went away.
-async fn handshake(stream: &mut TcpStream, spid: u16) -> anyhow::Result<Option<login::Login7>> {
-    let Some(mut msg) = packet::read_message(stream, packet::MAX_PACKET_SIZE).await? else {
+/// PRELOGIN (optional), the TLS handshake when the client requires encryption and the server
+/// has a certificate, and LOGIN7; then the connection's halves. `None` when the client went
+/// away.
+async fn handshake(
+    mut stream: TcpStream,
+    spid: u16,
+    config: &ServerConfig,
+) -> anyhow::Result<Option<(login::Login7, ReadHalf, WriteHalf)>> {
+    let Some(msg) = packet::read_message(&mut stream, packet::MAX_PACKET_SIZE).await? else {
         return Ok(None);
     };
-    if msg.ty == packet::PRELOGIN {
+    let (mut rd, wr): (ReadHalf, WriteHalf) = if msg.ty == packet::PRELOGIN {
         let pre = prelogin::parse(&msg.payload)?;
-        let mut w = PacketWriter::new(&mut *stream, packet::DEFAULT_PACKET_SIZE, spid);
+        let tls = config.tls.clone().filter(|_| pre.requires_encryption());
+        let answer = match tls {
+            Some(_) => prelogin::ENCRYPT_ON,
+            None => prelogin::ENCRYPT_NOT_SUP,
+        };
+        let mut w = PacketWriter::new(&mut stream, packet::DEFAULT_PACKET_SIZE, spid);
         w.buf()
-            .extend_from_slice(&prelogin::response(SERVER_VERSION));
+            .extend_from_slice(&prelogin::response(SERVER_VERSION, answer));
         w.end_message().await?;
-        if pre.requires_encryption() {
-            info!(
-                spid,
-                "the client requires encryption, which ods-sim does not support"
-            );
+        match tls {
+            Some(tls) => {
+                let stream = tls::accept(stream, tls).await.context("TLS handshake")?;
+                debug!(spid, "TLS handshake done");
+                let (rd, wr) = tokio::io::split(stream);
+                (Box::new(rd), Box::new(wr))
+            }
+            None => {
+                if pre.requires_encryption() {
+                    info!(
+                        spid,
+                        "the client requires encryption, and ods-sim has no certificate (--tls-cert)"
+                    );
+                }
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
         }
-        msg = match packet::read_message(stream, packet::MAX_PACKET_SIZE).await? {
+    } else {
+        let (rd, wr) = stream.into_split();
+        (Box::new(rd), Box::new(wr))
+    };
+    let msg = if msg.ty == packet::PRELOGIN {
+        match packet::read_message(&mut rd, packet::MAX_PACKET_SIZE).await? {
             Some(m) => m,
             None => return Ok(None),
-        };
-    }
+        }
+    } else {
+        msg
+    };
     if msg.ty != packet::LOGIN7 {
         anyhow::bail!(
-            "expected LOGIN7, got message type 0x{:02x} (a TLS handshake? encryption is not supported)",
+            "expected LOGIN7, got message type 0x{:02x} (a TLS handshake without --tls-cert?)",
             msg.ty
         );
     }
-    Ok(Some(login::parse(&msg.payload)?))
+    Ok(Some((login::parse(&msg.payload)?, rd, wr)))
 }
 
 /// The TDS version answered in LOGINACK for the one the client asked for.
@@ -326,7 +365,7 @@ async fn connect_postgres(config: &ServerConfig) -> anyhow::Result<tokio_postgre
 
 /// Reads client messages and hands them to the session; flags attention at once.
 async fn read_requests(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: ReadHalf,
     packet_size: u32,
     attention: Arc<AtomicBool>,
     tx: mpsc::Sender<Incoming>,
@@ -411,12 +450,12 @@ async fn serve_requests(
 /// A response message being written: tokens go to the packet writer; the DONE of the last
 /// statement is held back until it is known whether more tokens follow (DONE_MORE).
 struct Out {
-    w: PacketWriter<OwnedWriteHalf>,
+    w: PacketWriter<WriteHalf>,
     pending_done: Option<(u8, u16, u16, u64)>,
 }
 
 impl Out {
-    fn new(w: PacketWriter<OwnedWriteHalf>) -> Self {
+    fn new(w: PacketWriter<WriteHalf>) -> Self {
         Out {
             w,
             pending_done: None,

@@ -37,6 +37,8 @@ pub enum SourceError {
     },
     #[error("SQL Server connection failed: {0}")]
     Io(String),
+    #[error("TLS to SQL Server at {addr}: {message}")]
+    Tls { addr: String, message: String },
     #[error("PostgreSQL source: {message}")]
     Postgres { message: String, transient: bool },
     #[error("the PostgreSQL source is not set up for logical decoding:\n  {}\nrun `edfi-cdc enable-ct --print` for the SQL a DBA runs", .0.join("\n  "))]

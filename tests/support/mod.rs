@@ -146,6 +146,17 @@ impl Simulator {
 
     /// Start on `database`, listening on `port` (0: any free port).
     pub fn start_at(database: &str, port: u16, students: u64, seed: u64) -> Simulator {
+        Self::start_with(database, port, students, seed, &[])
+    }
+
+    /// [`Simulator::start_at`] with more arguments (`--tls-cert`, …).
+    pub fn start_with(
+        database: &str,
+        port: u16,
+        students: u64,
+        seed: u64,
+        extra: &[&str],
+    ) -> Simulator {
         let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(bin("ods-sim"))
             .args([
@@ -164,6 +175,7 @@ impl Simulator {
                 "--log",
                 "warn",
             ])
+            .args(extra)
             .env("ODS_SIM_PASSWORD", SIM_PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -883,4 +895,81 @@ pub async fn kill_blocked(
     wait_blocked(&observer, &rig.staging.name, statement).await;
     victim.kill();
     locker.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// A CA, and a server certificate it signed for `names` (subjectAltName entries), by the
+/// `openssl` command (PostgreSQL's Debian package brings it): (CA PEM, certificate PEM, key PEM).
+pub fn certificates(dir: &std::path::Path, tag: &str, names: &str) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (ca, ca_key) = (format!("{tag}-ca.pem"), format!("{tag}-ca.key"));
+    let subject = format!("/CN=edfi-cdc test CA {tag}");
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &subject,
+        ],
+    ]
+    .concat());
+    let (csr, key, cert) = (
+        format!("{tag}.csr"),
+        format!("{tag}.key"),
+        format!("{tag}.pem"),
+    );
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=edfi-cdc test server",
+        ],
+    ]
+    .concat());
+    let ext = format!("{tag}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName={names}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read(&ca), read(&cert), read(&key))
 }

@@ -12,6 +12,7 @@ pub mod login;
 pub mod packet;
 pub mod prelogin;
 pub mod request;
+pub mod tls;
 pub mod token;
 pub mod types;
 

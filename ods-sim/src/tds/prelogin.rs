@@ -1,6 +1,7 @@
 //! PRELOGIN: a table of (token, offset, length) options ending with 0xFF, then the option data.
-//! The server answers with its version and ENCRYPT_NOT_SUP: a client that requires encryption
-//! then ends the connection itself (MS-TDS 2.2.6.5).
+//! The server answers with its version and ENCRYPT_ON when the client requires encryption and
+//! the server has a certificate (the TLS handshake follows, see `tls`), else ENCRYPT_NOT_SUP: a
+//! client that requires encryption then ends the connection itself (MS-TDS 2.2.6.5).
 
 use super::{Malformed, Reader};
 use bytes::{BufMut, BytesMut};
@@ -56,15 +57,15 @@ pub fn parse(payload: &[u8]) -> Result<ClientPrelogin, Malformed> {
     Ok(out)
 }
 
-/// The server's PRELOGIN response payload: version, encryption not supported, no instance,
-/// no MARS.
-pub fn response(version: [u8; 4]) -> BytesMut {
+/// The server's PRELOGIN response payload: version, `encryption` (ENCRYPT_ON or
+/// ENCRYPT_NOT_SUP), no instance, no MARS.
+pub fn response(version: [u8; 4], encryption: u8) -> BytesMut {
     let options: [(u8, &[u8]); 4] = [
         (
             VERSION,
             &[version[0], version[1], version[2], version[3], 0, 0],
         ),
-        (ENCRYPTION, &[ENCRYPT_NOT_SUP]),
+        (ENCRYPTION, &[encryption]),
         (INSTOPT, &[0]),
         (MARS, &[0]),
     ];
@@ -89,7 +90,7 @@ mod tests {
 
     #[test]
     fn response_parses_back() {
-        let resp = response([15, 0, 0x07, 0xD0]);
+        let resp = response([15, 0, 0x07, 0xD0], ENCRYPT_NOT_SUP);
         let parsed = parse(&resp).unwrap();
         assert_eq!(parsed.encryption, ENCRYPT_NOT_SUP);
         assert!(!parsed.mars);

@@ -48,6 +48,29 @@ impl SourceError {
                 user: cfg.user.clone(),
                 addr: format!("{}:{}", cfg.host, cfg.port),
             },
+            tiberius::error::Error::Tls(message) => SourceError::Tls {
+                addr: format!("{}:{}", cfg.host, cfg.port),
+                message: format!(
+                    "{}; give the CA file that signed the server's certificate as source.ca_file \
+                     (ODS_CA_FILE; for RDS the Amazon RDS CA bundle) and connect by a host name \
+                     the certificate holds (trust_server_certificate = true skips the check: a \
+                     trusted network only)",
+                    message
+                        .split(" To connect anyway")
+                        .next()
+                        .unwrap_or_default()
+                        .trim_end()
+                        .trim_end_matches('.')
+                ),
+            },
+            tiberius::error::Error::Protocol(m) if m.contains("encryption level") => {
+                SourceError::Tls {
+                    addr: format!("{}:{}", cfg.host, cfg.port),
+                    message: format!(
+                        "{m} the server offers no TLS and source.encrypt = true requires it"
+                    ),
+                }
+            }
             tiberius::error::Error::Server(t) => SourceError::Server {
                 code: t.code(),
                 class: t.class(),
@@ -78,6 +101,8 @@ impl Connection {
             config.encryption(EncryptionLevel::Required);
             if cfg.trust_server_certificate {
                 config.trust_cert();
+            } else if !cfg.ca_file.is_empty() {
+                config.trust_cert_ca(&cfg.ca_file);
             }
         } else {
             config.encryption(EncryptionLevel::NotSupported);
