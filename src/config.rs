@@ -334,6 +334,17 @@ impl Default for StreamConfig {
     }
 }
 
+/// How records are written to the topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaFormat {
+    /// Compact JSON: the key, and a Debezium-shaped envelope without schemas.
+    Envelope,
+    /// As Debezium's SQL Server connector through Kafka Connect's JsonConverter with schemas
+    /// (`stream::debezium`).
+    Debezium,
+}
+
 /// How change topics are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -360,6 +371,9 @@ pub struct KafkaConfig {
     /// Replication factor of topics the poller creates.
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
+    /// Record format: `envelope` (compact) or `debezium` (Connect JSON with schemas).
+    #[serde(default = "default_kafka_format")]
+    pub format: KafkaFormat,
     /// Send a tombstone (null value) after each delete, as Debezium does by default.
     #[serde(default = "default_true")]
     pub tombstones: bool,
@@ -379,6 +393,9 @@ fn default_true() -> bool {
 }
 fn default_topic_prefix() -> String {
     "edfi-cdc".into()
+}
+fn default_kafka_format() -> KafkaFormat {
+    KafkaFormat::Envelope
 }
 fn default_topic_layout() -> TopicLayout {
     TopicLayout::PerTable
@@ -401,6 +418,7 @@ impl Default for KafkaConfig {
             topics: default_topic_layout(),
             partitions: default_partitions(),
             replication_factor: default_replication_factor(),
+            format: default_kafka_format(),
             tombstones: true,
             idempotence: true,
             group: None,

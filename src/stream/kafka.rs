@@ -36,12 +36,12 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::checkpoint::Positions;
-use crate::config::{ConnectorConfig, KafkaConfig, TopicLayout};
+use crate::config::{ConnectorConfig, KafkaConfig, KafkaFormat, SourceKind, TopicLayout};
 use crate::event::{self, Message, TableId, TableSchema};
 use crate::sink::Share;
 
 use super::lane::{Delivery, Item};
-use super::{row_hash, Shapes, StreamError};
+use super::{debezium, row_hash, Shapes, StreamError};
 
 const STREAM: &str = "kafka";
 
@@ -246,6 +246,8 @@ pub struct Producer {
     cfg: KafkaConfig,
     connector: String,
     database: String,
+    /// Debezium's connector name for the source (`sqlserver`, `postgresql`).
+    source_kind: &'static str,
     /// Partitions per topic.
     partitions: HashMap<String, i32>,
     /// Sent, not yet acknowledged.
@@ -318,6 +320,10 @@ impl Producer {
             producer,
             cfg,
             connector: config.name.clone(),
+            source_kind: match config.source.kind {
+                SourceKind::Mssql => "sqlserver",
+                SourceKind::Postgres => "postgresql",
+            },
             database: config.source.database.clone(),
             partitions,
             pending: Mutex::new(Vec::new()),
@@ -331,7 +337,7 @@ impl Producer {
                 let topic = topic(&self.cfg, &ev.table.id);
                 let n = self.partitions[&topic];
                 let partition = (row_hash(&ev.table.id, &ev.key) % n as u128) as i32;
-                let (key, value) = event::encode(&self.connector, &self.database, &msg);
+                let (key, value) = self.encode(&msg);
                 let key = key.to_string();
                 self.enqueue(&topic, partition, &key, Some(value.to_string()))
                     .await?;
@@ -348,7 +354,7 @@ impl Producer {
             }
             Message::Watermark(_) => {
                 self.acknowledged().await?;
-                let (key, value) = event::encode(&self.connector, &self.database, &msg);
+                let (key, value) = self.encode(&msg);
                 let (key, value) = (key.to_string(), value.to_string());
                 for (topic, &n) in &self.partitions {
                     for p in 0..n {
@@ -360,13 +366,26 @@ impl Producer {
             Message::Snapshot(m) => {
                 self.acknowledged().await?;
                 let topic = topic(&self.cfg, &m.table().id);
-                let (key, value) = event::encode(&self.connector, &self.database, &msg);
+                let (key, value) = self.encode(&msg);
                 let (key, value) = (key.to_string(), value.to_string());
                 for p in 0..self.partitions[&topic] {
                     self.barrier(&topic, p, &key, &value, "snapshot").await?;
                 }
                 self.acknowledged().await
             }
+        }
+    }
+
+    /// Key and value of `msg` in the configured format.
+    fn encode(&self, msg: &Message) -> (Json, Json) {
+        match self.cfg.format {
+            KafkaFormat::Envelope => event::encode(&self.connector, &self.database, msg),
+            KafkaFormat::Debezium => debezium::encode(
+                &self.cfg.topic_prefix,
+                self.source_kind,
+                &self.database,
+                msg,
+            ),
         }
     }
 
@@ -719,6 +738,12 @@ impl Consumer {
                         Some(k) => serde_json::from_slice(k)
                             .map_err(|e| fatal(format!("{}: malformed key: {e}", at())))?,
                         None => Json::Null,
+                    };
+                    let (key, value) = if debezium::is_wrapped(&value) {
+                        debezium::unwrap(&key, &value)
+                            .map_err(|e| fatal(format!("{}: {e}", at())))?
+                    } else {
+                        (key, value)
                     };
                     let part = part_id(m.topic(), m.partition());
                     let msg = self.shapes.decode(&part, &key, &value)

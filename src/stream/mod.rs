@@ -10,6 +10,7 @@
 //! partitions — up to the lowest watermark across them ([`lane`]), storing the stream positions
 //! in the target in the same transaction.
 
+pub mod debezium;
 pub mod embedded;
 pub mod kafka;
 pub mod kinesis;

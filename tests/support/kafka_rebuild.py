@@ -6,11 +6,17 @@ Reads every partition of the topic from the beginning up to the end offsets it f
 start, as any downstream consumer would: records with the header `edfi-cdc-control` are skipped
 by that header alone (their value is never parsed); a tombstone (null value) is skipped; `c`,
 `u` and `r` put `after` under the record's key, `d` removes the key. Any other `op` on a record
-without the header is an error (exit 1). Prints one JSON line per row left,
-{"key": …, "after": …}, and last {"stats": {"control": N, "tombstones": N, "c": N, …}}.
+without the header is an error (exit 1). Records in Kafka Connect JSON with schemas (`format =
+"debezium"`) are read as Connect would: the payload, each value by its field's schema (Debezium's
+date, time and timestamp types, Connect decimals, bytes), every payload field checked against
+the schema (exit 1 when one is missing or of another type). Prints one JSON line per row left,
+{"key": …, "after": …} with dates and times as ISO text, and last
+{"stats": {"control": N, "tombstones": N, "connect_json": N, "c": N, …}}.
 Exits 1 when the end offsets are not reached within the timeout.
 """
 import argparse
+import base64
+import datetime
 import json
 import sys
 import time
@@ -18,6 +24,69 @@ import time
 from kafka import KafkaConsumer, TopicPartition
 
 CONTROL_HEADER = "edfi-cdc-control"
+EPOCH = datetime.date(1970, 1, 1)
+PYTHON_TYPES = {"boolean": bool, "int8": int, "int16": int, "int32": int, "int64": int,
+                "float": (int, float), "double": (int, float), "string": str, "bytes": str,
+                "struct": dict, "array": list}
+# Debezium's temporal types: (unit per second, is a time of day).
+TEMPORAL = {"io.debezium.time.Timestamp": (10**3, False),
+            "io.debezium.time.MicroTimestamp": (10**6, False),
+            "io.debezium.time.NanoTimestamp": (10**9, False),
+            "io.debezium.time.Time": (10**3, True),
+            "io.debezium.time.MicroTime": (10**6, True),
+            "io.debezium.time.NanoTime": (10**9, True)}
+
+
+class SchemaError(Exception):
+    pass
+
+
+def iso_from_units(n, per_second, time_only):
+    seconds, frac = divmod(n, per_second)
+    digits = len(str(per_second)) - 1
+    if time_only:
+        text = (datetime.datetime(2000, 1, 1) + datetime.timedelta(seconds=seconds)).strftime("%H:%M:%S")
+    else:
+        text = (datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{frac:0{digits}d}"
+
+
+def connect_value(schema, value):
+    """A Connect JSON value as a plain one, by its schema; SchemaError when they disagree."""
+    if value is None:
+        if not schema.get("optional"):
+            raise SchemaError(f"null in required field {schema.get('field')}")
+        return None
+    kind = schema["type"]
+    if not isinstance(value, PYTHON_TYPES[kind]) or (kind.startswith("int") and isinstance(value, bool)):
+        raise SchemaError(f"field {schema.get('field')}: {value!r} is not {kind}")
+    name = schema.get("name")
+    if kind == "struct":
+        fields = {f["field"]: f for f in schema["fields"]}
+        extra = set(value) - set(fields)
+        if extra:
+            raise SchemaError(f"payload fields without a schema: {sorted(extra)}")
+        return {k: connect_value(f, value.get(k)) for k, f in fields.items()}
+    if name == "io.debezium.time.Date":
+        return (EPOCH + datetime.timedelta(days=value)).isoformat()
+    if name in TEMPORAL:
+        return iso_from_units(value, *TEMPORAL[name])
+    if name == "org.apache.kafka.connect.data.Decimal":
+        unscaled = int.from_bytes(base64.b64decode(value), "big", signed=True)
+        scale = int(schema["parameters"]["scale"])
+        sign, digits = ("-" if unscaled < 0 else ""), str(abs(unscaled)).rjust(scale + 1, "0")
+        return f"{sign}{digits[:-scale]}.{digits[-scale:]}" if scale else f"{sign}{digits}"
+    if kind == "bytes":
+        return "\\x" + base64.b64decode(value).hex()
+    return value
+
+
+def plain(doc, stats):
+    """The payload of a Connect JSON document with a schema, converted; other documents as is."""
+    if isinstance(doc, dict) and set(doc) == {"schema", "payload"}:
+        stats["connect_json"] = stats.get("connect_json", 0) + 1
+        return connect_value(doc["schema"], doc["payload"])
+    return doc
 
 
 def main():
@@ -62,8 +131,12 @@ def main():
                     if m.value is None:
                         stats["tombstones"] += 1
                         continue
-                    key = json.dumps(json.loads(m.key), sort_keys=True)
-                    value = json.loads(m.value)
+                    try:
+                        key = json.dumps(plain(json.loads(m.key), stats), sort_keys=True)
+                        value = plain(json.loads(m.value), stats)
+                    except SchemaError as e:
+                        print(f"{tp} offset {m.offset}: {e}", file=sys.stderr)
+                        return 1
                     op = value["op"]
                     stats[op] = stats.get(op, 0) + 1
                     if op in ("c", "u", "r"):
