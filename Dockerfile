@@ -14,9 +14,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/edfi-cdc /out/edfi-cdc
 
 FROM debian:bookworm-slim
-# ca-certificates: TLS to SQL Server and AWS endpoints trusts the system roots.
+# ca-certificates: TLS to SQL Server, MSK and AWS endpoints trusts the system roots; libssl3:
+# librdkafka's TLS.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin edfi-cdc
 COPY --from=builder /out/edfi-cdc /usr/local/bin/edfi-cdc

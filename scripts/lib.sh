@@ -96,6 +96,14 @@ ensure_postgres() {
   fi
 }
 
+# librdkafka's TLS and SASL link the system's OpenSSL: its headers, found by pkg-config.
+ensure_build_deps() {
+  if ! pkg-config --exists openssl 2>/dev/null; then
+    echo "== installing OpenSSL headers and pkg-config (Kafka TLS through librdkafka)"
+    apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
+  fi
+}
+
 ensure_python_tds() {
   if ! python3 -c 'import pytds' >/dev/null 2>&1; then
     echo "== installing python-tds (independent TDS client for the wire cross-check)"

@@ -334,6 +334,35 @@ impl Default for StreamConfig {
     }
 }
 
+/// How clients reach the brokers (librdkafka's `security.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSecurity {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaSecurity {
+    pub fn name(self) -> &'static str {
+        match self {
+            KafkaSecurity::Plaintext => "plaintext",
+            KafkaSecurity::Ssl => "ssl",
+            KafkaSecurity::SaslPlaintext => "sasl_plaintext",
+            KafkaSecurity::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, KafkaSecurity::Ssl | KafkaSecurity::SaslSsl)
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, KafkaSecurity::SaslPlaintext | KafkaSecurity::SaslSsl)
+    }
+}
+
 /// How records are written to the topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -371,6 +400,20 @@ pub struct KafkaConfig {
     /// Replication factor of topics the poller creates.
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
+    /// `plaintext`, `ssl` (TLS), `sasl_ssl` (SASL over TLS, e.g. MSK's SCRAM listener) or
+    /// `sasl_plaintext`.
+    #[serde(default = "default_kafka_security")]
+    pub security_protocol: KafkaSecurity,
+    /// PEM file of the CA certificates that sign the brokers' (empty: the system's).
+    #[serde(default)]
+    pub ca_file: String,
+    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`, with a `sasl_*` protocol.
+    #[serde(default)]
+    pub sasl_mechanism: String,
+    #[serde(default)]
+    pub sasl_username: String,
+    #[serde(default)]
+    pub sasl_password: Secret,
     /// Record format: `envelope` (compact) or `debezium` (Connect JSON with schemas).
     #[serde(default = "default_kafka_format")]
     pub format: KafkaFormat,
@@ -393,6 +436,9 @@ fn default_true() -> bool {
 }
 fn default_topic_prefix() -> String {
     "edfi-cdc".into()
+}
+fn default_kafka_security() -> KafkaSecurity {
+    KafkaSecurity::Plaintext
 }
 fn default_kafka_format() -> KafkaFormat {
     KafkaFormat::Envelope
@@ -418,6 +464,11 @@ impl Default for KafkaConfig {
             topics: default_topic_layout(),
             partitions: default_partitions(),
             replication_factor: default_replication_factor(),
+            security_protocol: default_kafka_security(),
+            ca_file: String::new(),
+            sasl_mechanism: String::new(),
+            sasl_username: String::new(),
+            sasl_password: Secret::default(),
             format: default_kafka_format(),
             tombstones: true,
             idempotence: true,
@@ -1072,6 +1123,48 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             if k.partitions < 1 {
                 bad("stream.kafka.partitions", "must be at least 1".into());
             }
+            if !k.ca_file.is_empty() {
+                if !k.security_protocol.tls() {
+                    bad(
+                        "stream.kafka.ca_file",
+                        format!(
+                            "is for TLS, which security_protocol `{}` does not use: set ssl or sasl_ssl",
+                            k.security_protocol.name()
+                        ),
+                    );
+                } else if let Err(e) = std::fs::metadata(&k.ca_file) {
+                    bad(
+                        "stream.kafka.ca_file",
+                        format!("cannot read {}: {e}", k.ca_file),
+                    );
+                }
+            }
+            if k.security_protocol.sasl() {
+                if !["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"].contains(&k.sasl_mechanism.as_str())
+                {
+                    bad(
+                        "stream.kafka.sasl_mechanism",
+                        format!(
+                            "`{}` is not one of SCRAM-SHA-512, SCRAM-SHA-256, PLAIN (KAFKA_SASL_MECHANISM)",
+                            k.sasl_mechanism
+                        ),
+                    );
+                }
+                if k.sasl_username.is_empty() || k.sasl_password.expose().is_empty() {
+                    bad(
+                        "stream.kafka.sasl_username",
+                        "and sasl_password must be set for a sasl_* security_protocol (KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)".into(),
+                    );
+                }
+            } else if !k.sasl_mechanism.is_empty() {
+                bad(
+                    "stream.kafka.sasl_mechanism",
+                    format!(
+                        "needs security_protocol sasl_ssl (or sasl_plaintext), not `{}`",
+                        k.security_protocol.name()
+                    ),
+                );
+            }
             if k.replication_factor < 1 {
                 bad(
                     "stream.kafka.replication_factor",
@@ -1402,6 +1495,49 @@ url = "${STAGING_DATABASE_URL}"
         );
         let c = load_text(&with("ca_file = \"Cargo.toml\""), VARS).unwrap();
         assert_eq!(c.source.ca_file, "Cargo.toml");
+    }
+
+    #[test]
+    fn kafka_tls_and_sasl_settings_are_checked_together() {
+        let kafka = |extra: &str| {
+            format!("{MINIMAL}[stream]\nkind = \"kafka\"\n[stream.kafka]\nbootstrap_servers = \"b-1:9096\"\n{extra}")
+        };
+        let problems = |extra: &str| -> Vec<String> {
+            load_text(&kafka(extra), VARS)
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let p = problems("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"");
+        assert!(
+            p.iter()
+                .any(|t| t.contains("`stream.kafka.sasl_mechanism`") && t.contains("AWS_MSK_IAM"))
+                && p.iter().any(|t| t.contains("`stream.kafka.sasl_username`")),
+            "{p:?}"
+        );
+        let p = problems("ca_file = \"Cargo.toml\"");
+        assert!(
+            p.iter()
+                .any(|t| t.contains("`stream.kafka.ca_file`") && t.contains("plaintext")),
+            "{p:?}"
+        );
+        let p = problems("sasl_mechanism = \"PLAIN\"");
+        assert!(
+            p.iter()
+                .any(|t| t.contains("needs security_protocol sasl_ssl")),
+            "{p:?}"
+        );
+        let ok = kafka(
+            "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\nsasl_password = \"p\"",
+        );
+        let c = load_text(&ok, VARS).unwrap();
+        assert_eq!(c.stream.kafka.security_protocol, KafkaSecurity::SaslSsl);
+        assert_eq!(
+            format!("{:?}", c.stream.kafka.sasl_password),
+            "\"<redacted>\""
+        );
     }
 
     #[test]

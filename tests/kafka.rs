@@ -353,6 +353,61 @@ async fn check_fails_naming_a_broker_that_does_not_answer() {
     assert!(text.contains("PASS source: connected"), "{text}");
 }
 
+/// Kafka over TLS (`security_protocol = "ssl"`) with a CA file, through a TLS front that the
+/// broker advertises as its only listener: `check` with a CA that did not sign the brokers'
+/// certificate fails saying why; with the right one the connector replicates through the
+/// topics, every connection a TLS one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_tls_verifies_the_brokers_with_the_ca_file() {
+    let dir = std::env::temp_dir().join(unique("edfi-cdc-kafka-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = certificates(&dir, "broker", "DNS:localhost");
+    let (other_ca, _, _) = certificates(&dir, "other", "DNS:localhost");
+    std::fs::write(dir.join("ca.pem"), &ca).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), &other_ca).unwrap();
+    let front_port = free_port();
+    let broker = Broker::start_behind(front_port);
+    let front = support::kafka::TlsFront::start(front_port, &broker.listen, &cert, &key).await;
+    let mut rig = Rig::new(100, 49).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    let env = &mut rig.connector.env;
+    env.push(("KAFKA_SECURITY_PROTOCOL".into(), "ssl".into()));
+    env.push((
+        "KAFKA_CA_FILE".into(),
+        dir.join("other-ca.pem").display().to_string(),
+    ));
+    let out = rig.connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("FAIL stream: Kafka at localhost:")
+            && text.contains("certificate verify failed"),
+        "{text}"
+    );
+
+    rig.connector.env.retain(|(k, _)| k != "KAFKA_CA_FILE");
+    rig.connector.env.push((
+        "KAFKA_CA_FILE".into(),
+        dir.join("ca.pem").display().to_string(),
+    ));
+    let out = rig.connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PASS stream: Kafka at localhost:"), "{text}");
+    let rep = start_role(&rig, "all");
+    let (_stop_tx, stop) = watch::channel(false);
+    ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(300.0, 50, 2, 600), stop)
+        .await
+        .unwrap();
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    assert!(
+        front.handshakes.load(std::sync::atomic::Ordering::SeqCst) > 2,
+        "the clients connect through the TLS front"
+    );
+    drop(rep);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A re-snapshot through Kafka with the poller killed in the middle of it and rows deleted at
 /// the source while it is down. Each lane holds only its partitions' rows of the snapshot and,
 /// publishing it, replaces only those keys; a deleted row is in no lane's snapshot once its

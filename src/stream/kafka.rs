@@ -84,7 +84,11 @@ pub async fn probe(
 ) -> Vec<(bool, String)> {
     let cfg = &config.stream.kafka;
     let at = &cfg.bootstrap_servers;
-    let producer: FutureProducer<Logging> = match client_config(cfg).create_with_context(Logging) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let context = Probing {
+        errors: errors.clone(),
+    };
+    let producer: FutureProducer<Probing> = match client_config(cfg).create_with_context(context) {
         Ok(p) => p,
         Err(e) => return vec![(false, format!("stream: Kafka client for {at}: {e}"))],
     };
@@ -96,10 +100,16 @@ pub async fn probe(
     let md = match md {
         Ok(md) => md,
         Err(e) => {
+            let errors = errors.lock().expect("not poisoned");
+            let said = if errors.is_empty() {
+                String::new()
+            } else {
+                format!("; the client said: {}", errors.join("; "))
+            };
             return vec![(
                 false,
-                format!("stream: Kafka at {at} did not answer within 10 s: {e} (check stream.kafka.bootstrap_servers, the network path and the listener)"),
-            )]
+                format!("stream: Kafka at {at} did not answer within 10 s: {e}{said} (check stream.kafka.bootstrap_servers, security_protocol, ca_file and the SASL settings, the network path and the listener)"),
+            )];
         }
     };
     let mut out = vec![(
@@ -233,7 +243,23 @@ fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", "edfi-cdc")
-        .set("log_level", "6");
+        .set("log_level", "6")
+        .set("security.protocol", cfg.security_protocol.name());
+    if cfg.security_protocol.tls() {
+        // The brokers' names are verified; without a CA file, against the system's CAs.
+        let roots = if cfg.ca_file.is_empty() {
+            "probe"
+        } else {
+            &cfg.ca_file
+        };
+        c.set("ssl.ca.location", roots)
+            .set("ssl.endpoint.identification.algorithm", "https");
+    }
+    if cfg.security_protocol.sasl() {
+        c.set("sasl.mechanism", &cfg.sasl_mechanism)
+            .set("sasl.username", &cfg.sasl_username)
+            .set("sasl.password", cfg.sasl_password.expose());
+    }
     if let Ok(debug) = std::env::var("EDFI_CDC_KAFKA_DEBUG") {
         c.set("debug", debug);
     }
@@ -615,6 +641,26 @@ struct Logging;
 impl ClientContext for Logging {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         librdkafka_log(level, fac, message);
+    }
+}
+
+/// `check`'s client context: logs as usual and keeps librdkafka's distinct errors (a refused
+/// TLS handshake, a failed authentication), which a metadata timeout alone does not tell.
+struct Probing {
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientContext for Probing {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        librdkafka_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut errors = self.errors.lock().expect("not poisoned");
+        let said = format!("{error}: {reason}");
+        if errors.len() < 3 && !errors.contains(&said) {
+            errors.push(said);
+        }
     }
 }
 

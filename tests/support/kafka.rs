@@ -61,8 +61,11 @@ fn create_bucket(endpoint: &str, bucket: &str) {
 
 /// A running tansu broker with its storage; both go when dropped.
 pub struct Broker {
-    /// `127.0.0.1:PORT`, also the advertised listener.
+    /// What clients connect to: the advertised listener (`127.0.0.1:PORT`, or the TLS front's
+    /// `localhost:PORT`).
     pub bootstrap: String,
+    /// `127.0.0.1:PORT` the broker itself listens on.
+    pub listen: String,
     pub port: u16,
     /// The broker's stdout and stderr, appended across restarts.
     pub log: PathBuf,
@@ -76,7 +79,13 @@ pub struct Broker {
 impl Broker {
     /// A broker keeping everything in memory (fast; a restart loses it all).
     pub fn start() -> Broker {
-        Self::start_with(None)
+        Self::start_with(None, None)
+    }
+
+    /// A broker (in memory) that advertises `localhost:front` — a [`TlsFront`] — instead of its
+    /// own plaintext listener, so that clients reach it over TLS only.
+    pub fn start_behind(front: u16) -> Broker {
+        Self::start_with(None, Some(front))
     }
 
     /// A broker storing into its own S3 server, so a restart loses nothing (slower: every
@@ -84,15 +93,16 @@ impl Broker {
     pub fn start_durable() -> Broker {
         let moto = Moto::start();
         create_bucket(&moto.endpoint, BUCKET);
-        Self::start_with(Some(moto))
+        Self::start_with(Some(moto), None)
     }
 
-    fn start_with(moto: Option<Moto>) -> Broker {
+    fn start_with(moto: Option<Moto>, front: Option<u16>) -> Broker {
         let tansu = tansu();
         let dir = std::env::temp_dir().join(unique("edfi-cdc-kafka"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut broker = Broker {
             bootstrap: String::new(),
+            listen: String::new(),
             port: 0,
             log: dir.join("tansu.log"),
             dir,
@@ -103,7 +113,11 @@ impl Broker {
         // A free port can be taken by another test before the broker binds it: try another.
         for attempt in 1..=5 {
             broker.port = super::free_port();
-            broker.bootstrap = format!("127.0.0.1:{}", broker.port);
+            broker.listen = format!("127.0.0.1:{}", broker.port);
+            broker.bootstrap = match front {
+                Some(p) => format!("localhost:{p}"),
+                None => broker.listen.clone(),
+            };
             broker.spawn();
             if broker.wait_ready(attempt == 5) {
                 return broker;
@@ -119,14 +133,15 @@ impl Broker {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
-        let url = format!("tcp://{}", self.bootstrap);
+        let url = format!("tcp://{}", self.listen);
+        let advertised = format!("tcp://{}", self.bootstrap);
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(WATCHDOG)
             .arg("tansu-watchdog")
             .arg(&self.tansu)
             .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url]);
+            .args(["--advertised-listener-url", &advertised]);
         // The S3 client reads every AWS_* variable: only this server's.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("AWS_") {
@@ -162,7 +177,7 @@ impl Broker {
     /// Wait until the port accepts connections. `false` if the broker exited first (unless
     /// `must`: then panic with its log).
     fn wait_ready(&mut self, must: bool) -> bool {
-        let addr: SocketAddr = self.bootstrap.parse().unwrap();
+        let addr: SocketAddr = self.listen.parse().unwrap();
         let end = Instant::now() + READY_DEADLINE;
         loop {
             let child = self.child.as_mut().expect("started");
@@ -309,5 +324,70 @@ impl Drop for Broker {
             std::fs::remove_dir_all(&self.dir).ok();
         }
         // moto (the storage) stops when its field drops, after this.
+    }
+}
+
+/// A TLS endpoint on `localhost:port` (127.0.0.1 and ::1) with `cert` and `key` (PEM) that
+/// forwards each connection's bytes to `target`: a broker's TLS listener, in front of a broker
+/// that has none. Counts the handshakes it completed; stops when dropped.
+pub struct TlsFront {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TlsFront {
+    pub async fn start(port: u16, target: &str, cert: &str, key: &str) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        let listeners = [
+            tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
+            tokio::net::TcpListener::bind(("::1", port)).await,
+        ];
+        for listener in listeners.into_iter().flatten() {
+            let (acceptor, target, handshakes) =
+                (acceptor.clone(), target.to_string(), handshakes.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, target, handshakes) =
+                        (acceptor.clone(), target.clone(), handshakes.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        handshakes.fetch_add(1, Ordering::SeqCst);
+                        if let Ok(mut up) = tokio::net::TcpStream::connect(&target).await {
+                            tokio::io::copy_bidirectional(&mut tls, &mut up).await.ok();
+                        }
+                    });
+                }
+            }));
+        }
+        assert!(!tasks.is_empty(), "bind the TLS front on port {port}");
+        TlsFront { tasks, handshakes }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
