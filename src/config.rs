@@ -1139,13 +1139,24 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
                     );
                 }
             }
-            if k.security_protocol.sasl() {
+            let iam = k.sasl_mechanism == crate::stream::kafka::MSK_IAM;
+            if iam {
+                if k.security_protocol != KafkaSecurity::SaslSsl {
+                    bad(
+                        "stream.kafka.sasl_mechanism",
+                        format!(
+                            "AWS_MSK_IAM needs security_protocol sasl_ssl (MSK's IAM listener, port 9098), not `{}`",
+                            k.security_protocol.name()
+                        ),
+                    );
+                }
+            } else if k.security_protocol.sasl() {
                 if !["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"].contains(&k.sasl_mechanism.as_str())
                 {
                     bad(
                         "stream.kafka.sasl_mechanism",
                         format!(
-                            "`{}` is not one of SCRAM-SHA-512, SCRAM-SHA-256, PLAIN (KAFKA_SASL_MECHANISM)",
+                            "`{}` is not one of AWS_MSK_IAM, SCRAM-SHA-512, SCRAM-SHA-256, PLAIN (KAFKA_SASL_MECHANISM)",
                             k.sasl_mechanism
                         ),
                     );
@@ -1510,12 +1521,22 @@ url = "${STAGING_DATABASE_URL}"
                 .map(ToString::to_string)
                 .collect()
         };
-        let p = problems("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"");
+        let p = problems("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"GSSAPI\"");
         assert!(
             p.iter()
-                .any(|t| t.contains("`stream.kafka.sasl_mechanism`") && t.contains("AWS_MSK_IAM"))
+                .any(|t| t.contains("`stream.kafka.sasl_mechanism`") && t.contains("GSSAPI"))
                 && p.iter().any(|t| t.contains("`stream.kafka.sasl_username`")),
             "{p:?}"
+        );
+        let p = problems("security_protocol = \"ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"");
+        assert!(
+            p.iter()
+                .any(|t| t.contains("AWS_MSK_IAM needs security_protocol sasl_ssl")),
+            "{p:?}"
+        );
+        assert!(
+            problems("security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"AWS_MSK_IAM\"")
+                .is_empty()
         );
         let p = problems("ca_file = \"Cargo.toml\"");
         assert!(

@@ -373,3 +373,53 @@ fn compose_init_script_is_generated_from_the_simulator() {
         "{rel} is out of date: regenerate it with\n  target/debug/ods-sim tsql --students {students} --seed {seed} > {rel}"
     );
 }
+
+/// An MSK IAM token (`sasl_mechanism = "AWS_MSK_IAM"`) carries the SigV4 presigned
+/// `kafka-cluster:Connect` request that botocore, an independent signer, computes for the same
+/// credentials, region and time: the same signature over the same signed query.
+#[test]
+fn msk_iam_tokens_carry_the_signature_botocore_computes() {
+    use edfi_cdc::stream::msk_iam;
+    let (key, secret, token) = (
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        "FQoGZXIvYXdzE//session+token=",
+    );
+    let creds =
+        aws_credential_types::Credentials::new(key, secret, Some(token.into()), None, "test");
+    let epoch = 1_764_806_523u64;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    let ours = msk_iam::presigned_url(&creds, "eu-west-1", at).unwrap();
+    let out = Command::new(python())
+        .arg(root().join("tests/deploy/presign.py"))
+        .args(["eu-west-1", key, secret, token, &epoch.to_string()])
+        .output()
+        .expect("run presign.py");
+    assert!(
+        out.status.success(),
+        "presign.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let params = |url: &str| -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = url
+            .split_once('?')
+            .unwrap()
+            .1
+            .split('&')
+            .filter(|kv| !kv.starts_with("User-Agent="))
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        params(&ours),
+        params(&theirs),
+        "ours: {ours}\nbotocore: {theirs}"
+    );
+    assert!(ours.contains("X-Amz-Signature="), "{ours}");
+}

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::OAuthToken;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
@@ -41,7 +42,10 @@ use crate::event::{self, Message, TableId, TableSchema};
 use crate::sink::Share;
 
 use super::lane::{Delivery, Item};
-use super::{debezium, row_hash, Shapes, StreamError};
+use super::{debezium, msk_iam, row_hash, Shapes, StreamError};
+
+/// `sasl_mechanism` of MSK's IAM authentication.
+pub const MSK_IAM: &str = "AWS_MSK_IAM";
 
 const STREAM: &str = "kafka";
 
@@ -84,9 +88,14 @@ pub async fn probe(
 ) -> Vec<(bool, String)> {
     let cfg = &config.stream.kafka;
     let at = &cfg.bootstrap_servers;
+    let iam = match iam_tokens(cfg).await {
+        Ok(iam) => iam,
+        Err(e) => return vec![(false, format!("stream: Kafka at {at}: {e}"))],
+    };
     let errors = Arc::new(Mutex::new(Vec::new()));
     let context = Probing {
         errors: errors.clone(),
+        iam: iam.clone(),
     };
     let producer: FutureProducer<Probing> = match client_config(cfg).create_with_context(context) {
         Ok(p) => p,
@@ -131,7 +140,7 @@ pub async fn probe(
                 .any(|m| m.name() == *t && m.error().is_none())
         })
         .collect();
-    let mut retention = topic_retention(cfg, &existing).await;
+    let mut retention = topic_retention(cfg, iam, &existing).await;
     for t in wanted {
         let found = md.topics().iter().find(|m| m.name() == t);
         out.push(match found {
@@ -162,6 +171,7 @@ pub async fn probe(
 /// `retention.ms` of each of `topics` (-1: kept for ever), or why it could not be read.
 async fn topic_retention(
     cfg: &KafkaConfig,
+    iam: Option<Arc<msk_iam::Tokens>>,
     topics: &[&str],
 ) -> HashMap<String, Result<i64, String>> {
     let fail = |e: String| {
@@ -173,7 +183,8 @@ async fn topic_retention(
     if topics.is_empty() {
         return HashMap::new();
     }
-    let admin: AdminClient<Logging> = match client_config(cfg).create_with_context(Logging) {
+    let admin: AdminClient<Logging> = match client_config(cfg).create_with_context(Logging { iam })
+    {
         Ok(a) => a,
         Err(e) => return fail(e.to_string()),
     };
@@ -255,7 +266,10 @@ fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         c.set("ssl.ca.location", roots)
             .set("ssl.endpoint.identification.algorithm", "https");
     }
-    if cfg.security_protocol.sasl() {
+    if cfg.sasl_mechanism == MSK_IAM {
+        // The token comes from the client context (`generate_oauth_token`).
+        c.set("sasl.mechanism", "OAUTHBEARER");
+    } else if cfg.security_protocol.sasl() {
         c.set("sasl.mechanism", &cfg.sasl_mechanism)
             .set("sasl.username", &cfg.sasl_username)
             .set("sasl.password", cfg.sasl_password.expose());
@@ -297,8 +311,9 @@ impl Producer {
     ) -> Result<Producer, StreamError> {
         let cfg = config.stream.kafka.clone();
         let wanted = topics(&cfg, schemas);
+        let iam = iam_tokens(&cfg).await.map_err(fatal)?;
         let admin: AdminClient<Logging> = client_config(&cfg)
-            .create_with_context(Logging)
+            .create_with_context(Logging { iam: iam.clone() })
             .map_err(transient)?;
         // As many replicas as asked for, at most one per broker; with three or more, a write
         // acknowledged by all in-sync replicas is on at least two.
@@ -339,7 +354,7 @@ impl Producer {
             .set("enable.idempotence", cfg.idempotence.to_string())
             .set("acks", "all")
             .set("linger.ms", "5")
-            .create_with_context(Logging)
+            .create_with_context(Logging { iam })
             .map_err(transient)?;
         let partitions = partition_counts(producer.client(), &wanted).await?;
         Ok(Producer {
@@ -612,11 +627,38 @@ async fn wait_for_topics<C: ClientContext>(
 /// Passes rebalances to the worker.
 struct Ctx {
     rebalances: mpsc::UnboundedSender<Event>,
+    iam: Option<Arc<msk_iam::Tokens>>,
 }
 
 impl ClientContext for Ctx {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         librdkafka_log(level, fac, message);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        oauth_token(self.iam.as_deref())
+    }
+}
+
+/// MSK IAM's tokens, when `sasl_mechanism = "AWS_MSK_IAM"`: the first one signed.
+async fn iam_tokens(cfg: &KafkaConfig) -> Result<Option<Arc<msk_iam::Tokens>>, String> {
+    if cfg.sasl_mechanism == MSK_IAM {
+        msk_iam::Tokens::start().await.map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The token librdkafka asks for (only with OAUTHBEARER, which only MSK IAM sets).
+fn oauth_token(iam: Option<&msk_iam::Tokens>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+    match iam {
+        Some(tokens) => tokens.oauth_token(),
+        None => Err("OAUTHBEARER is only used for sasl_mechanism = \"AWS_MSK_IAM\"".into()),
     }
 }
 
@@ -635,12 +677,23 @@ fn librdkafka_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
-/// The producer's and admin client's context: their log lines.
-struct Logging;
+/// The producer's and admin client's context: their log lines, MSK IAM's tokens.
+struct Logging {
+    iam: Option<Arc<msk_iam::Tokens>>,
+}
 
 impl ClientContext for Logging {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         librdkafka_log(level, fac, message);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        oauth_token(self.iam.as_deref())
     }
 }
 
@@ -648,11 +701,21 @@ impl ClientContext for Logging {
 /// TLS handshake, a failed authentication), which a metadata timeout alone does not tell.
 struct Probing {
     errors: Arc<Mutex<Vec<String>>>,
+    iam: Option<Arc<msk_iam::Tokens>>,
 }
 
 impl ClientContext for Probing {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         librdkafka_log(level, fac, message);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        oauth_token(self.iam.as_deref())
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -725,6 +788,7 @@ impl Consumer {
             .unwrap_or_else(|| format!("{}.{}.{sink}", cfg.topic_prefix, config.name));
         let session = cfg.session_timeout.as_millis().max(1000);
         let (tx, rx) = mpsc::unbounded_channel();
+        let iam = iam_tokens(cfg).await.map_err(fatal)?;
         let consumer: StreamConsumer<Ctx> = client_config(cfg)
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
@@ -732,7 +796,10 @@ impl Consumer {
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).to_string())
-            .create_with_context(Ctx { rebalances: tx })
+            .create_with_context(Ctx {
+                rebalances: tx,
+                iam,
+            })
             .map_err(transient)?;
         let topics = topics(cfg, schemas);
         let partitions = wait_for_topics(consumer.client(), &topics).await?;

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod kinesis;
 
 pub mod lane;
+pub mod msk_iam;
 
 use std::collections::HashMap;
 use std::sync::Arc;
