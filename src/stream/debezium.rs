@@ -4,9 +4,11 @@
 //! `source` / `op` / `ts_ms` / `transaction`, its `source` block has Debezium's fields, and column
 //! values take Debezium's default representations (`time.precision.mode = adaptive`,
 //! `decimal.handling.mode = precise`, binary as bytes): dates as days since the epoch,
-//! timestamps as milli-, micro- or nanoseconds by the column's precision, decimals as the
-//! unscaled two's-complement integer in base64 with the scale in the schema. The Change
-//! Tracking version stands where Debezium puts its LSNs (`change_lsn`, `commit_lsn`, as text).
+//! timestamps as milli-, micro- or nanoseconds by the column's precision where the catalog
+//! gives it (else nanoseconds), decimals as the unscaled two's-complement integer in base64
+//! with the scale in the schema. A value without such a form (a nanosecond timestamp outside
+//! 1677–2262, a NaN) is an error, never a wrong number. The Change Tracking version stands
+//! where Debezium puts its LSNs (`change_lsn`, `commit_lsn`, as text).
 //!
 //! Control records (watermarks, snapshot markers) keep this project's payload, with a schema
 //! derived from it, so that a converter with schemas reads them too before a filter drops them
@@ -109,19 +111,33 @@ fn scale_factor(digits: u8) -> i64 {
     10i64.pow(9 - u32::from(digits))
 }
 
-/// Column `c`'s value in Debezium's representation.
-fn field_value(c: &ColumnSchema, v: &Value) -> Json {
-    match (repr(c), v) {
+/// Column `c`'s value in Debezium's representation; an error for a value that has none.
+fn field_value(c: &ColumnSchema, v: &Value) -> Result<Json, String> {
+    let none = |what: &str| format!("column {}: {what}", c.name);
+    Ok(match (repr(c), v) {
         (_, Value::Null) => Json::Null,
         (Repr::Decimal(scale), Value::Decimal(s)) => match unscaled(s, scale) {
             Some(n) => Json::String(BASE64.encode(twos_complement(n))),
-            None => Json::String(s.clone()),
+            None => {
+                return Err(none(&format!(
+                    "{s} has no Connect Decimal form at scale {scale}"
+                )))
+            }
         },
+        (_, Value::Float(f)) if !f.is_finite() => {
+            return Err(none(&format!("{f} has no JSON form")))
+        }
         (Repr::Bytes, Value::Bytes(b)) => Json::String(BASE64.encode(b)),
         (Repr::Date, Value::Date(d)) => json!((*d - EPOCH).num_days()),
         (Repr::Timestamp(digits), Value::Timestamp(t)) => {
-            let nanos = t.and_utc().timestamp_nanos_opt().unwrap_or(i64::MAX);
-            json!(nanos.div_euclid(scale_factor(digits)))
+            let t = t.and_utc();
+            match digits {
+                3 => json!(t.timestamp_millis()),
+                6 => json!(t.timestamp_micros()),
+                _ => json!(t.timestamp_nanos_opt().ok_or_else(|| none(&format!(
+                    "{t} is outside io.debezium.time.NanoTimestamp's range (1677-09-21 to 2262-04-11)"
+                )))?),
+            }
         }
         (Repr::Time(digits), Value::Time(t)) => {
             let nanos = i64::from(t.num_seconds_from_midnight()) * 1_000_000_000
@@ -129,7 +145,7 @@ fn field_value(c: &ColumnSchema, v: &Value) -> Json {
             json!(nanos / scale_factor(digits))
         }
         (_, v) => v.to_json(),
-    }
+    })
 }
 
 /// `text` (a decimal) as an integer at `scale` digits after the point; `None` when it does not
@@ -237,38 +253,48 @@ fn wrap(schema: Json, payload: Json) -> Json {
 }
 
 /// Key and value of `msg` in Debezium's Connect JSON. `prefix` is the logical server name
-/// (`topic_prefix`), `connector` the source's kind (`sqlserver`, `postgresql`).
-pub fn encode(prefix: &str, connector: &str, database: &str, msg: &Message) -> (Json, Json) {
+/// (`topic_prefix`), `connector` the source's kind (`sqlserver`, `postgresql`). An error names
+/// the table, column and value that have no such form.
+pub fn encode(
+    prefix: &str,
+    connector: &str,
+    database: &str,
+    msg: &Message,
+) -> Result<(Json, Json), String> {
     let Message::Change(ev) = msg else {
         let (key, value) = event::encode(prefix, database, msg);
-        return (
+        return Ok((
             wrap(schema_of(&[&key]), key),
             wrap(schema_of(&[&value]), value),
-        );
+        ));
     };
+    let in_table = |e: String| format!("table {}: {e}", ev.table.id);
     let t: &TableSchema = &ev.table;
     let base = format!("{prefix}.{}.{}", t.id.schema, t.id.name);
     let key_fields: Vec<Json> = t.key_columns().map(field_schema).collect();
-    let key_payload: Map<String, Json> = t
+    let key_payload = t
         .key_columns()
         .zip(&ev.key)
-        .map(|(c, v)| (c.name.clone(), field_value(c, v)))
-        .collect();
+        .map(|(c, v)| Ok((c.name.clone(), field_value(c, v)?)))
+        .collect::<Result<Map<String, Json>, String>>()
+        .map_err(in_table)?;
     let key = wrap(
         struct_schema(&format!("{base}.Key"), false, key_fields),
         Json::Object(key_payload),
     );
     let row_fields: Vec<Json> = t.columns.iter().map(field_schema).collect();
     let row = struct_schema(&format!("{base}.Value"), true, row_fields);
-    let after = ev.after.as_ref().map_or(Json::Null, |values| {
-        Json::Object(
+    let after = match &ev.after {
+        None => Json::Null,
+        Some(values) => Json::Object(
             t.columns
                 .iter()
                 .zip(values)
-                .map(|(c, v)| (c.name.clone(), field_value(c, v)))
-                .collect(),
-        )
-    });
+                .map(|(c, v)| Ok((c.name.clone(), field_value(c, v)?)))
+                .collect::<Result<Map<String, Json>, String>>()
+                .map_err(in_table)?,
+        ),
+    };
     let string =
         |name: &str, optional: bool| json!({"type": "string", "optional": optional, "field": name});
     let int64 =
@@ -336,7 +362,7 @@ pub fn encode(prefix: &str, connector: &str, database: &str, msg: &Message) -> (
         "ts_ms": chrono::Utc::now().timestamp_millis(),
         "transaction": Json::Null,
     });
-    (key, wrap(schema, payload))
+    Ok((key, wrap(schema, payload)))
 }
 
 /// Whether `value` is a Connect JSON document with a schema (this module's format).
@@ -354,8 +380,13 @@ fn field_back(schema: &Json, v: &Json) -> Result<Json, String> {
     let text = || v.as_str().ok_or_else(bad);
     let name = schema["name"].as_str().unwrap_or_default();
     let digits = |d: u8| -> Result<NaiveDateTime, String> {
-        let nanos = int()?.checked_mul(scale_factor(d)).ok_or_else(bad)?;
-        Ok(chrono::DateTime::from_timestamp_nanos(nanos).naive_utc())
+        let n = int()?;
+        let t = match d {
+            3 => chrono::DateTime::from_timestamp_millis(n),
+            6 => chrono::DateTime::from_timestamp_micros(n),
+            _ => Some(chrono::DateTime::from_timestamp_nanos(n)),
+        };
+        Ok(t.ok_or_else(bad)?.naive_utc())
     };
     let time = |d: u8| -> Result<Json, String> {
         let nanos = int()?.checked_mul(scale_factor(d)).ok_or_else(bad)?;
@@ -552,7 +583,8 @@ mod tests {
             version: 981,
             commit_time: None,
         };
-        let (key, value) = encode("edfi-cdc", "sqlserver", "EdFi_Ods", &Message::Change(ev));
+        let (key, value) =
+            encode("edfi-cdc", "sqlserver", "EdFi_Ods", &Message::Change(ev)).unwrap();
         assert!(is_wrapped(&key) && is_wrapped(&value));
         let p = &value["payload"];
         assert_eq!(p["source"]["connector"], "sqlserver");
@@ -591,12 +623,56 @@ mod tests {
     }
 
     #[test]
+    fn values_without_a_debezium_form_are_refused_and_far_dates_travel_in_millis() {
+        let table = Arc::new(TableSchema {
+            id: TableId::new("edfi", "Far"),
+            columns: vec![
+                column("Id", "int", None, None),
+                column("Old", "datetime", None, None),
+                column("At", "datetime2", Some(27), Some(7)),
+            ],
+            key: vec![0],
+        });
+        let far = NaiveDate::from_ymd_opt(9999, 12, 31)
+            .unwrap()
+            .and_hms_milli_opt(23, 59, 59, 997)
+            .unwrap();
+        let change = |old: Value, at: Value| {
+            Message::Change(ChangeEvent {
+                table: table.clone(),
+                op: Op::Create,
+                key: vec![Value::Int(1)],
+                after: Some(vec![Value::Int(1), old, at]),
+                version: 5,
+                commit_time: None,
+            })
+        };
+        let far_old = change(Value::Timestamp(far), Value::Null);
+        let (key, value) = encode("p", "sqlserver", "db", &far_old).unwrap();
+        assert_eq!(
+            value["payload"]["after"]["Old"],
+            json!(253_402_300_799_997i64)
+        );
+        let (k, v) = unwrap(&key, &value).unwrap();
+        let Message::Change(back) = event::decode(&k, &v, |_| Some(table.clone())).unwrap() else {
+            panic!("not a change")
+        };
+        assert_eq!(back.after.unwrap()[1], Value::Timestamp(far));
+        let far_at = change(Value::Null, Value::Timestamp(far));
+        let err = encode("p", "sqlserver", "db", &far_at).unwrap_err();
+        assert!(
+            err.contains("edfi.Far") && err.contains("At") && err.contains("9999"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn control_records_get_a_schema_that_fits_their_payload() {
         let w = Message::Watermark(crate::event::Watermark {
             version: 7,
             commit_time: None,
         });
-        let (key, value) = encode("p", "sqlserver", "db", &w);
+        let (key, value) = encode("p", "sqlserver", "db", &w).unwrap();
         assert_eq!(key["schema"]["fields"][0]["type"], "int64");
         let (k, v) = unwrap(&key, &value).unwrap();
         assert!(matches!(

@@ -378,7 +378,7 @@ impl Producer {
                 let topic = topic(&self.cfg, &ev.table.id);
                 let n = self.partitions[&topic];
                 let partition = (row_hash(&ev.table.id, &ev.key) % n as u128) as i32;
-                let (key, value) = self.encode(&msg);
+                let (key, value) = self.encode(&msg)?;
                 let key = key.to_string();
                 self.enqueue(&topic, partition, &key, Some(value.to_string()))
                     .await?;
@@ -395,7 +395,7 @@ impl Producer {
             }
             Message::Watermark(_) => {
                 self.acknowledged().await?;
-                let (key, value) = self.encode(&msg);
+                let (key, value) = self.encode(&msg)?;
                 let (key, value) = (key.to_string(), value.to_string());
                 for (topic, &n) in &self.partitions {
                     for p in 0..n {
@@ -407,7 +407,7 @@ impl Producer {
             Message::Snapshot(m) => {
                 self.acknowledged().await?;
                 let topic = topic(&self.cfg, &m.table().id);
-                let (key, value) = self.encode(&msg);
+                let (key, value) = self.encode(&msg)?;
                 let (key, value) = (key.to_string(), value.to_string());
                 for p in 0..self.partitions[&topic] {
                     self.barrier(&topic, p, &key, &value, "snapshot").await?;
@@ -418,15 +418,16 @@ impl Producer {
     }
 
     /// Key and value of `msg` in the configured format.
-    fn encode(&self, msg: &Message) -> (Json, Json) {
+    fn encode(&self, msg: &Message) -> Result<(Json, Json), StreamError> {
         match self.cfg.format {
-            KafkaFormat::Envelope => event::encode(&self.connector, &self.database, msg),
+            KafkaFormat::Envelope => Ok(event::encode(&self.connector, &self.database, msg)),
             KafkaFormat::Debezium => debezium::encode(
                 &self.cfg.topic_prefix,
                 self.source_kind,
                 &self.database,
                 msg,
-            ),
+            )
+            .map_err(|e| fatal(format!("format = \"debezium\": {e}"))),
         }
     }
 
