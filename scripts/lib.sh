@@ -10,10 +10,16 @@
 OWN_PG_DIR=/var/tmp/edfi-cdc-pg
 OWN_PG_PORT=55432
 
+# The newest installed PostgreSQL *server* (the client package alone brings a bin directory
+# without initdb).
 pg_bindir() {
-  local v
-  v=$(ls /usr/lib/postgresql 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1) || true
-  [ -n "$v" ] && echo "/usr/lib/postgresql/$v/bin"
+  local v found=""
+  for v in $(ls /usr/lib/postgresql 2>/dev/null | grep -E '^[0-9]+$' | sort -n); do
+    if [ -x "/usr/lib/postgresql/$v/bin/initdb" ] && [ -x "/usr/lib/postgresql/$v/bin/pg_ctl" ]; then
+      found="/usr/lib/postgresql/$v/bin"
+    fi
+  done
+  [ -n "$found" ] && echo "$found"
 }
 
 # Whether the server on 127.0.0.1:$1 accepts user postgres without any password.
@@ -28,7 +34,7 @@ as_postgres() {
 
 start_own_postgres() {
   local bin
-  bin=$(pg_bindir)
+  bin=$(pg_bindir) || { echo "no PostgreSQL server (initdb) under /usr/lib/postgresql" >&2; exit 1; }
   if [ ! -f "$OWN_PG_DIR/data/PG_VERSION" ]; then
     echo "== creating a PostgreSQL cluster of our own in $OWN_PG_DIR (port $OWN_PG_PORT, trust on loopback)"
     rm -rf "$OWN_PG_DIR"

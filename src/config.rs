@@ -1014,7 +1014,12 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
                 bad("source.port", "must be a TCP port (1-65535)".into());
             }
             if !c.source.ca_file.is_empty() {
-                if c.source.trust_server_certificate {
+                if !c.source.encrypt {
+                    bad(
+                        "source.ca_file",
+                        "is for TLS, which encrypt = false turns off".into(),
+                    );
+                } else if c.source.trust_server_certificate {
                     bad(
                         "source.ca_file",
                         "verifies the server's certificate, which trust_server_certificate = true skips: set one of them".into(),

@@ -199,7 +199,10 @@ pub fn parse(url: &str) -> Result<Target, String> {
             ))
         }
     };
-    let root_cert = root.or_else(|| std::env::var_os("PGSSLROOTCERT").map(PathBuf::from));
+    // An empty setting (`${VAR:-}`) is no CA file, as in libpq.
+    let root_cert = root
+        .or_else(|| std::env::var_os("PGSSLROOTCERT").map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty());
     if matches!(ssl, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
         return Err(format!(
             "sslmode={} needs the CA file that signed the server's certificate: sslrootcert=<path> \
@@ -287,13 +290,19 @@ fn tls(sink: &str, ssl: SslMode, root_cert: Option<&Path>) -> Result<MakeRustlsC
 /// A TLS failure no retry mends (a server without TLS, a certificate that does not verify):
 /// fatal, with what to change.
 fn tls_misfit(sink: &str, e: &tokio_postgres::Error) -> Option<SinkError> {
-    let mut chain = Vec::new();
+    // tokio-postgres's message may already hold its cause: each part once.
+    let mut text = String::new();
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = source {
-        chain.push(s.to_string());
+        let part = s.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
         source = s.source();
     }
-    let text = chain.join(": ");
     let hint = if text.contains("server does not support TLS") {
         "the server does not offer TLS and sslmode requires it (the default is require): enable \
          TLS on the server, or write sslmode=disable in the URL on a trusted network"

@@ -67,7 +67,8 @@ impl SourceError {
                 SourceError::Tls {
                     addr: format!("{}:{}", cfg.host, cfg.port),
                     message: format!(
-                        "{m} the server offers no TLS and source.encrypt = true requires it"
+                        "{}: the server offers no TLS and source.encrypt = true requires it",
+                        m.trim_end_matches('.')
                     ),
                 }
             }
