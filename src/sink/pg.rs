@@ -171,7 +171,7 @@ pub fn parse(url: &str) -> Result<Target, String> {
                     .decode_utf8_lossy()
                     .into_owned()
             } else {
-                value.trim_matches('\'').to_string()
+                unquote(value.trim())
             }
         };
         match key.trim() {
@@ -217,31 +217,57 @@ pub fn parse(url: &str) -> Result<Target, String> {
     })
 }
 
-/// The `key=value` pairs of a libpq key-value string as written (a value may be single-quoted,
-/// with `\\` escapes, and hold spaces).
+/// The `key = value` pairs of a libpq key-value string as written (spaces around `=` allowed; a
+/// value may be single-quoted, with `\\` escapes, and hold spaces).
 fn key_value_pairs(text: &str) -> Vec<&str> {
     let bytes = text.as_bytes();
+    let skip_spaces = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
     let mut pairs = Vec::new();
-    let mut i = 0;
+    let mut i = skip_spaces(0);
     while i < bytes.len() {
-        if bytes[i].is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
         let start = i;
-        let mut quoted = false;
-        while i < bytes.len() && (quoted || !bytes[i].is_ascii_whitespace()) {
-            match bytes[i] {
-                b'\\' => i += 1,
-                b'\'' => quoted = !quoted,
-                _ => {}
-            }
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
             i += 1;
         }
-        let end = i.min(bytes.len());
-        pairs.push(&text[start..end]);
+        i = skip_spaces(i);
+        if i < bytes.len() && bytes[i] == b'=' {
+            i = skip_spaces(i + 1);
+            let mut quoted = false;
+            while i < bytes.len() && (quoted || !bytes[i].is_ascii_whitespace()) {
+                match bytes[i] {
+                    b'\\' => i += 1,
+                    b'\'' => quoted = !quoted,
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        pairs.push(text[start..i.min(bytes.len())].trim_end());
+        i = skip_spaces(i);
     }
     pairs
+}
+
+/// A key-value string's value as it means: unquoted, `\\'` and `\\\\` unescaped.
+fn unquote(value: &str) -> String {
+    let inner = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or(value);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn tls(sink: &str, ssl: SslMode, root_cert: Option<&Path>) -> Result<MakeRustlsConnect, SinkError> {
@@ -407,11 +433,11 @@ mod tests {
         assert_eq!(t.config.get_application_name(), Some("x"));
         assert_eq!(t.config.get_ports(), [5439]);
         let t = parse(
-            "host=h user=u password='a b\\' c' sslmode=verify-ca sslrootcert='/c.pem' dbname=d",
+            "host=h user=u password='a b\\' c' sslmode = verify-ca sslrootcert='/it\\'s.pem' dbname=d",
         )
         .unwrap();
         assert_eq!(t.ssl, SslMode::VerifyCa);
-        assert_eq!(t.root_cert.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(t.root_cert.as_deref(), Some(Path::new("/it's.pem")));
         assert_eq!(t.config.get_password(), Some(&b"a b' c"[..]));
         assert_eq!(t.config.get_dbname(), Some("d"));
         if std::env::var_os("PGSSLMODE").is_none() {

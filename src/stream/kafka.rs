@@ -4,9 +4,9 @@
 //! `{topic_prefix}` for all (`topics = "single"`), created by the poller if missing. A change
 //! goes to partition `row_hash(table, key) mod partitions`, so a row's changes stay in order;
 //! its Kafka key is the primary key as JSON and its value the Debezium-shaped envelope
-//! (`event::encode`), followed by a tombstone after a delete (unless `tombstones = false`). The producer is
-//! idempotent by default, but correctness does not rest on it: a row changes at most once per
-//! poll cycle, and a cycle's events are all acknowledged before its watermark is written, so a
+//! (`event::encode`, or `stream::debezium` with `format = "debezium"`), followed by a tombstone
+//! after a delete (unless `tombstones = false`). The producer is idempotent by default, but
+//! correctness does not rest on it: a row changes at most once per poll cycle, and a cycle's events are all acknowledged before its watermark is written, so a
 //! retried message that lands twice or out of order within its cycle changes nothing. A
 //! watermark is written to every partition of every topic after the cycle's events are
 //! acknowledged; snapshot markers go to every partition of their table's topic. Both carry the
