@@ -186,7 +186,7 @@ pub fn parse(url: &str) -> Result<Target, String> {
         (false, _) => kept.join(sep),
     };
     let config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
-    let mode = mode.or_else(|| std::env::var("PGSSLMODE").ok());
+    let mode = mode.or_else(|| std::env::var("PGSSLMODE").ok().filter(|m| !m.is_empty()));
     let ssl = match mode.as_deref().unwrap_or("require") {
         "disable" => SslMode::Disable,
         "prefer" => SslMode::Prefer,
