@@ -93,11 +93,12 @@ pub async fn probe(
         Err(e) => return vec![(false, format!("stream: Kafka at {at}: {e}"))],
     };
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let context = Probing {
-        errors: errors.clone(),
+    let context = Ctx {
         iam: iam.clone(),
+        errors: Some(errors.clone()),
+        ..Ctx::default()
     };
-    let producer: FutureProducer<Probing> = match client_config(cfg).create_with_context(context) {
+    let producer: FutureProducer<Ctx> = match client_config(cfg).create_with_context(context) {
         Ok(p) => p,
         Err(e) => return vec![(false, format!("stream: Kafka client for {at}: {e}"))],
     };
@@ -183,8 +184,10 @@ async fn topic_retention(
     if topics.is_empty() {
         return HashMap::new();
     }
-    let admin: AdminClient<Logging> = match client_config(cfg).create_with_context(Logging { iam })
-    {
+    let admin: AdminClient<Ctx> = match client_config(cfg).create_with_context(Ctx {
+        iam,
+        ..Ctx::default()
+    }) {
         Ok(a) => a,
         Err(e) => return fail(e.to_string()),
     };
@@ -282,7 +285,7 @@ fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 
 /// The poller's end.
 pub struct Producer {
-    producer: FutureProducer<Logging>,
+    producer: FutureProducer<Ctx>,
     cfg: KafkaConfig,
     connector: String,
     database: String,
@@ -312,8 +315,11 @@ impl Producer {
         let cfg = config.stream.kafka.clone();
         let wanted = topics(&cfg, schemas);
         let iam = iam_tokens(&cfg).await.map_err(fatal)?;
-        let admin: AdminClient<Logging> = client_config(&cfg)
-            .create_with_context(Logging { iam: iam.clone() })
+        let admin: AdminClient<Ctx> = client_config(&cfg)
+            .create_with_context(Ctx {
+                iam: iam.clone(),
+                ..Ctx::default()
+            })
             .map_err(transient)?;
         // As many replicas as asked for, at most one per broker; with three or more, a write
         // acknowledged by all in-sync replicas is on at least two.
@@ -350,11 +356,14 @@ impl Producer {
                 }
             }
         }
-        let producer: FutureProducer<Logging> = client_config(&cfg)
+        let producer: FutureProducer<Ctx> = client_config(&cfg)
             .set("enable.idempotence", cfg.idempotence.to_string())
             .set("acks", "all")
             .set("linger.ms", "5")
-            .create_with_context(Logging { iam })
+            .create_with_context(Ctx {
+                iam,
+                ..Ctx::default()
+            })
             .map_err(transient)?;
         let partitions = partition_counts(producer.client(), &wanted).await?;
         Ok(Producer {
@@ -625,10 +634,15 @@ async fn wait_for_topics<C: ClientContext>(
     }
 }
 
-/// Passes rebalances to the worker.
+/// Every client's context: librdkafka's log lines into this process's log, MSK IAM's tokens,
+/// and where given, a worker's rebalances and (for `check`) librdkafka's distinct errors (a
+/// refused TLS handshake, a failed authentication), which a metadata timeout alone does not
+/// tell.
+#[derive(Default)]
 struct Ctx {
-    rebalances: mpsc::UnboundedSender<Event>,
     iam: Option<Arc<msk_iam::Tokens>>,
+    rebalances: Option<mpsc::UnboundedSender<Event>>,
+    errors: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl ClientContext for Ctx {
@@ -636,6 +650,19 @@ impl ClientContext for Ctx {
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         librdkafka_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match &self.errors {
+            Some(errors) => {
+                let mut errors = errors.lock().expect("not poisoned");
+                let said = format!("{error}: {reason}");
+                if errors.len() < 3 && !errors.contains(&said) {
+                    errors.push(said);
+                }
+            }
+            None => warn!(target: "librdkafka", %error, "{reason}"),
+        }
     }
 
     fn generate_oauth_token(
@@ -678,56 +705,6 @@ fn librdkafka_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
-/// The producer's and admin client's context: their log lines, MSK IAM's tokens.
-struct Logging {
-    iam: Option<Arc<msk_iam::Tokens>>,
-}
-
-impl ClientContext for Logging {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        librdkafka_log(level, fac, message);
-    }
-
-    fn generate_oauth_token(
-        &self,
-        _: Option<&str>,
-    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        oauth_token(self.iam.as_deref())
-    }
-}
-
-/// `check`'s client context: logs as usual and keeps librdkafka's distinct errors (a refused
-/// TLS handshake, a failed authentication), which a metadata timeout alone does not tell.
-struct Probing {
-    errors: Arc<Mutex<Vec<String>>>,
-    iam: Option<Arc<msk_iam::Tokens>>,
-}
-
-impl ClientContext for Probing {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        librdkafka_log(level, fac, message);
-    }
-
-    fn generate_oauth_token(
-        &self,
-        _: Option<&str>,
-    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        oauth_token(self.iam.as_deref())
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        let mut errors = self.errors.lock().expect("not poisoned");
-        let said = format!("{error}: {reason}");
-        if errors.len() < 3 && !errors.contains(&said) {
-            errors.push(said);
-        }
-    }
-}
-
 fn lanes_of(tpl: &TopicPartitionList) -> Vec<i32> {
     let mut lanes: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
     lanes.sort_unstable();
@@ -739,7 +716,9 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let _ = self.rebalances.send(Event::Revoked(lanes_of(tpl)));
+                if let Some(to) = &self.rebalances {
+                    let _ = to.send(Event::Revoked(lanes_of(tpl)));
+                }
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => warn!(error = %e, "kafka rebalance error"),
@@ -750,7 +729,9 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Assign(tpl) = rebalance {
             let lanes = lanes_of(tpl);
             info!(lanes = ?lanes, "kafka partitions assigned");
-            let _ = self.rebalances.send(Event::Assigned(lanes));
+            if let Some(to) = &self.rebalances {
+                let _ = to.send(Event::Assigned(lanes));
+            }
         }
     }
 }
@@ -798,8 +779,9 @@ impl Consumer {
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).to_string())
             .create_with_context(Ctx {
-                rebalances: tx,
                 iam,
+                rebalances: Some(tx),
+                errors: None,
             })
             .map_err(transient)?;
         let topics = topics(cfg, schemas);
