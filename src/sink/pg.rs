@@ -29,62 +29,16 @@ use tracing::debug;
 
 use super::SinkError;
 
-/// Accepts any server certificate but still checks the handshake signatures with it: libpq's
-/// `sslmode=require` without a root certificate.
+/// libpq's `sslmode=require` and `verify-ca`: without a CA file any server certificate is
+/// accepted (the traffic is encrypted, the server not authenticated); with one (`chain`) its
+/// chain is verified but not its host name. The handshake signatures are checked either way.
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct WithoutName {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-/// Verifies the server's certificate chain against the CA file but not its host name: libpq's
-/// `sslmode=verify-ca` (and `require` with a CA file).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for WithoutName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -93,11 +47,11 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
         // The chain is checked before the name: a name error means the chain was good.
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -111,7 +65,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -120,11 +79,18 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -279,7 +245,10 @@ fn tls(sink: &str, ssl: SslMode, root_cert: Option<&Path>) -> Result<MakeRustlsC
         return Ok(MakeRustlsConnect::new(
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                .with_custom_certificate_verifier(Arc::new(WithoutName {
+                    provider,
+                    chain: None,
+                }))
                 .with_no_client_auth(),
         ));
     };
@@ -302,12 +271,15 @@ fn tls(sink: &str, ssl: SslMode, root_cert: Option<&Path>) -> Result<MakeRustlsC
     let config = if ssl == SslMode::VerifyFull {
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
-        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| fatal(e.to_string()))?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+            .with_custom_certificate_verifier(Arc::new(WithoutName {
+                provider,
+                chain: Some(chain),
+            }))
             .with_no_client_auth()
     };
     Ok(MakeRustlsConnect::new(config))
