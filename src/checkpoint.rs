@@ -11,8 +11,9 @@
 //!   cover, and the worker that wrote it. Each lane transaction checks that the stored
 //!   positions are still the ones it started from, so a worker that lost its partitions to
 //!   another (a rebalance) cannot commit over the new owner's work;
-//! - `edfi_cdc.stream_leases`: with Kinesis, which worker applies a lane and until when; a
-//!   worker renews its lease while it runs, and another takes the lane over once it expired;
+//! - `edfi_cdc.stream_leases`: for a lane over the whole stream (Kinesis's staging lane, the
+//!   Redshift sink's lane), which worker applies it and until when; a worker renews its lease
+//!   while it runs, and another takes the lane over once it expired;
 //! - `edfi_cdc.resnapshot_requests`: tables an operator asked to re-snapshot
 //!   (`edfi-cdc resnapshot`), seen by the running sink within seconds and deleted in the
 //!   transaction that starts the snapshot.
@@ -571,8 +572,11 @@ pub async fn store_positions(
 /// left.
 pub type LeaseHolder = (String, f64);
 
-/// Take or renew the lease of lane `sink` for `worker` for `ttl` (the database's clock decides
-/// expiry). `Ok(None)` when the lease is this worker's now; otherwise the current holder.
+/// Take or renew the lease of lane `sink` for `worker` for `ttl`. `Ok(None)` when the lease is
+/// this worker's now; otherwise the current holder. The same SQL runs on PostgreSQL and
+/// Redshift (no row locks there: the table is locked for the short transaction), and expiry is
+/// judged by the workers' clocks (a lease decides which worker reads the lane; the positions
+/// each transaction checks stop a worker whose positions another moved).
 pub async fn take_lease(
     client: &mut tokio_postgres::Client,
     connector: &str,
@@ -580,44 +584,37 @@ pub async fn take_lease(
     worker: &str,
     ttl: std::time::Duration,
 ) -> Result<Option<LeaseHolder>, tokio_postgres::Error> {
-    let ttl = ttl.as_secs_f64();
+    let now = Utc::now();
+    let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let tx = client.transaction().await?;
+    tx.batch_execute("LOCK edfi_cdc.stream_leases").await?;
     let held = tx
         .query_opt(
-            "SELECT worker, EXTRACT(EPOCH FROM expires_at - clock_timestamp())::float8 \
-             FROM edfi_cdc.stream_leases WHERE connector = $1 AND sink = $2 FOR UPDATE",
+            "SELECT worker, expires_at FROM edfi_cdc.stream_leases \
+             WHERE connector = $1 AND sink = $2",
             &[&connector, &sink],
         )
         .await?;
     match held {
-        Some(r) if r.get::<_, String>(0) != worker && r.get::<_, f64>(1) > 0.0 => {
-            return Ok(Some((r.get(0), r.get(1))));
+        Some(r) if r.get::<_, String>(0) != worker && r.get::<_, DateTime<Utc>>(1) > now => {
+            let left = (r.get::<_, DateTime<Utc>>(1) - now).num_milliseconds() as f64 / 1000.0;
+            return Ok(Some((r.get(0), left)));
         }
         Some(_) => {
             tx.execute(
-                "UPDATE edfi_cdc.stream_leases SET worker = $3, \
-                 expires_at = clock_timestamp() + make_interval(secs => $4) \
+                "UPDATE edfi_cdc.stream_leases SET worker = $3, expires_at = $4 \
                  WHERE connector = $1 AND sink = $2",
-                &[&connector, &sink, &worker, &ttl],
+                &[&connector, &sink, &worker, &expires],
             )
             .await?;
         }
         None => {
-            let inserted = tx
-                .execute(
-                    "INSERT INTO edfi_cdc.stream_leases (connector, sink, worker, expires_at) \
-                     VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4))",
-                    &[&connector, &sink, &worker, &ttl],
-                )
-                .await;
-            match inserted {
-                Ok(_) => {}
-                // Another worker took it first.
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    return Ok(Some((String::new(), ttl)));
-                }
-                Err(e) => return Err(e),
-            }
+            tx.execute(
+                "INSERT INTO edfi_cdc.stream_leases (connector, sink, worker, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+                &[&connector, &sink, &worker, &expires],
+            )
+            .await?;
         }
     }
     tx.commit().await?;

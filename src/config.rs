@@ -1207,13 +1207,6 @@ fn validate(c: &ConnectorConfig) -> Vec<Problem> {
             }
         }
     }
-    if c.stream.kind != StreamKind::Embedded && c.sinks.redshift.as_ref().is_some_and(|s| s.enabled)
-    {
-        bad(
-            "sinks.redshift.enabled",
-            format!("the Redshift sink reads the embedded stream only; with stream kind `{}` run it from a second connector file with the embedded stream", c.stream.kind.name()),
-        );
-    }
     for (name, g) in &c.groups {
         if g.tables.is_empty() {
             bad(&format!("groups.{name}.tables"), "lists no table".into());

@@ -259,10 +259,17 @@ async fn run_embedded(
         sinks.push(SinkTask::Staging(Box::new(sink)));
     }
     if let Some(cfg) = config.sinks.redshift.as_ref().filter(|s| s.enabled) {
-        let (sink, cp) =
-            RedshiftSink::open(&name, cfg, redshift_models, &config.retry, &schemas, &stop)
-                .await
-                .with_context(|| format!("connector {name}: redshift sink"))?;
+        let (sink, cp) = RedshiftSink::open(
+            &name,
+            cfg,
+            redshift_models,
+            &config.retry,
+            &schemas,
+            None,
+            &stop,
+        )
+        .await
+        .with_context(|| format!("connector {name}: redshift sink"))?;
         checkpoints.push(cp);
         sinks.push(SinkTask::Redshift(Box::new(sink)));
     }

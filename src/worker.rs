@@ -3,11 +3,12 @@
 //!
 //! A worker runs one staging sink per *lane* it holds (see `stream::lane`): with Kafka, lane
 //! `p` is partition `p` of every topic, and the consumer group decides which worker holds it;
-//! with Kinesis, one lane reads every shard, applied by the worker holding its lease in the
-//! target (`edfi_cdc.stream_leases`) while the others stand by. Each lane keeps its own
-//! checkpoint in the target (`staging@{lane}`) with its stream positions, written in the same
-//! transaction as the data; every lane transaction checks those positions first, so a worker
-//! that lost its lane writes nothing.
+//! with Kinesis, one lane reads every shard. The Redshift sink, one writer by nature, always
+//! reads the whole stream as one lane. A lane over the whole stream is applied by the worker
+//! holding its lease in that sink's target (`edfi_cdc.stream_leases`) while the others stand by.
+//! Each lane keeps its own stream positions in its target (`staging@{lane}`,
+//! `redshift@{lane}`), written in the same transaction as the data; every lane transaction
+//! checks those positions first, so a worker that lost its lane writes nothing.
 //!
 //! Rebalances: a lane whose partitions are revoked is stopped and waited for before the worker
 //! reads on. If another worker commits a lane's positions first (the lane is *fenced*), this
@@ -17,6 +18,8 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,16 +30,50 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::checkpoint::{self, Positions};
-use crate::config::{ConnectorConfig, StagingSinkConfig, StreamKind};
+use crate::config::{ConnectorConfig, LoadMode, RedshiftSinkConfig, StagingSinkConfig, StreamKind};
 use crate::event::TableSchema;
 use crate::http::Health;
+use crate::models::Models;
+use crate::sink::redshift::RedshiftSink;
 use crate::sink::staging::StagingSink;
-use crate::sink::{Lane, Share, SinkError};
+use crate::sink::{Lane, Share, SinkError, SETUP_LOCK};
 use crate::stream::lane::{self, Delivery};
-use crate::stream::{kafka, kinesis, worker_id, Input};
+use crate::stream::{kafka, kinesis, worker_id, Input, StreamError};
+
+/// The sink a lane applies.
+#[derive(Clone)]
+enum Target {
+    Staging(StagingSinkConfig),
+    Redshift(Box<RedshiftSinkConfig>, Models),
+}
+
+impl Target {
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Staging(_) => crate::sink::staging::SINK,
+            Target::Redshift(..) => crate::sink::redshift::SINK,
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Target::Staging(cfg) => cfg.url.expose(),
+            Target::Redshift(cfg, _) => cfg.url.expose(),
+        }
+    }
+
+    /// PostgreSQL, which has advisory locks (Redshift has not; the `stdin` mode is PostgreSQL).
+    fn is_postgres(&self) -> bool {
+        match self {
+            Target::Staging(_) => true,
+            Target::Redshift(cfg, _) => cfg.load == LoadMode::Stdin,
+        }
+    }
+}
 
 /// A running lane.
 struct LaneTask {
+    kind: &'static str,
     tx: mpsc::Sender<Delivery>,
     stop: CancellationToken,
     handle: JoinHandle<Result<(), SinkError>>,
@@ -50,65 +87,98 @@ impl LaneTask {
         match self.handle.await {
             Ok(r) => r,
             Err(e) => Err(SinkError::Fatal {
-                sink: "staging".into(),
+                sink: self.kind.into(),
                 message: format!("lane task panicked: {e}"),
             }),
         }
     }
 }
 
-fn staging(config: &ConnectorConfig) -> anyhow::Result<StagingSinkConfig> {
-    config
-        .sinks
-        .staging
-        .clone()
-        .filter(|s| s.enabled)
-        .with_context(|| {
-            format!(
-                "connector {}: a sink worker needs an enabled staging sink",
-                config.name
-            )
-        })
-}
-
-/// Open lane `id`'s staging sink and apply what arrives on `rx` from `parts`.
+/// Open lane `id`'s sink and apply what arrives on `rx` from `parts`.
+#[allow(clippy::too_many_arguments)]
 fn spawn_lane(
     config: &Arc<ConnectorConfig>,
     schemas: &Arc<Vec<Arc<TableSchema>>>,
+    target: &Target,
     id: String,
     parts: Vec<String>,
     committed: mpsc::UnboundedSender<Positions>,
     share: Share,
     stop: &CancellationToken,
-) -> anyhow::Result<LaneTask> {
-    let cfg = staging(config)?;
+) -> LaneTask {
     let (tx, rx) = mpsc::channel(config.stream.capacity);
     let stop = stop.child_token();
     let (config, schemas, lane_stop) = (config.clone(), schemas.clone(), stop.clone());
+    let kind = target.kind();
+    let target = target.clone();
     let handle = tokio::spawn(async move {
         let lane = Lane::new(id.clone(), worker_id(), Some(committed)).with_share(share);
-        let sink_name = lane.sink_name(crate::sink::staging::SINK);
-        let (sink, _) = StagingSink::open(
-            &config.name,
-            &cfg,
-            &config.retry,
-            &schemas,
-            Some(lane),
-            &lane_stop,
-        )
-        .await?;
-        // A lane over every partition gets each snapshot marker in all of them: a barrier.
-        let input = lane::Input::new(rx, parts, sink.lane_positions(), share == Share::Whole);
-        info!(lane = %id, "lane started");
-        // Re-snapshot requests reach the poller through its own database in this mode.
+        // The name of its series: a staging lane's own, the Redshift sink's as with the
+        // embedded stream.
+        let series = match &target {
+            Target::Staging(_) => lane.sink_name(kind),
+            Target::Redshift(..) => kind.to_string(),
+        };
+        // A lane over every partition gets each snapshot marker in all of them (with Kafka,
+        // in all of its table's topic): a barrier.
+        let barrier = share == Share::Whole;
+        let topics = (barrier && config.stream.kind == StreamKind::Kafka).then(|| {
+            schemas
+                .iter()
+                .map(|t| (t.id.clone(), kafka::topic(&config.stream.kafka, &t.id)))
+                .collect()
+        });
+        let input = |rx, parts, stored| {
+            let input = lane::Input::new(rx, parts, stored, barrier);
+            match topics {
+                Some(topics) => input.with_marker_topics(topics),
+                None => input,
+            }
+        };
+        // Re-snapshot requests reach the poller through the sinks' databases in this mode.
         let (requests, _) = mpsc::unbounded_channel();
-        let result = sink
-            .run(Input::Lane(Box::new(input)), requests, lane_stop)
-            .await;
-        crate::metrics::sink_gone(&config.name, &sink_name);
+        let result = match target {
+            Target::Staging(cfg) => {
+                let (sink, _) = StagingSink::open(
+                    &config.name,
+                    &cfg,
+                    &config.retry,
+                    &schemas,
+                    Some(lane),
+                    &lane_stop,
+                )
+                .await?;
+                let input = input(rx, parts, sink.lane_positions());
+                info!(lane = %id, sink = kind, "lane started");
+                sink.run(Input::Lane(Box::new(input)), requests, lane_stop)
+                    .await
+            }
+            Target::Redshift(cfg, models) => {
+                let (sink, _) = RedshiftSink::open(
+                    &config.name,
+                    &cfg,
+                    models,
+                    &config.retry,
+                    &schemas,
+                    Some(lane),
+                    &lane_stop,
+                )
+                .await?;
+                let input = input(rx, parts, sink.lane_positions());
+                info!(lane = %id, sink = kind, "lane started");
+                sink.run(Input::Lane(Box::new(input)), requests, lane_stop)
+                    .await
+            }
+        };
+        crate::metrics::sink_gone(&config.name, &series);
         result
     });
-    Ok(LaneTask { tx, stop, handle })
+    LaneTask {
+        kind,
+        tx,
+        stop,
+        handle,
+    }
 }
 
 /// The source's tables as the catalog shapes them now, read again whenever partitions are
@@ -129,29 +199,96 @@ async fn current_shapes(
     }
 }
 
-/// Run this process's sink workers until `stop` or a fatal error.
+/// Run this process's sink workers until `stop` or a fatal error: the staging sink's lanes and
+/// the Redshift sink's, each where enabled.
 pub async fn run(
     config: Arc<ConnectorConfig>,
     schemas: Vec<Arc<TableSchema>>,
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    staging(&config)?;
+    let name = config.name.clone();
+    anyhow::ensure!(
+        config.stream.kind != StreamKind::Embedded,
+        "sink workers need a Kafka or Kinesis stream"
+    );
+    let staging = config.sinks.staging.clone().filter(|s| s.enabled);
+    let redshift = match config.sinks.redshift.clone().filter(|s| s.enabled) {
+        Some(cfg) => Some(Target::Redshift(
+            Box::new(cfg),
+            crate::pipeline::reporting_models(&config)?,
+        )),
+        None => None,
+    };
+    anyhow::ensure!(
+        staging.is_some() || redshift.is_some(),
+        "connector {name}: a sink worker needs an enabled staging or Redshift sink"
+    );
     let schemas = Arc::new(schemas);
-    match config.stream.kind {
-        StreamKind::Kafka => run_kafka(config, schemas, health, stop).await,
-        StreamKind::Kinesis => run_kinesis(config, schemas, health, stop).await,
-        StreamKind::Embedded => anyhow::bail!("sink workers need a Kafka or Kinesis stream"),
-    }
+    // The first failure stops the other sink.
+    let failed = stop.child_token();
+    let guard = |r: anyhow::Result<()>| {
+        if r.is_err() {
+            failed.cancel();
+        }
+        r
+    };
+    let staging = async {
+        match staging {
+            None => Ok(()),
+            Some(cfg) if config.stream.kind == StreamKind::Kafka => {
+                run_kafka(
+                    config.clone(),
+                    schemas.clone(),
+                    cfg,
+                    health.clone(),
+                    failed.clone(),
+                )
+                .await
+            }
+            Some(cfg) => {
+                let target = Target::Staging(cfg);
+                run_whole(
+                    config.clone(),
+                    schemas.clone(),
+                    target,
+                    health.clone(),
+                    failed.clone(),
+                )
+                .await
+            }
+        }
+    };
+    let redshift = async {
+        match redshift {
+            None => Ok(()),
+            Some(target) => {
+                run_whole(
+                    config.clone(),
+                    schemas.clone(),
+                    target,
+                    health.clone(),
+                    failed.clone(),
+                )
+                .await
+            }
+        }
+    };
+    let (a, b) = tokio::join!(async { guard(staging.await) }, async {
+        guard(redshift.await)
+    });
+    a.and(b)
 }
 
 async fn run_kafka(
     config: Arc<ConnectorConfig>,
     mut schemas: Arc<Vec<Arc<TableSchema>>>,
+    cfg: StagingSinkConfig,
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = config.name.clone();
+    let target = Target::Staging(cfg);
     let mut consumer = tokio::select! {
         _ = stop.cancelled() => return Ok(()),
         c = kafka::Consumer::connect(&config, "staging", &schemas) => {
@@ -245,12 +382,13 @@ async fn run_kafka(
                     e.insert(spawn_lane(
                         &config,
                         &schemas,
+                        &target,
                         lane.to_string(),
                         consumer.lane_parts(lane),
                         committed_tx.clone(),
                         consumer.lane_share(lane),
                         &stop,
-                    )?);
+                    ));
                 }
                 let task = &lanes[&lane];
                 // A full lane holds the consumer: back-pressure.
@@ -272,15 +410,16 @@ async fn run_kafka(
     result
 }
 
-/// How long a Kinesis lane's lease lasts without renewal: a dead worker's lane is taken over
+/// How long a whole lane's lease lasts without renewal: a dead worker's lane is taken over
 /// within this time.
 const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often the holder renews its lease, and a standby worker asks for it.
 const LEASE_EVERY: Duration = Duration::from_secs(3);
 
-/// The lease of the Kinesis lane in the staging database (the part DynamoDB plays for the
-/// Kinesis Client Library): one worker applies the lane, the others stand by.
+/// The lease of a lane over the whole stream in its sink's target (the part DynamoDB plays
+/// for the Kinesis Client Library): one worker applies the lane, the others stand by.
 struct Lease {
+    kind: &'static str,
     url: String,
     connector: String,
     sink: String,
@@ -292,7 +431,7 @@ impl Lease {
     /// Take or renew the lease; the holder if another worker has it.
     async fn take(&mut self) -> Result<Option<checkpoint::LeaseHolder>, SinkError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(crate::sink::pg::connect("staging", &self.url).await?);
+            self.client = Some(crate::sink::pg::connect(self.kind, &self.url).await?);
         }
         let client = self.client.as_mut().expect("connected above");
         let taken =
@@ -300,7 +439,7 @@ impl Lease {
                 .await;
         taken.map_err(|e| {
             self.client = None;
-            SinkError::from_pg("staging", &e)
+            SinkError::from_pg(self.kind, &e)
         })
     }
 
@@ -341,30 +480,70 @@ impl Lease {
     }
 }
 
-/// How a worker's turn at the Kinesis lane ended.
+/// How a worker's turn at a whole lane ended.
 enum Turn {
     Stopped,
     /// Another worker holds the lane now: stand by again.
     Lost,
 }
 
-async fn run_kinesis(
+/// The id of the lane that reads the whole stream.
+fn whole_lane(config: &ConnectorConfig) -> &'static str {
+    match config.stream.kind {
+        StreamKind::Kafka => kafka::WHOLE_LANE,
+        _ => kinesis::LANE,
+    }
+}
+
+/// The stream positions stored for `lane` of `target`, without opening the sink (the
+/// checkpoint tables are created if missing).
+async fn stored_positions(
+    connector: &str,
+    target: &Target,
+    lane: &Lane,
+) -> Result<Positions, SinkError> {
+    let kind = target.kind();
+    let pg = |e: tokio_postgres::Error| SinkError::from_pg(kind, &e);
+    let client = crate::sink::pg::connect(kind, target.url()).await?;
+    if target.is_postgres() {
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(pg)?;
+    }
+    checkpoint::install(&client).await.map_err(pg)?;
+    if target.is_postgres() {
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
+            .await
+            .map_err(pg)?;
+    }
+    checkpoint::load_positions(&client, connector, &lane.sink_name(kind))
+        .await
+        .map_err(pg)
+}
+
+/// Apply `target`'s lane over the whole stream (every Kinesis shard, or every partition of
+/// every Kafka topic) whenever this worker holds its lease.
+async fn run_whole(
     config: Arc<ConnectorConfig>,
     mut schemas: Arc<Vec<Arc<TableSchema>>>,
+    target: Target,
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = config.name.clone();
-    let cfg = staging(&config)?;
-    let lane = Lane::new(kinesis::LANE, worker_id(), None);
+    let kind = target.kind();
+    let lane = Lane::new(whole_lane(&config), worker_id(), None);
     // Creates the checkpoint tables, the lease's among them.
-    StagingSink::stored_positions(&config.name, &cfg, &lane)
+    stored_positions(&config.name, &target, &lane)
         .await
-        .with_context(|| format!("connector {name}: staging sink"))?;
+        .with_context(|| format!("connector {name}: {kind} sink"))?;
     let mut lease = Lease {
-        url: cfg.url.expose().to_string(),
+        kind,
+        url: target.url().to_string(),
         connector: name.clone(),
-        sink: lane.sink_name("staging"),
+        sink: lane.sink_name(kind),
         worker: worker_id(),
         client: None,
     };
@@ -377,7 +556,7 @@ async fn run_kinesis(
             return Ok(());
         }
         schemas = current_shapes(&config, &schemas).await;
-        let turn = kinesis_turn(&config, &schemas, &health, &mut lease, &stop).await;
+        let turn = whole_turn(&config, &schemas, &target, &health, &mut lease, &stop).await;
         match turn {
             Ok(Turn::Lost) => continue,
             Ok(Turn::Stopped) => {
@@ -392,40 +571,68 @@ async fn run_kinesis(
     }
 }
 
-/// Apply the Kinesis lane while this worker holds its lease.
-async fn kinesis_turn(
+type Reading = Pin<Box<dyn Future<Output = Result<(), StreamError>> + Send>>;
+/// Starts reading the stream into a lane.
+type StartReading = Box<dyn FnOnce(mpsc::Sender<Delivery>) -> Reading>;
+
+/// Apply the whole lane while this worker holds its lease.
+async fn whole_turn(
     config: &Arc<ConnectorConfig>,
     schemas: &Arc<Vec<Arc<TableSchema>>>,
+    target: &Target,
     health: &Health,
     lease: &mut Lease,
     stop: &CancellationToken,
 ) -> anyhow::Result<Turn> {
     let name = config.name.clone();
+    let kind = target.kind();
+    let stream = config.stream.kind.name();
     let turn_stop = stop.child_token();
     let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<Positions>();
-    let lane = Lane::new(kinesis::LANE, worker_id(), None);
-    let stored = StagingSink::stored_positions(&config.name, &staging(config)?, &lane)
+    let id = whole_lane(config);
+    let stored = stored_positions(&config.name, target, &Lane::new(id, worker_id(), None))
         .await
-        .with_context(|| format!("connector {name}: staging sink"))?;
-    let reader = kinesis::Reader::connect(config, schemas)
-        .await
-        .with_context(|| format!("connector {name}: kinesis"))?;
+        .with_context(|| format!("connector {name}: {kind} sink"))?;
+    let (parts, reader): (Vec<String>, StartReading) = match config.stream.kind {
+        StreamKind::Kafka => {
+            let reader = kafka::WholeReader::connect(config, kind, schemas, &stored)
+                .await
+                .with_context(|| format!("connector {name}: kafka"))?;
+            let stop = turn_stop.clone();
+            (
+                reader.parts(),
+                Box::new(move |tx| Box::pin(reader.run(tx, stop))),
+            )
+        }
+        _ => {
+            let reader = kinesis::Reader::connect(config, schemas)
+                .await
+                .with_context(|| format!("connector {name}: kinesis"))?;
+            let stop = turn_stop.clone();
+            // Shards join the lane as they are found.
+            (
+                Vec::new(),
+                Box::new(move |tx| Box::pin(reader.run(stored, tx, stop))),
+            )
+        }
+    };
     let task = spawn_lane(
         config,
         schemas,
-        kinesis::LANE.into(),
-        Vec::new(),
+        target,
+        id.into(),
+        parts,
         committed_tx,
         Share::Whole,
         &turn_stop,
-    )?;
-    let mut read = Box::pin(reader.run(stored, task.tx.clone(), turn_stop.clone()));
+    );
+    let mut read = reader(task.tx.clone());
     let mut renew =
         tokio::time::interval_at(tokio::time::Instant::now() + LEASE_EVERY, LEASE_EVERY);
     let mut lost = false;
     let result = loop {
         tokio::select! {
-            r = &mut read => break r.with_context(|| format!("connector {name}: kinesis")),
+            r = &mut read => break r.with_context(|| format!("connector {name}: {stream}")),
             Some(_) = committed_rx.recv() => health.cycle_ok(&name),
             _ = renew.tick() => match lease.take().await {
                 Ok(None) => {}
@@ -447,7 +654,7 @@ async fn kinesis_turn(
         Err(e) => {
             return result
                 .and(Err(anyhow::Error::new(e)))
-                .with_context(|| format!("connector {name}: staging lane"))
+                .with_context(|| format!("connector {name}: {kind} lane"))
         }
         Ok(()) => {}
     }

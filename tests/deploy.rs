@@ -236,11 +236,11 @@ fn ecs_tasks_take_passwords_from_secrets_and_run_read_only() {
             ),
             Some(role) => {
                 assert!(t.ends_with(&format!("-{role}.json")), "{t}: --role {role}");
-                // Split mode needs a durable stream; the Redshift sink does not run as a
-                // stream worker yet, so these feed staging.
+                // Split mode needs a durable stream; both roles feed staging and Redshift
+                // (the poller reads the re-snapshot requests of each sink's database).
                 assert_eq!(value("EDFI_CDC_STREAM"), Some("kafka"), "{t}");
                 assert!(value("KAFKA_BOOTSTRAP_SERVERS").is_some(), "{t}");
-                assert_ne!(value("REDSHIFT_ENABLED"), Some("true"), "{t}");
+                assert_eq!(value("REDSHIFT_ENABLED"), Some("true"), "{t}");
             }
         }
     }

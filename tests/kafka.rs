@@ -976,3 +976,87 @@ async fn a_worker_killed_while_spilling_and_while_merging_a_large_cycle_loses_no
         worker.log()
     );
 }
+
+/// The Redshift sink as a stream worker reads every partition of every topic as one lane,
+/// applied by the worker holding its lease in the Redshift target: three workers with
+/// per-table topics; the lane's worker is killed in the middle of the initial snapshots under
+/// a workload, and again in the middle of a re-snapshot an operator asked for. Both targets
+/// end equal to the source and every request was taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_and_mid_resnapshot()
+{
+    const LANE: &str = "redshift@partitions";
+    let broker = Broker::start();
+    let mut rig = Rig::new(1000, 95).await;
+    use_kafka(&mut rig, &broker, "per_table");
+    // Chunks of 200 rows: the snapshots last long enough to be killed in.
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace("snapshot_chunk_rows = 2000", "snapshot_chunk_rows = 200");
+    std::fs::write(&rig.connector.path, text).unwrap();
+    let redshift_db = redshift_beside_staging(&mut rig).await;
+    let redshift = connect(&redshift_db.url()).await;
+    let poller = start_role(&rig, "poller");
+    let (_stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 96, 2, 2500), stop).await
+    });
+    let mut workers: Vec<Replicator> = (0..3).map(|_| start_role(&rig, "sink")).collect();
+    let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
+    wait_redshift_mid_snapshot(&redshift, CATCH_UP).await;
+    workers.remove(active).kill();
+    workers.push(start_role(&rig, "sink"));
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() >= 2500);
+    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
+    assert_redshift_equal(&rig.source, &redshift).await;
+
+    rig.connector.resnapshot("edfi.StudentAssessmentItem");
+    wait_for(
+        "the Redshift re-snapshot to be under way",
+        CATCH_UP,
+        || async {
+            let n: i64 = redshift
+                .query_one(
+                    "SELECT count(*) FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' \
+                 AND sink = 'redshift' AND source_table = 'StudentAssessmentItem' \
+                 AND phase = 'snapshot' AND snapshot_rows > 0",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (n > 0).then_some(())
+        },
+    )
+    .await;
+    let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
+    workers.remove(active).kill();
+    rig.source
+        .batch_execute(
+            r#"DELETE FROM edfi."StudentAssessmentItem" WHERE ctid IN (
+                 SELECT ctid FROM edfi."StudentAssessmentItem" ORDER BY "StudentUSI" LIMIT 30)"#,
+        )
+        .await
+        .unwrap();
+    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
+    wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
+    assert_redshift_equal(&rig.source, &redshift).await;
+    assert_rig_equal(&rig).await;
+    for db in [&redshift, &rig.target] {
+        let asked: i64 = db
+            .query_one(
+                "SELECT count(*) FROM edfi_cdc.resnapshot_requests WHERE connector = 'edfi-ods'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(asked, 0, "every re-snapshot asked for was taken");
+    }
+    for w in &mut workers {
+        assert!(w.is_running(), "a worker stopped:\n{}", w.log());
+    }
+    drop((poller, workers, redshift_db));
+}

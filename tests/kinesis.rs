@@ -361,12 +361,15 @@ async fn a_worker_killed_mid_snapshot_under_a_tds_client_workload_loses_nothing(
 /// overlap): the worker finds the gaps from the counts the poller writes with each barrier and
 /// re-snapshots the lane's tables. It is killed as soon as it found the first gap (the tables
 /// await or are in their re-snapshots), and the worker that takes over brings staging to equal
-/// the source instead of claiming rows it never received.
+/// the source instead of claiming rows it never received. The Redshift sink's lane reads the
+/// same shards into its own target, which ends equal to the source too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_the_stream_lost_are_found_and_re_snapshotted_across_a_kill() {
     let moto = Moto::start_losing_kinesis_records(997, 2);
     let mut rig = Rig::new(300, 81).await;
     use_kinesis(&mut rig, &moto);
+    let redshift_db = redshift_beside_staging(&mut rig).await;
+    let redshift = connect(&redshift_db.url()).await;
     let poller = start_role(&rig, "poller");
     let worker = start_role(&rig, "sink");
     let (_stop_tx, stop) = watch::channel(false);
@@ -387,16 +390,88 @@ async fn records_the_stream_lost_are_found_and_re_snapshotted_across_a_kill() {
     assert!(stats.total_changes() >= 3000);
     wait_lane_caught_up(&rig).await;
     assert_rig_equal(&rig).await;
-    let lost: i64 = rig
-        .target
+    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", 37, CATCH_UP).await;
+    assert_redshift_equal(&rig.source, &redshift).await;
+    for db in [&rig.target, &redshift] {
+        let lost: i64 = db
+            .query_one(
+                "SELECT count(*) FROM edfi_cdc.resnapshot_requests WHERE connector = 'edfi-ods'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(lost, 0, "every re-snapshot asked for was taken");
+    }
+    assert!(later.is_running(), "{}", later.log());
+    drop((poller, later, redshift_db));
+}
+
+/// The Redshift sink as a stream worker (`--role sink`): every worker runs the staging lane
+/// and the Redshift lane, each applied by the worker holding its lease in its own target. The
+/// one applying the Redshift lane is killed in the middle of the initial snapshots while a
+/// workload runs, and again inside a flush (blocked on a lock between COPY and the merge); the
+/// standby takes over each time. Both targets end equal to the source, and no checkpoint in
+/// the Redshift target ever claimed rows it did not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_and_mid_flush() {
+    const LANE: &str = "redshift@shards";
+    let moto = Moto::start();
+    let mut rig = Rig::new(1500, 91).await;
+    use_kinesis(&mut rig, &moto);
+    let redshift_db = redshift_beside_staging(&mut rig).await;
+    let redshift = connect(&redshift_db.url()).await;
+    let poller = start_role(&rig, "poller");
+    let (_stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 92, 2, 3000), stop).await
+    });
+    let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
+    let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
+    wait_redshift_mid_snapshot(&redshift, CATCH_UP).await;
+    workers.remove(active).kill();
+    workers.push(start_role(&rig, "sink"));
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() >= 3000);
+    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
+    wait_lane_caught_up(&rig).await;
+    assert_redshift_equal(&rig.source, &redshift).await;
+    assert_rig_equal(&rig).await;
+
+    // Inside a flush: the merge waits for a lock on the students' target; kill its worker.
+    let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
+    let locker = connect(&redshift_db.url()).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE edfi.student IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    rig.source
+        .batch_execute("UPDATE edfi.\"Student\" SET \"FirstName\" = \"FirstName\" || 'k' WHERE \"StudentUSI\" % 5 = 0")
+        .await
+        .unwrap();
+    wait_blocked(
+        &redshift,
+        &redshift_db.name,
+        "DELETE FROM \"edfi\".\"student\"",
+    )
+    .await;
+    let claimed: i64 = redshift
         .query_one(
-            "SELECT count(*) FROM edfi_cdc.resnapshot_requests WHERE connector = 'edfi-ods'",
+            "SELECT max(version) FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' \
+             AND sink = 'redshift' AND source_table = 'Student'",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(lost, 0, "every re-snapshot asked for was taken");
-    assert!(later.is_running(), "{}", later.log());
-    drop((poller, later));
+    workers.remove(active).kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let version = source_version(&rig.source).await;
+    assert!(claimed < version, "the blocked flush had not committed");
+    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
+    assert_redshift_equal(&rig.source, &redshift).await;
+    let took = lease_taker(&mut workers, LANE, CATCH_UP).await;
+    assert!(workers[took].is_running(), "{}", workers[took].log());
+    drop((poller, workers, redshift_db));
 }

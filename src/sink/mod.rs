@@ -431,6 +431,41 @@ impl Lane {
     }
 }
 
+/// Begin a transaction of sink `kind` on `client`, fenced first: with a lane, its positions are
+/// stored (and so checked) before anything is written, so a worker that lost the lane stops
+/// before it touches data or shadow tables.
+pub async fn begin_fenced<'a>(
+    kind: &str,
+    client: &'a mut tokio_postgres::Client,
+    lane: Option<&Lane>,
+    connector: &str,
+    version: Option<i64>,
+) -> Result<tokio_postgres::Transaction<'a>, SinkError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| SinkError::from_pg(kind, &e))?;
+    if let Some(lane) = lane {
+        lane.store(&tx, kind, connector, version).await?;
+    }
+    Ok(tx)
+}
+
+/// Commit a transaction begun with [`begin_fenced`]; the lane's positions are then stored.
+pub async fn commit_fenced(
+    kind: &str,
+    tx: tokio_postgres::Transaction<'_>,
+    lane: Option<&mut Lane>,
+) -> Result<(), SinkError> {
+    tx.commit()
+        .await
+        .map_err(|e| SinkError::from_pg(kind, &e))?;
+    if let Some(lane) = lane {
+        lane.stored_now();
+    }
+    Ok(())
+}
+
 /// A unit of sink work that may be retried (it runs in its own transaction).
 pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 

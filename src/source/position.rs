@@ -26,6 +26,9 @@ pub struct PollerPosition {
     connector: String,
     url: String,
     client: Option<Client>,
+    /// The other enabled sinks' databases, where their workers (a Redshift lane that lost
+    /// records) ask for re-snapshots too.
+    others: Vec<(String, Option<Client>)>,
 }
 
 fn err(e: tokio_postgres::Error) -> SinkError {
@@ -54,10 +57,22 @@ impl PollerPosition {
             sink: POLLER.into(),
             message: "no enabled sink whose database could hold the poller's position".into(),
         })?;
+        let staging = config.sinks.staging.as_ref().filter(|s| s.enabled);
+        let redshift = config.sinks.redshift.as_ref().filter(|s| s.enabled);
+        let others = [
+            staging.map(|s| s.url.expose()),
+            redshift.map(|s| s.url.expose()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|u| *u != url)
+        .map(|u| (u.to_string(), None))
+        .collect();
         let mut position = PollerPosition {
             connector: config.name.clone(),
             url,
             client: None,
+            others,
         };
         let mut backoff = Backoff::new(retry);
         loop {
@@ -170,7 +185,32 @@ impl PollerPosition {
         if r.is_err() {
             self.client = None;
         }
-        r.map_err(err)
+        let mut tables = r.map_err(err)?;
+        // Another sink's database that cannot be read now is read at the next cycle; one
+        // whose checkpoint tables do not exist yet has no requests.
+        for (url, client) in &mut self.others {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                match pg::connect(POLLER, url).await {
+                    Ok(c) => *client = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a sink's re-snapshot requests; trying again next cycle");
+                        continue;
+                    }
+                }
+            }
+            let c = client.as_ref().expect("connected above");
+            match checkpoint::resnapshot_requests(c, &connector).await {
+                Ok(more) => tables.extend(more),
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a sink's re-snapshot requests; trying again next cycle");
+                    *client = None;
+                }
+            }
+        }
+        tables.sort();
+        tables.dedup();
+        Ok(tables)
     }
 }
 

@@ -736,6 +736,139 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// The lane id of a sink that reads every partition of every topic (the Redshift sink).
+pub const WHOLE_LANE: &str = "partitions";
+
+/// A message as the lane takes it; `None` for a tombstone (nothing to apply).
+fn delivery(
+    shapes: &mut Shapes,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<Option<Delivery>, StreamError> {
+    let Some(payload) = m.payload() else {
+        return Ok(None);
+    };
+    let at = || {
+        format!(
+            "topic {} partition {} offset {}",
+            m.topic(),
+            m.partition(),
+            m.offset()
+        )
+    };
+    let value: Json = serde_json::from_slice(payload)
+        .map_err(|e| fatal(format!("{}: malformed message: {e}", at())))?;
+    let key: Json = match m.key() {
+        Some(k) => {
+            serde_json::from_slice(k).map_err(|e| fatal(format!("{}: malformed key: {e}", at())))?
+        }
+        None => Json::Null,
+    };
+    let (key, value) = if debezium::is_wrapped(&value) {
+        debezium::unwrap(&key, &value).map_err(|e| fatal(format!("{}: {e}", at())))?
+    } else {
+        (key, value)
+    };
+    let part = part_id(m.topic(), m.partition());
+    let msg = shapes
+        .decode(&part, &key, &value)
+        .map_err(|e| fatal(format!("{}: {e}", at())))?;
+    let sent = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == SENT_HEADER)
+            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+    });
+    Ok(Some(Delivery {
+        part,
+        position: m.offset().to_string(),
+        item: Item::Message(msg),
+        sent,
+    }))
+}
+
+/// Every partition of every topic, assigned by hand from the positions stored in a sink's
+/// target (no group membership: the worker holding the lane's lease reads it alone).
+pub struct WholeReader {
+    consumer: StreamConsumer<Ctx>,
+    parts: Vec<String>,
+    shapes: Shapes,
+}
+
+impl WholeReader {
+    /// Wait until every topic exists (the poller creates them) and assign all their
+    /// partitions, each from just after its stored position or from its beginning.
+    pub async fn connect(
+        config: &ConnectorConfig,
+        sink: &str,
+        schemas: &[Arc<TableSchema>],
+        stored: &Positions,
+    ) -> Result<WholeReader, StreamError> {
+        let cfg = &config.stream.kafka;
+        let iam = iam_tokens(cfg).await.map_err(fatal)?;
+        let group = format!("{}.{}.{sink}", cfg.topic_prefix, config.name);
+        let consumer: StreamConsumer<Ctx> = client_config(cfg)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(Ctx {
+                iam,
+                ..Ctx::default()
+            })
+            .map_err(transient)?;
+        let topics = topics(cfg, schemas);
+        let partitions = wait_for_topics(consumer.client(), &topics).await?;
+        let mut tpl = TopicPartitionList::new();
+        let mut parts = Vec::new();
+        for topic in &topics {
+            for p in 0..partitions as i32 {
+                let part = part_id(topic, p);
+                let from = match stored.get(&part).and_then(|o| o.parse::<i64>().ok()) {
+                    Some(o) => Offset::Offset(o + 1),
+                    None => Offset::Beginning,
+                };
+                tpl.add_partition_offset(topic, p, from)
+                    .map_err(transient)?;
+                parts.push(part);
+            }
+        }
+        consumer.assign(&tpl).map_err(transient)?;
+        info!(
+            topics = topics.len(),
+            partitions, sink, "kafka partitions assigned to the lane"
+        );
+        let mut shapes = Shapes::new(schemas);
+        shapes.use_catalog(schemas, &parts);
+        Ok(WholeReader {
+            consumer,
+            parts,
+            shapes,
+        })
+    }
+
+    /// The lane's partition ids.
+    pub fn parts(&self) -> Vec<String> {
+        self.parts.clone()
+    }
+
+    /// Hand every message to `tx` until `stop`, or until the lane stops taking them.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Delivery>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), StreamError> {
+        loop {
+            let m = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                m = self.consumer.recv() => m.map_err(transient)?,
+            };
+            if let Some(d) = delivery(&mut self.shapes, &m)? {
+                if tx.send(d).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 /// What a worker's consumer yields.
 pub enum Event {
     /// These lanes' partitions are now this worker's.
@@ -824,40 +957,9 @@ impl Consumer {
                 Some(ev) = self.rebalances.recv() => return Ok(ev),
                 m = self.consumer.recv() => {
                     let m = m.map_err(transient)?;
-                    let Some(payload) = m.payload() else {
-                        continue; // a tombstone: nothing to apply
-                    };
-                    let at = || format!("topic {} partition {} offset {}", m.topic(), m.partition(), m.offset());
-                    let value: Json = serde_json::from_slice(payload)
-                        .map_err(|e| fatal(format!("{}: malformed message: {e}", at())))?;
-                    let key: Json = match m.key() {
-                        Some(k) => serde_json::from_slice(k)
-                            .map_err(|e| fatal(format!("{}: malformed key: {e}", at())))?,
-                        None => Json::Null,
-                    };
-                    let (key, value) = if debezium::is_wrapped(&value) {
-                        debezium::unwrap(&key, &value)
-                            .map_err(|e| fatal(format!("{}: {e}", at())))?
-                    } else {
-                        (key, value)
-                    };
-                    let part = part_id(m.topic(), m.partition());
-                    let msg = self.shapes.decode(&part, &key, &value)
-                        .map_err(|e| fatal(format!("{}: {e}", at())))?;
-                    let sent = m.headers().and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == SENT_HEADER)
-                            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
-                    });
-                    return Ok(Event::Delivery {
-                        lane: m.partition(),
-                        delivery: Delivery {
-                            part,
-                            position: m.offset().to_string(),
-                            item: Item::Message(msg),
-                            sent,
-                        },
-                    });
+                    if let Some(delivery) = delivery(&mut self.shapes, &m)? {
+                        return Ok(Event::Delivery { lane: m.partition(), delivery });
+                    }
                 }
             }
         }

@@ -126,6 +126,9 @@ pub struct Input {
     /// Only the last one is kept: a later snapshot of the table repeats an earlier one's
     /// markers when its chunks end at the same keys, and those are new.
     markers: HashMap<TableId, SnapshotMarker>,
+    /// Barrier mode over several Kafka topics: each table's topic, whose partitions alone
+    /// carry its snapshot markers (a lane over every partition of per-table topics).
+    marker_topics: Option<HashMap<TableId, String>>,
     gaps: Vec<Gap>,
 }
 
@@ -146,7 +149,17 @@ impl Input {
             stored,
             ready: VecDeque::new(),
             markers: HashMap::new(),
+            marker_topics: None,
             gaps: Vec::new(),
+        }
+    }
+
+    /// In barrier mode, a table's snapshot markers arrive in the partitions of its topic only
+    /// (part ids `{topic}/{partition}`): each marker is a barrier across those.
+    pub fn with_marker_topics(self, topics: HashMap<TableId, String>) -> Input {
+        Input {
+            marker_topics: Some(topics),
+            ..self
         }
     }
 
@@ -273,6 +286,9 @@ impl Input {
     /// it go on.
     fn release(&mut self) {
         loop {
+            if self.release_topic_marker() {
+                continue;
+            }
             if self.parts.is_empty() || self.parts.values().any(|p| p.parked.is_none()) {
                 return;
             }
@@ -321,6 +337,57 @@ impl Input {
                 self.take(d);
             }
         }
+    }
+}
+
+impl Input {
+    /// With per-topic markers: hand out a snapshot marker once every partition of its table's
+    /// topic is parked at it — before any watermark, which those partitions have not reached.
+    fn release_topic_marker(&mut self) -> bool {
+        let Some(topics) = &self.marker_topics else {
+            return false;
+        };
+        let carriers = |m: &SnapshotMarker| {
+            topics
+                .get(&m.table().id)
+                .map(|t| format!("{t}/"))
+                .unwrap_or_default()
+        };
+        let found = self.parts.values().find_map(|p| match &p.parked {
+            Some(Barrier::Marker(m, _)) => {
+                let prefix = carriers(m);
+                let all = self
+                    .parts
+                    .iter()
+                    .filter(|(id, _)| id.starts_with(&prefix))
+                    .all(|(_, q)| matches!(&q.parked, Some(Barrier::Marker(n, _)) if n == m));
+                all.then(|| (m.clone(), prefix))
+            }
+            _ => None,
+        });
+        let Some((marker, prefix)) = found else {
+            return false;
+        };
+        let mut reached = Vec::new();
+        let mut resumed = Vec::new();
+        for (id, p) in self
+            .parts
+            .iter_mut()
+            .filter(|(id, _)| id.starts_with(&prefix))
+        {
+            if let Some(Barrier::Marker(_, pos)) = p.parked.take() {
+                reached.push((id.clone(), pos));
+            }
+            resumed.extend(p.waiting.drain(..));
+        }
+        self.markers
+            .insert(marker.table().id.clone(), marker.clone());
+        self.ready
+            .push_back((Some(Message::Snapshot(marker)), reached));
+        for d in resumed {
+            self.take(d);
+        }
+        true
     }
 }
 
@@ -526,5 +593,46 @@ mod tests {
             tx.send(d("a", i as u64, marker(m))).await.unwrap();
         }
         assert_eq!(drain(&mut input).await, vec!["S"; 8]);
+    }
+
+    /// A lane over every partition of per-table topics: a table's marker is in its topic's
+    /// partitions only, and is handed out once all of those reached it — before the next
+    /// watermark, which they carry after it — while the other topic's partitions wait there.
+    #[tokio::test]
+    async fn a_marker_of_one_topic_is_a_barrier_across_that_topics_partitions() {
+        let table = every_type_schema();
+        let chunk = Item::Message(Message::Snapshot(SnapshotMarker::Chunk {
+            table: table.clone(),
+            last_key: vec![Value::Int(1), Value::Null],
+            rows: 1,
+        }));
+        let (tx, rx) = mpsc::channel(100);
+        let parts = ["t/0", "t/1", "u/0", "u/1"].map(String::from);
+        let topics = [(table.id.clone(), "t".to_string())].into();
+        let mut input = Input::new(rx, parts, Positions::new(), true).with_marker_topics(topics);
+        for (part, pos, item) in [
+            ("t/0", 0, wm(5)),
+            ("t/1", 0, wm(5)),
+            ("u/0", 0, wm(5)),
+            ("u/1", 0, wm(5)),
+            ("u/0", 1, wm(6)),
+            ("u/1", 1, wm(6)),
+            ("t/0", 1, change(1, 6)),
+            ("t/0", 2, chunk),
+        ] {
+            tx.send(d(part, pos, item)).await.unwrap();
+        }
+        assert_eq!(drain(&mut input).await, vec!["W5", "kInt(1)"]);
+        let copy = Item::Message(Message::Snapshot(SnapshotMarker::Chunk {
+            table: table.clone(),
+            last_key: vec![Value::Int(1), Value::Null],
+            rows: 1,
+        }));
+        tx.send(d("t/1", 1, copy)).await.unwrap();
+        assert_eq!(drain(&mut input).await, vec!["S"]);
+        tx.send(d("t/0", 3, wm(6))).await.unwrap();
+        tx.send(d("t/1", 2, wm(6))).await.unwrap();
+        assert_eq!(drain(&mut input).await, vec!["W6"]);
+        assert_eq!(input.consumed().get("t/1").map(String::as_str), Some("2"));
     }
 }

@@ -757,6 +757,66 @@ pub fn redshift_rig(rig: &mut Rig, moto: Option<&s3::Moto>, extra: &[(&str, &str
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
 }
 
+/// Add a Redshift sink in `stdin` mode, flushing every second, into a database of its own
+/// beside the rig's staging sink (the poller's position stays in staging). Returns the
+/// database, to be kept for as long as the rig runs.
+pub async fn redshift_beside_staging(rig: &mut Rig) -> TestDb {
+    let db = TestDb::create("redshift").await;
+    for (k, v) in [
+        ("REDSHIFT_ENABLED", "true"),
+        ("REDSHIFT_LOAD_MODE", "stdin"),
+        ("REDSHIFT_DATABASE_URL", db.url().as_str()),
+        ("REDSHIFT_MAX_AGE", "1s"),
+    ] {
+        rig.connector.env.push((k.into(), v.into()));
+    }
+    db
+}
+
+/// The one of `workers` that took the lease of lane `lane` (e.g. `redshift@shards`), once one
+/// did.
+pub async fn lease_taker(workers: &mut [Replicator], lane: &str, deadline: Duration) -> usize {
+    let said = format!("lane={lane} ");
+    wait_for(&format!("a worker to take lane {lane}"), deadline, || {
+        let held = workers.iter().position(|w| {
+            w.log()
+                .lines()
+                .any(|l| l.contains("lane lease taken") && l.contains(&said))
+        });
+        async move { held }
+    })
+    .await
+}
+
+/// Wait until the Redshift sink is in the middle of the initial snapshots: some table's loads
+/// are stored, and some table is already streaming.
+pub async fn wait_redshift_mid_snapshot(redshift: &Client, deadline: Duration) {
+    wait_for("the Redshift sink to be mid-snapshot", deadline, || async {
+        let row = redshift
+            .query_opt(
+                "SELECT count(*) FILTER (WHERE phase = 'snapshot' AND snapshot_rows > 0), \
+                 count(*) FILTER (WHERE phase = 'streaming') \
+                 FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' AND sink = 'redshift'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()?;
+        (row.get::<_, i64>(0) > 0 && row.get::<_, i64>(1) > 2).then_some(())
+    })
+    .await
+}
+
+/// Assert that the Redshift target (lower-cased names) equals the source, table by table.
+pub async fn assert_redshift_equal(source: &Client, redshift: &Client) {
+    let problems = compare_all(source, redshift, true).await;
+    assert!(
+        problems.is_empty(),
+        "the Redshift target differs from the source:\n{}",
+        problems.join("\n")
+    );
+}
+
 /// Wait until a session of the target database waits for a lock in a statement `LIKE`
 /// `statement%`; on timeout, name the statements that were waiting for locks instead.
 pub async fn wait_blocked(observer: &Client, database: &str, statement: &str) {

@@ -33,9 +33,9 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::checkpoint::{self, Phase, SinkCheckpoint, TableCheckpoint};
+use crate::checkpoint::{self, Phase, Positions, SinkCheckpoint, TableCheckpoint};
 use crate::config::{Deletes, LoadMode, RedshiftSinkConfig, RetryConfig};
 use crate::event::{
     describe_key, ChangeEvent, Message, Op, SnapshotMarker, TableId, TableSchema, Value, Watermark,
@@ -47,8 +47,9 @@ use crate::sink::staging::ddl::{shadow_table, PgName};
 use crate::stream::Input;
 
 use super::{
-    copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt, CommitSeconds,
-    Compacted, Requests, Route, SinkError, SETUP_LOCK,
+    begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, retry, route,
+    snapshot_not_needed, Attempt, CommitSeconds, Compacted, Lane, Requests, Route, SinkError,
+    SETUP_LOCK,
 };
 use files::Files;
 use sql::CopySource;
@@ -90,6 +91,8 @@ struct SnapshotRows {
     events: Vec<ChangeEvent>,
     last_key: Option<Vec<Value>>,
     rows: u64,
+    /// Rows received since the last chunk marker.
+    unmarked: usize,
 }
 
 struct TableRt {
@@ -140,6 +143,13 @@ pub struct RedshiftSink {
     last_sweep: Instant,
     /// When the models' custom inputs were last looked at while no flush was due.
     custom_checked: Instant,
+    /// With a Kafka/Kinesis stream (`--role sink`): the lane over every partition or shard,
+    /// whose positions each transaction stores (fenced against another worker).
+    lane: Option<Lane>,
+    /// The lane's positions at the last watermark that the next flush may claim.
+    ready_positions: Option<Positions>,
+    /// The highest watermark received.
+    seen_version: i64,
 }
 
 async fn connect(url: &str) -> Result<Client, SinkError> {
@@ -210,11 +220,12 @@ impl RedshiftSink {
         models: Models,
         retry: &RetryConfig,
         schemas: &[Arc<TableSchema>],
+        lane: Option<Lane>,
         stop: &CancellationToken,
     ) -> Result<(RedshiftSink, SinkCheckpoint), SinkError> {
         let mut backoff = Backoff::new(retry);
         loop {
-            match Self::open_once(connector, cfg, &models, retry, schemas).await {
+            match Self::open_once(connector, cfg, &models, retry, schemas, lane.clone()).await {
                 Ok((mut sink, cp)) => {
                     // Incremental refreshes read only their students' rows of these.
                     let students = sink
@@ -241,6 +252,7 @@ impl RedshiftSink {
         models: &Models,
         retry: &RetryConfig,
         schemas: &[Arc<TableSchema>],
+        mut lane: Option<Lane>,
     ) -> Result<(RedshiftSink, SinkCheckpoint), SinkError> {
         let files = if cfg.bucket.is_empty() {
             None
@@ -336,6 +348,13 @@ impl RedshiftSink {
                 rt.state = Some(state.clone());
             }
         }
+        if let Some(lane) = &mut lane {
+            lane.loaded(
+                checkpoint::load_positions(&client, connector, &lane.sink_name(SINK))
+                    .await
+                    .map_err(pg)?,
+            );
+        }
         if let Some(f) = &files {
             // Files left now belong to batches that never committed (committed batches remove
             // theirs), or are past their retention.
@@ -368,8 +387,19 @@ impl RedshiftSink {
             requests: Requests::new(&cp.resnapshot_requests),
             last_sweep: Instant::now(),
             custom_checked: Instant::now(),
+            lane,
+            ready_positions: None,
+            seen_version: 0,
         };
         Ok((sink, cp))
+    }
+
+    /// The lane's stream positions as loaded at start (none without a lane).
+    pub fn lane_positions(&self) -> Positions {
+        self.lane
+            .as_ref()
+            .map(|l| l.stored().clone())
+            .unwrap_or_default()
     }
 
     /// Apply messages until the stream ends (the poller stopped) or a fatal error; then flush
@@ -409,6 +439,10 @@ impl RedshiftSink {
                 }
             };
             let Some(msg) = msg else { break };
+            let gaps = input.take_gaps();
+            if !gaps.is_empty() {
+                self.stream_lost(&gaps, &mut backoff, &stop).await?;
+            }
             match msg {
                 Message::Change(ev) => {
                     self.accept(ev);
@@ -419,6 +453,16 @@ impl RedshiftSink {
                 Message::Watermark(w) => {
                     self.ready.absorb(std::mem::take(&mut self.open));
                     self.spill.watermark();
+                    self.seen_version = self.seen_version.max(w.version);
+                    // The next flush may claim the messages so far when every snapshot row
+                    // among them is followed by its chunk's marker (the flush loads them).
+                    if self.lane.is_some()
+                        && self.tables.values().all(|rt| rt.snapshot.unmarked == 0)
+                    {
+                        if let Some(p) = input.consumed() {
+                            self.ready_positions = Some(p);
+                        }
+                    }
                     self.watermark = Some(w);
                     let since = *self.since.get_or_insert_with(Instant::now);
                     let rows = self.ready.rows + self.spill.batch_rows() as usize;
@@ -479,6 +523,72 @@ impl RedshiftSink {
         Ok(())
     }
 
+    /// The stream lost records it had acknowledged (see [`crate::stream::lane`]): every table
+    /// that has rows here awaits a re-snapshot from the latest version seen, recorded with the
+    /// requests in one transaction, as on the staging sink. Until that snapshot is published
+    /// the table's rows are not claimed.
+    async fn stream_lost(
+        &mut self,
+        gaps: &[crate::stream::lane::Gap],
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let name = self
+            .lane
+            .as_ref()
+            .map_or_else(|| SINK.to_string(), |l| l.sink_name(SINK));
+        for g in gaps {
+            error!(sink = %name, part = %g.part, position = %g.position, sent = g.sent,
+                received = g.received, version = self.seen_version,
+                "the stream lost records it had acknowledged: re-snapshotting every table");
+            metrics::stream_lost(&self.connector, &name, &g.part, g.sent - g.received);
+        }
+        // What is held is of no use: every table with rows is marked below, and the others
+        // take no changes.
+        self.ready = Compacted::default();
+        self.open = Compacted::default();
+        self.ready_positions = None;
+        let version = self.seen_version;
+        let tables: Vec<TableId> = self
+            .tables
+            .iter()
+            .filter(|(_, rt)| rt.state.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in self.tables.keys() {
+            self.spill.discard(id);
+        }
+        let connector = self.connector.clone();
+        self.with_retry(backoff, stop, |s| {
+            let (connector, tables) = (connector.clone(), tables.clone());
+            Box::pin(async move {
+                s.client().await?;
+                let client = s.client.as_mut().expect("connected above");
+                let tx = begin_fenced(SINK, client, s.lane.as_ref(), &connector, None).await?;
+                for id in &tables {
+                    checkpoint::await_snapshot(&tx, &connector, SINK, id, version)
+                        .await
+                        .map_err(pg)?;
+                }
+                commit_fenced(SINK, tx, s.lane.as_mut()).await
+            })
+        })
+        .await?;
+        for rt in self.tables.values_mut() {
+            rt.snapshot = SnapshotRows::default();
+            let Some(s) = rt.state.as_mut() else { continue };
+            s.phase = Phase::Snapshot;
+            s.version = s.version.max(version);
+            s.commit_time = None;
+            s.snapshot_last_key = None;
+            s.snapshot_rows = 0;
+            s.snapshot_total_rows = None;
+            s.snapshot_started_at = None;
+            rt.ignoring_snapshot = true;
+        }
+        Ok(())
+    }
+
     async fn check_requests(&mut self) {
         let connector = self.connector.clone();
         let requests = match self.client().await {
@@ -498,7 +608,10 @@ impl RedshiftSink {
         };
         let ev = ev.conform(&rt.schema);
         match route(&ev, rt.state.as_ref(), rt.ignoring_snapshot) {
-            Route::SnapshotRow => rt.snapshot.events.push(ev),
+            Route::SnapshotRow => {
+                rt.snapshot.events.push(ev);
+                rt.snapshot.unmarked += 1;
+            }
             Route::Change => self.open.add(ev),
             Route::Skip => {}
         }
@@ -549,6 +662,22 @@ impl RedshiftSink {
             self.watermark = None;
             self.since = None;
             return Ok(());
+        }
+        if let Some(positions) = self.ready_positions.take() {
+            // The snapshot rows before the positions go to their shadow tables first, so that
+            // nothing the flush claims is only in memory.
+            let held: Vec<TableId> = self
+                .tables
+                .iter()
+                .filter(|(_, rt)| rt.snapshot.last_key.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in held {
+                self.load_snapshot(&id, backoff, stop).await?;
+            }
+            if let Some(lane) = &mut self.lane {
+                lane.reach(positions);
+            }
         }
         let started = Instant::now();
         self.prepare();
@@ -822,7 +951,14 @@ impl RedshiftSink {
         let connector = self.connector.clone();
         let mode = self.cfg.load;
         let client = self.client.as_mut().expect("connected above");
-        let tx = client.transaction().await.map_err(pg)?;
+        let tx = begin_fenced(
+            SINK,
+            client,
+            self.lane.as_ref(),
+            &connector,
+            Some(w.version),
+        )
+        .await?;
         // Soft deletes are stamped with the source commit time of the flush's watermark.
         let soft_at = (self.cfg.deletes == Deletes::Soft)
             .then(|| sql::timestamp(w.commit_time.unwrap_or_else(Utc::now)));
@@ -908,7 +1044,7 @@ impl RedshiftSink {
         let requests = checkpoint::resnapshot_requests(&tx, &connector)
             .await
             .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+        commit_fenced(SINK, tx, self.lane.as_mut()).await?;
         for t in requests {
             self.requests.forward(SINK, &t);
         }
@@ -1013,6 +1149,7 @@ impl RedshiftSink {
                 }
                 rt.snapshot.last_key = Some(last_key);
                 rt.snapshot.rows = rows;
+                rt.snapshot.unmarked = 0;
                 if rt.snapshot.events.len() >= self.cfg.max_rows.min(SNAPSHOT_LOAD_ROWS) {
                     self.load_snapshot(&id, backoff, stop).await?;
                 }
@@ -1031,10 +1168,14 @@ impl RedshiftSink {
                     let connector = connector.clone();
                     let id = id.clone();
                     Box::pin(async move {
-                        let client = s.client().await?;
-                        checkpoint::snapshot_loaded(&*client, &connector, SINK, &id, rows)
+                        s.client().await?;
+                        let client = s.client.as_mut().expect("connected above");
+                        let tx =
+                            begin_fenced(SINK, client, s.lane.as_ref(), &connector, None).await?;
+                        checkpoint::snapshot_loaded(&tx, &connector, SINK, &id, rows)
                             .await
-                            .map_err(pg)
+                            .map_err(pg)?;
+                        commit_fenced(SINK, tx, s.lane.as_mut()).await
                     })
                 })
                 .await?;
@@ -1100,7 +1241,7 @@ impl RedshiftSink {
         self.client().await?;
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
-        let tx = client.transaction().await.map_err(pg)?;
+        let tx = begin_fenced(SINK, client, self.lane.as_ref(), &connector, None).await?;
         tx.batch_execute(&sql::create_shadow(mode, &rt.shadow, &rt.target))
             .await
             .map_err(pg)?;
@@ -1116,7 +1257,7 @@ impl RedshiftSink {
         )
         .await
         .map_err(pg)?;
-        tx.commit().await.map_err(pg)
+        commit_fenced(SINK, tx, self.lane.as_mut()).await
     }
 
     /// Load the table's received snapshot rows into its shadow table, with their progress.
@@ -1188,7 +1329,7 @@ impl RedshiftSink {
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
         let load = &self.loads[0];
-        let tx = client.transaction().await.map_err(pg)?;
+        let tx = begin_fenced(SINK, client, self.lane.as_ref(), &connector, None).await?;
         if overlap {
             stage_and_merge(&tx, &self.cfg, rt, load, None, None).await?;
             tx.batch_execute(&format!("DROP TABLE {}", rt.stage))
@@ -1200,7 +1341,7 @@ impl RedshiftSink {
         checkpoint::snapshot_progress(&tx, &connector, SINK, &id, &last_key, rows)
             .await
             .map_err(pg)?;
-        tx.commit().await.map_err(pg)
+        commit_fenced(SINK, tx, self.lane.as_mut()).await
     }
 }
 

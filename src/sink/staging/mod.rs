@@ -44,8 +44,8 @@ use crate::retry::Backoff;
 use crate::stream::Input;
 
 use super::{
-    awaits_snapshot, copy_failure, dedup_snapshot_rows, retry, route, snapshot_not_needed, Attempt,
-    Compacted, Lane, Requests, Route, Share, SinkError, SETUP_LOCK,
+    awaits_snapshot, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, retry, route,
+    snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route, Share, SinkError, SETUP_LOCK,
 };
 pub use ddl::target_table;
 use ddl::{case, ident, PgName};
@@ -300,27 +300,6 @@ impl StagingSink {
             .unwrap_or_default()
     }
 
-    /// The stream positions stored for `lane`, without opening the sink.
-    pub async fn stored_positions(
-        connector: &str,
-        cfg: &StagingSinkConfig,
-        lane: &Lane,
-    ) -> Result<crate::checkpoint::Positions, SinkError> {
-        let client = connect(cfg.url.expose()).await?;
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&SETUP_LOCK])
-            .await
-            .map_err(pg)?;
-        checkpoint::install(&client).await.map_err(pg)?;
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&SETUP_LOCK])
-            .await
-            .map_err(pg)?;
-        checkpoint::load_positions(&client, connector, &lane.sink_name(SINK))
-            .await
-            .map_err(pg)
-    }
-
     /// Apply messages until the stream ends (the poller stopped) or a fatal error. Tables an
     /// operator asks to re-snapshot are passed to `resnapshots`.
     pub async fn run(
@@ -434,14 +413,14 @@ impl StagingSink {
             Box::pin(async move {
                 s.client().await?;
                 let client = s.client.as_mut().expect("connected above");
-                let tx = begin_fenced(client, s.lane.as_ref(), &connector, None).await?;
+                let tx = begin_fenced(SINK, client, s.lane.as_ref(), &connector, None).await?;
                 for id in &tables {
                     checkpoint::await_snapshot(&tx, &connector, &s.name, id, version)
                         .await
                         .map_err(pg)?;
                 }
                 s.spill.empty(&tx).await?;
-                commit_fenced(tx, s.lane.as_mut()).await?;
+                commit_fenced(SINK, tx, s.lane.as_mut()).await?;
                 s.spill.emptied();
                 Ok(())
             })
@@ -818,7 +797,14 @@ impl StagingSink {
                 .client
                 .as_mut()
                 .expect("connected by connect_with_temps");
-            let tx = begin_fenced(client, self.lane.as_ref(), &connector, Some(w.version)).await?;
+            let tx = begin_fenced(
+                SINK,
+                client,
+                self.lane.as_ref(),
+                &connector,
+                Some(w.version),
+            )
+            .await?;
             if self.spill.rows() > 0
                 && checkpoint::applied_version(&tx, &connector, &self.name)
                     .await
@@ -904,7 +890,7 @@ impl StagingSink {
                 .await
                 .map_err(pg)?;
             self.spill.empty(&tx).await?;
-            commit_fenced(tx, self.lane.as_mut()).await?;
+            commit_fenced(SINK, tx, self.lane.as_mut()).await?;
             self.spill.emptied();
         }
         for t in requests {
@@ -1039,11 +1025,12 @@ impl StagingSink {
                     Box::pin(async move {
                         s.client().await?;
                         let client = s.client.as_mut().expect("connected above");
-                        let tx = begin_fenced(client, s.lane.as_ref(), &connector, None).await?;
+                        let tx =
+                            begin_fenced(SINK, client, s.lane.as_ref(), &connector, None).await?;
                         checkpoint::snapshot_loaded(&tx, &connector, &s.name, &id, rows)
                             .await
                             .map_err(pg)?;
-                        commit_fenced(tx, s.lane.as_mut()).await
+                        commit_fenced(SINK, tx, s.lane.as_mut()).await
                     })
                 })
                 .await?;
@@ -1076,7 +1063,7 @@ impl StagingSink {
         let rt = &self.tables[&id];
         // A second worker on the lane stops here, before it touches the shadow table another
         // worker may be loading.
-        let tx = begin_fenced(client, self.lane.as_ref(), &connector, None).await?;
+        let tx = begin_fenced(SINK, client, self.lane.as_ref(), &connector, None).await?;
         if let Some(shape) = &shape {
             let ensured = ddl::ensure_table(&tx, &self.cfg, shape, &rt.target, true)
                 .await
@@ -1113,7 +1100,7 @@ impl StagingSink {
         )
         .await
         .map_err(pg)?;
-        commit_fenced(tx, self.lane.as_mut()).await
+        commit_fenced(SINK, tx, self.lane.as_mut()).await
     }
 
     async fn apply_chunk(
@@ -1135,7 +1122,7 @@ impl StagingSink {
         self.connect_with_temps(&temps).await?;
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[&id];
-        let tx = begin_fenced(client, self.lane.as_ref(), &connector, None).await?;
+        let tx = begin_fenced(SINK, client, self.lane.as_ref(), &connector, None).await?;
         let events: Vec<&ChangeEvent> = self
             .snapshot_rows
             .get(&id)
@@ -1161,33 +1148,8 @@ impl StagingSink {
         checkpoint::snapshot_progress(&tx, &connector, &self.name, &id, &last_key, rows)
             .await
             .map_err(pg)?;
-        commit_fenced(tx, self.lane.as_mut()).await
+        commit_fenced(SINK, tx, self.lane.as_mut()).await
     }
-}
-
-/// Begin a transaction on `client`, fenced first: with a lane, its positions are stored (and so
-/// checked) before anything is written, so a worker that lost the lane stops before it touches
-/// data or shadow tables.
-async fn begin_fenced<'a>(
-    client: &'a mut Client,
-    lane: Option<&Lane>,
-    connector: &str,
-    version: Option<i64>,
-) -> Result<Transaction<'a>, SinkError> {
-    let tx = client.transaction().await.map_err(pg)?;
-    if let Some(lane) = lane {
-        lane.store(&tx, SINK, connector, version).await?;
-    }
-    Ok(tx)
-}
-
-/// Commit a transaction begun with [`begin_fenced`]; the lane's positions are then stored.
-async fn commit_fenced(tx: Transaction<'_>, lane: Option<&mut Lane>) -> Result<(), SinkError> {
-    tx.commit().await.map_err(pg)?;
-    if let Some(lane) = lane {
-        lane.stored_now();
-    }
-    Ok(())
 }
 
 /// COPY `events` with `sql`; a row the target rejects becomes [`SinkError::Rejected`] naming
