@@ -1198,3 +1198,72 @@ async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills()
     }
     assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
 }
+
+/// A snapshot's end marker comes before the table's changes since the snapshot's version (the
+/// next cycle reads them): a flush at a watermark received before the marker — the `max_age`
+/// timer while that cycle is held up — must not publish the table without them. Rows the
+/// re-snapshot already read are deleted at the source (a chunk per cycle, so watermarks arrive
+/// while it is read), and the poller's first cycle after the snapshot waits on a lock of the table's change log for three times `max_age` after the
+/// sink loaded it. The target ends without the deleted rows. (Before the fix the timer
+/// published the table in that window, and the deletes, older than the checkpoint it wrote,
+/// were skipped.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_published_with_the_changes_that_follow_its_end_marker() {
+    const LOADED: &str =
+        "snapshot loaded; published at the next flush sink=\"redshift\" table=edfi.StudentSectionAssociation ";
+    let mut rig = Rig::new(300, 97).await;
+    redshift_rig(&mut rig, None, &[]);
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace(
+            "snapshot_chunk_rows = 2000",
+            "snapshot_chunk_rows = 100\nsnapshot_slice = \"1ms\"",
+        );
+    std::fs::write(&rig.connector.path, text).unwrap();
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let loaded = |rep: &Replicator| rep.log().matches(LOADED).count();
+    assert_eq!(loaded(&rep), 1, "{}", rep.log());
+    const READ: &str = "snapshot progress table=edfi.StudentSectionAssociation ";
+    let read = |rep: &Replicator| rep.log().matches(READ).count();
+    let before = read(&rep);
+    rig.connector.resnapshot("edfi.StudentSectionAssociation");
+    wait_for("a chunk of the re-snapshot to be read", CATCH_UP, || {
+        let n = read(&rep);
+        async move { (n > before).then_some(()) }
+    })
+    .await;
+    // The lowest keys: read in the snapshot's first chunk.
+    let deleted = rig
+        .source
+        .execute(
+            r#"DELETE FROM edfi."StudentSectionAssociation" WHERE ctid IN (
+                 SELECT ctid FROM edfi."StudentSectionAssociation"
+                 ORDER BY "BeginDate", "LocalCourseCode", "SchoolId", "SchoolYear",
+                          "SectionIdentifier", "SessionName", "StudentUSI" LIMIT 20)"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, 20);
+    let locker = connect(&rig.sim.backing_url()).await;
+    locker
+        .batch_execute(
+            "BEGIN; LOCK TABLE ct.\"log:edfi.StudentSectionAssociation\" IN ACCESS EXCLUSIVE MODE",
+        )
+        .await
+        .unwrap();
+    wait_for("the re-snapshot to be loaded", CATCH_UP, || {
+        let n = loaded(&rep);
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    let observer = connect(&rig.sim.backing_url()).await;
+    wait_blocked(&observer, &rig.sim.database, "").await;
+    // What a timer flush needs to fire while the cycle with the table's changes is held.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    drop(rep);
+}

@@ -70,6 +70,8 @@ pub enum FlushReason {
     Age,
     /// Nothing buffered, but the checkpoint is behind the last watermark by `max_age`.
     Watermark,
+    /// A snapshot finished loading: what the last watermark covers is committed first.
+    Snapshot,
     Shutdown,
 }
 
@@ -80,6 +82,7 @@ impl FlushReason {
             FlushReason::Bytes => "bytes",
             FlushReason::Age => "age",
             FlushReason::Watermark => "watermark",
+            FlushReason::Snapshot => "snapshot",
             FlushReason::Shutdown => "shutdown",
         }
     }
@@ -1161,6 +1164,12 @@ impl RedshiftSink {
                     rt.ignoring_snapshot = false;
                     rt.snapshot = SnapshotRows::default();
                     return Ok(());
+                }
+                // The table's changes since the snapshot's version follow this marker, before
+                // the next watermark: a watermark received before it must not publish the
+                // table, so what it covers is committed now.
+                if self.watermark.is_some() {
+                    self.flush(FlushReason::Snapshot, backoff, stop).await?;
                 }
                 self.load_snapshot(&id, backoff, stop).await?;
                 let connector = self.connector.clone();
