@@ -467,21 +467,26 @@ pub type Positions = std::collections::BTreeMap<String, String>;
 /// The position of a Kinesis shard that was read to its end.
 pub const END: &str = "end";
 
-/// The stored stream positions of one sink lane.
+/// Per part, the worker that stored its position last.
+pub type Holders = HashMap<String, String>;
+
+/// The stored stream positions of one sink lane, and who stored them.
 pub async fn load_positions(
     client: &impl GenericClient,
     connector: &str,
     sink: &str,
-) -> Result<Positions, tokio_postgres::Error> {
-    Ok(client
+) -> Result<(Positions, Holders), tokio_postgres::Error> {
+    let rows = client
         .query(
-            "SELECT part, position FROM edfi_cdc.stream_positions WHERE connector = $1 AND sink = $2",
+            "SELECT part, position, worker FROM edfi_cdc.stream_positions \
+             WHERE connector = $1 AND sink = $2",
             &[&connector, &sink],
         )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
+        .await?;
+    Ok((
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        rows.iter().map(|r| (r.get(0), r.get(2))).collect(),
+    ))
 }
 
 /// Every sink lane's stored positions, for `status`: (sink, part, position, version, worker,
@@ -504,14 +509,17 @@ pub async fn all_positions(
         .collect())
 }
 
-/// Move a lane's positions from `old` (what this lane loaded or last stored) to `new`, in the
-/// transaction that applied the messages up to them. Returns `false` — and the caller must
-/// roll back — when another worker moved them meanwhile: the lane's partitions belong to it now.
+/// Move a lane's positions from `old` (what this lane loaded or last stored, by `holders`) to
+/// `new`, in the transaction that applied the messages up to them, as `worker`. Returns
+/// `false` — and the caller must roll back — when another worker stored them meanwhile, even
+/// at the same positions: the lane's partitions belong to it now.
+#[allow(clippy::too_many_arguments)]
 pub async fn store_positions(
     tx: &impl GenericClient,
     connector: &str,
     sink: &str,
     old: &Positions,
+    holders: &Holders,
     new: &Positions,
     version: Option<i64>,
     worker: &str,
@@ -520,13 +528,16 @@ pub async fn store_positions(
     for (part, position) in new {
         match old.get(part) {
             Some(before) => {
+                let holder = holders.get(part).map_or(worker, String::as_str);
                 let n = tx
                     .execute(
                         "UPDATE edfi_cdc.stream_positions SET position = $4, \
                          version = COALESCE($5, version), worker = $6, updated_at = $7 \
-                         WHERE connector = $1 AND sink = $2 AND part = $3 AND position = $8",
+                         WHERE connector = $1 AND sink = $2 AND part = $3 AND position = $8 \
+                         AND worker = $9",
                         &[
                             &connector, &sink, part, position, &version, &worker, &now, before,
+                            &holder,
                         ],
                     )
                     .await?;

@@ -518,9 +518,10 @@ async fn stored_positions(
             .await
             .map_err(pg)?;
     }
-    checkpoint::load_positions(&client, connector, &lane.sink_name(kind))
+    let (positions, _) = checkpoint::load_positions(&client, connector, &lane.sink_name(kind))
         .await
-        .map_err(pg)
+        .map_err(pg)?;
+    Ok(positions)
 }
 
 /// Apply `target`'s lane over the whole stream (every Kinesis shard, or every partition of

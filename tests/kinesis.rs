@@ -475,3 +475,53 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     assert!(workers[took].is_running(), "{}", workers[took].log());
     drop((poller, workers, redshift_db));
 }
+
+/// Stored positions are a fencing token: once a second worker's lane stored them — even
+/// unmoved, as the first transaction after it took the lane over does — the first worker's
+/// next transaction is fenced, whether it would leave them where they are or move them.
+#[tokio::test]
+async fn a_worker_whose_lane_was_taken_over_is_fenced_before_the_positions_move() {
+    use edfi_cdc::checkpoint::{install, load_positions, Positions};
+    use edfi_cdc::sink::{Lane, SinkError};
+    let db = TestDb::create("fence").await;
+    let mut client = connect(&db.url()).await;
+    install(&client).await.unwrap();
+    let at = |p: &str| -> Positions { [("s/0".to_string(), p.to_string())].into() };
+    let mut a = Lane::new("shards", "worker-a", None);
+    a.loaded(
+        load_positions(&client, "edfi-ods", "staging@shards")
+            .await
+            .unwrap(),
+    );
+    a.reach(at("5"));
+    let tx = client.transaction().await.unwrap();
+    a.store(&tx, "staging", "edfi-ods", None).await.unwrap();
+    tx.commit().await.unwrap();
+    a.stored_now();
+
+    let mut b = Lane::new("shards", "worker-b", None);
+    b.loaded(
+        load_positions(&client, "edfi-ods", "staging@shards")
+            .await
+            .unwrap(),
+    );
+    let tx = client.transaction().await.unwrap();
+    b.store(&tx, "staging", "edfi-ods", None).await.unwrap();
+    tx.commit().await.unwrap();
+    b.stored_now();
+
+    for next in ["5", "9"] {
+        a.reach(at(next));
+        let tx = client.transaction().await.unwrap();
+        let stored = a.store(&tx, "staging", "edfi-ods", None).await;
+        assert!(
+            matches!(stored, Err(SinkError::Fenced { .. })),
+            "worker a stored {next} over worker b: {stored:?}"
+        );
+    }
+    // The new holder goes on.
+    b.reach(at("7"));
+    let tx = client.transaction().await.unwrap();
+    b.store(&tx, "staging", "edfi-ods", None).await.unwrap();
+    tx.commit().await.unwrap();
+}

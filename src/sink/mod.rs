@@ -318,6 +318,9 @@ pub struct Lane {
     worker: String,
     /// As stored in the target.
     stored: Positions,
+    /// Who stored each of them: this lane's first transaction takes them over from those
+    /// workers, and any other worker's later transaction is fenced.
+    holders: checkpoint::Holders,
     /// Where the next transaction's messages reach.
     next: Positions,
     /// Told the positions after each commit (the Kafka offset hint).
@@ -360,6 +363,7 @@ impl Lane {
             id: id.into(),
             worker: worker.into(),
             stored: Positions::new(),
+            holders: checkpoint::Holders::new(),
             next: Positions::new(),
             committed,
             share: Share::Whole,
@@ -376,10 +380,11 @@ impl Lane {
         format!("{kind}@{}", self.id)
     }
 
-    /// The positions loaded from the target at start.
-    pub fn loaded(&mut self, stored: Positions) {
+    /// The positions loaded from the target at start, and who stored them.
+    pub fn loaded(&mut self, (stored, holders): (Positions, checkpoint::Holders)) {
         self.next = stored.clone();
         self.stored = stored;
+        self.holders = holders;
     }
 
     pub fn stored(&self) -> &Positions {
@@ -404,6 +409,7 @@ impl Lane {
             connector,
             &self.sink_name(kind),
             &self.stored,
+            &self.holders,
             &self.next,
             version,
             &self.worker,
@@ -422,6 +428,9 @@ impl Lane {
 
     /// The transaction that stored the positions committed.
     pub fn stored_now(&mut self) {
+        for part in self.next.keys() {
+            self.holders.insert(part.clone(), self.worker.clone());
+        }
         if self.stored != self.next {
             self.stored = self.next.clone();
             if let Some(tx) = &self.committed {
