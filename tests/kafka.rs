@@ -979,8 +979,8 @@ async fn a_worker_killed_while_spilling_and_while_merging_a_large_cycle_loses_no
 
 /// The Redshift sink as a stream worker reads every partition of every topic as one lane,
 /// applied by the worker holding its lease in the Redshift target: three workers with
-/// per-table topics; the lane's worker is killed in the middle of the initial snapshots under
-/// a workload, and again in the middle of a re-snapshot an operator asked for. Both targets
+/// per-table topics; the lane's worker is killed in the middle of the initial snapshots, and
+/// again in the middle of a re-snapshot an operator asked for, each under a workload. Both targets
 /// end equal to the source and every request was taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_and_mid_resnapshot()
@@ -989,10 +989,13 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     let broker = Broker::start();
     let mut rig = Rig::new(1000, 95).await;
     use_kafka(&mut rig, &broker, "per_table");
-    // Chunks of 200 rows: the snapshots last long enough to be killed in.
+    // A chunk of 500 rows per poll cycle: the snapshots last long enough to be killed in.
     let text = std::fs::read_to_string(&rig.connector.path)
         .unwrap()
-        .replace("snapshot_chunk_rows = 2000", "snapshot_chunk_rows = 200");
+        .replace(
+            "snapshot_chunk_rows = 2000",
+            "snapshot_chunk_rows = 500\nsnapshot_slice = \"1ms\"",
+        );
     std::fs::write(&rig.connector.path, text).unwrap();
     let redshift_db = redshift_beside_staging(&mut rig).await;
     let redshift = connect(&redshift_db.url()).await;
@@ -1012,6 +1015,12 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
     assert_redshift_equal(&rig.source, &redshift).await;
 
+    // Under a workload, so that flushes run (and load the snapshot's rows) while it is read.
+    let (_stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 97, 2, 1500), stop).await
+    });
     rig.connector.resnapshot("edfi.StudentAssessmentItem");
     wait_for(
         "the Redshift re-snapshot to be under way",
@@ -1040,6 +1049,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
         )
         .await
         .unwrap();
+    load.await.unwrap().unwrap();
     wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     assert_redshift_equal(&rig.source, &redshift).await;

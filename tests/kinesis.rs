@@ -419,6 +419,14 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     let moto = Moto::start();
     let mut rig = Rig::new(1500, 91).await;
     use_kinesis(&mut rig, &moto);
+    // A chunk per poll cycle: the initial snapshots last long enough to be killed in.
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace(
+            "snapshot_chunk_rows = 2000",
+            "snapshot_chunk_rows = 2000\nsnapshot_slice = \"1ms\"",
+        );
+    std::fs::write(&rig.connector.path, text).unwrap();
     let redshift_db = redshift_beside_staging(&mut rig).await;
     let redshift = connect(&redshift_db.url()).await;
     let poller = start_role(&rig, "poller");
