@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::checkpoint::{self, Phase};
 use crate::config::{ConnectorConfig, SourceKind, StreamKind};
 use crate::event::{TableId, Value};
-use crate::sink::staging::target_table;
+use crate::sink::names::staging_table;
 use crate::source::mssql::{queries, schema, value, Connection};
 
 /// One line of `check`.
@@ -525,14 +525,14 @@ fn sinks(config: &ConnectorConfig) -> Vec<(&'static str, &str, TargetName<'_>)> 
         out.push((
             "staging",
             s.url.expose(),
-            Box::new(move |t| target_table(s, t).to_string()),
+            Box::new(move |t| staging_table(s, t).to_string()),
         ));
     }
     if let Some(r) = config.sinks.redshift.as_ref().filter(|r| r.enabled) {
         out.push((
             "redshift",
             r.url.expose(),
-            Box::new(move |t| crate::sink::redshift::sql::target_table(r, t).to_string()),
+            Box::new(move |t| crate::sink::names::redshift_table(r, t).to_string()),
         ));
     }
     out

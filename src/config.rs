@@ -1410,7 +1410,7 @@ fn cross_check(configs: &[ConnectorConfig]) -> Vec<Problem> {
         };
         let db = target_database(staging.url.expose());
         for t in c.tables() {
-            let target = crate::sink::staging::target_table(staging, &t);
+            let target = crate::sink::names::staging_table(staging, &t);
             let key = (db.clone(), target.to_string());
             if let Some((other, other_file)) = targets.get(&key) {
                 problems.push(Problem {

@@ -3,6 +3,7 @@
 //! `staging` (Aurora PostgreSQL, every cycle) and `redshift` (micro-batches through S3 and
 //! COPY, or COPY FROM STDIN).
 
+pub mod names;
 pub mod pg;
 pub mod redshift;
 pub mod staging;

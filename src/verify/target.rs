@@ -4,8 +4,9 @@
 
 use crate::config::{RedshiftSinkConfig, StagingSinkConfig};
 use crate::event::{ColumnSchema, TableSchema, ValueKind};
+use crate::sink::names::{case, ident, redshift_table, staging_table, PgName};
 use crate::sink::redshift::sql as redshift;
-use crate::sink::staging::ddl::{case, ident, pg_type, target_table, PgName};
+use crate::sink::staging::ddl::pg_type;
 
 /// Which sink a target belongs to: it decides the names and how values are stored.
 #[derive(Clone, Copy)]
@@ -64,17 +65,14 @@ impl TargetTable {
     pub fn new(sink: Sink<'_>, schema: &TableSchema, soft_deletes: bool) -> TargetTable {
         let (name, columns) = match sink {
             Sink::Staging(cfg) => (
-                target_table(cfg, &schema.id),
+                staging_table(cfg, &schema.id),
                 schema
                     .columns
                     .iter()
                     .map(|c| ident(&case(cfg, &c.name)))
                     .collect(),
             ),
-            Sink::Redshift(cfg) => (
-                redshift::target_table(cfg, &schema.id),
-                redshift::columns(schema),
-            ),
+            Sink::Redshift(cfg) => (redshift_table(cfg, &schema.id), redshift::columns(schema)),
         };
         TargetTable {
             name,

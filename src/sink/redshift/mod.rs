@@ -43,7 +43,7 @@ use crate::event::{
 use crate::metrics;
 use crate::models::{self, Changed, Models, RefreshError};
 use crate::retry::Backoff;
-use crate::sink::staging::ddl::{shadow_table, PgName};
+use crate::sink::names::{redshift_table, shadow_table, PgName};
 use crate::stream::Input;
 
 use super::{
@@ -280,7 +280,7 @@ impl RedshiftSink {
         let mut tables = HashMap::new();
         let mut evolved = Vec::new();
         for (i, schema) in schemas.iter().enumerate() {
-            let target = sql::target_table(cfg, &schema.id);
+            let target = redshift_table(cfg, &schema.id);
             let soft = cfg.deletes == Deletes::Soft;
             let held = checkpoint::may_follow_source(
                 &client,
@@ -1540,7 +1540,7 @@ async fn ensure_table(
         client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {}",
-                crate::sink::staging::ddl::ident(&target.schema)
+                crate::sink::names::ident(&target.schema)
             ))
             .await?;
         client
@@ -1573,7 +1573,7 @@ async fn ensure_table(
     let mut alter = Vec::new();
     for (c, wanted) in schema.columns.iter().zip(&mapped) {
         let name = c.name.to_lowercase();
-        let column = crate::sink::staging::ddl::ident(&name);
+        let column = crate::sink::names::ident(&name);
         match existing.iter().find(|r| r.get::<_, &str>(0) == name) {
             None if evolve => {
                 alter.push(format!("ADD COLUMN {column} {wanted}"));

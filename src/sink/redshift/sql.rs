@@ -7,9 +7,9 @@
 //! always quoted. Only the COPY source and a few Redshift-only table attributes differ between
 //! the load modes; the merge is the same text for both.
 
-use crate::config::{LoadMode, RedshiftSinkConfig};
-use crate::event::{SourceType, TableId, TableSchema};
-use crate::sink::staging::ddl::{ident, PgName};
+use crate::config::LoadMode;
+use crate::event::{SourceType, TableSchema};
+use crate::sink::names::{ident, PgName};
 
 /// Name of the operation column of a staging table: `d` for a delete, `u` for an upsert.
 pub const OP_COLUMN: &str = "edfi_cdc_op";
@@ -18,25 +18,6 @@ pub const OP_COLUMN: &str = "edfi_cdc_op";
 pub const DELETED_AT: &str = "edfi_cdc_deleted_at";
 /// Redshift's longest VARCHAR, in bytes.
 const MAX_VARCHAR: i64 = 65_535;
-
-/// The target table of a source table: `table_map`, else `schema` + the lower-cased name.
-pub fn target_table(cfg: &RedshiftSinkConfig, t: &TableId) -> PgName {
-    let mapped = cfg
-        .table_map
-        .iter()
-        .find(|(from, _)| from.eq_ignore_ascii_case(&t.to_string()))
-        .and_then(|(_, to)| to.split_once('.'));
-    match mapped {
-        Some((schema, name)) => PgName {
-            schema: schema.to_lowercase(),
-            name: name.to_lowercase(),
-        },
-        None => PgName {
-            schema: cfg.schema.to_lowercase(),
-            name: t.name.to_lowercase(),
-        },
-    }
-}
 
 /// The Redshift type for a SQL Server column type. Character lengths are bytes in Redshift and
 /// characters in SQL Server: a UTF-16 code unit takes at most 3 bytes of UTF-8 (a surrogate
@@ -399,6 +380,7 @@ fn literal(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::event::tests::col;
+    use crate::event::TableId;
     use std::sync::Arc;
 
     fn student_school_association() -> Arc<TableSchema> {
@@ -564,21 +546,5 @@ mod tests {
         assert_eq!(redshift_type(&ty("uniqueidentifier", None)), "char(36)");
         assert_eq!(redshift_type(&ty("datetime2", None)), "timestamp");
         assert_eq!(redshift_type(&ty("bit", None)), "boolean");
-    }
-
-    #[test]
-    fn table_map_overrides_the_schema() {
-        let cfg: RedshiftSinkConfig = toml::from_str(
-            "url = \"postgres://r@h/db\"\nload = \"stdin\"\n[table_map]\n\"edfi.Student\" = \"People.Student\"",
-        )
-        .unwrap();
-        assert_eq!(
-            target_table(&cfg, &TableId::new("edfi", "Student")).to_string(),
-            "people.student"
-        );
-        assert_eq!(
-            target_table(&cfg, &TableId::new("edfi", "School")).to_string(),
-            "edfi.school"
-        );
     }
 }

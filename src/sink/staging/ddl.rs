@@ -1,77 +1,11 @@
-//! Target names, the SQL Server → PostgreSQL type mapping (`docs/type-mapping.md`), creating
-//! missing target tables and checking existing ones.
-
-use std::fmt;
+//! The SQL Server → PostgreSQL type mapping (`docs/type-mapping.md`), creating missing target
+//! tables and checking existing ones (target names: `sink::names`).
 
 use tokio_postgres::GenericClient;
 
-use crate::config::{IdentifierCase, StagingSinkConfig};
-use crate::event::{SourceType, TableId, TableSchema, ValueKind};
-
-/// A PostgreSQL `schema.table`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PgName {
-    pub schema: String,
-    pub name: String,
-}
-
-impl PgName {
-    /// Quoted for SQL.
-    pub fn sql(&self) -> String {
-        format!("{}.{}", ident(&self.schema), ident(&self.name))
-    }
-}
-
-impl fmt::Display for PgName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
-    }
-}
-
-/// A quoted PostgreSQL identifier.
-pub fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-pub fn case(cfg: &StagingSinkConfig, s: &str) -> String {
-    match cfg.identifiers {
-        IdentifierCase::Lower => s.to_lowercase(),
-        IdentifierCase::Preserve => s.to_string(),
-    }
-}
-
-pub fn target_table(cfg: &StagingSinkConfig, t: &TableId) -> PgName {
-    PgName {
-        schema: cfg
-            .schema_map
-            .get(&t.schema)
-            .cloned()
-            .unwrap_or_else(|| case(cfg, &t.schema)),
-        name: case(cfg, &t.name),
-    }
-}
-
-/// The shadow table a snapshot loads before it replaces the target: schema `edfi_cdc_shadow`,
-/// named after the target (shortened with a hash past PostgreSQL's 63-byte limit).
-pub fn shadow_table(connector: &str, target: &PgName) -> PgName {
-    let full = format!("{connector}__{}__{}", target.schema, target.name);
-    let name = if full.len() <= 63 {
-        full
-    } else {
-        let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100000001b3)
-        });
-        let mut cut = 54;
-        while !full.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}_{:08x}", &full[..cut], hash as u32)
-    };
-    PgName {
-        schema: "edfi_cdc_shadow".into(),
-        name,
-    }
-}
+use crate::config::StagingSinkConfig;
+use crate::event::{SourceType, TableSchema, ValueKind};
+use crate::sink::names::{case, ident, PgName};
 
 /// The PostgreSQL type for a SQL Server column type.
 pub fn pg_type(t: &SourceType) -> String {
@@ -376,25 +310,5 @@ mod tests {
         assert_eq!(pg_type(&st("uniqueidentifier", None, None, None)), "uuid");
         assert_eq!(pg_type(&st("bit", None, None, None)), "boolean");
         assert_eq!(pg_type(&st("tinyint", None, None, None)), "smallint");
-    }
-
-    #[test]
-    fn shadow_names_fit_postgres_limit_and_stay_distinct() {
-        let a = shadow_table(
-            "edfi-ods",
-            &PgName {
-                schema: "edfi".into(),
-                name: "studenteducationorganizationassociationelectronicmail".into(),
-            },
-        );
-        let b = shadow_table(
-            "edfi-ods",
-            &PgName {
-                schema: "edfi".into(),
-                name: "studenteducationorganizationassociationelectronicmai2".into(),
-            },
-        );
-        assert!(a.name.len() <= 63 && b.name.len() <= 63);
-        assert_ne!(a, b);
     }
 }

@@ -47,8 +47,7 @@ use super::{
     awaits_snapshot, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, retry, route,
     snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route, Share, SinkError, SETUP_LOCK,
 };
-pub use ddl::target_table;
-use ddl::{case, ident, PgName};
+use crate::sink::names::{case, ident, shadow_table, staging_table, PgName};
 
 /// The sink's checkpoint name in `edfi_cdc.table_state` (embedded stream).
 pub const SINK: &str = "staging";
@@ -167,7 +166,7 @@ impl StagingSink {
         let mut tables = HashMap::new();
         let mut evolved = Vec::new();
         for (i, schema) in schemas.iter().enumerate() {
-            let target = target_table(cfg, &schema.id);
+            let target = staging_table(cfg, &schema.id);
             let owner: Option<String> = client
                 .query_opt(
                     "SELECT connector FROM edfi_cdc.table_state WHERE sink = $1 AND target_schema = $2 \
@@ -212,7 +211,7 @@ impl StagingSink {
                 schema.id.clone(),
                 TableRt {
                     schema: schema.clone(),
-                    shadow: ddl::shadow_table(&shadow_owner, &target),
+                    shadow: shadow_table(&shadow_owner, &target),
                     columns: schema
                         .columns
                         .iter()

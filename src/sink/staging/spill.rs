@@ -26,9 +26,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 use tracing::info;
 
-use super::ddl::ident;
 use super::{copy_rows, TableRt, OP_COLUMN, SINK};
 use crate::event::{shape_digest, ChangeEvent, TableId};
+use crate::sink::names::ident;
 use crate::sink::{CommitSeconds, SinkError};
 
 pub const SCHEMA: &str = "edfi_cdc_spill";

@@ -1,0 +1,135 @@
+//! How targets are named, for both sinks and for the configuration checks: the staging
+//! sink's table names (`identifiers`, `schema_map`), the Redshift sink's (`schema`,
+//! `table_map`), quoted identifiers, and the shadow tables snapshots load.
+
+use std::fmt;
+
+use crate::config::{IdentifierCase, RedshiftSinkConfig, StagingSinkConfig};
+use crate::event::TableId;
+
+/// A PostgreSQL `schema.table`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PgName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl PgName {
+    /// Quoted for SQL.
+    pub fn sql(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
+}
+
+impl fmt::Display for PgName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A quoted PostgreSQL identifier.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A source name as the staging sink's `identifiers` setting spells it.
+pub fn case(cfg: &StagingSinkConfig, s: &str) -> String {
+    match cfg.identifiers {
+        IdentifierCase::Lower => s.to_lowercase(),
+        IdentifierCase::Preserve => s.to_string(),
+    }
+}
+
+/// The staging table of source table `t`.
+pub fn staging_table(cfg: &StagingSinkConfig, t: &TableId) -> PgName {
+    PgName {
+        schema: cfg
+            .schema_map
+            .get(&t.schema)
+            .cloned()
+            .unwrap_or_else(|| case(cfg, &t.schema)),
+        name: case(cfg, &t.name),
+    }
+}
+
+/// The shadow table a snapshot loads before it replaces the target: schema `edfi_cdc_shadow`,
+/// named after the target (shortened with a hash past PostgreSQL's 63-byte limit).
+pub fn shadow_table(connector: &str, target: &PgName) -> PgName {
+    let full = format!("{connector}__{}__{}", target.schema, target.name);
+    let name = if full.len() <= 63 {
+        full
+    } else {
+        let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        let mut cut = 54;
+        while !full.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}_{:08x}", &full[..cut], hash as u32)
+    };
+    PgName {
+        schema: "edfi_cdc_shadow".into(),
+        name,
+    }
+}
+
+/// The Redshift table of source table `t`: `table_map`, else `schema` + the lower-cased name.
+pub fn redshift_table(cfg: &RedshiftSinkConfig, t: &TableId) -> PgName {
+    let mapped = cfg
+        .table_map
+        .iter()
+        .find(|(from, _)| from.eq_ignore_ascii_case(&t.to_string()))
+        .and_then(|(_, to)| to.split_once('.'));
+    match mapped {
+        Some((schema, name)) => PgName {
+            schema: schema.to_lowercase(),
+            name: name.to_lowercase(),
+        },
+        None => PgName {
+            schema: cfg.schema.to_lowercase(),
+            name: t.name.to_lowercase(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_map_overrides_the_schema() {
+        let cfg: RedshiftSinkConfig = toml::from_str(
+            "url = \"postgres://r@h/db\"\nload = \"stdin\"\n[table_map]\n\"edfi.Student\" = \"People.Student\"",
+        )
+        .unwrap();
+        assert_eq!(
+            redshift_table(&cfg, &TableId::new("edfi", "Student")).to_string(),
+            "people.student"
+        );
+        assert_eq!(
+            redshift_table(&cfg, &TableId::new("edfi", "School")).to_string(),
+            "edfi.school"
+        );
+    }
+
+    #[test]
+    fn shadow_names_fit_postgres_limit_and_stay_distinct() {
+        let a = shadow_table(
+            "edfi-ods",
+            &PgName {
+                schema: "edfi".into(),
+                name: "studenteducationorganizationassociationelectronicmail".into(),
+            },
+        );
+        let b = shadow_table(
+            "edfi-ods",
+            &PgName {
+                schema: "edfi".into(),
+                name: "studenteducationorganizationassociationelectronicmai2".into(),
+            },
+        );
+        assert!(a.name.len() <= 63 && b.name.len() <= 63);
+        assert_ne!(a, b);
+    }
+}
