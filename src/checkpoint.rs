@@ -129,6 +129,19 @@ pub struct TableCheckpoint {
     pub snapshot_started_at: Option<DateTime<Utc>>,
 }
 
+impl TableCheckpoint {
+    /// What [`await_snapshot`] stores: the table awaits a snapshot from `version` on.
+    pub fn await_snapshot(&mut self, version: i64) {
+        self.phase = Phase::Snapshot;
+        self.version = self.version.max(version);
+        self.commit_time = None;
+        self.snapshot_last_key = None;
+        self.snapshot_rows = 0;
+        self.snapshot_total_rows = None;
+        self.snapshot_started_at = None;
+    }
+}
+
 /// One sink's stored position.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SinkCheckpoint {

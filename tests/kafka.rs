@@ -989,14 +989,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     let broker = Broker::start();
     let mut rig = Rig::new(1000, 95).await;
     use_kafka(&mut rig, &broker, "per_table");
-    // A chunk of 500 rows per poll cycle: the snapshots last long enough to be killed in.
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace(
-            "snapshot_chunk_rows = 2000",
-            "snapshot_chunk_rows = 500\nsnapshot_slice = \"1ms\"",
-        );
-    std::fs::write(&rig.connector.path, text).unwrap();
+    one_chunk_per_cycle(&rig, 500);
     let redshift_db = redshift_beside_staging(&mut rig).await;
     let redshift = connect(&redshift_db.url()).await;
     let poller = start_role(&rig, "poller");
@@ -1007,7 +1000,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     });
     let mut workers: Vec<Replicator> = (0..3).map(|_| start_role(&rig, "sink")).collect();
     let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
-    wait_redshift_mid_snapshot(&redshift, CATCH_UP).await;
+    wait_mid_snapshot(&redshift, "redshift", CATCH_UP).await;
     workers.remove(active).kill();
     workers.push(start_role(&rig, "sink"));
     let stats = load.await.unwrap().unwrap();

@@ -232,26 +232,6 @@ fn the_test_server_reshards_as_kinesis_does() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK:"));
 }
 
-/// Wait until the lane is in the middle of the initial snapshots: some table's chunks are
-/// stored, and some table is not yet streaming.
-async fn wait_mid_snapshot(rig: &Rig) {
-    wait_for("the lane to be mid-snapshot", CATCH_UP, || async {
-        let row = rig
-            .target
-            .query_opt(
-                "SELECT count(*) FILTER (WHERE phase = 'snapshot' AND snapshot_rows > 0), \
-                 count(*) FILTER (WHERE phase = 'streaming') \
-                 FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' AND sink = 'staging@shards'",
-                &[],
-            )
-            .await
-            .ok()
-            .flatten()?;
-        (row.get::<_, i64>(0) > 0 && row.get::<_, i64>(1) > 2).then_some(())
-    })
-    .await
-}
-
 /// The one of `workers` that holds the lane's lease, once one does.
 async fn lease_holder(workers: &mut [Replicator]) -> usize {
     wait_for("a worker to take the lane", CATCH_UP, || {
@@ -279,7 +259,7 @@ async fn a_standby_worker_takes_over_a_lane_killed_mid_snapshot_and_nothing_is_l
     });
     let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
     let active = lease_holder(&mut workers).await;
-    wait_mid_snapshot(&rig).await;
+    wait_mid_snapshot(&rig.target, "staging@shards", CATCH_UP).await;
     let mut standby = workers.remove(1 - active);
     workers.remove(0).kill();
     assert!(
@@ -344,7 +324,7 @@ async fn a_worker_killed_mid_snapshot_under_a_tds_client_workload_loses_nothing(
     let kill = async {
         let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
         let active = lease_holder(&mut workers).await;
-        wait_mid_snapshot(&rig).await;
+        wait_mid_snapshot(&rig.target, "staging@shards", CATCH_UP).await;
         workers.remove(active).kill();
         let later = start_role(&rig, "sink");
         (workers, later)
@@ -419,14 +399,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     let moto = Moto::start();
     let mut rig = Rig::new(1500, 91).await;
     use_kinesis(&mut rig, &moto);
-    // A chunk per poll cycle: the initial snapshots last long enough to be killed in.
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace(
-            "snapshot_chunk_rows = 2000",
-            "snapshot_chunk_rows = 2000\nsnapshot_slice = \"1ms\"",
-        );
-    std::fs::write(&rig.connector.path, text).unwrap();
+    one_chunk_per_cycle(&rig, 2000);
     let redshift_db = redshift_beside_staging(&mut rig).await;
     let redshift = connect(&redshift_db.url()).await;
     let poller = start_role(&rig, "poller");
@@ -437,7 +410,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     });
     let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
     let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
-    wait_redshift_mid_snapshot(&redshift, CATCH_UP).await;
+    wait_mid_snapshot(&redshift, "redshift", CATCH_UP).await;
     workers.remove(active).kill();
     workers.push(start_role(&rig, "sink"));
     let stats = load.await.unwrap().unwrap();

@@ -1213,13 +1213,7 @@ async fn a_snapshot_is_published_with_the_changes_that_follow_its_end_marker() {
         "snapshot loaded; published at the next flush sink=\"redshift\" table=edfi.StudentSectionAssociation ";
     let mut rig = Rig::new(300, 97).await;
     redshift_rig(&mut rig, None, &[]);
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace(
-            "snapshot_chunk_rows = 2000",
-            "snapshot_chunk_rows = 100\nsnapshot_slice = \"1ms\"",
-        );
-    std::fs::write(&rig.connector.path, text).unwrap();
+    one_chunk_per_cycle(&rig, 100);
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     let loaded = |rep: &Replicator| rep.log().matches(LOADED).count();

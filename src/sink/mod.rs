@@ -476,6 +476,16 @@ pub async fn commit_fenced(
     Ok(())
 }
 
+/// Log and count the records a lane's stream lost (`version`: the latest the lane saw).
+pub fn report_gaps(connector: &str, sink: &str, gaps: &[crate::stream::lane::Gap], version: i64) {
+    for g in gaps {
+        tracing::error!(sink, part = %g.part, position = %g.position, sent = g.sent,
+            received = g.received, version,
+            "the stream lost records it had acknowledged: re-snapshotting every table of the lane");
+        crate::metrics::stream_lost(connector, sink, &g.part, g.sent - g.received);
+    }
+}
+
 /// A unit of sink work that may be retried (it runs in its own transaction).
 pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 

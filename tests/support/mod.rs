@@ -788,16 +788,16 @@ pub async fn lease_taker(workers: &mut [Replicator], lane: &str, deadline: Durat
     .await
 }
 
-/// Wait until the Redshift sink is in the middle of the initial snapshots: some table's loads
-/// are stored, and some table is already streaming.
-pub async fn wait_redshift_mid_snapshot(redshift: &Client, deadline: Duration) {
-    wait_for("the Redshift sink to be mid-snapshot", deadline, || async {
-        let row = redshift
+/// Wait until sink `sink` (e.g. `staging@shards`, `redshift`) of `target` is in the middle of
+/// the initial snapshots: some table's rows are stored, and some tables already stream.
+pub async fn wait_mid_snapshot(target: &Client, sink: &str, deadline: Duration) {
+    wait_for(&format!("{sink} to be mid-snapshot"), deadline, || async {
+        let row = target
             .query_opt(
                 "SELECT count(*) FILTER (WHERE phase = 'snapshot' AND snapshot_rows > 0), \
                  count(*) FILTER (WHERE phase = 'streaming') \
-                 FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' AND sink = 'redshift'",
-                &[],
+                 FROM edfi_cdc.table_state WHERE connector = 'edfi-ods' AND sink = $1",
+                &[&sink],
             )
             .await
             .ok()
@@ -805,6 +805,18 @@ pub async fn wait_redshift_mid_snapshot(redshift: &Client, deadline: Duration) {
         (row.get::<_, i64>(0) > 0 && row.get::<_, i64>(1) > 2).then_some(())
     })
     .await
+}
+
+/// Let the rig's poller read one snapshot chunk of `rows` rows per poll cycle, so that
+/// snapshots last long enough to be killed in (and watermarks arrive while they are read).
+pub fn one_chunk_per_cycle(rig: &Rig, rows: u32) {
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace(
+            "snapshot_chunk_rows = 2000",
+            &format!("snapshot_chunk_rows = {rows}\nsnapshot_slice = \"1ms\""),
+        );
+    std::fs::write(&rig.connector.path, text).unwrap();
 }
 
 /// Assert that the Redshift target (lower-cased names) equals the source, table by table.

@@ -33,7 +33,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Phase, Positions, SinkCheckpoint, TableCheckpoint};
 use crate::config::{Deletes, LoadMode, RedshiftSinkConfig, RetryConfig};
@@ -540,12 +540,7 @@ impl RedshiftSink {
             .lane
             .as_ref()
             .map_or_else(|| SINK.to_string(), |l| l.sink_name(SINK));
-        for g in gaps {
-            error!(sink = %name, part = %g.part, position = %g.position, sent = g.sent,
-                received = g.received, version = self.seen_version,
-                "the stream lost records it had acknowledged: re-snapshotting every table");
-            metrics::stream_lost(&self.connector, &name, &g.part, g.sent - g.received);
-        }
+        super::report_gaps(&self.connector, &name, gaps, self.seen_version);
         // What is held is of no use: every table with rows is marked below, and the others
         // take no changes.
         self.ready = Compacted::default();
@@ -580,13 +575,7 @@ impl RedshiftSink {
         for rt in self.tables.values_mut() {
             rt.snapshot = SnapshotRows::default();
             let Some(s) = rt.state.as_mut() else { continue };
-            s.phase = Phase::Snapshot;
-            s.version = s.version.max(version);
-            s.commit_time = None;
-            s.snapshot_last_key = None;
-            s.snapshot_rows = 0;
-            s.snapshot_total_rows = None;
-            s.snapshot_started_at = None;
+            s.await_snapshot(version);
             rt.ignoring_snapshot = true;
         }
         Ok(())

@@ -32,7 +32,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Transaction};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, Phase, SinkCheckpoint, TableCheckpoint};
 use crate::config::{RetryConfig, StagingSinkConfig};
@@ -389,12 +389,7 @@ impl StagingSink {
         backoff: &mut Backoff,
         stop: &CancellationToken,
     ) -> Result<(), SinkError> {
-        for g in gaps {
-            error!(sink = %self.name, part = %g.part, position = %g.position, sent = g.sent,
-                received = g.received, version = self.seen_version,
-                "the stream lost records it had acknowledged: re-snapshotting every table of the lane");
-            metrics::stream_lost(&self.connector, &self.name, &g.part, g.sent - g.received);
-        }
+        super::report_gaps(&self.connector, &self.name, gaps, self.seen_version);
         // Every table with rows here is marked below, and tables without take no changes: what
         // is held is of no use (publishing a held snapshot could claim its missing rows).
         self.ready = Compacted::default();
@@ -429,13 +424,7 @@ impl StagingSink {
         for id in &tables {
             let rt = self.tables.get_mut(id).expect("listed above");
             let s = rt.state.as_mut().expect("listed with a state");
-            s.phase = Phase::Snapshot;
-            s.version = s.version.max(version);
-            s.commit_time = None;
-            s.snapshot_last_key = None;
-            s.snapshot_rows = 0;
-            s.snapshot_total_rows = None;
-            s.snapshot_started_at = None;
+            s.await_snapshot(version);
             rt.ignoring_snapshot = true;
         }
         Ok(())
