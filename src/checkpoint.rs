@@ -600,7 +600,7 @@ pub type LeaseHolder = (String, f64);
 /// this worker's now; otherwise the current holder. The same SQL runs on PostgreSQL and
 /// Redshift (no row locks there: the table is locked for the short transaction), and expiry is
 /// judged by the workers' clocks (a lease decides which worker reads the lane; the positions
-/// each transaction checks stop a worker whose positions another moved).
+/// each transaction checks stop a worker once another stored them).
 pub async fn take_lease(
     client: &mut tokio_postgres::Client,
     connector: &str,
