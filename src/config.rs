@@ -549,8 +549,20 @@ pub struct SinksConfig {
 impl SinksConfig {
     /// Whether any sink is configured and enabled.
     pub fn any_enabled(&self) -> bool {
-        self.staging.as_ref().is_some_and(|s| s.enabled)
-            || self.redshift.as_ref().is_some_and(|s| s.enabled)
+        !self.urls().is_empty()
+    }
+
+    /// The enabled sinks' target URLs: staging's first, then Redshift's.
+    pub fn urls(&self) -> Vec<&str> {
+        let staging = self.staging.as_ref().filter(|s| s.enabled);
+        let redshift = self.redshift.as_ref().filter(|s| s.enabled);
+        [
+            staging.map(|s| s.url.expose()),
+            redshift.map(|s| s.url.expose()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

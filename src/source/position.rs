@@ -38,11 +38,7 @@ fn err(e: tokio_postgres::Error) -> SinkError {
 impl PollerPosition {
     /// The database holding the position of `config`'s poller: its first enabled sink's target.
     pub fn url(config: &ConnectorConfig) -> Option<String> {
-        let staging = config.sinks.staging.as_ref().filter(|s| s.enabled);
-        let redshift = config.sinks.redshift.as_ref().filter(|s| s.enabled);
-        staging
-            .map(|s| s.url.expose().to_string())
-            .or_else(|| redshift.map(|s| s.url.expose().to_string()))
+        config.sinks.urls().first().map(|u| u.to_string())
     }
 
     /// Connect (retrying transient faults), create the checkpoint tables if needed and load the
@@ -57,17 +53,13 @@ impl PollerPosition {
             sink: POLLER.into(),
             message: "no enabled sink whose database could hold the poller's position".into(),
         })?;
-        let staging = config.sinks.staging.as_ref().filter(|s| s.enabled);
-        let redshift = config.sinks.redshift.as_ref().filter(|s| s.enabled);
-        let others = [
-            staging.map(|s| s.url.expose()),
-            redshift.map(|s| s.url.expose()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|u| *u != url)
-        .map(|u| (u.to_string(), None))
-        .collect();
+        let others = config
+            .sinks
+            .urls()
+            .into_iter()
+            .filter(|u| *u != url)
+            .map(|u| (u.to_string(), None))
+            .collect();
         let mut position = PollerPosition {
             connector: config.name.clone(),
             url,
