@@ -736,6 +736,16 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// A sink worker's consumer in group `group`: the positions live in the target, so nothing is
+/// committed by itself, and a partition without a position is read from its first record.
+fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    c
+}
+
 /// The lane id of a sink that reads every partition of every topic (the Redshift sink).
 pub const WHOLE_LANE: &str = "partitions";
 
@@ -805,10 +815,7 @@ impl WholeReader {
         let cfg = &config.stream.kafka;
         let iam = iam_tokens(cfg).await.map_err(fatal)?;
         let group = format!("{}.{}.{sink}", cfg.topic_prefix, config.name);
-        let consumer: StreamConsumer<Ctx> = client_config(cfg)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
+        let consumer: StreamConsumer<Ctx> = consumer_config(cfg, &group)
             .create_with_context(Ctx {
                 iam,
                 ..Ctx::default()
@@ -904,10 +911,7 @@ impl Consumer {
         let session = cfg.session_timeout.as_millis().max(1000);
         let (tx, rx) = mpsc::unbounded_channel();
         let iam = iam_tokens(cfg).await.map_err(fatal)?;
-        let consumer: StreamConsumer<Ctx> = client_config(cfg)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
+        let consumer: StreamConsumer<Ctx> = consumer_config(cfg, &group)
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).to_string())
