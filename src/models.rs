@@ -281,10 +281,57 @@ pub struct Model {
     /// the flush's rows of it (`{changed}`) and the replicated tables. Such a change then
     /// refreshes those students only, not the whole model.
     pub students_of: Vec<(String, String)>,
+    /// `-- refresh_by: <column> = <key>: edfi.table, …` of a model without students: see
+    /// [`RefreshBy`].
+    pub refresh_by: Option<RefreshBy>,
     /// A digest of the model's definition (name, columns, key, `SELECT`, history column) as
     /// loaded: a refresh after it changed rebuilds the model whole and keeps no rows of closed
     /// years (their keys may have changed with it).
     pub definition: String,
+}
+
+/// `-- refresh_by: <column> = <key>: edfi.table, …`: the model's rows with one value of
+/// `column` depend only on the listed inputs' rows whose `key` column holds that value, and on
+/// its other inputs whole. A flush that changed only listed inputs refreshes only the values its
+/// changed rows carry, reading the listed inputs narrowed to them; any other change rebuilds
+/// the model whole. `key` belongs in each listed input's primary key: a delete carries its key
+/// only, and a changed row without a value rebuilds the model whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshBy {
+    pub column: String,
+    pub key: String,
+    pub inputs: Vec<String>,
+}
+
+impl RefreshBy {
+    fn parse(value: &str) -> Result<RefreshBy, String> {
+        let hint = "write `-- refresh_by: <column> = <key>: edfi.table, …`: the model's rows \
+                    with one value of <column> depend only on the listed tables' rows whose \
+                    <key> holds it";
+        let (pair, tables) = value
+            .split_once(':')
+            .ok_or_else(|| format!("`-- refresh_by:{value}`: {hint}"))?;
+        let (column, key) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`-- refresh_by:{value}`: {hint}"))?;
+        let inputs: Vec<String> = tables
+            .split(',')
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let (column, key) = (
+            column.trim().to_ascii_lowercase(),
+            key.trim().to_ascii_lowercase(),
+        );
+        if !is_ident(&column) || !is_ident(&key) || inputs.is_empty() {
+            return Err(format!("`-- refresh_by:{value}`: {hint}"));
+        }
+        Ok(RefreshBy {
+            column,
+            key,
+            inputs,
+        })
+    }
 }
 
 /// What a model's refresh does with a value longer than its `varchar`/`char` column.
@@ -581,6 +628,10 @@ const STUDENTS: &str = "edfi_cdc_changed_students";
 /// its `-- students_of:` lines find for its changed inputs without students.
 const MODEL_STUDENTS: &str = "edfi_cdc_model_students";
 
+/// Temporary table of the values (`k`) of a `-- refresh_by:` model's column that one refresh
+/// rebuilds.
+const MODEL_KEYS: &str = "edfi_cdc_model_keys";
+
 /// Temporary table of a history model's rows of closed school years, while it refreshes.
 const KEPT: &str = "edfi_cdc_kept";
 
@@ -822,8 +873,34 @@ impl Models {
                     Changed::Replaced => None,
                 })
                 .collect();
-            let (rows, truncated, incremental) = match (&m.incremental, mapped) {
-                (Some(col), Some(mapped)) if !upstream_full => {
+            // A `-- refresh_by:` model whose changed inputs are all listed and merged, and that
+            // reads no refreshed model, is refreshed for the values they carry.
+            let keyed = match &m.refresh_by {
+                Some(by) if !upstream_full && refreshed_upstream.is_empty() => {
+                    let stages: Option<Vec<&String>> = inputs
+                        .iter()
+                        .map(|i| match &changed[*i] {
+                            Changed::Merged { stage, .. } if by.inputs.contains(*i) => Some(stage),
+                            _ => None,
+                        })
+                        .collect();
+                    match stages {
+                        Some(stages) => {
+                            self.refresh_by_key(tx, m, by, &stages, &custom.ctes(m, &stand_ins))
+                                .await?
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let (rows, truncated, incremental) = match (keyed, &m.incremental, mapped) {
+                (Some((inserted, truncated)), _, _) => {
+                    // A model reading this one cannot follow it by the flush's students.
+                    widened.insert(m.name.as_str());
+                    (inserted, truncated, true)
+                }
+                (None, Some(col), Some(mapped)) if !upstream_full => {
                     if !students_ready {
                         let union: Vec<String> = changed
                             .values()
@@ -884,6 +961,20 @@ impl Models {
                                 "SELECT * FROM {input}.{table} WHERE studentusi IN (SELECT studentusi FROM {set})"
                             ),
                         ));
+                    }
+                    // And only those students' rows of the student models it reads: they were
+                    // refreshed for them (a model refreshed otherwise rebuilds this one whole).
+                    for u in self.models.iter().filter(|u| m.upstream.contains(&u.name)) {
+                        if let Some(ucol) = &u.incremental {
+                            ctes.push((
+                                u.name.clone(),
+                                format!(
+                                    "SELECT * FROM {} WHERE {} IN (SELECT studentuniqueid FROM {set})",
+                                    u.target(),
+                                    quote(ucol)
+                                ),
+                            ));
+                        }
                     }
                     let select = m.select_with(&ctes);
                     let c = quote(col);
@@ -1010,6 +1101,64 @@ impl Models {
             .await?;
         }
         Ok(done)
+    }
+
+    /// Refresh `m` (`-- refresh_by: by`) for the values of `by.key` in the flush's rows of
+    /// its changed inputs (`stages`), reading its listed inputs narrowed to them: delete its
+    /// rows of those values and insert them again. `None` (nothing done) when a changed row
+    /// carries no value: the model is then rebuilt whole.
+    async fn refresh_by_key(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        m: &Model,
+        by: &RefreshBy,
+        stages: &[&String],
+        custom_ctes: &[(String, String)],
+    ) -> Result<Option<(u64, u64)>, RefreshError> {
+        let key = quote(&by.key);
+        let union: Vec<String> = stages
+            .iter()
+            .map(|stage| format!("SELECT {key} AS k FROM {stage}"))
+            .collect();
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {MODEL_KEYS} AS SELECT DISTINCT k FROM ({}) u",
+            union.join(" UNION ALL ")
+        ))
+        .await?;
+        let unknown = tx
+            .query_opt(
+                &format!("SELECT 1 FROM {MODEL_KEYS} WHERE k IS NULL LIMIT 1"),
+                &[],
+            )
+            .await?
+            .is_some();
+        if unknown {
+            tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
+                .await?;
+            return Ok(None);
+        }
+        let input = self.input_schema();
+        let mut ctes = custom_ctes.to_vec();
+        for t in &by.inputs {
+            let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+            ctes.push((
+                format!("{input}.{table}"),
+                format!(
+                    "SELECT * FROM {input}.{table} WHERE {key} IN (SELECT k FROM {MODEL_KEYS})"
+                ),
+            ));
+        }
+        let select = m.select_with(&ctes);
+        let only = format!("{} IN (SELECT k FROM {MODEL_KEYS})", quote(&by.column));
+        keep_closed(tx, m, input, Some(&only)).await?;
+        tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
+            .await?;
+        let done = self
+            .insert(tx, m, &select, Some(&format!("WHERE {only}")))
+            .await?;
+        tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
+            .await?;
+        Ok(Some(done))
     }
 
     /// `models check`: compare each model's `CREATE TABLE` with the target table if it exists
@@ -1500,6 +1649,23 @@ fn load_groups(dir: &Path, groups: &[(&str, &HashSet<String>)]) -> Result<Models
                 });
             }
         }
+        if let Some(by) = &m.refresh_by {
+            let unread: Vec<&String> = by
+                .inputs
+                .iter()
+                .filter(|t| !found_inputs.contains(*t))
+                .collect();
+            if !unread.is_empty() {
+                problems.push(ModelProblem {
+                    file: m.file.clone(),
+                    reason: format!(
+                        "model {}: `-- refresh_by:` lists {}, not input(s) of the model",
+                        m.name,
+                        join(unread.iter().map(|s| s.as_str()))
+                    ),
+                });
+            }
+        }
         let years = format!("{INPUT_SCHEMA}.schoolyeartype");
         if m.history.is_some() && !configured.contains(&years) {
             problems.push(ModelProblem {
@@ -1577,6 +1743,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
     let mut incremental: Option<String> = None;
     let mut history: Option<String> = None;
     let mut students_of: Vec<(String, String)> = Vec::new();
+    let mut refresh_by: Option<RefreshBy> = None;
     let mut on_overflow = OnOverflow::default();
     let mut custom: Vec<CustomInput> = Vec::new();
     for line in text.lines() {
@@ -1602,6 +1769,10 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
                     "`-- students_of:{value}`: write `-- students_of: edfi.table: SELECT studentusi \
                      … {{changed}} …`, where {{changed}} is the flush's rows of the table"
                 )),
+            },
+            "refresh_by" => match RefreshBy::parse(value) {
+                Ok(by) => refresh_by = Some(by),
+                Err(e) => problems.push(e),
             },
             "on_overflow" => match value.trim().to_ascii_lowercase().as_str() {
                 "truncate" => on_overflow = OnOverflow::Truncate,
@@ -1702,6 +1873,21 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             ));
         }
     }
+    if let (Some(by), Some((_, columns, _))) = (&refresh_by, &table) {
+        if incremental.is_some() {
+            problems.push(
+                "`-- refresh_by:` and `-- incremental:` exclude each other: a model is refreshed \
+                 by student or by another key"
+                    .to_string(),
+            );
+        }
+        if !columns.iter().any(|c| c.name == by.column) {
+            problems.push(format!(
+                "`-- refresh_by: {} = …` names no column of the table",
+                by.column
+            ));
+        }
+    }
     if let (Some(col), Some((_, columns, _))) = (&history, &table) {
         match columns.iter().find(|c| &c.name == col) {
             None => problems.push(format!("`-- history: {col}` names no column of the table")),
@@ -1736,6 +1922,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             on_overflow,
             history,
             students_of,
+            refresh_by,
         }),
         _ => Err(problems),
     }
@@ -2405,6 +2592,60 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
         write(&dir, "ic", "thing.sql", &plain);
         let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
         assert!(err.contains("only an incremental model"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn refresh_by_names_a_column_and_inputs_of_the_model() {
+        let dir = tempdir("refresh_by");
+        let model = |extra: &str| {
+            GOOD.replace(
+                "-- inputs: edfi.school\n",
+                &format!("-- inputs: edfi.school\n{extra}\n"),
+            )
+        };
+        let all = set(&["edfi.student", "edfi.school"]);
+        write(
+            &dir,
+            "ic",
+            "thing.sql",
+            &model("-- refresh_by: SchoolId = schoolid: edfi.school"),
+        );
+        let models = Models::load(&dir, &["ic"], &all).unwrap();
+        assert_eq!(
+            models.models()[0].refresh_by,
+            Some(RefreshBy {
+                column: "schoolid".into(),
+                key: "schoolid".into(),
+                inputs: vec!["edfi.school".into()],
+            })
+        );
+        for (extra, expect) in [
+            (
+                "-- refresh_by: schoolid: edfi.school",
+                "write `-- refresh_by:",
+            ),
+            (
+                "-- refresh_by: schoolid = schoolid:",
+                "write `-- refresh_by:",
+            ),
+            (
+                "-- refresh_by: nothere = schoolid: edfi.school",
+                "`-- refresh_by: nothere = …` names no column",
+            ),
+            (
+                "-- refresh_by: schoolid = schoolid: edfi.staff",
+                "lists edfi.staff, not input(s) of the model",
+            ),
+            (
+                "-- incremental: studentnumber\n-- refresh_by: schoolid = schoolid: edfi.school",
+                "exclude each other",
+            ),
+        ] {
+            write(&dir, "ic", "thing.sql", &model(extra));
+            let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
+            assert!(err.contains(expect), "{extra}: {err}");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

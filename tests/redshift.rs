@@ -487,7 +487,7 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         "every reporting table has a model"
     );
 
-    let full_before = full_refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1);
+    let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
     let url = rig.sim.backing_url();
     let writer = tokio::spawn(async move {
         let (_stop_tx, stop) = watch::channel(false);
@@ -562,26 +562,39 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         metrics.contains("mode=\"incremental\""),
         "student models were refreshed incrementally under the workload:\n{metrics}"
     );
-    // Staff and calendar changes map to the students they affect (`-- students_of:`): the
-    // student models read by them were never rebuilt whole under the workload.
-    let full_after = full_refreshes(&metrics);
-    for model in ["enrollment.studentenrollment", "roster.teacherstudentlinks"] {
+    // Staff and calendar changes map to the students they affect (`-- students_of:`), calendar
+    // date changes to their schools (`-- refresh_by:`): the models reading them were never
+    // rebuilt whole under the workload, nor the performance levels, which follow the students
+    // of their upstream model.
+    let full_after = refreshes(&metrics, "full");
+    let incremental = refreshes(&metrics, "incremental");
+    for model in [
+        "enrollment.studentenrollment",
+        "roster.teacherstudentlinks",
+        "schedule.calendar",
+        "schedule.calendaraggregate",
+        "illuminate.performancelevel",
+    ] {
         assert_eq!(
             full_after.get(model),
             full_before.get(model),
             "{model} was rebuilt whole under the workload"
         );
+        assert!(
+            incremental.get(model).is_some_and(|n| *n > 0),
+            "{model} was refreshed incrementally under the workload: {incremental:?}"
+        );
     }
     drop(rep);
 }
 
-/// Full refreshes per model so far, from the metrics text.
-fn full_refreshes(metrics: &str) -> HashMap<String, u64> {
+/// Refreshes per model so far in `mode` (`full` or `incremental`), from the metrics text.
+fn refreshes(metrics: &str, mode: &str) -> HashMap<String, u64> {
     metrics
         .lines()
         .filter(|l| {
             l.starts_with("edfi_cdc_model_refresh_duration_seconds_count")
-                && l.contains("mode=\"full\"")
+                && l.contains(&format!("mode=\"{mode}\""))
         })
         .filter_map(|l| {
             let model = l.split("model=\"").nth(1)?.split('"').next()?;

@@ -1,6 +1,7 @@
 -- model: schedule.calendar
 -- inputs: edfi.calendar, edfi.calendardate, edfi.calendardatecalendarevent, edfi.descriptor
 -- history: endyear
+-- refresh_by: schoolnumber = schoolid: edfi.calendardate, edfi.calendardatecalendarevent
 -- One row per calendar date. calendarnumber: the calendar code when it is a number (the SIS's
 -- calendar id), else minus (schoolyear × 10,000 + its rank among the year's calendars by
 -- (schoolid, code)), so that deleting one year's calendars renumbers no other year's;

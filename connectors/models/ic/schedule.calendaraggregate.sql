@@ -1,6 +1,7 @@
 -- model: schedule.calendaraggregate
 -- inputs: edfi.calendar, edfi.calendardate, edfi.calendardatecalendarevent, edfi.descriptor
 -- history: endyear
+-- refresh_by: schoolnumber = schoolid: edfi.calendardate, edfi.calendardatecalendarevent
 -- One row per calendar with dates. attendancesy: instructional days in the calendar;
 -- attendancesytd: those before CURRENT_DATE on the day of the refresh. calendarnumber as in
 -- schedule.calendar.

@@ -1,5 +1,6 @@
 -- model: illuminate.performancelevel
 -- inputs: edfi.assessmentperformancelevel, edfi.descriptor, edfi.studentassessmentperformancelevel, illuminate.studentaggregatescore
+-- incremental: studentnumber
 -- history: testyear
 --
 -- One row per student and Illuminate assessment: the performance level of the student's most
