@@ -225,8 +225,11 @@ pub fn grade_name(grade: u8) -> &'static str {
 
 /// `StudentUniqueId` of a `StudentUSI`.
 pub fn student_unique_id(usi: i32) -> String {
-    format!("{}", 600_000 + i64::from(usi))
+    format!("{}", STUDENT_UNIQUE_ID_BASE + i64::from(usi))
 }
+
+/// [`student_unique_id`] is this plus the student's number.
+pub const STUDENT_UNIQUE_ID_BASE: i64 = 600_000;
 
 /// `AssessmentIdentifier` of an Illuminate interim assessment.
 pub fn assessment_id(subject: usize, grade: u8, interim: u8) -> String {

@@ -349,7 +349,8 @@ pub async fn load_postgres(
 }
 
 /// Indexes that the workload's per-student look-ups need (the Ed-Fi ODS has the same ones on
-/// its foreign keys), then fresh planner statistics.
+/// its foreign keys), the ODS's unique index on `StudentUniqueId`, then fresh planner
+/// statistics.
 async fn index(client: &Client) -> anyhow::Result<()> {
     for t in [
         "StudentSchoolAssociation",
@@ -370,6 +371,16 @@ async fn index(client: &Client) -> anyhow::Result<()> {
             ))
             .await?;
     }
+    // The ODS keeps StudentUniqueId unique (index Student_UI_StudentUniqueId): a workload that
+    // reused one fails here as it would there, instead of handing two students one number.
+    client
+        .batch_execute(&format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {}.{} (\"StudentUniqueId\")",
+            ident("Student_UI_StudentUniqueId"),
+            ident(SCHEMA),
+            ident("Student")
+        ))
+        .await?;
     client.batch_execute("ANALYZE").await?;
     Ok(())
 }

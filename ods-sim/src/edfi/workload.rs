@@ -162,6 +162,8 @@ struct Reference {
     schools: Vec<SchoolRef>,
     assessments: AssessmentIndex,
     max_student: i32,
+    /// The number ([`plan::student_unique_id`]) of the first student the workload creates.
+    next_number: i32,
     max_staff: i32,
 }
 
@@ -282,6 +284,21 @@ impl Reference {
             anyhow::Ok(r.get::<_, Option<i32>>(0).unwrap_or(0))
         };
         let max_student = max(r#"SELECT max("StudentUSI") FROM "edfi"."Student""#).await?;
+        // New students are numbered past every StudentUniqueId made so far: an earlier
+        // workload's writers, each counting on its own, may have used numbers beyond the
+        // highest StudentUSI.
+        let max_number: i64 = client
+            .query_one(
+                &format!(
+                    r#"SELECT COALESCE(max(CAST("StudentUniqueId" AS bigint)), 0) - {}
+                       FROM "edfi"."Student" WHERE "StudentUniqueId" ~ '^[0-9]{{1,18}}$'"#,
+                    plan::STUDENT_UNIQUE_ID_BASE
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+        let next_number = i32::try_from(max_number.max(i64::from(max_student)) + 1)?;
         let max_staff = max(r#"SELECT max("StaffUSI") FROM "edfi"."Staff""#).await?;
         let schools: Vec<SchoolRef> = schools
             .into_values()
@@ -295,6 +312,7 @@ impl Reference {
             schools,
             assessments,
             max_student,
+            next_number,
             max_staff,
         })
     }
@@ -502,8 +520,8 @@ impl Writer {
             let weights: Vec<u32> = KINDS.iter().map(|k| k.1).collect();
             let kind = KINDS[plan::weighted(&mut self.rng, &weights)].0;
             let now = now();
-            let new_usi =
-                self.refs.max_student + 1 + self.index as i32 + self.created * self.writers as i32;
+            let number =
+                self.refs.next_number + self.index as i32 + self.created * self.writers as i32;
             let usi = self
                 .rng
                 .gen_range(1..=self.refs.max_student + self.created * self.writers as i32);
@@ -517,7 +535,7 @@ impl Writer {
                 changes: Vec::new(),
             };
             let applied = match kind {
-                "enroll" => t.enroll(new_usi).await?,
+                "enroll" => t.enroll(number).await?,
                 "staff" => t.staff().await?,
                 "calendar" => t.calendar().await?,
                 _ => match t.lock_student(usi).await? {
