@@ -1,0 +1,611 @@
+//! A refresh in the flush's transaction: every model an input of which changed is rebuilt,
+//! whole or for the students (`-- incremental:`) or other keys (`-- refresh_by:`) the
+//! flush's rows carry; rows of closed school years stay (`-- history:`).
+
+use super::*;
+
+/// Temporary table of the students a flush touched (`studentusi`, `studentuniqueid`), while
+/// incremental models refresh.
+const STUDENTS: &str = "edfi_cdc_changed_students";
+
+/// Temporary table of the students one incremental model refreshes: the flush's, and those
+/// its `-- students_of:` lines find for its changed inputs without students.
+const MODEL_STUDENTS: &str = "edfi_cdc_model_students";
+
+/// Temporary table of the values (`k`) of a `-- refresh_by:` model's column that one refresh
+/// rebuilds.
+const MODEL_KEYS: &str = "edfi_cdc_model_keys";
+
+/// Temporary table of a history model's rows of closed school years, while it refreshes.
+const KEPT: &str = "edfi_cdc_kept";
+
+impl Models {
+    /// In the caller's transaction: rebuild every model with an input in `changed` (lower-case
+    /// `edfi.table` names of target tables changed by this flush), and every model reading a
+    /// refreshed model — `DELETE FROM target; INSERT INTO target (cols) <select>` — and upsert
+    /// `edfi_cdc.freshness` rows for the refreshed models and for the changed tables, with
+    /// `version` and `commit_time`. Returns rows and seconds per refreshed model. Atomic with the
+    /// caller's transaction; may be retried after a rollback.
+    pub async fn refresh(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        changed: &HashSet<String>,
+        version: i64,
+        commit_time: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Refreshed>, RefreshError> {
+        let all = changed
+            .iter()
+            .map(|t| (t.clone(), Changed::Replaced))
+            .collect();
+        self.refresh_batch(tx, &all, version, commit_time).await
+    }
+
+    /// [`Models::refresh`] for a flush that knows the rows it changed: `changed` maps each
+    /// changed table to how it changed. An incremental model whose changed inputs were all
+    /// merged, each either with students or named by a `-- students_of:` line, is refreshed for
+    /// the affected students only (and, when students were deleted, rid of rows of students
+    /// that no longer exist); every other affected model is rebuilt.
+    pub async fn refresh_batch(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        changed: &HashMap<String, Changed>,
+        version: i64,
+        commit_time: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Refreshed>, RefreshError> {
+        let mut done: Vec<Refreshed> = Vec::new();
+        // Models refreshed for more students than the flush's (`-- students_of:`): a model
+        // reading one cannot follow it by the flush's students alone.
+        let mut widened: HashSet<&str> = HashSet::new();
+        let mut students_ready = false;
+        if self.postgres {
+            tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
+        }
+        let custom = CustomState::read(tx, &self.models).await?;
+        let input = self.input_schema();
+        for m in &self.models {
+            let inputs: Vec<&String> = m
+                .inputs
+                .iter()
+                .filter(|i| changed.contains_key(*i))
+                .collect();
+            let refreshed_upstream: Vec<&Refreshed> = done
+                .iter()
+                .filter(|d| m.upstream.contains(&d.model))
+                .collect();
+            let custom_changed = custom.changed(m);
+            let redefined = custom.redefined(m);
+            if inputs.is_empty() && refreshed_upstream.is_empty() && !custom_changed && !redefined {
+                continue;
+            }
+            // A model reading a model rebuilt whole is rebuilt whole; one reading models
+            // refreshed for the flush's students can follow them. A changed custom input is
+            // not tracked by student, and a changed definition may change every row: the model
+            // is rebuilt whole.
+            let upstream_full = refreshed_upstream
+                .iter()
+                .any(|d| !d.incremental || widened.contains(d.model.as_str()))
+                || custom_changed
+                || redefined;
+            let stand_ins = custom.stand_ins(m);
+            let started = Instant::now();
+            // The changed inputs' flush rows: each merged table with students, or one a
+            // `-- students_of:` line maps to students (`None`: the model is rebuilt whole).
+            let mapped: Option<Vec<(&String, &String, bool)>> = inputs
+                .iter()
+                .map(|i| match &changed[*i] {
+                    Changed::Merged {
+                        stage,
+                        students: true,
+                    } => Some((*i, stage, true)),
+                    Changed::Merged {
+                        stage,
+                        students: false,
+                    } => m
+                        .students_of
+                        .iter()
+                        .any(|(t, _)| t == *i)
+                        .then_some((*i, stage, false)),
+                    Changed::Replaced => None,
+                })
+                .collect();
+            // A `-- refresh_by:` model whose changed inputs are all listed and merged, and that
+            // reads no refreshed model, is refreshed for the values they carry.
+            let keyed = match &m.refresh_by {
+                Some(by) if !upstream_full && refreshed_upstream.is_empty() => {
+                    let stages: Option<Vec<&String>> = inputs
+                        .iter()
+                        .map(|i| match &changed[*i] {
+                            Changed::Merged { stage, .. } if by.inputs.contains(*i) => Some(stage),
+                            _ => None,
+                        })
+                        .collect();
+                    match stages {
+                        Some(stages) => {
+                            self.refresh_by_key(tx, m, by, &stages, &custom.ctes(m, &stand_ins))
+                                .await?
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let (rows, truncated, incremental) = match (keyed, &m.incremental, mapped) {
+                (Some((inserted, truncated)), _, _) => {
+                    // A model reading this one cannot follow it by the flush's students.
+                    widened.insert(m.name.as_str());
+                    (inserted, truncated, true)
+                }
+                (None, Some(col), Some(mapped)) if !upstream_full => {
+                    if !students_ready {
+                        let union: Vec<String> = changed
+                            .values()
+                            .filter_map(|c| match c {
+                                Changed::Merged {
+                                    stage,
+                                    students: true,
+                                } => Some(format!("SELECT studentusi FROM {stage}")),
+                                _ => None,
+                            })
+                            .collect();
+                        tx.batch_execute(&format!(
+                            "CREATE TEMP TABLE {STUDENTS} (studentusi integer, studentuniqueid varchar(65535))"
+                        ))
+                        .await?;
+                        if !union.is_empty() {
+                            tx.batch_execute(&format!(
+                                "INSERT INTO {STUDENTS} SELECT DISTINCT studentusi, studentuniqueid \
+                                 FROM {input}.student WHERE studentusi IN ({})",
+                                union.join(" UNION ")
+                            ))
+                            .await?;
+                        }
+                        students_ready = true;
+                    }
+                    // The model's students: the flush's, and those its mapped inputs affect.
+                    let finds: Vec<String> = mapped
+                        .iter()
+                        .filter(|(_, _, students)| !students)
+                        .flat_map(|(table, stage, _)| {
+                            m.students_of.iter().filter(move |(t, _)| t == *table).map(
+                                move |(_, sql)| {
+                                    in_schema(&sql.replace("{changed}", stage), INPUT_SCHEMA, input)
+                                },
+                            )
+                        })
+                        .collect();
+                    let set = if finds.is_empty() {
+                        STUDENTS
+                    } else {
+                        tx.batch_execute(&format!(
+                            "CREATE TEMP TABLE {MODEL_STUDENTS} AS \
+                             SELECT studentusi, studentuniqueid FROM {STUDENTS} UNION \
+                             SELECT s.studentusi, s.studentuniqueid FROM {input}.student s \
+                             WHERE s.studentusi IN ({})",
+                            finds.join(" UNION ")
+                        ))
+                        .await?;
+                        MODEL_STUDENTS
+                    };
+                    // Only those students' rows of the student tables are read.
+                    let mut ctes = custom.ctes(m, &stand_ins);
+                    for t in m.inputs.iter().filter(|t| self.student_tables.contains(*t)) {
+                        let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+                        ctes.push((
+                            format!("{input}.{table}"),
+                            format!(
+                                "SELECT * FROM {input}.{table} WHERE studentusi IN (SELECT studentusi FROM {set})"
+                            ),
+                        ));
+                    }
+                    // And only those students' rows of the student models it reads: they were
+                    // refreshed for them (a model refreshed otherwise rebuilds this one whole).
+                    for u in self.models.iter().filter(|u| m.upstream.contains(&u.name)) {
+                        if let Some(ucol) = &u.incremental {
+                            ctes.push((
+                                u.name.clone(),
+                                format!(
+                                    "SELECT * FROM {} WHERE {} IN (SELECT studentuniqueid FROM {set})",
+                                    u.target(),
+                                    quote(ucol)
+                                ),
+                            ));
+                        }
+                    }
+                    let select = m.select_with(&ctes);
+                    let c = quote(col);
+                    let only = format!("{c} IN (SELECT studentuniqueid FROM {set})");
+                    keep_closed(tx, m, input, Some(&only)).await?;
+                    tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
+                        .await?;
+                    // Students deleted by the flush: their rows go from every incremental model,
+                    // also one that reads them only through an upstream model.
+                    let student_stage = match changed.get(&format!("{INPUT_SCHEMA}.student")) {
+                        Some(Changed::Merged { stage, .. }) => Some(stage),
+                        _ => None,
+                    };
+                    if let Some(stage) = student_stage {
+                        let gone = tx
+                            .query_opt(
+                                &format!("SELECT 1 FROM {stage} WHERE edfi_cdc_op = 'd' LIMIT 1"),
+                                &[],
+                            )
+                            .await?
+                            .is_some();
+                        if gone {
+                            // A deleted student's rows of closed school years stay.
+                            let open = m.closed_sql("", input).map_or(String::new(), |c| {
+                                format!(" AND NOT COALESCE({c}, false)")
+                            });
+                            tx.execute(
+                                    &format!(
+                                        "DELETE FROM {} WHERE {c} NOT IN (SELECT studentuniqueid FROM {input}.student){open}",
+                                        m.target()
+                                    ),
+                                    &[],
+                                )
+                                .await?;
+                        }
+                    }
+                    let (inserted, truncated) = self
+                        .insert(tx, m, &select, Some(&format!("WHERE {only}")))
+                        .await?;
+                    if set == MODEL_STUDENTS {
+                        tx.batch_execute(&format!("DROP TABLE {MODEL_STUDENTS}"))
+                            .await?;
+                        widened.insert(m.name.as_str());
+                    }
+                    (inserted, truncated, true)
+                }
+                _ => {
+                    let select = m.select_with(&custom.ctes(m, &stand_ins));
+                    // A new definition may give the same rows other keys: keeping the closed
+                    // years' old rows would duplicate them.
+                    if !redefined {
+                        keep_closed(tx, m, input, None).await?;
+                    }
+                    tx.execute(&format!("DELETE FROM {}", m.target()), &[])
+                        .await?;
+                    let (inserted, truncated) = self.insert(tx, m, &select, None).await?;
+                    (inserted, truncated, false)
+                }
+            };
+            let kept = if redefined {
+                0
+            } else {
+                restore_closed(tx, m).await?
+            };
+            custom.record(tx, m).await?;
+            done.push(Refreshed {
+                model: m.name.clone(),
+                rows,
+                seconds: started.elapsed().as_secs_f64(),
+                incremental,
+                truncated,
+                kept,
+            });
+        }
+        if students_ready {
+            tx.batch_execute(&format!("DROP TABLE {STUDENTS}")).await?;
+        }
+        if self.postgres {
+            tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
+        }
+        let mut names: Vec<(&str, &str)> =
+            done.iter().map(|d| (d.model.as_str(), "model")).collect();
+        let mut tables: Vec<&String> = changed.keys().collect();
+        tables.sort();
+        names.extend(tables.into_iter().map(|t| (t.as_str(), "table")));
+        if names.is_empty() {
+            return Ok(done);
+        }
+        let commit: Option<NaiveDateTime> = commit_time.map(|t| t.naive_utc());
+        let now = Utc::now().naive_utc();
+        for chunk in names.chunks(100) {
+            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+            let mut marks = Vec::new();
+            for (name, _) in chunk {
+                params.push(name);
+                marks.push(format!("${}", params.len()));
+            }
+            tx.execute(
+                &format!(
+                    "DELETE FROM edfi_cdc.freshness WHERE name IN ({})",
+                    marks.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&version, &commit, &now];
+            let mut rows = Vec::new();
+            for (name, kind) in chunk {
+                params.push(name);
+                params.push(kind);
+                rows.push(format!(
+                    "(CAST(${} AS varchar(255)), CAST(${} AS varchar(8)), CAST($1 AS bigint), CAST($2 AS timestamp), CAST($3 AS timestamp))",
+                    params.len() - 1,
+                    params.len()
+                ));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO edfi_cdc.freshness (name, kind, source_version, source_commit_time, refreshed_at) VALUES {}",
+                    rows.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        }
+        Ok(done)
+    }
+
+    /// Refresh `m` (`-- refresh_by: by`) for the values of `by.key` in the flush's rows of
+    /// its changed inputs (`stages`), reading its listed inputs narrowed to them: delete its
+    /// rows of those values and insert them again. `None` (nothing done) when a changed row
+    /// carries no value: the model is then rebuilt whole.
+    async fn refresh_by_key(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        m: &Model,
+        by: &RefreshBy,
+        stages: &[&String],
+        custom_ctes: &[(String, String)],
+    ) -> Result<Option<(u64, u64)>, RefreshError> {
+        let key = quote(&by.key);
+        let union: Vec<String> = stages
+            .iter()
+            .map(|stage| format!("SELECT {key} AS k FROM {stage}"))
+            .collect();
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {MODEL_KEYS} AS SELECT DISTINCT k FROM ({}) u",
+            union.join(" UNION ALL ")
+        ))
+        .await?;
+        let unknown = tx
+            .query_opt(
+                &format!("SELECT 1 FROM {MODEL_KEYS} WHERE k IS NULL LIMIT 1"),
+                &[],
+            )
+            .await?
+            .is_some();
+        if unknown {
+            tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
+                .await?;
+            return Ok(None);
+        }
+        let input = self.input_schema();
+        let mut ctes = custom_ctes.to_vec();
+        for t in &by.inputs {
+            let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+            ctes.push((
+                format!("{input}.{table}"),
+                format!(
+                    "SELECT * FROM {input}.{table} WHERE {key} IN (SELECT k FROM {MODEL_KEYS})"
+                ),
+            ));
+        }
+        let select = m.select_with(&ctes);
+        let only = format!("{} IN (SELECT k FROM {MODEL_KEYS})", quote(&by.column));
+        keep_closed(tx, m, input, Some(&only)).await?;
+        tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
+            .await?;
+        let done = self
+            .insert(tx, m, &select, Some(&format!("WHERE {only}")))
+            .await?;
+        tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
+            .await?;
+        Ok(Some(done))
+    }
+}
+
+/// What the custom inputs of the models look like in the target at a flush — absent, or
+/// present as of the freshness row the connector carrying them last wrote — and what each
+/// model saw at its last refresh (`edfi_cdc.model_inputs`, with the model's definition as the
+/// input [`DEFINITION`]). A model whose custom inputs or definition look different now is
+/// rebuilt; while a custom input is absent the model reads an empty stand-in.
+struct CustomState {
+    /// Per custom input: `None` when not in the target, else its freshness signature.
+    now: HashMap<String, Option<String>>,
+    /// (model, input) → the signature the model last read.
+    seen: HashMap<(String, String), String>,
+    /// Custom inputs that keep deleted rows (carried by a sink with `deletes = "soft"`).
+    soft: HashSet<String>,
+}
+
+/// The `input` of a model's definition digest in `edfi_cdc.model_inputs`.
+const DEFINITION: &str = "(definition)";
+
+impl CustomState {
+    async fn read(
+        tx: &tokio_postgres::Transaction<'_>,
+        models: &[Model],
+    ) -> Result<CustomState, tokio_postgres::Error> {
+        let mut state = CustomState {
+            now: HashMap::new(),
+            seen: HashMap::new(),
+            soft: HashSet::new(),
+        };
+        let inputs: BTreeSet<&str> = models
+            .iter()
+            .flat_map(|m| m.custom.iter().map(|c| c.name.as_str()))
+            .collect();
+        for input in inputs {
+            let (schema, table) = input.split_once('.').unwrap_or(("", input));
+            let columns = target_columns(tx, schema, table).await?;
+            let signature = if !columns.is_empty() {
+                let row = tx
+                    .query_opt(
+                        "SELECT source_version, CAST(refreshed_at AS varchar(32)) \
+                         FROM edfi_cdc.freshness WHERE name = $1",
+                        &[&input],
+                    )
+                    .await?;
+                // Present without a connector's freshness row: loaded by other means, and its
+                // changes are not seen.
+                Some(row.map_or("present".to_string(), |r| {
+                    format!("{}@{}", r.get::<_, i64>(0), r.get::<_, String>(1))
+                }))
+            } else {
+                None
+            };
+            if columns.iter().any(|(name, _, _)| name == DELETED_AT) {
+                state.soft.insert(input.to_string());
+            }
+            state.now.insert(input.to_string(), signature);
+        }
+        for r in tx
+            .query(
+                "SELECT CAST(model AS varchar(255)), CAST(input AS varchar(255)), \
+                 CAST(seen AS varchar(255)) FROM edfi_cdc.model_inputs",
+                &[],
+            )
+            .await?
+        {
+            state.seen.insert((r.get(0), r.get(1)), r.get(2));
+        }
+        Ok(state)
+    }
+
+    fn signature(&self, input: &str) -> &str {
+        self.now
+            .get(input)
+            .and_then(|s| s.as_deref())
+            .unwrap_or("absent")
+    }
+
+    /// Whether a custom input of `m` changed since `m` last read it.
+    fn changed(&self, m: &Model) -> bool {
+        m.custom.iter().any(|c| {
+            self.seen
+                .get(&(m.name.clone(), c.name.clone()))
+                .map(String::as_str)
+                != Some(self.signature(&c.name))
+        })
+    }
+
+    /// The CTEs `m`'s `SELECT` reads its custom inputs through: empty stand-ins for those not
+    /// in the target (`stand_ins`), the live rows of those that keep deleted rows.
+    fn ctes(&self, m: &Model, stand_ins: &[(&str, &[Column])]) -> Vec<(String, String)> {
+        let mut ctes = stand_in_ctes(stand_ins);
+        for c in m.custom.iter().filter(|c| self.soft.contains(&c.name)) {
+            ctes.push((
+                c.name.clone(),
+                format!("SELECT * FROM {} WHERE {DELETED_AT} IS NULL", c.name),
+            ));
+        }
+        ctes
+    }
+
+    /// Whether `m`'s definition differs from the one of its last refresh (or it has none).
+    fn redefined(&self, m: &Model) -> bool {
+        self.seen
+            .get(&(m.name.clone(), DEFINITION.to_string()))
+            .map(String::as_str)
+            != Some(m.definition.as_str())
+    }
+
+    /// The custom inputs of `m` not in the target, as stand-ins.
+    fn stand_ins<'m>(&self, m: &'m Model) -> Vec<(&'m str, &'m [Column])> {
+        m.custom
+            .iter()
+            .filter(|c| self.now.get(&c.name).is_some_and(Option::is_none))
+            .map(|c| (c.name.as_str(), c.columns.as_slice()))
+            .collect()
+    }
+
+    /// `m` has been refreshed by its definition and from its custom inputs as they are now.
+    async fn record(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        m: &Model,
+    ) -> Result<(), tokio_postgres::Error> {
+        if !self.redefined(m) && !self.changed(m) {
+            return Ok(());
+        }
+        tx.execute(
+            "DELETE FROM edfi_cdc.model_inputs WHERE model = $1",
+            &[&m.name],
+        )
+        .await?;
+        let seen = std::iter::once((DEFINITION, m.definition.as_str())).chain(
+            m.custom
+                .iter()
+                .map(|c| (c.name.as_str(), self.signature(&c.name))),
+        );
+        for (input, signature) in seen {
+            tx.execute(
+                "INSERT INTO edfi_cdc.model_inputs (model, input, seen) \
+                 VALUES (CAST($1 AS varchar(255)), CAST($2 AS varchar(255)), CAST($3 AS varchar(255)))",
+                &[&m.name, &input, &signature],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Empty CTEs of the declared columns and types, named by the tables they stand in for.
+pub(super) fn stand_in_ctes(stand_ins: &[(&str, &[Column])]) -> Vec<(String, String)> {
+    stand_ins
+        .iter()
+        .map(|(name, columns)| {
+            let cols: Vec<String> = columns
+                .iter()
+                .map(|c| format!("CAST(NULL AS {}) AS {}", c.ty, quote(&c.name)))
+                .collect();
+            (
+                name.to_string(),
+                format!("SELECT {} WHERE 1 = 0", cols.join(", ")),
+            )
+        })
+        .collect()
+}
+
+/// For a model with `-- history:`: copy its rows of closed school years (those of `only`, a
+/// condition on the target's columns, if given) aside before its rows are deleted.
+async fn keep_closed(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &Model,
+    input: &str,
+    only: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    let Some(closed) = m.closed_sql("t.", input) else {
+        return Ok(());
+    };
+    let only = only.map_or(String::new(), |o| format!(" AND t.{o}"));
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE {KEPT} AS SELECT * FROM {} t WHERE {closed}{only}",
+        m.target()
+    ))
+    .await
+}
+
+/// Put back the rows [`keep_closed`] set aside that the `SELECT` did not produce again (by key);
+/// returns how many.
+async fn restore_closed(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &Model,
+) -> Result<u64, tokio_postgres::Error> {
+    if m.history.is_none() {
+        return Ok(0);
+    }
+    let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
+    let same_key: Vec<String> = m
+        .key
+        .iter()
+        .map(|k| format!("t.{k} = k.{k}", k = quote(k)))
+        .collect();
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO {target} ({cols}) SELECT {cols} FROM {KEPT} k \
+                 WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {same})",
+                target = m.target(),
+                cols = cols.join(", "),
+                same = same_key.join(" AND "),
+            ),
+            &[],
+        )
+        .await?;
+    tx.batch_execute(&format!("DROP TABLE {KEPT}")).await?;
+    Ok(n)
+}
