@@ -224,13 +224,11 @@ impl Models {
                         _ => None,
                     };
                     if let Some(stage) = student_stage {
-                        let gone = tx
-                            .query_opt(
-                                &format!("SELECT 1 FROM {stage} WHERE edfi_cdc_op = 'd' LIMIT 1"),
-                                &[],
-                            )
-                            .await?
-                            .is_some();
+                        let gone = any_row(
+                            tx,
+                            &format!("SELECT 1 FROM {stage} WHERE edfi_cdc_op = 'd'"),
+                        )
+                        .await?;
                         if gone {
                             // A deleted student's rows of closed school years stay.
                             let open = m.closed_sql("", input).map_or(String::new(), |c| {
@@ -360,13 +358,7 @@ impl Models {
             union.join(" UNION ALL ")
         ))
         .await?;
-        let unknown = tx
-            .query_opt(
-                &format!("SELECT 1 FROM {MODEL_KEYS} WHERE k IS NULL LIMIT 1"),
-                &[],
-            )
-            .await?
-            .is_some();
+        let unknown = any_row(tx, &format!("SELECT 1 FROM {MODEL_KEYS} WHERE k IS NULL")).await?;
         if unknown {
             tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
                 .await?;
@@ -541,6 +533,17 @@ impl CustomState {
         }
         Ok(())
     }
+}
+
+/// Whether `select` returns a row (it is run with `LIMIT 1`).
+async fn any_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    select: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(&format!("{select} LIMIT 1"), &[])
+        .await?
+        .is_some())
 }
 
 /// Empty CTEs of the declared columns and types, named by the tables they stand in for.
