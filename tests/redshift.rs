@@ -439,8 +439,6 @@ async fn a_missing_bucket_or_refused_credentials_stop_before_anything_is_written
     assert_eq!(tables, 0, "nothing is created before the bucket is checked");
 }
 
-/// Rows of `model`'s table that its SELECT, run now on the same snapshot, does not produce, and
-/// the other way round.
 /// The shipped models of both groups, as the connector replicating every table loads them.
 fn shipped_models() -> edfi_cdc::models::Models {
     let configured = ods_sim::edfi::tables()
@@ -451,9 +449,20 @@ fn shipped_models() -> edfi_cdc::models::Models {
         .unwrap()
 }
 
+/// Rows of `m`'s table that its SELECT, run now on the same snapshot, does not produce, and
+/// the other way round.
 async fn model_differences(
     tx: &tokio_postgres::Transaction<'_>,
     m: &edfi_cdc::models::Model,
+) -> i64 {
+    model_differences_where(tx, m, "true").await
+}
+
+/// [`model_differences`] among the rows that pass `filter` (a condition on the model's columns).
+async fn model_differences_where(
+    tx: &tokio_postgres::Transaction<'_>,
+    m: &edfi_cdc::models::Model,
+    filter: &str,
 ) -> i64 {
     let cols: Vec<String> = m
         .columns
@@ -464,8 +473,10 @@ async fn model_differences(
     let select = m.select_on(tx).await.unwrap();
     let sql = format!(
         "WITH rebuilt AS ({select}) \
-         SELECT (SELECT count(*) FROM (SELECT {cols} FROM {t} EXCEPT ALL SELECT {cols} FROM rebuilt) a) \
-              + (SELECT count(*) FROM (SELECT {cols} FROM rebuilt EXCEPT ALL SELECT {cols} FROM {t}) b)",
+         SELECT (SELECT count(*) FROM (SELECT {cols} FROM {t} WHERE {filter} \
+                                       EXCEPT ALL SELECT {cols} FROM rebuilt WHERE {filter}) a) \
+              + (SELECT count(*) FROM (SELECT {cols} FROM rebuilt WHERE {filter} \
+                                       EXCEPT ALL SELECT {cols} FROM {t} WHERE {filter}) b)",
         t = m.target(),
     );
     tx.query_one(&sql, &[])
@@ -586,6 +597,125 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         );
     }
     drop(rep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
+    let mut rig = Rig::new(300, 19).await;
+    rig.connector.use_shipped_models();
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let models = shipped_models();
+    let links = models
+        .models()
+        .iter()
+        .find(|m| m.name == "roster.teacherstudentlinks")
+        .expect("the shipped teacher-student links model");
+    let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
+    let staffnumber: String = rig
+        .target
+        .query_one(
+            "SELECT staffnumber FROM roster.teacherstudentlinks GROUP BY staffnumber \
+             ORDER BY count(*) DESC, staffnumber LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let before = link_versions(&rig.target).await;
+    let backing = connect(&rig.sim.backing_url()).await;
+    // A new last name: no link names it, so no link is rewritten.
+    backing
+        .execute(
+            r#"UPDATE edfi."Staff" SET "LastSurname" = 'Renamed', "LastModifiedDate" = now()
+               WHERE "StaffUniqueId" = $1"#,
+            &[&staffnumber],
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_eq!(
+        rig.target
+            .query_one(
+                "SELECT lastname FROM staff.staffidentity WHERE staffnumber = $1",
+                &[&staffnumber]
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "Renamed",
+        "the staff model followed"
+    );
+    let after = link_versions(&rig.target).await;
+    let rewritten = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    assert!(
+        before == after,
+        "a last-name change rewrote {rewritten} of {} teacher-student links",
+        before.len()
+    );
+    // A new StaffUniqueId: that staff member's links of the current year move to it.
+    let renumbered = format!("{staffnumber}-2");
+    backing
+        .execute(
+            r#"UPDATE edfi."Staff" SET "StaffUniqueId" = $2 WHERE "StaffUniqueId" = $1"#,
+            &[&staffnumber, &renumbered],
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_eq!(
+        links_of(&rig.target, &staffnumber).await,
+        0,
+        "links of the old number"
+    );
+    assert!(
+        links_of(&rig.target, &renumbered).await > 0,
+        "links of the new number"
+    );
+    let mut reader = connect(&rig.staging.url()).await;
+    let tx = reader.transaction().await.unwrap();
+    // Rows of closed years stay under the old number; the current year equals the SELECT.
+    let current =
+        "endyear = (SELECT max(schoolyear) FROM edfi.schoolyeartype WHERE currentschoolyear)";
+    assert_eq!(model_differences_where(&tx, links, current).await, 0);
+    tx.commit().await.unwrap();
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    assert_eq!(
+        refreshes(&metrics, "full").get(&links.name),
+        full_before.get(&links.name),
+        "the links were never rebuilt whole"
+    );
+    drop(rep);
+}
+
+/// Each teacher-student link's row version (`xmin`): a row deleted and inserted again by a
+/// refresh gets a new one.
+async fn link_versions(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT CAST(xmin AS text) FROM roster.teacherstudentlinks ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Teacher-student links of the staff member `staffnumber` in the current school year (those of
+/// closed years stay as they were, `-- history:`).
+async fn links_of(client: &Client, staffnumber: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM roster.teacherstudentlinks WHERE staffnumber = $1 AND endyear = \
+             (SELECT max(schoolyear) FROM edfi.schoolyeartype WHERE currentschoolyear)",
+            &[&staffnumber],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Refreshes per model so far in `mode` (`full` or `incremental`), from the metrics text.
