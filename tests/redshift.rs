@@ -439,6 +439,17 @@ async fn a_missing_bucket_or_refused_credentials_stop_before_anything_is_written
     assert_eq!(tables, 0, "nothing is created before the bucket is checked");
 }
 
+/// A rig replicating into the Redshift stand-in (`stdin`) with the shipped models, started and
+/// caught up with the source.
+async fn with_shipped_models_caught_up(students: u64, seed: u64) -> (Rig, Replicator) {
+    let mut rig = Rig::new(students, seed).await;
+    rig.connector.use_shipped_models();
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    (rig, rep)
+}
+
 /// The shipped models of both groups, as the connector replicating every table loads them.
 fn shipped_models() -> edfi_cdc::models::Models {
     let configured = ods_sim::edfi::tables()
@@ -487,11 +498,7 @@ async fn model_differences_where(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs() {
-    let mut rig = Rig::new(300, 13).await;
-    rig.connector.use_shipped_models();
-    redshift_rig(&mut rig, None, &[]);
-    let rep = rig.connector.run();
-    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (rig, rep) = with_shipped_models_caught_up(300, 13).await;
     let models = shipped_models();
     assert!(
         models.models().len() >= 20,
@@ -601,11 +608,7 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
-    let mut rig = Rig::new(300, 19).await;
-    rig.connector.use_shipped_models();
-    redshift_rig(&mut rig, None, &[]);
-    let rep = rig.connector.run();
-    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (rig, rep) = with_shipped_models_caught_up(300, 19).await;
     let models = shipped_models();
     let links = models
         .models()
@@ -822,11 +825,7 @@ async fn year_rows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prior_school_year_deleted_at_the_source_stays_in_the_reports() {
-    let mut rig = Rig::new(300, 17).await;
-    rig.connector.use_shipped_models();
-    redshift_rig(&mut rig, None, &[]);
-    let rep = rig.connector.run();
-    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (mut rig, rep) = with_shipped_models_caught_up(300, 17).await;
     let models = shipped_models();
     let history: Vec<&edfi_cdc::models::Model> = models
         .models()
