@@ -721,6 +721,116 @@ async fn links_of(client: &Client, staffnumber: &str) -> i64 {
         .get(0)
 }
 
+/// The initial load: no model is refreshed while one of its inputs, or of the models it reads,
+/// is still being snapshotted; the flush that publishes the last of them builds it, once, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_wait_for_their_inputs_initial_snapshots_and_are_built_once() {
+    let mut rig = Rig::new(300, 23).await;
+    rig.connector.use_shipped_models();
+    redshift_rig(&mut rig, None, &[]);
+    one_chunk_per_cycle(&rig, 100);
+    let mut rep = rig.connector.run();
+    let models = shipped_models();
+    // Each model's replicated inputs, also those it reads through other models.
+    let mut inputs: HashMap<&str, Vec<&str>> = HashMap::new();
+    for m in models.models() {
+        let mut all: Vec<&str> = m.inputs.iter().map(String::as_str).collect();
+        for u in &m.upstream {
+            all.extend(inputs[u.as_str()].iter().copied());
+        }
+        inputs.insert(m.name.as_str(), all);
+    }
+    let mut reader = connect(&rig.staging.url()).await;
+    let mut samples = 0;
+    let mut published_apart = false;
+    loop {
+        let tx = reader
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .unwrap();
+        let streaming: Vec<String> = match tx
+            .query(
+                "SELECT lower(target_schema || '.' || target_table) FROM edfi_cdc.table_state \
+                 WHERE sink = 'redshift' AND phase = 'streaming'",
+                &[],
+            )
+            .await
+        {
+            // Models are installed before the first flush publishes a table.
+            Ok(rows) if !rows.is_empty() => rows.iter().map(|r| r.get(0)).collect(),
+            _ => {
+                // The sink has not published (or created) its tables yet.
+                drop(tx);
+                assert!(rep.is_running(), "the replicator exited:\n{}", rep.log());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for m in models.models() {
+            let loading = inputs[m.name.as_str()]
+                .iter()
+                .any(|i| !streaming.iter().any(|s| s == i));
+            if !loading {
+                continue;
+            }
+            published_apart |= inputs[m.name.as_str()]
+                .iter()
+                .any(|i| streaming.iter().any(|s| s == i));
+            let (rows, fresh): (i64, i64) = {
+                let r = tx
+                    .query_one(
+                        &format!(
+                            "SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM \
+                             edfi_cdc.freshness WHERE kind = 'model' AND name = $1)",
+                            m.target()
+                        ),
+                        &[&m.name],
+                    )
+                    .await
+                    .unwrap();
+                (r.get(0), r.get(1))
+            };
+            assert_eq!(
+                (rows, fresh),
+                (0, 0),
+                "{} was refreshed while an input was still loading (published: {streaming:?})",
+                m.name
+            );
+        }
+        tx.commit().await.unwrap();
+        samples += 1;
+        if streaming.len() == TABLES {
+            break;
+        }
+        assert!(rep.is_running(), "the replicator exited:\n{}", rep.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        published_apart && samples > 3,
+        "a model's inputs were published at different flushes ({samples} samples)"
+    );
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    let full = refreshes(&metrics, "full");
+    let incremental = refreshes(&metrics, "incremental");
+    for m in models.models() {
+        assert_eq!(
+            (full.get(&m.name), incremental.get(&m.name)),
+            (Some(&1), None),
+            "{} is built once, whole, when its inputs are loaded",
+            m.name
+        );
+    }
+    let tx = reader.transaction().await.unwrap();
+    for m in models.models() {
+        assert_eq!(model_differences(&tx, m).await, 0, "{}", m.name);
+    }
+    drop(rep);
+}
+
 /// Refreshes per model so far in `mode` (`full` or `incremental`), from the metrics text.
 fn refreshes(metrics: &str, mode: &str) -> HashMap<String, u64> {
     metrics

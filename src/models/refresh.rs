@@ -37,7 +37,8 @@ impl Models {
             .iter()
             .map(|t| (t.clone(), Changed::Replaced))
             .collect();
-        self.refresh_batch(tx, &all, version, commit_time).await
+        self.refresh_batch(tx, &all, &HashSet::new(), version, commit_time)
+            .await
     }
 
     /// [`Models::refresh`] for a flush that knows the rows it changed: `changed` maps each
@@ -45,14 +46,21 @@ impl Models {
     /// merged, each either with students or named by a `-- students_of:` line, is refreshed for
     /// the affected students only (and, when students were deleted, rid of rows of students
     /// that no longer exist); every other affected model is rebuilt.
+    ///
+    /// A model that reads a table in `loading` (being snapshotted: its target is empty or
+    /// about to be replaced), or a model waiting so, waits: it keeps its rows and freshness
+    /// until the flush that publishes the last of them, which rebuilds it whole. An initial
+    /// load so builds each model once rather than at every flush.
     pub async fn refresh_batch(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         changed: &HashMap<String, Changed>,
+        loading: &HashSet<String>,
         version: i64,
         commit_time: Option<DateTime<Utc>>,
     ) -> Result<Vec<Refreshed>, RefreshError> {
         let mut done: Vec<Refreshed> = Vec::new();
+        let mut waiting: HashSet<&str> = HashSet::new();
         // Models refreshed for more students than the flush's (`-- students_of:`): a model
         // reading one cannot follow it by the flush's students alone.
         let mut widened: HashSet<&str> = HashSet::new();
@@ -63,6 +71,12 @@ impl Models {
         let custom = CustomState::read(tx, &self.models).await?;
         let input = self.input_schema();
         for m in &self.models {
+            if m.inputs.iter().any(|i| loading.contains(i))
+                || m.upstream.iter().any(|u| waiting.contains(u.as_str()))
+            {
+                waiting.insert(m.name.as_str());
+                continue;
+            }
             let inputs: Vec<&String> = m
                 .inputs
                 .iter()

@@ -23,7 +23,7 @@ pub mod files;
 mod spill;
 pub mod sql;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -497,6 +497,24 @@ impl RedshiftSink {
         Ok(())
     }
 
+    /// Target names (`edfi.table`) of the tables without their snapshot's rows: never
+    /// snapshotted, being snapshotted, or awaiting a publish that the flush at `flushed` (if
+    /// any) does not do.
+    fn loading(&self, flushed: Option<i64>) -> HashSet<String> {
+        self.tables
+            .values()
+            .filter(|rt| match rt.state.as_ref() {
+                None => true,
+                Some(s) => match s.phase {
+                    Phase::Snapshot => true,
+                    Phase::PendingSwap => flushed.is_none_or(|v| s.version > v),
+                    Phase::Streaming => false,
+                },
+            })
+            .map(|rt| rt.target.to_string())
+            .collect()
+    }
+
     /// Rebuild, in a transaction of their own, the models whose custom inputs changed since
     /// they last read them; the replicated tables stay at their checkpoint, which the models'
     /// freshness rows keep naming.
@@ -509,12 +527,13 @@ impl RedshiftSink {
             .map(|s| s.version)
             .max()
             .unwrap_or(0);
+        let loading = self.loading(None);
         self.client().await?;
         let client = self.client.as_mut().expect("connected above");
         let tx = client.transaction().await.map_err(pg)?;
         let refreshed = self
             .models
-            .refresh_batch(&tx, &HashMap::new(), version, None)
+            .refresh_batch(&tx, &HashMap::new(), &loading, version, None)
             .await
             .map_err(refresh_error)?;
         tx.commit().await.map_err(pg)?;
@@ -939,6 +958,8 @@ impl RedshiftSink {
     /// The flush transaction (after the upload).
     async fn apply(&mut self, w: Watermark) -> Result<(), SinkError> {
         self.upload(&format!("v{:020}", w.version)).await?;
+        // The tables this flush leaves without their snapshot: the models reading them wait.
+        let loading = self.loading(Some(w.version));
         self.client().await?;
         let connector = self.connector.clone();
         let mode = self.cfg.load;
@@ -1012,7 +1033,7 @@ impl RedshiftSink {
             }
             let refreshed = self
                 .models
-                .refresh_batch(&tx, &changed, w.version, w.commit_time)
+                .refresh_batch(&tx, &changed, &loading, w.version, w.commit_time)
                 .await
                 .map_err(refresh_error)?;
             for r in refreshed {
