@@ -345,11 +345,16 @@ pub(super) fn column_def(col: &ast::ColumnDef) -> Result<(ColumnDef, bool), SqlE
 /// order they first appear.
 pub(super) struct Printer {
     params: Vec<String>,
+    /// Inside a keyset disjunction already given its row comparison ([`keyset`]).
+    in_keyset: bool,
 }
 
 impl Printer {
     pub(super) fn new() -> Self {
-        Printer { params: Vec::new() }
+        Printer {
+            params: Vec::new(),
+            in_keyset: false,
+        }
     }
 
     pub(super) fn into_params(self) -> Vec<String> {
@@ -998,6 +1003,18 @@ impl Printer {
 
     fn binary(&mut self, l: &Expr, op: &BinaryOperator, r: &Expr) -> Result<String, SqlError> {
         let sym = match op {
+            BinaryOperator::Or if !self.in_keyset => {
+                if let Some(row) = keyset(l, r) {
+                    // SQL Server seeks the index for each disjunct; PostgreSQL seeks for a row
+                    // comparison, which the disjunction, kept as it is, equals.
+                    let (cols, vals) = (self.expr_list(&row.0)?, self.expr_list(&row.1)?);
+                    self.in_keyset = true;
+                    let chain = self.binary(l, op, r);
+                    self.in_keyset = false;
+                    return Ok(format!("({cols}) > ({vals}) AND ({})", chain?));
+                }
+                return Ok(format!("{} OR {}", self.expr(l)?, self.expr(r)?));
+            }
             BinaryOperator::And | BinaryOperator::Or => {
                 let kw = if *op == BinaryOperator::And {
                     "AND"
@@ -1302,6 +1319,82 @@ fn value(v: &Value) -> Result<String, SqlError> {
 }
 
 /// Prints as one token: needs no parentheses as an operand.
+/// Keyset pagination's "after this key" as a client writes it for SQL Server, which has no row
+/// values: `(k1 > v1) OR (k1 = v1 AND k2 > v2) OR …` (two or more disjuncts, `l OR r`). Returns
+/// the key columns and their values: the disjunction equals `(k1, …) > (v1, …)`, also where a
+/// value is NULL (both are then not true).
+fn keyset(l: &Expr, r: &Expr) -> Option<(Vec<Expr>, Vec<Expr>)> {
+    fn disjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Or,
+                right,
+            } => {
+                disjuncts(left, out);
+                disjuncts(right, out);
+            }
+            Expr::Nested(inner) => match inner.as_ref() {
+                or @ Expr::BinaryOp {
+                    op: BinaryOperator::Or,
+                    ..
+                } => disjuncts(or, out),
+                other => out.push(other),
+            },
+            other => out.push(other),
+        }
+    }
+    fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                conjuncts(left, out);
+                conjuncts(right, out);
+            }
+            Expr::Nested(inner) => conjuncts(inner, out),
+            other => out.push(other),
+        }
+    }
+    let mut ds = Vec::new();
+    disjuncts(l, &mut ds);
+    disjuncts(r, &mut ds);
+    let (mut cols, mut vals): (Vec<Expr>, Vec<Expr>) = (Vec::new(), Vec::new());
+    for (i, d) in ds.iter().enumerate() {
+        let mut terms = Vec::new();
+        conjuncts(d, &mut terms);
+        if terms.len() != i + 1 {
+            return None;
+        }
+        for (j, t) in terms.iter().enumerate() {
+            let Expr::BinaryOp { left, op, right } = t else {
+                return None;
+            };
+            let want = if j == i {
+                BinaryOperator::Gt
+            } else {
+                BinaryOperator::Eq
+            };
+            let column = matches!(
+                left.as_ref(),
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+            );
+            if *op != want || !column {
+                return None;
+            }
+            if j == i {
+                cols.push(left.as_ref().clone());
+                vals.push(right.as_ref().clone());
+            } else if cols[j] != **left || vals[j] != **right {
+                return None;
+            }
+        }
+    }
+    (cols.len() >= 2).then_some((cols, vals))
+}
+
 fn is_atom(e: &Expr) -> bool {
     matches!(
         e,

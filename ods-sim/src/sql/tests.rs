@@ -195,13 +195,46 @@ fn keyset_snapshot_chunk() {
     assert_eq!(
         query(CASES[3]),
         (
-            "SELECT \"a\", \"b\" FROM \"edfi\".\"T\" WHERE \"a\" > $2 OR (\"a\" = $2 AND \"b\" > $3) \
-             ORDER BY \"a\", \"b\" LIMIT $1"
+            "SELECT \"a\", \"b\" FROM \"edfi\".\"T\" WHERE (\"a\", \"b\") > ($2, $3) AND \
+             (\"a\" > $2 OR (\"a\" = $2 AND \"b\" > $3)) ORDER BY \"a\", \"b\" LIMIT $1"
                 .to_string(),
             vec!["@P1".to_string(), "@P2".to_string(), "@P3".to_string()],
             true
         )
     );
+}
+
+/// The replicator's chunk query: PostgreSQL seeks the key index for the row comparison (for the
+/// disjunction alone it filters every row of the first key's value before the last key read).
+#[test]
+fn keyset_disjunction_gets_a_row_comparison() {
+    assert_eq!(
+        sql(
+            "SELECT TOP (@P1) [a], [b], [c] FROM [edfi].[T] WHERE [a] >= @P2 AND (([a] > @P2) \
+             OR ([a] = @P2 AND [b] > @P3) OR ([a] = @P2 AND [b] = @P3 AND [c] > @P4)) \
+             ORDER BY [a], [b], [c]"
+        ),
+        "SELECT \"a\", \"b\", \"c\" FROM \"edfi\".\"T\" WHERE \"a\" >= $2 AND \
+         ((\"a\", \"b\", \"c\") > ($2, $3, $4) AND ((\"a\" > $2) OR (\"a\" = $2 AND \"b\" > $3) \
+         OR (\"a\" = $2 AND \"b\" = $3 AND \"c\" > $4))) ORDER BY \"a\", \"b\", \"c\" LIMIT $1"
+    );
+    // Not the shape: left as written.
+    for (tsql, pg) in [
+        (
+            "SELECT a FROM t WHERE a > 1 OR (a = 1 AND b < 2)",
+            "SELECT \"a\" FROM \"dbo\".\"t\" WHERE \"a\" > 1 OR (\"a\" = 1 AND \"b\" < 2)",
+        ),
+        (
+            "SELECT a FROM t WHERE a > 1 OR (a = 2 AND b > 2)",
+            "SELECT \"a\" FROM \"dbo\".\"t\" WHERE \"a\" > 1 OR (\"a\" = 2 AND \"b\" > 2)",
+        ),
+        (
+            "SELECT a FROM t WHERE a > 1 OR b > 2",
+            "SELECT \"a\" FROM \"dbo\".\"t\" WHERE \"a\" > 1 OR \"b\" > 2",
+        ),
+    ] {
+        assert_eq!(sql(tsql), pg, "{tsql}");
+    }
 }
 
 #[test]
