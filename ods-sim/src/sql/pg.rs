@@ -345,16 +345,11 @@ pub(super) fn column_def(col: &ast::ColumnDef) -> Result<(ColumnDef, bool), SqlE
 /// order they first appear.
 pub(super) struct Printer {
     params: Vec<String>,
-    /// Inside a keyset disjunction already given its row comparison ([`keyset`]).
-    in_keyset: bool,
 }
 
 impl Printer {
     pub(super) fn new() -> Self {
-        Printer {
-            params: Vec::new(),
-            in_keyset: false,
-        }
+        Printer { params: Vec::new() }
     }
 
     pub(super) fn into_params(self) -> Vec<String> {
@@ -1003,25 +998,19 @@ impl Printer {
 
     fn binary(&mut self, l: &Expr, op: &BinaryOperator, r: &Expr) -> Result<String, SqlError> {
         let sym = match op {
-            BinaryOperator::Or if !self.in_keyset => {
-                if let Some(row) = keyset(l, r) {
+            BinaryOperator::Or => {
+                if let Some((cols, vals)) = keyset(l, r) {
                     // SQL Server seeks the index for each disjunct; PostgreSQL seeks for a row
-                    // comparison, which the disjunction, kept as it is, equals.
-                    let (cols, vals) = (self.expr_list(&row.0)?, self.expr_list(&row.1)?);
-                    self.in_keyset = true;
-                    let chain = self.binary(l, op, r);
-                    self.in_keyset = false;
-                    return Ok(format!("({cols}) > ({vals}) AND ({})", chain?));
+                    // comparison. Not `>`: PostgreSQL estimates a row comparison by its first
+                    // column alone, and `k1 > v1` on the last value of k1 looks empty, which
+                    // makes sorting every row after the page look cheaper than the seek.
+                    let (cols, vals) = (self.expr_list(&cols)?, self.expr_list(&vals)?);
+                    return Ok(format!("(({cols}) >= ({vals}) AND ({cols}) <> ({vals}))"));
                 }
                 return Ok(format!("{} OR {}", self.expr(l)?, self.expr(r)?));
             }
-            BinaryOperator::And | BinaryOperator::Or => {
-                let kw = if *op == BinaryOperator::And {
-                    "AND"
-                } else {
-                    "OR"
-                };
-                return Ok(format!("{} {kw} {}", self.expr(l)?, self.expr(r)?));
+            BinaryOperator::And => {
+                return Ok(format!("{} AND {}", self.expr(l)?, self.expr(r)?));
             }
             BinaryOperator::Plus if is_string(l) || is_string(r) => "||",
             BinaryOperator::Plus => "+",
@@ -1321,8 +1310,8 @@ fn value(v: &Value) -> Result<String, SqlError> {
 /// Prints as one token: needs no parentheses as an operand.
 /// Keyset pagination's "after this key" as a client writes it for SQL Server, which has no row
 /// values: `(k1 > v1) OR (k1 = v1 AND k2 > v2) OR …` (two or more disjuncts, `l OR r`). Returns
-/// the key columns and their values: the disjunction equals `(k1, …) > (v1, …)`, also where a
-/// value is NULL (both are then not true).
+/// the key columns and their values: where the disjunction is true, and only there,
+/// `(k1, …) >= (v1, …) AND (k1, …) <> (v1, …)` is, NULLs included (both are then not true).
 fn keyset(l: &Expr, r: &Expr) -> Option<(Vec<Expr>, Vec<Expr>)> {
     fn disjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
         match e {
