@@ -643,9 +643,47 @@ impl Models {
         }
         for m in &self.models {
             client.batch_execute(&m.create_table_sql()).await?;
+            // On PostgreSQL the rows a refresh by student or key replaces are found through an
+            // index (Redshift scans the column).
+            let by = m
+                .incremental
+                .iter()
+                .chain(m.refresh_by.iter().map(|b| &b.column));
+            for column in by.filter(|_| self.postgres) {
+                let (_, table) = m.name.split_once('.').unwrap_or(("", &m.name));
+                create_index(client, m.schema(), table, column).await?;
+            }
+            // And the rows of a `-- refresh_by:` model's inputs by the key.
+            for by in m.refresh_by.iter().filter(|_| self.postgres) {
+                for input in &by.inputs {
+                    let (_, table) = input.split_once('.').unwrap_or(("", input));
+                    if table_exists(client, &format!("{INPUT_SCHEMA}.{table}")).await? {
+                        create_index(client, INPUT_SCHEMA, table, &by.key).await?;
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// `CREATE INDEX IF NOT EXISTS` on `schema.table (column)`, named by
+/// [`crate::sink::names::index_name`].
+async fn create_index(
+    client: &impl GenericClient,
+    schema: &str,
+    table: &str,
+    column: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {}.{} ({})",
+            quote(&crate::sink::names::index_name(table, column)),
+            quote(schema),
+            quote(table),
+            quote(column)
+        ))
+        .await
 }
 
 fn quote(ident: &str) -> String {

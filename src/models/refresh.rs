@@ -168,8 +168,8 @@ impl Models {
                         if !union.is_empty() {
                             tx.batch_execute(&format!(
                                 "INSERT INTO {STUDENTS} SELECT DISTINCT studentusi, studentuniqueid \
-                                 FROM {input}.student WHERE studentusi IN ({})",
-                                union.join(" UNION ")
+                                 FROM {input}.student WHERE {}",
+                                self.among("studentusi", &union.join(" UNION "))
                             ))
                             .await?;
                         }
@@ -194,12 +194,13 @@ impl Models {
                             "CREATE TEMP TABLE {MODEL_STUDENTS} AS \
                              SELECT studentusi, studentuniqueid FROM {STUDENTS} UNION \
                              SELECT s.studentusi, s.studentuniqueid FROM {input}.student s \
-                             WHERE s.studentusi IN ({})",
-                            finds.join(" UNION ")
+                             WHERE {}",
+                            self.among("s.studentusi", &finds.join(" UNION "))
                         ))
                         .await?;
                         MODEL_STUDENTS
                     };
+                    let students = format!("SELECT studentuniqueid FROM {set}");
                     // Only those students' rows of the student tables are read.
                     let mut ctes = custom.ctes(m, &stand_ins);
                     for t in m.inputs.iter().filter(|t| self.student_tables.contains(*t)) {
@@ -207,7 +208,8 @@ impl Models {
                         ctes.push((
                             format!("{input}.{table}"),
                             format!(
-                                "SELECT * FROM {input}.{table} WHERE studentusi IN (SELECT studentusi FROM {set})"
+                                "SELECT * FROM {input}.{table} WHERE {}",
+                                self.among("studentusi", &format!("SELECT studentusi FROM {set}"))
                             ),
                         ));
                     }
@@ -218,18 +220,19 @@ impl Models {
                             ctes.push((
                                 u.name.clone(),
                                 format!(
-                                    "SELECT * FROM {} WHERE {} IN (SELECT studentuniqueid FROM {set})",
+                                    "SELECT * FROM {} WHERE {}",
                                     u.target(),
-                                    quote(ucol)
+                                    self.among(&quote(ucol), &students)
                                 ),
                             ));
                         }
                     }
                     let select = m.select_with(&ctes);
                     let c = quote(col);
-                    let only = format!("{c} IN (SELECT studentuniqueid FROM {set})");
-                    keep_closed(tx, m, input, Some(&only)).await?;
-                    tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
+                    let only = format!("{c} IN ({students})");
+                    let stored = self.among(&c, &students);
+                    keep_closed(tx, m, input, Some(&stored)).await?;
+                    tx.execute(&format!("DELETE FROM {} WHERE {stored}", m.target()), &[])
                         .await?;
                     // Students deleted by the flush: their rows go from every incremental model,
                     // also one that reads them only through an upstream model.
@@ -284,7 +287,7 @@ impl Models {
             let kept = if redefined {
                 0
             } else {
-                restore_closed(tx, m).await?
+                restore_closed(tx, m, self.postgres).await?
             };
             custom.record(tx, m).await?;
             done.push(Refreshed {
@@ -350,6 +353,19 @@ impl Models {
         Ok(done)
     }
 
+    /// `column` among the values `query` returns, as a condition on a stored table that has
+    /// an index on `column`: on PostgreSQL `= ANY (ARRAY(query))`, which it looks up in the
+    /// index (an `IN` subquery would be a hash join over the whole table, nested loops being
+    /// off); `IN (query)` on Redshift, which has no indexes. Not for a filter of rows computed
+    /// in the statement: PostgreSQL tests `= ANY` of such an array one element at a time.
+    fn among(&self, column: &str, query: &str) -> String {
+        if self.postgres {
+            format!("{column} = ANY (ARRAY({query}))")
+        } else {
+            format!("{column} IN ({query})")
+        }
+    }
+
     /// Refresh `m` (`-- refresh_by: by`) for the values of `by.key` in the flush's rows of
     /// its changed inputs (`stages`), reading its listed inputs narrowed to them: delete its
     /// rows of those values and insert them again. `None` (nothing done) when a changed row
@@ -379,20 +395,23 @@ impl Models {
             return Ok(None);
         }
         let input = self.input_schema();
+        let keys = format!("SELECT k FROM {MODEL_KEYS}");
         let mut ctes = custom_ctes.to_vec();
         for t in &by.inputs {
             let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
             ctes.push((
                 format!("{input}.{table}"),
                 format!(
-                    "SELECT * FROM {input}.{table} WHERE {key} IN (SELECT k FROM {MODEL_KEYS})"
+                    "SELECT * FROM {input}.{table} WHERE {}",
+                    self.among(&key, &keys)
                 ),
             ));
         }
         let select = m.select_with(&ctes);
-        let only = format!("{} IN (SELECT k FROM {MODEL_KEYS})", quote(&by.column));
-        keep_closed(tx, m, input, Some(&only)).await?;
-        tx.execute(&format!("DELETE FROM {} WHERE {only}", m.target()), &[])
+        let only = format!("{} IN ({keys})", quote(&by.column));
+        let stored = self.among(&quote(&by.column), &keys);
+        keep_closed(tx, m, input, Some(&stored)).await?;
+        tx.execute(&format!("DELETE FROM {} WHERE {stored}", m.target()), &[])
             .await?;
         let done = self
             .insert(tx, m, &select, Some(&format!("WHERE {only}")))
@@ -601,9 +620,15 @@ async fn keep_closed(
 async fn restore_closed(
     tx: &tokio_postgres::Transaction<'_>,
     m: &Model,
+    postgres: bool,
 ) -> Result<u64, tokio_postgres::Error> {
     if m.history.is_none() {
         return Ok(0);
+    }
+    // Few rows set aside are looked up by key (a nested loop over the target's primary key);
+    // without nested loops PostgreSQL would hash the whole target for them.
+    if postgres {
+        tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
     }
     let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
     let same_key: Vec<String> = m
@@ -623,6 +648,9 @@ async fn restore_closed(
             &[],
         )
         .await?;
+    if postgres {
+        tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
+    }
     tx.batch_execute(&format!("DROP TABLE {KEPT}")).await?;
     Ok(n)
 }

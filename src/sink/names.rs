@@ -55,23 +55,31 @@ pub fn staging_table(cfg: &StagingSinkConfig, t: &TableId) -> PgName {
 /// The shadow table a snapshot loads before it replaces the target: schema `edfi_cdc_shadow`,
 /// named after the target (shortened with a hash past PostgreSQL's 63-byte limit).
 pub fn shadow_table(connector: &str, target: &PgName) -> PgName {
-    let full = format!("{connector}__{}__{}", target.schema, target.name);
-    let name = if full.len() <= 63 {
-        full
-    } else {
-        let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100000001b3)
-        });
-        let mut cut = 54;
-        while !full.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}_{:08x}", &full[..cut], hash as u32)
-    };
     PgName {
         schema: "edfi_cdc_shadow".into(),
-        name,
+        name: fitted(format!("{connector}__{}__{}", target.schema, target.name)),
     }
+}
+
+/// The name of the index on `column` of `table` that edfi-cdc creates on a PostgreSQL target
+/// (in the table's schema, as PostgreSQL puts indexes).
+pub fn index_name(table: &str, column: &str) -> String {
+    fitted(format!("{table}__{column}"))
+}
+
+/// `full` within PostgreSQL's 63-byte limit on names: past it, cut and told apart by a hash.
+fn fitted(full: String) -> String {
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let mut cut = 54;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{:08x}", &full[..cut], hash as u32)
 }
 
 /// The Redshift table of source table `t`: `table_map`, else `schema` + the lower-cased name.

@@ -312,6 +312,9 @@ impl RedshiftSink {
             ensure_deletes(&client, cfg.load, soft, schema, &target, &shadow)
                 .await
                 .map_err(pg)?;
+            if let Some(index) = sql::student_index(cfg.load, schema, &target) {
+                client.batch_execute(&index).await.map_err(pg)?;
+            }
             tables.insert(
                 schema.id.clone(),
                 TableRt {

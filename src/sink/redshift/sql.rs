@@ -9,7 +9,7 @@
 
 use crate::config::LoadMode;
 use crate::event::{SourceType, TableSchema};
-use crate::sink::names::{ident, PgName};
+use crate::sink::names::{ident, index_name, PgName};
 
 /// Name of the operation column of a staging table: `d` for a delete, `u` for an upsert.
 pub const OP_COLUMN: &str = "edfi_cdc_op";
@@ -81,6 +81,28 @@ fn dist_key(schema: &TableSchema) -> String {
         .or_else(|| schema.key_columns().next())
         .map(|c| ident(&c.name.to_lowercase()))
         .expect("tables have a primary key")
+}
+
+/// On PostgreSQL (`stdin`), an index on the student column of a table whose key does not
+/// begin with it: a refresh of the models by student reads those students' rows through it, as
+/// Redshift, which has no indexes, reads them by scanning that column of its distribution key.
+/// `None` on Redshift and for tables without students.
+pub fn student_index(mode: LoadMode, schema: &TableSchema, target: &PgName) -> Option<String> {
+    let student = |name: &str| name.eq_ignore_ascii_case("StudentUSI");
+    if mode != LoadMode::Stdin
+        || !schema.columns.iter().any(|c| student(&c.name))
+        || schema
+            .key_columns()
+            .next()
+            .is_some_and(|k| student(&k.name))
+    {
+        return None;
+    }
+    Some(format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} (studentusi)",
+        ident(&index_name(&target.name, "studentusi")),
+        target.sql()
+    ))
 }
 
 /// `CREATE TABLE` for a missing target (with [`DELETED_AT`] when `soft`). On Redshift (`s3`)
@@ -419,6 +441,34 @@ mod tests {
             schema: "edfi".into(),
             name: "studentschoolassociation".into(),
         }
+    }
+
+    #[test]
+    fn student_tables_get_an_index_on_the_student_column_on_postgresql_only() {
+        let t = student_school_association();
+        assert_eq!(
+            student_index(LoadMode::Stdin, &t, &target()).as_deref(),
+            Some(
+                "CREATE INDEX IF NOT EXISTS \"studentschoolassociation__studentusi\" \
+                 ON \"edfi\".\"studentschoolassociation\" (studentusi)"
+            )
+        );
+        assert_eq!(student_index(LoadMode::S3, &t, &target()), None);
+        // A key that begins with the student column serves the lookups itself.
+        let led = TableSchema {
+            key: vec![0, 1, 2],
+            ..(*t).clone()
+        };
+        assert_eq!(student_index(LoadMode::Stdin, &led, &target()), None);
+        let no_students = TableSchema {
+            columns: t.columns[1..].to_vec(),
+            key: vec![0, 1],
+            ..(*t).clone()
+        };
+        assert_eq!(
+            student_index(LoadMode::Stdin, &no_students, &target()),
+            None
+        );
     }
 
     #[test]
