@@ -695,9 +695,14 @@ async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
 /// Each teacher-student link's row version (`xmin`): a row deleted and inserted again by a
 /// refresh gets a new one.
 async fn link_versions(client: &Client) -> Vec<String> {
+    row_versions(client, "roster.teacherstudentlinks").await
+}
+
+/// Each row's version (`xmin`) in `table`, sorted.
+async fn row_versions(client: &Client, table: &str) -> Vec<String> {
     client
         .query(
-            "SELECT CAST(xmin AS text) FROM roster.teacherstudentlinks ORDER BY 1",
+            &format!("SELECT CAST(xmin AS text) FROM {table} ORDER BY 1"),
             &[],
         )
         .await
@@ -705,6 +710,131 @@ async fn link_versions(client: &Client) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// An enrollment without a withdraw date exits on its calendar's last instructional day: a
+/// calendar event refreshes the enrollments only when it can move that day, and then the model
+/// follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_event_refreshes_the_enrollments_only_when_it_moves_their_last_day() {
+    let (rig, rep) = with_shipped_models_caught_up(300, 29).await;
+    let models = shipped_models();
+    let enrollment = models
+        .models()
+        .iter()
+        .find(|m| m.name == "enrollment.studentenrollment")
+        .expect("the shipped enrollment model");
+    let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
+    let backing = connect(&rig.sim.backing_url()).await;
+    let descriptor = |code: &'static str| {
+        let backing = &backing;
+        async move {
+            backing
+                .query_one(
+                    r#"SELECT d."DescriptorId" FROM edfi."Descriptor" d
+                       JOIN edfi."CalendarEventDescriptor" c ON c."CalendarEventDescriptorId" = d."DescriptorId"
+                       WHERE d."CodeValue" = $1"#,
+                    &[&code],
+                )
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
+        }
+    };
+    let (instructional, weather) = (
+        descriptor("Instructional day").await,
+        descriptor("Weather day").await,
+    );
+    // The current year's calendar of the first school: its first and last instructional days.
+    let cal = backing
+        .query_one(
+            r#"SELECT "CalendarCode", "SchoolId", "SchoolYear", min("Date"), max("Date")
+               FROM edfi."CalendarDateCalendarEvent" WHERE "CalendarEventDescriptorId" = $1
+               AND "SchoolYear" = (SELECT max("SchoolYear") FROM edfi."SchoolYearType" WHERE "CurrentSchoolYear")
+               GROUP BY 1, 2, 3 ORDER BY 2, 1 LIMIT 1"#,
+            &[&instructional],
+        )
+        .await
+        .unwrap();
+    let (code, school, year): (String, i32, i16) = (cal.get(0), cal.get(1), cal.get(2));
+    let (first, last): (chrono::NaiveDate, chrono::NaiveDate) = (cal.get(3), cal.get(4));
+    let to_weather = |day: chrono::NaiveDate| {
+        let (backing, code) = (&backing, &code);
+        async move {
+            backing.batch_execute("BEGIN").await.unwrap();
+            let key =
+                r#""CalendarCode" = $1 AND "SchoolId" = $2 AND "SchoolYear" = $3 AND "Date" = $4"#;
+            let gone = backing
+                .execute(
+                    &format!(
+                        r#"DELETE FROM edfi."CalendarDateCalendarEvent" WHERE {key} AND "CalendarEventDescriptorId" = $5"#
+                    ),
+                    &[code, &school, &year, &day, &instructional],
+                )
+                .await
+                .unwrap();
+            assert_eq!(gone, 1);
+            backing
+                .execute(
+                    r#"INSERT INTO edfi."CalendarDateCalendarEvent"
+                       ("CalendarCode", "SchoolId", "SchoolYear", "Date", "CalendarEventDescriptorId", "CreateDate")
+                       VALUES ($1, $2, $3, $4, $5, now())"#,
+                    &[code, &school, &year, &day, &weather],
+                )
+                .await
+                .unwrap();
+            backing.batch_execute("COMMIT").await.unwrap();
+        }
+    };
+    let exits_on = |day: chrono::NaiveDate| {
+        let target = &rig.target;
+        async move {
+            target
+                .query_one(
+                    "SELECT count(*) FROM enrollment.studentenrollment \
+                     WHERE schoolnumber = $1 AND endyear = $2 AND enrollmentexitdate = $3",
+                    &[&school, &year, &day],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let leaving = exits_on(last).await;
+    assert!(
+        leaving > 0,
+        "enrollments exit on {last}, the last instructional day"
+    );
+    let before = row_versions(&rig.target, "enrollment.studentenrollment").await;
+    // The first instructional day becomes a weather day: the last one stays, no row is rewritten.
+    to_weather(first).await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let after = row_versions(&rig.target, "enrollment.studentenrollment").await;
+    let rewritten = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    assert!(
+        before == after,
+        "a change before the last instructional day rewrote {rewritten} of {} enrollments",
+        before.len()
+    );
+    // The last one becomes a weather day: those enrollments exit on an earlier day now.
+    to_weather(last).await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_eq!(
+        exits_on(last).await,
+        0,
+        "no enrollment exits on {last} any more"
+    );
+    let mut reader = connect(&rig.staging.url()).await;
+    let tx = reader.transaction().await.unwrap();
+    assert_eq!(model_differences(&tx, enrollment).await, 0);
+    tx.commit().await.unwrap();
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    assert_eq!(
+        refreshes(&metrics, "full").get(&enrollment.name),
+        full_before.get(&enrollment.name),
+        "the enrollments were never rebuilt whole"
+    );
+    drop(rep);
 }
 
 /// Teacher-student links of the staff member `staffnumber` in the current school year (those of

@@ -3,8 +3,8 @@
 -- inputs: edfi.calendardatecalendarevent, edfi.schoolyeartype, edfi.descriptor
 -- incremental: studentnumber
 -- history: endyear
--- students_of: edfi.calendardate: SELECT a.studentusi FROM edfi.studentschoolassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND (a.calendarcode IS NULL OR a.calendarcode = c.calendarcode)
--- students_of: edfi.calendardatecalendarevent: SELECT a.studentusi FROM edfi.studentschoolassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND (a.calendarcode IS NULL OR a.calendarcode = c.calendarcode)
+-- students_of: edfi.calendardate: SELECT a.studentusi FROM edfi.studentschoolassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND (a.calendarcode IS NULL OR a.calendarcode = c.calendarcode) WHERE NOT EXISTS (SELECT 1 FROM edfi.calendardate l WHERE l.calendarcode = c.calendarcode AND l.schoolid = c.schoolid AND l.schoolyear = c.schoolyear AND l.date > c.date)
+-- students_of: edfi.calendardatecalendarevent: SELECT a.studentusi FROM edfi.studentschoolassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND (a.calendarcode IS NULL OR a.calendarcode = c.calendarcode) WHERE NOT EXISTS (SELECT 1 FROM edfi.calendardatecalendarevent l JOIN edfi.descriptor d ON d.descriptorid = l.calendareventdescriptorid WHERE l.calendarcode = c.calendarcode AND l.schoolid = c.schoolid AND l.schoolyear = c.schoolyear AND l.date > c.date AND d.codevalue = 'Instructional day')
 -- One row per student and entry date (of two enrollments starting the same day, the primary
 -- school's, else the lowest school id). The calendar is the enrollment's CalendarCode, else the
 -- school's calendar of the enrollment's SchoolYear (lowest code); enrollments without SchoolYear
