@@ -292,6 +292,9 @@ pub struct Model {
     /// `-- refresh_by: <column> = <key>: edfi.table, …` of a model without students: see
     /// [`RefreshBy`].
     pub refresh_by: Option<RefreshBy>,
+    /// `-- index: <column>, …`: columns of the table that a PostgreSQL target indexes, for the
+    /// lookups of its `-- students_of:` queries (Redshift has no indexes).
+    pub index: Vec<String>,
     /// A digest of the model's definition (name, columns, key, `SELECT`, history column) as
     /// loaded: a refresh after it changed rebuilds the model whole and keeps no rows of closed
     /// years (their keys may have changed with it).
@@ -643,12 +646,13 @@ impl Models {
         }
         for m in &self.models {
             client.batch_execute(&m.create_table_sql()).await?;
-            // On PostgreSQL the rows a refresh by student or key replaces are found through an
-            // index (Redshift scans the column).
+            // On PostgreSQL the rows a refresh by student or key replaces, and those its
+            // `-- index:` line names, are found through an index (Redshift scans the column).
             let by = m
                 .incremental
                 .iter()
-                .chain(m.refresh_by.iter().map(|b| &b.column));
+                .chain(m.refresh_by.iter().map(|b| &b.column))
+                .chain(&m.index);
             for column in by.filter(|_| self.postgres) {
                 let (_, table) = m.name.split_once('.').unwrap_or(("", &m.name));
                 create_index(client, m.schema(), table, column).await?;

@@ -615,6 +615,25 @@ async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
         .iter()
         .find(|m| m.name == "roster.teacherstudentlinks")
         .expect("the shipped teacher-student links model");
+    // The stand-in indexes what the refreshes look up: the student column of the replicated
+    // tables, the model's student column and its `-- index:` column.
+    for (schema, table, column) in [
+        ("edfi", "studentsectionassociation", "studentusi"),
+        ("roster", "teacherstudentlinks", "studentnumber"),
+        ("roster", "teacherstudentlinks", "staffnumber"),
+    ] {
+        let indexes: i64 = rig
+            .target
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 \
+                 AND indexname = $2 || '__' || $3",
+                &[&schema, &table, &column],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(indexes, 1, "an index on {schema}.{table} ({column})");
+    }
     let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
     let staffnumber: String = rig
         .target

@@ -262,6 +262,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
     let mut history: Option<String> = None;
     let mut students_of: Vec<(String, String)> = Vec::new();
     let mut refresh_by: Option<RefreshBy> = None;
+    let mut index: Vec<String> = Vec::new();
     let mut on_overflow = OnOverflow::default();
     let mut custom: Vec<CustomInput> = Vec::new();
     for line in text.lines() {
@@ -279,6 +280,12 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             "model" => name = Some(value.trim().to_ascii_lowercase()),
             "incremental" => incremental = Some(value.trim().to_ascii_lowercase()),
             "history" => history = Some(value.trim().to_ascii_lowercase()),
+            "index" => index.extend(
+                value
+                    .split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| !s.is_empty()),
+            ),
             "students_of" => match value.split_once(':') {
                 Some((table, sql)) if sql.contains("{changed}") => {
                     students_of.push((table.trim().to_ascii_lowercase(), sql.trim().to_string()))
@@ -406,6 +413,14 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             ));
         }
     }
+    if let Some((_, columns, _)) = &table {
+        for col in index
+            .iter()
+            .filter(|i| !columns.iter().any(|c| &c.name == *i))
+        {
+            problems.push(format!("`-- index: {col}` names no column of the table"));
+        }
+    }
     if let (Some(col), Some((_, columns, _))) = (&history, &table) {
         match columns.iter().find(|c| &c.name == col) {
             None => problems.push(format!("`-- history: {col}` names no column of the table")),
@@ -441,6 +456,7 @@ fn parse_model(group: &str, file: &Path, text: &str) -> Result<Model, Vec<String
             history,
             students_of,
             refresh_by,
+            index,
         }),
         _ => Err(problems),
     }
@@ -1138,7 +1154,19 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
                 inputs: vec!["edfi.school".into()],
             })
         );
+        write(
+            &dir,
+            "ic",
+            "thing.sql",
+            &model("-- refresh_by: schoolid = schoolid: edfi.school\n-- index: Amount, schoolid"),
+        );
+        let models = Models::load(&dir, &["ic"], &all).unwrap();
+        assert_eq!(models.models()[0].index, ["amount", "schoolid"]);
         for (extra, expect) in [
+            (
+                "-- index: schoolid, nothere",
+                "`-- index: nothere` names no column",
+            ),
             (
                 "-- refresh_by: schoolid: edfi.school",
                 "write `-- refresh_by:",

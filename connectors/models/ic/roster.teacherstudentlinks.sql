@@ -4,7 +4,8 @@
 -- incremental: studentnumber
 -- history: endyear
 -- students_of: edfi.staffsectionassociation: SELECT a.studentusi FROM edfi.studentsectionassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND c.sessionname = a.sessionname AND c.localcoursecode = a.localcoursecode AND c.sectionidentifier = a.sectionidentifier
--- students_of: edfi.staff: SELECT a.studentusi FROM edfi.studentsectionassociation a JOIN edfi.staffsectionassociation t ON t.schoolid = a.schoolid AND t.schoolyear = a.schoolyear AND t.sessionname = a.sessionname AND t.localcoursecode = a.localcoursecode AND t.sectionidentifier = a.sectionidentifier JOIN {changed} c ON c.staffusi = t.staffusi WHERE c.edfi_cdc_op = 'd' OR NOT EXISTS (SELECT 1 FROM roster.teacherstudentlinks l WHERE l.staffnumber = c.staffuniqueid)
+-- students_of: edfi.staff: SELECT a.studentusi FROM edfi.studentsectionassociation a WHERE EXISTS (SELECT 1 FROM edfi.staffsectionassociation t JOIN {changed} c ON c.staffusi = t.staffusi WHERE t.schoolid = a.schoolid AND t.schoolyear = a.schoolyear AND t.sessionname = a.sessionname AND t.localcoursecode = a.localcoursecode AND t.sectionidentifier = a.sectionidentifier AND (c.edfi_cdc_op = 'd' OR NOT EXISTS (SELECT 1 FROM roster.teacherstudentlinks l WHERE l.staffnumber = c.staffuniqueid)))
+-- index: staffnumber
 -- One row per student and staff member of the same section (whose course is found). sectionid
 -- and courseid as in roster.section; lastupdated: the later of the two
 -- associations' LastModifiedDate. The public definition has no key; this one keys the table
