@@ -44,13 +44,21 @@ impl CommitSeconds {
         }
     }
 
-    /// The rows were committed at the target now: into the latency histogram.
-    pub fn observe(&self, connector: &str, sink: &str, now: chrono::DateTime<chrono::Utc>) {
+    /// The rows were committed at the target now: into the latency histogram, and their
+    /// latencies (seconds, one per row) into `into`, for the sink's log.
+    pub fn observe(
+        &self,
+        connector: &str,
+        sink: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        into: &mut Vec<f64>,
+    ) {
         let now = now.timestamp_micros() as f64 / 1e6;
         for (second, n) in &self.0 {
             let latency = (now - *second as f64).max(0.0);
             for _ in 0..*n {
                 metrics::latency(connector, sink, latency);
+                into.push(latency);
             }
         }
     }

@@ -723,11 +723,12 @@ impl RedshiftSink {
         metrics::applied(&self.connector, SINK, w.version, w.commit_time);
         let now = Utc::now();
         let batch = std::mem::take(&mut self.ready);
+        // Every applied row's latency, the spilled rows' too (to the second).
+        let mut latencies = Vec::new();
         for (table, n, times) in &spilled_applied {
             metrics::applied_events(&self.connector, SINK, table, *n);
-            times.observe(&self.connector, SINK, now);
+            times.observe(&self.connector, SINK, now, &mut latencies);
         }
-        let mut latencies = Vec::new();
         for (table, evs) in &batch.tables {
             metrics::applied_events(&self.connector, SINK, &table.to_string(), evs.len() as u64);
             for ev in evs.values() {

@@ -616,7 +616,7 @@ impl StagingSink {
         for (table, rows) in &spilled {
             metrics::applied_events(&self.connector, SINK, &table.to_string(), *rows);
         }
-        spilled_times.observe(&self.connector, SINK, now);
+        spilled_times.observe(&self.connector, SINK, now, &mut self.progress.latencies);
         for (table, evs) in &batch.tables {
             metrics::applied_events(&self.connector, SINK, &table.to_string(), evs.len() as u64);
             for ev in evs.values() {
