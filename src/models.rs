@@ -646,29 +646,30 @@ impl Models {
         }
         for m in &self.models {
             client.batch_execute(&m.create_table_sql()).await?;
-            // On PostgreSQL the rows a refresh by student or key replaces, and those its
-            // `-- index:` line names, are found through an index (Redshift scans the column).
-            let by = m
-                .incremental
-                .iter()
-                .chain(m.refresh_by.iter().map(|b| &b.column))
-                .chain(&m.index);
-            for column in by.filter(|_| self.postgres) {
-                let (_, table) = m.name.split_once('.').unwrap_or(("", &m.name));
-                create_index(client, m.schema(), table, column).await?;
-            }
-            // And the rows of a `-- refresh_by:` model's inputs by the key.
-            for by in m.refresh_by.iter().filter(|_| self.postgres) {
-                for input in &by.inputs {
-                    let (_, table) = input.split_once('.').unwrap_or(("", input));
-                    if table_exists(client, &format!("{INPUT_SCHEMA}.{table}")).await? {
-                        create_index(client, INPUT_SCHEMA, table, &by.key).await?;
-                    }
-                }
+            if self.postgres {
+                index_lookups(client, m).await?;
             }
         }
         Ok(())
     }
+}
+
+/// On PostgreSQL, index what `m`'s refreshes look up (Redshift has no indexes; it scans the
+/// column): its rows by student or key, and the columns its `-- index:` line names.
+async fn index_lookups(
+    client: &impl GenericClient,
+    m: &Model,
+) -> Result<(), tokio_postgres::Error> {
+    let (_, table) = m.name.split_once('.').unwrap_or(("", &m.name));
+    let own = m
+        .incremental
+        .iter()
+        .chain(m.refresh_by.iter().map(|b| &b.column))
+        .chain(&m.index);
+    for column in own {
+        create_index(client, m.schema(), table, column).await?;
+    }
+    Ok(())
 }
 
 /// `CREATE INDEX IF NOT EXISTS` on `schema.table (column)`, named by

@@ -16,6 +16,10 @@ const MODEL_STUDENTS: &str = "edfi_cdc_model_students";
 /// rebuilds.
 const MODEL_KEYS: &str = "edfi_cdc_model_keys";
 
+/// Temporary tables (`_0`, `_1`, …) of the refreshed students' rows of one incremental model's
+/// student inputs, on PostgreSQL.
+const ROWS: &str = "edfi_cdc_student_rows";
+
 /// Temporary table of a history model's rows of closed school years, while it refreshes.
 const KEPT: &str = "edfi_cdc_kept";
 
@@ -166,13 +170,18 @@ impl Models {
                         ))
                         .await?;
                         if !union.is_empty() {
-                            tx.batch_execute(&format!(
-                                "INSERT INTO {STUDENTS} SELECT DISTINCT studentusi, studentuniqueid \
-                                 FROM {input}.student WHERE {}",
-                                self.among("studentusi", &union.join(" UNION "))
-                            ))
+                            by_lookup(
+                                tx,
+                                self.postgres,
+                                &format!(
+                                    "INSERT INTO {STUDENTS} SELECT DISTINCT studentusi, studentuniqueid \
+                                     FROM {input}.student WHERE studentusi IN ({})",
+                                    union.join(" UNION ")
+                                ),
+                            )
                             .await?;
                         }
+                        self.analyze(tx, STUDENTS).await?;
                         students_ready = true;
                     }
                     // The model's students: the flush's, and those its mapped inputs affect.
@@ -194,46 +203,65 @@ impl Models {
                             "CREATE TEMP TABLE {MODEL_STUDENTS} AS \
                              SELECT studentusi, studentuniqueid FROM {STUDENTS} UNION \
                              SELECT s.studentusi, s.studentuniqueid FROM {input}.student s \
-                             WHERE {}",
-                            self.among("s.studentusi", &finds.join(" UNION "))
+                             WHERE s.studentusi IN ({})",
+                            finds.join(" UNION ")
                         ))
                         .await?;
+                        self.analyze(tx, MODEL_STUDENTS).await?;
                         MODEL_STUDENTS
                     };
                     let students = format!("SELECT studentuniqueid FROM {set}");
-                    // Only those students' rows of the student tables are read.
+                    // Only those students' rows of the student tables are read, and of the
+                    // student models it reads: they were refreshed for them (a model refreshed
+                    // otherwise rebuilds this one whole).
                     let mut ctes = custom.ctes(m, &stand_ins);
-                    for t in m.inputs.iter().filter(|t| self.student_tables.contains(*t)) {
-                        let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
-                        ctes.push((
-                            format!("{input}.{table}"),
-                            format!(
-                                "SELECT * FROM {input}.{table} WHERE {}",
-                                self.among("studentusi", &format!("SELECT studentusi FROM {set}"))
-                            ),
-                        ));
-                    }
-                    // And only those students' rows of the student models it reads: they were
-                    // refreshed for them (a model refreshed otherwise rebuilds this one whole).
+                    let mut reads: Vec<(String, String)> = m
+                        .inputs
+                        .iter()
+                        .filter(|t| self.student_tables.contains(*t))
+                        .map(|t| {
+                            let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
+                            (
+                                format!("{input}.{table}"),
+                                format!(
+                                    "SELECT * FROM {input}.{table} WHERE studentusi IN (SELECT studentusi FROM {set})"
+                                ),
+                            )
+                        })
+                        .collect();
                     for u in self.models.iter().filter(|u| m.upstream.contains(&u.name)) {
                         if let Some(ucol) = &u.incremental {
-                            ctes.push((
+                            reads.push((
                                 u.name.clone(),
                                 format!(
-                                    "SELECT * FROM {} WHERE {}",
+                                    "SELECT * FROM {} WHERE {} IN ({students})",
                                     u.target(),
-                                    self.among(&quote(ucol), &students)
+                                    quote(ucol)
                                 ),
                             ));
+                        }
+                    }
+                    // On PostgreSQL, copied out first by index lookups (the SELECT's hash joins
+                    // would read each table whole for them).
+                    let mut copies = Vec::new();
+                    for (name, sql) in reads {
+                        if self.postgres {
+                            let copy = format!("{ROWS}_{}", copies.len());
+                            by_lookup(tx, true, &format!("CREATE TEMP TABLE {copy} AS {sql}"))
+                                .await?;
+                            self.analyze(tx, &copy).await?;
+                            ctes.push((name, format!("SELECT * FROM {copy}")));
+                            copies.push(copy);
+                        } else {
+                            ctes.push((name, sql));
                         }
                     }
                     let select = m.select_with(&ctes);
                     let c = quote(col);
                     let only = format!("{c} IN ({students})");
-                    let stored = self.among(&c, &students);
-                    keep_closed(tx, m, input, Some(&stored)).await?;
-                    tx.execute(&format!("DELETE FROM {} WHERE {stored}", m.target()), &[])
-                        .await?;
+                    keep_closed(tx, m, input, Some(&only), self.postgres).await?;
+                    let delete = format!("DELETE FROM {} WHERE {only}", m.target());
+                    by_lookup(tx, self.postgres, &delete).await?;
                     // Students deleted by the flush: their rows go from every incremental model,
                     // also one that reads them only through an upstream model.
                     let student_stage = match changed.get(&format!("{INPUT_SCHEMA}.student")) {
@@ -264,6 +292,9 @@ impl Models {
                     let (inserted, truncated) = self
                         .insert(tx, m, &select, Some(&format!("WHERE {only}")))
                         .await?;
+                    for copy in copies {
+                        tx.batch_execute(&format!("DROP TABLE {copy}")).await?;
+                    }
                     if set == MODEL_STUDENTS {
                         tx.batch_execute(&format!("DROP TABLE {MODEL_STUDENTS}"))
                             .await?;
@@ -276,11 +307,12 @@ impl Models {
                     // A new definition may give the same rows other keys: keeping the closed
                     // years' old rows would duplicate them.
                     if !redefined {
-                        keep_closed(tx, m, input, None).await?;
+                        keep_closed(tx, m, input, None, self.postgres).await?;
                     }
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
                     let (inserted, truncated) = self.insert(tx, m, &select, None).await?;
+                    self.analyze(tx, &m.target()).await?;
                     (inserted, truncated, false)
                 }
             };
@@ -353,17 +385,18 @@ impl Models {
         Ok(done)
     }
 
-    /// `column` among the values `query` returns, as a condition on a stored table that has
-    /// an index on `column`: on PostgreSQL `= ANY (ARRAY(query))`, which it looks up in the
-    /// index (an `IN` subquery would be a hash join over the whole table, nested loops being
-    /// off); `IN (query)` on Redshift, which has no indexes. Not for a filter of rows computed
-    /// in the statement: PostgreSQL tests `= ANY` of such an array one element at a time.
-    fn among(&self, column: &str, query: &str) -> String {
+    /// On PostgreSQL, statistics of a table the refresh just filled (a temporary table of
+    /// students or keys, a model rebuilt whole): the statements after it are planned with them
+    /// (a table never analyzed is planned from its size alone).
+    async fn analyze(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        table: &str,
+    ) -> Result<(), tokio_postgres::Error> {
         if self.postgres {
-            format!("{column} = ANY (ARRAY({query}))")
-        } else {
-            format!("{column} IN ({query})")
+            tx.batch_execute(&format!("ANALYZE {table}")).await?;
         }
+        Ok(())
     }
 
     /// Refresh `m` (`-- refresh_by: by`) for the values of `by.key` in the flush's rows of
@@ -388,6 +421,7 @@ impl Models {
             union.join(" UNION ALL ")
         ))
         .await?;
+        self.analyze(tx, MODEL_KEYS).await?;
         let unknown = any_row(tx, &format!("SELECT 1 FROM {MODEL_KEYS} WHERE k IS NULL")).await?;
         if unknown {
             tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
@@ -401,18 +435,18 @@ impl Models {
             let table = t.split_once('.').map_or(t.as_str(), |(_, n)| n);
             ctes.push((
                 format!("{input}.{table}"),
-                format!(
-                    "SELECT * FROM {input}.{table} WHERE {}",
-                    self.among(&key, &keys)
-                ),
+                format!("SELECT * FROM {input}.{table} WHERE {key} IN ({keys})"),
             ));
         }
         let select = m.select_with(&ctes);
         let only = format!("{} IN ({keys})", quote(&by.column));
-        let stored = self.among(&quote(&by.column), &keys);
-        keep_closed(tx, m, input, Some(&stored)).await?;
-        tx.execute(&format!("DELETE FROM {} WHERE {stored}", m.target()), &[])
-            .await?;
+        keep_closed(tx, m, input, Some(&only), self.postgres).await?;
+        by_lookup(
+            tx,
+            self.postgres,
+            &format!("DELETE FROM {} WHERE {only}", m.target()),
+        )
+        .await?;
         let done = self
             .insert(tx, m, &select, Some(&format!("WHERE {only}")))
             .await?;
@@ -603,16 +637,21 @@ async fn keep_closed(
     m: &Model,
     input: &str,
     only: Option<&str>,
+    postgres: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let Some(closed) = m.closed_sql("t.", input) else {
         return Ok(());
     };
     let only = only.map_or(String::new(), |o| format!(" AND t.{o}"));
-    tx.batch_execute(&format!(
+    let keep = format!(
         "CREATE TEMP TABLE {KEPT} AS SELECT * FROM {} t WHERE {closed}{only}",
         m.target()
-    ))
-    .await
+    );
+    by_lookup(tx, postgres, &keep).await?;
+    if postgres {
+        tx.batch_execute(&format!("ANALYZE {KEPT}")).await?;
+    }
+    Ok(())
 }
 
 /// Put back the rows [`keep_closed`] set aside that the `SELECT` did not produce again (by key);
@@ -625,32 +664,40 @@ async fn restore_closed(
     if m.history.is_none() {
         return Ok(0);
     }
-    // Few rows set aside are looked up by key (a nested loop over the target's primary key);
-    // without nested loops PostgreSQL would hash the whole target for them.
-    if postgres {
-        tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
-    }
     let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
     let same_key: Vec<String> = m
         .key
         .iter()
         .map(|k| format!("t.{k} = k.{k}", k = quote(k)))
         .collect();
-    let n = tx
-        .execute(
-            &format!(
-                "INSERT INTO {target} ({cols}) SELECT {cols} FROM {KEPT} k \
-                 WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {same})",
-                target = m.target(),
-                cols = cols.join(", "),
-                same = same_key.join(" AND "),
-            ),
-            &[],
-        )
-        .await?;
+    let restore = format!(
+        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {KEPT} k \
+         WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {same})",
+        target = m.target(),
+        cols = cols.join(", "),
+        same = same_key.join(" AND "),
+    );
+    let n = by_lookup(tx, postgres, &restore).await?;
+    tx.batch_execute(&format!("DROP TABLE {KEPT}")).await?;
+    Ok(n)
+}
+
+/// Run `sql`, on PostgreSQL with nested loops allowed (the refresh turns them off): a
+/// statement that finds few rows of a stored table by an indexed column — the refreshed
+/// students' or keys' rows of a model, a student's row, a kept row by key — is then a nested
+/// loop over the index rather than a hash join over the whole table; for many rows PostgreSQL
+/// still hashes. Only for these statements: a model's own `SELECT` keeps the hash joins.
+async fn by_lookup(
+    tx: &tokio_postgres::Transaction<'_>,
+    postgres: bool,
+    sql: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    if postgres {
+        tx.batch_execute("SET LOCAL enable_nestloop = on").await?;
+    }
+    let n = tx.execute(sql, &[]).await?;
     if postgres {
         tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
     }
-    tx.batch_execute(&format!("DROP TABLE {KEPT}")).await?;
     Ok(n)
 }

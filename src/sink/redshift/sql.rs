@@ -84,9 +84,9 @@ fn dist_key(schema: &TableSchema) -> String {
 }
 
 /// On PostgreSQL (`stdin`), an index on the student column of a table whose key does not
-/// begin with it: a refresh of the models by student reads those students' rows through it, as
-/// Redshift, which has no indexes, reads them by scanning that column of its distribution key.
-/// `None` on Redshift and for tables without students.
+/// begin with it: a refresh of the models by student reads those students' rows through it.
+/// `None` on Redshift (no indexes: there the refresh scans the column) and for tables without
+/// students.
 pub fn student_index(mode: LoadMode, schema: &TableSchema, target: &PgName) -> Option<String> {
     let student = |name: &str| name.eq_ignore_ascii_case("StudentUSI");
     if mode != LoadMode::Stdin
