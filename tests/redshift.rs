@@ -460,6 +460,16 @@ fn shipped_models() -> edfi_cdc::models::Models {
         .unwrap()
 }
 
+/// The shipped model `name`.
+fn shipped_model(name: &str) -> edfi_cdc::models::Model {
+    shipped_models()
+        .models()
+        .iter()
+        .find(|m| m.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no shipped model {name}"))
+}
+
 /// Rows of `m`'s table that its SELECT, run now on the same snapshot, does not produce, and
 /// the other way round.
 async fn model_differences(
@@ -609,12 +619,7 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
     let (rig, rep) = with_shipped_models_caught_up(300, 19).await;
-    let models = shipped_models();
-    let links = models
-        .models()
-        .iter()
-        .find(|m| m.name == "roster.teacherstudentlinks")
-        .expect("the shipped teacher-student links model");
+    let links = &shipped_model("roster.teacherstudentlinks");
     // The stand-in indexes what the refreshes look up: the student column of the replicated
     // tables, the model's student column and its `-- index:` column.
     for (schema, table, column) in [
@@ -737,12 +742,7 @@ async fn row_versions(client: &Client, table: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calendar_event_refreshes_the_enrollments_only_when_it_moves_their_last_day() {
     let (rig, rep) = with_shipped_models_caught_up(300, 29).await;
-    let models = shipped_models();
-    let enrollment = models
-        .models()
-        .iter()
-        .find(|m| m.name == "enrollment.studentenrollment")
-        .expect("the shipped enrollment model");
+    let enrollment = &shipped_model("enrollment.studentenrollment");
     let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
     let backing = connect(&rig.sim.backing_url()).await;
     let descriptor = |code: &'static str| {
