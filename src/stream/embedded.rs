@@ -53,6 +53,11 @@ impl Consumer {
     pub fn try_recv(&mut self) -> Option<Message> {
         self.rx.try_recv().ok()
     }
+
+    /// Whether no message is ready now.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -194,6 +194,12 @@ impl Input {
         }
     }
 
+    /// Whether nothing waits to be handed out (a delivery waiting counts, even one that
+    /// completes no message yet).
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.rx.is_empty()
+    }
+
     fn pop(&mut self) -> Option<Message> {
         while let Some((m, reached)) = self.ready.pop_front() {
             self.consumed.extend(reached);

@@ -96,6 +96,14 @@ impl Input {
         }
     }
 
+    /// Whether no message is ready now.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Input::Embedded(c) => c.is_empty(),
+            Input::Lane(l) => l.is_empty(),
+        }
+    }
+
     /// Records the stream lost, found since the last call (a lane only).
     pub fn take_gaps(&mut self) -> Vec<lane::Gap> {
         match self {

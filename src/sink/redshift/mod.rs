@@ -3,7 +3,7 @@
 //! Guarantees:
 //! - Changes are buffered per table and collapsed to the last change per key. A batch is
 //!   committed only at a watermark — never half a cycle — when the buffered rows or bytes reach
-//!   `max_rows`/`max_bytes`, when the oldest unflushed watermark is `max_age` old, or at
+//!   `max_rows`/`max_bytes`, when the batch is `max_age` old (see `age.rs`), or at
 //!   shutdown; each flush logs and counts its reason (`rows`, `bytes`, `age`, `watermark` for a
 //!   checkpoint-only flush, `shutdown`). While a flush runs the sink reads nothing, so the
 //!   bounded stream holds the poller back: memory stays bounded by the limits plus one cycle.
@@ -18,6 +18,7 @@
 //!   they complete.
 //! - A row the target rejects stops the sink naming the table, key and reason.
 
+mod age;
 pub mod csv;
 pub mod files;
 mod spill;
@@ -51,6 +52,7 @@ use super::{
     snapshot_not_needed, Attempt, CommitSeconds, Compacted, Lane, Requests, Route, SinkError,
     SETUP_LOCK,
 };
+use age::AgeClock;
 use files::Files;
 use sql::CopySource;
 
@@ -135,7 +137,7 @@ pub struct RedshiftSink {
     ready: Compacted,
     watermark: Option<Watermark>,
     /// When the oldest unflushed watermark arrived.
-    since: Option<Instant>,
+    age: AgeClock,
     open: Compacted,
     /// Changes written to the target because the held ones reached `spill_rows`.
     spill: spill::Spill,
@@ -385,7 +387,7 @@ impl RedshiftSink {
             tables,
             ready: Compacted::default(),
             watermark: None,
-            since: None,
+            age: AgeClock::new(cfg.max_age),
             open: Compacted::default(),
             spill,
             collected: Vec::new(),
@@ -419,10 +421,10 @@ impl RedshiftSink {
         self.requests.connect(resnapshots);
         let mut backoff = Backoff::new(&self.retry);
         loop {
-            let due = self
-                .since
-                .map(|s| tokio::time::Instant::from_std(s + self.cfg.max_age));
+            let due = self.age.due().map(tokio::time::Instant::from_std);
             let msg = tokio::select! {
+                // The timer fires only when nothing waits in the stream (see `age.rs`).
+                biased;
                 m = input.recv() => m,
                 _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
                     let reason = if self.ready.is_empty() { FlushReason::Watermark } else { FlushReason::Age };
@@ -470,13 +472,13 @@ impl RedshiftSink {
                         }
                     }
                     self.watermark = Some(w);
-                    let since = *self.since.get_or_insert_with(Instant::now);
+                    self.age.watermark(Instant::now());
                     let rows = self.ready.rows + self.spill.batch_rows() as usize;
                     let reason = if rows >= self.cfg.max_rows {
                         Some(FlushReason::Rows)
                     } else if self.ready.bytes >= self.cfg.max_bytes {
                         Some(FlushReason::Bytes)
-                    } else if since.elapsed() >= self.cfg.max_age {
+                    } else if self.age.flush_now(Instant::now(), !input.is_empty()) {
                         Some(if self.ready.is_empty() {
                             FlushReason::Watermark
                         } else {
@@ -674,9 +676,11 @@ impl RedshiftSink {
         let spilled = self.spill.batch_rows();
         if self.ready.is_empty() && spilled == 0 && !pending_swap && !behind {
             self.watermark = None;
-            self.since = None;
+            self.age.empty();
             return Ok(());
         }
+        // What reaches the stream from now on waits for the next flush (see `age.rs`).
+        self.age.flushing(Instant::now());
         if let Some(positions) = self.ready_positions.take() {
             // The snapshot rows before the positions go to their shadow tables first, so that
             // nothing the flush claims is only in memory.
@@ -771,7 +775,6 @@ impl RedshiftSink {
             "flushed"
         );
         self.watermark = None;
-        self.since = None;
         Ok(())
     }
 

@@ -1,0 +1,145 @@
+//! When a batch is old enough to flush (`max_age`).
+//!
+//! A batch's age counts from the first watermark after the last flush — or, when the sink
+//! stopped reading for that flush, from the moment it stopped: the changes that reached the
+//! stream meanwhile have waited since then. Counting from the first watermark read after the
+//! flush instead would add the flush's own duration to every change's wait, so a reporting row
+//! would become visible up to `max_age` plus two flushes after its commit; this way it is
+//! `max_age` plus one.
+//!
+//! A batch that is due takes in what already waits in the stream before it flushes (for at
+//! most a quarter of `max_age` more), so that a flush slower than `max_age` is followed by one
+//! flush of what queued meanwhile, not by a flush per cycle.
+
+use std::time::{Duration, Instant};
+
+pub struct AgeClock {
+    max_age: Duration,
+    /// When the sink last stopped reading to flush, until a watermark starts the next batch.
+    stopped: Option<Instant>,
+    /// When the batch being collected began.
+    since: Option<Instant>,
+    /// When its first watermark was read.
+    first: Option<Instant>,
+}
+
+impl AgeClock {
+    pub fn new(max_age: Duration) -> AgeClock {
+        AgeClock {
+            max_age,
+            stopped: None,
+            since: None,
+            first: None,
+        }
+    }
+
+    /// A watermark arrived at `now`: the first after a flush begins the batch.
+    pub fn watermark(&mut self, now: Instant) {
+        if self.since.is_none() {
+            self.since = Some(self.stopped.take().map_or(now, |s| s.min(now)));
+            self.first = Some(now);
+        }
+    }
+
+    /// When the batch is `max_age` old (none without a batch).
+    pub fn due(&self) -> Option<Instant> {
+        self.since.map(|s| s + self.max_age)
+    }
+
+    /// Whether to flush the batch at `now`, `waiting` telling whether more of the stream is
+    /// already there to be read: what waits is read for up to a quarter of `max_age` after the
+    /// batch is due or, if it was due when the sink began reading it, after it began.
+    pub fn flush_now(&self, now: Instant, waiting: bool) -> bool {
+        match (self.due(), self.first) {
+            (Some(due), Some(first)) => {
+                now >= due && (!waiting || now >= due.max(first) + self.max_age / 4)
+            }
+            _ => false,
+        }
+    }
+
+    /// A flush began at `now` (the sink reads nothing until it ends).
+    pub fn flushing(&mut self, now: Instant) {
+        self.stopped = Some(now);
+        self.since = None;
+        self.first = None;
+    }
+
+    /// The batch turned out empty: nothing was flushed.
+    pub fn empty(&mut self) {
+        self.since = None;
+        self.first = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX_AGE: Duration = Duration::from_secs(60);
+
+    fn secs(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn the_first_batch_counts_from_its_first_watermark() {
+        let t0 = Instant::now();
+        let mut c = AgeClock::new(MAX_AGE);
+        assert_eq!(c.due(), None);
+        c.watermark(secs(t0, 5));
+        c.watermark(secs(t0, 30));
+        assert_eq!(c.due(), Some(secs(t0, 65)));
+        assert!(!c.flush_now(secs(t0, 64), false));
+        assert!(c.flush_now(secs(t0, 65), false));
+    }
+
+    #[test]
+    fn what_queued_during_a_flush_counts_from_when_the_sink_stopped_reading() {
+        let t0 = Instant::now();
+        let mut c = AgeClock::new(MAX_AGE);
+        c.watermark(t0);
+        // A 20-s flush: the next batch is due 60 s after the flush began, not after it ended.
+        c.flushing(secs(t0, 60));
+        assert_eq!(c.due(), None);
+        c.watermark(secs(t0, 80));
+        assert_eq!(c.due(), Some(secs(t0, 120)));
+        // The clock stopped once is used once: the batch after the next flush counts anew.
+        c.flushing(secs(t0, 120));
+        c.watermark(secs(t0, 125));
+        assert_eq!(c.due(), Some(secs(t0, 180)));
+    }
+
+    #[test]
+    fn an_empty_batch_uses_up_the_stopped_clock() {
+        let t0 = Instant::now();
+        let mut c = AgeClock::new(MAX_AGE);
+        c.flushing(t0);
+        // A quiet source: the first watermark after the flush brings nothing.
+        c.watermark(secs(t0, 600));
+        assert!(c.flush_now(secs(t0, 600), false));
+        c.empty();
+        // A change ten minutes later waits its max_age from its own watermark.
+        c.watermark(secs(t0, 601));
+        assert_eq!(c.due(), Some(secs(t0, 661)));
+    }
+
+    #[test]
+    fn a_due_batch_reads_what_waits_for_a_quarter_of_max_age_at_most() {
+        let t0 = Instant::now();
+        let mut c = AgeClock::new(MAX_AGE);
+        c.flushing(t0);
+        // The flush took 90 s, longer than max_age: due at once, but the stream has more.
+        c.watermark(secs(t0, 90));
+        assert!(c.flush_now(secs(t0, 90), false));
+        assert!(!c.flush_now(secs(t0, 90), true));
+        assert!(!c.flush_now(secs(t0, 104), true));
+        assert!(c.flush_now(secs(t0, 105), true));
+        // A batch that became due while read waits a quarter of max_age past its due time.
+        c.flushing(secs(t0, 105));
+        c.watermark(secs(t0, 110));
+        assert!(!c.flush_now(secs(t0, 164), false));
+        assert!(!c.flush_now(secs(t0, 179), true));
+        assert!(c.flush_now(secs(t0, 180), true));
+    }
+}
