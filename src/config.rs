@@ -615,7 +615,8 @@ pub struct RedshiftSinkConfig {
     /// …or this many bytes of CSV…
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
-    /// …or when the oldest unflushed watermark is this old.
+    /// …or when the batch is this old (counted from its first watermark, or from the start of
+    /// the flush before it: `sink/redshift/age.rs`).
     #[serde(default = "default_max_age", deserialize_with = "duration")]
     pub max_age: Duration,
     /// Held changes (the unflushed batch and the unfinished cycle, distinct keys) past which

@@ -1,15 +1,17 @@
 //! When a batch is old enough to flush (`max_age`).
 //!
-//! A batch's age counts from the first watermark after the last flush — or, when the sink
-//! stopped reading for that flush, from the moment it stopped: the changes that reached the
+//! A batch's age counts from its first watermark or, when a flush came before it, from that
+//! flush's start: the sink reads nothing while it flushes, so the changes that reached the
 //! stream meanwhile have waited since then. Counting from the first watermark read after the
 //! flush instead would add the flush's own duration to every change's wait, so a reporting row
 //! would become visible up to `max_age` plus two flushes after its commit; this way it is
-//! `max_age` plus one.
+//! `max_age` plus one. After a quiet spell the first batch is so due at once: at most one flush
+//! per `max_age` still holds.
 //!
-//! A batch that is due takes in what already waits in the stream before it flushes (for at
-//! most a quarter of `max_age` more), so that a flush slower than `max_age` is followed by one
-//! flush of what queued meanwhile, not by a flush per cycle.
+//! A batch that is due takes in what already waits in the stream before it flushes, for at
+//! most a quarter of `max_age` more (`latest`; a timer flushes it then even if the stream never
+//! pauses), so that flushes slower than `max_age` run back to back, each taking in what queued
+//! during the last, rather than one flush per poll cycle.
 
 use std::time::{Duration, Instant};
 
@@ -46,14 +48,17 @@ impl AgeClock {
         self.since.map(|s| s + self.max_age)
     }
 
+    /// When a due batch is flushed even if more waits in the stream: a quarter of `max_age`
+    /// after it is due or, if it was due when the sink began reading it, after it began.
+    pub fn latest(&self) -> Option<Instant> {
+        Some(self.due()?.max(self.first?) + self.max_age / 4)
+    }
+
     /// Whether to flush the batch at `now`, `waiting` telling whether more of the stream is
-    /// already there to be read: what waits is read for up to a quarter of `max_age` after the
-    /// batch is due or, if it was due when the sink began reading it, after it began.
+    /// already there to be read.
     pub fn flush_now(&self, now: Instant, waiting: bool) -> bool {
-        match (self.due(), self.first) {
-            (Some(due), Some(first)) => {
-                now >= due && (!waiting || now >= due.max(first) + self.max_age / 4)
-            }
+        match (self.due(), self.latest()) {
+            (Some(due), Some(latest)) => now >= due && (!waiting || now >= latest),
             _ => false,
         }
     }
@@ -135,11 +140,15 @@ mod tests {
         assert!(!c.flush_now(secs(t0, 90), true));
         assert!(!c.flush_now(secs(t0, 104), true));
         assert!(c.flush_now(secs(t0, 105), true));
+        assert_eq!(c.latest(), Some(secs(t0, 105)));
         // A batch that became due while read waits a quarter of max_age past its due time.
         c.flushing(secs(t0, 105));
         c.watermark(secs(t0, 110));
         assert!(!c.flush_now(secs(t0, 164), false));
         assert!(!c.flush_now(secs(t0, 179), true));
         assert!(c.flush_now(secs(t0, 180), true));
+        assert_eq!(c.latest(), Some(secs(t0, 180)));
+        c.empty();
+        assert_eq!(c.latest(), None);
     }
 }

@@ -136,7 +136,7 @@ pub struct RedshiftSink {
     tables: HashMap<TableId, TableRt>,
     ready: Compacted,
     watermark: Option<Watermark>,
-    /// When the oldest unflushed watermark arrived.
+    /// When the batch is old enough to flush.
     age: AgeClock,
     open: Compacted,
     /// Changes written to the target because the held ones reached `spill_rows`.
@@ -422,13 +422,18 @@ impl RedshiftSink {
         let mut backoff = Backoff::new(&self.retry);
         loop {
             let due = self.age.due().map(tokio::time::Instant::from_std);
+            let latest = self.age.latest().map(tokio::time::Instant::from_std);
             let msg = tokio::select! {
-                // The timer fires only when nothing waits in the stream (see `age.rs`).
+                // A due batch is flushed when nothing waits in the stream, or at its latest
+                // even if the stream never pauses (see `age.rs`).
                 biased;
+                _ = async { tokio::time::sleep_until(latest.expect("guarded")).await }, if latest.is_some() => {
+                    self.flush_aged(&mut backoff, &stop).await?;
+                    continue;
+                }
                 m = input.recv() => m,
                 _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
-                    let reason = if self.ready.is_empty() { FlushReason::Watermark } else { FlushReason::Age };
-                    self.flush(reason, &mut backoff, &stop).await?;
+                    self.flush_aged(&mut backoff, &stop).await?;
                     continue;
                 }
                 _ = tokio::time::sleep(IDLE_REQUEST_CHECK) => {
@@ -478,17 +483,13 @@ impl RedshiftSink {
                         Some(FlushReason::Rows)
                     } else if self.ready.bytes >= self.cfg.max_bytes {
                         Some(FlushReason::Bytes)
-                    } else if self.age.flush_now(Instant::now(), !input.is_empty()) {
-                        Some(if self.ready.is_empty() {
-                            FlushReason::Watermark
-                        } else {
-                            FlushReason::Age
-                        })
                     } else {
                         None
                     };
                     if let Some(reason) = reason {
                         self.flush(reason, &mut backoff, &stop).await?;
+                    } else if self.age.flush_now(Instant::now(), !input.is_empty()) {
+                        self.flush_aged(&mut backoff, &stop).await?;
                     }
                 }
                 Message::Snapshot(marker) => self.snapshot(marker, &mut backoff, &stop).await?,
@@ -500,6 +501,20 @@ impl RedshiftSink {
             info!(sink = SINK, events = self.open.events, "stream ended mid-cycle: the unfinished cycle is not applied and will be read again");
         }
         Ok(())
+    }
+
+    /// The batch is `max_age` old: flush it (or, with nothing buffered, move the checkpoint).
+    async fn flush_aged(
+        &mut self,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let reason = if self.ready.is_empty() {
+            FlushReason::Watermark
+        } else {
+            FlushReason::Age
+        };
+        self.flush(reason, backoff, stop).await
     }
 
     /// Target names (`edfi.table`) of the tables without their snapshot's rows: never
