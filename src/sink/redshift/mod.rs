@@ -477,7 +477,11 @@ impl RedshiftSink {
                         }
                     }
                     self.watermark = Some(w);
-                    self.age.watermark(Instant::now());
+                    let snapshotting = self
+                        .tables
+                        .values()
+                        .any(|rt| rt.state.as_ref().is_none_or(|s| s.phase == Phase::Snapshot));
+                    self.age.watermark(Instant::now(), snapshotting);
                     let rows = self.ready.rows + self.spill.batch_rows() as usize;
                     let reason = if rows >= self.cfg.max_rows {
                         Some(FlushReason::Rows)
