@@ -181,7 +181,7 @@ impl Models {
                             )
                             .await?;
                         }
-                        self.analyze(tx, STUDENTS).await?;
+                        analyze(tx, self.postgres, STUDENTS).await?;
                         students_ready = true;
                     }
                     // The model's students: the flush's, and those its mapped inputs affect.
@@ -207,7 +207,7 @@ impl Models {
                             finds.join(" UNION ")
                         ))
                         .await?;
-                        self.analyze(tx, MODEL_STUDENTS).await?;
+                        analyze(tx, self.postgres, MODEL_STUDENTS).await?;
                         MODEL_STUDENTS
                     };
                     let students = format!("SELECT studentuniqueid FROM {set}");
@@ -249,7 +249,7 @@ impl Models {
                             let copy = format!("{ROWS}_{}", copies.len());
                             by_lookup(tx, true, &format!("CREATE TEMP TABLE {copy} AS {sql}"))
                                 .await?;
-                            self.analyze(tx, &copy).await?;
+                            analyze(tx, self.postgres, &copy).await?;
                             ctes.push((name, format!("SELECT * FROM {copy}")));
                             copies.push(copy);
                         } else {
@@ -312,7 +312,7 @@ impl Models {
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
                     let (inserted, truncated) = self.insert(tx, m, &select, None).await?;
-                    self.analyze(tx, &m.target()).await?;
+                    analyze(tx, self.postgres, &m.target()).await?;
                     (inserted, truncated, false)
                 }
             };
@@ -385,20 +385,6 @@ impl Models {
         Ok(done)
     }
 
-    /// On PostgreSQL, statistics of a table the refresh just filled (a temporary table of
-    /// students or keys, a model rebuilt whole): the statements after it are planned with them
-    /// (a table never analyzed is planned from its size alone).
-    async fn analyze(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        table: &str,
-    ) -> Result<(), tokio_postgres::Error> {
-        if self.postgres {
-            tx.batch_execute(&format!("ANALYZE {table}")).await?;
-        }
-        Ok(())
-    }
-
     /// Refresh `m` (`-- refresh_by: by`) for the values of `by.key` in the flush's rows of
     /// its changed inputs (`stages`), reading its listed inputs narrowed to them: delete its
     /// rows of those values and insert them again. `None` (nothing done) when a changed row
@@ -421,7 +407,7 @@ impl Models {
             union.join(" UNION ALL ")
         ))
         .await?;
-        self.analyze(tx, MODEL_KEYS).await?;
+        analyze(tx, self.postgres, MODEL_KEYS).await?;
         let unknown = any_row(tx, &format!("SELECT 1 FROM {MODEL_KEYS} WHERE k IS NULL")).await?;
         if unknown {
             tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
@@ -648,10 +634,7 @@ async fn keep_closed(
         m.target()
     );
     by_lookup(tx, postgres, &keep).await?;
-    if postgres {
-        tx.batch_execute(&format!("ANALYZE {KEPT}")).await?;
-    }
-    Ok(())
+    analyze(tx, postgres, KEPT).await
 }
 
 /// Put back the rows [`keep_closed`] set aside that the `SELECT` did not produce again (by key);
@@ -700,4 +683,18 @@ async fn by_lookup(
         tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
     }
     Ok(n)
+}
+
+/// On PostgreSQL, statistics of a table the refresh just filled (a temporary table of
+/// students, keys or kept rows, a model rebuilt whole): the statements after it are planned
+/// with them (a table never analyzed is planned from its size alone).
+async fn analyze(
+    tx: &tokio_postgres::Transaction<'_>,
+    postgres: bool,
+    table: &str,
+) -> Result<(), tokio_postgres::Error> {
+    if postgres {
+        tx.batch_execute(&format!("ANALYZE {table}")).await?;
+    }
+    Ok(())
 }
