@@ -404,17 +404,6 @@ impl Model {
         })
     }
 
-    /// `INSERT INTO target (columns) <select>`.
-    pub fn insert_sql(&self, select: &str) -> String {
-        let cols: Vec<String> = self.columns.iter().map(|c| quote(&c.name)).collect();
-        format!(
-            "INSERT INTO {} ({})\n{}",
-            self.target(),
-            cols.join(", "),
-            select
-        )
-    }
-
     /// The `SELECT` as a refresh runs it on the target now: a custom input that is not there
     /// is read as an empty table of its declared columns.
     pub async fn select_on(

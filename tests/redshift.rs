@@ -711,6 +711,128 @@ async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
     drop(rep);
 }
 
+/// An incremental refresh writes the rows that changed, not every row of the students it
+/// covers: one changed section association of a student with several sections rewrites that
+/// student's roster row and teacher links of it alone, and the models still equal their SELECTs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_refresh_writes_only_the_rows_that_changed() {
+    let (rig, rep) = with_shipped_models_caught_up(300, 23).await;
+    let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
+    // The student with the most roster rows, and one of its section associations that has one.
+    let r = rig
+        .target
+        .query_one(
+            "WITH s AS (SELECT r.studentnumber, count(*) AS n FROM roster.studentroster r \
+                        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1) \
+             SELECT st.studentusi, s.studentnumber, s.n, a.schoolid, a.schoolyear, a.sessionname, \
+                    a.localcoursecode, a.sectionidentifier, a.begindate \
+             FROM s JOIN edfi.student st ON st.studentuniqueid = s.studentnumber \
+             JOIN edfi.studentsectionassociation a ON a.studentusi = st.studentusi \
+             JOIN roster.studentroster r ON r.studentnumber = s.studentnumber \
+               AND r.rosterstartdate = a.begindate AND r.endyear = a.schoolyear \
+             ORDER BY a.sectionidentifier LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (usi, studentnumber, rows): (i32, String, i64) = (r.get(0), r.get(1), r.get(2));
+    assert!(rows >= 3, "a student with several roster rows ({rows})");
+    // Per key: the row's version (xmin: a row deleted and inserted again gets a new one) and
+    // its values.
+    let rows_of = |table: &'static str, key: &'static str| {
+        let target = &rig.target;
+        async move {
+            target
+                .query(
+                    &format!(
+                        "SELECT CAST(({key}) AS text), CAST(xmin AS text), CAST(t.* AS text) FROM {table} t"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, String>(0), (r.get::<_, String>(1), r.get::<_, String>(2))))
+                .collect::<HashMap<String, (String, String)>>()
+        }
+    };
+    // Keys whose row was rewritten, and keys whose values changed (or that came or went).
+    let compare = |before: &HashMap<String, (String, String)>,
+                   after: &HashMap<String, (String, String)>| {
+        let mut rewritten: Vec<String> = after
+            .iter()
+            .filter(|(k, (xmin, _))| before.get(*k).map(|(x, _)| x) != Some(xmin))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut changed: Vec<String> = after
+            .iter()
+            .filter(|(k, (_, row))| before.get(*k).map(|(_, r)| r) != Some(row))
+            .map(|(k, _)| k.clone())
+            .collect();
+        rewritten.sort();
+        changed.sort();
+        (rewritten, changed)
+    };
+    let roster_key = "sectionid, studentnumber, rosterstartdate";
+    let links_key = "sectionid, studentnumber, rosterstartdate, staffnumber";
+    let roster_before = rows_of("roster.studentroster", roster_key).await;
+    let links_before = rows_of("roster.teacherstudentlinks", links_key).await;
+    let backing = connect(&rig.sim.backing_url()).await;
+    let updated = backing
+        .execute(
+            r#"UPDATE edfi."StudentSectionAssociation"
+               SET "EndDate" = "BeginDate" + 1, "LastModifiedDate" = now()
+               WHERE "StudentUSI" = $1 AND "SchoolId" = $2 AND "SchoolYear" = $3
+                 AND "SessionName" = $4 AND "LocalCourseCode" = $5 AND "SectionIdentifier" = $6
+                 AND "BeginDate" = $7"#,
+            &[
+                &usi,
+                &r.get::<_, i32>(3),
+                &r.get::<_, i16>(4),
+                &r.get::<_, String>(5),
+                &r.get::<_, String>(6),
+                &r.get::<_, String>(7),
+                &r.get::<_, chrono::NaiveDate>(8),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let roster_after = rows_of("roster.studentroster", roster_key).await;
+    assert_eq!(
+        roster_after.len(),
+        roster_before.len(),
+        "no roster row came or went"
+    );
+    let (rewritten, changed) = compare(&roster_before, &roster_after);
+    assert_eq!(changed.len(), 1, "one roster row changed: {changed:?}");
+    assert!(changed[0].contains(&studentnumber), "{changed:?}");
+    assert_eq!(
+        rewritten, changed,
+        "rewritten roster rows (the student has {rows})"
+    );
+    let (rewritten, changed) = compare(
+        &links_before,
+        &rows_of("roster.teacherstudentlinks", links_key).await,
+    );
+    assert_eq!(rewritten, changed, "rewritten teacher links");
+    let mut reader = connect(&rig.staging.url()).await;
+    let tx = reader.transaction().await.unwrap();
+    for name in ["roster.studentroster", "roster.teacherstudentlinks"] {
+        assert_eq!(
+            model_differences(&tx, &shipped_model(name)).await,
+            0,
+            "{name}"
+        );
+    }
+    tx.commit().await.unwrap();
+    for name in ["roster.studentroster", "roster.teacherstudentlinks"] {
+        assert_never_rebuilt_whole(&rep, &shipped_model(name), &full_before).await;
+    }
+    drop(rep);
+}
+
 /// `m` was not rebuilt whole since the metrics gave `full_before` (refreshes per model).
 async fn assert_never_rebuilt_whole(
     rep: &Replicator,

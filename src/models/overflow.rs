@@ -50,11 +50,13 @@ fn too_long(e: &tokio_postgres::Error) -> bool {
 
 impl Models {
     /// Insert the rows of `select` (`m`'s, with its stand-ins; those passing `only`, a `WHERE`
-    /// clause over the model's columns) into `m`'s table: (rows inserted, values cut).
+    /// clause over the model's columns) into `into`, `m`'s table or a table like it: (rows
+    /// inserted, values cut).
     pub(super) async fn insert(
         &self,
         tx: &Transaction<'_>,
         m: &Model,
+        into: &str,
         select: &str,
         only: Option<&str>,
     ) -> Result<(u64, u64), RefreshError> {
@@ -64,18 +66,14 @@ impl Models {
             .expect("never poisoned: no panics while held")
             .contains(&m.name);
         if checked {
-            return self.insert_checked(tx, m, select, only).await;
+            return self.insert_checked(tx, m, into, select, only).await;
         }
+        let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
+        let cols = cols.join(", ");
         let sql = match only {
-            None => m.insert_sql(select),
+            None => format!("INSERT INTO {into} ({cols})\n{select}"),
             Some(only) => {
-                let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
-                format!(
-                    "INSERT INTO {} ({cols}) SELECT {cols} FROM ({}) edfi_cdc_model {only}",
-                    m.target(),
-                    select,
-                    cols = cols.join(", "),
-                )
+                format!("INSERT INTO {into} ({cols}) SELECT {cols} FROM ({select}) edfi_cdc_model {only}")
             }
         };
         match tx.execute(&sql, &[]).await {
@@ -99,6 +97,7 @@ impl Models {
         &self,
         tx: &Transaction<'_>,
         m: &Model,
+        into: &str,
         select: &str,
         only: Option<&str>,
     ) -> Result<(u64, u64), RefreshError> {
@@ -193,8 +192,7 @@ impl Models {
         let inserted = tx
             .execute(
                 &format!(
-                    "INSERT INTO {} ({}) SELECT {} FROM {ROWS}",
-                    m.target(),
+                    "INSERT INTO {into} ({}) SELECT {} FROM {ROWS}",
                     cols.join(", "),
                     exprs.join(", ")
                 ),
