@@ -405,14 +405,19 @@ impl Ods {
         Self::surrogate(code, 18, &(edorg, code.to_string()), &all)
     }
 
+    /// [`Ods::surrogate`] among the sections of one school and year, offset by `year × 10^15 +
+    /// school × 10^5`: a section added renumbers only its school's of that year.
     fn section_id(&self, key: &SectionKey) -> i64 {
         let all: Vec<SectionKey> = self
             .sections
             .iter()
-            .filter(|s| s.1 == key.1)
+            .filter(|s| s.0 == key.0 && s.1 == key.1)
             .map(|s| (s.0, s.1, s.2.clone(), s.3.clone(), s.4.clone()))
             .collect();
-        Self::yearly(&key.4, 18, key, &all, key.1, 10_000_000)
+        match Self::surrogate(&key.4, 18, key, &all) {
+            n if n < 0 => n - i64::from(key.1) * 1_000_000_000_000_000 - i64::from(key.0) * 100_000,
+            n => n,
+        }
     }
 
     /// The course of a section: at the section's school, a course with an identification code

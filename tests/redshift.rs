@@ -833,6 +833,149 @@ async fn an_incremental_refresh_writes_only_the_rows_that_changed() {
     drop(rep);
 }
 
+/// A section added at one school renumbers that school's sections of the year and no other's:
+/// the roster models are refreshed for that school's students of that year, not rebuilt whole,
+/// and equal their SELECTs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_section_refreshes_the_roster_of_its_school_only() {
+    // Two schools (the simulator puts 500 students in each).
+    let (rig, rep) = with_shipped_models_caught_up(1000, 31).await;
+    let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
+    let first = rig
+        .target
+        .query_one(
+            "SELECT schoolid, schoolyear, sessionname, localcoursecode, sectionidentifier \
+             FROM edfi.section WHERE schoolyear = \
+               (SELECT max(schoolyear) FROM edfi.schoolyeartype WHERE currentschoolyear) \
+             ORDER BY 1, 3, 4, 5 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (school, year): (i32, i16) = (first.get(0), first.get(1));
+    let (session, course, section): (String, String, String) =
+        (first.get(2), first.get(3), first.get(4));
+    // Who may be rewritten: the school's students of that year.
+    let of_school: std::collections::HashSet<String> = rig
+        .target
+        .query(
+            "SELECT DISTINCT st.studentuniqueid FROM edfi.studentsectionassociation a \
+             JOIN edfi.student st ON st.studentusi = a.studentusi \
+             WHERE a.schoolid = $1 AND a.schoolyear = $2",
+            &[&school, &year],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let versions = |table: &'static str| {
+        let target = &rig.target;
+        async move {
+            target
+                .query(
+                    &format!(
+                        "SELECT CAST((sectionid, studentnumber, rosterstartdate) AS text), \
+                         studentnumber, CAST(xmin AS text) FROM {table}"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        (r.get::<_, String>(1), r.get::<_, String>(2)),
+                    )
+                })
+                .collect::<HashMap<String, (String, String)>>()
+        }
+    };
+    let before = versions("roster.studentroster").await;
+    // A section ranked first at its school (same session and course as the first one, an
+    // identifier that sorts before the others), with one student of the first section in it.
+    let backing = connect(&rig.sim.backing_url()).await;
+    backing
+        .execute(
+            r#"CREATE TEMP TABLE new_section AS SELECT * FROM edfi."Section"
+               WHERE "SchoolId" = $1 AND "SchoolYear" = $2 AND "SessionName" = $3
+                 AND "LocalCourseCode" = $4 AND "SectionIdentifier" = $5"#,
+            &[&school, &year, &session, &course, &section],
+        )
+        .await
+        .unwrap();
+    backing
+        .execute(
+            r#"CREATE TEMP TABLE new_enrollment AS SELECT * FROM edfi."StudentSectionAssociation"
+               WHERE "SchoolId" = $1 AND "SchoolYear" = $2 AND "SessionName" = $3
+                 AND "LocalCourseCode" = $4 AND "SectionIdentifier" = $5 LIMIT 1"#,
+            &[&school, &year, &session, &course, &section],
+        )
+        .await
+        .unwrap();
+    backing
+        .batch_execute(
+            r#"UPDATE new_section SET "SectionIdentifier" = '0-new', "Id" = gen_random_uuid(),
+                   "LastModifiedDate" = now();
+               UPDATE new_enrollment SET "SectionIdentifier" = '0-new', "Id" = gen_random_uuid(),
+                   "LastModifiedDate" = now();
+               BEGIN;
+               INSERT INTO edfi."Section" SELECT * FROM new_section;
+               INSERT INTO edfi."StudentSectionAssociation" SELECT * FROM new_enrollment;
+               COMMIT;"#,
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let after = versions("roster.studentroster").await;
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "the new enrollment's roster row"
+    );
+    let rewritten: Vec<&String> = after
+        .iter()
+        .filter(|(k, (_, xmin))| before.get(*k).map(|(_, x)| x) != Some(xmin))
+        .map(|(_, (student, _))| student)
+        .collect();
+    assert!(
+        rewritten.len() > 1,
+        "the school's renumbered sections' rows are rewritten too ({})",
+        rewritten.len()
+    );
+    assert!(
+        after.values().any(|(s, _)| !of_school.contains(s)),
+        "the data has roster rows of other schools' students"
+    );
+    let outside: Vec<&&String> = rewritten
+        .iter()
+        .filter(|s| !of_school.contains(**s))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "rows of students of other schools rewritten: {outside:?}"
+    );
+    let mut reader = connect(&rig.staging.url()).await;
+    let tx = reader.transaction().await.unwrap();
+    for name in [
+        "roster.section",
+        "roster.studentroster",
+        "roster.teacherstudentlinks",
+    ] {
+        assert_eq!(
+            model_differences(&tx, &shipped_model(name)).await,
+            0,
+            "{name}"
+        );
+    }
+    tx.commit().await.unwrap();
+    for name in ["roster.studentroster", "roster.teacherstudentlinks"] {
+        assert_never_rebuilt_whole(&rep, &shipped_model(name), &full_before).await;
+    }
+    drop(rep);
+}
+
 /// `m` was not rebuilt whole since the metrics gave `full_before` (refreshes per model).
 async fn assert_never_rebuilt_whole(
     rep: &Replicator,

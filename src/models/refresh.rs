@@ -74,6 +74,9 @@ impl Models {
         // Models refreshed for more students than the flush's (`-- students_of:`): a model
         // reading one cannot follow it by the flush's students alone.
         let mut widened: HashSet<&str> = HashSet::new();
+        // Models without students refreshed because of their changed inputs alone (merged, no
+        // refreshed upstream, custom input or new definition): those inputs.
+        let mut caused_by: HashMap<&str, Vec<&String>> = HashMap::new();
         let mut students_ready = false;
         if self.postgres {
             tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
@@ -101,21 +104,37 @@ impl Models {
             if inputs.is_empty() && refreshed_upstream.is_empty() && !custom_changed && !redefined {
                 continue;
             }
-            // A model reading a model rebuilt whole is rebuilt whole; one reading models
-            // refreshed for the flush's students can follow them. A changed custom input is
-            // not tracked by student, and a changed definition may change every row: the model
-            // is rebuilt whole.
-            let upstream_full = refreshed_upstream
-                .iter()
-                .any(|d| !d.incremental || widened.contains(d.model.as_str()))
-                || custom_changed
-                || redefined;
+            // A model reading a model rebuilt whole (or by key, or for more students than the
+            // flush's) is rebuilt whole; one reading models refreshed for the flush's students
+            // can follow them. So can an incremental model reading a model without students
+            // that was refreshed for its own merged inputs alone (`roster.section` for a changed
+            // `Section`): those inputs are taken as its own changed inputs, which it must map to
+            // students. A changed custom input is not tracked by student, and a changed
+            // definition may change every row: the model is rebuilt whole.
+            let mut upstream_full = custom_changed || redefined;
+            let mut borrowed: Vec<&String> = Vec::new();
+            for d in &refreshed_upstream {
+                if d.incremental && !widened.contains(d.model.as_str()) {
+                    continue;
+                }
+                match caused_by.get(d.model.as_str()) {
+                    Some(theirs) if m.incremental.is_some() => {
+                        for i in theirs {
+                            if !inputs.contains(i) && !borrowed.contains(i) {
+                                borrowed.push(*i);
+                            }
+                        }
+                    }
+                    _ => upstream_full = true,
+                }
+            }
             let stand_ins = custom.stand_ins(m);
             let started = Instant::now();
             // The changed inputs' flush rows: each merged table with students, or one a
             // `-- students_of:` line maps to students (`None`: the model is rebuilt whole).
             let mapped: Option<Vec<(&String, &String, bool)>> = inputs
                 .iter()
+                .chain(&borrowed)
                 .map(|i| match &changed[*i] {
                     Changed::Merged {
                         stage,
@@ -324,6 +343,17 @@ impl Models {
                     (inserted, truncated, kept, false)
                 }
             };
+            let merged = inputs
+                .iter()
+                .all(|i| matches!(changed[*i], Changed::Merged { .. }));
+            if m.incremental.is_none()
+                && merged
+                && refreshed_upstream.is_empty()
+                && !custom_changed
+                && !redefined
+            {
+                caused_by.insert(m.name.as_str(), inputs);
+            }
             custom.record(tx, m).await?;
             done.push(Refreshed {
                 model: m.name.clone(),

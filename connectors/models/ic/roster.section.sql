@@ -5,9 +5,10 @@
 -- school with an identification code equal to the section's LocalCourseCode (the seed's rule:
 -- a SIS puts its course number there), else the one whose CourseCode equals it (the Ed-Fi
 -- convention); among several, the lowest courseid. sectionid: the section identifier when it
--- is a number (the SIS's section id), else minus (year × 10,000,000 + its rank among the
--- year's sections by (school, session, LocalCourseCode, identifier)), so that deleting one
--- year's sections renumbers no other year's; courseid as in roster.course; sectionnumber: the
+-- is a number (the SIS's section id), else minus (year × 10^15 + school id × 10^5 + its rank
+-- among the school's sections of the year by (session, LocalCourseCode, identifier)), so that
+-- a section added or deleted renumbers only its school's sections of that year, and deleting
+-- a year renumbers no other year's; courseid as in roster.course; sectionnumber: the
 -- section's place among the sections of its LocalCourseCode in its session, by identifier;
 -- start and end: its session's dates; sectionname: the section's SectionName (not in the
 -- seed's definition, but both seed workbooks read it).
@@ -40,9 +41,10 @@ sec AS (
     SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
            s.lastmodifieddate, s.sectionname,
            CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
-                ELSE -(CAST(s.schoolyear AS bigint) * 10000000 + ROW_NUMBER() OVER (
-                    PARTITION BY s.schoolyear
-                    ORDER BY s.schoolid, s.sessionname, s.localcoursecode, s.sectionidentifier
+                ELSE -(CAST(s.schoolyear AS bigint) * 1000000000000000 + CAST(s.schoolid AS bigint) * 100000
+                       + ROW_NUMBER() OVER (
+                    PARTITION BY s.schoolyear, s.schoolid
+                    ORDER BY s.sessionname, s.localcoursecode, s.sectionidentifier
                 ))
            END AS sectionid,
            ROW_NUMBER() OVER (

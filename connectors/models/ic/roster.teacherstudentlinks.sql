@@ -3,13 +3,15 @@
 -- inputs: roster.section, edfi.student, edfi.staff
 -- incremental: studentnumber
 -- history: endyear
+-- students_of: edfi.section: SELECT a.studentusi FROM edfi.studentsectionassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear
 -- students_of: edfi.staffsectionassociation: SELECT a.studentusi FROM edfi.studentsectionassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND c.sessionname = a.sessionname AND c.localcoursecode = a.localcoursecode AND c.sectionidentifier = a.sectionidentifier
 -- students_of: edfi.staff: SELECT a.studentusi FROM edfi.studentsectionassociation a WHERE EXISTS (SELECT 1 FROM edfi.staffsectionassociation t JOIN {changed} c ON c.staffusi = t.staffusi WHERE t.schoolid = a.schoolid AND t.schoolyear = a.schoolyear AND t.sessionname = a.sessionname AND t.localcoursecode = a.localcoursecode AND t.sectionidentifier = a.sectionidentifier AND (c.edfi_cdc_op = 'd' OR NOT EXISTS (SELECT 1 FROM roster.teacherstudentlinks l WHERE l.staffnumber = c.staffuniqueid)))
 -- index: staffnumber
 -- One row per student and staff member of the same section (whose course is found). sectionid
 -- and courseid as in roster.section; lastupdated: the later of the two
 -- associations' LastModifiedDate. The public definition has no key; this one keys the table
--- by section, student, start date and staff member (each NOT NULL).
+-- by section, student, start date and staff member (each NOT NULL). A changed Section
+-- refreshes the students of its school and year, as in roster.studentroster.
 CREATE TABLE roster.teacherstudentlinks (
     sectionid bigint NOT NULL,
     courseid bigint,
@@ -26,9 +28,10 @@ CREATE TABLE roster.teacherstudentlinks (
 WITH sec AS (
     SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
            CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
-                ELSE -(CAST(s.schoolyear AS bigint) * 10000000 + ROW_NUMBER() OVER (
-                    PARTITION BY s.schoolyear
-                    ORDER BY s.schoolid, s.sessionname, s.localcoursecode, s.sectionidentifier
+                ELSE -(CAST(s.schoolyear AS bigint) * 1000000000000000 + CAST(s.schoolid AS bigint) * 100000
+                       + ROW_NUMBER() OVER (
+                    PARTITION BY s.schoolyear, s.schoolid
+                    ORDER BY s.sessionname, s.localcoursecode, s.sectionidentifier
                 ))
            END AS sectionid
     FROM edfi.section s
