@@ -467,7 +467,8 @@ impl Model {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refreshed {
     pub model: String,
-    /// Rows inserted (all of them for a rebuild, the changed students' for an incremental one).
+    /// Rows inserted: all of them for a rebuild; for an incremental refresh those that are new
+    /// or changed (`replace_rows`).
     pub rows: u64,
     pub seconds: f64,
     /// Whether only the changed students' rows were rebuilt.

@@ -567,6 +567,7 @@ fn expect_calendaraggregate(o: &Ods, today: NaiveDate) -> Vec<Vec<V>> {
                 i(*y),
                 V::Ts(span.2),
                 i(*s),
+                opt(days.iter().max(), |d| V::Date(*d)),
             ])
         })
         .collect()

@@ -149,8 +149,6 @@ pub(super) fn load_groups(
                     "only an incremental model (`-- incremental:`) maps changes to students"
                         .to_string(),
                 )
-            } else if !found_inputs.contains(table) {
-                Some(format!("{table} is not an input of the model"))
             } else if !unknown.is_empty() {
                 Some(format!(
                     "reads {}, not replicated tables of group {}",
@@ -206,6 +204,26 @@ pub(super) fn load_groups(
             Vec::new()
         }
     };
+    // A `-- students_of:` table is an input of the model or of a model it reads (whose
+    // refresh for that table's changes the model follows).
+    for m in &models {
+        for (table, _) in &m.students_of {
+            let read = m.inputs.contains(table)
+                || models
+                    .iter()
+                    .any(|u| m.upstream.contains(&u.name) && u.inputs.contains(table));
+            if !read {
+                problems.push(ModelProblem {
+                    file: m.file.clone(),
+                    reason: format!(
+                        "model {}: `-- students_of: {table}`: {table} is not an input of the \
+                         model or of a model it reads",
+                        m.name
+                    ),
+                });
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(Models {
             models,
@@ -1108,7 +1126,7 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
             ),
             (
                 line.replace("edfi.school:", "edfi.staff:"),
-                "edfi.staff is not an input of the model",
+                "edfi.staff is not an input of the model or of a model it reads",
             ),
             (
                 line.replace("edfi.student s", "edfi.staff s"),

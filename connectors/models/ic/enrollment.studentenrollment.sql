@@ -1,6 +1,6 @@
 -- model: enrollment.studentenrollment
--- inputs: edfi.studentschoolassociation, edfi.student, edfi.calendar, edfi.calendardate,
--- inputs: edfi.calendardatecalendarevent, edfi.schoolyeartype, edfi.descriptor
+-- inputs: edfi.studentschoolassociation, edfi.student, edfi.calendar,
+-- inputs: schedule.calendaraggregate, edfi.schoolyeartype, edfi.descriptor
 -- incremental: studentnumber
 -- history: endyear
 -- students_of: edfi.calendardate: SELECT a.studentusi FROM edfi.studentschoolassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND (a.calendarcode IS NULL OR a.calendarcode = c.calendarcode) WHERE NOT EXISTS (SELECT 1 FROM edfi.calendardate l WHERE l.calendarcode = c.calendarcode AND l.schoolid = c.schoolid AND l.schoolyear = c.schoolyear AND l.date > c.date)
@@ -13,7 +13,9 @@
 -- date, else the calendar's last instructional day (else its last day). activeenrollment: no
 -- withdraw date in the current school year; mostrecentenrollmentyear: the student's latest
 -- entry date of that school year; completedschoolyear: no withdraw date, or one on or after the
--- calendar's last instructional day.
+-- calendar's last instructional day. The calendar's last day and last instructional day are
+-- read from schedule.calendaraggregate (refreshed by school when calendar dates change), not
+-- aggregated from every calendar date of the district in each refresh.
 CREATE TABLE enrollment.studentenrollment (
     studentnumber varchar(15) NOT NULL,
     schoolnumber integer NOT NULL,
@@ -43,19 +45,6 @@ WITH cal AS (
            END AS calendarnumber
     FROM edfi.calendar c
 ),
-span AS (
-    SELECT cd.calendarcode, cd.schoolid, cd.schoolyear, MAX(cd.date) AS lastdate,
-           MAX(CASE WHEN ev.date IS NOT NULL THEN cd.date END) AS lastinstructional
-    FROM edfi.calendardate cd
-    LEFT JOIN (
-        SELECT DISTINCT e.calendarcode, e.schoolid, e.schoolyear, e.date
-        FROM edfi.calendardatecalendarevent e
-        JOIN edfi.descriptor d ON d.descriptorid = e.calendareventdescriptorid
-        WHERE d.codevalue = 'Instructional day'
-    ) ev ON ev.calendarcode = cd.calendarcode AND ev.schoolid = cd.schoolid
-        AND ev.schoolyear = cd.schoolyear AND ev.date = cd.date
-    GROUP BY cd.calendarcode, cd.schoolid, cd.schoolyear
-),
 enr AS (
     SELECT a.studentusi, a.schoolid, a.entrydate, a.schoolyear, a.calendarcode,
            a.entrygradeleveldescriptorid, a.entrytypedescriptorid, a.exitwithdrawdate,
@@ -71,13 +60,12 @@ enrcal AS (
     SELECT e.studentusi, e.schoolid, e.entrydate, e.schoolyear, e.entrygradeleveldescriptorid,
            e.entrytypedescriptorid, e.exitwithdrawdate, e.exitwithdrawtypedescriptorid,
            e.repeatgradeindicator, e.lastmodifieddate, cal.calendarnumber,
-           COALESCE(sp.lastinstructional, sp.lastdate) AS lastday,
+           COALESCE(ca.lastinstructionaldate, ca.calendarenddate) AS lastday,
            ROW_NUMBER() OVER (PARTITION BY e.studentusi, e.entrydate ORDER BY cal.calendarcode) AS n
     FROM enr e
     JOIN cal ON cal.schoolid = e.schoolid AND cal.schoolyear = e.schoolyear
         AND (e.calendarcode IS NULL OR cal.calendarcode = e.calendarcode)
-    JOIN span sp ON sp.calendarcode = cal.calendarcode AND sp.schoolid = cal.schoolid
-        AND sp.schoolyear = cal.schoolyear
+    JOIN schedule.calendaraggregate ca ON ca.calendarnumber = cal.calendarnumber
     WHERE e.n = 1
 ),
 graded AS (

@@ -4,7 +4,9 @@
 -- refresh_by: schoolnumber = schoolid: edfi.calendardate, edfi.calendardatecalendarevent
 -- One row per calendar with dates. attendancesy: instructional days in the calendar;
 -- attendancesytd: those before CURRENT_DATE on the day of the refresh. calendarnumber as in
--- schedule.calendar.
+-- schedule.calendar. lastinstructionaldate (not in the seed's definition): the calendar's last
+-- instructional day, NULL without one; enrollment.studentenrollment reads it here rather than
+-- aggregating every calendar date of the district in each of its refreshes.
 CREATE TABLE schedule.calendaraggregate (
     calendarnumber integer NOT NULL,
     attendancesytd integer NOT NULL,
@@ -14,6 +16,7 @@ CREATE TABLE schedule.calendaraggregate (
     endyear smallint NOT NULL,
     lastupdated timestamp NOT NULL,
     schoolnumber integer,
+    lastinstructionaldate date,
     PRIMARY KEY (calendarnumber)
 );
 SELECT
@@ -24,7 +27,8 @@ SELECT
     span.lastdate AS calendarenddate,
     cal.schoolyear AS endyear,
     span.lastupdated AS lastupdated,
-    cal.schoolid AS schoolnumber
+    cal.schoolid AS schoolnumber,
+    ev.lastinstructional AS lastinstructionaldate
 FROM (
     SELECT c.calendarcode, c.schoolid, c.schoolyear,
            CASE WHEN c.calendarcode ~ '^[0-9]{1,9}$' THEN CAST(c.calendarcode AS integer)
@@ -41,7 +45,8 @@ JOIN (
 LEFT JOIN (
     SELECT calendarcode, schoolid, schoolyear,
            SUM(CASE WHEN instructional = 1 AND date < CURRENT_DATE THEN 1 ELSE 0 END) AS sytd,
-           SUM(instructional) AS sy
+           SUM(instructional) AS sy,
+           MAX(CASE WHEN instructional = 1 THEN date END) AS lastinstructional
     FROM (
         SELECT e.calendarcode, e.schoolid, e.schoolyear, e.date,
                MAX(CASE WHEN d.codevalue = 'Instructional day' THEN 1 ELSE 0 END) AS instructional
