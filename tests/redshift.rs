@@ -817,19 +817,7 @@ async fn an_incremental_refresh_writes_only_the_rows_that_changed() {
         &rows_of("roster.teacherstudentlinks", links_key).await,
     );
     assert_eq!(rewritten, changed, "rewritten teacher links");
-    let mut reader = connect(&rig.staging.url()).await;
-    let tx = reader.transaction().await.unwrap();
-    for name in ["roster.studentroster", "roster.teacherstudentlinks"] {
-        assert_eq!(
-            model_differences(&tx, &shipped_model(name)).await,
-            0,
-            "{name}"
-        );
-    }
-    tx.commit().await.unwrap();
-    for name in ["roster.studentroster", "roster.teacherstudentlinks"] {
-        assert_never_rebuilt_whole(&rep, &shipped_model(name), &full_before).await;
-    }
+    assert_roster_followed(&rig, &rep, &[], &full_before).await;
     drop(rep);
 }
 
@@ -956,24 +944,29 @@ async fn a_new_section_refreshes_the_roster_of_its_school_only() {
         outside.is_empty(),
         "rows of students of other schools rewritten: {outside:?}"
     );
+    assert_roster_followed(&rig, &rep, &["roster.section"], &full_before).await;
+    drop(rep);
+}
+
+/// The roster models (and `more`) equal their SELECTs, and the roster models were not rebuilt
+/// whole since the metrics gave `full_before`.
+async fn assert_roster_followed(
+    rig: &Rig,
+    rep: &Replicator,
+    more: &[&str],
+    full_before: &HashMap<String, u64>,
+) {
+    let roster = ["roster.studentroster", "roster.teacherstudentlinks"];
     let mut reader = connect(&rig.staging.url()).await;
     let tx = reader.transaction().await.unwrap();
-    for name in [
-        "roster.section",
-        "roster.studentroster",
-        "roster.teacherstudentlinks",
-    ] {
-        assert_eq!(
-            model_differences(&tx, &shipped_model(name)).await,
-            0,
-            "{name}"
-        );
+    for name in roster.iter().chain(more) {
+        let differences = model_differences(&tx, &shipped_model(name)).await;
+        assert_eq!(differences, 0, "{name}");
     }
     tx.commit().await.unwrap();
-    for name in ["roster.studentroster", "roster.teacherstudentlinks"] {
-        assert_never_rebuilt_whole(&rep, &shipped_model(name), &full_before).await;
+    for name in roster {
+        assert_never_rebuilt_whole(rep, &shipped_model(name), full_before).await;
     }
-    drop(rep);
 }
 
 /// `m` was not rebuilt whole since the metrics gave `full_before` (refreshes per model).
