@@ -382,8 +382,7 @@ impl Model {
             })
             .collect();
         if !self.key.is_empty() {
-            let key: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
-            lines.push(format!("    PRIMARY KEY ({})", key.join(", ")));
+            lines.push(format!("    PRIMARY KEY ({})", self.key_list()));
         }
         format!(
             "CREATE TABLE IF NOT EXISTS {} (\n{}\n)",
@@ -402,6 +401,28 @@ impl Model {
                 quote(col)
             )
         })
+    }
+
+    /// The model's columns, quoted, comma-separated, in order.
+    fn column_list(&self) -> String {
+        let cols: Vec<String> = self.columns.iter().map(|c| quote(&c.name)).collect();
+        cols.join(", ")
+    }
+
+    /// The key's columns, quoted, comma-separated.
+    fn key_list(&self) -> String {
+        let key: Vec<String> = self.key.iter().map(|k| quote(k)).collect();
+        key.join(", ")
+    }
+
+    /// `a.k = b.k AND …` over the key: rows of `a` and `b` (tables or aliases) with one key.
+    fn same_key(&self, a: &str, b: &str) -> String {
+        let eq: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| format!("{a}.{k} = {b}.{k}", k = quote(k)))
+            .collect();
+        eq.join(" AND ")
     }
 
     /// The `SELECT` as a refresh runs it on the target now: a custom input that is not there

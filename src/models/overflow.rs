@@ -68,8 +68,7 @@ impl Models {
         if checked {
             return self.insert_checked(tx, m, into, select, only).await;
         }
-        let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
-        let cols = cols.join(", ");
+        let cols = m.column_list();
         let sql = match only {
             None => format!("INSERT INTO {into} ({cols})\n{select}"),
             Some(only) => {
@@ -188,12 +187,11 @@ impl Models {
             }
             cut += count as u64;
         }
-        let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
         let inserted = tx
             .execute(
                 &format!(
                     "INSERT INTO {into} ({}) SELECT {} FROM {ROWS}",
-                    cols.join(", "),
+                    m.column_list(),
                     exprs.join(", ")
                 ),
                 &[],

@@ -483,16 +483,7 @@ impl Models {
         only: &str,
     ) -> Result<(u64, u64, u64), RefreshError> {
         let target = m.target();
-        let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
-        let cols = cols.join(", ");
-        let same_key = |a: &str, b: &str| -> String {
-            let eq: Vec<String> = m
-                .key
-                .iter()
-                .map(|k| format!("{a}.{k} = {b}.{k}", k = quote(k)))
-                .collect();
-            eq.join(" AND ")
-        };
+        let cols = m.column_list();
         tx.batch_execute(&format!("CREATE TEMP TABLE {FRESH} (LIKE {target})"))
             .await?;
         let (_, truncated) = self
@@ -509,17 +500,16 @@ impl Models {
         // A closed year's row whose key the SELECT no longer gives stays.
         let gone_again = format!(
             "NOT EXISTS (SELECT 1 FROM {FRESH} WHERE {})",
-            same_key(FRESH, OLD)
+            m.same_key(FRESH, OLD)
         );
         let closed = m.closed_sql(&format!("{OLD}."), input);
         let keep = closed.as_ref().map_or(String::new(), |c| {
             format!(" WHERE NOT COALESCE({c} AND {gone_again}, false)")
         });
-        let keys: Vec<String> = m.key.iter().map(|k| quote(k)).collect();
         tx.batch_execute(&format!(
             "CREATE TEMP TABLE {GONE} AS SELECT {keys} FROM \
              (SELECT {cols} FROM {OLD} EXCEPT SELECT {cols} FROM {FRESH}) {OLD}{keep}",
-            keys = keys.join(", ")
+            keys = m.key_list()
         ))
         .await?;
         analyze(tx, self.postgres, GONE).await?;
@@ -528,7 +518,7 @@ impl Models {
             self.postgres,
             &format!(
                 "DELETE FROM {target} USING {GONE} WHERE {}",
-                same_key(&target, GONE)
+                m.same_key(&target, GONE)
             ),
         )
         .await?;
@@ -763,18 +753,12 @@ async fn restore_closed(
     if m.history.is_none() {
         return Ok(0);
     }
-    let cols: Vec<String> = m.columns.iter().map(|c| quote(&c.name)).collect();
-    let same_key: Vec<String> = m
-        .key
-        .iter()
-        .map(|k| format!("t.{k} = k.{k}", k = quote(k)))
-        .collect();
     let restore = format!(
         "INSERT INTO {target} ({cols}) SELECT {cols} FROM {KEPT} k \
          WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {same})",
         target = m.target(),
-        cols = cols.join(", "),
-        same = same_key.join(" AND "),
+        cols = m.column_list(),
+        same = m.same_key("t", "k"),
     );
     let n = by_lookup(tx, postgres, &restore).await?;
     tx.batch_execute(&format!("DROP TABLE {KEPT}")).await?;
