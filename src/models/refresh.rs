@@ -20,6 +20,10 @@ const MODEL_KEYS: &str = "edfi_cdc_model_keys";
 /// student inputs, on PostgreSQL.
 const ROWS: &str = "edfi_cdc_student_rows";
 
+/// Temporary tables (`_0`, `_1`, …) of the flush's students' rows of a student input, on
+/// PostgreSQL: copied once per flush for every incremental model refreshed for those students.
+const FLUSH_ROWS: &str = "edfi_cdc_flush_rows";
+
 /// Temporary table of a history model's rows of closed school years, while it is rebuilt whole.
 const KEPT: &str = "edfi_cdc_kept";
 
@@ -78,6 +82,8 @@ impl Models {
         // refreshed upstream, custom input or new definition): those inputs.
         let mut caused_by: HashMap<&str, Vec<&String>> = HashMap::new();
         let mut students_ready = false;
+        // Student input → its copy of the flush's students' rows (`FLUSH_ROWS`).
+        let mut flush_rows: HashMap<String, String> = HashMap::new();
         if self.postgres {
             tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
         }
@@ -232,15 +238,33 @@ impl Models {
                             finds.join(" UNION ")
                         ))
                         .await?;
-                        analyze(tx, self.postgres, MODEL_STUDENTS).await?;
-                        MODEL_STUDENTS
+                        // The lines found no one else (a changed row that moves no student's
+                        // rows): refreshed for the flush's students, as if they had none.
+                        let more = any_row(
+                            tx,
+                            &format!(
+                                "SELECT 1 FROM {MODEL_STUDENTS} m WHERE NOT EXISTS \
+                                 (SELECT 1 FROM {STUDENTS} s WHERE s.studentusi = m.studentusi)"
+                            ),
+                        )
+                        .await?;
+                        if more {
+                            analyze(tx, self.postgres, MODEL_STUDENTS).await?;
+                            MODEL_STUDENTS
+                        } else {
+                            tx.batch_execute(&format!("DROP TABLE {MODEL_STUDENTS}"))
+                                .await?;
+                            STUDENTS
+                        }
                     };
                     let students = format!("SELECT studentuniqueid FROM {set}");
                     // Only those students' rows of the student tables are read, and of the
                     // student models it reads: they were refreshed for them (a model refreshed
                     // otherwise rebuilds this one whole).
                     let mut ctes = custom.ctes(m, &stand_ins);
-                    let mut reads: Vec<(String, String)> = m
+                    // (name, rows, whether an input table: the same for every model refreshed
+                    // for the flush's students, unlike an upstream model's rows).
+                    let mut reads: Vec<(String, String, bool)> = m
                         .inputs
                         .iter()
                         .filter(|t| self.student_tables.contains(*t))
@@ -251,6 +275,7 @@ impl Models {
                                 format!(
                                     "SELECT * FROM {input}.{table} WHERE studentusi IN (SELECT studentusi FROM {set})"
                                 ),
+                                true,
                             )
                         })
                         .collect();
@@ -263,22 +288,36 @@ impl Models {
                                     u.target(),
                                     quote(ucol)
                                 ),
+                                false,
                             ));
                         }
                     }
                     // On PostgreSQL, copied out first by index lookups (the SELECT's hash joins
-                    // would read each table whole for them).
+                    // would read each table whole for them); an input table's copy for the
+                    // flush's students serves every model refreshed for them.
                     let mut copies = Vec::new();
-                    for (name, sql) in reads {
-                        if self.postgres {
-                            let copy = format!("{ROWS}_{}", copies.len());
-                            by_lookup(tx, true, &format!("CREATE TEMP TABLE {copy} AS {sql}"))
-                                .await?;
-                            analyze(tx, self.postgres, &copy).await?;
-                            ctes.push((name, format!("SELECT * FROM {copy}")));
-                            copies.push(copy);
-                        } else {
+                    for (name, sql, input_table) in reads {
+                        if !self.postgres {
                             ctes.push((name, sql));
+                            continue;
+                        }
+                        let shared = input_table && set == STUDENTS;
+                        if let Some(copy) = flush_rows.get(&name).filter(|_| shared) {
+                            ctes.push((name, format!("SELECT * FROM {copy}")));
+                            continue;
+                        }
+                        let copy = if shared {
+                            format!("{FLUSH_ROWS}_{}", flush_rows.len())
+                        } else {
+                            format!("{ROWS}_{}", copies.len())
+                        };
+                        by_lookup(tx, true, &format!("CREATE TEMP TABLE {copy} AS {sql}")).await?;
+                        analyze(tx, self.postgres, &copy).await?;
+                        ctes.push((name.clone(), format!("SELECT * FROM {copy}")));
+                        if shared {
+                            flush_rows.insert(name, copy);
+                        } else {
+                            copies.push(copy);
                         }
                     }
                     let select = m.select_with(&ctes);
@@ -363,6 +402,9 @@ impl Models {
                 truncated,
                 kept,
             });
+        }
+        for copy in flush_rows.values() {
+            tx.batch_execute(&format!("DROP TABLE {copy}")).await?;
         }
         if students_ready {
             tx.batch_execute(&format!("DROP TABLE {STUDENTS}")).await?;
