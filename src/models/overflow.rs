@@ -49,16 +49,16 @@ fn too_long(e: &tokio_postgres::Error) -> bool {
 }
 
 impl Models {
-    /// Insert the rows of `select` (`m`'s, with its stand-ins; those passing `only`, a `WHERE`
-    /// clause over the model's columns) into `into`, `m`'s table or a table like it: (rows
-    /// inserted, values cut).
+    /// Insert the rows of `select` (`m`'s, with its stand-ins; `clause` a clause over the model's
+    /// columns after them: a `WHERE` choosing rows, or an `ORDER BY` they are written in) into
+    /// `into`, `m`'s table or a table like it: (rows inserted, values cut).
     pub(super) async fn insert(
         &self,
         tx: &Transaction<'_>,
         m: &Model,
         into: &str,
         select: &str,
-        only: Option<&str>,
+        clause: Option<&str>,
     ) -> Result<(u64, u64), RefreshError> {
         let checked = self
             .checked
@@ -66,13 +66,13 @@ impl Models {
             .expect("never poisoned: no panics while held")
             .contains(&m.name);
         if checked {
-            return self.insert_checked(tx, m, into, select, only).await;
+            return self.insert_checked(tx, m, into, select, clause).await;
         }
         let cols = m.column_list();
-        let sql = match only {
+        let sql = match clause {
             None => format!("INSERT INTO {into} ({cols})\n{select}"),
-            Some(only) => {
-                format!("INSERT INTO {into} ({cols}) SELECT {cols} FROM ({select}) edfi_cdc_model {only}")
+            Some(clause) => {
+                format!("INSERT INTO {into} ({cols}) SELECT {cols} FROM ({select}) edfi_cdc_model {clause}")
             }
         };
         match tx.execute(&sql, &[]).await {
@@ -98,13 +98,13 @@ impl Models {
         m: &Model,
         into: &str,
         select: &str,
-        only: Option<&str>,
+        clause: Option<&str>,
     ) -> Result<(u64, u64), RefreshError> {
         // A value too long here is one the model's own SELECT cast to a shorter type.
         tx.batch_execute(&format!(
             "CREATE TEMP TABLE {ROWS} AS SELECT * FROM ({}) edfi_cdc_model {}",
             select,
-            only.unwrap_or("")
+            clause.unwrap_or("")
         ))
         .await
         .map_err(|e| match e.as_db_error() {

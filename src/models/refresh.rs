@@ -371,8 +371,17 @@ impl Models {
                     }
                     tx.execute(&format!("DELETE FROM {}", m.target()), &[])
                         .await?;
-                    let (inserted, truncated) =
-                        self.insert(tx, m, &m.target(), &select, None).await?;
+                    // On PostgreSQL a student model's rows in student order, as the sink
+                    // publishes its student tables: a later refresh reads a flush's students'
+                    // rows through the index on the column, from few pages.
+                    let order = m
+                        .incremental
+                        .as_ref()
+                        .filter(|_| self.postgres)
+                        .map(|c| format!("ORDER BY {}", quote(c)));
+                    let (inserted, truncated) = self
+                        .insert(tx, m, &m.target(), &select, order.as_deref())
+                        .await?;
                     analyze(tx, self.postgres, &m.target()).await?;
                     let kept = if redefined {
                         0

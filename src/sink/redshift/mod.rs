@@ -15,7 +15,7 @@
 //!   checkpoint. A crash anywhere loses nothing and applies nothing twice.
 //! - Snapshots load a shadow table in batches of up to `max_rows` (at most 100,000) rows, each
 //!   one transaction with its progress, and replace the target's rows at the next flush after
-//!   they complete.
+//!   they complete (on PostgreSQL, a table with students in student order: `sql::publish`).
 //! - A row the target rejects stops the sink naming the table, key and reason.
 
 mod age;
@@ -236,7 +236,7 @@ impl RedshiftSink {
                     let students = sink
                         .tables
                         .values()
-                        .filter(|rt| has_students(&rt.schema))
+                        .filter(|rt| sql::has_students(&rt.schema))
                         .map(|rt| rt.target.to_string());
                     sink.models = models.with_student_tables(students);
                     return Ok((sink, cp));
@@ -1022,7 +1022,7 @@ impl RedshiftSink {
             }
             let merged = Changed::Merged {
                 stage: rt.stage.clone(),
-                students: has_students(&rt.schema),
+                students: sql::has_students(&rt.schema),
             };
             changed.insert(rt.target.to_string(), merged);
         }
@@ -1033,6 +1033,7 @@ impl RedshiftSink {
                 .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
             {
                 tx.batch_execute(&sql::publish(
+                    mode,
                     &rt.schema,
                     &rt.target,
                     &rt.shadow,
@@ -1737,14 +1738,6 @@ async fn ensure_table(
         out.evolved.clear();
     }
     Ok(out)
-}
-
-/// Whether a table has a `StudentUSI` column.
-fn has_students(schema: &TableSchema) -> bool {
-    schema
-        .columns
-        .iter()
-        .any(|c| c.name.eq_ignore_ascii_case("StudentUSI"))
 }
 
 /// `deletes = "soft"`: the target, and a snapshot's shadow table left from before, have

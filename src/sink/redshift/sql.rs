@@ -88,13 +88,12 @@ fn dist_key(schema: &TableSchema) -> String {
 /// `None` on Redshift (no indexes: there the refresh scans the column) and for tables without
 /// students.
 pub fn student_index(mode: LoadMode, schema: &TableSchema, target: &PgName) -> Option<String> {
-    let student = |name: &str| name.eq_ignore_ascii_case("StudentUSI");
     if mode != LoadMode::Stdin
-        || !schema.columns.iter().any(|c| student(&c.name))
+        || !has_students(schema)
         || schema
             .key_columns()
             .next()
-            .is_some_and(|k| student(&k.name))
+            .is_some_and(|k| k.name.eq_ignore_ascii_case("StudentUSI"))
     {
         return None;
     }
@@ -310,7 +309,13 @@ pub fn merge(schema: &TableSchema, dest: &PgName, stage: &str, soft_at: Option<&
 
 /// Publish a snapshot's shadow table into the target. With `soft_at`, rows of the target that
 /// the snapshot no longer holds are kept, marked deleted at that time (or when they were).
+///
+/// On PostgreSQL (`stdin`) a table with students gets its rows in student order: a refresh of
+/// the models reads a flush's students' rows through the student index, and rows in key order
+/// put a few percent of a district's students on nearly every page, so the read was the whole
+/// table (BENCHMARKS.md, 1,000,000 students). Redshift reads the student column alone.
 pub fn publish(
+    mode: LoadMode,
     schema: &TableSchema,
     target: &PgName,
     shadow: &PgName,
@@ -333,10 +338,23 @@ pub fn publish(
         cols.push(DELETED_AT.to_string());
     }
     let cols = cols.join(", ");
+    let order = if mode == LoadMode::Stdin && has_students(schema) {
+        " ORDER BY studentusi"
+    } else {
+        ""
+    };
     sql.push_str(&format!(
-        "DELETE FROM {t};\nINSERT INTO {t} ({cols}) SELECT {cols} FROM {s};\nDROP TABLE {s}"
+        "DELETE FROM {t};\nINSERT INTO {t} ({cols}) SELECT {cols} FROM {s}{order};\nDROP TABLE {s}"
     ));
     sql
+}
+
+/// Whether a table has a `StudentUSI` column.
+pub fn has_students(schema: &TableSchema) -> bool {
+    schema
+        .columns
+        .iter()
+        .any(|c| c.name.eq_ignore_ascii_case("StudentUSI"))
 }
 
 /// The view of a soft-deleting target's live rows: `<schema>_live.<table>`. Reporting models
@@ -546,6 +564,7 @@ mod tests {
             (
                 "publish_soft.sql",
                 publish(
+                    LoadMode::S3,
                     &t,
                     &target(),
                     &PgName {
