@@ -1,6 +1,8 @@
 //! The one HTTP port of the process: Prometheus text on `/metrics`, liveness on `/healthz`,
 //! readiness on `/readyz` (every connector has finished a poll cycle successfully within
-//! `readiness_multiple` poll intervals; a failed cycle makes it unready at once).
+//! `readiness_multiple` poll intervals; a failed cycle makes it unready at once). In a sink
+//! worker a cycle is a lane's commit, or an answer about a whole-stream lane's lease: taken,
+//! renewed, or held by another worker while this one stands by.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -425,11 +425,25 @@ struct Lease {
     sink: String,
     worker: String,
     client: Option<tokio_postgres::Client>,
+    /// Each answer about the lease counts as a good cycle for `/readyz`, a failure as a failed
+    /// one: a standby worker commits nothing, and the holder of a Redshift lane commits once
+    /// per flush (every `max_age`), yet both are doing their job while their target answers.
+    health: Arc<Health>,
 }
 
 impl Lease {
     /// Take or renew the lease; the holder if another worker has it.
     async fn take(&mut self) -> Result<Option<checkpoint::LeaseHolder>, SinkError> {
+        let taken = self.ask().await;
+        match &taken {
+            Ok(_) => self.health.cycle_ok(&self.connector),
+            Err(_) => self.health.cycle_failed(&self.connector),
+        }
+        taken
+    }
+
+    /// [`Lease::take`] without the readiness.
+    async fn ask(&mut self) -> Result<Option<checkpoint::LeaseHolder>, SinkError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = Some(crate::sink::pg::connect(self.kind, &self.url).await?);
         }
@@ -547,6 +561,7 @@ async fn run_whole(
         sink: lane.sink_name(kind),
         worker: worker_id(),
         client: None,
+        health: health.clone(),
     };
     loop {
         if !lease

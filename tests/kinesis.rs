@@ -259,6 +259,13 @@ async fn a_standby_worker_takes_over_a_lane_killed_mid_snapshot_and_nothing_is_l
     });
     let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
     let active = lease_holder(&mut workers).await;
+    // The standby commits nothing, yet is ready while its lease's database answers: it is
+    // doing its job.
+    let standby_addr = workers[1 - active].metrics_addr().await;
+    wait_for("the standby worker to be ready", CATCH_UP, || async {
+        (http_get(&standby_addr, "/readyz").0 == 200).then_some(())
+    })
+    .await;
     wait_mid_snapshot(&rig.target, "staging@shards", CATCH_UP).await;
     let mut standby = workers.remove(1 - active);
     workers.remove(0).kill();
