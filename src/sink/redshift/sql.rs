@@ -77,7 +77,7 @@ pub fn key_columns(schema: &TableSchema) -> Vec<String> {
 fn dist_key(schema: &TableSchema) -> String {
     schema
         .key_columns()
-        .find(|c| c.name.eq_ignore_ascii_case("StudentUSI"))
+        .find(|c| is_student(&c.name))
         .or_else(|| schema.key_columns().next())
         .map(|c| ident(&c.name.to_lowercase()))
         .expect("tables have a primary key")
@@ -93,7 +93,7 @@ pub fn student_index(mode: LoadMode, schema: &TableSchema, target: &PgName) -> O
         || schema
             .key_columns()
             .next()
-            .is_some_and(|k| k.name.eq_ignore_ascii_case("StudentUSI"))
+            .is_some_and(|k| is_student(&k.name))
     {
         return None;
     }
@@ -351,10 +351,12 @@ pub fn publish(
 
 /// Whether a table has a `StudentUSI` column.
 pub fn has_students(schema: &TableSchema) -> bool {
-    schema
-        .columns
-        .iter()
-        .any(|c| c.name.eq_ignore_ascii_case("StudentUSI"))
+    schema.columns.iter().any(|c| is_student(&c.name))
+}
+
+/// Whether a column is the student column, `StudentUSI`.
+fn is_student(column: &str) -> bool {
+    column.eq_ignore_ascii_case("StudentUSI")
 }
 
 /// The view of a soft-deleting target's live rows: `<schema>_live.<table>`. Reporting models
