@@ -752,7 +752,8 @@ fn expect_course(o: &Ods) -> Vec<Vec<V>> {
         .collect()
 }
 
-fn expect_section(o: &Ods) -> Vec<Vec<V>> {
+/// `ids.section`: each section whose course is found, by key, with its id, course and number.
+fn expect_ids_section(o: &Ods) -> Vec<Vec<V>> {
     o.sections
         .iter()
         .filter_map(|(school, year, session, course, ident, modified, name)| {
@@ -771,17 +772,51 @@ fn expect_section(o: &Ods) -> Vec<Vec<V>> {
                 .filter(|s| s.4 < *ident)
                 .count()
                 + 1;
-            let dates = o.sessions.get(&(*school, *year, session.clone()));
             Some(vec![
+                i(*school),
+                i(*year),
+                t(session.clone()),
+                t(course.clone()),
+                t(ident.clone()),
                 i(o.section_id(&key)),
                 i(course_id),
                 i(number as i64),
+                opt(name.clone(), V::Text),
+                V::Ts(*modified),
+            ])
+        })
+        .collect()
+}
+
+/// `roster.section`: `ids.section`'s rows with their session's dates.
+fn expect_section(o: &Ods) -> Vec<Vec<V>> {
+    expect_ids_section(o)
+        .into_iter()
+        .map(|k| {
+            let (school, year) = match (&k[0], &k[1]) {
+                (V::Int(s), V::Int(y)) => (*s, *y),
+                other => panic!("section key {other:?}"),
+            };
+            let session = match &k[2] {
+                V::Text(s) => s.clone(),
+                other => panic!("session {other:?}"),
+            };
+            let key = (
+                i32::try_from(school).unwrap(),
+                i16::try_from(year).unwrap(),
+                session,
+            );
+            let dates = o.sessions.get(&key);
+            vec![
+                k[5].clone(),
+                k[6].clone(),
+                k[7].clone(),
                 opt(dates, |d| V::Date(d.0)),
                 opt(dates, |d| V::Date(d.1)),
-                i(*year),
-                V::Ts(*modified),
-                opt(name.clone(), V::Text),
-            ])
+                k[1].clone(),
+                k[9].clone(),
+                k[8].clone(),
+            ]
         })
         .collect()
 }
@@ -857,10 +892,10 @@ async fn every_ic_model_matches_an_independent_computation() {
     // 1,100 students: three schools, one of each level.
     let (mut rig, version) = replicated(1100, 21).await;
     let models = load_ic();
-    assert_eq!(models.models().len(), 12);
+    assert_eq!(models.models().len(), 13);
     models.install(&rig.target).await.unwrap();
     let refreshed = refresh_committed(&mut rig.target, &models, &models.inputs(), version).await;
-    assert_eq!(refreshed.len(), 12, "{refreshed:?}");
+    assert_eq!(refreshed.len(), 13, "{refreshed:?}");
 
     let o = Ods::read(&rig.target).await;
     let today: NaiveDate = rig
@@ -879,6 +914,7 @@ async fn every_ic_model_matches_an_independent_computation() {
             "studentdemographics.student" => expect_student(&o),
             "enrollment.studentenrollment" => expect_enrollment(&o),
             "roster.course" => expect_course(&o),
+            "ids.section" => expect_ids_section(&o),
             "roster.section" => expect_section(&o),
             "roster.studentroster" => expect_studentroster(&o),
             "staff.staffidentity" | "staffidentity.staff" => expect_staff(&o),
@@ -987,7 +1023,11 @@ async fn every_ic_model_matches_an_independent_computation() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(fresh.len(), 12 + models.inputs().len(), "{fresh:?}");
+    assert_eq!(
+        fresh.len(),
+        models.models().len() + models.inputs().len(),
+        "{fresh:?}"
+    );
     assert!(fresh.iter().all(|f| f.2 == version));
     assert!(fresh
         .iter()

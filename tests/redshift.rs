@@ -857,30 +857,7 @@ async fn a_new_section_refreshes_the_roster_of_its_school_only() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let versions = |table: &'static str| {
-        let target = &rig.target;
-        async move {
-            target
-                .query(
-                    &format!(
-                        "SELECT CAST((sectionid, studentnumber, rosterstartdate) AS text), \
-                         studentnumber, CAST(xmin AS text) FROM {table}"
-                    ),
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, String>(0),
-                        (r.get::<_, String>(1), r.get::<_, String>(2)),
-                    )
-                })
-                .collect::<HashMap<String, (String, String)>>()
-        }
-    };
-    let before = versions("roster.studentroster").await;
+    let before = roster_versions(&rig.target).await;
     // A section ranked first at its school (same session and course as the first one, an
     // identifier that sorts before the others), with one student of the first section in it.
     let backing = connect(&rig.sim.backing_url()).await;
@@ -916,17 +893,13 @@ async fn a_new_section_refreshes_the_roster_of_its_school_only() {
         .await
         .unwrap();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
-    let after = versions("roster.studentroster").await;
+    let after = roster_versions(&rig.target).await;
     assert_eq!(
         after.len(),
         before.len() + 1,
         "the new enrollment's roster row"
     );
-    let rewritten: Vec<&String> = after
-        .iter()
-        .filter(|(k, (_, xmin))| before.get(*k).map(|(_, x)| x) != Some(xmin))
-        .map(|(_, (student, _))| student)
-        .collect();
+    let rewritten = rewritten_students(&before, &after);
     assert!(
         rewritten.len() > 1,
         "the school's renumbered sections' rows are rewritten too ({})",
@@ -945,6 +918,111 @@ async fn a_new_section_refreshes_the_roster_of_its_school_only() {
         "rows of students of other schools rewritten: {outside:?}"
     );
     assert_roster_followed(&rig, &rep, &["roster.section"], &full_before).await;
+    drop(rep);
+}
+
+/// `roster.studentroster`'s rows by key: (student, row version). A row deleted and inserted
+/// again by a refresh gets a new version (`xmin`).
+async fn roster_versions(target: &Client) -> HashMap<String, (String, String)> {
+    target
+        .query(
+            "SELECT CAST((sectionid, studentnumber, rosterstartdate) AS text), \
+             studentnumber, CAST(xmin AS text) FROM roster.studentroster",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                (r.get::<_, String>(1), r.get::<_, String>(2)),
+            )
+        })
+        .collect()
+}
+
+/// The students of the roster rows in `after` that are new or written again since `before`.
+fn rewritten_students<'a>(
+    before: &HashMap<String, (String, String)>,
+    after: &'a HashMap<String, (String, String)>,
+) -> Vec<&'a String> {
+    after
+        .iter()
+        .filter(|(k, (_, xmin))| before.get(*k).map(|(_, x)| x) != Some(xmin))
+        .map(|(_, (student, _))| student)
+        .collect()
+}
+
+/// A course found for a section by a new identification code (the seed's rule wins over the
+/// course code) moves the sections with that LocalCourseCode at that school to the new course:
+/// `ids.section` is rebuilt, and the roster models are refreshed for those sections' students
+/// alone — not rebuilt whole, as before a Course change did — and equal their SELECTs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_course_change_refreshes_the_roster_of_the_sections_it_moves_only() {
+    // 1,100 students: three schools, one of each level; the high school's sections carry the
+    // course code, which no identification code of the school equals.
+    let (rig, rep) = with_shipped_models_caught_up(1100, 37).await;
+    let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
+    let found = rig
+        .target
+        .query_one(
+            "SELECT s.schoolid, s.localcoursecode, c.coursecode FROM edfi.section s \
+             JOIN edfi.course c ON c.educationorganizationid = s.schoolid \
+               AND c.coursecode <> s.localcoursecode \
+             WHERE NOT EXISTS (SELECT 1 FROM edfi.courseidentificationcode i \
+               WHERE i.educationorganizationid = s.schoolid AND i.identificationcode = s.localcoursecode) \
+             ORDER BY 1, 2, 3 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (school, code, other): (i32, String, String) = (found.get(0), found.get(1), found.get(2));
+    // Who may be rewritten: the students of the school's sections with that LocalCourseCode.
+    let moved: std::collections::HashSet<String> = rig
+        .target
+        .query(
+            "SELECT DISTINCT st.studentuniqueid FROM edfi.studentsectionassociation a \
+             JOIN edfi.student st ON st.studentusi = a.studentusi \
+             WHERE a.schoolid = $1 AND a.localcoursecode = $2",
+            &[&school, &code],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!moved.is_empty(), "the sections have students");
+    let before = roster_versions(&rig.target).await;
+    // An "LEA course code" of another course at the school, equal to the sections' code.
+    let backing = connect(&rig.sim.backing_url()).await;
+    let n = backing
+        .execute(
+            r#"INSERT INTO edfi."CourseIdentificationCode"
+                   ("CourseCode", "CourseIdentificationSystemDescriptorId", "EducationOrganizationId",
+                    "IdentificationCode")
+               SELECT $1, d."DescriptorId", $2, $3 FROM edfi."Descriptor" d
+               WHERE d."CodeValue" = 'LEA course code'
+                 AND d."Namespace" = 'uri://ed-fi.org/CourseIdentificationSystemDescriptor'"#,
+            &[&other, &school, &code],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let after = roster_versions(&rig.target).await;
+    assert_eq!(after.len(), before.len(), "no roster row comes or goes");
+    let rewritten = rewritten_students(&before, &after);
+    assert!(
+        !rewritten.is_empty(),
+        "the moved sections' rows carry the new course"
+    );
+    let outside: Vec<&&String> = rewritten.iter().filter(|s| !moved.contains(**s)).collect();
+    assert!(
+        outside.is_empty(),
+        "rows of students of other sections rewritten: {outside:?}"
+    );
+    assert_roster_followed(&rig, &rep, &["ids.section", "roster.section"], &full_before).await;
     drop(rep);
 }
 

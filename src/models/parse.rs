@@ -205,10 +205,12 @@ pub(super) fn load_groups(
         }
     };
     // A `-- students_of:` table is an input of the model or of a model it reads (whose
-    // refresh for that table's changes the model follows).
+    // refresh for that table's changes the model follows), or a model it reads (whose changed
+    // rows it maps).
     for m in &models {
         for (table, _) in &m.students_of {
             let read = m.inputs.contains(table)
+                || m.upstream.contains(table)
                 || models
                     .iter()
                     .any(|u| m.upstream.contains(&u.name) && u.inputs.contains(table));
@@ -217,7 +219,7 @@ pub(super) fn load_groups(
                     file: m.file.clone(),
                     reason: format!(
                         "model {}: `-- students_of: {table}`: {table} is not an input of the \
-                         model or of a model it reads",
+                         model, a model it reads or an input of one",
                         m.name
                     ),
                 });
@@ -1126,7 +1128,7 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
             ),
             (
                 line.replace("edfi.school:", "edfi.staff:"),
-                "edfi.staff is not an input of the model or of a model it reads",
+                "edfi.staff is not an input of the model, a model it reads or an input of one",
             ),
             (
                 line.replace("edfi.student s", "edfi.staff s"),
@@ -1144,6 +1146,27 @@ FROM edfi.student s CROSS JOIN edfi.school sc WHERE s.firstname <> 'edfi.x; --'
         write(&dir, "ic", "thing.sql", &plain);
         let err = Models::load(&dir, &["ic"], &all).unwrap_err().to_string();
         assert!(err.contains("only an incremental model"), "{err}");
+        // A model it reads: the rows that model's refresh changed are mapped.
+        write(
+            &dir,
+            "ic",
+            "up.sql",
+            "-- model: ids.up\n-- inputs: edfi.school\n\
+             CREATE TABLE ids.up (schoolid integer NOT NULL, PRIMARY KEY (schoolid));\n\
+             SELECT schoolid FROM edfi.school;\n",
+        );
+        let reads_up = model(&line.replace("edfi.school:", "ids.up:"))
+            .replace("-- inputs: edfi.school\n", "-- inputs: ids.up\n")
+            .replace("CROSS JOIN edfi.school sc", "CROSS JOIN ids.up sc");
+        write(&dir, "ic", "thing.sql", &reads_up);
+        let models = Models::load(&dir, &["ic"], &all).unwrap();
+        let thing = models
+            .models()
+            .iter()
+            .find(|m| m.name == "roster.thing")
+            .unwrap();
+        assert_eq!(thing.upstream, ["ids.up"]);
+        assert_eq!(thing.students_of[0].0, "ids.up");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -27,6 +27,10 @@ const FLUSH_ROWS: &str = "edfi_cdc_flush_rows";
 /// Temporary table of a history model's rows of closed school years, while it is rebuilt whole.
 const KEPT: &str = "edfi_cdc_kept";
 
+/// Temporary tables (`_0`, `_1`, …) of the rows a model's refresh changed — its rows that went
+/// and those that came — for the `-- students_of: <model>` lines of the models reading it.
+const CHANGES: &str = "edfi_cdc_model_changes";
+
 /// Temporary tables of an incremental refresh ([`Models::replace_rows`]): the rows its
 /// `SELECT` gives, the model's rows they replace, and the keys of those to delete.
 const FRESH: &str = "edfi_cdc_fresh";
@@ -84,6 +88,15 @@ impl Models {
         let mut students_ready = false;
         // Student input → its copy of the flush's students' rows (`FLUSH_ROWS`).
         let mut flush_rows: HashMap<String, String> = HashMap::new();
+        // Models whose changed rows a model reading them maps to students (`-- students_of:
+        // <model>`), and the table of those rows once such a model was refreshed.
+        let diffed: HashSet<&str> = self
+            .models
+            .iter()
+            .flat_map(|m| m.students_of.iter().map(|(t, _)| t.as_str()))
+            .filter(|t| self.models.iter().any(|u| u.name == *t))
+            .collect();
+        let mut changes: HashMap<String, String> = HashMap::new();
         if self.postgres {
             tx.batch_execute("SET LOCAL enable_nestloop = off").await?;
         }
@@ -112,14 +125,25 @@ impl Models {
             }
             // A model reading a model rebuilt whole (or by key, or for more students than the
             // flush's) is rebuilt whole; one reading models refreshed for the flush's students
-            // can follow them. So can an incremental model reading a model without students
-            // that was refreshed for its own merged inputs alone (`roster.section` for a changed
-            // `Section`): those inputs are taken as its own changed inputs, which it must map to
-            // students. A changed custom input is not tracked by student, and a changed
-            // definition may change every row: the model is rebuilt whole.
+            // can follow them. So can an incremental model that maps the rows an upstream
+            // model's refresh changed to students (`-- students_of: ids.section`), and one
+            // reading a model without students that was refreshed for its own merged inputs
+            // alone (`schedule.calendaraggregate` for changed calendar dates): those inputs are
+            // taken as its own changed inputs, which it must map to students. A changed custom
+            // input is not tracked by student, and a changed definition may change every row:
+            // the model is rebuilt whole.
             let mut upstream_full = custom_changed || redefined;
             let mut borrowed: Vec<&String> = Vec::new();
+            // (upstream model, the table of the rows its refresh changed) mapped to students.
+            let mut followed: Vec<(&String, String)> = Vec::new();
             for d in &refreshed_upstream {
+                let line = m.students_of.iter().find(|(t, _)| *t == d.model);
+                if let (Some((t, _)), Some(rows)) = (line, changes.get(&d.model)) {
+                    if m.incremental.is_some() {
+                        followed.push((t, rows.clone()));
+                        continue;
+                    }
+                }
                 if d.incremental && !widened.contains(d.model.as_str()) {
                     continue;
                 }
@@ -136,6 +160,14 @@ impl Models {
             }
             let stand_ins = custom.stand_ins(m);
             let started = Instant::now();
+            let merged = inputs
+                .iter()
+                .all(|i| matches!(changed[*i], Changed::Merged { .. }));
+            // Where this refresh leaves the rows it changed, when a model reading it wants them:
+            // not after a snapshot of an input was published (an initial load changes every row;
+            // the models reading it are rebuilt whole then) or a new definition.
+            let keep_changes = (diffed.contains(m.name.as_str()) && merged && !redefined)
+                .then(|| format!("{CHANGES}_{}", changes.len()));
             // The changed inputs' flush rows: each merged table with students, or one a
             // `-- students_of:` line maps to students (`None`: the model is rebuilt whole).
             let mapped: Option<Vec<(&String, &String, bool)>> = inputs
@@ -156,6 +188,7 @@ impl Models {
                         .then_some((*i, stage, false)),
                     Changed::Replaced => None,
                 })
+                .chain(followed.iter().map(|(t, rows)| Some((*t, rows, false))))
                 .collect();
             // A `-- refresh_by:` model whose changed inputs are all listed and merged, and that
             // reads no refreshed model, is refreshed for the values they carry.
@@ -170,8 +203,15 @@ impl Models {
                         .collect();
                     match stages {
                         Some(stages) => {
-                            self.refresh_by_key(tx, m, by, &stages, &custom.ctes(m, &stand_ins))
-                                .await?
+                            self.refresh_by_key(
+                                tx,
+                                m,
+                                by,
+                                &stages,
+                                &custom.ctes(m, &stand_ins),
+                                keep_changes.as_deref(),
+                            )
+                            .await?
                         }
                         None => None,
                     }
@@ -350,8 +390,9 @@ impl Models {
                                 .await?;
                         }
                     }
-                    let (written, truncated, kept) =
-                        self.replace_rows(tx, m, input, &select, &only).await?;
+                    let (written, truncated, kept) = self
+                        .replace_rows(tx, m, input, &select, &only, keep_changes.as_deref())
+                        .await?;
                     for copy in copies {
                         tx.batch_execute(&format!("DROP TABLE {copy}")).await?;
                     }
@@ -361,6 +402,15 @@ impl Models {
                         widened.insert(m.name.as_str());
                     }
                     (written, truncated, kept, true)
+                }
+                _ if keep_changes.is_some() => {
+                    // A model whose changed rows models reading it map to students: rebuilt
+                    // whole, but written as a difference, which leaves those rows.
+                    let select = m.select_with(&custom.ctes(m, &stand_ins));
+                    let (written, truncated, kept) = self
+                        .replace_rows(tx, m, input, &select, "1 = 1", keep_changes.as_deref())
+                        .await?;
+                    (written, truncated, kept, false)
                 }
                 _ => {
                     let select = m.select_with(&custom.ctes(m, &stand_ins));
@@ -391,9 +441,6 @@ impl Models {
                     (inserted, truncated, kept, false)
                 }
             };
-            let merged = inputs
-                .iter()
-                .all(|i| matches!(changed[*i], Changed::Merged { .. }));
             if m.incremental.is_none()
                 && merged
                 && refreshed_upstream.is_empty()
@@ -401,6 +448,9 @@ impl Models {
                 && !redefined
             {
                 caused_by.insert(m.name.as_str(), inputs);
+            }
+            if let Some(rows) = keep_changes {
+                changes.insert(m.name.clone(), rows);
             }
             custom.record(tx, m).await?;
             done.push(Refreshed {
@@ -412,7 +462,7 @@ impl Models {
                 kept,
             });
         }
-        for copy in flush_rows.values() {
+        for copy in flush_rows.values().chain(changes.values()) {
             tx.batch_execute(&format!("DROP TABLE {copy}")).await?;
         }
         if students_ready {
@@ -471,8 +521,9 @@ impl Models {
 
     /// Refresh `m` (`-- refresh_by: by`) for the values of `by.key` in the flush's rows of
     /// its changed inputs (`stages`), reading its listed inputs narrowed to them: its rows of
-    /// those values become what its `SELECT` gives ([`Models::replace_rows`]). `None` (nothing
-    /// done) when a changed row carries no value: the model is then rebuilt whole.
+    /// those values become what its `SELECT` gives ([`Models::replace_rows`], leaving the rows
+    /// it changed in `changes` if given). `None` (nothing done) when a changed row carries no
+    /// value: the model is then rebuilt whole.
     async fn refresh_by_key(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -480,6 +531,7 @@ impl Models {
         by: &RefreshBy,
         stages: &[&String],
         custom_ctes: &[(String, String)],
+        changes: Option<&str>,
     ) -> Result<Option<(u64, u64, u64)>, RefreshError> {
         let key = quote(&by.key);
         let union: Vec<String> = stages
@@ -510,7 +562,9 @@ impl Models {
         }
         let select = m.select_with(&ctes);
         let only = format!("{} IN ({keys})", quote(&by.column));
-        let done = self.replace_rows(tx, m, input, &select, &only).await?;
+        let done = self
+            .replace_rows(tx, m, input, &select, &only, changes)
+            .await?;
         tx.batch_execute(&format!("DROP TABLE {MODEL_KEYS}"))
             .await?;
         Ok(Some(done))
@@ -523,8 +577,10 @@ impl Models {
     /// closed school years whose key the `SELECT` no longer gives — and new rows that are not
     /// exactly among the current ones are inserted. Most rows of the students or keys a flush
     /// touches come out as they were (at 1,000,000 students a flush's 30,000 students own about
-    /// 250,000 roster rows): they are read, not written again. Returns (rows written, values
-    /// cut, closed rows kept).
+    /// 250,000 roster rows): they are read, not written again. With `changes`, a temporary
+    /// table of that name is left holding the rows that changed: the old rows that are not
+    /// among the new ones and the new rows that are not among the old. Returns (rows written,
+    /// values cut, closed rows kept).
     async fn replace_rows(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -532,6 +588,7 @@ impl Models {
         input: &str,
         select: &str,
         only: &str,
+        changes: Option<&str>,
     ) -> Result<(u64, u64, u64), RefreshError> {
         let target = m.target();
         let cols = m.column_list();
@@ -595,6 +652,16 @@ impl Models {
             }
             None => 0,
         };
+        if let Some(changes) = changes {
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE {changes} AS \
+                 SELECT {cols} FROM (SELECT {cols} FROM {OLD} EXCEPT SELECT {cols} FROM {FRESH}) went \
+                 UNION ALL \
+                 SELECT {cols} FROM (SELECT {cols} FROM {FRESH} EXCEPT SELECT {cols} FROM {OLD}) came"
+            ))
+            .await?;
+            analyze(tx, self.postgres, changes).await?;
+        }
         tx.batch_execute(&format!("DROP TABLE {FRESH}, {OLD}, {GONE}"))
             .await?;
         Ok((written, truncated, kept))

@@ -1,17 +1,17 @@
 -- model: roster.teacherstudentlinks
--- inputs: edfi.studentsectionassociation, edfi.staffsectionassociation, edfi.section,
--- inputs: roster.section, edfi.student, edfi.staff
+-- inputs: edfi.studentsectionassociation, edfi.staffsectionassociation, ids.section,
+-- inputs: edfi.student, edfi.staff
 -- incremental: studentnumber
 -- history: endyear
--- students_of: edfi.section: SELECT a.studentusi FROM edfi.studentsectionassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear
+-- students_of: ids.section: SELECT a.studentusi FROM edfi.studentsectionassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND c.sessionname = a.sessionname AND c.localcoursecode = a.localcoursecode AND c.sectionidentifier = a.sectionidentifier
 -- students_of: edfi.staffsectionassociation: SELECT a.studentusi FROM edfi.studentsectionassociation a JOIN {changed} c ON c.schoolid = a.schoolid AND c.schoolyear = a.schoolyear AND c.sessionname = a.sessionname AND c.localcoursecode = a.localcoursecode AND c.sectionidentifier = a.sectionidentifier
 -- students_of: edfi.staff: SELECT a.studentusi FROM edfi.studentsectionassociation a WHERE EXISTS (SELECT 1 FROM edfi.staffsectionassociation t JOIN {changed} c ON c.staffusi = t.staffusi WHERE t.schoolid = a.schoolid AND t.schoolyear = a.schoolyear AND t.sessionname = a.sessionname AND t.localcoursecode = a.localcoursecode AND t.sectionidentifier = a.sectionidentifier AND (c.edfi_cdc_op = 'd' OR NOT EXISTS (SELECT 1 FROM roster.teacherstudentlinks l WHERE l.staffnumber = c.staffuniqueid)))
 -- index: staffnumber
 -- One row per student and staff member of the same section (whose course is found). sectionid
--- and courseid as in roster.section; lastupdated: the later of the two
+-- and courseid as in roster.section (ids.section); lastupdated: the later of the two
 -- associations' LastModifiedDate. The public definition has no key; this one keys the table
--- by section, student, start date and staff member (each NOT NULL). A changed Section
--- refreshes the students of its school and year, as in roster.studentroster.
+-- by section, student, start date and staff member (each NOT NULL). A change of ids.section
+-- refreshes the students of the sections whose row there changed, as in roster.studentroster.
 CREATE TABLE roster.teacherstudentlinks (
     sectionid bigint NOT NULL,
     courseid bigint,
@@ -25,20 +25,9 @@ CREATE TABLE roster.teacherstudentlinks (
     lastupdated timestamp NOT NULL,
     PRIMARY KEY (sectionid, studentnumber, rosterstartdate, staffnumber)
 );
-WITH sec AS (
-    SELECT s.schoolid, s.schoolyear, s.sessionname, s.localcoursecode, s.sectionidentifier,
-           CASE WHEN s.sectionidentifier ~ '^[0-9]{1,18}$' THEN CAST(s.sectionidentifier AS bigint)
-                ELSE -(CAST(s.schoolyear AS bigint) * 1000000000000000 + CAST(s.schoolid AS bigint) * 100000
-                       + ROW_NUMBER() OVER (
-                    PARTITION BY s.schoolyear, s.schoolid
-                    ORDER BY s.sessionname, s.localcoursecode, s.sectionidentifier
-                ))
-           END AS sectionid
-    FROM edfi.section s
-)
 SELECT
-    sec.sectionid AS sectionid,
-    rs.courseid AS courseid,
+    k.sectionid AS sectionid,
+    k.courseid AS courseid,
     st.studentuniqueid AS studentnumber,
     a.begindate AS rosterstartdate,
     a.enddate AS rosterenddate,
@@ -51,8 +40,7 @@ FROM edfi.studentsectionassociation a
 JOIN edfi.staffsectionassociation t ON t.schoolid = a.schoolid AND t.schoolyear = a.schoolyear
     AND t.sessionname = a.sessionname AND t.localcoursecode = a.localcoursecode
     AND t.sectionidentifier = a.sectionidentifier
-JOIN sec ON sec.schoolid = a.schoolid AND sec.schoolyear = a.schoolyear AND sec.sessionname = a.sessionname
-    AND sec.localcoursecode = a.localcoursecode AND sec.sectionidentifier = a.sectionidentifier
-JOIN roster.section rs ON rs.sectionid = sec.sectionid
+JOIN ids.section k ON k.schoolid = a.schoolid AND k.schoolyear = a.schoolyear AND k.sessionname = a.sessionname
+    AND k.localcoursecode = a.localcoursecode AND k.sectionidentifier = a.sectionidentifier
 JOIN edfi.student st ON st.studentusi = a.studentusi
 JOIN edfi.staff sf ON sf.staffusi = t.staffusi;
