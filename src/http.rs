@@ -2,7 +2,8 @@
 //! readiness on `/readyz` (every connector has finished a poll cycle successfully within
 //! `readiness_multiple` poll intervals; a failed cycle makes it unready at once). In a sink
 //! worker a cycle is a lane's commit, or an answer about a whole-stream lane's lease: taken,
-//! renewed, or held by another worker while this one stands by.
+//! renewed, or held by another worker while this one stands by; a lane retrying a transaction
+//! that failed with a transient fault is a failed one until a transaction of it commits.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

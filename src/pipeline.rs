@@ -389,10 +389,16 @@ pub async fn run(
     role: Role,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let health =
-        Arc::new(Health::new(configs.iter().map(|c| {
-            (c.name.clone(), c.poll.interval * c.readiness_multiple)
-        })));
+    // A sink worker hears from a whole-stream lane's lease every few seconds whatever the poll
+    // interval: its readiness spans at least the lease's validity.
+    let health = Arc::new(Health::new(configs.iter().map(|c| {
+        let within = c.poll.interval * c.readiness_multiple;
+        let within = match role {
+            Role::Sink => within.max(crate::worker::LEASE_TTL),
+            _ => within,
+        };
+        (c.name.clone(), within)
+    })));
     crate::metrics::components(&components(&configs, role));
     for c in configs.iter().filter(|c| c.source.heartbeat().is_some()) {
         crate::metrics::heartbeat_on(&c.name);

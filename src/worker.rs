@@ -20,6 +20,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,9 @@ struct LaneTask {
     tx: mpsc::Sender<Delivery>,
     stop: CancellationToken,
     handle: JoinHandle<Result<(), SinkError>>,
+    /// Whether the lane's last transaction failed with a transient fault and none has
+    /// committed since (see [`Lane::faulted`]).
+    faulty: Arc<AtomicBool>,
 }
 
 impl LaneTask {
@@ -111,8 +115,12 @@ fn spawn_lane(
     let (config, schemas, lane_stop) = (config.clone(), schemas.clone(), stop.clone());
     let kind = target.kind();
     let target = target.clone();
+    let faulty = Arc::new(AtomicBool::new(false));
+    let lane_faulty = faulty.clone();
     let handle = tokio::spawn(async move {
-        let lane = Lane::new(id.clone(), worker_id(), Some(committed)).with_share(share);
+        let lane = Lane::new(id.clone(), worker_id(), Some(committed))
+            .with_share(share)
+            .with_faults(lane_faulty);
         // The name of its series: a staging lane's own, the Redshift sink's as with the
         // embedded stream.
         let series = match &target {
@@ -178,6 +186,7 @@ fn spawn_lane(
         tx,
         stop,
         handle,
+        faulty,
     }
 }
 
@@ -332,14 +341,23 @@ async fn run_kafka(
             consumer.rejoin()?;
             continue;
         }
+        // A lane retrying a failed transaction makes the worker unready until it commits.
+        let faulty = lanes.values().any(|t| t.faulty.load(Ordering::Relaxed));
         let event = tokio::select! {
             _ = stop.cancelled() => break Ok(()),
             Some(p) = committed_rx.recv() => {
                 consumer.commit_hint(&p);
-                health.cycle_ok(&name);
+                if !faulty {
+                    health.cycle_ok(&name);
+                }
                 continue;
             }
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                if faulty {
+                    health.cycle_failed(&name);
+                }
+                continue;
+            }
             e = consumer.next() => e,
         };
         match event {
@@ -412,7 +430,7 @@ async fn run_kafka(
 
 /// How long a whole lane's lease lasts without renewal: a dead worker's lane is taken over
 /// within this time.
-const LEASE_TTL: Duration = Duration::from_secs(10);
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often the holder renews its lease, and a standby worker asks for it.
 const LEASE_EVERY: Duration = Duration::from_secs(3);
 
@@ -427,17 +445,24 @@ struct Lease {
     client: Option<tokio_postgres::Client>,
     /// Each answer about the lease counts as a good cycle for `/readyz`, a failure as a failed
     /// one: a standby worker commits nothing, and the holder of a Redshift lane commits once
-    /// per flush (every `max_age`), yet both are doing their job while their target answers.
+    /// per flush (every `max_age`), yet both are doing their job while their target answers —
+    /// unless the lane this worker applies is retrying a failed transaction (`lane_faulty`).
     health: Arc<Health>,
+    /// While this worker applies the lane: whether its last transaction failed.
+    lane_faulty: Option<Arc<AtomicBool>>,
 }
 
 impl Lease {
     /// Take or renew the lease; the holder if another worker has it.
     async fn take(&mut self) -> Result<Option<checkpoint::LeaseHolder>, SinkError> {
         let taken = self.ask().await;
+        let faulty = self
+            .lane_faulty
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed));
         match &taken {
-            Ok(_) => self.health.cycle_ok(&self.connector),
-            Err(_) => self.health.cycle_failed(&self.connector),
+            Ok(_) if !faulty => self.health.cycle_ok(&self.connector),
+            _ => self.health.cycle_failed(&self.connector),
         }
         taken
     }
@@ -562,6 +587,7 @@ async fn run_whole(
         worker: worker_id(),
         client: None,
         health: health.clone(),
+        lane_faulty: None,
     };
     loop {
         if !lease
@@ -642,6 +668,7 @@ async fn whole_turn(
         Share::Whole,
         &turn_stop,
     );
+    lease.lane_faulty = Some(task.faulty.clone());
     let mut read = reader(task.tx.clone());
     let mut renew =
         tokio::time::interval_at(tokio::time::Instant::now() + LEASE_EVERY, LEASE_EVERY);
@@ -663,6 +690,7 @@ async fn whole_turn(
         }
     };
     turn_stop.cancel();
+    lease.lane_faulty = None;
     drop(read); // lets the lane's input end
     match task.finish().await {
         // Another worker committed to the lane: it holds it now.

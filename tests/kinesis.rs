@@ -296,6 +296,71 @@ async fn a_standby_worker_takes_over_a_lane_killed_mid_snapshot_and_nothing_is_l
     drop((poller, later));
 }
 
+/// The holder of the lane whose transactions keep failing with a transient fault is not ready
+/// while it retries, although its lease renews; it is ready again once one commits, and
+/// nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_holder_retrying_a_failed_transaction_is_not_ready_until_one_commits() {
+    let moto = Moto::start();
+    let mut rig = Rig::new(300, 63).await;
+    use_kinesis(&mut rig, &moto);
+    // A retry budget the test cannot exhaust while it watches: the worker must stay up.
+    let text = std::fs::read_to_string(&rig.connector.path).unwrap();
+    std::fs::write(
+        &rig.connector.path,
+        text.replace("max_attempts = 8", "max_attempts = 1000"),
+    )
+    .unwrap();
+    let poller = start_role(&rig, "poller");
+    let mut worker = start_role(&rig, "sink");
+    wait_lane_caught_up(&rig).await;
+    let addr = worker.metrics_addr().await;
+    wait_for("the worker to be ready", CATCH_UP, || async {
+        (http_get(&addr, "/readyz").0 == 200).then_some(())
+    })
+    .await;
+    // Every write to staging's Student fails as a serialization failure would: transient.
+    rig.target
+        .batch_execute(
+            "CREATE FUNCTION refuse_for_the_test() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused for the test' USING ERRCODE = '40001'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON edfi.student \
+             FOR EACH ROW EXECUTE FUNCTION refuse_for_the_test();",
+        )
+        .await
+        .unwrap();
+    let backing = connect(&rig.sim.backing_url()).await;
+    backing
+        .execute(
+            r#"UPDATE edfi."Student" SET "LastSurname" = 'Refused', "LastModifiedDate" = now()
+               WHERE "StudentUSI" = (SELECT min("StudentUSI") FROM edfi."Student")"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_for("the retrying worker to be unready", CATCH_UP, || async {
+        (http_get(&addr, "/readyz").0 == 503).then_some(())
+    })
+    .await;
+    assert!(
+        worker.log().contains("transient fault; retrying"),
+        "{}",
+        worker.log()
+    );
+    rig.target
+        .batch_execute("DROP TRIGGER refuse ON edfi.student")
+        .await
+        .unwrap();
+    wait_for("the worker to be ready again", CATCH_UP, || async {
+        (http_get(&addr, "/readyz").0 == 200).then_some(())
+    })
+    .await;
+    wait_lane_caught_up(&rig).await;
+    assert_rig_equal(&rig).await;
+    assert!(worker.is_running(), "{}", worker.log());
+    drop((poller, worker));
+}
+
 /// Run `tests/support/tds_workload.py` against the simulator: `transactions` transactions of
 /// an independent TDS client (python-tds) on `writers` connections. Returns its totals.
 async fn tds_workload(rig: &Rig, seed: u64, transactions: u32, writers: u32) -> String {

@@ -11,6 +11,8 @@ pub mod staging;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -334,6 +336,9 @@ pub struct Lane {
     next: Positions,
     /// Told the positions after each commit (the Kafka offset hint).
     committed: Option<mpsc::UnboundedSender<Positions>>,
+    /// Set by a transaction that failed with a transient fault (it is retried), cleared by one
+    /// that commits: a worker whose lease keeps renewing is not ready meanwhile.
+    faulty: Arc<AtomicBool>,
     /// The rows of each table this lane receives.
     pub share: Share,
 }
@@ -375,8 +380,19 @@ impl Lane {
             holders: checkpoint::Holders::new(),
             next: Positions::new(),
             committed,
+            faulty: Arc::default(),
             share: Share::Whole,
         }
+    }
+
+    /// A lane whose faults and commits set and clear `faulty`.
+    pub fn with_faults(self, faulty: Arc<AtomicBool>) -> Lane {
+        Lane { faulty, ..self }
+    }
+
+    /// A transaction of the lane failed with a transient fault and is retried.
+    pub fn faulted(&self) {
+        self.faulty.store(true, Ordering::Relaxed);
     }
 
     /// A lane that receives `share` of each table's rows.
@@ -437,6 +453,7 @@ impl Lane {
 
     /// The transaction that stored the positions committed.
     pub fn stored_now(&mut self) {
+        self.faulty.store(false, Ordering::Relaxed);
         for part in self.next.keys() {
             self.holders.insert(part.clone(), self.worker.clone());
         }

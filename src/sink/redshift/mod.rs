@@ -669,7 +669,13 @@ impl RedshiftSink {
     where
         F: for<'a> FnMut(&'a mut RedshiftSink) -> Attempt<'a>,
     {
-        retry(SINK, self, backoff, stop, |s| s.client = None, op).await
+        let reset = |s: &mut Self| {
+            s.client = None;
+            if let Some(lane) = &s.lane {
+                lane.faulted();
+            }
+        };
+        retry(SINK, self, backoff, stop, reset, op).await
     }
 
     /// Commit everything up to the last watermark.

@@ -539,7 +539,13 @@ impl StagingSink {
     where
         F: for<'a> FnMut(&'a mut StagingSink) -> Attempt<'a>,
     {
-        retry(SINK, self, backoff, stop, |s| s.client = None, op).await
+        let reset = |s: &mut Self| {
+            s.client = None;
+            if let Some(lane) = &s.lane {
+                lane.faulted();
+            }
+        };
+        retry(SINK, self, backoff, stop, reset, op).await
     }
 
     /// Commit everything up to the last watermark, if there is anything new.
