@@ -844,19 +844,12 @@ async fn a_new_section_refreshes_the_roster_of_its_school_only() {
     let (session, course, section): (String, String, String) =
         (first.get(2), first.get(3), first.get(4));
     // Who may be rewritten: the school's students of that year.
-    let of_school: std::collections::HashSet<String> = rig
-        .target
-        .query(
-            "SELECT DISTINCT st.studentuniqueid FROM edfi.studentsectionassociation a \
-             JOIN edfi.student st ON st.studentusi = a.studentusi \
-             WHERE a.schoolid = $1 AND a.schoolyear = $2",
-            &[&school, &year],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let of_school = section_students(
+        &rig.target,
+        "a.schoolid = $1 AND a.schoolyear = $2",
+        &[&school, &year],
+    )
+    .await;
     let before = roster_versions(&rig.target).await;
     // A section ranked first at its school (same session and course as the first one, an
     // identifier that sorts before the others), with one student of the first section in it.
@@ -921,6 +914,28 @@ async fn a_new_section_refreshes_the_roster_of_its_school_only() {
     drop(rep);
 }
 
+/// The `studentuniqueid`s of the students with a section association where `filter` (on
+/// `edfi.studentsectionassociation a`) holds.
+async fn section_students(
+    target: &Client,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::collections::HashSet<String> {
+    target
+        .query(
+            &format!(
+                "SELECT DISTINCT st.studentuniqueid FROM edfi.studentsectionassociation a \
+                 JOIN edfi.student st ON st.studentusi = a.studentusi WHERE {filter}"
+            ),
+            params,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// `roster.studentroster`'s rows by key: (student, row version). A row deleted and inserted
 /// again by a refresh gets a new version (`xmin`).
 async fn roster_versions(target: &Client) -> HashMap<String, (String, String)> {
@@ -979,19 +994,12 @@ async fn a_course_change_refreshes_the_roster_of_the_sections_it_moves_only() {
         .unwrap();
     let (school, code, other): (i32, String, String) = (found.get(0), found.get(1), found.get(2));
     // Who may be rewritten: the students of the school's sections with that LocalCourseCode.
-    let moved: std::collections::HashSet<String> = rig
-        .target
-        .query(
-            "SELECT DISTINCT st.studentuniqueid FROM edfi.studentsectionassociation a \
-             JOIN edfi.student st ON st.studentusi = a.studentusi \
-             WHERE a.schoolid = $1 AND a.localcoursecode = $2",
-            &[&school, &code],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let moved = section_students(
+        &rig.target,
+        "a.schoolid = $1 AND a.localcoursecode = $2",
+        &[&school, &code],
+    )
+    .await;
     assert!(!moved.is_empty(), "the sections have students");
     let before = roster_versions(&rig.target).await;
     // An "LEA course code" of another course at the school, equal to the sections' code.
