@@ -466,6 +466,15 @@ impl Lane {
     }
 }
 
+/// After a transient fault of a sink (its `reset` for [`retry`]): the next attempt opens a fresh
+/// connection, and its lane, if any, is marked faulty until a transaction commits.
+pub(crate) fn after_fault(client: &mut Option<tokio_postgres::Client>, lane: Option<&Lane>) {
+    *client = None;
+    if let Some(lane) = lane {
+        lane.faulted();
+    }
+}
+
 /// Begin a transaction of sink `kind` on `client`, fenced first: with a lane, its positions are
 /// stored (and so checked) before anything is written, so a worker that lost the lane stops
 /// before it touches data or shadow tables.

@@ -48,7 +48,7 @@ use crate::sink::names::{redshift_table, shadow_table, PgName};
 use crate::stream::Input;
 
 use super::{
-    begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, retry, route,
+    after_fault, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, retry, route,
     snapshot_not_needed, Attempt, CommitSeconds, Compacted, Lane, Requests, Route, SinkError,
     SETUP_LOCK,
 };
@@ -669,13 +669,15 @@ impl RedshiftSink {
     where
         F: for<'a> FnMut(&'a mut RedshiftSink) -> Attempt<'a>,
     {
-        let reset = |s: &mut Self| {
-            s.client = None;
-            if let Some(lane) = &s.lane {
-                lane.faulted();
-            }
-        };
-        retry(SINK, self, backoff, stop, reset, op).await
+        retry(
+            SINK,
+            self,
+            backoff,
+            stop,
+            |s| after_fault(&mut s.client, s.lane.as_ref()),
+            op,
+        )
+        .await
     }
 
     /// Commit everything up to the last watermark.

@@ -44,8 +44,9 @@ use crate::retry::Backoff;
 use crate::stream::Input;
 
 use super::{
-    awaits_snapshot, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, retry, route,
-    snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route, Share, SinkError, SETUP_LOCK,
+    after_fault, awaits_snapshot, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows,
+    retry, route, snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route, Share, SinkError,
+    SETUP_LOCK,
 };
 use crate::sink::names::{case, ident, shadow_table, staging_table, PgName};
 
@@ -539,13 +540,15 @@ impl StagingSink {
     where
         F: for<'a> FnMut(&'a mut StagingSink) -> Attempt<'a>,
     {
-        let reset = |s: &mut Self| {
-            s.client = None;
-            if let Some(lane) = &s.lane {
-                lane.faulted();
-            }
-        };
-        retry(SINK, self, backoff, stop, reset, op).await
+        retry(
+            SINK,
+            self,
+            backoff,
+            stop,
+            |s| after_fault(&mut s.client, s.lane.as_ref()),
+            op,
+        )
+        .await
     }
 
     /// Commit everything up to the last watermark, if there is anything new.
