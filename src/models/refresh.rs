@@ -12,6 +12,9 @@ const STUDENTS: &str = "edfi_cdc_changed_students";
 /// its `-- students_of:` lines find for its changed inputs without students.
 const MODEL_STUDENTS: &str = "edfi_cdc_model_students";
 
+/// Temporary table of the `studentusi` values a model's `-- students_of:` lines found.
+const FOUND: &str = "edfi_cdc_found_students";
+
 /// Temporary table of the values (`k`) of a `-- refresh_by:` model's column that one refresh
 /// rebuilds.
 const MODEL_KEYS: &str = "edfi_cdc_model_keys";
@@ -241,13 +244,13 @@ impl Models {
                         ))
                         .await?;
                         if !union.is_empty() {
-                            by_lookup(
+                            by_index(
                                 tx,
                                 self.postgres,
                                 &format!(
                                     "INSERT INTO {STUDENTS} SELECT DISTINCT studentusi, studentuniqueid \
-                                     FROM {input}.student WHERE studentusi IN ({})",
-                                    union.join(" UNION ")
+                                     FROM {input}.student WHERE {}",
+                                    among(self.postgres, "studentusi", &union.join(" UNION "))
                                 ),
                             )
                             .await?;
@@ -270,14 +273,30 @@ impl Models {
                     let set = if finds.is_empty() {
                         STUDENTS
                     } else {
+                        // The lines run as written (they may read whole tables); the students
+                        // they find are then looked up by index.
                         tx.batch_execute(&format!(
-                            "CREATE TEMP TABLE {MODEL_STUDENTS} AS \
-                             SELECT studentusi, studentuniqueid FROM {STUDENTS} UNION \
-                             SELECT s.studentusi, s.studentuniqueid FROM {input}.student s \
-                             WHERE s.studentusi IN ({})",
+                            "CREATE TEMP TABLE {FOUND} AS {}",
                             finds.join(" UNION ")
                         ))
                         .await?;
+                        by_index(
+                            tx,
+                            self.postgres,
+                            &format!(
+                                "CREATE TEMP TABLE {MODEL_STUDENTS} AS \
+                                 SELECT studentusi, studentuniqueid FROM {STUDENTS} UNION \
+                                 SELECT s.studentusi, s.studentuniqueid FROM {input}.student s \
+                                 WHERE {}",
+                                among(
+                                    self.postgres,
+                                    "s.studentusi",
+                                    &format!("SELECT * FROM {FOUND}")
+                                )
+                            ),
+                        )
+                        .await?;
+                        tx.batch_execute(&format!("DROP TABLE {FOUND}")).await?;
                         // The lines found no one else (a changed row that moves no student's
                         // rows): refreshed for the flush's students, as if they had none.
                         let more = any_row(
