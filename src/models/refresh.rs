@@ -599,12 +599,11 @@ impl Models {
     /// its current rows of `only` to another; rows that are not exactly among the new ones are
     /// deleted by key — except, with `-- history:`, rows of closed school years whose key the
     /// `SELECT` no longer gives — and new rows that are not exactly among the current ones are
-    /// inserted. Most rows of the students or keys a flush
-    /// touches come out as they were (at 1,000,000 students a flush's 30,000 students own about
-    /// 250,000 roster rows): they are read, not written again. With `changes`, a temporary
-    /// table of that name is left holding the rows that changed: the old rows that are not
-    /// among the new ones and the new rows that are not among the old. Returns (rows written,
-    /// values cut, closed rows kept).
+    /// inserted. Most rows of the students or keys a flush touches come out as they were (at
+    /// 1,000,000 students a flush's 30,000 students own about 250,000 roster rows): they are
+    /// read, not written again. With `changes`, a temporary table of that name is left holding
+    /// the rows that changed: the old rows that are not among the new ones and the new rows
+    /// that are not among the old. Returns (rows written, values cut, closed rows kept).
     async fn replace_rows(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
