@@ -616,6 +616,74 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
     drop(rep);
 }
 
+/// A process killed inside a flush's model refresh — the changes merged and earlier models
+/// refreshed in the transaction, `illuminate.studentitemscore` held by a lock — leaves neither
+/// checkpoint nor model ahead: the flush rolls back whole, and started again the tables equal
+/// the source and every model equals its SELECT over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_killed_inside_a_model_refresh_leaves_every_model_equal_to_its_inputs() {
+    let (rig, mut rep) = with_shipped_models_caught_up(300, 29).await;
+    let locker = connect(&rig.staging.url()).await;
+    let observer = connect(&rig.staging.url()).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE illuminate.studentitemscore IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let url = rig.sim.backing_url();
+    let writer = tokio::spawn(async move {
+        let (_stop_tx, stop) = watch::channel(false);
+        ods_sim::edfi::run_workload(&url, workload(300.0, 31, 600), stop)
+            .await
+            .unwrap()
+    });
+    // The incremental refresh of the locked model waits at its first statement: every earlier
+    // step of the flush (merges, models refreshed before it) is done in its transaction.
+    let refresh = "CREATE TEMP TABLE edfi_cdc_fresh (LIKE \"illuminate\".\"studentitemscore\")";
+    wait_blocked(&observer, &rig.staging.name, refresh).await;
+    // What the last committed flush stored, while the blocked one is open.
+    let checkpoint = "SELECT version FROM edfi_cdc.sink_state";
+    let before: i64 = rig.target.query_one(checkpoint, &[]).await.unwrap().get(0);
+    rep.kill();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let after_kill: i64 = rig.target.query_one(checkpoint, &[]).await.unwrap().get(0);
+    assert_eq!(after_kill, before, "the killed flush moved the checkpoint");
+    let ahead: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM edfi_cdc.freshness WHERE source_version > $1",
+            &[&before],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        ahead, 0,
+        "a model or table is marked fresher than the checkpoint"
+    );
+
+    rep = rig.connector.run();
+    let stats = writer.await.unwrap();
+    assert!(stats.total_changes() >= 600);
+    assert!(
+        stats.kinds.get("assessment").is_some_and(|n| *n > 0),
+        "the workload changed assessments: {:?}",
+        stats.kinds
+    );
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    let mut reader = connect(&rig.staging.url()).await;
+    let tx = reader.transaction().await.unwrap();
+    for m in shipped_models().models() {
+        assert_eq!(
+            model_differences(&tx, m).await,
+            0,
+            "{} after the kill",
+            m.name
+        );
+    }
+    assert!(rep.terminate(Duration::from_secs(30)).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
     let (rig, rep) = with_shipped_models_caught_up(300, 19).await;
