@@ -354,6 +354,11 @@ pub fn has_students(schema: &TableSchema) -> bool {
     schema.columns.iter().any(|c| is_student(&c.name))
 }
 
+/// The position within the key of the student column, when the key has one.
+pub fn student_key(schema: &TableSchema) -> Option<usize> {
+    schema.key_columns().position(|c| is_student(&c.name))
+}
+
 /// Whether a column is the student column, `StudentUSI`.
 fn is_student(column: &str) -> bool {
     column.eq_ignore_ascii_case("StudentUSI")
