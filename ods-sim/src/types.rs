@@ -255,7 +255,7 @@ pub struct TableAlter {
     pub change: ColumnChange,
 }
 
-/// What an `ALTER TABLE` does to the columns.
+/// What an `ALTER TABLE` does to the columns or the primary key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnChange {
     /// `ADD column_definition [, …]`: never an `IDENTITY` or key column.
@@ -268,6 +268,13 @@ pub enum ColumnChange {
     },
     /// `DROP COLUMN [IF EXISTS] name [, …]`.
     Drop(Vec<DroppedColumn>),
+    /// `ADD [CONSTRAINT name] PRIMARY KEY [CLUSTERED | NONCLUSTERED] (column [, …])`.
+    AddPrimaryKey {
+        name: Option<String>,
+        columns: Vec<String>,
+    },
+    /// `DROP CONSTRAINT [IF EXISTS] name`: only a primary key is supported.
+    DropConstraint { name: String, if_exists: bool },
 }
 
 /// A column of `DROP COLUMN`; with `IF EXISTS`, a missing one is skipped.

@@ -1,5 +1,6 @@
-//! `ALTER TABLE … ADD / ALTER COLUMN / DROP COLUMN` over TDS on a Change-Tracked table: the
-//! catalog shows the change, Change Tracking goes on, and SQL Server's errors.
+//! `ALTER TABLE … ADD / ALTER COLUMN / DROP COLUMN / DROP CONSTRAINT / ADD PRIMARY KEY` over
+//! TDS on a Change-Tracked table: the catalog shows the change, Change Tracking goes on, and
+//! SQL Server's errors.
 
 mod tds_support;
 
@@ -428,6 +429,99 @@ async fn tds_dropping_a_key_column_sends_5074_then_4922() {
         );
     }
     assert_eq!(catalog(&mut client).await.len(), 3);
+}
+
+/// The primary key's columns of `dbo.Item`, in key order, as the catalog views show them.
+async fn key_columns(client: &mut TdsClient) -> Vec<String> {
+    client
+        .query(
+            "SELECT kcu.COLUMN_NAME FROM INFORMATION_SCHEMA.TABLE_CONSTRAINTS AS tc \
+             JOIN INFORMATION_SCHEMA.KEY_COLUMN_USAGE AS kcu ON kcu.CONSTRAINT_NAME = tc.CONSTRAINT_NAME \
+             AND kcu.TABLE_SCHEMA = tc.TABLE_SCHEMA WHERE tc.CONSTRAINT_TYPE = 'PRIMARY KEY' \
+             AND tc.TABLE_NAME = 'Item' ORDER BY kcu.ORDINAL_POSITION",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<&str, _>(0).unwrap().to_string())
+        .collect()
+}
+
+/// A tracked table's key changes only with Change Tracking off; then the key's checks are SQL
+/// Server's, and Change Tracking switched on again logs by the new key.
+#[tokio::test]
+async fn tds_a_tracked_primary_key_changes_only_with_change_tracking_off() {
+    let server = TestServer::start().await;
+    let mut client = server.connect().await;
+    tracked_item(&mut client).await;
+    for (sql, number) in [
+        ("ALTER TABLE dbo.Item DROP CONSTRAINT Item_PK", 3735),
+        ("ALTER TABLE dbo.Item DROP CONSTRAINT Nope", 3728),
+        (
+            "ALTER TABLE dbo.Item ADD CONSTRAINT PK_Other PRIMARY KEY (Id, Val)",
+            1779,
+        ),
+    ] {
+        let err = fails(&mut client, sql).await;
+        assert_eq!(error_number(&err), Some(number), "{sql}: {err}");
+    }
+    run(&mut client, "ALTER TABLE dbo.Item DISABLE CHANGE_TRACKING").await;
+    run(&mut client, "ALTER TABLE dbo.Item DROP CONSTRAINT Item_PK").await;
+    assert!(key_columns(&mut client).await.is_empty());
+    let err = fails(&mut client, "ALTER TABLE dbo.Item ADD PRIMARY KEY (Val)").await;
+    assert_eq!(error_number(&err), Some(8111), "{err}");
+    run(
+        &mut client,
+        "ALTER TABLE dbo.Item ALTER COLUMN Val int NOT NULL",
+    )
+    .await;
+    run(&mut client, "UPDATE dbo.Item SET Val = 10").await;
+    let err = fails(&mut client, "ALTER TABLE dbo.Item ADD PRIMARY KEY (Val)").await;
+    assert_eq!(error_number(&err), Some(1505), "{err}");
+    assert!(
+        err.to_string().contains("The duplicate key value is (10)."),
+        "{err}"
+    );
+    run(
+        &mut client,
+        "ALTER TABLE dbo.Item ADD CONSTRAINT PK_Item PRIMARY KEY CLUSTERED (Val, Id); \
+         ALTER TABLE dbo.Item ENABLE CHANGE_TRACKING",
+    )
+    .await;
+    assert_eq!(key_columns(&mut client).await, ["Val", "Id"]);
+    let before = current_version(&mut client).await;
+    run(
+        &mut client,
+        "UPDATE dbo.Item SET Name = N'uno' WHERE Id = 1",
+    )
+    .await;
+    let rows = client
+        .query(
+            "SELECT ct.SYS_CHANGE_OPERATION, ct.Val, ct.Id FROM CHANGETABLE(CHANGES dbo.Item, @P1) AS ct",
+            &[&before],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let changed: Vec<(&str, i32, i32)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<&str, _>(0).unwrap(),
+                r.get::<i32, _>(1).unwrap(),
+                r.get::<i32, _>(2).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(changed, [("U", 10, 1)]);
+    let err = fails(&mut client, "ALTER TABLE dbo.Item DROP CONSTRAINT PK_Item").await;
+    assert_eq!(error_number(&err), Some(3735), "{err}");
 }
 
 /// Where `text` (as UCS-2) starts in a TDS message.

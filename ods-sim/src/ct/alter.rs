@@ -16,6 +16,14 @@
 //!   on column 'c'." then 4922; of a column the table does not have: 4924 (`DROP COLUMN IF
 //!   EXISTS` skips it); dropping every column: 4923. A missing table: 4902.
 //!
+//! - `ADD [CONSTRAINT name] PRIMARY KEY (…)`: a table with a primary key is 1779; a nullable or
+//!   missing column 8111 or 1911; duplicate keys in the rows 1505; each followed by 1750. The
+//!   constraint is named `<Table>_PK` when the statement names none, as `CREATE TABLE` names it.
+//! - `DROP CONSTRAINT`: only a primary key; while the table is tracked, 3735 (Change Tracking
+//!   needs the key: switch it off, change the key, switch it on again — the only way a tracked
+//!   table's key changes); a name that is no constraint of the table 3728 (`IF EXISTS` skips
+//!   it); each followed by 3727.
+//!
 //! Column names match exactly or, failing that, case-insensitively when one column matches (SQL
 //! Server's default collation).
 
@@ -35,14 +43,18 @@ pub enum AlterError {
 }
 
 /// Columns in order, and the primary key's constraint name and columns, of a user table
-/// (`$1`: its quoted name); no row for a missing table.
+/// (`$1`: its quoted name), the columns that are `NOT NULL`, and whether Change Tracking is on
+/// for it; no row for a missing table.
 const TABLE: &str = "\
 select array(select a.attname::text from pg_catalog.pg_attribute a
              where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
              order by a.attnum),
        con.conname::text,
        array(select a.attname::text from pg_catalog.pg_attribute a
-             where a.attrelid = c.oid and a.attnum = any(con.conkey))
+             where a.attrelid = c.oid and a.attnum = any(con.conkey)),
+       array(select a.attname::text from pg_catalog.pg_attribute a
+             where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attnotnull),
+       exists (select 1 from ct.tables t where t.object_id = c.oid::integer)
 from pg_catalog.pg_class c
 left join pg_catalog.pg_constraint con on con.conrelid = c.oid and con.contype = 'p'
 where c.oid = to_regclass($1) and c.relkind in ('r', 'p')";
@@ -53,6 +65,8 @@ struct Table {
     columns: Vec<String>,
     /// Constraint name and key columns.
     primary_key: Option<(String, Vec<String>)>,
+    not_null: Vec<String>,
+    tracked: bool,
 }
 
 /// Check `alter` as SQL Server does, then run it. Atomic: the table and `sim.columns` change
@@ -76,6 +90,8 @@ pub async fn alter_table(client: &Client, alter: &TableAlter) -> Result<(), Alte
     let table = Table {
         columns: row.get(0),
         primary_key: key_name.map(|name| (name, row.get(2))),
+        not_null: row.get(3),
+        tracked: row.get(4),
     };
     let statements = statements(alter, &table)?;
     if let ColumnChange::Add(columns) = &alter.change {
@@ -91,9 +107,59 @@ pub async fn alter_table(client: &Client, alter: &TableAlter) -> Result<(), Alte
     }
     if !statements.is_empty() {
         // One simple-query string runs as one implicit transaction.
-        client.batch_execute(&statements.join(";\n")).await?;
+        if let Err(e) = client.batch_execute(&statements.join(";\n")).await {
+            return Err(match (&alter.change, duplicate_key(&e)) {
+                (ColumnChange::AddPrimaryKey { name, .. }, Some(value)) => {
+                    let index = name.clone().unwrap_or_else(|| default_key_name(alter));
+                    not_created(SqlError::new(
+                        1505,
+                        16,
+                        format!(
+                            "The CREATE UNIQUE INDEX statement terminated because a duplicate key was found for the object name '{}.{}' and the index name '{index}'. The duplicate key value is {value}.",
+                            alter.schema, alter.name
+                        ),
+                    ))
+                    .into()
+                }
+                _ => e.into(),
+            });
+        }
     }
     Ok(())
+}
+
+/// The duplicated key of a unique index PostgreSQL could not build, as SQL Server prints it:
+/// `(1, 2)`.
+fn duplicate_key(e: &tokio_postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    if db.code() != &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+        return None;
+    }
+    // "Key (a, b)=(1, 2) is duplicated."
+    let detail = db.detail()?;
+    let start = detail.find(")=(")? + 2;
+    let end = detail.rfind(") is duplicated")? + 1;
+    (start < end).then(|| detail[start..end].to_string())
+}
+
+/// The name `CREATE TABLE` gives a primary key: `<Table>_PK`.
+fn default_key_name(alter: &TableAlter) -> String {
+    format!("{}_PK", alter.name)
+}
+
+/// `e`, then 1750: how SQL Server ends a failed `ADD … PRIMARY KEY`.
+fn not_created(e: SqlError) -> SqlError {
+    SqlError::new(
+        1750,
+        16,
+        "Could not create constraint or index. See previous errors.",
+    )
+    .after(e)
+}
+
+/// `e`, then 3727: how SQL Server ends a failed `DROP CONSTRAINT`.
+fn not_dropped(e: SqlError) -> SqlError {
+    SqlError::new(3727, 16, "Could not drop constraint. See previous errors.").after(e)
 }
 
 /// The PostgreSQL statements of `alter` on `table`, or the error SQL Server refuses it with (all
@@ -189,6 +255,70 @@ fn statements(alter: &TableAlter, table: &Table) -> Result<Vec<String>, SqlError
                 ),
             ])
         }
+        ColumnChange::AddPrimaryKey { name, columns } => {
+            if table.primary_key.is_some() {
+                return Err(not_created(SqlError::new(
+                    1779,
+                    16,
+                    format!(
+                        "Table '{}' already has a primary key defined on it.",
+                        alter.name
+                    ),
+                )));
+            }
+            let mut key: Vec<&str> = Vec::new();
+            for c in columns {
+                let col = find(table, c).ok_or_else(|| {
+                    not_created(SqlError::new(
+                        1911,
+                        16,
+                        format!("Column name '{c}' does not exist in the target table or view."),
+                    ))
+                })?;
+                if !table.not_null.iter().any(|n| n == col) {
+                    return Err(not_created(SqlError::new(
+                        8111,
+                        16,
+                        format!(
+                            "Cannot define PRIMARY KEY constraint on nullable column in table '{}'.",
+                            alter.name
+                        ),
+                    )));
+                }
+                key.push(col);
+            }
+            let name = name.clone().unwrap_or_else(|| default_key_name(alter));
+            let key: Vec<String> = key.iter().map(|c| quote_ident(c)).collect();
+            Ok(vec![format!(
+                "alter table {target} add constraint {} primary key ({})",
+                quote_ident(&pg_truncate(&name)),
+                key.join(", ")
+            )])
+        }
+        ColumnChange::DropConstraint { name, if_exists } => match &table.primary_key {
+            Some((key, _)) if key.eq_ignore_ascii_case(name) => {
+                if table.tracked {
+                    return Err(not_dropped(SqlError::new(
+                        3735,
+                        16,
+                        format!(
+                            "The primary key constraint '{key}' on table '{}' cannot be dropped because change tracking is enabled on the table. Change tracking requires a primary key constraint on the table. Disable change tracking before dropping the constraint.",
+                            alter.name
+                        ),
+                    )));
+                }
+                Ok(vec![format!(
+                    "alter table {target} drop constraint {}",
+                    quote_ident(key)
+                )])
+            }
+            _ if *if_exists => Ok(Vec::new()),
+            _ => Err(not_dropped(SqlError::new(
+                3728,
+                16,
+                format!("'{name}' is not a constraint."),
+            ))),
+        },
     }
 }
 
@@ -303,6 +433,8 @@ mod tests {
         Table {
             columns: vec!["Id".into(), "Name".into(), "Val".into()],
             primary_key: Some(("Item_PK".into(), vec!["Id".into()])),
+            not_null: vec!["Id".into(), "Name".into()],
+            tracked: true,
         }
     }
 
@@ -443,6 +575,105 @@ mod tests {
     }
 
     #[test]
+    fn a_tracked_key_cannot_be_dropped_and_a_second_key_not_added() {
+        let drop_key = alter(ColumnChange::DropConstraint {
+            name: "item_pk".into(),
+            if_exists: false,
+        });
+        let e = error(&drop_key);
+        assert_eq!((e.number, e.preceding[0].number), (3727, 3735));
+        assert!(e.preceding[0]
+            .message
+            .starts_with("The primary key constraint 'Item_PK' on table 'Item' cannot be dropped because change tracking is enabled"));
+        let untracked = Table {
+            tracked: false,
+            ..item()
+        };
+        assert_eq!(
+            statements(&drop_key, &untracked).unwrap(),
+            vec!["alter table \"dbo\".\"Item\" drop constraint \"Item_PK\""]
+        );
+        let e = statements(
+            &alter(ColumnChange::DropConstraint {
+                name: "Nope".into(),
+                if_exists: false,
+            }),
+            &untracked,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (
+                e.number,
+                e.preceding[0].number,
+                e.preceding[0].message.as_str()
+            ),
+            (3727, 3728, "'Nope' is not a constraint.")
+        );
+        let skipped = alter(ColumnChange::DropConstraint {
+            name: "Nope".into(),
+            if_exists: true,
+        });
+        assert!(statements(&skipped, &untracked).unwrap().is_empty());
+        let e = error(&alter(ColumnChange::AddPrimaryKey {
+            name: None,
+            columns: vec!["Id".into(), "Name".into()],
+        }));
+        assert_eq!(
+            (
+                e.number,
+                e.preceding[0].number,
+                e.preceding[0].message.as_str()
+            ),
+            (
+                1750,
+                1779,
+                "Table 'Item' already has a primary key defined on it."
+            )
+        );
+    }
+
+    #[test]
+    fn a_key_is_added_on_not_null_columns_of_a_table_without_one() {
+        let keyless = Table {
+            primary_key: None,
+            tracked: false,
+            ..item()
+        };
+        let add = |name: Option<&str>, columns: &[&str]| {
+            statements(
+                &alter(ColumnChange::AddPrimaryKey {
+                    name: name.map(str::to_string),
+                    columns: columns.iter().map(|c| c.to_string()).collect(),
+                }),
+                &keyless,
+            )
+        };
+        assert_eq!(
+            add(None, &["name", "Id"]).unwrap(),
+            vec!["alter table \"dbo\".\"Item\" add constraint \"Item_PK\" primary key (\"Name\", \"Id\")"]
+        );
+        assert_eq!(
+            add(Some("PK_Item2"), &["Id"]).unwrap(),
+            vec!["alter table \"dbo\".\"Item\" add constraint \"PK_Item2\" primary key (\"Id\")"]
+        );
+        let e = add(None, &["Id", "Val"]).unwrap_err();
+        assert_eq!(
+            (
+                e.number,
+                e.preceding[0].number,
+                e.preceding[0].message.as_str()
+            ),
+            (
+                1750,
+                8111,
+                "Cannot define PRIMARY KEY constraint on nullable column in table 'Item'."
+            )
+        );
+        let e = add(None, &["Gone"]).unwrap_err();
+        assert_eq!((e.number, e.preceding[0].number), (1750, 1911));
+    }
+
+    #[test]
     fn missing_columns() {
         let e = error(&alter(ColumnChange::Alter {
             name: "Nope".into(),
@@ -483,6 +714,8 @@ mod tests {
         let keyless = Table {
             columns: vec!["A".into()],
             primary_key: None,
+            not_null: Vec::new(),
+            tracked: false,
         };
         let e = statements(&drop(&["A"], false), &keyless).unwrap_err();
         assert_eq!(e.number, 4923);

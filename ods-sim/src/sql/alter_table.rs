@@ -1,6 +1,7 @@
 //! `ALTER TABLE`, read by the token-level front end: `ENABLE/DISABLE CHANGE_TRACKING` becomes a
-//! call of the `ct` functions; `ADD column_definition [, …]`, `ALTER COLUMN` and
-//! `DROP COLUMN [IF EXISTS] name [, …]` become a [`TableAlter`] that `ct::alter_table` checks and
+//! call of the `ct` functions; `ADD column_definition [, …]`, `ALTER COLUMN`,
+//! `DROP COLUMN [IF EXISTS] name [, …]`, `ADD [CONSTRAINT name] PRIMARY KEY (…)` and
+//! `DROP CONSTRAINT [IF EXISTS] name` become a [`TableAlter`] that `ct::alter_table` checks and
 //! runs. Column definitions and types are read by `sqlparser` (`Parser::parse_column_def`) and
 //! mean what they mean in `CREATE TABLE` (`pg::column_def`).
 
@@ -12,8 +13,8 @@ use super::pg::{column_def, literal, Relation};
 use super::{sqltype, Statement};
 use crate::types::{ColumnChange, DroppedColumn, SqlError, TableAlter};
 
-/// Table constraints T-SQL allows in `ADD`, which the simulator does not.
-const CONSTRAINT_KEYWORDS: &[&str] = &["CONSTRAINT", "PRIMARY", "UNIQUE", "FOREIGN", "CHECK"];
+/// Table constraints T-SQL allows in `ADD`, which the simulator does not (but a primary key).
+const CONSTRAINT_KEYWORDS: &[&str] = &["UNIQUE", "FOREIGN", "CHECK"];
 
 /// `ALTER TABLE name …`, the cursor just after `TABLE`.
 pub(super) fn alter_table(cur: &mut Cursor, out: &mut Vec<Statement>) -> Result<(), SqlError> {
@@ -32,8 +33,8 @@ pub(super) fn alter_table(cur: &mut Cursor, out: &mut Vec<Statement>) -> Result<
         drop_columns(cur)?
     } else {
         return Err(SqlError::unsupported(format!(
-            "ALTER TABLE … {} (only ADD, ALTER COLUMN, DROP COLUMN and ENABLE/DISABLE \
-             CHANGE_TRACKING are supported)",
+            "ALTER TABLE … {} (only ADD, ALTER COLUMN, DROP COLUMN, DROP CONSTRAINT and \
+             ENABLE/DISABLE CHANGE_TRACKING are supported)",
             cur.peek()
         )));
     };
@@ -85,9 +86,16 @@ fn add(cur: &mut Cursor) -> Result<ColumnChange, SqlError> {
             "Incorrect syntax near the keyword 'COLUMN'.",
         ));
     }
+    if cur.is_kw(0, "CONSTRAINT") || cur.is_kw(0, "PRIMARY") {
+        return primary_key(cur);
+    }
     let mut columns = Vec::new();
     loop {
-        if let Some(kw) = CONSTRAINT_KEYWORDS.iter().find(|kw| cur.is_kw(0, kw)) {
+        if let Some(kw) = ["CONSTRAINT", "PRIMARY"]
+            .iter()
+            .chain(CONSTRAINT_KEYWORDS)
+            .find(|kw| cur.is_kw(0, kw))
+        {
             return Err(SqlError::unsupported(format!(
                 "ALTER TABLE … ADD {kw} (only column definitions)"
             )));
@@ -109,6 +117,46 @@ fn add(cur: &mut Cursor) -> Result<ColumnChange, SqlError> {
         return Err(SqlError::unsupported("ALTER TABLE … ADD … WITH VALUES"));
     }
     Ok(ColumnChange::Add(columns))
+}
+
+/// `[CONSTRAINT name] PRIMARY KEY [CLUSTERED | NONCLUSTERED] (column [ASC | DESC] [, …])`, the
+/// cursor after `ADD`.
+fn primary_key(cur: &mut Cursor) -> Result<ColumnChange, SqlError> {
+    let name = if cur.eat_kw("CONSTRAINT") {
+        Some(cur.name_word("a constraint name")?)
+    } else {
+        None
+    };
+    if !(cur.is_kw(0, "PRIMARY") && cur.is_kw(1, "KEY")) {
+        return Err(SqlError::unsupported(format!(
+            "ALTER TABLE … ADD CONSTRAINT … {} (only PRIMARY KEY)",
+            cur.peek()
+        )));
+    }
+    cur.eat_kw("PRIMARY");
+    cur.eat_kw("KEY");
+    if !cur.eat_kw("CLUSTERED") {
+        cur.eat_kw("NONCLUSTERED");
+    }
+    cur.expect(&Token::LParen, "(")?;
+    let mut columns = Vec::new();
+    loop {
+        columns.push(cur.name_word("a column name")?);
+        if !cur.eat_kw("ASC") {
+            cur.eat_kw("DESC");
+        }
+        if !cur.eat(&Token::Comma) {
+            break;
+        }
+    }
+    cur.expect(&Token::RParen, ")")?;
+    if cur.is_kw(0, "WITH") || cur.is_kw(0, "ON") {
+        return Err(SqlError::unsupported(format!(
+            "ALTER TABLE … ADD … PRIMARY KEY (…) {} (index options and filegroups)",
+            cur.peek()
+        )));
+    }
+    Ok(ColumnChange::AddPrimaryKey { name, columns })
 }
 
 /// `ALTER COLUMN name type [NULL | NOT NULL]`, the cursor after `COLUMN`.
@@ -141,9 +189,24 @@ fn alter_column(cur: &mut Cursor) -> Result<ColumnChange, SqlError> {
     })
 }
 
-/// `DROP COLUMN [IF EXISTS] name [, [COLUMN [IF EXISTS]] name …]`, the cursor after `DROP`.
-/// `IF EXISTS` holds for the names up to the next `COLUMN`.
+/// `DROP COLUMN [IF EXISTS] name [, [COLUMN [IF EXISTS]] name …]` or
+/// `DROP CONSTRAINT [IF EXISTS] name`, the cursor after `DROP`. `IF EXISTS` holds for the names
+/// up to the next `COLUMN`.
 fn drop_columns(cur: &mut Cursor) -> Result<ColumnChange, SqlError> {
+    if cur.eat_kw("CONSTRAINT") {
+        let if_exists = cur.is_kw(0, "IF") && cur.is_kw(1, "EXISTS");
+        if if_exists {
+            cur.eat_kw("IF");
+            cur.eat_kw("EXISTS");
+        }
+        let name = cur.name_word("a constraint name")?;
+        if cur.eat(&Token::Comma) {
+            return Err(SqlError::unsupported(
+                "ALTER TABLE … DROP CONSTRAINT of several constraints",
+            ));
+        }
+        return Ok(ColumnChange::DropConstraint { name, if_exists });
+    }
     let mut columns = Vec::new();
     let mut if_exists = false;
     loop {
@@ -155,7 +218,7 @@ fn drop_columns(cur: &mut Cursor) -> Result<ColumnChange, SqlError> {
             }
         } else if columns.is_empty() || cur.is_kw(0, "CONSTRAINT") {
             return Err(SqlError::unsupported(format!(
-                "ALTER TABLE … DROP {} (only DROP COLUMN is supported)",
+                "ALTER TABLE … DROP {} (only DROP COLUMN and DROP CONSTRAINT are supported)",
                 cur.peek()
             )));
         }
