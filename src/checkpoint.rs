@@ -703,6 +703,24 @@ pub async fn may_follow_source(
         .is_some())
 }
 
+/// Whether sink `sink` is snapshotting `table` (loading it, or holding it loaded until the
+/// next watermark publishes it).
+pub async fn snapshot_under_way(
+    client: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    table: &TableId,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM edfi_cdc.table_state WHERE connector = $1 AND sink = $2 \
+             AND source_schema = $3 AND source_table = $4 AND phase IN ('snapshot', 'pending_swap')",
+            &[&connector, &sink, &table.schema, &table.name],
+        )
+        .await?
+        .is_some())
+}
+
 /// Ask the running sinks to re-snapshot `table` (idempotent).
 pub async fn request_resnapshot(
     client: &impl GenericClient,

@@ -177,6 +177,176 @@ async fn columns_added_widened_narrowed_and_dropped_at_the_source_reach_staging_
     );
 }
 
+/// The primary key columns of staging's `edfi.student`, in key order.
+async fn student_key(target: &tokio_postgres::Client) -> Vec<String> {
+    target
+        .query_one(
+            "SELECT array(SELECT a.attname::text FROM pg_constraint con, \
+             unnest(con.conkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = 'edfi.student'::regclass AND a.attnum = k.attnum \
+             WHERE con.conrelid = 'edfi.student'::regclass AND con.contype = 'p' ORDER BY k.n)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_workload() {
+    let rig = Rig::new(250, 37).await;
+    let rep = rig.connector.run();
+    let (stop_tx, stop) = watch::channel(false);
+    let url = rig.sim.backing_url();
+    let load = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 38, 2, 1_000_000), stop).await
+    });
+    wait_publishes(&rep, 1).await;
+    assert_eq!(student_key(&rig.target).await, ["studentusi"]);
+
+    // A tracked table's key changes only with Change Tracking off (SQL Server refuses 3735).
+    let refused = tsql(
+        &rig.sim,
+        "ALTER TABLE edfi.Student DROP CONSTRAINT Student_PK",
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.contains("change tracking is enabled"), "{refused}");
+    // Off, the key replaced, on again: in one transaction, and then in separate statements
+    // with the poller waiting while the table is untracked.
+    tsql(
+        &rig.sim,
+        "BEGIN TRANSACTION;\n\
+         ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING;\n\
+         ALTER TABLE edfi.Student DROP CONSTRAINT Student_PK;\n\
+         ALTER TABLE edfi.Student ADD CONSTRAINT PK_Student PRIMARY KEY CLUSTERED (StudentUSI, StudentUniqueId);\n\
+         ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = ON);\n\
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    wait_publishes(&rep, 2).await;
+    wait_for("the new key in staging", CATCH_UP, || async {
+        (student_key(&rig.target).await == ["studentusi", "studentuniqueid"]).then_some(())
+    })
+    .await;
+    tsql(&rig.sim, "ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING")
+        .await
+        .unwrap();
+    wait_for(
+        "the poller to wait for Change Tracking",
+        CATCH_UP,
+        || async {
+            rep.log()
+                .contains("Change Tracking was switched off on edfi.Student while replicating")
+                .then_some(())
+        },
+    )
+    .await;
+    for step in [
+        "ALTER TABLE edfi.Student DROP CONSTRAINT PK_Student",
+        "ALTER TABLE edfi.Student ADD CONSTRAINT PK_Student PRIMARY KEY (StudentUniqueId)",
+        "ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING",
+    ] {
+        tsql(&rig.sim, step).await.unwrap();
+    }
+    wait_publishes(&rep, 3).await;
+    wait_for("the second new key in staging", CATCH_UP, || async {
+        (student_key(&rig.target).await == ["studentuniqueid"]).then_some(())
+    })
+    .await;
+
+    stop_tx.send(true).unwrap();
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() > 0);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    assert_eq!(
+        compare_table(
+            &rig.source,
+            &rig.target,
+            "edfi",
+            "Student",
+            &["StudentUSI", "StudentUniqueId", "FirstName", "LastSurname"],
+            &["StudentUniqueId"]
+        )
+        .await,
+        None
+    );
+    let log = rep.log();
+    for said in [
+        "key (StudentUSI) → (StudentUSI, StudentUniqueId)",
+        "key (StudentUSI, StudentUniqueId) → (StudentUniqueId)",
+        "the target takes the source's new primary key with the re-snapshot",
+    ] {
+        assert!(log.contains(said), "`{said}` not logged:\n{log}");
+    }
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    assert!(
+        metrics.contains(
+            "edfi_cdc_schema_changes_total{connector=\"edfi-ods\",noticed_by=\"poller\",table=\"edfi.Student\"} 2"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicator_killed_while_it_publishes_a_new_key_publishes_it_after_the_restart() {
+    let rig = Rig::new(200, 39).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    // Hold off writes to the target (reads, as the shadow's `LIKE`, pass): the re-snapshot in
+    // the new key loads, and its publish blocks in the `DELETE` that empties the target.
+    let mut holder = connect(&rig.staging.url()).await;
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE edfi.student IN SHARE MODE")
+        .await
+        .unwrap();
+    tsql(
+        &rig.sim,
+        "BEGIN TRANSACTION;\n\
+         ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING;\n\
+         ALTER TABLE edfi.Student DROP CONSTRAINT Student_PK;\n\
+         ALTER TABLE edfi.Student ADD PRIMARY KEY (StudentUniqueId, StudentUSI);\n\
+         ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING;\n\
+         UPDATE edfi.Student SET FirstName = N'Rekeyed' WHERE StudentUSI % 4 = 0;\n\
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let observer = connect(&rig.staging.url()).await;
+    wait_blocked(&observer, &rig.staging.name, "DELETE FROM").await;
+    rep.kill();
+    hold.rollback().await.unwrap();
+    assert_eq!(student_key(&rig.target).await, ["studentusi"]);
+
+    // The snapshot was loaded in the new key: the restarted sink publishes it.
+    let rep = rig.connector.run();
+    wait_for("the new key in staging", CATCH_UP, || async {
+        (student_key(&rig.target).await == ["studentuniqueid", "studentusi"]).then_some(())
+    })
+    .await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+    assert_eq!(
+        compare_table(
+            &rig.source,
+            &rig.target,
+            "edfi",
+            "Student",
+            &["StudentUSI", "StudentUniqueId", "FirstName"],
+            &["StudentUniqueId", "StudentUSI"]
+        )
+        .await,
+        None
+    );
+    let log = rep.log();
+    assert!(
+        log.contains("the target takes the source's new primary key with the re-snapshot"),
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicator_killed_while_it_changes_a_target_loses_nothing() {
     let rig = Rig::new(200, 33).await;

@@ -47,6 +47,10 @@ pub enum SourceError {
     Tables(Vec<String>),
     #[error("Change Tracking is not enabled on {}: run `edfi-cdc enable-ct --print` for the T-SQL that turns it on", list(.0))]
     NotTracked(Vec<TableId>),
+    /// Tracked at start, untracked now: switching Change Tracking off and on is how a tracked
+    /// table's primary key changes, so the poller waits for it (retried), then re-snapshots.
+    #[error("Change Tracking was switched off on {} while replicating: waiting for it to be switched on again (switching it off and on is how a primary key changes; the table is then re-snapshotted); if it was meant, remove the table from the connector", list(.0))]
+    TrackingOff(Vec<TableId>),
     #[error("Change Tracking is not enabled on database {0}: run `edfi-cdc enable-ct --print` for the T-SQL that turns it on")]
     DatabaseNotTracked(String),
     #[error("the stream to the sinks is closed")]
@@ -81,7 +85,7 @@ impl SourceError {
 
     pub fn is_retriable(&self) -> bool {
         match self {
-            SourceError::Connect { .. } | SourceError::Io(_) => true,
+            SourceError::Connect { .. } | SourceError::Io(_) | SourceError::TrackingOff(_) => true,
             SourceError::Postgres { transient, .. } => *transient,
             SourceError::Stream(e) => e.is_retriable(),
             SourceError::Position(e) => e.is_retriable(),

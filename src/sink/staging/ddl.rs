@@ -103,21 +103,101 @@ pub struct Ensured {
     /// rows until the table is re-snapshotted), widened, or made nullable because the source
     /// no longer has them.
     pub evolved: Vec<String>,
+    /// The source's primary key is another: the target takes it when the table's re-snapshot
+    /// is published ([`rekey`]); until then its rows keep the old one.
+    pub rekey: bool,
+}
+
+/// The primary key of `table`: its constraint's name and columns in key order.
+async fn primary_key(
+    client: &impl GenericClient,
+    table: &PgName,
+) -> Result<Option<(String, Vec<String>)>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT con.conname::text, array(SELECT a.attname::text FROM unnest(con.conkey) \
+             WITH ORDINALITY AS k(attnum, n) JOIN pg_attribute a ON a.attrelid = con.conrelid \
+             AND a.attnum = k.attnum ORDER BY k.n) FROM pg_constraint con \
+             JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND con.contype = 'p'",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Give `table` (a target, or its snapshot's shadow) the source's primary key if its own is
+/// another: the old key's constraint is dropped, the new one added (the table must hold no
+/// two rows with the same new key: an empty target, or a shadow), and columns of the old key
+/// that the source allows NULL in, or no longer has, lose their `NOT NULL`. Returns the old key's columns when it
+/// changed the key.
+pub async fn rekey(
+    client: &impl GenericClient,
+    cfg: &StagingSinkConfig,
+    schema: &TableSchema,
+    table: &PgName,
+) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
+    let keys: Vec<String> = schema.key_columns().map(|c| case(cfg, &c.name)).collect();
+    let old = primary_key(client, table).await?;
+    if old.as_ref().is_some_and(|(_, columns)| *columns == keys) {
+        return Ok(None);
+    }
+    let mut sql = Vec::new();
+    if let Some((name, _)) = &old {
+        sql.push(format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            table.sql(),
+            ident(name)
+        ));
+    }
+    let quoted: Vec<String> = keys.iter().map(|k| ident(k)).collect();
+    sql.push(format!(
+        "ALTER TABLE {} ADD PRIMARY KEY ({})",
+        table.sql(),
+        quoted.join(", ")
+    ));
+    let old = old.map(|(_, columns)| columns).unwrap_or_default();
+    for name in old.iter().filter(|c| !keys.contains(c)) {
+        let source = schema.columns.iter().find(|c| case(cfg, &c.name) == *name);
+        if source.is_none_or(|c| c.nullable) {
+            sql.push(format!(
+                "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
+                table.sql(),
+                ident(name)
+            ));
+        }
+    }
+    client.batch_execute(&sql.join(";\n")).await?;
+    Ok(Some(old))
+}
+
+/// Why a sink worker of some Kafka partitions does not change a target's primary key: every
+/// lane holds some of the table's rows, which must all take the new key at once.
+pub fn rekey_refused(schema: &TableSchema, target: &PgName) -> String {
+    let keys: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
+    format!(
+        "the source's primary key is now ({}); the sink workers of a Kafka topic's partitions each hold some of the table's rows and cannot change the key of {target} one by one: stop the workers, drop {target} (it is created again with the new key) and run `edfi-cdc resnapshot -c CONFIG {}` once they run",
+        keys.join(", "),
+        schema.id
+    )
 }
 
 /// Create the target table if it is missing, or check that an existing one can hold the
 /// source's rows. With `evolve` (a table this connector holds, which the source changed), make
 /// it able to: a column the source added is added, a column the source widened is widened, a
 /// `NOT NULL` column the source no longer has becomes nullable. Without, those are problems
-/// too (a table created by someone else is not changed). What cannot be made to fit (another
-/// type family, a primary key or unique index other than on exactly the key columns) is
-/// returned as problems, and then nothing is changed.
+/// too (a table created by someone else is not changed). With `rekey` (`evolve`, or a
+/// snapshot of the table in the source's shape is under way), another primary key at the
+/// source is noted ([`Ensured::rekey`]) for the re-snapshot's publish; without, it is a
+/// problem. What cannot be made to fit (another type family) is returned as problems, and
+/// then nothing is changed.
 pub async fn ensure_table(
     client: &impl GenericClient,
     cfg: &StagingSinkConfig,
     schema: &TableSchema,
     target: &PgName,
     evolve: bool,
+    rekey: bool,
 ) -> Result<Ensured, tokio_postgres::Error> {
     let existing = client
         .query(
@@ -140,6 +220,11 @@ pub async fn ensure_table(
             .await?;
         return Ok(out);
     }
+    // The target's own key columns keep `NOT NULL` while they are its key ([`rekey`]).
+    let own_key = primary_key(client, target)
+        .await?
+        .map(|(_, columns)| columns)
+        .unwrap_or_default();
     let mut alter = Vec::new();
     for c in &schema.columns {
         let name = case(cfg, &c.name);
@@ -232,7 +317,7 @@ pub async fn ensure_table(
             }
             _ => {}
         }
-        let key = schema.key_columns().any(|k| k.name == c.name);
+        let key = schema.key_columns().any(|k| k.name == c.name) || own_key.contains(&name);
         if evolve && c.nullable && !key && !row.get::<_, bool>(3) {
             alter.push(format!("ALTER COLUMN {} DROP NOT NULL", ident(&name)));
             out.evolved
@@ -242,7 +327,11 @@ pub async fn ensure_table(
     for row in &existing {
         let name: &str = row.get(0);
         let nullable: bool = row.get(3);
-        if evolve && !nullable && !schema.columns.iter().any(|c| case(cfg, &c.name) == name) {
+        if evolve
+            && !nullable
+            && !own_key.iter().any(|k| k == name)
+            && !schema.columns.iter().any(|c| case(cfg, &c.name) == name)
+        {
             alter.push(format!("ALTER COLUMN {} DROP NOT NULL", ident(name)));
             out.evolved
                 .push(format!("{name} made nullable (no longer at the source)"));
@@ -260,7 +349,14 @@ pub async fn ensure_table(
         )
         .await?
         .get(0);
-    if !has_key {
+    if !has_key && rekey {
+        out.rekey = true;
+        out.evolved.push(format!(
+            "primary key ({}) → ({}) when the table's re-snapshot is published",
+            own_key.join(", "),
+            keys.join(", ")
+        ));
+    } else if !has_key {
         out.problems.push(format!(
             "no primary key or unique index on ({}), which upserts need; if the source's primary key changed, stop the replicator, drop {target} (it is created again with the new key) and run `edfi-cdc resnapshot -c CONFIG {}` once it runs",
             keys.join(", "),
@@ -278,6 +374,7 @@ pub async fn ensure_table(
     }
     if !out.problems.is_empty() {
         out.evolved.clear();
+        out.rekey = false;
     }
     Ok(out)
 }

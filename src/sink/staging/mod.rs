@@ -166,6 +166,7 @@ impl StagingSink {
             .map_err(pg)?;
         let mut tables = HashMap::new();
         let mut evolved = Vec::new();
+        let mut rekey_only = Vec::new();
         for (i, schema) in schemas.iter().enumerate() {
             let target = staging_table(cfg, &schema.id);
             let owner: Option<String> = client
@@ -192,9 +193,18 @@ impl StagingSink {
             )
             .await
             .map_err(pg)?;
-            let ensured = ddl::ensure_table(&client, cfg, schema, &target, held)
+            // A snapshot in the source's shape under way (a restart, say, before it published
+            // a new key) still changes the target's key at its publish.
+            let rekey = held
+                || checkpoint::snapshot_under_way(&client, connector, &name, &schema.id)
+                    .await
+                    .map_err(pg)?;
+            let mut ensured = ddl::ensure_table(&client, cfg, schema, &target, held, rekey)
                 .await
                 .map_err(pg)?;
+            if ensured.rekey && lane.as_ref().is_some_and(|l| l.share != Share::Whole) {
+                ensured.problems.push(ddl::rekey_refused(schema, &target));
+            }
             if !ensured.problems.is_empty() {
                 return Err(SinkError::Incompatible {
                     sink: SINK.into(),
@@ -203,7 +213,10 @@ impl StagingSink {
                     problems: ensured.problems,
                 });
             }
-            if !ensured.evolved.is_empty() {
+            if ensured.rekey && ensured.evolved.len() == 1 {
+                // Only the key: a snapshot in the new shape may be under way already.
+                rekey_only.push(schema.id.clone());
+            } else if !ensured.evolved.is_empty() {
                 warn!(sink = %name, table = %schema.id, target = %target, changes = %ensured.evolved.join("; "),
                     "the table changed at the source while the replicator was stopped: target changed to match");
                 evolved.push(schema.id.clone());
@@ -243,6 +256,17 @@ impl StagingSink {
         let mut cp = checkpoint::load(&client, connector, &name, schemas)
             .await
             .map_err(pg)?;
+        // A target still on the source's old key whose table is not being snapshotted in the
+        // new shape needs that snapshot (its publish changes the key).
+        for id in rekey_only {
+            let shape = schemas
+                .iter()
+                .find(|s| s.id == id)
+                .expect("a configured table");
+            if cp.shapes.get(&id) != Some(&crate::event::shape_digest(shape)) {
+                evolved.push(id);
+            }
+        }
         // A table whose target just gained columns (or was widened) has rows without their
         // values; one reshaped otherwise needs its rows read again too. A lane leaves that to
         // the poller, which compares its own stored shapes at start (several lanes would each
@@ -857,21 +881,34 @@ impl StagingSink {
                     // shadow: it replaces those keys, after deleting the rows of its
                     // partitions the shadow does not hold (see `stale`).
                     let share = self.lane.as_ref().map_or(Share::Whole, |l| l.share);
-                    let replaced = if share != Share::Whole {
+                    if share != Share::Whole {
                         stale::delete_stale_rows(&tx, &connector, rt, share).await?;
                         let on: Vec<String> =
                             rt.keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
-                        format!(
+                        tx.batch_execute(&format!(
                             "DELETE FROM {t} AS t USING {s} AS s WHERE {on}",
                             t = rt.target.sql(),
                             s = rt.shadow.sql(),
                             on = on.join(" AND ")
-                        )
+                        ))
+                        .await
+                        .map_err(pg)?;
                     } else {
-                        format!("DELETE FROM {}", rt.target.sql())
-                    };
+                        tx.batch_execute(&format!("DELETE FROM {}", rt.target.sql()))
+                            .await
+                            .map_err(pg)?;
+                        // Emptied: the target can take the source's new primary key.
+                        if let Some(old) = ddl::rekey(&tx, &self.cfg, &rt.schema, &rt.target)
+                            .await
+                            .map_err(pg)?
+                        {
+                            warn!(sink = %self.name, table = %rt.schema.id, target = %rt.target,
+                                old_key = %old.join(", "), new_key = %rt.schema.key_columns().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                                "the target takes the source's new primary key with the re-snapshot");
+                        }
+                    }
                     tx.batch_execute(&format!(
-                        "{replaced}; INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}",
+                        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}; DROP TABLE {s}",
                         t = rt.target.sql(),
                         s = rt.shadow.sql()
                     ))
@@ -1062,9 +1099,12 @@ impl StagingSink {
         // worker may be loading.
         let tx = begin_fenced(SINK, client, self.lane.as_ref(), &connector, None).await?;
         if let Some(shape) = &shape {
-            let ensured = ddl::ensure_table(&tx, &self.cfg, shape, &rt.target, true)
+            let mut ensured = ddl::ensure_table(&tx, &self.cfg, shape, &rt.target, true, true)
                 .await
                 .map_err(pg)?;
+            if ensured.rekey && self.lane.as_ref().is_some_and(|l| l.share != Share::Whole) {
+                ensured.problems.push(ddl::rekey_refused(shape, &rt.target));
+            }
             if !ensured.problems.is_empty() {
                 return Err(SinkError::Incompatible {
                     sink: SINK.into(),
@@ -1083,6 +1123,15 @@ impl StagingSink {
             s = rt.shadow.sql(),
             t = rt.target.sql()
         ))
+        .await
+        .map_err(pg)?;
+        // A new primary key at the source: the shadow has it; the target gets it at the publish.
+        ddl::rekey(
+            &tx,
+            &self.cfg,
+            shape.as_deref().unwrap_or(&rt.schema),
+            &rt.shadow,
+        )
         .await
         .map_err(pg)?;
         checkpoint::begin_snapshot(

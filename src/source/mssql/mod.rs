@@ -485,14 +485,14 @@ impl Poller {
                 None => untracked.push(t.schema.id.clone()),
                 Some(mv) if baseline < mv => {
                     warn!(table = %t.schema.id, baseline, min_valid_version = mv,
-                        "baseline is below the table's min valid version (retention cleanup or TRUNCATE): re-snapshotting the table");
+                        "baseline is below the table's min valid version (retention cleanup, TRUNCATE, or Change Tracking switched off and on): re-snapshotting the table");
                     reset.push(i);
                 }
                 Some(_) => {}
             }
         }
         if !untracked.is_empty() {
-            return Err(SourceError::NotTracked(untracked));
+            return Err(SourceError::TrackingOff(untracked));
         }
         for i in reset {
             let id = self.tables.runs[i].schema.id.clone();
