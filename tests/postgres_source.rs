@@ -170,19 +170,30 @@ async fn wait_caught_up(source: &Client, staging: &Client, deadline: Duration) {
     .await
 }
 
-async fn rows(client: &Client, table: &str, key: &str) -> Vec<Vec<Option<String>>> {
-    let cols: Vec<String> = client
+/// The columns of `table` at the source, in order.
+async fn columns(source: &Client, table: &str) -> Vec<String> {
+    source
         .query(
             "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema || '.' || table_name = $1 AND column_name NOT LIKE 'edfi_cdc%' \
-             ORDER BY ordinal_position",
+             WHERE table_schema || '.' || table_name = $1 ORDER BY ordinal_position",
             &[&table],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| format!("{}::text", r.get::<_, String>(0)))
-        .collect();
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The rows of `table` as text, in `key` order: the source's columns (staging keeps columns
+/// the source dropped).
+async fn rows(
+    client: &Client,
+    table: &str,
+    key: &str,
+    columns: &[String],
+) -> Vec<Vec<Option<String>>> {
+    let cols: Vec<String> = columns.iter().map(|c| format!("{c}::text")).collect();
     client
         .query(
             &format!("SELECT {} FROM {table} ORDER BY {key}", cols.join(", ")),
@@ -200,9 +211,10 @@ async fn assert_equal(source: &Client, staging: &Client) {
     source.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
     staging.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
     for (table, key) in TABLES {
+        let cols = columns(source, table).await;
         let (a, b) = (
-            rows(source, table, key).await,
-            rows(staging, table, key).await,
+            rows(source, table, key, &cols).await,
+            rows(staging, table, key, &cols).await,
         );
         if a != b {
             let missing = a
@@ -335,6 +347,122 @@ async fn a_postgres_source_loses_nothing_when_killed_in_snapshot_and_streaming_o
 
     wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
     assert_equal(&source, &staging).await;
+    assert_slot_behind_sink(&source, &staging).await;
+    rep.kill();
+}
+
+/// The publishes of `table`'s snapshots the log reports.
+fn publishes(rep: &Replicator, table: &str) -> usize {
+    rep.log()
+        .lines()
+        .filter(|l| l.contains("snapshot published") && l.contains(&format!("table={table} ")))
+        .count()
+}
+
+/// The primary key columns of a staging table, in key order.
+async fn staging_key(staging: &Client, table: &str) -> Vec<String> {
+    staging
+        .query_one(
+            "SELECT array(SELECT a.attname::text FROM pg_constraint con, \
+             unnest(con.conkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = $1::text::regclass AND a.attnum = k.attnum \
+             WHERE con.conrelid = $1::text::regclass AND con.contype = 'p' ORDER BY k.n)",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_at_a_postgres_source_reaches_staging_under_a_workload_without_a_restart() {
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_ddl").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(&url, &staging_db, "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let load = workload(url.clone(), stop.clone(), ops.clone());
+    let rep = c.run();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    const SCHOOLS: &str = "custom.schoolmanualattributes";
+    const SCORES: &str = "custom.assessmentscore";
+    let (schools, scores) = (publishes(&rep, SCHOOLS), publishes(&rep, SCORES));
+
+    // Each change, with rows written in its new shape, reaches staging without a restart.
+    let steps = [
+        (SCHOOLS, "ALTER TABLE custom.schoolmanualattributes ADD COLUMN district varchar(30); \
+                   UPDATE custom.schoolmanualattributes SET district = 'D' || schoolid % 5"),
+        (SCHOOLS, "ALTER TABLE custom.schoolmanualattributes ALTER COLUMN schoolname TYPE varchar(200); \
+                   UPDATE custom.schoolmanualattributes SET schoolname = repeat('n', 150) WHERE schoolid % 7 = 0"),
+        (SCHOOLS, "ALTER TABLE custom.schoolmanualattributes DROP COLUMN district"),
+        (SCORES, "ALTER TABLE custom.assessmentscore DROP CONSTRAINT assessmentscore_pkey, \
+                  ADD PRIMARY KEY (studentid, assessmentid)"),
+    ];
+    let mut published = [(SCHOOLS, schools), (SCORES, scores)];
+    for (table, ddl) in steps {
+        source.batch_execute(ddl).await.unwrap();
+        let p = published.iter_mut().find(|(t, _)| *t == table).unwrap();
+        p.1 += 1;
+        let n = p.1;
+        wait_for(
+            &format!("publish {n} of {table}"),
+            Duration::from_secs(120),
+            || async { (publishes(&rep, table) >= n).then_some(()) },
+        )
+        .await;
+        let before = ops.load(Ordering::SeqCst);
+        wait_for(
+            "more source transactions",
+            Duration::from_secs(60),
+            || async { (ops.load(Ordering::SeqCst) > before + 20).then_some(()) },
+        )
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    assert_equal(&source, &staging).await;
+    assert_eq!(
+        staging_key(&staging, SCORES).await,
+        ["studentid", "assessmentid"]
+    );
+    let width: i32 = staging
+        .query_one(
+            "SELECT character_maximum_length FROM information_schema.columns \
+             WHERE table_schema = 'custom' AND table_name = 'schoolmanualattributes' \
+             AND column_name = 'schoolname'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(width, 200);
+    let log = rep.log();
+    for said in [
+        "added district nvarchar(30)",
+        "schoolname nvarchar(100) not null → nvarchar(200) not null",
+        "dropped district",
+        "key (studentid, assessmentid, attempt) → (studentid, assessmentid)",
+        "the target takes the source's new primary key with the re-snapshot",
+    ] {
+        assert!(log.contains(said), "`{said}` not logged:\n{log}");
+    }
+    assert_eq!(
+        log.matches("the table changed at the source: re-snapshotting it in its new shape")
+            .count(),
+        4,
+        "one re-snapshot per change:\n{log}"
+    );
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    for (table, n) in [(SCHOOLS, 3), (SCORES, 1)] {
+        assert!(
+            metrics.contains(&format!(
+                "edfi_cdc_schema_changes_total{{connector=\"staging-custom\",noticed_by=\"poller\",table=\"{table}\"}} {n}"
+            )),
+            "{metrics}"
+        );
+    }
     assert_slot_behind_sink(&source, &staging).await;
     rep.kill();
 }
@@ -921,9 +1049,10 @@ async fn the_shipped_custom_datasets_connector_carries_staging_tables_into_redsh
             "studentnumber, assessmentid, schoolyear",
         ),
     ] {
+        let cols = columns(&staging, source).await;
         let (a, b) = (
-            rows(&staging, source, key).await,
-            rows(&target, target_table, key).await,
+            rows(&staging, source, key, &cols).await,
+            rows(&target, target_table, key, &cols).await,
         );
         assert!(!a.is_empty(), "{source} is empty");
         assert_eq!(a, b, "{source} → {target_table}");

@@ -19,6 +19,13 @@
 //! version) and they follow once the snapshot is done. A `TRUNCATE` re-snapshots the table.
 //! Values travel in PostgreSQL's text form; an unchanged TOASTed value (which `pgoutput` does
 //! not send) is read back from the table, so a value is never overwritten with NULL.
+//!
+//! DDL while running: `pgoutput` describes a table anew (a Relation message) before its first
+//! change in every decoding session and after its columns, types or key changed. A description
+//! unlike the last one re-snapshots that table alone in its new shape, read from the catalog
+//! (its later changes in the cycle are in the snapshot); the first description of a table in
+//! the process has the catalog read again after the cycle's changes, and a table whose shape
+//! differs from it is re-snapshotted too.
 
 pub mod catalog;
 pub mod pgoutput;
@@ -149,8 +156,17 @@ pub struct Poller {
     resnapshots: mpsc::UnboundedReceiver<TableId>,
     health: Arc<Health>,
     relations: HashMap<u32, Option<RelMap>>,
-    /// Each relation's columns as last reported (a change to them is logged once).
-    reported: HashMap<u32, Vec<String>>,
+    /// Each relation's columns as `pgoutput` last described them, up to the last cycle that
+    /// completed; `described_now` holds this cycle's descriptions until it completes (a failed
+    /// cycle is read again, and must find the same descriptions new).
+    described: HashMap<u32, Vec<pgoutput::Column>>,
+    described_now: HashMap<u32, Vec<pgoutput::Column>>,
+    /// Tables described anew in this cycle: their later changes are not sent, they are
+    /// re-snapshotted in their new shape.
+    reshaped: HashSet<usize>,
+    /// A table was described for the first time in this process: the catalog is compared with
+    /// the tables' shapes after the cycle's changes.
+    verify_shapes: bool,
     /// The publication and slot were checked by this process.
     ready: bool,
     /// The slot's confirmed position: transactions committed before it are no longer decoded.
@@ -202,7 +218,10 @@ impl Poller {
             resnapshots,
             health,
             relations: HashMap::new(),
-            reported: HashMap::new(),
+            described: HashMap::new(),
+            described_now: HashMap::new(),
+            reshaped: HashSet::new(),
+            verify_shapes: false,
             ready: false,
             confirmed: 0,
             sinks,
@@ -472,7 +491,12 @@ impl Poller {
         Ok((row, unchanged))
     }
 
-    fn relation(&mut self, r: pgoutput::Relation) {
+    /// A Relation message, inside the transaction committed at `version`: a description of a
+    /// table unlike the one before it (in this cycle, else the last completed one) marks the
+    /// table reshaped when the table takes that transaction's changes. Descriptions inside
+    /// transactions it has already taken (the slot is read again from its confirmed position in
+    /// every cycle) only become the one to compare with.
+    fn relation(&mut self, r: pgoutput::Relation, version: Option<i64>) {
         let found = self.tables.runs.iter().position(|t| {
             t.schema.id.schema.eq_ignore_ascii_case(&r.namespace)
                 && t.schema.id.name.eq_ignore_ascii_case(&r.name)
@@ -488,37 +512,56 @@ impl Poller {
                     .collect(),
             }
         });
-        // Relation messages come again in every cycle that decodes the table: say a change of
-        // its columns once.
-        let shape: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
-        let seen = self.reported.get(&r.oid).is_some_and(|s| *s == shape);
-        if let (Some(m), false) = (&map, seen) {
-            let schema = &self.tables.runs[m.table].schema;
-            let missing: Vec<&str> = schema
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !m.columns.contains(&Some(*i)))
-                .map(|(_, c)| c.name.as_str())
-                .collect();
-            if !missing.is_empty() {
-                warn!(table = %schema.id, columns = ?missing, "the source no longer has these replicated columns; they are sent as NULL (restart to read the new catalog)");
-            }
-            if r.columns
-                .iter()
-                .any(|c| !schema.columns.iter().any(|s| s.name == c.name))
-                && self
-                    .config
-                    .table_options(&schema.id)
-                    .and_then(|o| o.columns.as_ref())
-                    .is_none()
-            {
-                warn!(table = %schema.id, "the source table has columns the connector does not replicate yet (added while running?); restart to add them to the targets");
+        if let Some(i) = found.filter(|&i| version.is_some_and(|v| self.wanted(i, v))) {
+            let before = self
+                .described_now
+                .get(&r.oid)
+                .or_else(|| self.described.get(&r.oid));
+            match before {
+                None => self.verify_shapes = true,
+                Some(before) if *before != r.columns => {
+                    self.reshaped.insert(i);
+                }
+                Some(_) => {}
             }
         }
-        let shape = shape.into_iter().map(str::to_string).collect();
-        self.reported.insert(r.oid, shape);
+        self.described_now.insert(r.oid, r.columns);
         self.relations.insert(r.oid, map);
+    }
+
+    /// After a cycle's changes: the tables described anew, and when a table was described for
+    /// the first time in this process every table whose shape the catalog gives otherwise, take
+    /// their new shape and are re-snapshotted in it, each said in the log and
+    /// `edfi_cdc_schema_changes_total`. A table that can no longer be read as configured (a
+    /// listed column dropped, the primary key gone) stops the poller, naming it.
+    async fn reshape(&mut self) -> Result<(), SourceError> {
+        if self.reshaped.is_empty() && !self.verify_shapes {
+            return Ok(());
+        }
+        let config = self.config.clone();
+        let catalog = catalog::discover(self.connection().await?, &config).await?;
+        self.verify_shapes = false;
+        let reshaped = std::mem::take(&mut self.reshaped);
+        for new in catalog.schemas {
+            let Some(i) = self.tables.position(&new.id) else {
+                continue;
+            };
+            let changes = new.changes_from(&self.tables.runs[i].schema);
+            if changes.is_empty() && !reshaped.contains(&i) {
+                continue;
+            }
+            let changes = if changes.is_empty() {
+                "described anew by the source, same shape".to_string()
+            } else {
+                changes.join("; ")
+            };
+            warn!(table = %new.id, changes = %changes,
+                "the table changed at the source: re-snapshotting it in its new shape");
+            crate::metrics::schema_change(&config.name, &new.id.to_string(), "poller");
+            self.tables.runs[i].schema = new.clone();
+            self.tables.request_snapshot(&new.id);
+        }
+        Ok(())
     }
 
     async fn cycle_inner(&mut self) -> Result<u64, SourceError> {
@@ -535,6 +578,9 @@ impl Poller {
         let upto = flush.min(from + WAL_PER_CYCLE).max(from);
         let version = upto as i64 - 1;
 
+        self.described_now.clear();
+        self.reshaped.clear();
+        self.verify_shapes = false;
         let client = self.client.take().expect("connected above");
         let result = self.read_changes(&client, upto).await;
         self.client = Some(client);
@@ -546,10 +592,12 @@ impl Poller {
             warn!(table = %id, "table truncated at the source: re-snapshotting it");
             self.tables.request_snapshot(&id);
         }
+        self.reshape().await?;
         self.start_snapshots(version).await?;
         self.tables
             .end_cycle(version, commit_time, events, &self.out, &mut self.position)
             .await?;
+        self.described.extend(self.described_now.drain());
         self.advance_slot().await?;
         crate::metrics::cycle(
             &self.config.name,
@@ -608,7 +656,7 @@ impl Poller {
                     continue;
                 }
                 pgoutput::Message::Relation(r) => {
-                    self.relation(r);
+                    self.relation(r, txn.map(|(version, _)| version));
                     continue;
                 }
                 pgoutput::Message::Insert { relation, new } => {
@@ -641,7 +689,7 @@ impl Poller {
                 continue;
             };
             let i = map.table;
-            if !self.wanted(i, version) || truncated.contains(&i) {
+            if !self.wanted(i, version) || truncated.contains(&i) || self.reshaped.contains(&i) {
                 continue;
             }
             let schema = self.tables.runs[i].schema.clone();

@@ -14,6 +14,10 @@ pub enum Datum {
 pub struct Column {
     pub name: String,
     pub type_oid: u32,
+    /// `atttypmod` (a `varchar`'s length + 4, say; -1 when none).
+    pub type_modifier: i32,
+    /// Part of the replica identity (the primary key, by default).
+    pub key: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,11 +160,16 @@ pub fn decode(data: &[u8]) -> Result<Message, Malformed> {
             let n = r.i16()?;
             let mut columns = Vec::with_capacity(n.max(0) as usize);
             for _ in 0..n {
-                r.u8()?;
+                let key = r.u8()? & 1 == 1;
                 let name = r.string()?;
                 let type_oid = r.u32()?;
-                r.i32()?;
-                columns.push(Column { name, type_oid });
+                let type_modifier = r.i32()?;
+                columns.push(Column {
+                    name,
+                    type_oid,
+                    type_modifier,
+                    key,
+                });
             }
             Message::Relation(Relation {
                 oid,
@@ -253,18 +262,30 @@ mod tests {
         rel.extend(16384u32.to_be_bytes());
         rel.extend(b"edfi\0student\0d");
         rel.extend(2i16.to_be_bytes());
-        for (name, oid) in [("studentusi", 23u32), ("firstname", 1043)] {
-            rel.push(1);
+        for (flags, name, oid, typmod) in [
+            (1u8, "studentusi", 23u32, -1i32),
+            (0, "firstname", 1043, 79),
+        ] {
+            rel.push(flags);
             rel.extend(name.as_bytes());
             rel.push(0);
             rel.extend(oid.to_be_bytes());
-            rel.extend((-1i32).to_be_bytes());
+            rel.extend(typmod.to_be_bytes());
         }
         let Message::Relation(r) = decode(&rel).unwrap() else {
             panic!("not a relation")
         };
         assert_eq!((r.namespace.as_str(), r.name.as_str()), ("edfi", "student"));
-        assert_eq!(r.columns[1].name, "firstname");
+        assert_eq!(
+            r.columns[1],
+            Column {
+                name: "firstname".into(),
+                type_oid: 1043,
+                type_modifier: 79,
+                key: false
+            }
+        );
+        assert!(r.columns[0].key);
 
         let mut upd = vec![b'U'];
         upd.extend(16384u32.to_be_bytes());
