@@ -684,6 +684,80 @@ async fn a_flush_killed_inside_a_model_refresh_leaves_every_model_equal_to_its_i
     assert!(rep.terminate(Duration::from_secs(30)).success());
 }
 
+/// Columns of `edfi.Student` that `studentdemographics.student` reads, changed at the source
+/// under a workload — one added beside them, `FirstName` widened (longer names written), and
+/// `MiddleName` dropped — keep every model equal to its SELECT over the replicated tables, and
+/// `models check` passing: the target keeps the dropped column (NULL after the re-snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_the_models_read_changed_at_the_source_keep_every_model_equal_to_its_inputs() {
+    let (rig, rep) = with_shipped_models_caught_up(200, 41).await;
+    let url = rig.sim.backing_url();
+    let (stop_tx, stop) = watch::channel(false);
+    let writer = tokio::spawn(async move {
+        ods_sim::edfi::run_workload(&url, workload(150.0, 43, 1_000_000), stop)
+            .await
+            .unwrap()
+    });
+    let published = |rep: &Replicator| {
+        rep.log()
+            .lines()
+            .filter(|l| l.contains("snapshot published") && l.contains("table=edfi.Student "))
+            .count()
+    };
+    let long_name = "Ω".repeat(120);
+    let changes = [
+        "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL;\n\
+         UPDATE edfi.Student SET NickName = N'Nick' WHERE StudentUSI % 3 = 0;"
+            .to_string(),
+        format!(
+            "ALTER TABLE edfi.Student ALTER COLUMN FirstName nvarchar(150) NOT NULL;\n\
+             UPDATE edfi.Student SET FirstName = N'{long_name}' WHERE StudentUSI % 5 = 0;"
+        ),
+        "ALTER TABLE edfi.Student DROP COLUMN MiddleName".to_string(),
+    ];
+    for (n, change) in changes.iter().enumerate() {
+        let before = published(&rep);
+        tsql(&rig.sim, change).await.unwrap();
+        wait_for(
+            &format!("the re-snapshot of change {n}"),
+            CATCH_UP,
+            || async { (published(&rep) > before).then_some(()) },
+        )
+        .await;
+    }
+    stop_tx.send(true).unwrap();
+    assert!(writer.await.unwrap().total_changes() > 0);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_equal(&rig.source, &rig.target).await;
+    let middle: i64 = rig
+        .target
+        .query_one(
+            "SELECT count(*) FROM studentdemographics.student WHERE middlename IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(middle, 0, "the dropped column reads NULL in the report");
+    let mut reader = connect(&rig.staging.url()).await;
+    let tx = reader.transaction().await.unwrap();
+    for m in shipped_models().models() {
+        assert_eq!(model_differences(&tx, m).await, 0, "{}", m.name);
+    }
+    let out = rig
+        .connector
+        .command(&["models", "check", "--target-url", &rig.staging.url()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("PASS model studentdemographics.student") && !text.contains("FAIL"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
     let (rig, rep) = with_shipped_models_caught_up(300, 19).await;

@@ -518,7 +518,24 @@ pub async fn compare_all_in(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for def in ods_sim::edfi::tables() {
-        let columns: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+        // The columns the source still has (a test may have dropped one; the target keeps it).
+        let present: Vec<String> = source
+            .query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2",
+                &[&def.schema, &def.name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let columns: Vec<String> = def
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|c| present.contains(c))
+            .collect();
         let keys = def.primary_key.clone();
         let src = table_rows(source, &def.schema, &def.name, &columns, &keys).await;
         let name = |s: &str| {
