@@ -486,10 +486,7 @@ async fn three_workers_survive_a_killed_worker_a_new_worker_and_a_killed_poller(
 
     // One writer: LastModifiedDate then grows with every change of a row.
     let (stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 44, 1, 3000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 44, 1, 3000), stop);
     let v0 = source_version(&rig.source).await;
     source_advanced(&rig.source, v0, 100).await;
     workers.remove(0).kill();
@@ -564,10 +561,7 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     let mut rep = start_role(&rig, "all");
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     let (_stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 46, 2, 2500), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 46, 2, 2500), stop);
     let v0 = source_version(&rig.source).await;
     source_advanced(&rig.source, v0, 150).await;
     broker.stop();
@@ -787,10 +781,7 @@ async fn a_column_added_and_widened_at_the_source_reaches_every_lane_of_two_work
     let two = start_role(&rig, "sink");
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     let (stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(100.0, 58, 2, 1_000_000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(100.0, 58, 2, 1_000_000), stop);
     tsql(
         &rig.sim,
         &format!(
@@ -994,10 +985,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     let redshift = connect(&redshift_db.url()).await;
     let poller = start_role(&rig, "poller");
     let (_stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 96, 2, 2500), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 96, 2, 2500), stop);
     let mut workers: Vec<Replicator> = (0..3).map(|_| start_role(&rig, "sink")).collect();
     let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
     wait_mid_snapshot(&redshift, "redshift", CATCH_UP).await;
@@ -1010,10 +998,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
 
     // Under a workload, so that flushes run (and load the snapshot's rows) while it is read.
     let (_stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 97, 2, 1500), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 97, 2, 1500), stop);
     rig.connector.resnapshot("edfi.StudentAssessmentItem");
     wait_for(
         "the Redshift re-snapshot to be under way",

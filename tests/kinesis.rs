@@ -155,10 +155,7 @@ async fn resharding_during_a_run_loses_and_reorders_nothing() {
 
     // One writer: LastModifiedDate then grows with every change of a row.
     let (_stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 54, 1, 3000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 54, 1, 3000), stop);
     let v0 = source_version(&rig.source).await;
     source_advanced(&rig.source, v0, 100).await;
     // Split both shards (2 → 4), later merge back (4 → 2), while changes flow.
@@ -253,10 +250,7 @@ async fn a_standby_worker_takes_over_a_lane_killed_mid_snapshot_and_nothing_is_l
     use_kinesis(&mut rig, &moto);
     let poller = start_role(&rig, "poller");
     let (_stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 62, 2, 4000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 62, 2, 4000), stop);
     let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
     let active = lease_holder(&mut workers).await;
     // The standby commits nothing, yet is ready while its lease's database answers: it is
@@ -425,10 +419,7 @@ async fn records_the_stream_lost_are_found_and_re_snapshotted_across_a_kill() {
     let poller = start_role(&rig, "poller");
     let worker = start_role(&rig, "sink");
     let (_stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(300.0, 82, 2, 3000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(300.0, 82, 2, 3000), stop);
     wait_for("the worker to find the lost records", CATCH_UP, || async {
         worker
             .log()
@@ -476,10 +467,7 @@ async fn the_redshift_sink_as_a_stream_worker_loses_nothing_killed_mid_snapshot_
     let redshift = connect(&redshift_db.url()).await;
     let poller = start_role(&rig, "poller");
     let (_stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 92, 2, 3000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 92, 2, 3000), stop);
     let mut workers = vec![start_role(&rig, "sink"), start_role(&rig, "sink")];
     let active = lease_taker(&mut workers, LANE, CATCH_UP).await;
     wait_mid_snapshot(&redshift, "redshift", CATCH_UP).await;

@@ -516,13 +516,8 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
     );
 
     let full_before = refreshes(&http_get(&rep.metrics_addr().await, "/metrics").1, "full");
-    let url = rig.sim.backing_url();
-    let writer = tokio::spawn(async move {
-        let (_stop_tx, stop) = watch::channel(false);
-        ods_sim::edfi::run_workload(&url, workload(300.0, 40, 3000), stop)
-            .await
-            .unwrap()
-    });
+    let (_stop_tx, stop) = watch::channel(false);
+    let writer = spawn_workload(&rig.sim, workload(300.0, 40, 3000), stop);
     // Sample while changes flow: in one snapshot of the target, every model equals its SELECT
     // over the replicated tables — models and inputs are at one source version.
     let mut reader = connect(&rig.staging.url()).await;
@@ -562,7 +557,7 @@ async fn reporting_models_follow_the_workload_and_always_agree_with_their_inputs
         versions.insert(version);
         samples += 1;
     }
-    let stats = writer.await.unwrap();
+    let stats = writer.await.unwrap().unwrap();
     assert!(stats.total_changes() >= 3000);
     assert!(
         stats.kinds.get("staff").is_some_and(|n| *n > 0)
@@ -629,13 +624,8 @@ async fn a_flush_killed_inside_a_model_refresh_leaves_every_model_equal_to_its_i
         .batch_execute("BEGIN; LOCK TABLE illuminate.studentitemscore IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let url = rig.sim.backing_url();
-    let writer = tokio::spawn(async move {
-        let (_stop_tx, stop) = watch::channel(false);
-        ods_sim::edfi::run_workload(&url, workload(300.0, 31, 600), stop)
-            .await
-            .unwrap()
-    });
+    let (_stop_tx, stop) = watch::channel(false);
+    let writer = spawn_workload(&rig.sim, workload(300.0, 31, 600), stop);
     // The incremental refresh of the locked model waits at its first statement: every earlier
     // step of the flush (merges, models refreshed before it) is done in its transaction.
     let refresh = "CREATE TEMP TABLE edfi_cdc_fresh (LIKE \"illuminate\".\"studentitemscore\")";
@@ -662,7 +652,7 @@ async fn a_flush_killed_inside_a_model_refresh_leaves_every_model_equal_to_its_i
     );
 
     rep = rig.connector.run();
-    let stats = writer.await.unwrap();
+    let stats = writer.await.unwrap().unwrap();
     assert!(stats.total_changes() >= 600);
     assert!(
         stats.kinds.get("assessment").is_some_and(|n| *n > 0),
@@ -691,13 +681,8 @@ async fn a_flush_killed_inside_a_model_refresh_leaves_every_model_equal_to_its_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn columns_the_models_read_changed_at_the_source_keep_every_model_equal_to_its_inputs() {
     let (rig, rep) = with_shipped_models_caught_up(200, 41).await;
-    let url = rig.sim.backing_url();
     let (stop_tx, stop) = watch::channel(false);
-    let writer = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 43, 1_000_000), stop)
-            .await
-            .unwrap()
-    });
+    let writer = spawn_workload(&rig.sim, workload(150.0, 43, 1_000_000), stop);
     let published = |rep: &Replicator| {
         rep.log()
             .lines()
@@ -726,7 +711,7 @@ async fn columns_the_models_read_changed_at_the_source_keep_every_model_equal_to
         .await;
     }
     stop_tx.send(true).unwrap();
-    assert!(writer.await.unwrap().total_changes() > 0);
+    assert!(writer.await.unwrap().unwrap().total_changes() > 0);
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     assert_equal(&rig.source, &rig.target).await;
     let middle: i64 = rig

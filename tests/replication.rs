@@ -76,10 +76,7 @@ async fn readers_of_staging_always_see_one_consistent_cut() {
     wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
 
     let (stop_tx, stop) = watch::channel(false);
-    let url = sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(300.0, 12, 3, 1_000_000), stop).await
-    });
+    let load = spawn_workload(&sim, workload(300.0, 12, 3, 1_000_000), stop);
     let mut samples = 0;
     // One statement reads one snapshot of staging: it must never see a student enrolled in a
     // school without a section there (every workload transaction keeps that true).
@@ -110,10 +107,7 @@ async fn survives_twenty_kill_9s_during_snapshots_and_streaming() {
         target,
     } = Rig::new(600, 9).await;
     let (stop_tx, stop) = watch::channel(false);
-    let url = sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(300.0, 13, 3, 1_000_000), stop).await
-    });
+    let load = spawn_workload(&sim, workload(300.0, 13, 3, 1_000_000), stop);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
     for _ in 0..20 {
         let rep = connector.run();

@@ -53,10 +53,7 @@ async fn columns_added_widened_narrowed_and_dropped_at_the_source_reach_staging_
     let rig = Rig::new(300, 31).await;
     let rep = rig.connector.run();
     let (stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 32, 2, 1_000_000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 32, 2, 1_000_000), stop);
     wait_publishes(&rep, 1).await;
 
     // Added: a nullable column, and a NOT NULL one with a default (every row gets a value).
@@ -177,6 +174,16 @@ async fn columns_added_widened_narrowed_and_dropped_at_the_source_reach_staging_
     );
 }
 
+/// A staging session holding `edfi.student` locked in `mode` until it rolls back.
+async fn lock_student(rig: &Rig, mode: &str) -> tokio_postgres::Client {
+    let holder = connect(&rig.staging.url()).await;
+    holder
+        .batch_execute(&format!("BEGIN; LOCK TABLE edfi.student IN {mode} MODE"))
+        .await
+        .unwrap();
+    holder
+}
+
 /// The primary key columns of staging's `edfi.student`, in key order.
 async fn student_key(target: &tokio_postgres::Client) -> Vec<String> {
     target
@@ -197,10 +204,7 @@ async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_wor
     let rig = Rig::new(250, 37).await;
     let rep = rig.connector.run();
     let (stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 38, 2, 1_000_000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 38, 2, 1_000_000), stop);
     wait_publishes(&rep, 1).await;
     assert_eq!(student_key(&rig.target).await, ["studentusi"]);
 
@@ -297,11 +301,7 @@ async fn a_replicator_killed_while_it_publishes_a_new_key_publishes_it_after_the
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     // Hold off writes to the target (reads, as the shadow's `LIKE`, pass): the re-snapshot in
     // the new key loads, and its publish blocks in the `DELETE` that empties the target.
-    let mut holder = connect(&rig.staging.url()).await;
-    let hold = holder.transaction().await.unwrap();
-    hold.batch_execute("LOCK TABLE edfi.student IN SHARE MODE")
-        .await
-        .unwrap();
+    let holder = lock_student(&rig, "SHARE").await;
     tsql(
         &rig.sim,
         "BEGIN TRANSACTION;\n\
@@ -317,7 +317,7 @@ async fn a_replicator_killed_while_it_publishes_a_new_key_publishes_it_after_the
     let observer = connect(&rig.staging.url()).await;
     wait_blocked(&observer, &rig.staging.name, "DELETE FROM").await;
     rep.kill();
-    hold.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(student_key(&rig.target).await, ["studentusi"]);
 
     // The snapshot was loaded in the new key: the restarted sink publishes it.
@@ -353,11 +353,7 @@ async fn a_replicator_killed_while_it_changes_a_target_loses_nothing() {
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     // Hold the target so that the sink blocks in the ALTER TABLE that adds the column.
-    let mut holder = connect(&rig.staging.url()).await;
-    let hold = holder.transaction().await.unwrap();
-    hold.batch_execute("LOCK TABLE edfi.student IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let holder = lock_student(&rig, "ACCESS EXCLUSIVE").await;
     tsql(
         &rig.sim,
         "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL;\n\
@@ -368,7 +364,7 @@ async fn a_replicator_killed_while_it_changes_a_target_loses_nothing() {
     let observer = connect(&rig.staging.url()).await;
     wait_blocked(&observer, &rig.staging.name, "ALTER TABLE").await;
     rep.kill();
-    hold.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     tsql(
         &rig.sim,
         "UPDATE edfi.Student SET NickName = N'Nock' WHERE StudentUSI % 3 = 0",

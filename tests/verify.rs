@@ -111,10 +111,7 @@ async fn verify_finds_exactly_the_rows_broken_by_hand_and_repair_mends_them_unde
 
     // While the workload writes: exactly those three keys, and no other table differs.
     let (stop_tx, stop) = watch::channel(false);
-    let url = rig.sim.backing_url();
-    let load = tokio::spawn(async move {
-        ods_sim::edfi::run_workload(&url, workload(150.0, 21, 2, 100_000), stop).await
-    });
+    let load = spawn_workload(&rig.sim, workload(150.0, 21, 2, 100_000), stop);
     let (code, reports) = verify(&rig.connector, &[]);
     assert_eq!(code, 3, "{reports:#?}");
     let ssa = report(&reports, "edfi.StudentSchoolAssociation");

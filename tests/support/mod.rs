@@ -713,6 +713,17 @@ pub async fn source_advanced(source: &Client, from: i64, versions: i64) {
     .await;
 }
 
+/// The ODS workload `config` writing in the background to `sim`'s backing database, until
+/// `stop` says so or its change budget is spent; its stats when joined.
+pub fn spawn_workload(
+    sim: &Simulator,
+    config: ods_sim::edfi::WorkloadConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<anyhow::Result<ods_sim::edfi::WorkloadStats>> {
+    let url = sim.backing_url();
+    tokio::spawn(async move { ods_sim::edfi::run_workload(&url, config, stop).await })
+}
+
 /// The simulator's random workload: `rate` changes/s from `writers` writers, stopping after
 /// `max_changes` (or 120 s), with bursts.
 pub fn workload(
