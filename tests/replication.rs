@@ -747,3 +747,79 @@ async fn a_cycle_larger_than_memory_is_applied_whole_through_kills_in_spill_and_
     assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
     rep.terminate(Duration::from_secs(20));
 }
+
+/// `edfi_cdc_poll_cycles_total` of the running connector.
+async fn poll_cycles(rep: &Replicator) -> u64 {
+    let metrics = http_get(&rep.metrics_addr().await, "/metrics").1;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("edfi_cdc_poll_cycles_total{connector=\"edfi-ods\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The oldest open transaction of the simulator's sessions (the replicator's, over TDS), in
+/// seconds.
+async fn oldest_ods_transaction(source: &tokio_postgres::Client) -> f64 {
+    source
+        .query_one(
+            "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8 \
+             FROM pg_stat_activity WHERE application_name = 'ods-sim' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A sink held back (its apply waits on a lock) fills its buffer; the poller then waits for
+/// room before its next cycle, outside a SNAPSHOT transaction at the ODS, and goes on once
+/// the sink does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_sink_holds_the_poller_back_no_transaction_stays_open_at_the_ods() {
+    let rig = Rig::new(300, 81).await;
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace("[stream]\n", "[stream]\ncapacity = 400\n");
+    std::fs::write(&rig.connector.path, text).unwrap();
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let holder = connect(&rig.staging.url()).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE edfi.student IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (stop_tx, stop) = watch::channel(false);
+    let load = spawn_workload(&rig.sim, workload(200.0, 82, 2, 1_000_000), stop);
+
+    // Held back: the poller's cycles stop while the source goes on.
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    let (mut cycles, mut since) = (poll_cycles(&rep).await, std::time::Instant::now());
+    while since.elapsed() < Duration::from_secs(3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the poller was never held back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = poll_cycles(&rep).await;
+        if n != cycles {
+            (cycles, since) = (n, std::time::Instant::now());
+        }
+    }
+    let v0 = source_version(&rig.source).await;
+    for _ in 0..20 {
+        let age = oldest_ods_transaction(&rig.source).await;
+        assert!(
+            age < 2.0,
+            "a transaction at the ODS open for {age:.1} s while the sink is held back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(source_version(&rig.source).await > v0, "the source went on");
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    stop_tx.send(true).unwrap();
+    assert!(load.await.unwrap().unwrap().total_changes() > 0);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_rig_equal(&rig).await;
+}

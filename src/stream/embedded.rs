@@ -43,6 +43,18 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Wait until every sink's channel has room for half of its capacity: a poll cycle waits
+    /// here, before it opens its transaction at the source, while the sinks are behind.
+    pub async fn wait_half_room(&self) -> Result<(), Closed> {
+        for tx in &self.sinks {
+            let half = tx.max_capacity().div_ceil(2);
+            drop(tx.reserve_many(half).await.map_err(|_| Closed)?);
+        }
+        Ok(())
+    }
+}
+
 impl Consumer {
     /// The next message; `None` once the producer is gone and the channel is drained.
     pub async fn recv(&mut self) -> Option<Message> {
@@ -71,6 +83,36 @@ mod tests {
             version: v,
             commit_time: None,
         })
+    }
+
+    #[tokio::test]
+    async fn a_cycle_waits_for_half_of_every_sinks_buffer() {
+        let (p, mut cs) = channel(4, 2);
+        for v in 1..=3 {
+            p.send(wm(v)).await.unwrap();
+        }
+        // One free slot of four in each channel: less than half.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), p.wait_half_room())
+                .await
+                .is_err()
+        );
+        cs[0].recv().await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), p.wait_half_room())
+                .await
+                .is_err(),
+            "the other sink is still behind"
+        );
+        cs[1].recv().await.unwrap();
+        tokio::time::timeout(Duration::from_millis(50), p.wait_half_room())
+            .await
+            .expect("room for two in both")
+            .unwrap();
+        // Waiting took no room: both channels take two more.
+        for v in 4..=5 {
+            p.send(wm(v)).await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -67,6 +67,17 @@ impl Producer {
         }
     }
 
+    /// Before a poll cycle opens its transaction at the source: wait while the sinks are
+    /// behind (embedded: until every sink's buffer has room for half of `stream.capacity`), so
+    /// that the source's transaction is not held open for them. A cycle larger than that can
+    /// still wait for the sinks inside its transaction. Kafka and Kinesis take what is sent.
+    pub async fn wait_for_room(&self) -> Result<(), StreamError> {
+        match self {
+            Producer::Embedded(p) => p.wait_half_room().await.map_err(|_| StreamError::Closed),
+            Producer::Kafka(_) | Producer::Kinesis(_) => Ok(()),
+        }
+    }
+
     /// Whether messages outlive the process (the poller then keeps its own position).
     pub fn durable(&self) -> bool {
         !matches!(self, Producer::Embedded(_))

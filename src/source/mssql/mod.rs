@@ -464,6 +464,9 @@ impl Poller {
         let started = Instant::now();
         let database = self.config.source.database.clone();
         self.beat().await?;
+        // Sinks that are behind are waited for here, not inside the SNAPSHOT transaction (it
+        // would keep row versions at the ODS for as long).
+        self.out.wait_for_room().await?;
         let conn = self.connection().await?;
         conn.batch(queries::BEGIN_SNAPSHOT).await?;
         let version = conn

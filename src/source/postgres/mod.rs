@@ -566,6 +566,9 @@ impl Poller {
 
     async fn cycle_inner(&mut self) -> Result<u64, SourceError> {
         let started = Instant::now();
+        // Sinks that are behind are waited for here, not while the slot's changes are read (the
+        // peek's snapshot would hold back the source's vacuum for as long).
+        self.out.wait_for_room().await?;
         let flush: String = self
             .connection()
             .await?
