@@ -823,3 +823,41 @@ async fn while_a_sink_holds_the_poller_back_no_transaction_stays_open_at_the_ods
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     assert_rig_equal(&rig).await;
 }
+
+/// The TCP connections to `port` on loopback whose keepalive timer runs (`/proc/net/tcp`:
+/// established, timer 2), and all established ones.
+fn keepalive_connections(port: u16) -> (usize, usize) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    let established: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 5 && f[2] == remote && f[3] == "01")
+        .collect();
+    let kept = established
+        .iter()
+        .filter(|f| f[5].starts_with("02:"))
+        .count();
+    (kept, established.len())
+}
+
+/// The poller's connection to SQL Server sends TCP keepalives (a silent peer is found between
+/// queries, an idle connection is not dropped on the way), as the PostgreSQL connections do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_to_the_ods_keeps_itself_alive() {
+    let rig = Rig::new(20, 83).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let port = rig.sim.port();
+    wait_for(
+        "a keepalive timer on the connection to the ODS",
+        Duration::from_secs(30),
+        || async {
+            let (kept, all) = keepalive_connections(port);
+            (all > 0 && kept > 0).then_some(())
+        },
+    )
+    .await;
+    drop(rep);
+}

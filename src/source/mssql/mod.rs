@@ -13,7 +13,7 @@ pub mod value;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -116,6 +116,16 @@ impl Connection {
                     message: e.to_string(),
                 })?;
             tcp.set_nodelay(true).ok();
+            // As on the PostgreSQL connections (`sink::pg`): a peer gone silent between
+            // queries is found in about a minute, and an idle connection is not dropped by a
+            // load balancer or NAT on the way.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(3);
+            socket2::SockRef::from(&tcp)
+                .set_tcp_keepalive(&keepalive)
+                .ok();
             Client::connect(config, tcp.compat_write())
                 .await
                 .map_err(|e| SourceError::from_tiberius(e, cfg))
