@@ -129,8 +129,9 @@ async fn primary_key(
 /// Give `table` (a target, or its snapshot's shadow) the source's primary key if its own is
 /// another: the old key's constraint is dropped, the new one added (the table must hold no
 /// two rows with the same new key: an empty target, or a shadow), and columns of the old key
-/// that the source allows NULL in, or no longer has, lose their `NOT NULL`. Returns the old key's columns when it
-/// changed the key.
+/// that the source allows NULL in, or no longer has, lose their `NOT NULL`. A table without
+/// a primary key (someone else's, keyed by a unique index) is left alone. Returns the old
+/// key's columns when it changed the key.
 pub async fn rekey(
     client: &impl GenericClient,
     cfg: &StagingSinkConfig,
@@ -138,25 +139,25 @@ pub async fn rekey(
     table: &PgName,
 ) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
     let keys: Vec<String> = schema.key_columns().map(|c| case(cfg, &c.name)).collect();
-    let old = primary_key(client, table).await?;
-    if old.as_ref().is_some_and(|(_, columns)| *columns == keys) {
+    let Some((constraint, old)) = primary_key(client, table).await? else {
+        return Ok(None);
+    };
+    if old == keys {
         return Ok(None);
     }
-    let mut sql = Vec::new();
-    if let Some((name, _)) = &old {
-        sql.push(format!(
+    let quoted: Vec<String> = keys.iter().map(|k| ident(k)).collect();
+    let mut sql = vec![
+        format!(
             "ALTER TABLE {} DROP CONSTRAINT {}",
             table.sql(),
-            ident(name)
-        ));
-    }
-    let quoted: Vec<String> = keys.iter().map(|k| ident(k)).collect();
-    sql.push(format!(
-        "ALTER TABLE {} ADD PRIMARY KEY ({})",
-        table.sql(),
-        quoted.join(", ")
-    ));
-    let old = old.map(|(_, columns)| columns).unwrap_or_default();
+            ident(&constraint)
+        ),
+        format!(
+            "ALTER TABLE {} ADD PRIMARY KEY ({})",
+            table.sql(),
+            quoted.join(", ")
+        ),
+    ];
     for name in old.iter().filter(|c| !keys.contains(c)) {
         let source = schema.columns.iter().find(|c| case(cfg, &c.name) == *name);
         if source.is_none_or(|c| c.nullable) {
@@ -349,7 +350,7 @@ pub async fn ensure_table(
         )
         .await?
         .get(0);
-    if !has_key && rekey {
+    if !has_key && rekey && !own_key.is_empty() {
         out.rekey = true;
         out.evolved.push(format!(
             "primary key ({}) → ({}) when the table's re-snapshot is published",
