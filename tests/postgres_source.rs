@@ -467,6 +467,84 @@ async fn ddl_at_a_postgres_source_reaches_staging_under_a_workload_without_a_res
     rep.kill();
 }
 
+/// A table replicated with a `columns` list: a column added outside the list leaves it
+/// streaming (no re-snapshot, its changes keep coming); a listed column widened re-snapshots it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_on_a_column_outside_a_tables_list_leaves_the_table_streaming() {
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_listed").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(
+        &url,
+        &staging_db,
+        "[tables.\"custom.schoolmanualattributes\"]\ncolumns = [\"schoolid\", \"schoolname\"]\n",
+    );
+    let rep = c.run();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    const SCHOOLS: &str = "custom.schoolmanualattributes";
+    let before = publishes(&rep, SCHOOLS);
+    let renamed = |name: &'static str, n: i64| {
+        let staging = &staging;
+        async move {
+            wait_for(&format!("{n} schools named {name}"), Duration::from_secs(60), || async {
+                let found: i64 = staging
+                    .query_one(
+                        "SELECT count(*) FROM custom.schoolmanualattributes WHERE schoolname LIKE $1",
+                        &[&format!("{name}%")],
+                    )
+                    .await
+                    .ok()?
+                    .get(0);
+                (found == n).then_some(())
+            })
+            .await
+        }
+    };
+
+    // A change first: the poller has seen the table described before the DDL.
+    source
+        .batch_execute(
+            "UPDATE custom.schoolmanualattributes SET schoolname = 'Before ' || schoolid \
+             WHERE schoolid <= 10",
+        )
+        .await
+        .unwrap();
+    renamed("Before", 10).await;
+    source
+        .batch_execute(
+            "ALTER TABLE custom.schoolmanualattributes ADD COLUMN district varchar(30);
+             UPDATE custom.schoolmanualattributes SET district = 'East', schoolname = 'After ' || schoolid
+             WHERE schoolid <= 10;",
+        )
+        .await
+        .unwrap();
+    renamed("After", 10).await;
+    assert_eq!(
+        publishes(&rep, SCHOOLS),
+        before,
+        "a column outside the list re-snapshotted the table:\n{}",
+        rep.log()
+    );
+
+    source
+        .batch_execute(
+            "ALTER TABLE custom.schoolmanualattributes ALTER COLUMN schoolname TYPE varchar(200);
+             UPDATE custom.schoolmanualattributes SET schoolname = 'Wide' || repeat('w', 150)
+             WHERE schoolid <= 3;",
+        )
+        .await
+        .unwrap();
+    renamed("Wide", 3).await;
+    assert_eq!(publishes(&rep, SCHOOLS), before + 1);
+    let log = rep.log();
+    assert!(
+        log.contains("schoolname nvarchar(100) not null → nvarchar(200) not null"),
+        "{log}"
+    );
+    assert!(!log.contains("district"), "{log}");
+    rep.kill();
+}
+
 /// Kill `rep` once the staging sink holds part of a snapshot of custom.assessmentscore.
 async fn kill_mid_snapshot(rep: Replicator, staging: &Client) {
     wait_for(

@@ -519,7 +519,7 @@ impl Poller {
                 .or_else(|| self.described.get(&r.oid));
             match before {
                 None => self.verify_shapes = true,
-                Some(before) if *before != r.columns => {
+                Some(before) if self.replicated(i, before) != self.replicated(i, &r.columns) => {
                     self.reshaped.insert(i);
                 }
                 Some(_) => {}
@@ -527,6 +527,24 @@ impl Poller {
         }
         self.described_now.insert(r.oid, r.columns);
         self.relations.insert(r.oid, map);
+    }
+
+    /// What of a description of table `i` its replication depends on: every column, or with a
+    /// `columns` list in the connector only the listed ones (the key is always listed).
+    fn replicated<'a>(
+        &self,
+        i: usize,
+        columns: &'a [pgoutput::Column],
+    ) -> Vec<&'a pgoutput::Column> {
+        let schema = &self.tables.runs[i].schema;
+        let listed = self
+            .config
+            .table_options(&schema.id)
+            .is_some_and(|o| o.columns.is_some());
+        columns
+            .iter()
+            .filter(|c| !listed || schema.columns.iter().any(|s| s.name == c.name))
+            .collect()
     }
 
     /// After a cycle's changes: the tables described anew, and when a table was described for
