@@ -545,6 +545,44 @@ async fn ddl_on_a_column_outside_a_tables_list_leaves_the_table_streaming() {
     rep.kill();
 }
 
+/// `edfi-cdc status` of a PostgreSQL-source connector: every table and its phase, exit 0; with
+/// the source unreachable it says so and exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_a_postgres_source_and_says_when_it_cannot() {
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_status").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(&url, &staging_db, "");
+    let rep = c.run();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    rep.kill();
+    let out = c.command(&["status", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables = status["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), TABLES.len(), "{status}");
+    for t in tables {
+        assert_eq!(t["phase"], "streaming", "{t}");
+    }
+
+    let gone = connector(
+        &format!("postgres://postgres@127.0.0.1:{}/custom", free_port()),
+        &staging_db,
+        "",
+    );
+    let out = gone.command(&["status"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the PostgreSQL source's WAL position"),
+        "{stderr}"
+    );
+}
+
 /// Kill `rep` once the staging sink holds part of a snapshot of custom.assessmentscore.
 async fn kill_mid_snapshot(rep: Replicator, staging: &Client) {
     wait_for(
