@@ -203,9 +203,10 @@ async fn assert_rebuilt_from_its_topic(broker: &Broker, rig: &Rig, table: &str) 
 }
 
 /// With `format = "debezium"` the records are Kafka Connect JSON with schemas in Debezium's
-/// shape: the sink workers apply them (staging equals the source), and an independent consumer
-/// that reads them as Connect would (each value by its schema, every field checked against it)
-/// rebuilds a table with dates, timestamps and deletes equal to the source.
+/// shape: the sink workers apply them, across a kill -9 mid-workload (staging equals the
+/// source), and an independent consumer that reads them as Connect would (each value by its
+/// schema, every field checked against it) rebuilds a table with dates, timestamps and deletes
+/// equal to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debezium_format_topics_are_read_by_the_workers_and_by_a_connect_json_consumer() {
     let broker = Broker::start();
@@ -215,11 +216,15 @@ async fn debezium_format_topics_are_read_by_the_workers_and_by_a_connect_json_co
         .env
         .push(("KAFKA_FORMAT".into(), "debezium".into()));
     let rep = start_role(&rig, "all");
+    // Killed (poller and sink worker in one process) while the workload runs: the records
+    // read again after the restart are Debezium's too.
     let (_stop_tx, stop) = watch::channel(false);
-    let stats =
-        ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(400.0, 44, 4, 2000), stop)
-            .await
-            .unwrap();
+    let load = spawn_workload(&rig.sim, workload(400.0, 44, 4, 2000), stop);
+    let v0 = source_version(&rig.source).await;
+    source_advanced(&rig.source, v0, 200).await;
+    rep.kill();
+    let rep = start_role(&rig, "all");
+    let stats = load.await.unwrap().unwrap();
     assert!(stats.total_changes() >= 2000);
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     assert_rig_equal(&rig).await;
