@@ -361,7 +361,7 @@ async fn check_fails_naming_a_broker_that_does_not_answer() {
 /// Kafka over TLS (`security_protocol = "ssl"`) with a CA file, through a TLS front that the
 /// broker advertises as its only listener: `check` with a CA that did not sign the brokers'
 /// certificate fails saying why; with the right one the connector replicates through the
-/// topics, every connection a TLS one.
+/// topics, every connection a TLS one, across a kill -9 under a workload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_over_tls_verifies_the_brokers_with_the_ca_file() {
     let dir = std::env::temp_dir().join(unique("edfi-cdc-kafka-tls"));
@@ -399,10 +399,14 @@ async fn kafka_over_tls_verifies_the_brokers_with_the_ca_file() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("PASS stream: Kafka at localhost:"), "{text}");
     let rep = start_role(&rig, "all");
+    // Killed while the workload runs, and started again: back through the TLS front.
     let (_stop_tx, stop) = watch::channel(false);
-    ods_sim::edfi::run_workload(&rig.sim.backing_url(), workload(300.0, 50, 2, 600), stop)
-        .await
-        .unwrap();
+    let load = spawn_workload(&rig.sim, workload(300.0, 50, 2, 1200), stop);
+    let v0 = source_version(&rig.source).await;
+    source_advanced(&rig.source, v0, 100).await;
+    rep.kill();
+    let rep = start_role(&rig, "all");
+    assert!(load.await.unwrap().unwrap().total_changes() >= 1200);
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
     assert_rig_equal(&rig).await;
     assert!(

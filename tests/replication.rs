@@ -423,8 +423,8 @@ async fn target_tls_is_verified_as_sslmode_says() {
 
 /// SQL Server's TLS (the default, `encrypt = true`) against the simulator serving a certificate
 /// of a CA of the test's own: with that CA as `source.ca_file` the connector snapshots and
-/// streams over TLS; a wrong CA, no CA (the system roots), or a host name the certificate does
-/// not hold stops it at once, naming `source.ca_file`.
+/// streams over TLS, across a kill -9 under a workload; a wrong CA, no CA (the system roots),
+/// or a host name the certificate does not hold stops it at once, naming `source.ca_file`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_is_read_over_tls_verified_with_a_ca_file() {
     let dir = std::env::temp_dir().join(unique("edfi-cdc-tds-tls"));
@@ -482,6 +482,15 @@ async fn the_source_is_read_over_tls_verified_with_a_ca_file() {
     let rep = connector.run();
     let source = connect(&sim.backing_url()).await;
     let target = connect(&staging.url()).await;
+    // Killed while it streams a workload over TLS, and started again.
+    wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
+    let (_stop_tx, stop) = watch::channel(false);
+    let load = spawn_workload(&sim, workload(300.0, 38, 2, 1500), stop);
+    let v0 = source_version(&source).await;
+    source_advanced(&source, v0, 100).await;
+    rep.kill();
+    let rep = connector.run();
+    assert!(load.await.unwrap().unwrap().total_changes() >= 1500);
     wait_caught_up(&source, &target, TABLES, CATCH_UP).await;
     let problems = compare_all(&source, &target, true).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
