@@ -467,6 +467,79 @@ async fn ddl_at_a_postgres_source_reaches_staging_under_a_workload_without_a_res
     rep.kill();
 }
 
+/// DDL at the source, then kill -9 while the re-snapshots it causes run: started again, the
+/// tables arrive in their new shapes with every row, under a workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicator_killed_after_ddl_at_a_postgres_source_takes_the_new_shape_when_started() {
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_ddlkill").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(&url, &staging_db, "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let load = workload(url.clone(), stop.clone(), ops.clone());
+    let rep = c.run();
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    for (n, ddl) in [
+        "ALTER TABLE custom.schoolmanualattributes ADD COLUMN district varchar(30); \
+         UPDATE custom.schoolmanualattributes SET district = 'D' || schoolid % 5",
+        "ALTER TABLE custom.assessmentscore DROP CONSTRAINT assessmentscore_pkey, \
+         ADD PRIMARY KEY (studentid, assessmentid)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        source.batch_execute(ddl).await.unwrap();
+        let before = ops.load(Ordering::SeqCst);
+        wait_for(
+            "source transactions after the DDL",
+            Duration::from_secs(60),
+            || async { (ops.load(Ordering::SeqCst) > before + 20).then_some(()) },
+        )
+        .await;
+        // Killed once the key change is noticed and its re-snapshot requested (the column's
+        // re-snapshot, requested just before, may be done or not).
+        if n == 1 {
+            wait_for(
+                "the re-snapshot started",
+                Duration::from_secs(60),
+                || async {
+                    rep.log()
+                        .contains(
+                            "key (studentid, assessmentid, attempt) → (studentid, assessmentid)",
+                        )
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+    rep.kill();
+    let rep = c.run();
+    let before = ops.load(Ordering::SeqCst);
+    wait_for(
+        "more source transactions",
+        Duration::from_secs(60),
+        || async { (ops.load(Ordering::SeqCst) > before + 50).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    wait_for(
+        "the new key in staging",
+        Duration::from_secs(120),
+        || async {
+            (staging_key(&staging, "custom.assessmentscore").await == ["studentid", "assessmentid"])
+                .then_some(())
+        },
+    )
+    .await;
+    wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
+    assert_equal(&source, &staging).await;
+    assert_slot_behind_sink(&source, &staging).await;
+    rep.kill();
+}
+
 /// A table replicated with a `columns` list: a column added outside the list leaves it
 /// streaming (no re-snapshot, its changes keep coming); a listed column widened re-snapshots it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
