@@ -48,6 +48,32 @@ async fn source() -> (SourcePg, String, Client) {
     (pg, url, client)
 }
 
+/// A source with the custom tables (in a cluster of its own), a staging database, and the
+/// connector between them (`extra` appended to its file).
+struct Setup {
+    pg: SourcePg,
+    url: String,
+    source: Client,
+    staging_db: TestDb,
+    staging: Client,
+    c: Connector,
+}
+
+async fn setup(staging_prefix: &str, extra: &str) -> Setup {
+    let (pg, url, source) = source().await;
+    let staging_db = TestDb::create(staging_prefix).await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector(&url, &staging_db, extra);
+    Setup {
+        pg,
+        url,
+        source,
+        staging_db,
+        staging,
+        c,
+    }
+}
+
 fn connector(source_url: &str, staging: &TestDb, extra: &str) -> Connector {
     connector_with(source_url, staging, extra, Vec::new())
 }
@@ -271,10 +297,14 @@ async fn assert_slot_behind(source: &Client, staging: &Client, sink: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_source_loses_nothing_when_killed_in_snapshot_and_streaming_or_restarted() {
-    let (pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_staging").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(&url, &staging_db, "");
+    let Setup {
+        pg,
+        url,
+        source,
+        staging_db: _staging_db,
+        staging,
+        c,
+    } = setup("pgsrc_staging", "").await;
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let load = workload(url.clone(), stop.clone(), ops.clone());
@@ -376,10 +406,14 @@ async fn staging_key(staging: &Client, table: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_at_a_postgres_source_reaches_staging_under_a_workload_without_a_restart() {
-    let (_pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_ddl").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(&url, &staging_db, "");
+    let Setup {
+        pg: _pg,
+        url,
+        source,
+        staging_db: _staging_db,
+        staging,
+        c,
+    } = setup("pgsrc_ddl", "").await;
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let load = workload(url.clone(), stop.clone(), ops.clone());
@@ -471,10 +505,14 @@ async fn ddl_at_a_postgres_source_reaches_staging_under_a_workload_without_a_res
 /// tables arrive in their new shapes with every row, under a workload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicator_killed_after_ddl_at_a_postgres_source_takes_the_new_shape_when_started() {
-    let (_pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_ddlkill").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(&url, &staging_db, "");
+    let Setup {
+        pg: _pg,
+        url,
+        source,
+        staging_db: _staging_db,
+        staging,
+        c,
+    } = setup("pgsrc_ddlkill", "").await;
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let load = workload(url.clone(), stop.clone(), ops.clone());
@@ -544,14 +582,18 @@ async fn a_replicator_killed_after_ddl_at_a_postgres_source_takes_the_new_shape_
 /// streaming (no re-snapshot, its changes keep coming); a listed column widened re-snapshots it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_on_a_column_outside_a_tables_list_leaves_the_table_streaming() {
-    let (_pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_listed").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(
-        &url,
-        &staging_db,
+    let Setup {
+        pg: _pg,
+        source,
+        staging_db: _staging_db,
+        staging,
+        c,
+        ..
+    } = setup(
+        "pgsrc_listed",
         "[tables.\"custom.schoolmanualattributes\"]\ncolumns = [\"schoolid\", \"schoolname\"]\n",
-    );
+    )
+    .await;
     let rep = c.run();
     wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
     const SCHOOLS: &str = "custom.schoolmanualattributes";
@@ -622,10 +664,14 @@ async fn ddl_on_a_column_outside_a_tables_list_leaves_the_table_streaming() {
 /// the source unreachable it says so and exits non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reads_a_postgres_source_and_says_when_it_cannot() {
-    let (_pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_status").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(&url, &staging_db, "");
+    let Setup {
+        pg: _pg,
+        url: _,
+        source,
+        staging_db,
+        staging,
+        c,
+    } = setup("pgsrc_status", "").await;
     let rep = c.run();
     wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
     rep.kill();
@@ -690,10 +736,14 @@ async fn kill_mid_snapshot(rep: Replicator, staging: &Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_toasted_values_truncate_and_a_dropped_slot_keep_staging_exact() {
-    let (_pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_staging").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(&url, &staging_db, "");
+    let Setup {
+        pg: _pg,
+        url: _,
+        source,
+        staging_db: _staging_db,
+        staging,
+        c,
+    } = setup("pgsrc_staging", "").await;
     let rep = c.run();
     wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
     assert_equal(&source, &staging).await;
@@ -1561,10 +1611,14 @@ async fn kill_poller_and_sink(stream: &str, env: Vec<(String, String)>, lane_tab
 /// one key land in several spills and only the last may reach staging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_over_spill_rows_changing_rows_again_and_again_applies_its_last_changes() {
-    let (_pg, url, source) = source().await;
-    let staging_db = TestDb::create("pgsrc_staging").await;
-    let staging = connect(&staging_db.url()).await;
-    let c = connector(&url, &staging_db, "spill_rows = 1000\n");
+    let Setup {
+        pg: _pg,
+        source,
+        staging_db: _staging_db,
+        staging,
+        c,
+        ..
+    } = setup("pgsrc_staging", "spill_rows = 1000\n").await;
     let rep = c.run();
     wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
     source
