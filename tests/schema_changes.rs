@@ -442,6 +442,42 @@ async fn a_column_added_and_widened_at_the_source_reaches_the_redshift_target() 
     );
 }
 
+/// Redshift does not enforce a primary key, but its planner trusts the declared one: a key
+/// changed at the source is declared on the target when the re-snapshot publishes (on the
+/// PostgreSQL stand-in, which does enforce it, the rows then must fit the new key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_changed_at_the_source_is_declared_on_the_redshift_target() {
+    let mut rig = Rig::new(150, 45).await;
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig.connector.run();
+    wait_publishes(&rep, 1).await;
+    tsql(
+        &rig.sim,
+        "BEGIN TRANSACTION;\n\
+         ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING;\n\
+         ALTER TABLE edfi.Student DROP CONSTRAINT Student_PK;\n\
+         ALTER TABLE edfi.Student ADD PRIMARY KEY (StudentUniqueId, StudentUSI);\n\
+         ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING;\n\
+         UPDATE edfi.Student SET FirstName = N'Rekeyed' WHERE StudentUSI % 3 = 0;\n\
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    wait_publishes(&rep, 2).await;
+    wait_for("the new key declared", CATCH_UP, || async {
+        (student_key(&rig.target).await == ["studentuniqueid", "studentusi"]).then_some(())
+    })
+    .await;
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    assert_redshift_equal(&rig.source, &rig.target).await;
+    assert!(
+        rep.log()
+            .contains("the target takes the source's new primary key with the re-snapshot"),
+        "{}",
+        rep.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_made_nullable_while_the_replicator_was_stopped_takes_nulls_after_the_restart() {
     let rig = Rig::new(150, 37).await;

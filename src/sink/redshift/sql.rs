@@ -314,12 +314,36 @@ pub fn merge(schema: &TableSchema, dest: &PgName, stage: &str, soft_at: Option<&
 /// the models reads a flush's students' rows through the student index, and rows in key order
 /// put a few percent of a district's students on nearly every page, so the read was the whole
 /// table (BENCHMARKS.md, 1,000,000 students). Redshift reads the student column alone.
+/// The declared primary key of a table (`$1` schema, `$2` name): its constraint's name and its
+/// columns in key order, one row each. Redshift does not enforce the key, but its planner
+/// trusts it.
+pub const PRIMARY_KEY: &str = "SELECT tc.constraint_name::text, kcu.column_name::text \
+     FROM information_schema.table_constraints tc \
+     JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name \
+     AND kcu.table_schema = tc.table_schema AND kcu.table_name = tc.table_name \
+     WHERE tc.table_schema = $1 AND tc.table_name = $2 AND tc.constraint_type = 'PRIMARY KEY' \
+     ORDER BY kcu.ordinal_position";
+
+/// The target declared with `schema`'s primary key instead of its constraint `constraint`: run
+/// by [`publish`] on the emptied target (PostgreSQL, standing in, checks the key).
+pub fn rekey(target: &PgName, constraint: &str, schema: &TableSchema) -> String {
+    format!(
+        "ALTER TABLE {t} DROP CONSTRAINT {c};\nALTER TABLE {t} ADD PRIMARY KEY ({k})",
+        t = target.sql(),
+        c = ident(constraint),
+        k = key_columns(schema).join(", ")
+    )
+}
+
+/// Replace the target's rows with the shadow's (a published snapshot); `rekey` (see [`rekey`])
+/// runs on the emptied target.
 pub fn publish(
     mode: LoadMode,
     schema: &TableSchema,
     target: &PgName,
     shadow: &PgName,
     soft_at: Option<&str>,
+    rekey: Option<&str>,
 ) -> String {
     let mut cols = columns(schema);
     let (t, s) = (target.sql(), shadow.sql());
@@ -343,8 +367,12 @@ pub fn publish(
     } else {
         ""
     };
+    sql.push_str(&format!("DELETE FROM {t};\n"));
+    if let Some(rekey) = rekey {
+        sql.push_str(&format!("{rekey};\n"));
+    }
     sql.push_str(&format!(
-        "DELETE FROM {t};\nINSERT INTO {t} ({cols}) SELECT {cols} FROM {s}{order};\nDROP TABLE {s}"
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s}{order};\nDROP TABLE {s}"
     ));
     sql
 }
@@ -579,6 +607,21 @@ mod tests {
                         name: "edfi_ods__studentschoolassociation".into(),
                     },
                     Some("CAST('2025-03-04 05:06:07' AS timestamp)"),
+                    None,
+                ),
+            ),
+            (
+                "publish_rekey.sql",
+                publish(
+                    LoadMode::S3,
+                    &t,
+                    &target(),
+                    &PgName {
+                        schema: "edfi_cdc_shadow".into(),
+                        name: "edfi_ods__studentschoolassociation".into(),
+                    },
+                    None,
+                    Some(&rekey(&target(), "studentschoolassociation_pkey", &t)),
                 ),
             ),
             (
