@@ -202,6 +202,11 @@ async fn student_key(target: &tokio_postgres::Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_workload() {
     let rig = Rig::new(250, 37).await;
+    // The poller waits for Change Tracking within the retry budget: a minute here.
+    let text = std::fs::read_to_string(&rig.connector.path)
+        .unwrap()
+        .replace("max_attempts = 8", "max_attempts = 60");
+    std::fs::write(&rig.connector.path, text).unwrap();
     let rep = rig.connector.run();
     let (stop_tx, stop) = watch::channel(false);
     let load = spawn_workload(&rig.sim, workload(150.0, 38, 2, 1_000_000), stop);
@@ -247,8 +252,24 @@ async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_wor
         },
     )
     .await;
-    for step in [
+    // Without a key meanwhile: the poller keeps waiting, it does not take the table for one
+    // it cannot read.
+    let waits = |log: &str| {
+        log.matches("Change Tracking was switched off on edfi.Student while replicating")
+            .count()
+    };
+    tsql(
+        &rig.sim,
         "ALTER TABLE edfi.Student DROP CONSTRAINT PK_Student",
+    )
+    .await
+    .unwrap();
+    let before = waits(&rep.log());
+    wait_for("the poller to go on waiting", CATCH_UP, || async {
+        (waits(&rep.log()) > before).then_some(())
+    })
+    .await;
+    for step in [
         "ALTER TABLE edfi.Student ADD CONSTRAINT PK_Student PRIMARY KEY (StudentUniqueId)",
         "ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING",
     ] {

@@ -41,9 +41,7 @@ impl Producer {
         }
         Ok(())
     }
-}
 
-impl Producer {
     /// Wait until every sink's channel has room for half of its capacity: a poll cycle waits
     /// here, before it opens its transaction at the source, while the sinks are behind.
     pub async fn wait_half_room(&self) -> Result<(), Closed> {

@@ -483,8 +483,8 @@ impl Poller {
             .current_version()
             .await?
             .ok_or(SourceError::DatabaseNotTracked(database))?;
-        self.check_schema(version).await?;
-        let conn = self.conn.as_mut().expect("connected in this cycle");
+        // Untracked tables first: while Change Tracking is off a table's key may be gone (how
+        // a key changes), which the catalog check would take for a table that cannot be read.
         let min_valid = conn.min_valid_versions().await?;
         let mut untracked = Vec::new();
         let mut reset = Vec::new();
@@ -507,6 +507,7 @@ impl Poller {
         if !untracked.is_empty() {
             return Err(SourceError::TrackingOff(untracked));
         }
+        self.check_schema(version).await?;
         for i in reset {
             let id = self.tables.runs[i].schema.id.clone();
             self.tables.request_snapshot(&id);
