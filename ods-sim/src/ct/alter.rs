@@ -1,8 +1,9 @@
-//! `ALTER TABLE … ADD / ALTER COLUMN / DROP COLUMN` of a user table, tracked or not: SQL Server's
-//! checks first, with its error numbers and texts, then the backing table's change and its
-//! declared types in `sim.columns`, in one transaction. Change Tracking logs only key columns,
-//! which cannot be altered or dropped, so a tracked table stays tracked; the DDL itself logs no
-//! change, as in SQL Server.
+//! `ALTER TABLE … ADD / ALTER COLUMN / DROP COLUMN / ADD PRIMARY KEY / DROP CONSTRAINT` of a
+//! user table, tracked or not: SQL Server's checks first, with its error numbers and texts, then
+//! the backing table's change and its declared types in `sim.columns`, in one transaction.
+//! Change Tracking logs only key columns, which cannot be altered or dropped (nor the key itself
+//! while the table is tracked), so a tracked table stays tracked; the DDL itself logs no change,
+//! as in SQL Server.
 //!
 //! SQL Server's rules:
 //! - `ADD`: a name already in the table (in any case) or twice in the list is error 2705; a
