@@ -613,6 +613,29 @@ pub(crate) async fn request_changed(
     Ok(())
 }
 
+/// The primary key a target table declares: its constraint's name and its columns in key
+/// order; `None` without one. The same query on PostgreSQL (staging, the Redshift stand-in)
+/// and on Redshift, which does not enforce the key but whose planner trusts it.
+pub(crate) async fn declared_key(
+    client: &impl tokio_postgres::GenericClient,
+    table: &names::PgName,
+) -> Result<Option<(String, Vec<String>)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT tc.constraint_name::text, kcu.column_name::text \
+             FROM information_schema.table_constraints tc \
+             JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name \
+             AND kcu.table_schema = tc.table_schema AND kcu.table_name = tc.table_name \
+             WHERE tc.table_schema = $1 AND tc.table_name = $2 AND tc.constraint_type = 'PRIMARY KEY' \
+             ORDER BY kcu.ordinal_position",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .map(|r| (r.get(0), rows.iter().map(|r| r.get(1)).collect())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1067,23 +1067,19 @@ impl RedshiftSink {
                 .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
             {
                 // Another primary key at the source: the emptied target is declared with it.
-                let declared = tx
-                    .query(sql::PRIMARY_KEY, &[&rt.target.schema, &rt.target.name])
-                    .await
-                    .map_err(pg)?;
-                let old: Vec<String> = declared.iter().map(|r| r.get(1)).collect();
+                let declared = super::declared_key(&tx, &rt.target).await.map_err(pg)?;
                 let keys: Vec<String> = rt
                     .schema
                     .key_columns()
                     .map(|c| c.name.to_lowercase())
                     .collect();
+                let old = declared.as_ref().map(|(_, columns)| columns.join(", "));
                 let rekey = declared
-                    .first()
-                    .filter(|_| old != keys)
-                    .map(|r| sql::rekey(&rt.target, r.get(0), &rt.schema));
+                    .filter(|(_, columns)| *columns != keys)
+                    .map(|(constraint, _)| sql::rekey(&rt.target, &constraint, &rt.schema));
                 if rekey.is_some() {
                     warn!(sink = SINK, table = %rt.schema.id, target = %rt.target,
-                        old_key = %old.join(", "), new_key = %keys.join(", "),
+                        old_key = %old.unwrap_or_default(), new_key = %keys.join(", "),
                         "the target takes the source's new primary key with the re-snapshot");
                 }
                 tx.batch_execute(&sql::publish(

@@ -314,16 +314,6 @@ pub fn merge(schema: &TableSchema, dest: &PgName, stage: &str, soft_at: Option<&
 /// the models reads a flush's students' rows through the student index, and rows in key order
 /// put a few percent of a district's students on nearly every page, so the read was the whole
 /// table (BENCHMARKS.md, 1,000,000 students). Redshift reads the student column alone.
-/// The declared primary key of a table (`$1` schema, `$2` name): its constraint's name and its
-/// columns in key order, one row each. Redshift does not enforce the key, but its planner
-/// trusts it.
-pub const PRIMARY_KEY: &str = "SELECT tc.constraint_name::text, kcu.column_name::text \
-     FROM information_schema.table_constraints tc \
-     JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name \
-     AND kcu.table_schema = tc.table_schema AND kcu.table_name = tc.table_name \
-     WHERE tc.table_schema = $1 AND tc.table_name = $2 AND tc.constraint_type = 'PRIMARY KEY' \
-     ORDER BY kcu.ordinal_position";
-
 /// The target declared with `schema`'s primary key instead of its constraint `constraint`: run
 /// by [`publish`] on the emptied target (PostgreSQL, standing in, checks the key).
 pub fn rekey(target: &PgName, constraint: &str, schema: &TableSchema) -> String {

@@ -108,24 +108,6 @@ pub struct Ensured {
     pub rekey: bool,
 }
 
-/// The primary key of `table`: its constraint's name and columns in key order.
-async fn primary_key(
-    client: &impl GenericClient,
-    table: &PgName,
-) -> Result<Option<(String, Vec<String>)>, tokio_postgres::Error> {
-    let row = client
-        .query_opt(
-            "SELECT con.conname::text, array(SELECT a.attname::text FROM unnest(con.conkey) \
-             WITH ORDINALITY AS k(attnum, n) JOIN pg_attribute a ON a.attrelid = con.conrelid \
-             AND a.attnum = k.attnum ORDER BY k.n) FROM pg_constraint con \
-             JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND con.contype = 'p'",
-            &[&table.schema, &table.name],
-        )
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
-}
-
 /// Give `table` (a target, or its snapshot's shadow) the source's primary key if its own is
 /// another: the old key's constraint is dropped, the new one added (the table must hold no
 /// two rows with the same new key: an empty target, or a shadow), and columns of the old key
@@ -139,7 +121,7 @@ pub async fn rekey(
     table: &PgName,
 ) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
     let keys: Vec<String> = schema.key_columns().map(|c| case(cfg, &c.name)).collect();
-    let Some((constraint, old)) = primary_key(client, table).await? else {
+    let Some((constraint, old)) = crate::sink::declared_key(client, table).await? else {
         return Ok(None);
     };
     if old == keys {
@@ -222,7 +204,7 @@ pub async fn ensure_table(
         return Ok(out);
     }
     // The target's own key columns keep `NOT NULL` while they are its key ([`rekey`]).
-    let own_key = primary_key(client, target)
+    let own_key = crate::sink::declared_key(client, target)
         .await?
         .map(|(_, columns)| columns)
         .unwrap_or_default();
