@@ -427,10 +427,8 @@ async fn rows_deleted_during_a_re_snapshot_with_the_poller_killed_midway_are_gon
     let mut rig = Rig::new(1000, 57).await;
     use_kafka(&mut rig, &broker, "per_table");
     // Chunks of 50 rows: the re-snapshot of 12,000 rows lasts long enough to be killed in.
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace("snapshot_chunk_rows = 2000", "snapshot_chunk_rows = 50");
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector
+        .edit("snapshot_chunk_rows = 2000", "snapshot_chunk_rows = 50");
     let poller = start_role(&rig, "poller");
     let _worker = start_role(&rig, "sink");
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;
@@ -899,10 +897,8 @@ async fn a_worker_killed_while_spilling_and_while_merging_a_large_cycle_loses_no
     let broker = Broker::start();
     let mut rig = Rig::new(300, 57).await;
     use_kafka(&mut rig, &broker, "per_table");
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace("[sinks.staging]\n", "[sinks.staging]\nspill_rows = 100\n");
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector
+        .edit("[sinks.staging]\n", "[sinks.staging]\nspill_rows = 100\n");
     let _poller = start_role(&rig, "poller");
     let worker = start_role(&rig, "sink");
     wait_lanes_caught_up(&rig, PARTITIONS, CATCH_UP).await;

@@ -299,12 +299,8 @@ async fn a_lane_holder_retrying_a_failed_transaction_is_not_ready_until_one_comm
     let mut rig = Rig::new(300, 63).await;
     use_kinesis(&mut rig, &moto);
     // A retry budget the test cannot exhaust while it watches: the worker must stay up.
-    let text = std::fs::read_to_string(&rig.connector.path).unwrap();
-    std::fs::write(
-        &rig.connector.path,
-        text.replace("max_attempts = 8", "max_attempts = 1000"),
-    )
-    .unwrap();
+    rig.connector
+        .edit("max_attempts = 8", "max_attempts = 1000");
     let poller = start_role(&rig, "poller");
     let mut worker = start_role(&rig, "sink");
     wait_lane_caught_up(&rig).await;

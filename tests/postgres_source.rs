@@ -389,21 +389,6 @@ fn publishes(rep: &Replicator, table: &str) -> usize {
         .count()
 }
 
-/// The primary key columns of a staging table, in key order.
-async fn staging_key(staging: &Client, table: &str) -> Vec<String> {
-    staging
-        .query_one(
-            "SELECT array(SELECT a.attname::text FROM pg_constraint con, \
-             unnest(con.conkey) WITH ORDINALITY AS k(attnum, n) \
-             JOIN pg_attribute a ON a.attrelid = $1::text::regclass AND a.attnum = k.attnum \
-             WHERE con.conrelid = $1::text::regclass AND con.contype = 'p' ORDER BY k.n)",
-            &[&table],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_at_a_postgres_source_reaches_staging_under_a_workload_without_a_restart() {
     let Setup {
@@ -458,7 +443,7 @@ async fn ddl_at_a_postgres_source_reaches_staging_under_a_workload_without_a_res
     wait_caught_up(&source, &staging, Duration::from_secs(120)).await;
     assert_equal(&source, &staging).await;
     assert_eq!(
-        staging_key(&staging, SCORES).await,
+        primary_key_columns(&staging, SCORES).await,
         ["studentid", "assessmentid"]
     );
     let width: i32 = staging
@@ -567,8 +552,9 @@ async fn a_replicator_killed_after_ddl_at_a_postgres_source_takes_the_new_shape_
         "the new key in staging",
         Duration::from_secs(120),
         || async {
-            (staging_key(&staging, "custom.assessmentscore").await == ["studentid", "assessmentid"])
-                .then_some(())
+            (primary_key_columns(&staging, "custom.assessmentscore").await
+                == ["studentid", "assessmentid"])
+            .then_some(())
         },
     )
     .await;

@@ -1988,10 +1988,8 @@ async fn a_batch_larger_than_memory_is_spilled_and_applied_whole_through_kills()
     let mut rig = Rig::new(300, 27).await;
     // Batches of 15 s: two large cycles in a row land in one.
     redshift_rig(&mut rig, None, &[("REDSHIFT_MAX_AGE", "15s")]);
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace("[sinks.redshift]\n", "[sinks.redshift]\nspill_rows = 250\n");
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector
+        .edit("[sinks.redshift]\n", "[sinks.redshift]\nspill_rows = 250\n");
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
 

@@ -631,10 +631,8 @@ fn watch_atomic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_larger_than_memory_is_applied_whole_through_kills_in_spill_and_merge() {
     let rig = Rig::new(300, 21).await;
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace("[sinks.staging]\n", "[sinks.staging]\nspill_rows = 250\n");
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector
+        .edit("[sinks.staging]\n", "[sinks.staging]\nspill_rows = 250\n");
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     let items: i64 = rig
@@ -787,17 +785,11 @@ async fn oldest_ods_transaction(source: &tokio_postgres::Client) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_a_sink_holds_the_poller_back_no_transaction_stays_open_at_the_ods() {
     let rig = Rig::new(300, 81).await;
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace("[stream]\n", "[stream]\ncapacity = 400\n");
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector
+        .edit("[stream]\n", "[stream]\ncapacity = 400\n");
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
-    let holder = connect(&rig.staging.url()).await;
-    holder
-        .batch_execute("BEGIN; LOCK TABLE edfi.student IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let holder = lock_table(&rig.staging.url(), "edfi.student", "ACCESS EXCLUSIVE").await;
     let (stop_tx, stop) = watch::channel(false);
     let load = spawn_workload(&rig.sim, workload(200.0, 82, 2, 1_000_000), stop);
 

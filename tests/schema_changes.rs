@@ -174,44 +174,19 @@ async fn columns_added_widened_narrowed_and_dropped_at_the_source_reach_staging_
     );
 }
 
-/// A staging session holding `edfi.student` locked in `mode` until it rolls back.
-async fn lock_student(rig: &Rig, mode: &str) -> tokio_postgres::Client {
-    let holder = connect(&rig.staging.url()).await;
-    holder
-        .batch_execute(&format!("BEGIN; LOCK TABLE edfi.student IN {mode} MODE"))
-        .await
-        .unwrap();
-    holder
-}
-
-/// The primary key columns of staging's `edfi.student`, in key order.
-async fn student_key(target: &tokio_postgres::Client) -> Vec<String> {
-    target
-        .query_one(
-            "SELECT array(SELECT a.attname::text FROM pg_constraint con, \
-             unnest(con.conkey) WITH ORDINALITY AS k(attnum, n) \
-             JOIN pg_attribute a ON a.attrelid = 'edfi.student'::regclass AND a.attnum = k.attnum \
-             WHERE con.conrelid = 'edfi.student'::regclass AND con.contype = 'p' ORDER BY k.n)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_workload() {
     let rig = Rig::new(250, 37).await;
     // The poller waits for Change Tracking within the retry budget: a minute here.
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace("max_attempts = 8", "max_attempts = 60");
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector.edit("max_attempts = 8", "max_attempts = 60");
     let rep = rig.connector.run();
     let (stop_tx, stop) = watch::channel(false);
     let load = spawn_workload(&rig.sim, workload(150.0, 38, 2, 1_000_000), stop);
     wait_publishes(&rep, 1).await;
-    assert_eq!(student_key(&rig.target).await, ["studentusi"]);
+    assert_eq!(
+        primary_key_columns(&rig.target, "edfi.student").await,
+        ["studentusi"]
+    );
 
     // A tracked table's key changes only with Change Tracking off (SQL Server refuses 3735).
     let refused = tsql(
@@ -236,7 +211,9 @@ async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_wor
     .unwrap();
     wait_publishes(&rep, 2).await;
     wait_for("the new key in staging", CATCH_UP, || async {
-        (student_key(&rig.target).await == ["studentusi", "studentuniqueid"]).then_some(())
+        (primary_key_columns(&rig.target, "edfi.student").await
+            == ["studentusi", "studentuniqueid"])
+        .then_some(())
     })
     .await;
     tsql(&rig.sim, "ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING")
@@ -277,7 +254,8 @@ async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_wor
     }
     wait_publishes(&rep, 3).await;
     wait_for("the second new key in staging", CATCH_UP, || async {
-        (student_key(&rig.target).await == ["studentuniqueid"]).then_some(())
+        (primary_key_columns(&rig.target, "edfi.student").await == ["studentuniqueid"])
+            .then_some(())
     })
     .await;
 
@@ -322,7 +300,7 @@ async fn a_replicator_killed_while_it_publishes_a_new_key_publishes_it_after_the
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     // Hold off writes to the target (reads, as the shadow's `LIKE`, pass): the re-snapshot in
     // the new key loads, and its publish blocks in the `DELETE` that empties the target.
-    let holder = lock_student(&rig, "SHARE").await;
+    let holder = lock_table(&rig.staging.url(), "edfi.student", "SHARE").await;
     tsql(
         &rig.sim,
         "BEGIN TRANSACTION;\n\
@@ -339,12 +317,17 @@ async fn a_replicator_killed_while_it_publishes_a_new_key_publishes_it_after_the
     wait_blocked(&observer, &rig.staging.name, "DELETE FROM").await;
     rep.kill();
     holder.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(student_key(&rig.target).await, ["studentusi"]);
+    assert_eq!(
+        primary_key_columns(&rig.target, "edfi.student").await,
+        ["studentusi"]
+    );
 
     // The snapshot was loaded in the new key: the restarted sink publishes it.
     let rep = rig.connector.run();
     wait_for("the new key in staging", CATCH_UP, || async {
-        (student_key(&rig.target).await == ["studentuniqueid", "studentusi"]).then_some(())
+        (primary_key_columns(&rig.target, "edfi.student").await
+            == ["studentuniqueid", "studentusi"])
+        .then_some(())
     })
     .await;
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
@@ -374,7 +357,7 @@ async fn a_replicator_killed_while_it_changes_a_target_loses_nothing() {
     let rep = rig.connector.run();
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     // Hold the target so that the sink blocks in the ALTER TABLE that adds the column.
-    let holder = lock_student(&rig, "ACCESS EXCLUSIVE").await;
+    let holder = lock_table(&rig.staging.url(), "edfi.student", "ACCESS EXCLUSIVE").await;
     tsql(
         &rig.sim,
         "ALTER TABLE edfi.Student ADD NickName nvarchar(30) NULL;\n\
@@ -486,7 +469,9 @@ async fn a_primary_key_changed_at_the_source_is_declared_on_the_redshift_target(
     .unwrap();
     wait_publishes(&rep, 2).await;
     wait_for("the new key declared", CATCH_UP, || async {
-        (student_key(&rig.target).await == ["studentuniqueid", "studentusi"]).then_some(())
+        (primary_key_columns(&rig.target, "edfi.student").await
+            == ["studentuniqueid", "studentusi"])
+        .then_some(())
     })
     .await;
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;

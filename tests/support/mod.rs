@@ -276,6 +276,13 @@ impl Connector {
         cmd
     }
 
+    /// Replace `from` (which the connector file must hold) with `to` in the connector file.
+    pub fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        assert!(text.contains(from), "the connector file has no `{from}`");
+        std::fs::write(&self.path, text.replace(from, to)).unwrap();
+    }
+
     /// `edfi-cdc resnapshot TABLE`, which must succeed (its stderr in the failure).
     pub fn resnapshot(&self, table: &str) {
         let out = self.command(&["resnapshot", table]).output().unwrap();
@@ -838,13 +845,10 @@ pub async fn wait_mid_snapshot(target: &Client, sink: &str, deadline: Duration) 
 /// Let the rig's poller read one snapshot chunk of `rows` rows per poll cycle, so that
 /// snapshots last long enough to be killed in (and watermarks arrive while they are read).
 pub fn one_chunk_per_cycle(rig: &Rig, rows: u32) {
-    let text = std::fs::read_to_string(&rig.connector.path)
-        .unwrap()
-        .replace(
-            "snapshot_chunk_rows = 2000",
-            &format!("snapshot_chunk_rows = {rows}\nsnapshot_slice = \"1ms\""),
-        );
-    std::fs::write(&rig.connector.path, text).unwrap();
+    rig.connector.edit(
+        "snapshot_chunk_rows = 2000",
+        &format!("snapshot_chunk_rows = {rows}\nsnapshot_slice = \"1ms\""),
+    );
 }
 
 /// Assert that the Redshift target (lower-cased names) equals the source, table by table.
@@ -880,6 +884,31 @@ pub async fn wait_blocked(observer: &Client, database: &str, statement: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A session of the database at `url` holding `table` locked in `mode` until it rolls back.
+pub async fn lock_table(url: &str, table: &str, mode: &str) -> Client {
+    let holder = connect(url).await;
+    holder
+        .batch_execute(&format!("BEGIN; LOCK TABLE {table} IN {mode} MODE"))
+        .await
+        .unwrap();
+    holder
+}
+
+/// The primary key columns of `table` (`schema.name`) in a PostgreSQL target, in key order.
+pub async fn primary_key_columns(client: &Client, table: &str) -> Vec<String> {
+    client
+        .query_one(
+            "SELECT array(SELECT a.attname::text FROM pg_constraint con, \
+             unnest(con.conkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = $1::text::regclass AND a.attnum = k.attnum \
+             WHERE con.conrelid = $1::text::regclass AND con.contype = 'p' ORDER BY k.n)",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Run a T-SQL batch on the simulator over TDS, as an ODS's DBA or API would: the server's
