@@ -138,6 +138,32 @@ static SOURCE_VERSION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .unwrap()
 });
 
+static STEP_STARTED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edfi_cdc_step_started_timestamp_seconds",
+        "When the running poll cycle, snapshot step, sink flush or spill of its kind started (Unix time); 0 when none runs",
+        &["connector", "step"]
+    )
+    .unwrap()
+});
+
+/// A step is running: `edfi_cdc_step_started_timestamp_seconds` says since when until the
+/// returned guard is dropped (the step ended, failed or was cancelled).
+pub fn step_running(connector: &str, step: &str) -> StepRunning {
+    let gauge = STEP_STARTED.with_label_values(&[connector, step]);
+    gauge.set(chrono::Utc::now().timestamp());
+    StepRunning(gauge)
+}
+
+/// Clears a running step's start time when dropped.
+pub struct StepRunning(prometheus::IntGauge);
+
+impl Drop for StepRunning {
+    fn drop(&mut self) {
+        self.0.set(0);
+    }
+}
+
 /// The source's current version as another process's poller stored it (split mode).
 pub fn source_version(connector: &str, version: i64) {
     SOURCE_VERSION.with_label_values(&[connector]).set(version);

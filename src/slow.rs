@@ -1,7 +1,8 @@
 //! Work that runs long says so while it runs: a poll cycle, snapshot step or sink flush still
 //! going after [`FIRST`] logs a warning, and again every [`EVERY`], so a stalled source, target
 //! or S3 call shows in the log while it lasts — not only when a timeout finally fires — and the
-//! line after it says how long the step took.
+//! line after it says how long the step took. While it runs,
+//! `edfi_cdc_step_started_timestamp_seconds` holds its start, for alerts and dashboards.
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,6 +27,7 @@ async fn watched_every<F: Future>(
     every: Duration,
     work: F,
 ) -> F::Output {
+    let _running = crate::metrics::step_running(connector, step);
     let started = Instant::now();
     let mut warned = false;
     let mut next = started + first;

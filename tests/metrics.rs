@@ -281,3 +281,99 @@ async fn a_stall_on_a_quiet_source_shows_in_the_heartbeat_lag() {
     .await;
     assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
 }
+
+/// A source that goes silent (the simulator frozen: its connection open, nothing answered)
+/// shows while it lasts: `/readyz` turns unready, the running poll cycle's start stays in
+/// `edfi_cdc_step_started_timestamp_seconds`, the log warns that the step is still running,
+/// and `source.query_timeout` cuts the query as a counted transient fault. Thawed, replication
+/// resumes and the changes written meanwhile arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_source_shows_in_readiness_the_step_gauge_and_the_log_until_it_answers() {
+    let rig = Rig::new(20, 29).await;
+    rig.connector.edit(
+        "heartbeat_interval = ",
+        "query_timeout = \"25s\"\nheartbeat_interval = ",
+    );
+    let mut rep = rig.connector.run();
+    let addr = rep.metrics_addr().await;
+    wait_caught_up(&rig.source, &rig.target, 37, Duration::from_secs(120)).await;
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+
+    let (stop_tx, stop) = watch::channel(false);
+    let writer = spawn_workload(&rig.sim, workload(50.0, 29, 1, 100_000), stop);
+    let v0 = source_version(&rig.source).await;
+    source_advanced(&rig.source, v0, 20).await;
+
+    let transient = "edfi_cdc_errors_total{component=\"source\",kind=\"transient\"}";
+    let step =
+        "edfi_cdc_step_started_timestamp_seconds{connector=\"edfi-ods\",step=\"poll cycle\"}";
+    let now = || chrono::Utc::now().timestamp() as f64;
+    assert_eq!(sample(&http_get(&addr, "/metrics").1, transient), Some(0.0));
+    rig.sim.freeze();
+    wait_for(
+        "/readyz to turn unready",
+        Duration::from_secs(30),
+        || async { (http_get(&addr, "/readyz").0 == 503).then_some(()) },
+    )
+    .await;
+    let started = wait_for(
+        "a poll cycle running for 10 s",
+        Duration::from_secs(30),
+        || async {
+            let at = sample(&http_get(&addr, "/metrics").1, step)?;
+            (at > 0.0 && now() - at >= 10.0).then_some(at)
+        },
+    )
+    .await;
+    wait_for(
+        "the still-running warning",
+        Duration::from_secs(30),
+        || async {
+            let log = rep.log();
+            log.lines()
+                .any(|l| l.contains("still running") && l.contains("step=\"poll cycle\""))
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "the query cut by query_timeout, counted",
+        Duration::from_secs(30),
+        || async { (sample(&http_get(&addr, "/metrics").1, transient)? >= 1.0).then_some(()) },
+    )
+    .await;
+    assert!(
+        now() - started >= 24.0,
+        "the query was cut before query_timeout ({} s)",
+        now() - started
+    );
+    assert!(
+        rep.log().contains("the slow step finished"),
+        "{}",
+        rep.log()
+    );
+    assert_eq!(http_get(&addr, "/readyz").0, 503);
+
+    rig.sim.resume();
+    wait_for(
+        "/readyz to turn ready again",
+        Duration::from_secs(90),
+        || async { (http_get(&addr, "/readyz").0 == 200).then_some(()) },
+    )
+    .await;
+    stop_tx.send(true).unwrap();
+    let stats = writer.await.unwrap().unwrap();
+    assert!(stats.transactions > 0, "{stats:?}");
+    wait_caught_up(&rig.source, &rig.target, 37, Duration::from_secs(120)).await;
+    assert_rig_equal(&rig).await;
+    wait_for(
+        "no poll cycle left running long",
+        Duration::from_secs(30),
+        || async {
+            let at = sample(&http_get(&addr, "/metrics").1, step)?;
+            (at == 0.0 || now() - at < 5.0).then_some(())
+        },
+    )
+    .await;
+    assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
+}

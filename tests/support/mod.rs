@@ -202,6 +202,24 @@ impl Simulator {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    /// Freeze the process (`SIGSTOP`): its connections stay open and answer nothing, as a
+    /// source that has gone silent does. [`Simulator::resume`] thaws it.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} ods-sim: {status}");
+    }
+
     /// The backing PostgreSQL database (the source's truth, for comparisons and workloads).
     pub fn backing_url(&self) -> String {
         db_url(&self.database)
