@@ -98,8 +98,9 @@ enum Command {
         /// Keys listed per kind of difference.
         #[arg(long, default_value_t = 10)]
         max_keys: usize,
-        /// Mend what differs: staging key by key (exactly once beside a running sink), Redshift
-        /// and tables with more than --repair-limit differences by a re-snapshot request.
+        /// Mend what differs: staging key by key (exactly once beside a running sink); Redshift,
+        /// tables with more than --repair-limit differences and tables of a PostgreSQL source
+        /// by a re-snapshot request.
         #[arg(long)]
         repair: bool,
         #[arg(long, default_value_t = 10_000)]
@@ -108,8 +109,8 @@ enum Command {
         /// changed while they were compared.
         #[arg(long, default_value_t = 120)]
         settle_timeout: u64,
-        /// How long one source query may wait for the server's answer (the hashing scans of a
-        /// large table answer only when done), instead of `[source] query_timeout`.
+        /// How long one SQL Server query may wait for the server's answer (the hashing scans
+        /// of a large table answer only when done), instead of `[source] query_timeout`.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
         query_timeout: std::time::Duration,
     },

@@ -5,44 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value as Json;
 use support::*;
 use tokio::sync::watch;
 
 const TABLES: usize = 37;
 const CATCH_UP: Duration = Duration::from_secs(180);
-
-/// `edfi-cdc verify --json` with `args`: the exit code and the reports.
-fn verify(connector: &Connector, args: &[&str]) -> (i32, Vec<Json>) {
-    let mut all = vec!["verify", "--json", "--log", "edfi_cdc=warn"];
-    all.extend_from_slice(args);
-    let out = connector.command(&all).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let reports: Vec<Json> = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}); exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), reports)
-}
-
-fn report<'a>(reports: &'a [Json], table: &str) -> &'a Json {
-    reports
-        .iter()
-        .find(|r| r["table"] == table)
-        .unwrap_or_else(|| panic!("no report for {table}: {reports:#?}"))
-}
-
-fn keys(r: &Json, kind: &str) -> Vec<String> {
-    r[kind]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect()
-}
 
 /// Wait until the replicator at `metrics` exports `rows` differing rows of `table` from the last
 /// `verify`.

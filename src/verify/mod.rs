@@ -13,10 +13,18 @@
 //! key changed after `C` is in flight: it is checked again once the sink has passed `V`, up to
 //! [`ROUNDS`] times, and reported as unsettled if it keeps changing.
 //!
+//! A PostgreSQL source has no Change Tracking to ask: every key found differing is checked
+//! again, the target read at a checkpoint past the first read's position and the source after
+//! it. A key whose source row is the same in both reads (same values, same `xmin`: not written
+//! in between) and that differs again differs for certain: the target, at a point between the
+//! two reads, must hold that row.
+//!
 //! `--repair` mends a staging table key by key, in a transaction that holds the sink's
 //! checkpoint still (exactly once: see [`repair_staging`]), and asks the sink to re-snapshot a
-//! Redshift table or a table with more differences than the repair limit.
+//! Redshift table, a table with more differences than the repair limit, or a table of a
+//! PostgreSQL source.
 
+mod source;
 pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,9 +37,10 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::checkpoint;
-use crate::config::{ConnectorConfig, Deletes, SourceKind};
+use crate::config::{ConnectorConfig, Deletes};
 use crate::event::{time_text, TableSchema, Value};
 use crate::source::mssql::{queries, value, Connection};
+use source::{bucket_params, Source, SourceRows, SourceTable};
 pub use target::Sink;
 use target::TargetTable;
 
@@ -147,17 +156,12 @@ fn sinks<'a>(
 
 /// Compare (and with `repair`, mend) every selected table of every selected sink.
 pub async fn verify(config: &ConnectorConfig, opts: &Options) -> anyhow::Result<Vec<TableReport>> {
-    if config.source.kind != SourceKind::Mssql {
-        bail!("verify compares with a SQL Server source; connector {} reads PostgreSQL, which verify does not support yet", config.name);
-    }
     let stop = tokio_util::sync::CancellationToken::new();
     let schemas = crate::source::discover(config, &stop)
         .await
         .context("reading the source's tables")?;
     let schemas = select_tables(config, schemas, &opts.tables)?;
-    let mut conn = Connection::connect(&config.source)
-        .await
-        .context("connecting to the source")?;
+    let mut conn = Source::connect(config).await?;
     let mut out = Vec::new();
     for (sink, url) in sinks(config, opts.sink.as_deref())? {
         let client = crate::sink::pg::connect(sink.name(), url)
@@ -314,22 +318,21 @@ fn bucket_count(rows: i64) -> u32 {
 async fn compare(
     config: &ConnectorConfig,
     opts: &Options,
-    conn: &mut Connection,
+    conn: &mut Source,
     client: &Client,
     sink: Sink<'_>,
     schema: &TableSchema,
 ) -> anyhow::Result<(TableReport, Differences)> {
     let started = Instant::now();
     let table = target_table(client, sink, schema).await?;
-    let scale = |c: &crate::event::ColumnSchema| sink.scale(c);
-    let source = queries::VerifyQueries::new(schema, &scale);
+    let source = conn.table(sink, schema);
     let mut report = TableReport {
         sink: sink.name().into(),
         table: schema.id.to_string(),
         target: table.name.to_string(),
         ..TableReport::default()
     };
-    let rows = value::as_i64(&conn.scalar(&queries::count_rows(schema), &[]).await?).unwrap_or(0);
+    let rows = conn.count_rows(schema).await?;
     let buckets = bucket_count(rows);
 
     // Round 0: every bucket.
@@ -342,12 +345,11 @@ async fn compare(
             return Ok((report, Differences::default()));
         }
     };
-    conn.batch(queries::BEGIN_SNAPSHOT).await?;
     let result = async {
-        let version = conn.current_version().await?.unwrap_or(0);
+        let version = conn.begin().await?;
         // Both sides hash at once.
         let (source_buckets, target_buckets) = tokio::join!(
-            read_source_buckets(conn, &source, buckets),
+            conn.buckets(&source, buckets),
             read_target_buckets(tx.client(), &table, buckets)
         );
         let (source_buckets, target_buckets) = (source_buckets?, target_buckets?);
@@ -360,7 +362,7 @@ async fn compare(
             .filter(|b| source_buckets.get(b) != target_buckets.get(b))
             .collect();
         let (src_rows, tgt_rows) = tokio::join!(
-            read_source_rows(conn, &source, buckets, &differing),
+            conn.rows(&source, buckets, &differing),
             read_target_rows(tx.client(), &table, buckets, &differing)
         );
         anyhow::Ok((
@@ -372,8 +374,8 @@ async fn compare(
         ))
     }
     .await;
-    conn.batch(queries::COMMIT).await?;
-    let (version, source_buckets, target_buckets, src_rows, tgt_rows) = result?;
+    conn.end().await?;
+    let (version, source_buckets, target_buckets, mut src_rows, tgt_rows) = result?;
     tx.end().await?;
     report.checkpoint_version = cp;
     report.source_version = version;
@@ -381,14 +383,30 @@ async fn compare(
     report.target_rows = target_buckets.values().map(|b| b.0 as u64).sum();
 
     let mut found = Differences::default();
-    let mut pending = diff(&src_rows, &tgt_rows);
+    let mut pending = diff(&src_rows.rows, &tgt_rows);
     let mut since = cp;
     let mut wait_for = version;
+    // The source's rows at the read before the last (a PostgreSQL source).
+    let mut earlier: Option<SourceRows> = None;
     for round in 0..=ROUNDS {
         if pending.len() == 0 {
             break;
         }
-        let changed = changed_keys(conn, &source, schema, since).await?;
+        let changed = match (&mut *conn, &source) {
+            (Source::Mssql(conn), SourceTable::Mssql(q)) => {
+                changed_keys(conn, q, schema, since).await?
+            }
+            _ => earlier.as_ref().map(|e| {
+                let keys = pending
+                    .missing
+                    .iter()
+                    .chain(&pending.extra)
+                    .chain(&pending.different)
+                    .cloned()
+                    .collect();
+                src_rows.changed_since(e, &keys)
+            }),
+        };
         let mut in_flight = Differences::default();
         for (kind, keys) in [
             (&mut found.missing, &mut pending.missing),
@@ -433,22 +451,22 @@ async fn compare(
         let list = buckets_of(buckets, &keys);
         let tgt = read_target_rows(tx.client(), &table, buckets, &list).await?;
         tx.end().await?;
-        conn.batch(queries::BEGIN_SNAPSHOT).await?;
         let result = async {
-            let version = conn.current_version().await?.unwrap_or(0);
-            let src = read_source_rows(conn, &source, buckets, &list).await?;
+            let version = conn.begin().await?;
+            let src = conn.rows(&source, buckets, &list).await?;
             anyhow::Ok((version, src))
         }
         .await;
-        conn.batch(queries::COMMIT).await?;
+        conn.end().await?;
         let (v, src) = result?;
-        let mut again = diff(&src, &tgt);
+        let mut again = diff(&src.rows, &tgt);
         for set in [&mut again.missing, &mut again.extra, &mut again.different] {
             set.retain(|k| keys.contains(k));
         }
         pending = again;
         since = cp;
         wait_for = v;
+        earlier = Some(std::mem::replace(&mut src_rows, src));
     }
     report.missing = found.missing.len() as u64;
     report.extra = found.extra.len() as u64;
@@ -515,63 +533,6 @@ async fn read_target_buckets(
             )
         })
         .collect())
-}
-
-async fn read_source_buckets(
-    conn: &mut Connection,
-    source: &queries::VerifyQueries,
-    buckets: u32,
-) -> anyhow::Result<Buckets> {
-    let rows = conn
-        .rows(&source.buckets(), &[Value::Int(buckets.into())])
-        .await
-        .context("hashing the source table")?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            Some((
-                value::as_i64(&r[0])? as u32,
-                (
-                    value::as_i64(&r[1])?,
-                    value::as_i64(&r[2])?,
-                    value::as_i64(&r[3])?,
-                ),
-            ))
-        })
-        .collect())
-}
-
-/// The parameters of a source query over the buckets `part` of `buckets`: the count, then the
-/// buckets.
-fn bucket_params(buckets: u32, part: &[u32]) -> Vec<Value> {
-    std::iter::once(buckets)
-        .chain(part.iter().copied())
-        .map(|b| Value::Int(b.into()))
-        .collect()
-}
-
-async fn read_source_rows(
-    conn: &mut Connection,
-    source: &queries::VerifyQueries,
-    buckets: u32,
-    list: &[u32],
-) -> anyhow::Result<Rows> {
-    let mut out = Rows::new();
-    for part in list.chunks(BUCKETS_PER_QUERY) {
-        let keys = source.key_count();
-        for r in conn
-            .rows(
-                &source.bucket_rows(part.len()),
-                &bucket_params(buckets, part),
-            )
-            .await?
-        {
-            if let (Some(k), Some(h)) = (value::as_str(&r[keys]), value::as_str(&r[keys + 1])) {
-                out.insert(k.to_string(), (h.to_lowercase(), 1));
-            }
-        }
-    }
-    Ok(out)
 }
 
 async fn read_target_rows(
@@ -706,28 +667,34 @@ pub enum Repair {
 }
 
 /// Mend the differences of `report`: key by key in staging when there are at most
-/// `repair_limit`, else (and always for Redshift, whose models must follow) a re-snapshot
-/// request.
+/// `repair_limit`, else a re-snapshot request; always one for Redshift, whose models must
+/// follow, and for a PostgreSQL source, which has no Change Tracking to tell which keys the
+/// sink has yet to write.
 async fn repair(
     config: &ConnectorConfig,
     opts: &Options,
-    conn: &mut Connection,
+    conn: &mut Source,
     client: &Client,
     sink: Sink<'_>,
     schema: &TableSchema,
     keys: &Differences,
 ) -> anyhow::Result<Repair> {
     let count = keys.len();
-    if matches!(sink, Sink::Redshift(_)) || count > opts.repair_limit {
-        checkpoint::request_resnapshot(client, &config.name, &schema.id).await?;
-        let what = format!(
+    let conn = match conn {
+        Source::Mssql(conn) if matches!(sink, Sink::Staging(_)) && count <= opts.repair_limit => {
+            conn
+        }
+        _ => {
+            checkpoint::request_resnapshot(client, &config.name, &schema.id).await?;
+            let what = format!(
             "asked the {} sink to re-snapshot {} ({count} differing rows); run verify again once `status` shows it streaming",
             sink.name(),
             schema.id
         );
-        info!(table = %schema.id, sink = sink.name(), "{what}");
-        return Ok(Repair::Requested(what));
-    }
+            info!(table = %schema.id, sink = sink.name(), "{what}");
+            return Ok(Repair::Requested(what));
+        }
+    };
     repair_staging(config, conn, client, sink, schema, keys)
         .await
         .map(Repair::Mended)

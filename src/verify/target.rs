@@ -1,6 +1,7 @@
 //! `verify`'s view of a table in a target (staging PostgreSQL, Redshift): the same canonical
 //! row text, hashes and buckets as the source's (`source::mssql::queries::VerifyQueries`), in
-//! SQL that PostgreSQL and Redshift both run.
+//! SQL that PostgreSQL and Redshift both run. A PostgreSQL source's table is read with the
+//! same SQL ([`TargetTable::postgres_source`]).
 
 use crate::config::{RedshiftSinkConfig, StagingSinkConfig};
 use crate::event::{ColumnSchema, TableSchema, ValueKind};
@@ -43,6 +44,9 @@ pub struct TargetTable {
     staging: bool,
     /// `WHERE` of the live rows (Redshift with soft deletes keeps deleted rows).
     live: Option<String>,
+    /// The rows' `xmin` listed with them (a PostgreSQL source: it changes whenever a row is
+    /// written).
+    stamped: bool,
 }
 
 /// `(strpos('0123456789abcdef', substr(h, i, 1)) - 1) * 16^k`, summed over 8 hexadecimal digits
@@ -80,6 +84,36 @@ impl TargetTable {
             schema: schema.clone(),
             staging: matches!(sink, Sink::Staging(_)),
             live: soft_deletes.then(|| format!("{} IS NULL", ident(redshift::DELETED_AT))),
+            stamped: false,
+        }
+    }
+
+    /// A table of a PostgreSQL source, whose values the staging sink stores in the same types:
+    /// the canonical text is a staging table's. Text-like columns of other types (`json`,
+    /// arrays, …, which travel as text) are read as text.
+    pub fn postgres_source(schema: &TableSchema) -> TargetTable {
+        let columns = schema
+            .columns
+            .iter()
+            .map(|c| {
+                let q = ident(&c.name);
+                match (c.source_type.kind(), c.source_type.name.as_str()) {
+                    (ValueKind::String, "char" | "nchar") => q,
+                    (ValueKind::String, _) => format!("CAST({q} AS text)"),
+                    _ => q,
+                }
+            })
+            .collect();
+        TargetTable {
+            name: PgName {
+                schema: schema.id.schema.clone(),
+                name: schema.id.name.clone(),
+            },
+            columns,
+            schema: schema.clone(),
+            staging: true,
+            live: None,
+            stamped: true,
         }
     }
 
@@ -137,11 +171,16 @@ impl TargetTable {
     }
 
     /// `SELECT` of every live row's key text `kt` and the hexadecimal MD5s of its key `kh` and
-    /// row `rh`.
+    /// row `rh` (and its `xmin` as `xv`, when stamped).
     fn hashed(&self) -> String {
         format!(
-            "SELECT {kt} AS kt, md5({kt}) AS kh, md5({}) AS rh FROM {}{}",
+            "SELECT {kt} AS kt, md5({kt}) AS kh, md5({}) AS rh{} FROM {}{}",
             self.text(0..self.schema.columns.len()),
+            if self.stamped {
+                ", CAST(xmin AS text) AS xv"
+            } else {
+                ""
+            },
             self.name.sql(),
             self.live
                 .as_ref()
@@ -167,11 +206,13 @@ impl TargetTable {
         )
     }
 
-    /// The key text and row hash of every row in the listed buckets.
+    /// The key text and row hash (and `xmin`, when stamped) of every row in the listed
+    /// buckets.
     pub fn bucket_rows(&self, buckets: u32, list: &[u32]) -> String {
         let list: Vec<String> = list.iter().map(u32::to_string).collect();
         format!(
-            "SELECT r.kt, r.rh FROM ({}) AS r WHERE {} IN ({})",
+            "SELECT r.kt, r.rh{} FROM ({}) AS r WHERE {} IN ({})",
+            if self.stamped { ", r.xv" } else { "" },
             self.hashed(),
             Self::bucket(buckets),
             list.join(", ")

@@ -1120,3 +1120,37 @@ pub fn certificates(dir: &std::path::Path, tag: &str, names: &str) -> (String, S
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     (read(&ca), read(&cert), read(&key))
 }
+
+/// `edfi-cdc verify --json` with `args`: the exit code and the reports.
+pub fn verify(connector: &Connector, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let mut all = vec!["verify", "--json", "--log", "edfi_cdc=warn"];
+    all.extend_from_slice(args);
+    let out = connector.command(&all).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}); exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), reports)
+}
+
+/// The report of `table` (`schema.Table`) among `verify`'s.
+pub fn report<'a>(reports: &'a [serde_json::Value], table: &str) -> &'a serde_json::Value {
+    reports
+        .iter()
+        .find(|r| r["table"] == table)
+        .unwrap_or_else(|| panic!("no report for {table}: {reports:#?}"))
+}
+
+/// The keys a report lists under `kind` (`missing_keys`, `extra_keys`, …).
+pub fn keys(r: &serde_json::Value, kind: &str) -> Vec<String> {
+    r[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
