@@ -168,7 +168,11 @@ async fn verify_compares_the_redshift_target_live_rows_and_repair_resnapshots_it
     assert_eq!(code, 0, "{reports:#?}");
     assert!(reports.iter().all(|r| r["sink"] == "redshift"));
 
-    // A row deleted, one marked deleted (gone from the live rows), one changed, one added.
+    // Rows of closed school years, which the workload never writes, broken by hand while it
+    // writes: a row deleted, one marked deleted (gone from the live rows), a key changed (one
+    // row missing, one extra) and a value changed.
+    let (stop_tx, stop) = watch::channel(false);
+    let load = spawn_workload(&rig.sim, workload(100.0, 19, 2, 100_000), stop);
     let t = &rig.target;
     t.batch_execute(
         "DELETE FROM edfi.studentschoolassociation WHERE ctid = (SELECT min(ctid) FROM \
@@ -176,7 +180,10 @@ async fn verify_compares_the_redshift_target_live_rows_and_repair_resnapshots_it
          UPDATE edfi.studentschoolassociation SET edfi_cdc_deleted_at = now() WHERE ctid = \
          (SELECT max(ctid) FROM edfi.studentschoolassociation WHERE schoolyear = 2023); \
          UPDATE edfi.session SET sessionname = sessionname || ' (edited)' WHERE ctid = \
-         (SELECT min(ctid) FROM edfi.session WHERE schoolyear = 2024); \
+         (SELECT min(ctid) FROM edfi.session WHERE schoolyear = 2023); \
+         UPDATE edfi.session SET totalinstructionaldays = totalinstructionaldays + 1 WHERE ctid = \
+         (SELECT min(ctid) FROM edfi.session WHERE schoolyear = 2023 \
+         AND sessionname NOT LIKE '% (edited)'); \
          UPDATE edfi.calendardate SET date = date + 1000 WHERE ctid = \
          (SELECT min(ctid) FROM edfi.calendardate WHERE schoolyear = 2023)",
     )
@@ -193,8 +200,8 @@ async fn verify_compares_the_redshift_target_live_rows_and_repair_resnapshots_it
         )
     };
     assert_eq!(counts("edfi.StudentSchoolAssociation"), (2, 0, 0));
-    // A changed key column: the old key missing, the new one extra.
-    assert_eq!(counts("edfi.Session"), (1, 1, 0));
+    // A changed key column: the old key missing, the new one extra; a changed value.
+    assert_eq!(counts("edfi.Session"), (1, 1, 1));
     assert_eq!(counts("edfi.CalendarDate"), (1, 1, 0));
     let differing: Vec<&str> = reports
         .iter()
@@ -213,6 +220,16 @@ async fn verify_compares_the_redshift_target_live_rows_and_repair_resnapshots_it
     wait_for(
         "verify to find Redshift equal again",
         Duration::from_secs(180),
+        || async { (verify(&rig.connector, &["--sink", "redshift"]).0 == 0).then_some(()) },
+    )
+    .await;
+    stop_tx.send(true).unwrap();
+    let stats = load.await.unwrap().unwrap();
+    assert!(stats.total_changes() > 0);
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    wait_for(
+        "verify to find Redshift equal once the workload stopped",
+        Duration::from_secs(120),
         || async { (verify(&rig.connector, &["--sink", "redshift"]).0 == 0).then_some(()) },
     )
     .await;
