@@ -377,3 +377,52 @@ async fn a_silent_source_shows_in_readiness_the_step_gauge_and_the_log_until_it_
     .await;
     assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
 }
+
+/// A login without VIEW SERVER STATE (the simulator's `--no-view-server-state`: no commit in
+/// `sys.dm_tran_commit_table` until a minute later, as SQL Server shows such a login commits
+/// only after a checkpoint): `check` names the missing grant and its fix; replication goes on,
+/// and the lag it cannot know is not recorded rather than recorded wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_without_view_server_state_fails_its_check_and_replicates_without_commit_times() {
+    let sim = Simulator::start_with(&unique("odssim"), 0, 20, 31, &["--no-view-server-state"]);
+    let staging = TestDb::create("staging").await;
+    let connector = Connector::new(&sim, &staging, "");
+    let source = connect(&sim.backing_url()).await;
+    let target = connect(&staging.url()).await;
+
+    let out = connector.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let failed: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert_eq!(
+        failed,
+        ["FAIL source: sa lacks VIEW SERVER STATE: sys.dm_tran_commit_table shows it no commit times, so lag cannot be measured; in master: GRANT VIEW SERVER STATE TO [sa]"],
+        "{text}"
+    );
+
+    let mut rep = connector.run();
+    let addr = rep.metrics_addr().await;
+    wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
+    let (_stop_tx, stop) = watch::channel(false);
+    let stats = spawn_workload(&sim, workload(150.0, 31, 1, 300), stop)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stats.total_changes() > 0);
+    wait_caught_up(&source, &target, 37, Duration::from_secs(120)).await;
+    let problems = compare_all(&source, &target, true).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let body = http_get(&addr, "/metrics").1;
+    let applied = "edfi_cdc_sink_events_applied_total{connector=\"edfi-ods\",sink=\"staging\"";
+    assert!(body.lines().any(|l| l.starts_with(applied)), "{body}");
+    let latencies = sample(
+        &body,
+        "edfi_cdc_end_to_end_latency_seconds_count{connector=\"edfi-ods\",sink=\"staging\"}",
+    );
+    assert_eq!(latencies.unwrap_or(0.0), 0.0, "{body}");
+    assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
+}

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// TLS for clients that require encryption (`--tls-cert`, `--tls-key`); without it they
     /// are told encryption is not supported.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether the login holds VIEW SERVER STATE (`--no-view-server-state`: it does not, and
+    /// `sys.dm_tran_commit_table` shows it a commit only a minute later).
+    pub view_server_state: bool,
 }
 
 impl ServerConfig {
@@ -67,6 +70,7 @@ impl ServerConfig {
             user: "sa".to_string(),
             password: password.into(),
             tls: None,
+            view_server_state: true,
         }
     }
 }
@@ -360,6 +364,11 @@ async fn connect_postgres(config: &ServerConfig) -> anyhow::Result<tokio_postgre
     client
         .batch_execute("SET search_path TO dbo; SET TimeZone TO 'UTC'")
         .await?;
+    if !config.view_server_state {
+        client
+            .batch_execute("SET sim.view_server_state = 'off'")
+            .await?;
+    }
     Ok(client)
 }
 

@@ -248,3 +248,58 @@ async fn tds_fifty_concurrent_connections() {
     });
     join_all(tasks).await;
 }
+
+/// A login without VIEW SERVER STATE (`--no-view-server-state`): `HAS_PERMS_BY_NAME` says so
+/// and grants the rest, and `sys.dm_tran_commit_table` shows a commit only once it is a minute
+/// old (SQL Server shows such a login a commit after the next checkpoint); with the permission
+/// every commit shows at once.
+#[tokio::test]
+async fn tds_a_login_without_view_server_state_sees_commits_only_after_a_minute() {
+    for granted in [true, false] {
+        let server = TestServer::start_configured(|c| c.view_server_state = granted).await;
+        server
+            .db
+            .client
+            .batch_execute(
+                "INSERT INTO ct.tx (txid, version, commit_time) VALUES \
+                 (900001, 900001, now() - interval '2 minutes'), (900002, 900002, now())",
+            )
+            .await
+            .unwrap();
+        let mut client = server.connect().await;
+        let row = client
+            .simple_query(
+                "SELECT HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE'), \
+                 HAS_PERMS_BY_NAME('edfi.Student', 'OBJECT', 'SELECT')",
+            )
+            .await
+            .unwrap()
+            .into_row()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.get::<i32, _>(0), row.get::<i32, _>(1)),
+            (Some(i32::from(granted)), Some(1))
+        );
+        let seen: Vec<i64> = client
+            .simple_query(
+                "SELECT commit_ts FROM sys.dm_tran_commit_table \
+                 WHERE commit_ts > 900000 ORDER BY commit_ts",
+            )
+            .await
+            .unwrap()
+            .into_first_result()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<i64, _>(0).unwrap())
+            .collect();
+        let expected: &[i64] = if granted {
+            &[900001, 900002]
+        } else {
+            &[900001]
+        };
+        assert_eq!(seen, expected, "VIEW SERVER STATE granted: {granted}");
+    }
+}

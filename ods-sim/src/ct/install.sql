@@ -743,13 +743,28 @@ select t.object_id,
 from ct.tables t
 left join ct.tx b on b.txid = t.enable_txid;
 
+-- A login without VIEW SERVER STATE (the session's sim.view_server_state = 'off') sees a
+-- commit only after the next CHECKPOINT, as SQL Server documents: here, after a minute (its
+-- default recovery interval).
 create or replace view sys.dm_tran_commit_table as
 select x.version as commit_ts,
        x.txid as xdes_id,
        x.version as commit_lbn,
        x.version as commit_csn,
        (x.commit_time at time zone 'UTC')::timestamp(3) as commit_time
-from ct.tx x;
+from ct.tx x
+where coalesce(current_setting('sim.view_server_state', true), '') <> 'off'
+   or x.commit_time < now() - interval '1 minute';
+
+-- HAS_PERMS_BY_NAME: every permission is granted but VIEW SERVER STATE to a session whose
+-- sim.view_server_state is 'off'.
+create or replace function sim.has_perms_by_name(securable text, securable_class text,
+                                                 permission text, sub_securable text default null,
+                                                 sub_securable_class text default null)
+returns integer language sql stable as $$
+    select case when upper(permission) = 'VIEW SERVER STATE'
+                 and current_setting('sim.view_server_state', true) = 'off' then 0 else 1 end
+$$;
 
 create or replace view sys.databases as
 select v.name::varchar(128) as name,

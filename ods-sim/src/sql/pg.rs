@@ -1234,7 +1234,7 @@ impl Printer {
             }
             "HAS_PERMS_BY_NAME" => {
                 arity(3..=5)?;
-                "1".to_string()
+                format!("sim.has_perms_by_name({})", args(self)?)
             }
             "CHANGE_TRACKING_CURRENT_VERSION" => {
                 arity(0..=0)?;

@@ -50,6 +50,8 @@ CREATE FUNCTION ct.object_schema_name(int) RETURNS text LANGUAGE sql AS $$SELECT
 CREATE FUNCTION sim.db_id() RETURNS integer LANGUAGE sql AS 'SELECT 5';
 CREATE FUNCTION sim.db_name() RETURNS text LANGUAGE sql AS $$SELECT 'EdFi_Ods'$$;
 CREATE FUNCTION sim.schema_name(integer) RETURNS text LANGUAGE sql AS $$SELECT 'dbo'$$;
+CREATE FUNCTION sim.has_perms_by_name(text, text, text, text DEFAULT NULL, text DEFAULT NULL)
+    RETURNS integer LANGUAGE sql AS 'SELECT 1';
 CREATE FUNCTION ct.enable_database(int, int, boolean) RETURNS void LANGUAGE sql AS '';
 CREATE FUNCTION ct.disable_database() RETURNS void LANGUAGE sql AS '';
 CREATE FUNCTION ct.enable_table(text, text, boolean) RETURNS void LANGUAGE sql AS '';

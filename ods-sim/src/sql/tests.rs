@@ -559,7 +559,8 @@ fn server_functions() {
     assert_eq!(
         sql(CASES[21]),
         "SELECT sim.db_name(), sim.db_id(), 'dbo', 'Microsoft SQL Server 2022 (RTM) - 16.0.0 (X64) \
-         ods-sim: a SQL Server simulator backed by PostgreSQL', pg_backend_pid(), '16.0.0', 3, 1"
+         ods-sim: a SQL Server simulator backed by PostgreSQL', pg_backend_pid(), '16.0.0', 3, \
+         sim.has_perms_by_name('edfi.Student', 'OBJECT', 'SELECT')"
     );
     assert_eq!(
         sql("SELECT SERVERPROPERTY(N'Edition'), SERVERPROPERTY('NoSuchProperty'), DB_NAME(5), SCHEMA_NAME(1)"),

@@ -29,12 +29,18 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_configured(|_| {}).await
+    }
+
+    /// [`TestServer::start`] with its configuration changed by `change`.
+    pub async fn start_configured(change: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let db = TestDb::with_prefix("odssim_tds").await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let config = ServerConfig::new(db.pg_config(), DATABASE, PASSWORD);
+        let mut config = ServerConfig::new(db.pg_config(), DATABASE, PASSWORD);
+        change(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, config, async move {
             let _ = stopped.await;
