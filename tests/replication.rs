@@ -862,3 +862,265 @@ async fn the_connection_to_the_ods_keeps_itself_alive() {
     .await;
     drop(rep);
 }
+
+/// A value the replicator's client (tiberius) read, as `tests/support/run_tsql.py` prints what
+/// python-tds read; and a parameter as that script takes it.
+fn plain(v: &edfi_cdc::event::Value) -> serde_json::Value {
+    use edfi_cdc::event::Value;
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => (*f).into(),
+        // Without trailing fractional zeros, as run_tsql.py prints python-tds' decimals.
+        Value::Decimal(s) if s.contains('.') => {
+            s.trim_end_matches('0').trim_end_matches('.').into()
+        }
+        Value::Decimal(s) | Value::String(s) => s.clone().into(),
+        Value::Bytes(b) => b
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+            .into(),
+        Value::Date(d) => d.to_string().into(),
+        Value::Timestamp(t) => t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string().into(),
+        Value::TimestampTz(t) => t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string().into(),
+        Value::Time(t) => t.to_string().into(),
+        Value::Uuid(u) => u.to_string().into(),
+    }
+}
+
+fn param(v: &edfi_cdc::event::Value) -> serde_json::Value {
+    match v {
+        edfi_cdc::event::Value::Date(d) => serde_json::json!({ "date": d.to_string() }),
+        other => plain(other),
+    }
+}
+
+/// Every statement the poller, `check` and `verify` send to SQL Server (the catalog, Change
+/// Tracking, snapshot chunks, the verify hashes), run by an independent TDS client
+/// (python-tds) and by the replicator's own (tiberius): the same rows, with the column names
+/// SQL Server documents for CHANGETABLE and the catalog views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_the_replicator_sends_reads_the_same_through_python_tds() {
+    use edfi_cdc::event::Value;
+    use edfi_cdc::source::mssql::{queries, Connection};
+
+    let rig = Rig::new(30, 89).await;
+    let (_stop_tx, stop) = watch::channel(false);
+    spawn_workload(&rig.sim, workload(200.0, 89, 2, 300), stop)
+        .await
+        .unwrap()
+        .unwrap();
+    let env = rig.connector.env.clone();
+    let lookup = move |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(k).ok())
+    };
+    let config = edfi_cdc::config::load(std::slice::from_ref(&rig.connector.path), &lookup)
+        .unwrap()
+        .remove(0);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let schemas = edfi_cdc::source::discover(&config, &stop).await.unwrap();
+    let mut conn = Connection::connect(&config.source).await.unwrap();
+    let version = conn.current_version().await.unwrap().unwrap();
+
+    let mut statements: Vec<(String, String, Vec<Value>)> = vec![
+        ("begin".into(), queries::BEGIN_SNAPSHOT.into(), vec![]),
+        ("version".into(), queries::CURRENT_VERSION.into(), vec![]),
+        ("commit".into(), queries::COMMIT.into(), vec![]),
+        ("tracked".into(), queries::TRACKED_TABLES.into(), vec![]),
+        ("database_ct".into(), queries::DATABASE_CT.into(), vec![]),
+        (
+            "snapshot_isolation".into(),
+            queries::SNAPSHOT_ISOLATION.into(),
+            vec![],
+        ),
+        ("columns".into(), queries::COLUMNS.into(), vec![]),
+        (
+            "columns_of".into(),
+            queries::columns_of(&[2]),
+            ["edfi", "Student", "School"]
+                .map(|s| Value::String(s.into()))
+                .into(),
+        ),
+        ("primary_keys".into(), queries::PRIMARY_KEYS.into(), vec![]),
+        (
+            "permissions".into(),
+            queries::PERMISSIONS.into(),
+            vec![Value::String("edfi.Student".into())],
+        ),
+        (
+            "heartbeat_permissions".into(),
+            queries::HEARTBEAT_PERMISSIONS.into(),
+            vec![Value::String("edfi.Student".into())],
+        ),
+        ("server_state".into(), queries::SERVER_STATE.into(), vec![]),
+        (
+            "commit_time".into(),
+            queries::COMMIT_TIME.into(),
+            vec![Value::Int(version)],
+        ),
+        (
+            "oldest_commit_after".into(),
+            queries::OLDEST_COMMIT_AFTER.into(),
+            vec![Value::Int(0), Value::Int(version)],
+        ),
+    ];
+    let tables = [
+        "Student",
+        "StudentSchoolAssociation",
+        "Descriptor",
+        "StudentAssessmentItem",
+    ];
+    for schema in schemas
+        .iter()
+        .filter(|s| tables.contains(&s.id.name.as_str()))
+    {
+        let t = &schema.id.name;
+        let first = conn
+            .rows(&queries::snapshot_chunk(schema, false), &[Value::Int(7)])
+            .await
+            .unwrap();
+        let after: Vec<Value> = std::iter::once(Value::Int(7))
+            .chain(schema.key.iter().map(|&i| first[6][i].clone()))
+            .collect();
+        let verify = queries::VerifyQueries::new(schema, &|_| 6);
+        let buckets = [16, 3, 11].map(Value::Int);
+        statements.extend([
+            (
+                format!("{t} changes"),
+                queries::changes(schema),
+                vec![Value::Int(0), Value::Int(version)],
+            ),
+            (format!("{t} count"), queries::count_rows(schema), vec![]),
+            (
+                format!("{t} first chunk"),
+                queries::snapshot_chunk(schema, false),
+                vec![Value::Int(7)],
+            ),
+            (
+                format!("{t} next chunk"),
+                queries::snapshot_chunk(schema, true),
+                after,
+            ),
+            (
+                format!("{t} verify buckets"),
+                verify.buckets(),
+                vec![Value::Int(16)],
+            ),
+            (
+                format!("{t} verify bucket rows"),
+                verify.bucket_rows(2),
+                buckets.to_vec(),
+            ),
+            (
+                format!("{t} verify full rows"),
+                verify.bucket_full_rows(2),
+                buckets.to_vec(),
+            ),
+            (
+                format!("{t} verify changed keys"),
+                verify.changed_keys(),
+                vec![Value::Int(0)],
+            ),
+        ]);
+    }
+    assert_eq!(statements.len(), 14 + 8 * tables.len());
+
+    let input: Vec<serde_json::Value> = statements
+        .iter()
+        .map(|(name, sql, params)| {
+            serde_json::json!({
+                "name": name, "sql": sql, "params": params.iter().map(param).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/run_tsql.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "127.0.0.1",
+            &rig.sim.port().to_string(),
+            &rig.sim.database,
+            SIM_PASSWORD,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+            .await
+            .unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "run_tsql.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    for (name, sql, params) in &statements {
+        let theirs = &read[name];
+        assert!(theirs["error"].is_null(), "{name}: {theirs}\n{sql}");
+        let ours: Vec<Vec<serde_json::Value>> = conn
+            .rows(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{sql}"))
+            .iter()
+            .map(|r| r.iter().map(plain).collect())
+            .collect();
+        assert_eq!(
+            theirs["rows"],
+            serde_json::json!(ours),
+            "{name}: python-tds and tiberius read different rows\n{sql}"
+        );
+    }
+    let columns = |name: &str| -> Vec<String> {
+        read[name]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        columns("Student changes")[..2],
+        ["SYS_CHANGE_VERSION", "SYS_CHANGE_OPERATION"]
+    );
+    assert_eq!(
+        columns("tracked"),
+        [
+            "schema_name",
+            "table_name",
+            "min_valid_version",
+            "begin_version"
+        ]
+    );
+    assert_eq!(
+        columns("database_ct"),
+        [
+            "retention_period",
+            "retention_period_units",
+            "is_auto_cleanup_on"
+        ]
+    );
+    assert_eq!(columns("snapshot_isolation"), ["snapshot_isolation_state"]);
+    assert_eq!(columns("commit_time"), ["commit_time"]);
+    // Every change the workload made is there: inserts, updates and deletes.
+    let ops: std::collections::BTreeSet<String> = ["Student", "StudentSchoolAssociation"]
+        .iter()
+        .flat_map(|t| read[format!("{t} changes")]["rows"].as_array().unwrap())
+        .map(|r| r[1].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops, ["D", "I", "U"].map(String::from).into(), "{read:#}");
+}
