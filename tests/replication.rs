@@ -576,7 +576,19 @@ async fn staging_connections_terminated_during_snapshots_and_streaming_are_survi
         terminated >= 5,
         "only {terminated} connections were terminated"
     );
-    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    // Its log if it does not catch up (once in a loaded whole-suite run it did not within
+    // 180 s, and the reason was not kept).
+    let caught_up = tokio::time::timeout(
+        CATCH_UP,
+        wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP * 2),
+    )
+    .await;
+    let running = rep.is_running();
+    assert!(
+        caught_up.is_ok(),
+        "staging did not catch up within {CATCH_UP:?}; edfi-cdc running: {running}\n{}",
+        rep.log()
+    );
     assert_equal(&rig.source, &rig.target, true).await;
     assert!(rep.is_running(), "edfi-cdc stopped:\n{}", rep.log());
     assert!(!rep.log().contains("does not exist"), "{}", rep.log());
