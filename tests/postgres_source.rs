@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use support::kafka::Broker;
 use support::pg_source::SourcePg;
+use support::s3::Moto;
 use support::*;
 use tokio_postgres::Client;
 
@@ -1636,15 +1637,34 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
         broker.bootstrap,
         unique("pgsrc")
     );
-    // Two lanes (one per partition), each with both tables.
-    kill_poller_and_sink(&stream, Vec::new(), 4).await;
+    // Two lanes (one per partition), each with both tables; the workload as fast as it goes.
+    kill_poller_and_sink(&stream, Vec::new(), 4, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_kinesis_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
+) {
+    let moto = Moto::start();
+    let stream = format!(
+        "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
+        unique("pgsrc")
+    );
+    // One lane over the stream's shards, with both tables. The workload pauses 20 ms between
+    // transactions: as fast as it goes it adds rows to the big table faster than its snapshot
+    // crosses the Kinesis stand-in.
+    kill_poller_and_sink(&stream, moto.env(), 2, Duration::from_millis(20)).await;
 }
 
 /// Through the stream `stream` (TOML, with environment `env`): the poller killed mid-snapshot
-/// and mid-stream, the sink worker killed mid-stream, under a workload; staging ends equal to
-/// the source with `lane_tables` (lane, table) checkpoints streaming, and the slot never passed
-/// the poller's recorded position.
-async fn kill_poller_and_sink(stream: &str, env: Vec<(String, String)>, lane_tables: i64) {
+/// and mid-stream, the sink worker killed mid-stream, under a workload pausing `pause` between
+/// transactions; staging ends equal to the source with `lane_tables` (lane, table) checkpoints
+/// streaming, and the slot never passed the poller's recorded position.
+async fn kill_poller_and_sink(
+    stream: &str,
+    env: Vec<(String, String)>,
+    lane_tables: i64,
+    pause: Duration,
+) {
     let (_pg, url, source) = source().await;
     let staging_db = TestDb::create("pgsrc_stream").await;
     let staging = connect(&staging_db.url()).await;
@@ -1653,7 +1673,7 @@ async fn kill_poller_and_sink(stream: &str, env: Vec<(String, String)>, lane_tab
         |r: &str| Replicator::spawn(c.command(&["run", "--log", "edfi_cdc=info", "--role", r]));
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
-    let load = workload(url.clone(), stop.clone(), ops.clone());
+    let load = paced_workload(url.clone(), stop.clone(), ops.clone(), pause);
 
     // The poller killed while it reads the first snapshot of the big table.
     let poller = role("poller");
