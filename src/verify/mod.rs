@@ -680,24 +680,24 @@ async fn repair(
     keys: &Differences,
 ) -> anyhow::Result<Repair> {
     let count = keys.len();
-    let conn = match conn {
+    match conn {
         Source::Mssql(conn) if matches!(sink, Sink::Staging(_)) && count <= opts.repair_limit => {
-            conn
+            repair_staging(config, conn, client, sink, schema, keys)
+                .await
+                .map(Repair::Mended)
         }
         _ => {
             checkpoint::request_resnapshot(client, &config.name, &schema.id).await?;
             let what = format!(
-            "asked the {} sink to re-snapshot {} ({count} differing rows); run verify again once `status` shows it streaming",
-            sink.name(),
-            schema.id
-        );
+                "asked the {} sink to re-snapshot {} ({count} differing rows); run verify again \
+                 once `status` shows it streaming",
+                sink.name(),
+                schema.id
+            );
             info!(table = %schema.id, sink = sink.name(), "{what}");
-            return Ok(Repair::Requested(what));
+            Ok(Repair::Requested(what))
         }
-    };
-    repair_staging(config, conn, client, sink, schema, keys)
-        .await
-        .map(Repair::Mended)
+    }
 }
 
 /// Attempts of a staging repair before giving up (each fails only when the sink committed
