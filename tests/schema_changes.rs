@@ -179,7 +179,7 @@ async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_wor
     let rig = Rig::new(250, 37).await;
     // The poller waits for Change Tracking within the retry budget: a minute here.
     rig.connector.edit("max_attempts = 8", "max_attempts = 60");
-    let rep = rig.connector.run();
+    let mut rep = rig.connector.run();
     let (stop_tx, stop) = watch::channel(false);
     let load = spawn_workload(&rig.sim, workload(150.0, 38, 2, 1_000_000), stop);
     wait_publishes(&rep, 1).await;
@@ -219,33 +219,18 @@ async fn a_primary_key_changed_at_the_source_becomes_the_staging_key_under_a_wor
     tsql(&rig.sim, "ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING")
         .await
         .unwrap();
-    wait_for(
-        "the poller to wait for Change Tracking",
-        CATCH_UP,
-        || async {
-            rep.log()
-                .contains("Change Tracking was switched off on edfi.Student while replicating")
-                .then_some(())
-        },
-    )
-    .await;
+    let off = "Change Tracking was switched off on edfi.Student while replicating";
+    rep.wait_log(off, 1, CATCH_UP).await;
     // Without a key meanwhile: the poller keeps waiting, it does not take the table for one
     // it cannot read.
-    let waits = |log: &str| {
-        log.matches("Change Tracking was switched off on edfi.Student while replicating")
-            .count()
-    };
     tsql(
         &rig.sim,
         "ALTER TABLE edfi.Student DROP CONSTRAINT PK_Student",
     )
     .await
     .unwrap();
-    let before = waits(&rep.log());
-    wait_for("the poller to go on waiting", CATCH_UP, || async {
-        (waits(&rep.log()) > before).then_some(())
-    })
-    .await;
+    let before = rep.log().matches(off).count();
+    rep.wait_log(off, before + 1, CATCH_UP).await;
     for step in [
         "ALTER TABLE edfi.Student ADD CONSTRAINT PK_Student PRIMARY KEY (StudentUniqueId)",
         "ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING",

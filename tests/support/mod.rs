@@ -647,6 +647,23 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 }
 
 impl Replicator {
+    /// Wait until the log holds `text` `times` times; past `deadline`, panic with the log (and
+    /// whether the process still runs).
+    pub async fn wait_log(&mut self, text: &str, times: usize, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        while self.log().matches(text).count() < times {
+            if Instant::now() >= end {
+                let running = self.is_running();
+                panic!(
+                    "timed out after {deadline:?} waiting for {times} × {text:?} in the log \
+                     (edfi-cdc running: {running}):\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The address of the replicator's HTTP port, from its log.
     pub async fn metrics_addr(&self) -> String {
         wait_for(

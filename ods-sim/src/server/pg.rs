@@ -557,11 +557,11 @@ pub fn map_error(e: &tokio_postgres::Error, database: &str) -> SqlError {
         ),
         "42P01" => SqlError::new(208, 16, format!("Invalid object name '{}'.", quoted())),
         "42703" => SqlError::new(207, 16, format!("Invalid column name '{}'.", quoted())),
-        "42883" if msg.contains("\"changes:") => {
+        // `function ct."changes:edfi.Student"(bigint) does not exist`, quoted or not.
+        "42883" if msg.contains("changes:") => {
             let name = msg
-                .split_once("\"changes:")
-                .and_then(|(_, rest)| rest.split_once('"'))
-                .map(|(name, _)| name)
+                .split_once("changes:")
+                .and_then(|(_, rest)| rest.split(['"', '(']).next())
                 .unwrap_or_default();
             SqlError::new(
                 22105,
@@ -569,6 +569,17 @@ pub fn map_error(e: &tokio_postgres::Error, database: &str) -> SqlError {
                 format!("Change tracking is not enabled on table '{name}'."),
             )
         }
+        // A function or relation dropped by concurrent DDL (Change Tracking switched off or on,
+        // which replaces a table's change function) after the statement looked it up: SQL
+        // Server fails a snapshot transaction that reads an object changed by DDL since it
+        // began.
+        "XX000" if msg.starts_with("cache lookup failed for") => SqlError::new(
+            3961,
+            16,
+            format!(
+                "Snapshot isolation transaction failed in database '{database}' because the object accessed by the statement has been modified by a DDL statement in another concurrent transaction since the start of this transaction. It is disallowed because the metadata is not versioned. A concurrent update to metadata can lead to inconsistency if mixed with snapshot isolation."
+            ),
+        ),
         "40001" => SqlError::new(
             3960,
             16,

@@ -72,6 +72,18 @@ impl SourceError {
                     ),
                 }
             }
+            // Change Tracking switched off between the cycle's check and its read of the table
+            // (how a primary key changes): as when the check finds it off.
+            tiberius::error::Error::Server(t) if t.code() == 22105 => {
+                match tracking_off_table(t.message()) {
+                    Some(table) => SourceError::TrackingOff(vec![table]),
+                    None => SourceError::Server {
+                        code: t.code(),
+                        class: t.class(),
+                        message: t.message().to_string(),
+                    },
+                }
+            }
             tiberius::error::Error::Server(t) => SourceError::Server {
                 code: t.code(),
                 class: t.class(),
@@ -80,6 +92,13 @@ impl SourceError {
             other => SourceError::Io(other.to_string()),
         }
     }
+}
+
+/// The table of SQL Server's error 22105, `Change tracking is not enabled on table 'schema.name'.`
+fn tracking_off_table(message: &str) -> Option<crate::event::TableId> {
+    let name = message.split('\'').nth(1)?;
+    let (schema, table) = name.split_once('.')?;
+    Some(crate::event::TableId::new(schema, table))
 }
 
 /// One tiberius connection to the source database.
@@ -745,5 +764,19 @@ fn change_event(
         after: (!gone).then_some(after),
         version,
         commit_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_22105_names_the_table_whose_tracking_is_off() {
+        assert_eq!(
+            tracking_off_table("Change tracking is not enabled on table 'edfi.Student'."),
+            Some(crate::event::TableId::new("edfi", "Student"))
+        );
+        assert_eq!(tracking_off_table("Change tracking is not enabled."), None);
     }
 }
