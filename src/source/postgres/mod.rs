@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{self, TableStart};
 use crate::config::{ConnectorConfig, SourceConfig};
-use crate::event::{ChangeEvent, Message, Op, TableId, TableSchema, Value};
+use crate::event::{ChangeEvent, Message, Op, TableId, TableSchema, Value, ValueKind};
 use crate::http::Health;
 use crate::sink::SinkError;
 use crate::source::poll;
@@ -121,10 +121,21 @@ fn read_value(schema: &TableSchema, col: usize, text: Option<&str>) -> Result<Va
         return Ok(Value::Null);
     };
     let c = &schema.columns[col];
-    value::parse(c.source_type.kind(), text).ok_or_else(|| {
+    let kind = c.source_type.kind();
+    value::parse(kind, text).ok_or_else(|| {
+        let shown: String = text.chars().take(60).collect();
+        let why = match kind {
+            ValueKind::Date | ValueKind::Timestamp | ValueKind::TimestampTz => {
+                " (edfi-cdc carries no infinity and no date before year 1)"
+            }
+            _ => "",
+        };
         fatal(format!(
-            "table {} column {}: cannot read a {} value from its text form",
-            schema.id, c.name, c.source_type.name
+            "table {t} column {}: cannot read the {} value {shown:?}{why}; change it at the \
+             source, or leave the column out of `[tables.\"{t}\"] columns`",
+            c.name,
+            c.source_type.name,
+            t = schema.id,
         ))
     })
 }
