@@ -208,6 +208,7 @@ impl Simulator {
         self.signal("-STOP");
     }
 
+    /// Thaw a [`Simulator::freeze`]d process (`SIGCONT`).
     pub fn resume(&self) {
         self.signal("-CONT");
     }

@@ -401,6 +401,9 @@ struct Writer {
 /// Rows written by one transaction.
 type Changes = Vec<(&'static str, Op, u64)>;
 
+/// Whether a failed transaction is tried again (with new random choices): conflicts with
+/// another writer, and a column dropped meanwhile (a test changing the schema under the
+/// workload: a name update that picked `MiddleName` after its drop picks again).
 fn retryable(e: &anyhow::Error) -> bool {
     use tokio_postgres::error::SqlState;
     e.chain()
@@ -411,6 +414,7 @@ fn retryable(e: &anyhow::Error) -> bool {
                 || *c == SqlState::T_R_DEADLOCK_DETECTED
                 || *c == SqlState::UNIQUE_VIOLATION
                 || *c == SqlState::LOCK_NOT_AVAILABLE
+                || *c == SqlState::UNDEFINED_COLUMN
         })
 }
 
