@@ -1683,10 +1683,11 @@ async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot
     kill_poller_and_sink(&stream, Vec::new(), 4, Duration::ZERO).await;
 }
 
-/// Known to fail about one run in three (a stale row: the old key of a primary-key update stays
-/// in staging beside the new one); kept as the reproducer of that bug, not counted as passing.
+/// Known to fail: 1 of its 2 runs so far left a stale row (the old key of a primary-key update
+/// stayed in staging beside the new one); kept as the reproducer of that bug, not counted as
+/// passing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces a stale row after a primary-key update through Kinesis (about 1 run in 3): a bug, not yet fixed"]
+#[ignore = "reproduces a stale row after a primary-key update through Kinesis (1 of 2 runs so far): a bug, not yet fixed"]
 async fn through_kinesis_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
 ) {
     let moto = Moto::start();
