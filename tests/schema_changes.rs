@@ -286,18 +286,7 @@ async fn a_replicator_killed_while_it_publishes_a_new_key_publishes_it_after_the
     // Hold off writes to the target (reads, as the shadow's `LIKE`, pass): the re-snapshot in
     // the new key loads, and its publish blocks in the `DELETE` that empties the target.
     let holder = lock_table(&rig.staging.url(), "edfi.student", "SHARE").await;
-    tsql(
-        &rig.sim,
-        "BEGIN TRANSACTION;\n\
-         ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING;\n\
-         ALTER TABLE edfi.Student DROP CONSTRAINT Student_PK;\n\
-         ALTER TABLE edfi.Student ADD PRIMARY KEY (StudentUniqueId, StudentUSI);\n\
-         ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING;\n\
-         UPDATE edfi.Student SET FirstName = N'Rekeyed' WHERE StudentUSI % 4 = 0;\n\
-         COMMIT;",
-    )
-    .await
-    .unwrap();
+    rekey_student(&rig.sim, 4).await;
     let observer = connect(&rig.staging.url()).await;
     wait_blocked(&observer, &rig.staging.name, "DELETE FROM").await;
     rep.kill();
@@ -434,24 +423,32 @@ async fn a_column_added_and_widened_at_the_source_reaches_the_redshift_target() 
 /// Redshift does not enforce a primary key, but its planner trusts the declared one: a key
 /// changed at the source is declared on the target when the re-snapshot publishes (on the
 /// PostgreSQL stand-in, which does enforce it, the rows then must fit the new key).
+/// At the source, in one transaction: tracking off, `edfi.Student`'s key replaced by
+/// (StudentUniqueId, StudentUSI), tracking on, and every `every`-th student renamed 'Rekeyed'.
+async fn rekey_student(sim: &Simulator, every: u32) {
+    tsql(
+        sim,
+        &format!(
+            "BEGIN TRANSACTION;\n\
+             ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING;\n\
+             ALTER TABLE edfi.Student DROP CONSTRAINT Student_PK;\n\
+             ALTER TABLE edfi.Student ADD PRIMARY KEY (StudentUniqueId, StudentUSI);\n\
+             ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING;\n\
+             UPDATE edfi.Student SET FirstName = N'Rekeyed' WHERE StudentUSI % {every} = 0;\n\
+             COMMIT;"
+        ),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_key_changed_at_the_source_is_declared_on_the_redshift_target() {
     let mut rig = Rig::new(150, 45).await;
     redshift_rig(&mut rig, None, &[]);
     let rep = rig.connector.run();
     wait_publishes(&rep, 1).await;
-    tsql(
-        &rig.sim,
-        "BEGIN TRANSACTION;\n\
-         ALTER TABLE edfi.Student DISABLE CHANGE_TRACKING;\n\
-         ALTER TABLE edfi.Student DROP CONSTRAINT Student_PK;\n\
-         ALTER TABLE edfi.Student ADD PRIMARY KEY (StudentUniqueId, StudentUSI);\n\
-         ALTER TABLE edfi.Student ENABLE CHANGE_TRACKING;\n\
-         UPDATE edfi.Student SET FirstName = N'Rekeyed' WHERE StudentUSI % 3 = 0;\n\
-         COMMIT;",
-    )
-    .await
-    .unwrap();
+    rekey_student(&rig.sim, 3).await;
     wait_publishes(&rep, 2).await;
     wait_for("the new key declared", CATCH_UP, || async {
         (primary_key_columns(&rig.target, "edfi.student").await

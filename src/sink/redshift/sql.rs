@@ -486,6 +486,13 @@ mod tests {
         }
     }
 
+    fn shadow() -> PgName {
+        PgName {
+            schema: "edfi_cdc_shadow".into(),
+            name: "edfi_ods__studentschoolassociation".into(),
+        }
+    }
+
     #[test]
     fn student_tables_get_an_index_on_the_student_column_on_postgresql_only() {
         let t = student_school_association();
@@ -592,10 +599,7 @@ mod tests {
                     LoadMode::S3,
                     &t,
                     &target(),
-                    &PgName {
-                        schema: "edfi_cdc_shadow".into(),
-                        name: "edfi_ods__studentschoolassociation".into(),
-                    },
+                    &shadow(),
                     Some("CAST('2025-03-04 05:06:07' AS timestamp)"),
                     None,
                 ),
@@ -606,10 +610,7 @@ mod tests {
                     LoadMode::S3,
                     &t,
                     &target(),
-                    &PgName {
-                        schema: "edfi_cdc_shadow".into(),
-                        name: "edfi_ods__studentschoolassociation".into(),
-                    },
+                    &shadow(),
                     None,
                     Some(&rekey(&target(), "studentschoolassociation_pkey", &t)),
                 ),
