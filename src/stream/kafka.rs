@@ -5,9 +5,11 @@
 //! goes to partition `row_hash(table, key) mod partitions`, so a row's changes stay in order;
 //! its Kafka key is the primary key as JSON and its value the Debezium-shaped envelope
 //! (`event::encode`, or `stream::debezium` with `format = "debezium"`), followed by a tombstone
-//! after a delete (unless `tombstones = false`). The producer is idempotent by default, but
-//! correctness does not rest on it: a row changes at most once per poll cycle, and a cycle's events are all acknowledged before its watermark is written, so a
-//! retried message that lands twice or out of order within its cycle changes nothing. A
+//! after a delete (unless `tombstones = false`). A row's changes must land in the order sent:
+//! a PostgreSQL source sends every change of a transaction, so a row can change twice in one
+//! cycle. The idempotent producer (the default) keeps that order; with `idempotence = false`
+//! one request is in flight per broker connection, so a batch sent again cannot overtake a
+//! later one. A
 //! watermark is written to every partition of every topic after the cycle's events are
 //! acknowledged; snapshot markers go to every partition of their table's topic. Both carry the
 //! header `edfi-cdc-control` (`watermark` / `snapshot`), so that other consumers skip them
@@ -356,10 +358,16 @@ impl Producer {
                 }
             }
         }
-        let producer: FutureProducer<Ctx> = client_config(&cfg)
+        let mut producer_config = client_config(&cfg);
+        producer_config
             .set("enable.idempotence", cfg.idempotence.to_string())
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "5");
+        if !cfg.idempotence {
+            // Otherwise a batch sent again may land after a later one of its partition.
+            producer_config.set("max.in.flight.requests.per.connection", "1");
+        }
+        let producer: FutureProducer<Ctx> = producer_config
             .create_with_context(Ctx {
                 iam,
                 ..Ctx::default()

@@ -19,7 +19,12 @@
 //! after a split or merge to the child that took the range over.
 //!
 //! The poller buffers changes and writes them with PutRecords (at most 500 records and 5 MB a
-//! call, a few calls in flight), sending again the records a call reports as failed. Before a
+//! call, a few calls in flight), sending again the records a call reports as failed. Kinesis
+//! keeps no order between calls in flight, nor for a record sent again: so a call holds at
+//! most one record of a row, and a row's next record waits until the call holding its earlier
+//! one has ended. A PostgreSQL source sends every change of a transaction, and a row can change
+//! twice in one cycle: its later change replaces the earlier one still in the buffer (the sinks
+//! apply only a cycle's last change of a row, and a buffer never spans a barrier). Before a
 //! watermark or snapshot marker it waits until every change is stored, then writes the marker
 //! to every open shard (explicit hash key = the shard's starting hash key) and lists the open
 //! shards again until each holds it: a shard split or merged meanwhile gets it in its children.
@@ -56,7 +61,7 @@ use aws_sdk_kinesis::Client;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, Mutex};
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -314,9 +319,9 @@ fn entry_size(e: &PutRecordsRequestEntry) -> usize {
 /// Write `records`, sending again those a call reports as failed, with backoff. Returns the
 /// shards the records went to.
 ///
-/// Records sent again come after later ones of the same call: harmless, since a row has at most
-/// one change per poll cycle (or snapshot chunk) and every change of a cycle is stored before
-/// its watermark is written — so no two records of one row are ever in flight together.
+/// Records sent again come after later ones of the same call: harmless, since a call holds at
+/// most one record of a row, and a row's next record is sent only once the call holding its
+/// earlier one has ended (see [`Producer::enqueue`]).
 async fn put_all(
     client: Client,
     stream: String,
@@ -603,31 +608,55 @@ async fn list_shards(
 struct Batching {
     records: Vec<PutRecordsRequestEntry>,
     bytes: usize,
+    /// The rows of the buffered records ([`row_id`]): their place in `records`, and whether
+    /// the record is a change (not a snapshot row).
+    rows: HashMap<String, (usize, bool)>,
     in_flight: JoinSet<Result<Vec<String>, StreamError>>,
+    /// The rows of each call in flight.
+    flying: HashMap<tokio::task::Id, HashSet<String>>,
     /// Records stored per shard since the barrier last written to it. Calls aborted by a
     /// failure may still store records uncounted: a reader then receives more, never fewer.
     landed: HashMap<String, u64>,
 }
 
 impl Batching {
-    fn count(&mut self, shards: Vec<String>) {
-        for shard in shards {
+    /// Wait for one call in flight to end; false if none was in flight.
+    async fn join_one(&mut self) -> Result<bool, StreamError> {
+        let Some(r) = self.in_flight.join_next_with_id().await else {
+            return Ok(false);
+        };
+        let (id, result) = match r {
+            Ok((id, result)) => (id, result),
+            Err(e) => (e.id(), Err(fatal(format!("a PutRecords task failed: {e}")))),
+        };
+        self.flying.remove(&id);
+        for shard in result? {
             *self.landed.entry(shard).or_default() += 1;
         }
+        Ok(true)
+    }
+
+    /// Wait until no call in flight holds a record of `row`.
+    async fn landed(&mut self, row: &str) -> Result<(), StreamError> {
+        while self.flying.values().any(|rows| rows.contains(row)) {
+            self.join_one().await?;
+        }
+        Ok(())
     }
 
     /// Forget everything after a failure: the poller sends the cycle again.
     fn reset(&mut self) {
         self.records.clear();
         self.bytes = 0;
+        self.rows.clear();
         self.in_flight = JoinSet::new(); // aborts the calls in flight
+        self.flying.clear();
     }
 }
 
-fn joined(
-    r: Result<Result<Vec<String>, StreamError>, JoinError>,
-) -> Result<Vec<String>, StreamError> {
-    r.map_err(|e| fatal(format!("a PutRecords task failed: {e}")))?
+/// A row's identity among the buffered and in-flight records: its table and key.
+fn row_id(table: &TableId, key: &Json) -> String {
+    format!("{table}\u{1f}{key}")
 }
 
 /// The poller's end.
@@ -660,7 +689,9 @@ impl Producer {
             Message::Change(ev) => {
                 let hash = row_hash(&ev.table.id, &ev.key).to_string();
                 let data = record_data(&key, &value, None);
-                self.enqueue(entry(data, partition_key(&ev.table.id), hash))
+                let row = row_id(&ev.table.id, &key);
+                let change = ev.op != event::Op::Read;
+                self.enqueue(entry(data, partition_key(&ev.table.id), hash), row, change)
                     .await
             }
             Message::Watermark(_) => {
@@ -675,33 +706,58 @@ impl Producer {
         }
     }
 
-    async fn enqueue(&self, record: PutRecordsRequestEntry) -> Result<(), StreamError> {
+    /// Buffer `record` of `row`, keeping the row's records in order: a later change replaces
+    /// the row's change still in the buffer (the sinks apply a cycle's last change of a row,
+    /// and a buffer never spans a barrier); otherwise the row's earlier record is stored before
+    /// this one is sent.
+    async fn enqueue(
+        &self,
+        record: PutRecordsRequestEntry,
+        row: String,
+        change: bool,
+    ) -> Result<(), StreamError> {
         let mut b = self.batching.lock().await;
-        let size = entry_size(&record);
-        if !b.records.is_empty()
-            && (b.records.len() >= BATCH_RECORDS || b.bytes + size > BATCH_BYTES)
-        {
-            if let Err(e) = self.dispatch(&mut b).await {
-                b.reset();
-                return Err(e);
+        let result = async {
+            let size = entry_size(&record);
+            if let Some(&(i, earlier_change)) = b.rows.get(&row) {
+                let bytes = b.bytes - entry_size(&b.records[i]) + size;
+                if change && earlier_change && bytes <= BATCH_BYTES {
+                    b.records[i] = record;
+                    b.bytes = bytes;
+                    return Ok(());
+                }
+                self.dispatch(&mut b).await?;
             }
+            b.landed(&row).await?;
+            if !b.records.is_empty()
+                && (b.records.len() >= BATCH_RECORDS || b.bytes + size > BATCH_BYTES)
+            {
+                self.dispatch(&mut b).await?;
+            }
+            let at = b.records.len();
+            b.bytes += size;
+            b.records.push(record);
+            b.rows.insert(row, (at, change));
+            Ok(())
         }
-        b.bytes += size;
-        b.records.push(record);
-        Ok(())
+        .await;
+        if result.is_err() {
+            b.reset();
+        }
+        result
     }
 
     /// Start writing the buffered records; wait while too many calls are in flight.
     async fn dispatch(&self, b: &mut Batching) -> Result<(), StreamError> {
         let records = std::mem::take(&mut b.records);
         b.bytes = 0;
-        b.in_flight
+        let rows = std::mem::take(&mut b.rows).into_keys().collect();
+        let call = b
+            .in_flight
             .spawn(put_all(self.client.clone(), self.stream.clone(), records));
+        b.flying.insert(call.id(), rows);
         while b.in_flight.len() > IN_FLIGHT {
-            if let Some(r) = b.in_flight.join_next().await {
-                let shards = joined(r)?;
-                b.count(shards);
-            }
+            b.join_one().await?;
         }
         Ok(())
     }
@@ -713,10 +769,7 @@ impl Producer {
             if !b.records.is_empty() {
                 self.dispatch(&mut b).await?;
             }
-            while let Some(r) = b.in_flight.join_next().await {
-                let shards = joined(r)?;
-                b.count(shards);
-            }
+            while b.join_one().await? {}
             Ok(())
         }
         .await;

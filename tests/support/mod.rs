@@ -382,10 +382,12 @@ impl Replicator {
         self.log.lock().unwrap().clone()
     }
 
-    /// `kill -9`.
-    pub fn kill(mut self) {
+    /// `kill -9`; returns what it logged.
+    pub fn kill(mut self) -> String {
         self.child.kill().ok();
         self.child.wait().ok();
+        std::thread::sleep(Duration::from_millis(50)); // let the log reader finish
+        self.log()
     }
 
     /// SIGTERM, then wait for the exit status (with a deadline).
@@ -425,6 +427,27 @@ impl Drop for Replicator {
         self.child.wait().ok();
         if std::thread::panicking() {
             eprintln!("--- edfi-cdc log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The logs of replicators a test already stopped, printed if the test fails later (a running
+/// [`Replicator`] prints its own).
+#[derive(Default)]
+pub struct KeptLogs(Vec<(String, String)>);
+
+impl KeptLogs {
+    pub fn keep(&mut self, who: &str, log: String) {
+        self.0.push((who.to_string(), log));
+    }
+}
+
+impl Drop for KeptLogs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (who, log) in &self.0 {
+                eprintln!("--- edfi-cdc log: {who} ---\n{log}");
+            }
         }
     }
 }

@@ -12,13 +12,17 @@ numbers grow across parents and children; ListShards honours ShardFilter. Kinesi
 served one at a time (the server is threaded; moto's Kinesis model is not thread-safe: a stock
 moto server loses records when PutRecords calls overlap, silently).
 
-`MOTO_KINESIS_LOSE=EVERY,MOST` makes it lose records on purpose (see below)."""
+`MOTO_KINESIS_LOSE=EVERY,MOST` makes it lose records on purpose (see below); `MOTO_KINESIS_REORDER=MS`
+holds each PutRecords call a random 0 to MS milliseconds before serving it, so that calls in flight
+together are stored in any order, as Kinesis may store them."""
 import base64
 import itertools
 import json
 import os
+import random
 import sys
 import threading
+import time
 
 import moto
 from moto.core.responses import ActionResult
@@ -404,8 +408,14 @@ moto_app = DomainDispatcherApplication(create_backend_app)
 kinesis_lock = threading.Lock()
 
 
+_reorder_ms = int(os.environ.get("MOTO_KINESIS_REORDER", "0"))
+
+
 def app(environ, start_response):
-    if environ.get("HTTP_X_AMZ_TARGET", "").startswith("Kinesis_"):
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target.startswith("Kinesis_"):
+        if _reorder_ms and target.endswith(".PutRecords"):
+            time.sleep(random.uniform(0, _reorder_ms / 1000))
         with kinesis_lock:
             return [b"".join(moto_app(environ, start_response))]
     completing = environ["REQUEST_METHOD"] == "POST" and "uploadId=" in environ.get("QUERY_STRING", "")

@@ -32,6 +32,13 @@ impl Moto {
         Self::spawn(&[("MOTO_KINESIS_LOSE", format!("{every},{most}"))])
     }
 
+    /// A server whose Kinesis holds each PutRecords call a random 0 to `ms` milliseconds, so
+    /// that calls in flight together are stored in any order (Kinesis keeps no order between
+    /// them).
+    pub fn start_reordering_kinesis_calls(ms: u32) -> Moto {
+        Self::spawn(&[("MOTO_KINESIS_REORDER", ms.to_string())])
+    }
+
     fn spawn(env: &[(&str, String)]) -> Moto {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
         let mut cmd = Command::new("python3");
