@@ -1747,6 +1747,79 @@ async fn through_kinesis_rows_changed_twice_in_one_transaction_arrive_in_order()
     drop(rep);
 }
 
+/// The poller killed while Kinesis throttles a snapshot chunk marker on the first shard: the
+/// marker stays on the second shard alone (Kinesis stores a call's records one by one). The
+/// restarted poller's first cycle (changes, the snapshot's new start, a watermark) reaches both
+/// shards; on the second it waits behind the lone marker, and no barrier written after that
+/// marker may be handed out before it (the watermark would claim the changes behind it, which
+/// the sink would then skip as applied: 60 new rows lost in 2 of 2 runs before barriers named
+/// the poller run that wrote them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_kinesis_a_poller_killed_with_a_chunk_marker_on_one_shard_only_loses_nothing() {
+    let moto =
+        Moto::start_throttling_chunk_markers("custom.assessmentscore", "shardId-000000000000", 8);
+    let stream = format!(
+        "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
+        unique("pgsrc")
+    );
+    let (_pg, url, source) = source().await;
+    let staging_db = TestDb::create("pgsrc_lone").await;
+    let staging = connect(&staging_db.url()).await;
+    let c = connector_with(&url, &staging_db, &stream, moto.env());
+    let role =
+        |r: &str| Replicator::spawn(c.command(&["run", "--log", "edfi_cdc=info", "--role", r]));
+    let mut logs = KeptLogs::default();
+    let sink = role("sink");
+    let mut poller = role("poller");
+    // New rows of the streaming table (each stays: a lost insert shows) while the big table's
+    // snapshot runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (url, stop, ops) = (url.clone(), stop.clone(), ops.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                client
+                    .batch_execute(&format!(
+                        "INSERT INTO custom.schoolmanualattributes VALUES ({}, 'New {n}', false, NULL, NULL, NULL)",
+                        1000 + n
+                    ))
+                    .await
+                    .unwrap();
+                ops.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    poller
+        .wait_log(
+            "kinesis: transient fault; retrying",
+            1,
+            Duration::from_secs(120),
+        )
+        .await;
+    logs.keep(
+        "the poller killed while a chunk marker was throttled",
+        poller.kill(),
+    );
+    let poller = role("poller");
+    let before = ops.load(Ordering::SeqCst);
+    wait_for(
+        "more source transactions",
+        Duration::from_secs(60),
+        || async { (ops.load(Ordering::SeqCst) > before + 100).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    wait_lanes_caught_up(&source, &staging, 2, Duration::from_secs(180)).await;
+    assert_equal(&source, &staging).await;
+    drop((poller, sink));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
 ) {

@@ -9,8 +9,7 @@
 //! a PostgreSQL source sends every change of a transaction, so a row can change twice in one
 //! cycle. The idempotent producer (the default) keeps that order; with `idempotence = false`
 //! one request is in flight per broker connection, so a batch sent again cannot overtake a
-//! later one. A
-//! watermark is written to every partition of every topic after the cycle's events are
+//! later one. A watermark is written to every partition of every topic after the cycle's events are
 //! acknowledged; snapshot markers go to every partition of their table's topic. Both carry the
 //! header `edfi-cdc-control` (`watermark` / `snapshot`), so that other consumers skip them
 //! without parsing the value.
@@ -43,7 +42,7 @@ use crate::config::{ConnectorConfig, KafkaConfig, KafkaFormat, SourceKind, Topic
 use crate::event::{self, Message, TableId, TableSchema};
 use crate::sink::Share;
 
-use super::lane::{Delivery, Item};
+use super::lane::{Delivery, Item, Run};
 use super::{debezium, msk_iam, row_hash, Shapes, StreamError};
 
 /// `sasl_mechanism` of MSK's IAM authentication.
@@ -300,10 +299,14 @@ pub struct Producer {
     /// Records sent per partition since the barrier last sent to it; forgotten when a delivery
     /// fails (a reader then receives more than a barrier counts, never fewer).
     sent: Mutex<HashMap<(String, i32), u64>>,
+    /// Written into every barrier (see [`Run`]).
+    run: Run,
 }
 
 /// The header of a barrier that counts the records its partition got since the previous one.
 const SENT_HEADER: &str = "edfi-cdc-sent";
+/// On a barrier: the run of the poller that wrote it (see [`Run`]).
+const RUN_HEADER: &str = "edfi-cdc-run";
 /// The header that marks a control record (a watermark or a snapshot marker), whose value names
 /// it: consumers of the changes skip such records by this header alone, without parsing them.
 pub const CONTROL_HEADER: &str = "edfi-cdc-control";
@@ -386,6 +389,7 @@ impl Producer {
             partitions,
             pending: Mutex::new(Vec::new()),
             sent: Mutex::new(HashMap::new()),
+            run: super::lane::run_now(),
         })
     }
 
@@ -472,6 +476,10 @@ impl Producer {
             .insert(Header {
                 key: SENT_HEADER,
                 value: Some(&sent.to_string()),
+            })
+            .insert(Header {
+                key: RUN_HEADER,
+                value: Some(&self.run.to_string()),
             });
         self.send_record(topic, partition, key, Some(value), Some(headers))
             .await
@@ -790,16 +798,19 @@ fn delivery(
     let msg = shapes
         .decode(&part, &key, &value)
         .map_err(|e| fatal(format!("{}: {e}", at())))?;
-    let sent = m.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == SENT_HEADER)
-            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
-    });
+    let header = |name: &str| -> Option<u64> {
+        m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == name)
+                .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+        })
+    };
     Ok(Some(Delivery {
         part,
         position: m.offset().to_string(),
         item: Item::Message(msg),
-        sent,
+        sent: header(SENT_HEADER),
+        run: header(RUN_HEADER),
     }))
 }
 

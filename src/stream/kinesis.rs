@@ -70,7 +70,7 @@ use crate::checkpoint::{Positions, END};
 use crate::config::ConnectorConfig;
 use crate::event::{self, Message, TableId, TableSchema};
 
-use super::lane::{Delivery, Item};
+use super::lane::{Delivery, Item, Run};
 use super::{row_hash, Shapes, StreamError};
 
 /// The one lane of a Kinesis sink worker: every shard.
@@ -246,21 +246,26 @@ impl Pause {
 }
 
 /// A barrier's count: the records written to `shard` since its previous barrier there
-/// (`None` in records of versions before the shard was named: the shard it is read from).
+/// (`None` in records of versions before the shard was named: the shard it is read from), and
+/// the poller run that wrote it (`None` in records of versions before runs were named).
 #[derive(Debug, Clone, PartialEq)]
 struct Sent {
     records: u64,
     shard: Option<String>,
+    run: Option<Run>,
 }
 
 /// A record's data: the message's key and value, and on a barrier its count (`sent`, with the
-/// shard it was written for in `shard`).
+/// shard it was written for in `shard`) and the poller's run (`run`).
 fn record_data(key: &Json, value: &Json, sent: Option<&Sent>) -> Vec<u8> {
     let mut doc = json!({"key": key, "value": value});
     if let Some(s) = sent {
         doc["sent"] = json!(s.records);
         if let Some(shard) = &s.shard {
             doc["shard"] = json!(shard);
+        }
+        if let Some(run) = s.run {
+            doc["run"] = json!(run);
         }
     }
     serde_json::to_vec(&doc).expect("JSON of JSON")
@@ -277,14 +282,18 @@ fn parse_record_data(data: &[u8]) -> Result<(Json, Json, Option<Sent>), String> 
         return Err("field `value` is not an object".into());
     }
     let key = m.remove("key").unwrap_or(Json::Null);
-    let sent = match (m.remove("sent"), m.remove("shard")) {
-        (None, _) => None,
-        (Some(n), shard) => Some(Sent {
+    let sent = match (m.remove("sent"), m.remove("shard"), m.remove("run")) {
+        (None, _, _) => None,
+        (Some(n), shard, run) => Some(Sent {
             records: n.as_u64().ok_or("field `sent` is not a count")?,
             shard: match shard {
                 None => None,
                 Some(Json::String(s)) => Some(s),
                 Some(_) => return Err("field `shard` is not a shard id".into()),
+            },
+            run: match run {
+                None => None,
+                Some(r) => Some(r.as_u64().ok_or("field `run` is not a poller run")?),
             },
         }),
     };
@@ -666,6 +675,8 @@ pub struct Producer {
     connector: String,
     database: String,
     batching: Mutex<Batching>,
+    /// Written into every barrier (see [`Run`]).
+    run: Run,
 }
 
 impl Producer {
@@ -680,6 +691,7 @@ impl Producer {
             connector: config.name.clone(),
             database: config.source.database.clone(),
             batching: Mutex::new(Batching::default()),
+            run: super::lane::run_now(),
         })
     }
 
@@ -829,6 +841,7 @@ impl Producer {
                     let sent = Sent {
                         records: b.landed.get(id).copied().unwrap_or(0),
                         shard: Some(id.clone()),
+                        run: Some(self.run),
                     };
                     let data = record_data(key, value, Some(&sent));
                     entry(data, partition.to_string(), start.clone())
@@ -895,10 +908,14 @@ impl Shared {
             .ok_or_else(|| transient(format!("GetShardIterator of {shard} gave no iterator")))
     }
 
-    /// The record's message, and on a barrier the records its shard stored before it. A copy
-    /// written for a shard that split or merged just before it landed counts that shard's
-    /// records, not this one's: its count is unknown here.
-    fn decode(&self, shard: &str, r: &Record) -> Result<(Message, Option<u64>), StreamError> {
+    /// The record's message, and on a barrier the records its shard stored before it and the
+    /// poller run that wrote it. A copy written for a shard that split or merged just before it
+    /// landed counts that shard's records, not this one's: its count is unknown here.
+    fn decode(
+        &self,
+        shard: &str,
+        r: &Record,
+    ) -> Result<(Message, Option<u64>, Option<Run>), StreamError> {
         let at = || format!("shard {shard} sequence number {}", r.sequence_number());
         let (key, value, sent) = parse_record_data(r.data().as_ref())
             .map_err(|e| fatal(format!("{}: malformed record: {e}", at())))?;
@@ -908,10 +925,11 @@ impl Shared {
             .expect("no reader panics holding the shapes")
             .decode(shard, &key, &value)
             .map_err(|e| fatal(format!("{}: {e}", at())))?;
+        let run = sent.as_ref().and_then(|s| s.run);
         let sent = sent
             .filter(|s| s.shard.as_deref().is_none_or(|s| s == shard))
             .map(|s| s.records);
-        Ok((msg, sent))
+        Ok((msg, sent, run))
     }
 }
 
@@ -1009,13 +1027,14 @@ async fn read_shard(
         };
         pause.reset();
         for r in out.records() {
-            let (msg, sent) = shared.decode(&shard, r)?;
+            let (msg, sent, run) = shared.decode(&shard, r)?;
             let seq = r.sequence_number().to_string();
             let d = Delivery {
                 part: shard.clone(),
                 position: seq.clone(),
                 item: Item::Message(msg),
                 sent,
+                run,
             };
             if !deliver(&tx, &stop, d).await {
                 return Ok(Outcome::Quit);
@@ -1147,6 +1166,7 @@ impl Coordinator {
                     after: known.get(id).cloned().unwrap_or_default(),
                 },
                 sent: None,
+                run: None,
             };
             if !deliver(&self.tx, &self.stop, opened).await {
                 return None;
@@ -1230,7 +1250,7 @@ impl Coordinator {
                     let Some(ready) = self.open_startable().await else {
                         return Ok(());
                     };
-                    let end = Delivery { part: shard, position: last, item: Item::Ended, sent: None };
+                    let end = Delivery { part: shard, position: last, item: Item::Ended, sent: None, run: None };
                     if !deliver(&self.tx, &self.stop, end).await {
                         return Ok(());
                     }
@@ -1393,6 +1413,7 @@ mod tests {
             position: pos.into(),
             item,
             sent: None,
+            run: None,
         };
         let w = |v| Item::Message(Message::Watermark(wm(v)));
         let (tx, rx) = mpsc::channel(100);
@@ -1470,6 +1491,7 @@ mod tests {
         let sent = Sent {
             records: 3,
             shard: Some("shardId-000000000001".into()),
+            run: Some(1_764_990_000_000),
         };
         for (msg, sent) in [(change, None), (watermark, Some(sent))] {
             let (key, value) = event::encode("c", "db", &msg);
@@ -1489,6 +1511,7 @@ mod tests {
         assert!(parse_record_data(br#"{"key": {}, "value": 3}"#).is_err());
         assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": -1}"#).is_err());
         assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": 1, "shard": 2}"#).is_err());
+        assert!(parse_record_data(br#"{"key": {}, "value": {}, "sent": 1, "run": "x"}"#).is_err());
         // Written before counts named their shard: the shard it is read from.
         let (_, _, sent) = parse_record_data(br#"{"key": {}, "value": {}, "sent": 1}"#).unwrap();
         assert_eq!(sent.map(|s| (s.records, s.shard)), Some((1, None)));

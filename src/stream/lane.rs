@@ -8,10 +8,12 @@
 //! before watermark `V`, every change up to `V` of every partition of the lane — never half a
 //! cycle. Order within a partition is kept, and a row's changes all travel in one partition.
 //!
-//! One exception: a poller that died while writing a watermark leaves it in some partitions
-//! only; the re-sent cycle then ends with a later watermark everywhere, and the partitions
-//! without the first one hand out changes of the re-sent cycle before it. They are applied one
-//! watermark early — never lost, never applied twice.
+//! One exception: a poller that died while writing a barrier leaves it in some partitions
+//! only. Barriers name the poller run that wrote them ([`Run`]), and when the partitions wait at
+//! barriers of different runs, the oldest run's goes first: the lone barrier, then what waits
+//! behind it, then the next run's. A lone watermark is followed by a later one everywhere (the
+//! re-sent cycle), and the partitions without it hand out changes of the re-sent cycle before
+//! it: they are applied one watermark early — never lost, never applied twice.
 //!
 //! Messages at or before a partition's stored position (already applied) are skipped, and
 //! [`Input::consumed`] tells the sink which positions the messages it has taken reach, for
@@ -55,6 +57,21 @@ pub struct Delivery {
     /// On a barrier (watermark or snapshot marker): the records the poller wrote to this
     /// partition since its previous barrier there, when the poller counted them.
     pub sent: Option<u64>,
+    /// On a barrier: the run of the poller that wrote it (see [`Run`]), when it said.
+    pub run: Option<Run>,
+}
+
+/// A poller process's run: the time it started, in milliseconds since the Unix epoch. A poller
+/// killed while it wrote a barrier leaves it in some partitions only; the next run's barriers
+/// are later ones, and the lane hands out the older run's barrier first, so that what waits
+/// behind it is handed out before any barrier written after it. Runs are ordered by the clocks
+/// of the poller's hosts: a restarted poller's clock must not be behind the dead one's by more
+/// than the time between the death and the restart (seconds at least).
+pub type Run = u64;
+
+/// The run starting now.
+pub fn run_now() -> Run {
+    chrono::Utc::now().timestamp_millis().max(0) as Run
 }
 
 /// Records a partition lost: fewer arrived between two of its barriers than the poller wrote.
@@ -71,6 +88,12 @@ pub struct Gap {
 enum Barrier {
     Watermark(Watermark, String),
     Marker(SnapshotMarker, String),
+}
+
+/// A partition's barrier and the run that wrote it.
+struct Parked {
+    barrier: Barrier,
+    run: Option<Run>,
 }
 
 impl Part {
@@ -100,7 +123,7 @@ impl Part {
 struct Part {
     /// The barrier this partition delivered last, while it waits for the lane's other
     /// partitions.
-    parked: Option<Barrier>,
+    parked: Option<Parked>,
     waiting: VecDeque<Delivery>,
     /// Records received since the partition's last barrier; unknown until this run saw one.
     received: Option<u64>,
@@ -255,14 +278,20 @@ impl Input {
                 self.release();
             }
             Item::Message(Message::Watermark(w)) => {
-                part.parked = Some(Barrier::Watermark(w, d.position));
+                part.parked = Some(Parked {
+                    barrier: Barrier::Watermark(w, d.position),
+                    run: d.run,
+                });
                 self.release();
             }
             Item::Message(Message::Snapshot(m)) if self.marker_barriers => {
                 if self.markers.get(&m.table().id) == Some(&m) {
                     return;
                 }
-                part.parked = Some(Barrier::Marker(m, d.position));
+                part.parked = Some(Parked {
+                    barrier: Barrier::Marker(m, d.position),
+                    run: d.run,
+                });
                 self.release();
             }
             Item::Message(m) => self.ready.push_back((Some(m), vec![(d.part, d.position)])),
@@ -287,9 +316,9 @@ impl Input {
         }
     }
 
-    /// While every partition is parked at a barrier, hand out the earliest — the lowest
-    /// watermark, else the snapshot marker they all wait at — and let the partitions parked at
-    /// it go on.
+    /// While every partition is parked at a barrier, hand out the earliest — of the oldest
+    /// poller run among them (see [`Run`]), the lowest watermark, else the snapshot marker they
+    /// all wait at — and let the partitions parked at it go on.
     fn release(&mut self) {
         loop {
             if self.release_topic_marker() {
@@ -298,29 +327,43 @@ impl Input {
             if self.parts.is_empty() || self.parts.values().any(|p| p.parked.is_none()) {
                 return;
             }
-            let low = self
+            let oldest = self
                 .parts
                 .values()
-                .filter_map(|p| match &p.parked {
-                    Some(Barrier::Watermark(w, _)) => Some(w.version),
+                .filter_map(|p| p.parked.as_ref())
+                .map(|p| p.run)
+                .min()
+                .expect("every partition is parked");
+            let candidates = || {
+                self.parts
+                    .values()
+                    .filter_map(|p| p.parked.as_ref())
+                    .filter(|p| p.run == oldest)
+            };
+            let low = candidates()
+                .filter_map(|p| match &p.barrier {
+                    Barrier::Watermark(w, _) => Some(w.version),
                     _ => None,
                 })
                 .min();
-            let first_marker = self.parts.values().find_map(|p| match &p.parked {
-                Some(Barrier::Marker(m, _)) => Some(m.clone()),
+            let first_marker = candidates().find_map(|p| match &p.barrier {
+                Barrier::Marker(m, _) => Some(m.clone()),
                 _ => None,
             });
-            let at = |b: &Barrier| match (b, low, &first_marker) {
-                (Barrier::Watermark(w, _), Some(low), _) => w.version == low,
-                (Barrier::Marker(m, _), None, Some(first)) => m == first,
-                _ => false,
+            let at = |p: &Parked| {
+                p.run == oldest
+                    && match (&p.barrier, low, &first_marker) {
+                        (Barrier::Watermark(w, _), Some(low), _) => w.version == low,
+                        (Barrier::Marker(m, _), None, Some(first)) => m == first,
+                        _ => false,
+                    }
             };
             let mut reached = Vec::new();
             let mut barrier = None;
             let mut resumed = Vec::new();
             for (id, p) in &mut self.parts {
                 if p.parked.as_ref().is_some_and(at) {
-                    let (m, pos) = match p.parked.take().expect("parked") {
+                    let (m, pos) = match p.parked.take().expect("parked").barrier {
                         Barrier::Watermark(w, pos) => (Message::Watermark(w), pos),
                         Barrier::Marker(m, pos) => (Message::Snapshot(m), pos),
                     };
@@ -359,14 +402,16 @@ impl Input {
                 .map(|t| format!("{t}/"))
                 .unwrap_or_default()
         };
-        let found = self.parts.values().find_map(|p| match &p.parked {
+        let found = self.parts.values().find_map(|p| match p.parked.as_ref().map(|p| &p.barrier) {
             Some(Barrier::Marker(m, _)) => {
                 let prefix = carriers(m);
                 let all = self
                     .parts
                     .iter()
                     .filter(|(id, _)| id.starts_with(&prefix))
-                    .all(|(_, q)| matches!(&q.parked, Some(Barrier::Marker(n, _)) if n == m));
+                    .all(|(_, q)| {
+                        matches!(q.parked.as_ref().map(|p| &p.barrier), Some(Barrier::Marker(n, _)) if n == m)
+                    });
                 all.then(|| (m.clone(), prefix))
             }
             _ => None,
@@ -381,7 +426,11 @@ impl Input {
             .iter_mut()
             .filter(|(id, _)| id.starts_with(&prefix))
         {
-            if let Some(Barrier::Marker(_, pos)) = p.parked.take() {
+            if let Some(Parked {
+                barrier: Barrier::Marker(_, pos),
+                ..
+            }) = p.parked.take()
+            {
                 reached.push((id.clone(), pos));
             }
             resumed.extend(p.waiting.drain(..));
@@ -427,6 +476,7 @@ mod tests {
             position: pos.to_string(),
             item,
             sent: None,
+            run: None,
         }
     }
 
@@ -599,6 +649,59 @@ mod tests {
             tx.send(d("a", i as u64, marker(m))).await.unwrap();
         }
         assert_eq!(drain(&mut input).await, vec!["S"; 8]);
+    }
+
+    /// A barrier `item` written by poller run `run`.
+    fn of_run(part: &str, pos: u64, item: Item, run: Run) -> Delivery {
+        Delivery {
+            run: Some(run),
+            ..d(part, pos, item)
+        }
+    }
+
+    /// A poller killed while it wrote a snapshot marker left it in partition `a` only; the next
+    /// run's watermark is in both. The lone marker, of the older run, is handed out first, and
+    /// the change waiting behind it before the watermark (handing out the watermark first would
+    /// claim that change before the sink holds it).
+    #[tokio::test]
+    async fn a_lone_barrier_of_a_dead_pollers_run_goes_before_the_next_runs_barriers() {
+        let table = every_type_schema();
+        let chunk = || {
+            Item::Message(Message::Snapshot(SnapshotMarker::Chunk {
+                table: table.clone(),
+                last_key: vec![Value::Int(1), Value::Null],
+                rows: 1,
+            }))
+        };
+        let (tx, rx) = mpsc::channel(100);
+        let parts = ["a", "b"].map(String::from);
+        let mut input = Input::new(rx, parts, Positions::new(), true);
+        for x in [
+            of_run("a", 0, chunk(), 1),
+            d("b", 0, change(2, 6)),
+            of_run("b", 1, wm(6), 2),
+            d("a", 1, change(1, 6)),
+            of_run("a", 2, wm(6), 2),
+        ] {
+            tx.send(x).await.unwrap();
+        }
+        assert_eq!(drain(&mut input).await, ["kInt(2)", "S", "kInt(1)", "W6"]);
+
+        // A lone watermark of the dead run goes before the next run's marker, and what waits
+        // behind the watermark before that marker.
+        let (tx, rx) = mpsc::channel(100);
+        let parts = ["a", "b"].map(String::from);
+        let mut input = Input::new(rx, parts, Positions::new(), true);
+        for x in [
+            of_run("b", 0, wm(5), 1),
+            d("a", 0, change(1, 6)),
+            of_run("a", 1, chunk(), 2),
+            d("b", 1, change(2, 6)),
+            of_run("b", 2, chunk(), 2),
+        ] {
+            tx.send(x).await.unwrap();
+        }
+        assert_eq!(drain(&mut input).await, ["kInt(1)", "W5", "kInt(2)", "S"]);
     }
 
     /// A lane over every partition of per-table topics: a table's marker is in its topic's

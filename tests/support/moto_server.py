@@ -14,7 +14,8 @@ moto server loses records when PutRecords calls overlap, silently).
 
 `MOTO_KINESIS_LOSE=EVERY,MOST` makes it lose records on purpose (see below); `MOTO_KINESIS_REORDER=MS`
 holds each PutRecords call a random 0 to MS milliseconds before serving it, so that calls in flight
-together are stored in any order, as Kinesis may store them."""
+together are stored in any order, as Kinesis may store them; `MOTO_KINESIS_REFUSE_CHUNK_MARKERS=SHARD,N,TABLE`
+throttles the snapshot chunk markers of TABLE written to shard SHARD, N times in all."""
 import base64
 import itertools
 import json
@@ -328,6 +329,47 @@ def _response_get_records(self):
     return ActionResult(reply)
 
 
+# Fault injection for the tests (`MOTO_KINESIS_REFUSE_CHUNK_MARKERS=SHARD,N,TABLE`): a snapshot
+# chunk marker of table TABLE (`schema.table`) addressed to shard SHARD (its `shard` field) is
+# refused as Kinesis refuses a record of a shard over its write limit, N times in all; the call's
+# other records are stored.
+_refuse = os.environ.get("MOTO_KINESIS_REFUSE_CHUNK_MARKERS", ",0,").split(",")
+_refused = [0]
+_backend_put_records_stock = KinesisBackend.put_records
+
+
+def _refuses(record):
+    shard, most = _refuse[0], int(_refuse[1])
+    if _refused[0] >= most:
+        return False
+    data = base64.b64decode(record.get("Data", ""))
+    if b'"snapshot_chunk"' not in data:
+        return False
+    doc = json.loads(data)
+    if doc.get("shard") != shard or doc["key"].get("snapshot") != _refuse[2]:
+        return False
+    _refused[0] += 1
+    return True
+
+
+def _backend_put_records(self, stream_arn, stream_name, records):
+    refused = [_refuses(r) for r in records]
+    if not any(refused):
+        return _backend_put_records_stock(self, stream_arn, stream_name, records)
+    kept = [r for r, no in zip(records, refused) if not no]
+    reply = _backend_put_records_stock(self, stream_arn, stream_name, kept)
+    stored = iter(reply["Records"])
+    reply["Records"] = [
+        {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": f"Rate exceeded for shard {_refuse[0]}"}
+        if no
+        else next(stored)
+        for no in refused
+    ]
+    reply["FailedRecordCount"] = sum(refused)
+    return reply
+
+
+KinesisBackend.put_records = _backend_put_records
 KinesisBackend.get_shard_iterator = _backend_get_shard_iterator
 KinesisBackend.get_records = _backend_get_records
 KinesisResponse.get_records = _response_get_records

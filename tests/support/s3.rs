@@ -39,6 +39,16 @@ impl Moto {
         Self::spawn(&[("MOTO_KINESIS_REORDER", ms.to_string())])
     }
 
+    /// A server whose Kinesis refuses the snapshot chunk markers of `table` (`schema.table`)
+    /// written to shard `shard` (throttled, as a shard over its write limit), `times` times in
+    /// all.
+    pub fn start_throttling_chunk_markers(table: &str, shard: &str, times: u32) -> Moto {
+        Self::spawn(&[(
+            "MOTO_KINESIS_REFUSE_CHUNK_MARKERS",
+            format!("{shard},{times},{table}"),
+        )])
+    }
+
     fn spawn(env: &[(&str, String)]) -> Moto {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
         let mut cmd = Command::new("python3");
