@@ -20,6 +20,7 @@
 //! live in the target; offsets committed to Kafka are only where a new owner starts reading.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ use crate::config::{ConnectorConfig, KafkaConfig, KafkaFormat, SourceKind, Topic
 use crate::event::{self, Message, TableId, TableSchema};
 use crate::sink::Share;
 
-use super::lane::{Delivery, Item, Run};
+use super::lane::{Delivery, Item};
 use super::{debezium, msk_iam, row_hash, Shapes, StreamError};
 
 /// `sasl_mechanism` of MSK's IAM authentication.
@@ -299,13 +300,13 @@ pub struct Producer {
     /// Records sent per partition since the barrier last sent to it; forgotten when a delivery
     /// fails (a reader then receives more than a barrier counts, never fewer).
     sent: Mutex<HashMap<(String, i32), u64>>,
-    /// Written into every barrier (see [`Run`]).
-    run: Run,
+    /// Written into every barrier (see [`super::lane::Run`]); a new one after a barrier write failed.
+    run: AtomicU64,
 }
 
 /// The header of a barrier that counts the records its partition got since the previous one.
 const SENT_HEADER: &str = "edfi-cdc-sent";
-/// On a barrier: the run of the poller that wrote it (see [`Run`]).
+/// On a barrier: the run of the poller that wrote it (see [`super::lane::Run`]).
 const RUN_HEADER: &str = "edfi-cdc-run";
 /// The header that marks a control record (a watermark or a snapshot marker), whose value names
 /// it: consumers of the changes skip such records by this header alone, without parsing them.
@@ -389,7 +390,7 @@ impl Producer {
             partitions,
             pending: Mutex::new(Vec::new()),
             sent: Mutex::new(HashMap::new()),
-            run: super::lane::run_now(),
+            run: AtomicU64::new(super::lane::run_now()),
         })
     }
 
@@ -418,22 +419,22 @@ impl Producer {
                 self.acknowledged().await?;
                 let (key, value) = self.encode(&msg)?;
                 let (key, value) = (key.to_string(), value.to_string());
-                for (topic, &n) in &self.partitions {
-                    for p in 0..n {
-                        self.barrier(topic, p, &key, &value, "watermark").await?;
-                    }
-                }
-                self.acknowledged().await
+                let to: Vec<(&str, i32)> = self
+                    .partitions
+                    .iter()
+                    .flat_map(|(t, &n)| (0..n).map(move |p| (t.as_str(), p)))
+                    .collect();
+                self.barriers(&to, &key, &value, "watermark").await
             }
             Message::Snapshot(m) => {
                 self.acknowledged().await?;
                 let topic = topic(&self.cfg, &m.table().id);
                 let (key, value) = self.encode(&msg)?;
                 let (key, value) = (key.to_string(), value.to_string());
-                for p in 0..self.partitions[&topic] {
-                    self.barrier(&topic, p, &key, &value, "snapshot").await?;
-                }
-                self.acknowledged().await
+                let to: Vec<(&str, i32)> = (0..self.partitions[&topic])
+                    .map(|p| (topic.as_str(), p))
+                    .collect();
+                self.barriers(&to, &key, &value, "snapshot").await
             }
         }
     }
@@ -450,6 +451,30 @@ impl Producer {
             )
             .map_err(|e| fatal(format!("format = \"debezium\": {e}"))),
         }
+    }
+
+    /// Send a barrier (control record `kind`) to each of `to` (topic, partition) and wait until
+    /// the broker acknowledged it. One that failed may be in some partitions only: the barriers
+    /// after it are of a new run, which sinks hand out after it (see [`super::lane::Run`]).
+    async fn barriers(
+        &self,
+        to: &[(&str, i32)],
+        key: &str,
+        value: &str,
+        kind: &str,
+    ) -> Result<(), StreamError> {
+        let result = async {
+            for &(topic, p) in to {
+                self.barrier(topic, p, key, value, kind).await?;
+            }
+            self.acknowledged().await
+        }
+        .await;
+        if result.is_err() {
+            let run = super::lane::next_run(&self.run);
+            warn!(run, "kafka: a barrier may be in some partitions only; the barriers after it are of a new poller run");
+        }
+        result
     }
 
     /// Send a barrier (control record `kind`) to `partition`, with the count of records sent
@@ -479,7 +504,7 @@ impl Producer {
             })
             .insert(Header {
                 key: RUN_HEADER,
-                value: Some(&self.run.to_string()),
+                value: Some(&self.run.load(Ordering::SeqCst).to_string()),
             });
         self.send_record(topic, partition, key, Some(value), Some(headers))
             .await

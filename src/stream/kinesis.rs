@@ -48,6 +48,7 @@
 //! `GetShardIterator` and `GetRecords`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -675,8 +676,8 @@ pub struct Producer {
     connector: String,
     database: String,
     batching: Mutex<Batching>,
-    /// Written into every barrier (see [`Run`]).
-    run: Run,
+    /// Written into every barrier (see [`Run`]); a new one after a barrier write failed.
+    run: AtomicU64,
 }
 
 impl Producer {
@@ -691,7 +692,7 @@ impl Producer {
             connector: config.name.clone(),
             database: config.source.database.clone(),
             batching: Mutex::new(Batching::default()),
-            run: super::lane::run_now(),
+            run: AtomicU64::new(super::lane::run_now()),
         })
     }
 
@@ -708,11 +709,11 @@ impl Producer {
             }
             Message::Watermark(_) => {
                 self.flush().await?;
-                self.to_every_open_shard(&key, &value, "watermark").await
+                self.barrier(&key, &value, "watermark").await
             }
             Message::Snapshot(m) => {
                 self.flush().await?;
-                self.to_every_open_shard(&key, &value, &partition_key(&m.table().id))
+                self.barrier(&key, &value, &partition_key(&m.table().id))
                     .await
             }
         }
@@ -814,6 +815,17 @@ impl Producer {
         }
     }
 
+    /// Write a barrier to every open shard. One that failed may be in some shards only: the
+    /// barriers after it are of a new run, which sinks hand out after it (see [`Run`]).
+    async fn barrier(&self, key: &Json, value: &Json, partition: &str) -> Result<(), StreamError> {
+        let result = self.to_every_open_shard(key, value, partition).await;
+        if result.is_err() {
+            let run = super::lane::next_run(&self.run);
+            warn!(run, "kinesis: a barrier may be in some shards only; the barriers after it are of a new poller run");
+        }
+        result
+    }
+
     /// Write a barrier to every open shard, until the open shards all hold it (a shard split
     /// or merged meanwhile passes it to its children; a child may get it twice, which is
     /// harmless). Each copy carries the records its shard stored since its previous barrier.
@@ -841,7 +853,7 @@ impl Producer {
                     let sent = Sent {
                         records: b.landed.get(id).copied().unwrap_or(0),
                         shard: Some(id.clone()),
-                        run: Some(self.run),
+                        run: Some(self.run.load(Ordering::SeqCst)),
                     };
                     let data = record_data(key, value, Some(&sent));
                     entry(data, partition.to_string(), start.clone())

@@ -74,6 +74,14 @@ pub fn run_now() -> Run {
     chrono::Utc::now().timestamp_millis().max(0) as Run
 }
 
+/// A new run for a poller whose barrier write failed (so that barrier may be in some
+/// partitions only): later than `run`, and than any barrier written so far.
+pub fn next_run(run: &std::sync::atomic::AtomicU64) -> Run {
+    let next = run_now().max(run.load(std::sync::atomic::Ordering::SeqCst) + 1);
+    run.fetch_max(next, std::sync::atomic::Ordering::SeqCst);
+    next
+}
+
 /// Records a partition lost: fewer arrived between two of its barriers than the poller wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {

@@ -110,6 +110,10 @@ struct TableRt {
     state: Option<TableCheckpoint>,
     /// A snapshot this sink does not need (it already holds everything up to its version).
     ignoring_snapshot: bool,
+    /// The shadow may hold rows past the snapshot's progress (a chunk was read again from an
+    /// earlier key, or this process took the snapshot over part-way): the rest of the
+    /// snapshot's chunks are merged into it, not copied.
+    merge_chunks: bool,
     stage: String,
     snapshot: SnapshotRows,
 }
@@ -353,6 +357,7 @@ impl RedshiftSink {
                     target,
                     state: None,
                     ignoring_snapshot: false,
+                    merge_chunks: false,
                     stage: format!("edfi_cdc_stage_{i}"),
                     snapshot: SnapshotRows::default(),
                 },
@@ -380,6 +385,7 @@ impl RedshiftSink {
             if let Some(rt) = tables.get_mut(id) {
                 metrics::table_applied(connector, SINK, &id.to_string(), state.version);
                 rt.state = Some(state.clone());
+                rt.merge_chunks = state.phase == Phase::Snapshot;
             }
         }
         if let Some(lane) = &mut lane {
@@ -1221,6 +1227,7 @@ impl RedshiftSink {
                 );
                 self.requests.done(&id);
                 let rt = self.tables.get_mut(&id).expect("table exists");
+                rt.merge_chunks = false;
                 rt.state = Some(TableCheckpoint {
                     phase: Phase::Snapshot,
                     version,
@@ -1373,8 +1380,9 @@ impl RedshiftSink {
         let mut events = std::mem::take(&mut rt.snapshot.events);
         dedup_snapshot_rows(&mut events);
         // Rows this sink already holds are re-sent only when the poller resumed from another
-        // sink's earlier position; then merge, else COPY straight into the shadow table.
-        let overlap = already + events.len() as u64 != target_rows;
+        // sink's earlier position or read a chunk again; then merge, else COPY straight into
+        // the shadow table.
+        let overlap = rt.merge_chunks || already + events.len() as u64 != target_rows;
         let refs: Vec<&ChangeEvent> = events.iter().collect();
         let (parts, keys, bytes) = encode(&refs, &rt.schema, self.cfg.part_bytes, overlap, None);
         self.loads = vec![TableLoad {
@@ -1391,6 +1399,7 @@ impl RedshiftSink {
             Box::pin(s.apply_snapshot(id2.clone(), key2.clone(), target_rows, overlap))
         })
         .await?;
+        self.tables.get_mut(id).expect("table exists").merge_chunks = overlap;
         self.after_commit().await;
         metrics::flush(
             &self.connector,

@@ -65,6 +65,10 @@ struct TableRt {
     state: Option<TableCheckpoint>,
     /// A snapshot this sink does not need (it already holds everything up to its version).
     ignoring_snapshot: bool,
+    /// The shadow may hold rows past the snapshot's progress (a chunk was read again from an
+    /// earlier key, or this process took the snapshot over part-way): the rest of the
+    /// snapshot's chunks are merged into it, not copied.
+    merge_chunks: bool,
     temp: String,
 }
 
@@ -238,6 +242,7 @@ impl StagingSink {
                     target,
                     state: None,
                     ignoring_snapshot: false,
+                    merge_chunks: false,
                     temp: format!("edfi_cdc_batch_{i}"),
                 },
             );
@@ -288,6 +293,7 @@ impl StagingSink {
                 rt.state = Some(state.clone());
                 // Chunks of an earlier snapshot may be read again before the awaited one starts.
                 rt.ignoring_snapshot = awaits_snapshot(state);
+                rt.merge_chunks = state.phase == Phase::Snapshot;
             }
         }
         info!(sink = %name, tables = tables.len(), "staging sink ready");
@@ -1000,6 +1006,7 @@ impl StagingSink {
                     rt.schema = shape;
                     self.temps.remove(&rt.temp);
                 }
+                rt.merge_chunks = false;
                 rt.state = Some(TableCheckpoint {
                     phase: Phase::Snapshot,
                     version,
@@ -1161,9 +1168,10 @@ impl StagingSink {
             .as_ref()
             .map_or(0, |s| s.snapshot_rows);
         // Rows this sink already holds are re-sent only when the poller resumed from another
-        // sink's earlier position; then upsert, else load straight into the shadow table.
+        // sink's earlier position or read a chunk again; then upsert, else load straight into
+        // the shadow table.
         let chunk: &[ChangeEvent] = self.snapshot_rows.get(&id).map_or(&[], Vec::as_slice);
-        let overlap = already + chunk.len() as u64 != rows;
+        let overlap = self.tables[&id].merge_chunks || already + chunk.len() as u64 != rows;
         let temps = if overlap { vec![id.clone()] } else { vec![] };
         self.connect_with_temps(&temps).await?;
         let client = self.client.as_mut().expect("connected above");
@@ -1194,7 +1202,9 @@ impl StagingSink {
         checkpoint::snapshot_progress(&tx, &connector, &self.name, &id, &last_key, rows)
             .await
             .map_err(pg)?;
-        commit_fenced(SINK, tx, self.lane.as_mut()).await
+        commit_fenced(SINK, tx, self.lane.as_mut()).await?;
+        self.tables.get_mut(&id).expect("table exists").merge_chunks = overlap;
+        Ok(())
     }
 }
 
