@@ -1714,17 +1714,36 @@ async fn wait_lanes_caught_up(
 /// first, and the row's first change would win in staging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_rows_changed_twice_in_one_transaction_arrive_in_order() {
-    let moto = Moto::start_reordering_kinesis_calls(30);
+    let moto = Moto::start();
     let stream = format!(
         "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
         unique("pgsrc")
     );
+    rows_changed_twice(&stream, moto.env(), 2).await;
+}
+
+/// The same through Kafka, whose idempotent producer keeps a partition's records in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_kafka_rows_changed_twice_in_one_transaction_arrive_in_order() {
+    let broker = Broker::start();
+    let stream = format!(
+        "\n[stream]\nkind = \"kafka\"\n\n[stream.kafka]\nbootstrap_servers = \"{}\"\n\
+         topic_prefix = \"{}\"\npartitions = 2\n",
+        broker.bootstrap,
+        unique("pgsrc")
+    );
+    rows_changed_twice(&stream, Vec::new(), 4).await;
+}
+
+/// Through the stream `stream` (TOML, with environment `env`): 20 transactions that update rows
+/// and then delete or re-key them, 1,600 changes each, reach staging as the source has them.
+async fn rows_changed_twice(stream: &str, env: Vec<(String, String)>, lane_tables: i64) {
     let (_pg, url, source) = source().await;
     let staging_db = TestDb::create("pgsrc_twice").await;
     let staging = connect(&staging_db.url()).await;
-    let c = connector_with(&url, &staging_db, &stream, moto.env());
+    let c = connector_with(&url, &staging_db, stream, env);
     let rep = c.run();
-    wait_lanes_caught_up(&source, &staging, 2, Duration::from_secs(180)).await;
+    wait_lanes_caught_up(&source, &staging, lane_tables, Duration::from_secs(180)).await;
     // Each transaction: 1,200 updates, then the delete of 200 of those rows and the key change
     // of 100 more (a delete and an insert each), 1,600 changes.
     for t in 0..20 {
@@ -1742,7 +1761,7 @@ async fn through_kinesis_rows_changed_twice_in_one_transaction_arrive_in_order()
             .await
             .unwrap();
     }
-    wait_lanes_caught_up(&source, &staging, 2, Duration::from_secs(180)).await;
+    wait_lanes_caught_up(&source, &staging, lane_tables, Duration::from_secs(180)).await;
     assert_equal(&source, &staging).await;
     drop(rep);
 }
@@ -1856,7 +1875,7 @@ async fn lone_chunk_marker(refusals: u32, kill: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
 ) {
-    let moto = Moto::start_reordering_kinesis_calls(30);
+    let moto = Moto::start();
     let stream = format!(
         "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
         unique("pgsrc")

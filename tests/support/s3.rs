@@ -9,8 +9,12 @@ use aws_sdk_s3::Client;
 
 pub const ACCESS_KEY: &str = "edfi-cdc-test";
 pub const SECRET_KEY: &str = "edfi-cdc-test-secret";
+/// See [`Moto`].
+const REORDER_MS: u32 = 30;
 
-/// A running moto server, stopped when dropped.
+/// A running moto server, stopped when dropped. Its Kinesis holds each PutRecords call a random
+/// 0 to [`REORDER_MS`] milliseconds, so that calls in flight together are stored in any order,
+/// as Kinesis may store them.
 pub struct Moto {
     child: Child,
     pub endpoint: String,
@@ -32,13 +36,6 @@ impl Moto {
         Self::spawn(&[("MOTO_KINESIS_LOSE", format!("{every},{most}"))])
     }
 
-    /// A server whose Kinesis holds each PutRecords call a random 0 to `ms` milliseconds, so
-    /// that calls in flight together are stored in any order (Kinesis keeps no order between
-    /// them).
-    pub fn start_reordering_kinesis_calls(ms: u32) -> Moto {
-        Self::spawn(&[("MOTO_KINESIS_REORDER", ms.to_string())])
-    }
-
     /// A server whose Kinesis refuses the snapshot chunk markers of `table` (`schema.table`)
     /// written to shard `shard` (throttled, as a shard over its write limit), `times` times in
     /// all.
@@ -55,7 +52,8 @@ impl Moto {
         cmd.arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::null())
+            .env("MOTO_KINESIS_REORDER", REORDER_MS.to_string());
         for (k, v) in env {
             cmd.env(k, v);
         }
