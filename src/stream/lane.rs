@@ -358,13 +358,13 @@ impl Input {
                 Barrier::Marker(m, _) => Some(m.clone()),
                 _ => None,
             });
-            let at = |p: &Parked| {
-                p.run == oldest
-                    && match (&p.barrier, low, &first_marker) {
-                        (Barrier::Watermark(w, _), Some(low), _) => w.version == low,
-                        (Barrier::Marker(m, _), None, Some(first)) => m == first,
-                        _ => false,
-                    }
+            // A marker goes with its copies of later runs (a step the poller retried after it
+            // gave the marker up): a copy is dropped once its original was handed out, so a
+            // partition parked at one would wait for ever.
+            let at = |p: &Parked| match (&p.barrier, low, &first_marker) {
+                (Barrier::Watermark(w, _), Some(low), _) => p.run == oldest && w.version == low,
+                (Barrier::Marker(m, _), None, Some(first)) => m == first,
+                _ => false,
             };
             let mut reached = Vec::new();
             let mut barrier = None;
@@ -710,6 +710,28 @@ mod tests {
             tx.send(x).await.unwrap();
         }
         assert_eq!(drain(&mut input).await, ["kInt(1)", "W5", "kInt(2)", "S"]);
+
+        // A marker given up on in `b` and written again, the same, by the retried step under
+        // a new run: the copy goes out with its original, and `b` does not wait for ever.
+        let (tx, rx) = mpsc::channel(100);
+        let parts = ["a", "b"].map(String::from);
+        let mut input = Input::new(rx, parts, Positions::new(), true);
+        for x in [
+            of_run("a", 0, chunk(), 1),
+            d("a", 1, change(1, 6)),
+            of_run("a", 2, chunk(), 2),
+            of_run("a", 3, wm(6), 2),
+            d("b", 0, change(2, 6)),
+            of_run("b", 1, chunk(), 2),
+            d("b", 2, change(3, 6)),
+            of_run("b", 3, wm(6), 2),
+        ] {
+            tx.send(x).await.unwrap();
+        }
+        assert_eq!(
+            drain(&mut input).await,
+            ["kInt(2)", "S", "kInt(1)", "kInt(3)", "W6"]
+        );
     }
 
     /// A lane over every partition of per-table topics: a table's marker is in its topic's

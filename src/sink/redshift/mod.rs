@@ -1267,6 +1267,9 @@ impl RedshiftSink {
                     self.flush(FlushReason::Snapshot, backoff, stop).await?;
                 }
                 self.load_snapshot(&id, backoff, stop).await?;
+                // Rows after the last chunk marker are copies of it, sent again by a poller
+                // that retried its last step.
+                self.tables.get_mut(&id).expect("table exists").snapshot = SnapshotRows::default();
                 let connector = self.connector.clone();
                 self.with_retry(backoff, stop, |s| {
                     let connector = connector.clone();
@@ -1378,6 +1381,9 @@ impl RedshiftSink {
         let already = rt.state.as_ref().map_or(0, |s| s.snapshot_rows);
         let target_rows = rt.snapshot.rows;
         let mut events = std::mem::take(&mut rt.snapshot.events);
+        // Rows after the last chunk marker (a flush came between) wait for their own marker:
+        // loaded now, they would make the counts below disagree.
+        rt.snapshot.events = events.split_off(events.len().saturating_sub(rt.snapshot.unmarked));
         dedup_snapshot_rows(&mut events);
         // Rows this sink already holds are re-sent only when the poller resumed from another
         // sink's earlier position or read a chunk again; then merge, else COPY straight into
