@@ -667,6 +667,20 @@ mod tests {
         }
     }
 
+    /// What a lane in barrier mode over `parts`, from no stored position, hands out of
+    /// `deliveries`.
+    async fn hand_out<const N: usize>(
+        parts: [&str; N],
+        deliveries: impl IntoIterator<Item = Delivery>,
+    ) -> Vec<String> {
+        let (tx, rx) = mpsc::channel(100);
+        let mut input = Input::new(rx, parts.map(String::from), Positions::new(), true);
+        for d in deliveries {
+            tx.send(d).await.unwrap();
+        }
+        drain(&mut input).await
+    }
+
     /// A poller killed while it wrote a snapshot marker left it in partition `a` only; the next
     /// run's watermark is in both. The lone marker, of the older run, is handed out first, and
     /// the change waiting behind it before the watermark (handing out the watermark first would
@@ -681,55 +695,55 @@ mod tests {
                 rows: 1,
             }))
         };
-        let (tx, rx) = mpsc::channel(100);
-        let parts = ["a", "b"].map(String::from);
-        let mut input = Input::new(rx, parts, Positions::new(), true);
-        for x in [
-            of_run("a", 0, chunk(), 1),
-            d("b", 0, change(2, 6)),
-            of_run("b", 1, wm(6), 2),
-            d("a", 1, change(1, 6)),
-            of_run("a", 2, wm(6), 2),
-        ] {
-            tx.send(x).await.unwrap();
-        }
-        assert_eq!(drain(&mut input).await, ["kInt(2)", "S", "kInt(1)", "W6"]);
+        assert_eq!(
+            hand_out(
+                ["a", "b"],
+                [
+                    of_run("a", 0, chunk(), 1),
+                    d("b", 0, change(2, 6)),
+                    of_run("b", 1, wm(6), 2),
+                    d("a", 1, change(1, 6)),
+                    of_run("a", 2, wm(6), 2),
+                ]
+            )
+            .await,
+            ["kInt(2)", "S", "kInt(1)", "W6"]
+        );
 
         // A lone watermark of the dead run goes before the next run's marker, and what waits
         // behind the watermark before that marker.
-        let (tx, rx) = mpsc::channel(100);
-        let parts = ["a", "b"].map(String::from);
-        let mut input = Input::new(rx, parts, Positions::new(), true);
-        for x in [
-            of_run("b", 0, wm(5), 1),
-            d("a", 0, change(1, 6)),
-            of_run("a", 1, chunk(), 2),
-            d("b", 1, change(2, 6)),
-            of_run("b", 2, chunk(), 2),
-        ] {
-            tx.send(x).await.unwrap();
-        }
-        assert_eq!(drain(&mut input).await, ["kInt(1)", "W5", "kInt(2)", "S"]);
+        assert_eq!(
+            hand_out(
+                ["a", "b"],
+                [
+                    of_run("b", 0, wm(5), 1),
+                    d("a", 0, change(1, 6)),
+                    of_run("a", 1, chunk(), 2),
+                    d("b", 1, change(2, 6)),
+                    of_run("b", 2, chunk(), 2),
+                ]
+            )
+            .await,
+            ["kInt(1)", "W5", "kInt(2)", "S"]
+        );
 
         // A marker given up on in `b` and written again, the same, by the retried step under
         // a new run: the copy goes out with its original, and `b` does not wait for ever.
-        let (tx, rx) = mpsc::channel(100);
-        let parts = ["a", "b"].map(String::from);
-        let mut input = Input::new(rx, parts, Positions::new(), true);
-        for x in [
-            of_run("a", 0, chunk(), 1),
-            d("a", 1, change(1, 6)),
-            of_run("a", 2, chunk(), 2),
-            of_run("a", 3, wm(6), 2),
-            d("b", 0, change(2, 6)),
-            of_run("b", 1, chunk(), 2),
-            d("b", 2, change(3, 6)),
-            of_run("b", 3, wm(6), 2),
-        ] {
-            tx.send(x).await.unwrap();
-        }
         assert_eq!(
-            drain(&mut input).await,
+            hand_out(
+                ["a", "b"],
+                [
+                    of_run("a", 0, chunk(), 1),
+                    d("a", 1, change(1, 6)),
+                    of_run("a", 2, chunk(), 2),
+                    of_run("a", 3, wm(6), 2),
+                    d("b", 0, change(2, 6)),
+                    of_run("b", 1, chunk(), 2),
+                    d("b", 2, change(3, 6)),
+                    of_run("b", 3, wm(6), 2),
+                ]
+            )
+            .await,
             ["kInt(2)", "S", "kInt(1)", "kInt(3)", "W6"]
         );
     }
