@@ -562,3 +562,77 @@ async fn a_worker_whose_lane_was_taken_over_is_fenced_before_the_positions_move(
     b.store(&tx, "staging", "edfi-ods", None).await.unwrap();
     tx.commit().await.unwrap();
 }
+
+/// A cycle the poller gave up while one of its PutRecords calls was still on its way: that
+/// call reaches Kinesis and is stored whatever became of the poller, so the poller waits for it
+/// before the cycle is sent again. The test server holds one call of a 1,500-row update and
+/// refuses the next (the poller exits); the rows change again and a new poller sends the cycle
+/// again. The server would store a held call as soon as the newer copies of all its rows are
+/// stored, before their watermark: 499 rows kept their older value when the poller did not
+/// wait (2 of 2 runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_given_up_is_sent_again_only_after_its_calls_in_flight_were_stored() {
+    let armed = std::env::temp_dir().join(unique("edfi-cdc-held-put"));
+    let stored = armed.with_extension("stored");
+    let _files = RemovedAtEnd(vec![armed.clone(), stored.clone()]);
+    let moto = Moto::start_holding_puts(&armed, 10_000);
+    let mut rig = Rig::new(1500, 81).await;
+    use_kinesis(&mut rig, &moto);
+    let mut logs = KeptLogs::default();
+    let mut poller = start_role(&rig, "poller");
+    let worker = start_role(&rig, "sink");
+    wait_lane_caught_up(&rig).await;
+    let rename = |name: &'static str| {
+        let source = &rig.source;
+        async move {
+            source
+                .execute(
+                    r#"UPDATE edfi."Student" SET "MiddleName" = $1, "LastModifiedDate" = now()"#,
+                    &[&name],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    std::fs::write(&armed, "").unwrap();
+    assert_eq!(rename("Sent-Once").await, 1500);
+    let status = poller.wait(Duration::from_secs(120));
+    let log = poller.log();
+    assert!(
+        !status.success() && log.contains("refused by the test server"),
+        "{log}"
+    );
+    assert!(
+        stored.exists() && log.contains("waiting for the PutRecords calls still in flight"),
+        "the poller exited before its held call was stored:\n{log}"
+    );
+    logs.keep("poller given up", log);
+    rename("Sent-Again").await;
+    let poller = start_role(&rig, "poller");
+    wait_for("the held call to be stored", CATCH_UP, || async {
+        stored.exists().then_some(())
+    })
+    .await;
+    // One more change after the held call, so that a watermark follows everything stored.
+    rig.source
+        .execute(
+            r#"UPDATE edfi."Student" SET "LastSurname" = 'Last' WHERE "StudentUSI" = (SELECT min("StudentUSI") FROM edfi."Student")"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_lane_caught_up(&rig).await;
+    assert_rig_equal(&rig).await;
+    drop((poller, worker));
+}
+
+/// Files removed when the test ends, passed or not.
+struct RemovedAtEnd(Vec<std::path::PathBuf>);
+
+impl Drop for RemovedAtEnd {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            std::fs::remove_file(f).ok();
+        }
+    }
+}

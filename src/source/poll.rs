@@ -15,6 +15,7 @@ use crate::retry::Backoff;
 use crate::source::position::PollerPosition;
 use crate::source::tables::Tables;
 use crate::source::SourceError;
+use crate::stream::Producer;
 
 /// What a poller gives the loop. On an error of `cycle` or `snapshot_step` the poller drops its
 /// connection, and the step is simply run again: sinks apply nothing without a watermark, and a
@@ -22,6 +23,7 @@ use crate::source::SourceError;
 pub(crate) trait Source {
     fn config(&self) -> &ConnectorConfig;
     fn health(&self) -> &Health;
+    fn out(&self) -> &Producer;
     fn tables(&mut self) -> &mut Tables;
     /// Operators' re-snapshot requests: from the sinks in this process, and, with a durable
     /// stream, from the poller's position.
@@ -43,8 +45,15 @@ enum Step {
     Snapshot,
 }
 
-/// Poll until `stop` is cancelled or a fault outlasts the retry budget.
+/// Poll until `stop` is cancelled or a fault outlasts the retry budget; then let the records
+/// still on their way to the stream arrive (see [`Producer::settle`]).
 pub(crate) async fn run<S: Source>(s: &mut S, stop: CancellationToken) -> Result<(), SourceError> {
+    let result = poll(s, stop).await;
+    s.out().settle().await;
+    result
+}
+
+async fn poll<S: Source>(s: &mut S, stop: CancellationToken) -> Result<(), SourceError> {
     let mut backoff = Backoff::new(&s.config().retry);
     while !stop.is_cancelled() {
         let started = Instant::now();

@@ -654,12 +654,21 @@ impl Batching {
         Ok(())
     }
 
-    /// Forget everything after a failure: the poller sends the cycle again.
-    fn reset(&mut self) {
+    /// Forget the buffer after a failure, once no call is in flight: the poller sends the
+    /// cycle again. A call that reached the stream is stored even if nobody waits for its
+    /// answer, and one stored after the cycle was sent again would put a row's older change
+    /// after its newer one.
+    async fn abandon(&mut self) {
         self.records.clear();
         self.bytes = 0;
         self.rows.clear();
-        self.in_flight = JoinSet::new(); // aborts the calls in flight
+        if !self.in_flight.is_empty() {
+            warn!(
+                calls = self.in_flight.len(),
+                "kinesis: waiting for the PutRecords calls still in flight before the cycle is sent again"
+            );
+        }
+        while self.join_one().await.unwrap_or(true) {}
         self.flying.clear();
     }
 }
@@ -755,7 +764,7 @@ impl Producer {
         }
         .await;
         if result.is_err() {
-            b.reset();
+            b.abandon().await;
         }
         result
     }
@@ -775,6 +784,11 @@ impl Producer {
         Ok(())
     }
 
+    /// See [`super::Producer::settle`].
+    pub async fn settle(&self) {
+        self.batching.lock().await.abandon().await;
+    }
+
     /// Wait until the stream stored every change sent so far.
     async fn flush(&self) -> Result<(), StreamError> {
         let mut b = self.batching.lock().await;
@@ -787,7 +801,7 @@ impl Producer {
         }
         .await;
         if result.is_err() {
-            b.reset();
+            b.abandon().await;
         }
         result
     }

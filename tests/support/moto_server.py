@@ -15,8 +15,10 @@ moto server loses records when PutRecords calls overlap, silently).
 `MOTO_KINESIS_LOSE=EVERY,MOST` makes it lose records on purpose (see below); `MOTO_KINESIS_REORDER=MS`
 holds each PutRecords call a random 0 to MS milliseconds before serving it, so that calls in flight
 together are stored in any order, as Kinesis may store them; `MOTO_KINESIS_REFUSE_CHUNK_MARKERS=SHARD,N,TABLE`
-throttles the snapshot chunk markers of TABLE written to shard SHARD, N times in all."""
+throttles the snapshot chunk markers of TABLE written to shard SHARD, N times in all;
+`MOTO_KINESIS_HOLD=FILE,MS` holds one PutRecords call and refuses the next, once FILE exists."""
 import base64
+import io
 import itertools
 import json
 import os
@@ -452,14 +454,103 @@ kinesis_lock = threading.Lock()
 
 _reorder_ms = int(os.environ.get("MOTO_KINESIS_REORDER", "0"))
 
+# Fault injection for the tests (`MOTO_KINESIS_HOLD=FILE,MS`): a call that reached Kinesis is
+# stored even if its caller gave up on it, and may be stored late. Once the file FILE exists (it is
+# then removed), the next PutRecords call of 100 records or more is held, and the PutRecords call
+# after it is refused as invalid (which the producer does not retry: the cycle is given up). The
+# held call is stored as soon as later PutRecords calls have stored a record of each of its rows
+# (the same explicit hash key), within the call that completes them, before that call is
+# answered; or after MS milliseconds. FILE.stored is written when it is stored.
+_hold = os.environ.get("MOTO_KINESIS_HOLD", ",0").split(",")
+_hold_file, _hold_ms = _hold[0], int(_hold[1])
+_hold_lock = threading.Lock()
+_refuse_next = [False]
+
+
+def _hash_keys(body):
+    return {r.get("ExplicitHashKey") or r["PartitionKey"] for r in json.loads(body).get("Records", [])}
+
+
+class _Held:
+    def __init__(self, environ, keys):
+        self.environ = environ
+        self.waiting = keys
+        self.stored = threading.Event()
+        self.reply = None
+
+    def store(self):
+        """Store the held call (with kinesis_lock held), once."""
+        if self.stored.is_set():
+            return
+        answer = {}
+
+        def keep(status, headers, exc_info=None):
+            answer["status"], answer["headers"] = status, headers
+            return lambda data: None
+
+        self.reply = (answer, [b"".join(moto_app(self.environ, keep))])
+        open(_hold_file + ".stored", "w").close()
+        self.stored.set()
+
+
+_held = [None]
+
+
+def _hold_or_refuse(environ):
+    """("hold", held), ("refuse", None), ("covers", keys) or (None, None), for a PutRecords call."""
+    armed = bool(_hold_file) and os.path.exists(_hold_file)
+    if not armed and _held[0] is None and not _refuse_next[0]:
+        return None, None
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(body)
+    keys = _hash_keys(body)
+    with _hold_lock:
+        if _refuse_next[0]:
+            _refuse_next[0] = False
+            return "refuse", None
+        if armed and _held[0] is None and len(json.loads(body).get("Records", [])) >= 100:
+            os.remove(_hold_file)
+            _held[0] = _Held(environ, keys)
+            _refuse_next[0] = True
+            return "hold", _held[0]
+    return "covers", keys
+
+
+def _refuse_call(start_response):
+    body = json.dumps({"__type": "ValidationException", "message": "refused by the test server (MOTO_KINESIS_HOLD)"}).encode()
+    start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _answer_held(held, start_response):
+    if not held.stored.wait(_hold_ms / 1000):
+        with kinesis_lock:
+            held.store()
+    with _hold_lock:
+        _held[0] = None
+    answer, reply = held.reply
+    start_response(answer["status"], answer["headers"])
+    return reply
+
 
 def app(environ, start_response):
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     if target.startswith("Kinesis_"):
+        action, arg = _hold_or_refuse(environ) if target.endswith(".PutRecords") else (None, None)
+        if action == "refuse":
+            return _refuse_call(start_response)
+        if action == "hold":
+            return _answer_held(arg, start_response)
         if _reorder_ms and target.endswith(".PutRecords"):
             time.sleep(random.uniform(0, _reorder_ms / 1000))
         with kinesis_lock:
-            return [b"".join(moto_app(environ, start_response))]
+            reply = [b"".join(moto_app(environ, start_response))]
+            held = _held[0]
+            if action == "covers" and held is not None:
+                held.waiting -= arg
+                if not held.waiting:
+                    held.store()
+            return reply
     completing = environ["REQUEST_METHOD"] == "POST" and "uploadId=" in environ.get("QUERY_STRING", "")
     if not completing:
         return moto_app(environ, start_response)

@@ -46,6 +46,16 @@ impl Moto {
         )])
     }
 
+    /// A server whose Kinesis, once the file `armed` exists, holds the next PutRecords call of
+    /// 100 records or more `hold_ms` milliseconds before storing it (then writes `armed` +
+    /// `.stored`), and refuses the call after it as invalid; `armed` is then removed.
+    pub fn start_holding_puts(armed: &Path, hold_ms: u32) -> Moto {
+        Self::spawn(&[(
+            "MOTO_KINESIS_HOLD",
+            format!("{},{hold_ms}", armed.display()),
+        )])
+    }
+
     fn spawn(env: &[(&str, String)]) -> Moto {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
         let mut cmd = Command::new("python3");

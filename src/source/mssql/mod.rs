@@ -700,6 +700,10 @@ impl poll::Source for Poller {
         &self.health
     }
 
+    fn out(&self) -> &Producer {
+        &self.out
+    }
+
     fn tables(&mut self) -> &mut Tables {
         &mut self.tables
     }
