@@ -1775,7 +1775,7 @@ async fn rows_changed_twice(stream: &str, env: Vec<(String, String)>, lane_table
 /// the poller run that wrote them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_a_poller_killed_with_a_chunk_marker_on_one_shard_only_loses_nothing() {
-    lone_chunk_marker(8, true).await;
+    lone_marker("snapshot_chunk", 8, true).await;
 }
 
 /// The same without a kill: the throttling outlasts the poller's attempts at the marker, and it
@@ -1783,15 +1783,25 @@ async fn through_kinesis_a_poller_killed_with_a_chunk_marker_on_one_shard_only_l
 /// second shard alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_a_chunk_marker_throttled_past_the_pollers_attempts_loses_nothing() {
-    lone_chunk_marker(20, false).await;
+    lone_marker("snapshot_chunk", 20, false).await;
 }
 
-/// Kinesis throttles the first `refusals` snapshot chunk markers of the big table on the first
-/// shard, while new rows arrive in both tables (each stays: a lost insert shows); the poller is
-/// killed at the first refusal (`kill`), or gives the marker up. Staging ends equal to the
-/// source.
-async fn lone_chunk_marker(refusals: u32, kill: bool) {
-    let moto = Moto::start_throttling_chunk_markers(
+/// The same with the snapshot's done marker: the step the poller retries after giving it up
+/// sends the done marker alone. Had it read and marked the last chunk again, that chunk's
+/// marker would follow the done marker on the second shard and stop that shard there for
+/// good (the lane had handed out the table's done marker, so nothing could release it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_kinesis_a_done_marker_throttled_past_the_pollers_attempts_loses_nothing() {
+    lone_marker("snapshot_done", 20, false).await;
+}
+
+/// Kinesis throttles the first `refusals` snapshot markers of kind `kind` of the big table on
+/// the first shard, while new rows arrive in both tables (each stays: a lost insert shows); the
+/// poller is killed at the first refusal (`kill`), or gives the marker up. Staging ends equal
+/// to the source.
+async fn lone_marker(kind: &str, refusals: u32, kill: bool) {
+    let moto = Moto::start_throttling_markers(
+        kind,
         "custom.assessmentscore",
         "shardId-000000000000",
         refusals,

@@ -306,6 +306,15 @@ impl Tables {
                     .await
                     .map_err(SourceError::position)?;
             }
+            // Sent: a step retried after a failed done marker must not send the chunk again
+            // (its copy would follow the done marker in the partitions that took it).
+            if let Phase::Snapshotting {
+                last_key: lk, rows, ..
+            } = &mut self.runs[i].phase
+            {
+                *lk = Some(last_key.clone());
+                *rows = rows_now;
+            }
         }
         let elapsed = started.elapsed().as_secs_f64().max(1e-3);
         let rate = (rows_now - rows_at_start) as f64 / elapsed;
@@ -332,13 +341,6 @@ impl Tables {
             .filter(|&t| t > rows_now && rate > 0.0)
             .map(|t| Duration::from_secs_f64((t - rows_now) as f64 / rate));
         info!(table = %schema.id, rows = rows_now, total = ?total, rows_per_sec = rate.round(), eta = ?eta.map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()), "snapshot progress");
-        if let Phase::Snapshotting {
-            last_key: lk, rows, ..
-        } = &mut self.runs[i].phase
-        {
-            *lk = last_key;
-            *rows = rows_now;
-        }
         Ok(true)
     }
 }

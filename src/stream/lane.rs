@@ -399,7 +399,10 @@ impl Input {
 
 impl Input {
     /// With per-topic markers: hand out a snapshot marker once every partition of its table's
-    /// topic is parked at it — before any watermark, which those partitions have not reached.
+    /// topic is parked at a marker — before any watermark, which those partitions have not
+    /// reached. As across the lane, the oldest run's marker goes first, with the partitions
+    /// parked at it or at a copy of it (a retried step's marker that differs from the one it
+    /// gave up on, when the chunk read again ended elsewhere, waits behind it).
     fn release_topic_marker(&mut self) -> bool {
         let Some(topics) = &self.marker_topics else {
             return false;
@@ -410,20 +413,30 @@ impl Input {
                 .map(|t| format!("{t}/"))
                 .unwrap_or_default()
         };
-        let found = self.parts.values().find_map(|p| match p.parked.as_ref().map(|p| &p.barrier) {
-            Some(Barrier::Marker(m, _)) => {
-                let prefix = carriers(m);
-                let all = self
-                    .parts
-                    .iter()
-                    .filter(|(id, _)| id.starts_with(&prefix))
-                    .all(|(_, q)| {
-                        matches!(q.parked.as_ref().map(|p| &p.barrier), Some(Barrier::Marker(n, _)) if n == m)
-                    });
-                all.then(|| (m.clone(), prefix))
-            }
-            _ => None,
-        });
+        let found = self
+            .parts
+            .values()
+            .find_map(|p| match p.parked.as_ref().map(|p| &p.barrier) {
+                Some(Barrier::Marker(m, _)) => {
+                    let prefix = carriers(m);
+                    let parked: Vec<(&SnapshotMarker, Option<Run>)> = self
+                        .parts
+                        .iter()
+                        .filter(|(id, _)| id.starts_with(&prefix))
+                        .map(|(_, q)| match q.parked.as_ref() {
+                            Some(Parked {
+                                barrier: Barrier::Marker(n, _),
+                                run,
+                            }) => Some((n, *run)),
+                            _ => None,
+                        })
+                        .collect::<Option<_>>()?;
+                    let oldest = parked.iter().map(|(_, run)| *run).min()?;
+                    let first = parked.iter().find(|(_, run)| *run == oldest)?.0;
+                    Some((first.clone(), prefix))
+                }
+                _ => None,
+            });
         let Some((marker, prefix)) = found else {
             return false;
         };
@@ -434,6 +447,10 @@ impl Input {
             .iter_mut()
             .filter(|(id, _)| id.starts_with(&prefix))
         {
+            if !matches!(p.parked.as_ref().map(|p| &p.barrier), Some(Barrier::Marker(m, _)) if *m == marker)
+            {
+                continue;
+            }
             if let Some(Parked {
                 barrier: Barrier::Marker(_, pos),
                 ..
@@ -787,5 +804,40 @@ mod tests {
         tx.send(d("t/1", 2, wm(6))).await.unwrap();
         assert_eq!(drain(&mut input).await, vec!["W6"]);
         assert_eq!(input.consumed().get("t/1").map(String::as_str), Some("2"));
+    }
+
+    /// A chunk marker of topic `t` given up on after it reached `t/0` only, and a retried step
+    /// whose chunk, read again, ended at another key: the lone marker, of the older run, goes
+    /// out first with `t/0` alone, then the new one with both, while the other topic's
+    /// partitions still stream (no watermark is needed to resolve it).
+    #[tokio::test]
+    async fn a_lone_marker_of_one_topic_goes_before_a_different_marker_of_the_next_run() {
+        let table = every_type_schema();
+        let chunk = |k: i64| {
+            Item::Message(Message::Snapshot(SnapshotMarker::Chunk {
+                table: table.clone(),
+                last_key: vec![Value::Int(k), Value::Null],
+                rows: 1,
+            }))
+        };
+        let (tx, rx) = mpsc::channel(100);
+        let parts = ["t/0", "t/1", "u/0", "u/1"].map(String::from);
+        let topics = [(table.id.clone(), "t".to_string())].into();
+        let mut input = Input::new(rx, parts, Positions::new(), true).with_marker_topics(topics);
+        for d in [
+            d("t/0", 0, change(1, 6)),
+            of_run("t/0", 1, chunk(1), 1),
+            d("t/0", 2, change(2, 6)),
+            of_run("t/0", 3, chunk(2), 2),
+            d("t/1", 0, change(3, 6)),
+            of_run("t/1", 1, chunk(2), 2),
+        ] {
+            tx.send(d).await.unwrap();
+        }
+        assert_eq!(
+            drain(&mut input).await,
+            vec!["kInt(1)", "kInt(3)", "S", "kInt(2)", "S"]
+        );
+        assert_eq!(input.consumed().get("t/0").map(String::as_str), Some("3"));
     }
 }

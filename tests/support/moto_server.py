@@ -14,8 +14,8 @@ moto server loses records when PutRecords calls overlap, silently).
 
 `MOTO_KINESIS_LOSE=EVERY,MOST` makes it lose records on purpose (see below); `MOTO_KINESIS_REORDER=MS`
 holds each PutRecords call a random 0 to MS milliseconds before serving it, so that calls in flight
-together are stored in any order, as Kinesis may store them; `MOTO_KINESIS_REFUSE_CHUNK_MARKERS=SHARD,N,TABLE`
-throttles the snapshot chunk markers of TABLE written to shard SHARD, N times in all;
+together are stored in any order, as Kinesis may store them; `MOTO_KINESIS_REFUSE_MARKERS=SHARD,N,TABLE,KIND`
+throttles the snapshot markers of kind KIND of TABLE written to shard SHARD, N times in all;
 `MOTO_KINESIS_HOLD=FILE,MS` holds one PutRecords call and refuses the next, once FILE exists."""
 import base64
 import io
@@ -331,11 +331,11 @@ def _response_get_records(self):
     return ActionResult(reply)
 
 
-# Fault injection for the tests (`MOTO_KINESIS_REFUSE_CHUNK_MARKERS=SHARD,N,TABLE`): a snapshot
-# chunk marker of table TABLE (`schema.table`) addressed to shard SHARD (its `shard` field) is
-# refused as Kinesis refuses a record of a shard over its write limit, N times in all; the call's
-# other records are stored.
-_refuse = os.environ.get("MOTO_KINESIS_REFUSE_CHUNK_MARKERS", ",0,").split(",")
+# Fault injection for the tests (`MOTO_KINESIS_REFUSE_MARKERS=SHARD,N,TABLE,KIND`): a snapshot
+# marker of kind KIND (`snapshot_chunk`, `snapshot_done`) of table TABLE (`schema.table`) addressed
+# to shard SHARD (its `shard` field) is refused as Kinesis refuses a record of a shard over its
+# write limit, N times in all; the call's other records are stored.
+_refuse = os.environ.get("MOTO_KINESIS_REFUSE_MARKERS", ",0,,snapshot_chunk").split(",")
 _refused = [0]
 _backend_put_records_stock = KinesisBackend.put_records
 
@@ -345,7 +345,7 @@ def _refuses(record):
     if _refused[0] >= most:
         return False
     data = base64.b64decode(record.get("Data", ""))
-    if b'"snapshot_chunk"' not in data:
+    if f'"{_refuse[3]}"'.encode() not in data:
         return False
     doc = json.loads(data)
     if doc.get("shard") != shard or doc["key"].get("snapshot") != _refuse[2]:

@@ -36,13 +36,13 @@ impl Moto {
         Self::spawn(&[("MOTO_KINESIS_LOSE", format!("{every},{most}"))])
     }
 
-    /// A server whose Kinesis refuses the snapshot chunk markers of `table` (`schema.table`)
-    /// written to shard `shard` (throttled, as a shard over its write limit), `times` times in
-    /// all.
-    pub fn start_throttling_chunk_markers(table: &str, shard: &str, times: u32) -> Moto {
+    /// A server whose Kinesis refuses the snapshot markers of kind `kind` (`snapshot_chunk`,
+    /// `snapshot_done`) of `table` (`schema.table`) written to shard `shard` (throttled, as a
+    /// shard over its write limit), `times` times in all.
+    pub fn start_throttling_markers(kind: &str, table: &str, shard: &str, times: u32) -> Moto {
         Self::spawn(&[(
-            "MOTO_KINESIS_REFUSE_CHUNK_MARKERS",
-            format!("{shard},{times},{table}"),
+            "MOTO_KINESIS_REFUSE_MARKERS",
+            format!("{shard},{times},{table},{kind}"),
         )])
     }
 
