@@ -46,9 +46,11 @@ impl Moto {
         )])
     }
 
-    /// A server whose Kinesis, once the file `armed` exists, holds the next PutRecords call of
-    /// 100 records or more `hold_ms` milliseconds before storing it (then writes `armed` +
-    /// `.stored`), and refuses the call after it as invalid; `armed` is then removed.
+    /// A server whose Kinesis, once the file `armed` exists (it is then removed), holds the next
+    /// PutRecords call of 100 records or more and refuses the call after it as invalid. The
+    /// held call is stored once later calls stored a record of each of its rows (before the
+    /// last of those is answered), or after `hold_ms` milliseconds; `armed` + `.stored` is then
+    /// written.
     pub fn start_holding_puts(armed: &Path, hold_ms: u32) -> Moto {
         Self::spawn(&[(
             "MOTO_KINESIS_HOLD",
