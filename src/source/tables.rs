@@ -306,8 +306,9 @@ impl Tables {
                     .await
                     .map_err(SourceError::position)?;
             }
-            // Sent: a step retried after a failed done marker must not send the chunk again
-            // (its copy would follow the done marker in the partitions that took it).
+            // Recorded now: a step retried after a failed done marker must not read and mark
+            // this chunk again (its marker would follow the done marker in the partitions that
+            // took it, where nothing could release it).
             if let Phase::Snapshotting {
                 last_key: lk, rows, ..
             } = &mut self.runs[i].phase
