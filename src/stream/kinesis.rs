@@ -624,8 +624,9 @@ struct Batching {
     in_flight: JoinSet<Result<Vec<String>, StreamError>>,
     /// The rows of each call in flight.
     flying: HashMap<tokio::task::Id, HashSet<String>>,
-    /// Records stored per shard since the barrier last written to it. Calls aborted by a
-    /// failure may still store records uncounted: a reader then receives more, never fewer.
+    /// Records stored per shard since the barrier last written to it. A call that failed, or
+    /// one of a killed poller, may still have stored records uncounted: a reader then receives
+    /// more, never fewer.
     landed: HashMap<String, u64>,
 }
 
@@ -654,10 +655,10 @@ impl Batching {
         Ok(())
     }
 
-    /// Forget the buffer after a failure, once no call is in flight: the poller sends the
-    /// cycle again. A call that reached the stream is stored even if nobody waits for its
-    /// answer, and one stored after the cycle was sent again would put a row's older change
-    /// after its newer one.
+    /// Forget the buffer after a failure, once no call is in flight (each ends within its own
+    /// attempts): the poller sends the cycle again. A call that reached the stream is stored
+    /// even if nobody waits for its answer, and one stored after the cycle was sent again would
+    /// put a row's older change after its newer one.
     async fn abandon(&mut self) {
         self.records.clear();
         self.bytes = 0;
@@ -668,7 +669,13 @@ impl Batching {
                 "kinesis: waiting for the PutRecords calls still in flight before the cycle is sent again"
             );
         }
-        while self.join_one().await.unwrap_or(true) {}
+        loop {
+            match self.join_one().await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => warn!(error = %e, "kinesis: a PutRecords call in flight failed too"),
+            }
+        }
         self.flying.clear();
     }
 }

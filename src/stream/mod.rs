@@ -78,10 +78,11 @@ impl Producer {
         }
     }
 
-    /// Before the poller exits: wait until the records still on their way to the stream are
-    /// stored or refused. A Kinesis call that reached the stream is stored even if its sender
-    /// is gone; stored after the next poller sent its cycle again, it would put a row's older
-    /// change after its newer one. (Kafka's producer keeps a partition's messages in order,
+    /// Before the poller's loop returns: wait until the records still on their way to the
+    /// stream are stored or refused. A Kinesis call that reached the stream is stored even if
+    /// its sender is gone; stored after the next poller sent its cycle again, it would put a
+    /// row's older change after its newer one. A poller killed, or stopped past
+    /// `shutdown_grace`, cannot wait. (Kafka's producer keeps a partition's messages in order,
     /// those sent again included, and a failed barrier waits for every message in flight.)
     pub async fn settle(&self) {
         if let Producer::Kinesis(p) = self {

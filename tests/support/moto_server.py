@@ -457,7 +457,7 @@ _reorder_ms = int(os.environ.get("MOTO_KINESIS_REORDER", "0"))
 # Fault injection for the tests (`MOTO_KINESIS_HOLD=FILE,MS`): a call that reached Kinesis is
 # stored even if its caller gave up on it, and may be stored late. Once the file FILE exists (it is
 # then removed), the next PutRecords call of 100 records or more is held, and the PutRecords call
-# after it is refused as invalid (which the producer does not retry: the cycle is given up). The
+# after it, of any size, is refused as invalid (which the producer does not retry: the cycle is given up). The
 # held call is stored as soon as later PutRecords calls have stored a record of each of its rows
 # (the same explicit hash key), within the call that completes them, before that call is
 # answered; or after MS milliseconds. FILE.stored is written when it is stored.
@@ -508,7 +508,8 @@ def _hold_or_refuse(environ):
         if _refuse_next[0]:
             _refuse_next[0] = False
             return "refuse", None
-        if armed and _held[0] is None and len(json.loads(body).get("Records", [])) >= 100:
+        if armed and _held[0] is None and os.path.exists(_hold_file) \
+                and len(json.loads(body).get("Records", [])) >= 100:
             os.remove(_hold_file)
             _held[0] = _Held(environ, keys)
             _refuse_next[0] = True
