@@ -7,7 +7,8 @@ Usage: seed_reload.py TDS_HOST TDS_PORT DATABASE PASSWORD STAGING_DSN TABLES_JSO
   TABLES_JSON: [[source_schema, source_table, target_schema, target_table], ...]; the target
   tables exist, with the source's columns lower-cased (staging as edfi-cdc creates it).
 
-Prints one JSON line: {"tables": n, "rows": n, "seconds": s, "per_table": {table: seconds}}.
+Prints one JSON line: {"tables": n, "rows": n, "seconds": s, "per_table": {table: seconds}};
+its progress, table by table, on standard error.
 """
 import json
 import sys
@@ -53,6 +54,8 @@ def main():
                 total += len(rows)
         staging.commit()
         per_table[f"{source_schema}.{source_table}"] = round(time.time() - t0, 2)
+        print(f"seed reload: {source_schema}.{source_table} in {time.time() - t0:.1f} s; "
+              f"{total} rows in {time.time() - started:.0f} s so far", file=sys.stderr, flush=True)
     print(json.dumps({"tables": len(per_table), "rows": total,
                       "seconds": round(time.time() - started, 2), "per_table": per_table}))
 
