@@ -1673,14 +1673,28 @@ async fn custom_datasets_from_staging_reach_the_reporting_tables_at_the_next_flu
 async fn through_kafka_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
 ) {
     let broker = Broker::start();
-    let stream = format!(
-        "\n[stream]\nkind = \"kafka\"\n\n[stream.kafka]\nbootstrap_servers = \"{}\"\n\
-         topic_prefix = \"{}\"\npartitions = 2\nsession_timeout = \"4s\"\n",
-        broker.bootstrap,
-        unique("pgsrc")
-    );
+    let stream = kafka_stream(&broker, "session_timeout = \"4s\"\n");
     // Two lanes (one per partition), each with both tables; the workload as fast as it goes.
     kill_poller_and_sink(&stream, Vec::new(), 4, Duration::ZERO).await;
+}
+
+/// A `[stream]` section for a Kinesis stream of its own, with two shards.
+fn kinesis_stream() -> String {
+    format!(
+        "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
+        unique("pgsrc")
+    )
+}
+
+/// A `[stream]` section for topics of their own on `broker`, two partitions each, with the
+/// `[stream.kafka]` lines `extra`.
+fn kafka_stream(broker: &Broker, extra: &str) -> String {
+    format!(
+        "\n[stream]\nkind = \"kafka\"\n\n[stream.kafka]\nbootstrap_servers = \"{}\"\n\
+         topic_prefix = \"{}\"\npartitions = 2\n{extra}",
+        broker.bootstrap,
+        unique("pgsrc")
+    )
 }
 
 /// Through a stream: wait until the sink's lanes stream their `lane_tables` (lane, table)
@@ -1715,10 +1729,7 @@ async fn wait_lanes_caught_up(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kinesis_rows_changed_twice_in_one_transaction_arrive_in_order() {
     let moto = Moto::start();
-    let stream = format!(
-        "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
-        unique("pgsrc")
-    );
+    let stream = kinesis_stream();
     rows_changed_twice(&stream, moto.env(), 2).await;
 }
 
@@ -1726,12 +1737,7 @@ async fn through_kinesis_rows_changed_twice_in_one_transaction_arrive_in_order()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_kafka_rows_changed_twice_in_one_transaction_arrive_in_order() {
     let broker = Broker::start();
-    let stream = format!(
-        "\n[stream]\nkind = \"kafka\"\n\n[stream.kafka]\nbootstrap_servers = \"{}\"\n\
-         topic_prefix = \"{}\"\npartitions = 2\n",
-        broker.bootstrap,
-        unique("pgsrc")
-    );
+    let stream = kafka_stream(&broker, "");
     rows_changed_twice(&stream, Vec::new(), 4).await;
 }
 
@@ -1807,10 +1813,7 @@ async fn lone_marker(kind: &str, refusals: u32, kill: bool) {
         "shardId-000000000000",
         refusals,
     );
-    let stream = format!(
-        "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
-        unique("pgsrc")
-    );
+    let stream = kinesis_stream();
     let (_pg, url, source) = source().await;
     let staging_db = TestDb::create("pgsrc_lone").await;
     let staging = connect(&staging_db.url()).await;
@@ -1887,10 +1890,7 @@ async fn lone_marker(kind: &str, refusals: u32, kill: bool) {
 async fn through_kinesis_a_killed_poller_or_sink_worker_loses_nothing_and_the_slot_waits_for_the_stream(
 ) {
     let moto = Moto::start();
-    let stream = format!(
-        "\n[stream]\nkind = \"kinesis\"\n\n[stream.kinesis]\nstream_name = \"{}\"\nshards = 2\n",
-        unique("pgsrc")
-    );
+    let stream = kinesis_stream();
     // One lane over the stream's shards, with both tables. The workload pauses 20 ms between
     // transactions: as fast as it goes it adds rows to the big table faster than its snapshot
     // crosses the Kinesis stand-in.
