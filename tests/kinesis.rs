@@ -572,10 +572,26 @@ async fn a_worker_whose_lane_was_taken_over_is_fenced_before_the_positions_move(
 /// wait (2 of 2 runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_given_up_is_sent_again_only_after_its_calls_in_flight_were_stored() {
+    held_call(false).await;
+}
+
+/// As above, but the poller is killed while it waits for the held call, so the server stores
+/// that call after the new poller's newer copies of its rows, before their watermark. The sinks
+/// keep a row's change of the highest version, not the last to arrive: with the last to
+/// arrive, 499 of the 1,500 rows kept their older value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_a_killed_poller_stored_after_its_rows_newer_copies_changes_nothing() {
+    held_call(true).await;
+}
+
+async fn held_call(kill_while_waiting: bool) {
+    const WAITING: &str = "waiting for the PutRecords calls still in flight";
     let armed = std::env::temp_dir().join(unique("edfi-cdc-held-put"));
     let stored = armed.with_extension("stored");
     let _files = RemovedAtEnd(vec![armed.clone(), stored.clone()]);
-    let moto = Moto::start_holding_puts(&armed, 10_000);
+    // Killed, the poller cannot wait: the call is held until newer copies cover it.
+    let hold_ms = if kill_while_waiting { 600_000 } else { 10_000 };
+    let moto = Moto::start_holding_puts(&armed, hold_ms);
     let mut rig = Rig::new(1500, 81).await;
     use_kinesis(&mut rig, &moto);
     let mut logs = KeptLogs::default();
@@ -596,17 +612,26 @@ async fn a_cycle_given_up_is_sent_again_only_after_its_calls_in_flight_were_stor
     };
     std::fs::write(&armed, "").unwrap();
     assert_eq!(rename("Sent-Once").await, 1500);
-    let status = poller.wait(Duration::from_secs(120));
-    let log = poller.log();
-    assert!(
-        !status.success() && log.contains("refused by the test server"),
-        "{log}"
-    );
-    assert!(
-        stored.exists() && log.contains("waiting for the PutRecords calls still in flight"),
-        "the poller exited before its held call was stored:\n{log}"
-    );
-    logs.keep("poller given up", log);
+    if kill_while_waiting {
+        wait_for("the poller to wait for its held call", CATCH_UP, || async {
+            poller.log().contains(WAITING).then_some(())
+        })
+        .await;
+        assert!(!stored.exists(), "the held call was stored early");
+        logs.keep("poller killed while waiting", poller.kill());
+    } else {
+        let status = poller.wait(Duration::from_secs(120));
+        let log = poller.log();
+        assert!(
+            !status.success() && log.contains("refused by the test server"),
+            "{log}"
+        );
+        assert!(
+            stored.exists() && log.contains(WAITING),
+            "the poller exited before its held call was stored:\n{log}"
+        );
+        logs.keep("poller given up", log);
+    }
     rename("Sent-Again").await;
     let poller = start_role(&rig, "poller");
     wait_for("the held call to be stored", CATCH_UP, || async {

@@ -8,6 +8,7 @@ pub mod pg;
 pub mod redshift;
 pub mod staging;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -68,6 +69,12 @@ impl CommitSeconds {
 
 /// Changes collapsed to the last change per key and table, with their count before collapsing
 /// and an estimate of their size as CSV.
+///
+/// The last change of a key is the one of the highest version, the later arrival among equal
+/// versions (one source transaction). In a stream they arrive in that order, except a change
+/// of a cycle the poller gave up on: Kinesis may store one of its calls after the cycle was
+/// sent again (a killed poller cannot wait for its calls in flight), and that older change
+/// must not overwrite the newer one.
 #[derive(Default)]
 pub struct Compacted {
     pub tables: HashMap<TableId, HashMap<String, ChangeEvent>>,
@@ -101,9 +108,19 @@ impl Compacted {
         self.events += 1;
         self.bytes += approx_bytes(&ev);
         let table = self.tables.entry(ev.table.id.clone()).or_default();
-        match table.insert(key, ev) {
-            Some(old) => self.bytes = self.bytes.saturating_sub(approx_bytes(&old)),
-            None => self.rows += 1,
+        match table.entry(key) {
+            Entry::Occupied(mut held) => {
+                if ev.version >= held.get().version {
+                    let old = held.insert(ev);
+                    self.bytes = self.bytes.saturating_sub(approx_bytes(&old));
+                } else {
+                    self.bytes = self.bytes.saturating_sub(approx_bytes(&ev));
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(ev);
+                self.rows += 1;
+            }
         }
     }
 
@@ -715,6 +732,31 @@ mod tests {
             ..state(Phase::Snapshot, 10)
         };
         assert!(!snapshot_not_needed(false, Some(&loading), 9));
+    }
+
+    #[test]
+    fn a_keys_change_of_the_highest_version_is_kept_whatever_arrives_after_it() {
+        let change = |v: i64, value: i64| ChangeEvent {
+            after: Some(vec![Value::Int(1), Value::Int(value)]),
+            ..ev(Op::Update, v)
+        };
+        let kept = |c: &Compacted| {
+            let evs: Vec<&ChangeEvent> = c.tables.values().flat_map(|t| t.values()).collect();
+            assert_eq!(evs.len(), 1);
+            (evs[0].version, evs[0].after.as_ref().unwrap()[1].clone())
+        };
+        let mut c = Compacted::default();
+        c.add(change(20, 2));
+        c.add(change(15, 1));
+        assert_eq!(kept(&c), (20, Value::Int(2)), "a late older change");
+        c.add(change(20, 3));
+        assert_eq!(kept(&c), (20, Value::Int(3)), "one transaction: the later");
+        let mut later = Compacted::default();
+        later.add(change(18, 4));
+        c.absorb(later);
+        assert_eq!(kept(&c), (20, Value::Int(3)), "across stretches");
+        assert_eq!((c.events, c.rows), (4, 1));
+        assert_eq!(c.bytes, approx_bytes(&change(20, 3)));
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //!   the last of each key unless the staging table (rows received after the spill) holds the key
 //!   ([`sql::collect_spill`]), merges as usual and deletes those rows, in its one transaction.
 //!   Rows of the unfinished cycle stay for a later flush.
+//! - Unlike in memory and in staging's spill, the last change of a key here is the last to
+//!   arrive, not the one of the highest version: a change of a cycle the poller gave up on,
+//!   stored by Kinesis after the cycle's newer copy, wins over it when either was spilled
+//!   (see [`crate::sink::Compacted`]; the staging and spill tables carry no version).
 //! - A write retried after a lost acknowledgement writes the same rows with the same sequence
 //!   numbers again: the last-of-each-key pick keeps one of the identical copies.
 //! - A restarted sink drops what an earlier process spilled: those rows belong to cycles past

@@ -1195,7 +1195,7 @@ impl StagingSink {
                     rt.columns.join(", ")
                 ),
                 &events,
-                false,
+                After::Nothing,
             )
             .await?;
         }
@@ -1210,12 +1210,22 @@ impl StagingSink {
 
 /// COPY `events` with `sql`; a row the target rejects becomes [`SinkError::Rejected`] naming
 /// its key.
+/// What a COPY row carries after the table's columns.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    Nothing,
+    /// [`OP_COLUMN`].
+    Op,
+    /// [`OP_COLUMN`] and the change's version (a spill table's rows).
+    OpAndVersion,
+}
+
 async fn copy_rows(
     tx: &Transaction<'_>,
     rt: &TableRt,
     sql: &str,
     events: &[&ChangeEvent],
-    with_op: bool,
+    after: After,
 ) -> Result<(), SinkError> {
     let mut buf = String::with_capacity(64 * 1024);
     let copy = tx.copy_in::<_, Bytes>(sql).await.map_err(pg)?;
@@ -1234,12 +1244,14 @@ async fn copy_rows(
                 &row
             }
         };
-        if with_op {
+        if after == After::Nothing {
+            copy::push_row(&mut buf, values);
+        } else {
             let op =
                 crate::event::Value::String(if ev.op == Op::Delete { "d" } else { "u" }.into());
-            copy::push_row(&mut buf, values.iter().chain(std::iter::once(&op)));
-        } else {
-            copy::push_row(&mut buf, values);
+            let trailer = [op, crate::event::Value::Int(ev.version)];
+            let n = if after == After::Op { 1 } else { 2 };
+            copy::push_row(&mut buf, values.iter().chain(&trailer[..n]));
         }
         if buf.len() >= 64 * 1024 {
             copy.send(Bytes::from(std::mem::take(&mut buf)))
@@ -1307,7 +1319,7 @@ async fn apply_changes(
         rt,
         &format!("COPY {} ({cols}, {OP_COLUMN}) FROM STDIN", rt.temp),
         events,
-        true,
+        After::Op,
     )
     .await?;
     merge_batch(tx, rt, dest).await

@@ -2,11 +2,13 @@
 //! arrive, once `spill_rows` rows are held, and merged at the cycle's watermark.
 //!
 //! - The rows go to unlogged tables of schema `edfi_cdc_spill`, one per target table and sink
-//!   process, shaped like the target plus the operation and a sequence number. Each write is its
-//!   own short transaction; nothing of the target changes until the watermark's transaction.
+//!   process, shaped like the target plus the operation, the change's version and a sequence
+//!   number. Each write is its own short transaction; nothing of the target changes until the
+//!   watermark's transaction.
 //! - That transaction writes the rows still in memory after them, takes the last change per key
-//!   (the highest sequence number) into the table's temporary batch table, merges as usual, and
-//!   empties the spill tables. A failed attempt rolls all of that back, so it can be retried.
+//!   (the highest version, then the highest sequence number: see [`crate::sink::Compacted`])
+//!   into the table's temporary batch table, merges as usual, and empties the spill tables. A
+//!   failed attempt rolls all of that back, so it can be retried.
 //! - A write retried after its commit went through unacknowledged would add its rows twice: the
 //!   next attempt first deletes every row past the last write known to be committed, so the
 //!   tables always hold exactly the rows counted.
@@ -26,13 +28,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 use tracing::info;
 
-use super::{copy_rows, TableRt, OP_COLUMN, SINK};
+use super::{copy_rows, After, TableRt, OP_COLUMN, SINK};
 use crate::event::{shape_digest, ChangeEvent, TableId};
 use crate::sink::names::ident;
 use crate::sink::{CommitSeconds, SinkError};
 
 pub const SCHEMA: &str = "edfi_cdc_spill";
 const SEQ_COLUMN: &str = "edfi_cdc_seq";
+const VERSION_COLUMN: &str = "edfi_cdc_version";
 
 /// One target table's spilled rows.
 struct Spilled {
@@ -198,6 +201,7 @@ impl Spill {
                 "DROP TABLE IF EXISTS {table}; \
                  CREATE UNLOGGED TABLE {table} AS SELECT {cols} FROM {target} WITH NO DATA; \
                  ALTER TABLE {table} ADD COLUMN {OP_COLUMN} \"char\", \
+                 ADD COLUMN {VERSION_COLUMN} bigint NOT NULL, \
                  ADD COLUMN {SEQ_COLUMN} bigint GENERATED ALWAYS AS IDENTITY",
                 cols = rt.columns.join(", "),
                 target = rt.target.sql(),
@@ -252,11 +256,11 @@ impl Spill {
             tx,
             rt,
             &format!(
-                "COPY {table} ({}, {OP_COLUMN}) FROM STDIN",
+                "COPY {table} ({}, {OP_COLUMN}, {VERSION_COLUMN}) FROM STDIN",
                 rt.columns.join(", ")
             ),
             events,
-            true,
+            After::OpAndVersion,
         )
         .await?;
         let seq: i64 = tx
@@ -314,7 +318,7 @@ impl Spill {
         tx.batch_execute(&format!(
             "INSERT INTO {temp} ({cols}, {OP_COLUMN}) \
              SELECT DISTINCT ON ({keys}) {cols}, {OP_COLUMN} FROM {table} \
-             ORDER BY {keys}, {SEQ_COLUMN} DESC",
+             ORDER BY {keys}, {VERSION_COLUMN} DESC, {SEQ_COLUMN} DESC",
             temp = rt.temp,
             keys = rt.keys.join(", "),
             table = s.table,
