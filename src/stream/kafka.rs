@@ -297,11 +297,35 @@ pub struct Producer {
     partitions: HashMap<String, i32>,
     /// Sent, not yet acknowledged.
     pending: Mutex<Vec<DeliveryFuture>>,
-    /// Records sent per partition since the barrier last sent to it; forgotten when a delivery
-    /// fails (a reader then receives more than a barrier counts, never fewer).
-    sent: Mutex<HashMap<(String, i32), u64>>,
+    /// Records sent per partition since the barrier last sent to it.
+    sent: Mutex<SentCounts>,
     /// Written into every barrier (see [`super::lane::Run`]); a new one after a barrier write failed.
     run: AtomicU64,
+}
+
+/// Change records sent per partition since the barrier last sent to it, which a barrier carries
+/// (a reader that received fewer lost records). A record whose delivery failed is not counted:
+/// the broker may have stored it or not, and a reader must never receive fewer than counted
+/// unless records were lost. The others keep their counts, so that a loss elsewhere in the same
+/// stretch is still found.
+#[derive(Default)]
+struct SentCounts(HashMap<(String, i32), u64>);
+
+impl SentCounts {
+    fn sent(&mut self, topic: &str, partition: i32) {
+        *self.0.entry((topic.to_string(), partition)).or_default() += 1;
+    }
+
+    fn failed(&mut self, topic: &str, partition: i32) {
+        if let Some(n) = self.0.get_mut(&(topic.to_string(), partition)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// The count for the barrier now sent to the partition; it starts again from zero.
+    fn take(&mut self, topic: &str, partition: i32) -> u64 {
+        self.0.remove(&(topic.to_string(), partition)).unwrap_or(0)
+    }
 }
 
 /// The header of a barrier that counts the records its partition got since the previous one.
@@ -389,7 +413,7 @@ impl Producer {
             database: config.source.database.clone(),
             partitions,
             pending: Mutex::new(Vec::new()),
-            sent: Mutex::new(HashMap::new()),
+            sent: Mutex::new(SentCounts::default()),
             run: AtomicU64::new(super::lane::run_now()),
         })
     }
@@ -404,12 +428,10 @@ impl Producer {
                 let key = key.to_string();
                 self.enqueue(&topic, partition, &key, Some(value.to_string()))
                     .await?;
-                *self
-                    .sent
+                self.sent
                     .lock()
                     .expect("not poisoned")
-                    .entry((topic.clone(), partition))
-                    .or_default() += 1;
+                    .sent(&topic, partition);
                 if self.cfg.tombstones && ev.op == event::Op::Delete {
                     self.enqueue(&topic, partition, &key, None).await?;
                 }
@@ -491,8 +513,7 @@ impl Producer {
             .sent
             .lock()
             .expect("not poisoned")
-            .remove(&(topic.to_string(), partition))
-            .unwrap_or(0);
+            .take(topic, partition);
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: CONTROL_HEADER,
@@ -559,17 +580,24 @@ impl Producer {
         for f in pending {
             let outcome = match f.await {
                 Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => e.to_string(),
-                Err(_) => "the producer was dropped".to_string(),
+                Ok(Err((e, msg))) => {
+                    // Change records are the ones counted: a payload and no control headers.
+                    if msg.payload().is_some() && msg.headers().is_none() {
+                        let mut sent = self.sent.lock().expect("not poisoned");
+                        sent.failed(msg.topic(), msg.partition());
+                    }
+                    e.to_string()
+                }
+                Err(_) => {
+                    *self.sent.lock().expect("not poisoned") = SentCounts::default();
+                    "the producer was dropped".to_string()
+                }
             };
             first_error.get_or_insert(outcome);
         }
         match first_error {
             None => Ok(()),
-            Some(e) => {
-                self.sent.lock().expect("not poisoned").clear();
-                Err(transient(format!("a message was not delivered: {e}")))
-            }
+            Some(e) => Err(transient(format!("a message was not delivered: {e}"))),
         }
     }
 }
@@ -1037,5 +1065,28 @@ impl Consumer {
                 warn!(error = %e, "kafka offset commit (a hint) failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SentCounts;
+
+    #[test]
+    fn a_failed_delivery_uncounts_its_own_record_and_no_other() {
+        let mut c = SentCounts::default();
+        for _ in 0..3 {
+            c.sent("edfi.student", 0);
+        }
+        c.sent("edfi.student", 1);
+        c.sent("edfi.grade", 0);
+        c.failed("edfi.student", 0);
+        c.failed("edfi.calendar", 2);
+        assert_eq!(c.take("edfi.student", 0), 2);
+        assert_eq!(c.take("edfi.student", 1), 1);
+        assert_eq!(c.take("edfi.grade", 0), 1, "another topic keeps its count");
+        assert_eq!(c.take("edfi.grade", 0), 0, "counted from the barrier on");
+        c.failed("edfi.student", 1);
+        assert_eq!(c.take("edfi.student", 1), 0);
     }
 }
