@@ -494,6 +494,8 @@ pub struct Refreshed {
     pub seconds: f64,
     /// Whether only the changed students' rows were rebuilt.
     pub incremental: bool,
+    /// The students whose rows an incremental refresh by student rebuilt.
+    pub students: Option<u64>,
     /// Values cut to their column (`on_overflow = "truncate"`).
     pub truncated: u64,
     /// Rows of closed school years kept although the `SELECT` no longer produces them

@@ -743,6 +743,78 @@ async fn columns_the_models_read_changed_at_the_source_keep_every_model_equal_to
     );
 }
 
+/// A flush refreshes a student model for the students whose rows changed in its own inputs (and
+/// in those of the student models it reads), not for every student of the flush: one source
+/// transaction moves one student's section end date and another student's assessment result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_model_is_refreshed_for_the_students_its_own_inputs_changed() {
+    let mut rig = Rig::new(300, 23).await;
+    rig.connector.use_shipped_models();
+    redshift_rig(&mut rig, None, &[]);
+    let rep = rig
+        .connector
+        .run_logging("edfi_cdc=info,edfi_cdc::sink::redshift=debug");
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let backing = connect(&rig.sim.backing_url()).await;
+    let pick = |sql: &'static str| {
+        let backing = &backing;
+        async move { backing.query_one(sql, &[]).await.unwrap().get::<_, i32>(0) }
+    };
+    let rostered = pick(
+        r#"SELECT min(a."StudentUSI") FROM edfi."StudentSectionAssociation" a
+           WHERE a."SchoolYear" = (SELECT max("SchoolYear") FROM edfi."StudentSectionAssociation")"#,
+    )
+    .await;
+    let tested = pick(r#"SELECT max("StudentUSI") FROM edfi."StudentAssessmentScoreResult""#).await;
+    assert_ne!(rostered, tested);
+    let logged = rep.log().lines().count();
+    backing
+        .batch_execute(&format!(
+            r#"BEGIN;
+               UPDATE edfi."StudentSectionAssociation" SET "EndDate" = "BeginDate" + 1,
+                   "LastModifiedDate" = now()
+               WHERE "StudentUSI" = {rostered}
+                 AND "SchoolYear" = (SELECT max("SchoolYear") FROM edfi."StudentSectionAssociation");
+               UPDATE edfi."StudentAssessmentScoreResult"
+                   SET "Result" = CASE WHEN "Result" = '1' THEN '2' ELSE '1' END
+               WHERE "StudentUSI" = {tested};
+               COMMIT;"#
+        ))
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let log = rep.log();
+    let refreshed = |model: &str| -> Vec<String> {
+        log.lines()
+            .skip(logged)
+            .filter(|l| l.contains("model refreshed") && l.contains(&format!("model={model} ")))
+            .map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("students="))
+                    .unwrap_or("none")
+                    .to_string()
+            })
+            .collect()
+    };
+    // The roster reads the section associations, the aggregate scores the results: one student
+    // each. The item scores and performance levels follow the aggregate scores' student.
+    for model in [
+        "roster.studentroster",
+        "roster.teacherstudentlinks",
+        "illuminate.studentaggregatescore",
+        "illuminate.studentitemscore",
+        "illuminate.performancelevel",
+    ] {
+        assert_eq!(refreshed(model), ["1"], "{model}:\n{log}");
+    }
+    let tx = rig.target.transaction().await.unwrap();
+    for m in shipped_models().models() {
+        assert_eq!(model_differences(&tx, m).await, 0, "{}", m.name);
+    }
+    tx.commit().await.unwrap();
+    drop(rep);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staff_change_refreshes_only_the_teacher_links_it_changes() {
     let (rig, rep) = with_shipped_models_caught_up(300, 19).await;

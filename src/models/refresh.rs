@@ -8,8 +8,14 @@ use super::*;
 /// incremental models refresh.
 const STUDENTS: &str = "edfi_cdc_changed_students";
 
-/// Temporary table of the students one incremental model refreshes: the flush's, and those
-/// its `-- students_of:` lines find for its changed inputs without students.
+/// Temporary tables (`_0`, `_1`, …) of the students of some of the flush's changed student
+/// tables: those whose rows changed in an incremental model's changed inputs (and in the ones
+/// of the models it follows), when that is not every changed student table. A model whose
+/// inputs changed for few of the flush's students refreshes those only.
+const SOME_STUDENTS: &str = "edfi_cdc_some_students";
+
+/// Temporary table of the students one incremental model refreshes: those of its changed
+/// inputs, and those its `-- students_of:` lines find for its changed inputs without students.
 const MODEL_STUDENTS: &str = "edfi_cdc_model_students";
 
 /// Temporary table of the `studentusi` values a model's `-- students_of:` lines found.
@@ -23,8 +29,9 @@ const MODEL_KEYS: &str = "edfi_cdc_model_keys";
 /// student inputs, on PostgreSQL.
 const ROWS: &str = "edfi_cdc_student_rows";
 
-/// Temporary tables (`_0`, `_1`, …) of the flush's students' rows of a student input, on
-/// PostgreSQL: copied once per flush for every incremental model refreshed for those students.
+/// Temporary tables (`_0`, `_1`, …) of a student input's rows of the flush's students, or of
+/// those of some of its tables ([`SOME_STUDENTS`]), on PostgreSQL: copied once per flush for
+/// every incremental model refreshed for those students.
 const FLUSH_ROWS: &str = "edfi_cdc_flush_rows";
 
 /// Temporary table of a history model's rows of closed school years, while it is rebuilt whole.
@@ -89,8 +96,13 @@ impl Models {
         // refreshed upstream, custom input or new definition): those inputs.
         let mut caused_by: HashMap<&str, Vec<&String>> = HashMap::new();
         let mut students_ready = false;
-        // Student input → its copy of the flush's students' rows (`FLUSH_ROWS`).
-        let mut flush_rows: HashMap<String, String> = HashMap::new();
+        // (student input, students' table) → its copy of their rows (`FLUSH_ROWS`).
+        let mut flush_rows: HashMap<(String, String), String> = HashMap::new();
+        // Changed student tables → the table of their students (`STUDENTS` for all of them).
+        let mut student_sets: HashMap<BTreeSet<String>, String> = HashMap::new();
+        // Models refreshed for the students of some changed student tables (not widened by
+        // `-- students_of:` lines): those tables, which a model reading them follows.
+        let mut refreshed_for: HashMap<&str, BTreeSet<String>> = HashMap::new();
         // Models whose changed rows a model reading them maps to students (`-- students_of:
         // <model>`), and the table of those rows once such a model was refreshed.
         let diffed: HashSet<&str> = self
@@ -221,6 +233,7 @@ impl Models {
                 }
                 _ => None,
             };
+            let mut refreshed_students = None;
             let (rows, truncated, kept, incremental) = match (keyed, &m.incremental, mapped) {
                 (Some((written, truncated, kept)), _, _) => {
                     // A model reading this one cannot follow it by the flush's students.
@@ -257,7 +270,54 @@ impl Models {
                         }
                         analyze(tx, self.postgres, STUDENTS).await?;
                         students_ready = true;
+                        let all: BTreeSet<String> = changed
+                            .iter()
+                            .filter(|(_, c)| matches!(c, Changed::Merged { students: true, .. }))
+                            .map(|(t, _)| t.clone())
+                            .collect();
+                        student_sets.insert(all, STUDENTS.to_string());
                     }
+                    // The students whose rows changed in the model's changed student inputs and
+                    // in those of the models it follows: its rows of other students stay as
+                    // they are.
+                    let mut tables: BTreeSet<String> = mapped
+                        .iter()
+                        .filter(|(_, _, students)| *students)
+                        .map(|(t, _, _)| t.to_string())
+                        .collect();
+                    for d in &refreshed_upstream {
+                        if let Some(theirs) = refreshed_for.get(d.model.as_str()) {
+                            tables.extend(theirs.iter().cloned());
+                        }
+                    }
+                    let base = match student_sets.get(&tables) {
+                        Some(set) => set.clone(),
+                        None => {
+                            let set = format!("{SOME_STUDENTS}_{}", student_sets.len());
+                            let stages: Vec<String> = tables
+                                .iter()
+                                .filter_map(|t| match &changed[t] {
+                                    Changed::Merged { stage, .. } => {
+                                        Some(format!("SELECT studentusi FROM {stage}"))
+                                    }
+                                    Changed::Replaced => None,
+                                })
+                                .collect();
+                            let filter = if stages.is_empty() {
+                                "1 = 0".to_string()
+                            } else {
+                                format!("studentusi IN ({})", stages.join(" UNION "))
+                            };
+                            tx.batch_execute(&format!(
+                                "CREATE TEMP TABLE {set} AS SELECT studentusi, studentuniqueid \
+                                 FROM {STUDENTS} WHERE {filter}"
+                            ))
+                            .await?;
+                            analyze(tx, self.postgres, &set).await?;
+                            student_sets.insert(tables.clone(), set.clone());
+                            set
+                        }
+                    };
                     // The model's students: the flush's, and those its mapped inputs affect.
                     let finds: Vec<String> = mapped
                         .iter()
@@ -271,7 +331,7 @@ impl Models {
                         })
                         .collect();
                     let set = if finds.is_empty() {
-                        STUDENTS
+                        base.as_str()
                     } else {
                         // The lines run as written (they may read whole tables); the students
                         // they find are then looked up by index.
@@ -285,7 +345,7 @@ impl Models {
                             self.postgres,
                             &format!(
                                 "CREATE TEMP TABLE {MODEL_STUDENTS} AS \
-                                 SELECT studentusi, studentuniqueid FROM {STUDENTS} UNION \
+                                 SELECT studentusi, studentuniqueid FROM {base} UNION \
                                  SELECT s.studentusi, s.studentuniqueid FROM {input}.student s \
                                  WHERE {}",
                                 among(
@@ -298,12 +358,12 @@ impl Models {
                         .await?;
                         tx.batch_execute(&format!("DROP TABLE {FOUND}")).await?;
                         // The lines found no one else (a changed row that moves no student's
-                        // rows): refreshed for the flush's students, as if they had none.
+                        // rows): refreshed for its changed inputs' students, as if none.
                         let more = any_row(
                             tx,
                             &format!(
                                 "SELECT 1 FROM {MODEL_STUDENTS} m WHERE NOT EXISTS \
-                                 (SELECT 1 FROM {STUDENTS} s WHERE s.studentusi = m.studentusi)"
+                                 (SELECT 1 FROM {base} s WHERE s.studentusi = m.studentusi)"
                             ),
                         )
                         .await?;
@@ -313,7 +373,7 @@ impl Models {
                         } else {
                             tx.batch_execute(&format!("DROP TABLE {MODEL_STUDENTS}"))
                                 .await?;
-                            STUDENTS
+                            base.as_str()
                         }
                     };
                     let students = format!("SELECT studentuniqueid FROM {set}");
@@ -357,16 +417,17 @@ impl Models {
                         }
                     }
                     // On PostgreSQL, copied out first by index lookups (the SELECT's hash joins
-                    // would read each table whole for them); an input table's copy for the
-                    // flush's students serves every model refreshed for them.
+                    // would read each table whole for them); an input table's copy for a table
+                    // of students serves every model refreshed for them.
                     let mut copies = Vec::new();
                     for (name, sql, input_table) in reads {
                         if !self.postgres {
                             ctes.push((name, sql));
                             continue;
                         }
-                        let shared = input_table && set == STUDENTS;
-                        if let Some(copy) = flush_rows.get(&name).filter(|_| shared) {
+                        let shared = input_table && set != MODEL_STUDENTS;
+                        let copy_key = (name.clone(), set.to_string());
+                        if let Some(copy) = flush_rows.get(&copy_key).filter(|_| shared) {
                             ctes.push((name, format!("SELECT * FROM {copy}")));
                             continue;
                         }
@@ -379,7 +440,7 @@ impl Models {
                         analyze(tx, self.postgres, &copy).await?;
                         ctes.push((name.clone(), format!("SELECT * FROM {copy}")));
                         if shared {
-                            flush_rows.insert(name, copy);
+                            flush_rows.insert(copy_key, copy);
                         } else {
                             copies.push(copy);
                         }
@@ -417,6 +478,11 @@ impl Models {
                     let (written, truncated, kept) = self
                         .replace_rows(tx, m, input, &select, only, keep_changes.as_deref())
                         .await?;
+                    let n: i64 = tx
+                        .query_one(&format!("SELECT COUNT(*) FROM {set}"), &[])
+                        .await?
+                        .get(0);
+                    refreshed_students = Some(n as u64);
                     for copy in copies {
                         tx.batch_execute(&format!("DROP TABLE {copy}")).await?;
                     }
@@ -424,6 +490,8 @@ impl Models {
                         tx.batch_execute(&format!("DROP TABLE {MODEL_STUDENTS}"))
                             .await?;
                         widened.insert(m.name.as_str());
+                    } else {
+                        refreshed_for.insert(m.name.as_str(), tables);
                     }
                     (written, truncated, kept, true)
                 }
@@ -482,12 +550,16 @@ impl Models {
                 rows,
                 seconds: started.elapsed().as_secs_f64(),
                 incremental,
+                students: refreshed_students,
                 truncated,
                 kept,
             });
         }
         for copy in flush_rows.values().chain(changes.values()) {
             tx.batch_execute(&format!("DROP TABLE {copy}")).await?;
+        }
+        for set in student_sets.values().filter(|s| *s != STUDENTS) {
+            tx.batch_execute(&format!("DROP TABLE {set}")).await?;
         }
         if students_ready {
             tx.batch_execute(&format!("DROP TABLE {STUDENTS}")).await?;

@@ -314,8 +314,13 @@ impl Connector {
 
     /// Start `edfi-cdc run`.
     pub fn run(&self) -> Replicator {
+        self.run_logging("edfi_cdc=info")
+    }
+
+    /// [`Connector::run`] with the log filter `filter` (`--log`).
+    pub fn run_logging(&self, filter: &str) -> Replicator {
         let child = self
-            .command(&["run", "--log", "edfi_cdc=info"])
+            .command(&["run", "--log", filter])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1124,7 +1124,8 @@ impl RedshiftSink {
                 metrics::model_refresh(&connector, &r.model, r.incremental, r.seconds);
                 metrics::model_values_truncated(&connector, &r.model, r.truncated);
                 debug!(sink = SINK, model = %r.model, rows = r.rows, incremental = r.incremental,
-                    kept = r.kept, ms = (r.seconds * 1000.0).round(), "model refreshed");
+                    students = r.students, kept = r.kept, ms = (r.seconds * 1000.0).round(),
+                    "model refreshed");
             }
         }
         for load in &self.loads {
