@@ -318,7 +318,7 @@ impl Models {
                             set
                         }
                     };
-                    // The model's students: the flush's, and those its mapped inputs affect.
+                    // The model's students: those, and those its mapped inputs affect.
                     let finds: Vec<String> = mapped
                         .iter()
                         .filter(|(_, _, students)| !students)

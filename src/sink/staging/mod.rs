@@ -1208,8 +1208,6 @@ impl StagingSink {
     }
 }
 
-/// COPY `events` with `sql`; a row the target rejects becomes [`SinkError::Rejected`] naming
-/// its key.
 /// What a COPY row carries after the table's columns.
 #[derive(Clone, Copy, PartialEq)]
 enum After {
@@ -1220,6 +1218,8 @@ enum After {
     OpAndVersion,
 }
 
+/// COPY `events` with `sql`; a row the target rejects becomes [`SinkError::Rejected`] naming
+/// its key.
 async fn copy_rows(
     tx: &Transaction<'_>,
     rt: &TableRt,
