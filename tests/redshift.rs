@@ -743,6 +743,33 @@ async fn columns_the_models_read_changed_at_the_source_keep_every_model_equal_to
     );
 }
 
+/// A source value that a model's `SELECT` casts to a type too small for it (an assessment
+/// result of 99999 into `decimal(5,2)`) stops the sink naming the model, not as a bare database
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_too_large_for_a_models_number_stops_the_sink_naming_the_model() {
+    let (rig, mut rep) = with_shipped_models_caught_up(200, 29).await;
+    let backing = connect(&rig.sim.backing_url()).await;
+    let changed = backing
+        .execute(
+            r#"UPDATE edfi."StudentAssessmentScoreResult" SET "Result" = '99999'
+               WHERE "StudentUSI" = (SELECT max("StudentUSI") FROM edfi."StudentAssessmentScoreResult")"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(changed > 0);
+    let status = rep.wait(CATCH_UP);
+    let log = rep.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("reporting model illuminate.studentaggregatescore: numeric field overflow")
+            && log.contains("(22003)")
+            && log.contains("Widen the column in the model or correct the source row"),
+        "{log}"
+    );
+}
+
 /// A flush refreshes a student model for the students whose rows changed in its own inputs (and
 /// in those of the student models it reads), not for every student of the flush: one source
 /// transaction moves one student's section end date and another student's assessment result.

@@ -79,6 +79,9 @@ impl Models {
     /// about to be replaced), or a model waiting so, waits: it keeps its rows and freshness
     /// until the flush that publishes the last of them, which rebuilds it whole. An initial
     /// load so builds each model once rather than at every flush.
+    ///
+    /// A value the target refuses as invalid for a type (a number too large for a model's
+    /// `decimal`, say) fails the refresh naming the model.
     pub async fn refresh_batch(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -86,6 +89,34 @@ impl Models {
         loading: &HashSet<String>,
         version: i64,
         commit_time: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Refreshed>, RefreshError> {
+        let mut current = None;
+        self.refresh_models(tx, changed, loading, version, commit_time, &mut current)
+            .await
+            .map_err(|e| match (e, current) {
+                (RefreshError::Database(e), Some(model)) if data_exception(&e) => {
+                    let db = e.as_db_error().expect("checked");
+                    RefreshError::Rejected(format!(
+                        "reporting model {model}: {} ({}): a value its SELECT computes does not \
+                         fit the model's column; nothing of the flush was applied. Widen the \
+                         column in the model or correct the source row, then restart",
+                        db.message(),
+                        db.code().code()
+                    ))
+                }
+                (e, _) => e,
+            })
+    }
+
+    /// [`Models::refresh_batch`], with `current` naming the model being refreshed.
+    async fn refresh_models<'m>(
+        &'m self,
+        tx: &tokio_postgres::Transaction<'_>,
+        changed: &HashMap<String, Changed>,
+        loading: &HashSet<String>,
+        version: i64,
+        commit_time: Option<DateTime<Utc>>,
+        current: &mut Option<&'m str>,
     ) -> Result<Vec<Refreshed>, RefreshError> {
         let mut done: Vec<Refreshed> = Vec::new();
         let mut waiting: HashSet<&str> = HashSet::new();
@@ -118,6 +149,7 @@ impl Models {
         let custom = CustomState::read(tx, &self.models).await?;
         let input = self.input_schema();
         for m in &self.models {
+            *current = Some(m.name.as_str());
             if m.inputs.iter().any(|i| loading.contains(i))
                 || m.upstream.iter().any(|u| waiting.contains(u.as_str()))
             {
@@ -555,6 +587,7 @@ impl Models {
                 kept,
             });
         }
+        *current = None;
         for copy in flush_rows.values().chain(changes.values()) {
             tx.batch_execute(&format!("DROP TABLE {copy}")).await?;
         }
@@ -1061,4 +1094,11 @@ async fn analyze(
         tx.batch_execute(&format!("ANALYZE {table}")).await?;
     }
     Ok(())
+}
+
+/// A data exception (SQLSTATE class 22: a number out of range, a value invalid for its type),
+/// which no retry changes.
+fn data_exception(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code().starts_with("22"))
 }
