@@ -442,10 +442,19 @@ async fn a_missing_bucket_or_refused_credentials_stop_before_anything_is_written
 /// A rig replicating into the Redshift stand-in (`stdin`) with the shipped models, started and
 /// caught up with the source.
 async fn with_shipped_models_caught_up(students: u64, seed: u64) -> (Rig, Replicator) {
+    with_shipped_models_caught_up_logging(students, seed, "edfi_cdc=info").await
+}
+
+/// [`with_shipped_models_caught_up`], the replicator logging with `filter`.
+async fn with_shipped_models_caught_up_logging(
+    students: u64,
+    seed: u64,
+    filter: &str,
+) -> (Rig, Replicator) {
     let mut rig = Rig::new(students, seed).await;
     rig.connector.use_shipped_models();
     redshift_rig(&mut rig, None, &[]);
-    let rep = rig.connector.run();
+    let rep = rig.connector.run_logging(filter);
     wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
     (rig, rep)
 }
@@ -775,13 +784,12 @@ async fn a_value_too_large_for_a_models_number_stops_the_sink_naming_the_model()
 /// transaction moves one student's section end date and another student's assessment result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_student_model_is_refreshed_for_the_students_its_own_inputs_changed() {
-    let mut rig = Rig::new(300, 23).await;
-    rig.connector.use_shipped_models();
-    redshift_rig(&mut rig, None, &[]);
-    let rep = rig
-        .connector
-        .run_logging("edfi_cdc=info,edfi_cdc::sink::redshift=debug");
-    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    let (mut rig, rep) = with_shipped_models_caught_up_logging(
+        300,
+        23,
+        "edfi_cdc=info,edfi_cdc::sink::redshift=debug",
+    )
+    .await;
     let backing = connect(&rig.sim.backing_url()).await;
     let pick = |sql: &'static str| {
         let backing = &backing;

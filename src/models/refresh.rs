@@ -274,16 +274,12 @@ impl Models {
                 }
                 (None, Some(col), Some(mapped)) if !upstream_full => {
                     if !students_ready {
-                        let union: Vec<String> = changed
-                            .values()
-                            .filter_map(|c| match c {
-                                Changed::Merged {
-                                    stage,
-                                    students: true,
-                                } => Some(format!("SELECT studentusi FROM {stage}")),
-                                _ => None,
-                            })
+                        let all: BTreeSet<String> = changed
+                            .iter()
+                            .filter(|(_, c)| matches!(c, Changed::Merged { students: true, .. }))
+                            .map(|(t, _)| t.clone())
                             .collect();
+                        let union = studentusi_of(changed, &all);
                         tx.batch_execute(&format!(
                             "CREATE TEMP TABLE {STUDENTS} (studentusi integer, studentuniqueid varchar(65535))"
                         ))
@@ -302,11 +298,6 @@ impl Models {
                         }
                         analyze(tx, self.postgres, STUDENTS).await?;
                         students_ready = true;
-                        let all: BTreeSet<String> = changed
-                            .iter()
-                            .filter(|(_, c)| matches!(c, Changed::Merged { students: true, .. }))
-                            .map(|(t, _)| t.clone())
-                            .collect();
                         student_sets.insert(all, STUDENTS.to_string());
                     }
                     // The students whose rows changed in the model's changed student inputs and
@@ -326,15 +317,7 @@ impl Models {
                         Some(set) => set.clone(),
                         None => {
                             let set = format!("{SOME_STUDENTS}_{}", student_sets.len());
-                            let stages: Vec<String> = tables
-                                .iter()
-                                .filter_map(|t| match &changed[t] {
-                                    Changed::Merged { stage, .. } => {
-                                        Some(format!("SELECT studentusi FROM {stage}"))
-                                    }
-                                    Changed::Replaced => None,
-                                })
-                                .collect();
+                            let stages = studentusi_of(changed, &tables);
                             let filter = if stages.is_empty() {
                                 "1 = 0".to_string()
                             } else {
@@ -1101,4 +1084,15 @@ async fn analyze(
 fn data_exception(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| db.code().code().starts_with("22"))
+}
+
+/// `SELECT studentusi FROM <stage>` for each of `tables` the flush merged.
+fn studentusi_of(changed: &HashMap<String, Changed>, tables: &BTreeSet<String>) -> Vec<String> {
+    tables
+        .iter()
+        .filter_map(|t| match &changed[t] {
+            Changed::Merged { stage, .. } => Some(format!("SELECT studentusi FROM {stage}")),
+            Changed::Replaced => None,
+        })
+        .collect()
 }
