@@ -578,7 +578,10 @@ async fn a_cycle_given_up_is_sent_again_only_after_its_calls_in_flight_were_stor
 /// As above, but the poller is killed while it waits for the held call, so the server stores
 /// that call after the new poller's newer copies of its rows, before their watermark. The sinks
 /// keep a row's change of the highest version, not the last to arrive: with the last to
-/// arrive, 499 of the 1,500 rows kept their older value.
+/// arrive, 499 of the 1,500 rows kept their older value in staging. The Redshift sink's lane
+/// reads the same shards with `spill_rows = 100`, so most of the copies of a row meet in its
+/// spill tables or between them and the flush's staging table (where the last to arrive left
+/// rows stale too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_of_a_killed_poller_stored_after_its_rows_newer_copies_changes_nothing() {
     held_call(true).await;
@@ -594,6 +597,15 @@ async fn held_call(kill_while_waiting: bool) {
     let moto = Moto::start_holding_puts(&armed, hold_ms);
     let mut rig = Rig::new(1500, 81).await;
     use_kinesis(&mut rig, &moto);
+    let redshift = if kill_while_waiting {
+        let db = redshift_beside_staging(&mut rig).await;
+        rig.connector
+            .edit("[sinks.redshift]\n", "[sinks.redshift]\nspill_rows = 100\n");
+        let client = connect(&db.url()).await;
+        Some((db, client))
+    } else {
+        None
+    };
     let mut logs = KeptLogs::default();
     let mut poller = start_role(&rig, "poller");
     let worker = start_role(&rig, "sink");
@@ -648,7 +660,16 @@ async fn held_call(kill_while_waiting: bool) {
         .unwrap();
     wait_lane_caught_up(&rig).await;
     assert_rig_equal(&rig).await;
-    drop((poller, worker));
+    if let Some((_db, redshift)) = &redshift {
+        wait_connector_caught_up(&rig.source, redshift, "edfi-ods", TABLES, CATCH_UP).await;
+        assert_redshift_equal(&rig.source, redshift).await;
+        let log = worker.log();
+        assert!(
+            log.contains("a large batch: its changes are written to the target"),
+            "the Redshift sink spilled nothing:\n{log}"
+        );
+    }
+    drop((poller, worker, redshift));
 }
 
 /// Files removed when the test ends, passed or not.

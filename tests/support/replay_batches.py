@@ -4,7 +4,8 @@ Usage: replay_batches.py DIR TABLES_JSON, where DIR holds the objects of one con
 <batch>/<table>/{manifest,part-NNNNN.csv.gz} and TABLES_JSON maps each table directory to
 {"columns": n, "key": [column indexes]}. Checks every manifest against the parts beside it,
 parses every part with Python's csv module, replays the batches in order (snapshot loads
-first, then change batches by version; `d` rows delete their key) and prints
+first, then change batches by version; a change batch's rows end with the operation, where
+`d` deletes the key, and the change's version) and prints
 {"problems": [...], "tables": {table: [[field or null, ...], ...]}}. `\\N` unquoted is NULL.
 """
 import csv
@@ -47,7 +48,8 @@ for batch in batches:
                 for rec in csv.reader(f):
                     vals = [None if v == "\\N" else v for v in rec]
                     op = "u"
-                    if len(vals) == spec["columns"] + 1:
+                    if len(vals) == spec["columns"] + 2:
+                        vals.pop()  # the change's version
                         op = vals.pop()
                     elif len(vals) != spec["columns"]:
                         problems.append(f"{batch}/{table}/{p}: a record has {len(vals)} fields")

@@ -9,14 +9,14 @@
 //! - The rows of the batch (cycles up to the pending watermark) are written before those of the
 //!   unfinished cycle; `upto` is the last sequence number of the batch's rows, and a watermark
 //!   moves it to the last one written.
-//! - The flush that applies the batch adds to each staging table the spilled rows up to `upto`,
-//!   the last of each key unless the staging table (rows received after the spill) holds the key
-//!   ([`sql::collect_spill`]), merges as usual and deletes those rows, in its one transaction.
-//!   Rows of the unfinished cycle stay for a later flush.
-//! - Unlike in memory and in staging's spill, the last change of a key here is the last to
-//!   arrive, not the one of the highest version: a change of a cycle the poller gave up on,
-//!   stored by Kinesis after the cycle's newer copy, wins over it when either was spilled
-//!   (see [`crate::sink::Compacted`]; the staging and spill tables carry no version).
+//! - The flush that applies the batch adds to each staging table the spilled rows up to `upto`:
+//!   each key's change of the highest version, the last to arrive among equal versions, and
+//!   only where it is newer than the staging table's (rows received after the spill)
+//!   ([`sql::collect_spill`]); it merges as usual and deletes those rows, in its one
+//!   transaction. Rows of the unfinished cycle stay for a later flush.
+//! - As in memory ([`crate::sink::Compacted`]), a change of a cycle the poller gave up on,
+//!   stored by Kinesis after the cycle's newer copy, changes nothing: both tables carry the
+//!   version ([`sql::VERSION_COLUMN`]).
 //! - A write retried after a lost acknowledgement writes the same rows with the same sequence
 //!   numbers again: the last-of-each-key pick keeps one of the identical copies.
 //! - A restarted sink drops what an earlier process spilled: those rows belong to cycles past
@@ -227,9 +227,9 @@ impl Spill {
             .map(|(id, _)| id)
     }
 
-    /// The statement that adds `rt`'s spilled rows of the batch to its loaded staging table;
+    /// The statements that add `rt`'s spilled rows of the batch to its loaded staging table;
     /// None when it has none (or they are of an earlier shape: not applied).
-    pub fn collect(&self, rt: &TableRt) -> Option<String> {
+    pub fn collect(&self, rt: &TableRt) -> Option<[String; 2]> {
         let s = self.tables.get(&rt.schema.id)?;
         (s.batch > 0 && s.shape == crate::event::shape_digest(&rt.schema))
             .then(|| sql::collect_spill(&rt.schema, &rt.stage, &s.table, s.from, self.upto))

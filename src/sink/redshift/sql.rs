@@ -13,6 +13,9 @@ use crate::sink::names::{ident, index_name, PgName};
 
 /// Name of the operation column of a staging table: `d` for a delete, `u` for an upsert.
 pub const OP_COLUMN: &str = "edfi_cdc_op";
+/// Name of the version column of a staging or spill table: the change's version
+/// (`SYS_CHANGE_VERSION` or commit LSN), which decides between two changes of a key.
+pub const VERSION_COLUMN: &str = "edfi_cdc_version";
 /// With `deletes = "soft"`: the column of a replicated table holding when its row was deleted
 /// at the source (NULL while it is not).
 pub const DELETED_AT: &str = "edfi_cdc_deleted_at";
@@ -139,12 +142,14 @@ pub fn create_table(mode: LoadMode, schema: &TableSchema, target: &PgName, soft:
 
 /// The session's staging table for one source table: the target's column types (`types`, in
 /// source column order, so that a value the target cannot take fails the COPY, which names
-/// the line), every column nullable (a delete carries only its key), plus the operation column.
+/// the line), every column nullable (a delete carries only its key), plus the operation and
+/// version columns.
 pub fn create_stage(mode: LoadMode, schema: &TableSchema, types: &[String], stage: &str) -> String {
     batch_table("CREATE TEMP TABLE", mode, schema, types, stage, "")
 }
 
-/// The DDL of a staging or spill table: the columns, the operation column, `extra` columns.
+/// The DDL of a staging or spill table: the columns, the operation and version columns, `extra`
+/// columns.
 fn batch_table(
     create: &str,
     mode: LoadMode,
@@ -160,7 +165,7 @@ fn batch_table(
         .map(|(c, t)| format!("{} {t}", ident(&c.name.to_lowercase())))
         .collect();
     let mut sql = format!(
-        "{create} {name} (\n    {},\n    {OP_COLUMN} char(1) NOT NULL{extra}\n)",
+        "{create} {name} (\n    {},\n    {OP_COLUMN} char(1) NOT NULL,\n    {VERSION_COLUMN} bigint NOT NULL{extra}\n)",
         cols.join(",\n    ")
     );
     if mode == LoadMode::S3 {
@@ -188,31 +193,47 @@ pub fn create_spill(mode: LoadMode, schema: &TableSchema, types: &[String], tabl
     )
 }
 
-/// Add to a loaded staging table the spilled rows numbered `from` to `upto`, the last one of
-/// each key, unless the staging table (rows received after them) holds the key already.
+/// The two statements that add to a loaded staging table the spilled rows numbered `from` to
+/// `upto`: the first deletes the staged rows (received after the spill) whose key a spilled row
+/// of a higher version holds; the second adds each key's spilled row of the highest version
+/// (the last to arrive among equal versions) unless the staging table still holds the key.
+/// Between two copies of a change, as between a change and a newer one, the highest version
+/// wins whichever arrived last (see [`crate::sink::Compacted`]).
 pub fn collect_spill(
     schema: &TableSchema,
     stage: &str,
     spill: &str,
     from: i64,
     upto: i64,
-) -> String {
+) -> [String; 2] {
     let mut cols = columns(schema);
     cols.push(OP_COLUMN.into());
+    cols.push(VERSION_COLUMN.into());
     let cols = cols.join(", ");
-    let keys = key_columns(schema);
-    let same: Vec<String> = keys
-        .iter()
-        .map(|k| format!("{stage}.{k} = s.{k}"))
-        .collect();
-    format!(
-        "INSERT INTO {stage} ({cols}) SELECT {cols} FROM (\
-         SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {SEQ_COLUMN} DESC) AS edfi_cdc_rn \
-         FROM {spill} WHERE {SEQ_COLUMN} BETWEEN {from} AND {upto}) s \
-         WHERE s.edfi_cdc_rn = 1 AND NOT EXISTS (SELECT 1 FROM {stage} WHERE {same})",
-        keys = keys.join(", "),
-        same = same.join(" AND "),
-    )
+    let keys = key_columns(schema).join(", ");
+    let same = |other: &str| {
+        key_columns(schema)
+            .iter()
+            .map(|k| format!("{stage}.{k} = {other}.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let range = format!("{SEQ_COLUMN} BETWEEN {from} AND {upto}");
+    [
+        format!(
+            "DELETE FROM {stage} WHERE EXISTS (SELECT 1 FROM {spill} p \
+             WHERE p.{range} AND {same_p} AND p.{VERSION_COLUMN} > {stage}.{VERSION_COLUMN})",
+            same_p = same("p"),
+        ),
+        format!(
+            "INSERT INTO {stage} ({cols}) SELECT {cols} FROM (\
+             SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} \
+             ORDER BY {VERSION_COLUMN} DESC, {SEQ_COLUMN} DESC) AS edfi_cdc_rn \
+             FROM {spill} WHERE {range}) s \
+             WHERE s.edfi_cdc_rn = 1 AND NOT EXISTS (SELECT 1 FROM {stage} WHERE {same_s})",
+            same_s = same("s"),
+        ),
+    ]
 }
 
 /// A column type as `information_schema.columns` describes it, in DDL form.
@@ -526,6 +547,7 @@ mod tests {
         let t = student_school_association();
         let mut cols = columns(&t);
         cols.push(OP_COLUMN.into());
+        cols.push(VERSION_COLUMN.into());
         let s3 = CopySource::S3 {
             manifest_url: "s3://reporting-bucket/edfi-cdc/edfi-ods/v00000000000000001234/edfi.studentschoolassociation/manifest",
             iam_role: "arn:aws:iam::123456789012:role/edfi-cdc-copy",
@@ -576,7 +598,8 @@ mod tests {
                     "edfi_cdc_spill.s0123abcd_edfi_cdc_stage_7",
                     0,
                     41,
-                ),
+                )
+                .join(";\n"),
             ),
             ("copy_s3.sql", copy("edfi_cdc_stage_7", &cols, &s3)),
             (

@@ -1,1 +1,1 @@
-COPY edfi_cdc_stage_7 ("studentusi", "schoolid", "entrydate", "entrygradeleveldescriptorid", "exitwithdrawdate", "discriminator", "id", "lastmodifieddate", edfi_cdc_op) FROM STDIN WITH (FORMAT csv, NULL '\N')
+COPY edfi_cdc_stage_7 ("studentusi", "schoolid", "entrydate", "entrygradeleveldescriptorid", "exitwithdrawdate", "discriminator", "id", "lastmodifieddate", edfi_cdc_op, edfi_cdc_version) FROM STDIN WITH (FORMAT csv, NULL '\N')

@@ -9,6 +9,7 @@ CREATE TABLE edfi_cdc_spill.s0123abcd_edfi_cdc_stage_7 (
     "id" char(36),
     "lastmodifieddate" timestamp,
     edfi_cdc_op char(1) NOT NULL,
+    edfi_cdc_version bigint NOT NULL,
     edfi_cdc_seq bigint NOT NULL
 )
 DISTKEY ("studentusi")
