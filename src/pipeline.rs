@@ -254,7 +254,7 @@ async fn run_embedded(
     if let Some(cfg) = config.sinks.staging.as_ref().filter(|s| s.enabled) {
         let (sink, cp) = StagingSink::open(&name, cfg, &config.retry, &schemas, None, &stop)
             .await
-            .with_context(|| format!("connector {name}: staging sink"))?;
+            .with_context(|| format!("connector {name}"))?;
         checkpoints.push(cp);
         sinks.push(SinkTask::Staging(Box::new(sink)));
     }
@@ -269,7 +269,7 @@ async fn run_embedded(
             &stop,
         )
         .await
-        .with_context(|| format!("connector {name}: redshift sink"))?;
+        .with_context(|| format!("connector {name}"))?;
         checkpoints.push(cp);
         sinks.push(SinkTask::Redshift(Box::new(sink)));
     }

@@ -578,7 +578,7 @@ async fn run_whole(
     // Creates the checkpoint tables, the lease's among them.
     stored_positions(&config.name, &target, &lane)
         .await
-        .with_context(|| format!("connector {name}: {kind} sink"))?;
+        .with_context(|| format!("connector {name}"))?;
     let mut lease = Lease {
         kind,
         url: target.url().to_string(),
@@ -634,7 +634,7 @@ async fn whole_turn(
     let id = whole_lane(config);
     let stored = stored_positions(&config.name, target, &Lane::new(id, worker_id(), None))
         .await
-        .with_context(|| format!("connector {name}: {kind} sink"))?;
+        .with_context(|| format!("connector {name}"))?;
     let (parts, reader): (Vec<String>, StartReading) = match config.stream.kind {
         StreamKind::Kafka => {
             let reader = kafka::WholeReader::connect(config, kind, schemas, &stored)
