@@ -415,6 +415,43 @@ impl Model {
         key.join(", ")
     }
 
+    /// The rows of `a` that `b` does not hold exactly (no row of the same key, or one that
+    /// differs in a column, NULL being equal to NULL): what `a EXCEPT b` gives for two tables
+    /// of the model's columns and key, as a join on the key (hashed, and split into batches
+    /// when large) instead of a sort or hash of every column of both sides. At 1,000,000
+    /// students a flush compares about 1,100,000 refreshed rows of `studentitemscore`: 4.6 s
+    /// each way with `EXCEPT`, 2.0 s with this (`docs/models.md`, "Incremental refresh").
+    fn only_in(&self, a: &str, b: &str) -> String {
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("x.{}", quote(&c.name)))
+            .collect();
+        let mut same: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| format!("y.{k} = x.{k}", k = quote(k)))
+            .collect();
+        same.extend(
+            self.columns
+                .iter()
+                .filter(|c| !self.key.contains(&c.name))
+                .map(|c| {
+                    let n = quote(&c.name);
+                    if c.not_null {
+                        format!("y.{n} = x.{n}")
+                    } else {
+                        format!("(y.{n} = x.{n} OR (y.{n} IS NULL AND x.{n} IS NULL))")
+                    }
+                }),
+        );
+        format!(
+            "SELECT {} FROM {a} x WHERE NOT EXISTS (SELECT 1 FROM {b} y WHERE {})",
+            cols.join(", "),
+            same.join(" AND ")
+        )
+    }
+
     /// `a.k = b.k AND …` over the key: rows of `a` and `b` (tables or aliases) with one key.
     fn same_key(&self, a: &str, b: &str) -> String {
         let eq: Vec<String> = self

@@ -732,9 +732,9 @@ impl Models {
             format!(" WHERE NOT COALESCE({c} AND {gone_again}, false)")
         });
         tx.batch_execute(&format!(
-            "CREATE TEMP TABLE {GONE} AS SELECT {keys} FROM \
-             (SELECT {cols} FROM {OLD} EXCEPT SELECT {cols} FROM {FRESH}) {OLD}{keep}",
-            keys = m.key_list()
+            "CREATE TEMP TABLE {GONE} AS SELECT {keys} FROM ({went}) {OLD}{keep}",
+            keys = m.key_list(),
+            went = m.only_in(OLD, FRESH),
         ))
         .await?;
         analyze(tx, self.postgres, GONE).await?;
@@ -749,10 +749,7 @@ impl Models {
         .await?;
         let written = tx
             .execute(
-                &format!(
-                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM {FRESH} \
-                     EXCEPT SELECT {cols} FROM {OLD}"
-                ),
+                &format!("INSERT INTO {target} ({cols}) {}", m.only_in(FRESH, OLD)),
                 &[],
             )
             .await?;
@@ -771,10 +768,9 @@ impl Models {
         };
         if let Some(changes) = changes {
             tx.batch_execute(&format!(
-                "CREATE TEMP TABLE {changes} AS \
-                 SELECT {cols} FROM (SELECT {cols} FROM {OLD} EXCEPT SELECT {cols} FROM {FRESH}) went \
-                 UNION ALL \
-                 SELECT {cols} FROM (SELECT {cols} FROM {FRESH} EXCEPT SELECT {cols} FROM {OLD}) came"
+                "CREATE TEMP TABLE {changes} AS {} UNION ALL {}",
+                m.only_in(OLD, FRESH),
+                m.only_in(FRESH, OLD)
             ))
             .await?;
             analyze(tx, self.postgres, changes).await?;
