@@ -14,6 +14,9 @@
 //! - `edfi_cdc.stream_leases`: for a lane over the whole stream (Kinesis's staging lane, the
 //!   Redshift sink's lane), which worker applies it and until when; a worker renews its lease
 //!   while it runs, and another takes the lane over once it expired;
+//! - `edfi_cdc.poller_runs`: with Kafka or Kinesis, per connector, the first run of the last
+//!   poller start (see [`crate::stream::lane::Run`]): a restarted poller's barriers are ordered
+//!   after the dead one's by it, not by the hosts' clocks;
 //! - `edfi_cdc.resnapshot_requests`: tables an operator asked to re-snapshot
 //!   (`edfi-cdc resnapshot`), seen by the running sink within seconds and deleted in the
 //!   transaction that starts the snapshot.
@@ -29,6 +32,7 @@ use serde_json::Value as Json;
 use tokio_postgres::GenericClient;
 
 use crate::event::{TableId, TableSchema, Value};
+use crate::stream::lane::{Run, RUNS_PER_START};
 
 /// The checkpoint tables, in SQL that PostgreSQL and Redshift both run: no jsonb (keys are JSON
 /// text), no CHECK constraints or indexes, no `ON CONFLICT`, no server clock (times are bound).
@@ -86,6 +90,12 @@ CREATE TABLE IF NOT EXISTS edfi_cdc.verify_results (
     unsettled     bigint       NOT NULL,
     verified_at   timestamptz  NOT NULL,
     PRIMARY KEY (connector, sink, source_schema, source_table)
+);
+CREATE TABLE IF NOT EXISTS edfi_cdc.poller_runs (
+    connector   varchar(256) NOT NULL,
+    run         bigint       NOT NULL,
+    updated_at  timestamptz  NOT NULL,
+    PRIMARY KEY (connector)
 );
 CREATE TABLE IF NOT EXISTS edfi_cdc.resnapshot_requests (
     connector     varchar(256) NOT NULL,
@@ -643,6 +653,40 @@ pub async fn take_lease(
     }
     tx.commit().await?;
     Ok(None)
+}
+
+/// The first run of a poller of `connector` starting at `now` (see
+/// [`crate::stream::lane::Run`]): [`RUNS_PER_START`] past the last start's, or `now` in
+/// milliseconds if that is later (the first start, or an upgrade from runs taken from the
+/// clock). The same SQL runs on PostgreSQL and Redshift (the table is locked for the short
+/// transaction).
+pub async fn begin_run(
+    client: &mut tokio_postgres::Client,
+    connector: &str,
+    now: DateTime<Utc>,
+) -> Result<Run, tokio_postgres::Error> {
+    let clock = now.timestamp_millis().max(0);
+    let tx = client.transaction().await?;
+    tx.batch_execute("LOCK edfi_cdc.poller_runs").await?;
+    let last: Option<i64> = tx
+        .query_opt(
+            "SELECT run FROM edfi_cdc.poller_runs WHERE connector = $1",
+            &[&connector],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let run = match last {
+        Some(last) => (last + RUNS_PER_START as i64).max(clock),
+        None => clock,
+    };
+    let sql = if last.is_some() {
+        "UPDATE edfi_cdc.poller_runs SET run = $2, updated_at = $3 WHERE connector = $1"
+    } else {
+        "INSERT INTO edfi_cdc.poller_runs (connector, run, updated_at) VALUES ($1, $2, $3)"
+    };
+    tx.execute(sql, &[&connector, &run, &now]).await?;
+    tx.commit().await?;
+    Ok(run as Run)
 }
 
 /// Give up `worker`'s lease of lane `sink` (a clean stop: another worker need not wait for it

@@ -206,12 +206,12 @@ async fn run_stream_poller(
     let start = checkpoint::resume_point(&[cp], schemas);
     let producer = match config.stream.kind {
         StreamKind::Kafka => Producer::Kafka(Box::new(
-            kafka::Producer::connect(&config, schemas)
+            kafka::Producer::connect(&config, schemas, position.run())
                 .await
                 .with_context(|| format!("connector {name}: kafka"))?,
         )),
         StreamKind::Kinesis => Producer::Kinesis(Box::new(
-            crate::stream::kinesis::Producer::connect(&config)
+            crate::stream::kinesis::Producer::connect(&config, position.run())
                 .await
                 .with_context(|| format!("connector {name}: kinesis"))?,
         )),

@@ -527,6 +527,43 @@ async fn checkpoints_written_by_the_earlier_schema_still_load() {
     assert_eq!(key, "[7]");
 }
 
+/// A restarted poller's barriers follow the dead one's whatever the hosts' clocks say: each
+/// start takes its first run from the position store, past every run the previous start could
+/// take after failed barriers, even with its clock an hour behind (before, a run was the
+/// start's clock, and such a poller's barriers were ordered before the dead one's lone one).
+#[tokio::test]
+async fn a_restarted_pollers_runs_follow_the_dead_ones_whatever_its_clock_says() {
+    use edfi_cdc::checkpoint::begin_run;
+    use edfi_cdc::stream::lane::RUNS_PER_START;
+    let db = TestDb::create("runs").await;
+    let mut client = connect(&db.url()).await;
+    edfi_cdc::checkpoint::install(&client).await.unwrap();
+    let now = chrono::Utc::now();
+    let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis() as u64;
+    let first = begin_run(&mut client, "edfi-ods", now).await.unwrap();
+    assert_eq!(first, ms(now), "a first start's run is its clock");
+    let last_of_first = first + RUNS_PER_START - 1;
+    let behind = begin_run(&mut client, "edfi-ods", now - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(
+        behind > last_of_first,
+        "a restart with its clock behind took run {behind}, not after {last_of_first}"
+    );
+    let later = now + chrono::Duration::days(365);
+    let ahead = begin_run(&mut client, "edfi-ods", later).await.unwrap();
+    assert_eq!(
+        ahead,
+        ms(later),
+        "a clock past the last start's runs is taken as it is"
+    );
+    assert_eq!(
+        begin_run(&mut client, "another", now).await.unwrap(),
+        ms(now),
+        "each connector's runs are its own"
+    );
+}
+
 /// Terminate the replicator's staging connections every `every` until `stop`; returns how many
 /// were terminated.
 async fn terminate_backends(

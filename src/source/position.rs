@@ -18,6 +18,7 @@ use crate::config::{ConnectorConfig, RetryConfig};
 use crate::event::{TableId, TableSchema, Value, Watermark};
 use crate::retry::Backoff;
 use crate::sink::{pg, SinkError, SETUP_LOCK};
+use crate::stream::lane::Run;
 
 /// The checkpoint name of the poller's position.
 pub const POLLER: &str = "poller";
@@ -29,6 +30,8 @@ pub struct PollerPosition {
     /// The other enabled sinks' databases, where their workers (a Redshift lane that lost
     /// records) ask for re-snapshots too.
     others: Vec<(String, Option<Client>)>,
+    /// This process's first run ([`checkpoint::begin_run`]).
+    run: Run,
 }
 
 fn err(e: tokio_postgres::Error) -> SinkError {
@@ -65,6 +68,7 @@ impl PollerPosition {
             url,
             client: None,
             others,
+            run: 0,
         };
         let mut backoff = Backoff::new(retry);
         loop {
@@ -94,6 +98,10 @@ impl PollerPosition {
             .map_err(err)?;
         let connector = self.connector.clone();
         let client = self.client().await?;
+        self.run = checkpoint::begin_run(client, &connector, chrono::Utc::now())
+            .await
+            .map_err(err)?;
+        let client = self.client().await?;
         let mut cp = checkpoint::load(&*client, &connector, POLLER, schemas)
             .await
             .map_err(err)?;
@@ -103,6 +111,12 @@ impl PollerPosition {
             .await
             .map_err(err)?;
         Ok(cp)
+    }
+
+    /// This process's first run: the stream producer's barriers carry it
+    /// ([`crate::stream::lane::Run`]).
+    pub fn run(&self) -> Run {
+        self.run
     }
 
     async fn client(&mut self) -> Result<&mut Client, SinkError> {

@@ -337,10 +337,12 @@ const RUN_HEADER: &str = "edfi-cdc-run";
 pub const CONTROL_HEADER: &str = "edfi-cdc-control";
 
 impl Producer {
-    /// Connect, create missing topics and read every topic's partition count.
+    /// Connect, create missing topics and read every topic's partition count. `run`: this
+    /// poller process's first run ([`crate::checkpoint::begin_run`]).
     pub async fn connect(
         config: &ConnectorConfig,
         schemas: &[Arc<TableSchema>],
+        run: super::lane::Run,
     ) -> Result<Producer, StreamError> {
         let cfg = config.stream.kafka.clone();
         let wanted = topics(&cfg, schemas);
@@ -414,7 +416,7 @@ impl Producer {
             partitions,
             pending: Mutex::new(Vec::new()),
             sent: Mutex::new(SentCounts::default()),
-            run: AtomicU64::new(super::lane::run_now()),
+            run: AtomicU64::new(run),
         })
     }
 

@@ -698,7 +698,11 @@ pub struct Producer {
 
 impl Producer {
     /// Connect, create the stream if it is missing, and wait until it is active.
-    pub async fn connect(config: &ConnectorConfig) -> Result<Producer, StreamError> {
+    /// `run`: this poller process's first run ([`crate::checkpoint::begin_run`]).
+    pub async fn connect(
+        config: &ConnectorConfig,
+        run: super::lane::Run,
+    ) -> Result<Producer, StreamError> {
         let cfg = &config.stream.kinesis;
         let client = client().await?;
         ensure_stream(&client, &cfg.stream_name, cfg.shards, cfg.retention_hours).await?;
@@ -708,7 +712,7 @@ impl Producer {
             connector: config.name.clone(),
             database: config.source.database.clone(),
             batching: Mutex::new(Batching::default()),
-            run: AtomicU64::new(super::lane::run_now()),
+            run: AtomicU64::new(run),
         })
     }
 

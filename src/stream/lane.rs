@@ -61,25 +61,23 @@ pub struct Delivery {
     pub run: Option<Run>,
 }
 
-/// A poller process's run: the time it started, in milliseconds since the Unix epoch. A poller
-/// killed while it wrote a barrier leaves it in some partitions only; the next run's barriers
-/// are later ones, and the lane hands out the older run's barrier first, so that what waits
-/// behind it is handed out before any barrier written after it. Runs are ordered by the clocks
-/// of the poller's hosts: a restarted poller's clock must not be behind the dead one's by more
-/// than the time between the death and the restart (seconds at least).
+/// A poller process's run. A poller killed while it wrote a barrier leaves it in some
+/// partitions only; the next run's barriers are later ones, and the lane hands out the older
+/// run's barrier first, so that what waits behind it is handed out before any barrier written
+/// after it. Each poller start takes its first run from the poller's position store
+/// ([`crate::checkpoint::begin_run`]): [`RUNS_PER_START`] past the previous start's (or the
+/// start's clock in milliseconds, if later), so a restarted poller's runs follow the dead
+/// one's whatever the hosts' clocks say; within a process each new run is the last plus one.
 pub type Run = u64;
 
-/// The run starting now.
-pub fn run_now() -> Run {
-    chrono::Utc::now().timestamp_millis().max(0) as Run
-}
+/// Runs one poller process may take: the next start's first run is at least this far past
+/// the previous start's.
+pub const RUNS_PER_START: u64 = 1 << 32;
 
 /// A new run for a poller whose barrier write failed (so that barrier may be in some
 /// partitions only): later than `run`, and than any barrier written so far.
 pub fn next_run(run: &std::sync::atomic::AtomicU64) -> Run {
-    let next = run_now().max(run.load(std::sync::atomic::Ordering::SeqCst) + 1);
-    run.fetch_max(next, std::sync::atomic::Ordering::SeqCst);
-    next
+    run.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
 }
 
 /// Records a partition lost: fewer arrived between two of its barriers than the poller wrote.
