@@ -1514,7 +1514,7 @@ async fn stage_and_merge(
         copy_in(tx, cfg, rt, &rt.stage, &cols, load).await?;
     }
     let collected = match spilled {
-        Some([outdated, added]) => {
+        Some([outdated, newer]) => {
             // PostgreSQL (the `stdin` stand-in) estimates the pick of each key's change at a
             // row or two and checks each spilled row against the whole staging table in a
             // nested loop: over ten minutes for 87,000 spilled rows against 40,000 received,
@@ -1526,14 +1526,14 @@ async fn stage_and_merge(
                     .map_err(pg)?;
             }
             let replaced = tx.execute(outdated.as_str(), &[]).await.map_err(pg)?;
-            let added = tx.execute(added.as_str(), &[]).await.map_err(pg)?;
+            let added = tx.execute(newer.as_str(), &[]).await.map_err(pg)?;
             if stand_in {
                 tx.batch_execute("SET LOCAL enable_nestloop = on")
                     .await
                     .map_err(pg)?;
             }
             // Keys whose change held in memory a spilled one replaced are counted with those.
-            added - replaced
+            added.saturating_sub(replaced)
         }
         None => 0,
     };
