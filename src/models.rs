@@ -416,9 +416,11 @@ impl Model {
     }
 
     /// The rows of `a` that `b` does not hold exactly (no row of the same key, or one that
-    /// differs in a column, NULL being equal to NULL): what `a EXCEPT b` gives for two tables
-    /// of the model's columns and key, as a join on the key (hashed, and split into batches
-    /// when large) instead of a sort or hash of every column of both sides. At 1,000,000
+    /// differs in a column, NULL being equal to NULL), each once: what `a EXCEPT b` gives for
+    /// two tables of the model's columns and key, as a join on the key (hashed, and split into
+    /// batches when large) instead of a sort or hash of every column of both sides; only the
+    /// few rows it finds are made distinct (a `SELECT` that yields a row twice inserts it once,
+    /// as with `EXCEPT`). At 1,000,000
     /// students a flush compares about 1,100,000 refreshed rows of `studentitemscore`: 4.6 s
     /// each way with `EXCEPT`, 2.0 s with this (`docs/models.md`, "Incremental refresh").
     fn only_in(&self, a: &str, b: &str) -> String {
@@ -446,7 +448,7 @@ impl Model {
                 }),
         );
         format!(
-            "SELECT {} FROM {a} x WHERE NOT EXISTS (SELECT 1 FROM {b} y WHERE {})",
+            "SELECT DISTINCT {} FROM {a} x WHERE NOT EXISTS (SELECT 1 FROM {b} y WHERE {})",
             cols.join(", "),
             same.join(" AND ")
         )
