@@ -580,8 +580,8 @@ async fn a_cycle_given_up_is_sent_again_only_after_its_calls_in_flight_were_stor
 /// keep a row's change of the highest version, not the last to arrive: with the last to
 /// arrive, 499 of the 1,500 rows kept their older value in staging. The Redshift sink's lane
 /// reads the same shards with `spill_rows = 100`, so most of the copies of a row meet in its
-/// spill tables or between them and the flush's staging table (where the last to arrive left
-/// rows stale too).
+/// spill tables or between them and the flush's staging table: with the last to arrive there,
+/// 499 rows kept their older value in Redshift too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_of_a_killed_poller_stored_after_its_rows_newer_copies_changes_nothing() {
     held_call(true).await;
