@@ -1,11 +1,20 @@
 //! How targets are named, for both sinks and for the configuration checks: the staging
 //! sink's table names (`identifiers`, `schema_map`), the Redshift sink's (`schema`,
-//! `table_map`), quoted identifiers, and the shadow tables snapshots load.
+//! `table_map`), quoted identifiers, the shadow tables snapshots load, and the columns both
+//! sinks add to their batch and spill tables.
 
 use std::fmt;
 
 use crate::config::{IdentifierCase, RedshiftSinkConfig, StagingSinkConfig};
 use crate::event::TableId;
+
+/// The operation column of a batch or spill table: `d` for a delete, `u` for an upsert.
+pub const OP_COLUMN: &str = "edfi_cdc_op";
+/// The version column of a batch or spill table: the change's version (`SYS_CHANGE_VERSION` or
+/// commit LSN), which decides between two changes of a key (see [`crate::sink::Compacted`]).
+pub const VERSION_COLUMN: &str = "edfi_cdc_version";
+/// The sequence column of a spill table: the order in which the sink received its rows.
+pub const SEQ_COLUMN: &str = "edfi_cdc_seq";
 
 /// A PostgreSQL `schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -44,7 +44,9 @@ use crate::event::{
 use crate::metrics;
 use crate::models::{self, Changed, Models, RefreshError};
 use crate::retry::Backoff;
-use crate::sink::names::{redshift_table, shadow_table, PgName};
+use crate::sink::names::{
+    redshift_table, shadow_table, PgName, OP_COLUMN, SEQ_COLUMN, VERSION_COLUMN,
+};
 use crate::stream::Input;
 
 use super::{
@@ -947,9 +949,9 @@ impl RedshiftSink {
         for (_, load) in &loads {
             let rt = &self.tables[&load.id];
             let mut cols = rt.columns.clone();
-            cols.push(sql::OP_COLUMN.into());
-            cols.push(sql::VERSION_COLUMN.into());
-            cols.push(sql::SEQ_COLUMN.into());
+            cols.push(OP_COLUMN.into());
+            cols.push(VERSION_COLUMN.into());
+            cols.push(SEQ_COLUMN.into());
             copy_in(&tx, &self.cfg, rt, self.spill.table(&load.id), &cols, load).await?;
         }
         tx.commit().await.map_err(pg)?;
@@ -1503,8 +1505,8 @@ async fn stage_and_merge(
     soft_at: Option<&str>,
 ) -> Result<u64, SinkError> {
     let mut cols = rt.columns.clone();
-    cols.push(sql::OP_COLUMN.into());
-    cols.push(sql::VERSION_COLUMN.into());
+    cols.push(OP_COLUMN.into());
+    cols.push(VERSION_COLUMN.into());
     tx.batch_execute(&sql::create_stage(
         cfg.load, &rt.schema, &rt.types, &rt.stage,
     ))

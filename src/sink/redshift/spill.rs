@@ -4,7 +4,7 @@
 //!
 //! - One spill table per source table, in schema [`SCHEMA`], named for the connector and kept
 //!   across transactions: the staging table's columns (the target's types, so a value the
-//!   target cannot take fails the spill's COPY, naming its key) and [`sql::SEQ_COLUMN`], the
+//!   target cannot take fails the spill's COPY, naming its key) and [`SEQ_COLUMN`], the
 //!   order in which the sink received the row.
 //! - The rows of the batch (cycles up to the pending watermark) are written before those of the
 //!   unfinished cycle; `upto` is the last sequence number of the batch's rows, and a watermark
@@ -16,7 +16,7 @@
 //!   transaction. Rows of the unfinished cycle stay for a later flush.
 //! - As in memory ([`crate::sink::Compacted`]), a change of a cycle the poller gave up on,
 //!   stored by Kinesis after the cycle's newer copy, changes nothing: both tables carry the
-//!   version ([`sql::VERSION_COLUMN`]).
+//!   version ([`crate::sink::names::VERSION_COLUMN`]).
 //! - A write retried after a lost acknowledgement writes the same rows with the same sequence
 //!   numbers again: the last-of-each-key pick keeps one of the identical copies.
 //! - A restarted sink drops what an earlier process spilled: those rows belong to cycles past
@@ -31,6 +31,7 @@ use super::sql;
 use super::{TableRt, SINK};
 use crate::config::LoadMode;
 use crate::event::TableId;
+use crate::sink::names::SEQ_COLUMN;
 use crate::sink::{CommitSeconds, SinkError};
 
 pub const SCHEMA: &str = "edfi_cdc_spill";
@@ -243,9 +244,7 @@ impl Spill {
             .map(|s| {
                 format!(
                     "DELETE FROM {} WHERE {} <= {}",
-                    s.table,
-                    sql::SEQ_COLUMN,
-                    self.upto
+                    s.table, SEQ_COLUMN, self.upto
                 )
             })
             .collect()

@@ -9,13 +9,8 @@
 
 use crate::config::LoadMode;
 use crate::event::{SourceType, TableSchema};
-use crate::sink::names::{ident, index_name, PgName};
+use crate::sink::names::{ident, index_name, PgName, OP_COLUMN, SEQ_COLUMN, VERSION_COLUMN};
 
-/// Name of the operation column of a staging table: `d` for a delete, `u` for an upsert.
-pub const OP_COLUMN: &str = "edfi_cdc_op";
-/// Name of the version column of a staging or spill table: the change's version
-/// (`SYS_CHANGE_VERSION` or commit LSN), which decides between two changes of a key.
-pub const VERSION_COLUMN: &str = "edfi_cdc_version";
 /// With `deletes = "soft"`: the column of a replicated table holding when its row was deleted
 /// at the source (NULL while it is not).
 pub const DELETED_AT: &str = "edfi_cdc_deleted_at";
@@ -173,9 +168,6 @@ fn batch_table(
     }
     sql
 }
-
-/// The sequence column of a spill table: the order in which the sink received its rows.
-pub const SEQ_COLUMN: &str = "edfi_cdc_seq";
 
 /// A spill table (`spill.rs`): the staging table's columns and the sequence column, kept
 /// across transactions.

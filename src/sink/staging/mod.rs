@@ -48,11 +48,10 @@ use super::{
     retry, route, snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route, Share, SinkError,
     SETUP_LOCK,
 };
-use crate::sink::names::{case, ident, shadow_table, staging_table, PgName};
+use crate::sink::names::{case, ident, shadow_table, staging_table, PgName, OP_COLUMN};
 
 /// The sink's checkpoint name in `edfi_cdc.table_state` (embedded stream).
 pub const SINK: &str = "staging";
-const OP_COLUMN: &str = "edfi_cdc_op";
 const IDLE_REQUEST_CHECK: Duration = Duration::from_secs(2);
 
 struct TableRt {

@@ -28,14 +28,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 use tracing::info;
 
-use super::{copy_rows, After, TableRt, OP_COLUMN, SINK};
+use super::{copy_rows, After, TableRt, SINK};
 use crate::event::{shape_digest, ChangeEvent, TableId};
-use crate::sink::names::ident;
+use crate::sink::names::{ident, OP_COLUMN, SEQ_COLUMN, VERSION_COLUMN};
 use crate::sink::{CommitSeconds, SinkError};
 
 pub const SCHEMA: &str = "edfi_cdc_spill";
-const SEQ_COLUMN: &str = "edfi_cdc_seq";
-const VERSION_COLUMN: &str = "edfi_cdc_version";
 
 /// One target table's spilled rows.
 struct Spilled {
