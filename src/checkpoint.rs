@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS edfi_cdc.table_state (
     snapshot_started_at timestamptz,
     updated_at          timestamptz    NOT NULL,
     source_shape        varchar(65535),
+    snapshot_into_target boolean,
     PRIMARY KEY (connector, sink, source_schema, source_table)
 );
 CREATE TABLE IF NOT EXISTS edfi_cdc.sink_state (
@@ -108,7 +109,8 @@ CREATE TABLE IF NOT EXISTS edfi_cdc.resnapshot_requests (
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Rows are being loaded into a shadow table; the target is untouched.
+    /// Rows are being loaded into a shadow table; the target is untouched (but for an initial
+    /// load into an empty target, which takes the rows itself: `snapshot_into_target`).
     Snapshot,
     /// The shadow table is complete as of `version`; it replaces the target at the next
     /// watermark, together with the changes after `version`.
@@ -137,6 +139,10 @@ pub struct TableCheckpoint {
     pub snapshot_rows: u64,
     pub snapshot_total_rows: Option<u64>,
     pub snapshot_started_at: Option<DateTime<Utc>>,
+    /// The snapshot loads the target itself, not a shadow table: the target was empty when it
+    /// started (an initial load), or held only rows of an earlier such snapshot never
+    /// published. Cleared when the table is published.
+    pub snapshot_into_target: bool,
 }
 
 impl TableCheckpoint {
@@ -269,20 +275,25 @@ pub async fn install(client: &impl GenericClient) -> Result<(), tokio_postgres::
             )
             .await?;
     }
-    let shape = client
-        .query_opt(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema = 'edfi_cdc' \
-             AND table_name = 'table_state' AND column_name = 'source_shape'",
-            &[],
-        )
-        .await?
-        .is_some();
-    if !shape {
-        client
-            .batch_execute(
-                "ALTER TABLE edfi_cdc.table_state ADD COLUMN source_shape varchar(65535)",
+    for (column, definition) in [
+        ("source_shape", "varchar(65535)"),
+        ("snapshot_into_target", "boolean"),
+    ] {
+        let present = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = 'edfi_cdc' \
+                 AND table_name = 'table_state' AND column_name = $1",
+                &[&column],
             )
-            .await?;
+            .await?
+            .is_some();
+        if !present {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE edfi_cdc.table_state ADD COLUMN {column} {definition}"
+                ))
+                .await?;
+        }
     }
     Ok(())
 }
@@ -297,8 +308,8 @@ pub async fn load(
     let rows = client
         .query(
             "SELECT source_schema, source_table, phase, version, commit_time, snapshot_last_key, \
-             snapshot_rows, snapshot_total_rows, snapshot_started_at, source_shape \
-             FROM edfi_cdc.table_state WHERE connector = $1 AND sink = $2",
+             snapshot_rows, snapshot_total_rows, snapshot_started_at, source_shape, \
+             snapshot_into_target FROM edfi_cdc.table_state WHERE connector = $1 AND sink = $2",
             &[&connector, &sink],
         )
         .await?;
@@ -327,6 +338,7 @@ pub async fn load(
                 snapshot_rows: r.get::<_, i64>(6) as u64,
                 snapshot_total_rows: r.get::<_, Option<i64>>(7).map(|n| n as u64),
                 snapshot_started_at: r.get(8),
+                snapshot_into_target: r.get::<_, Option<bool>>(10).unwrap_or(false),
             },
         );
     }
@@ -378,7 +390,8 @@ pub async fn begin_snapshot(
         .execute(
             "UPDATE edfi_cdc.table_state SET target_schema = $5, target_table = $6, phase = 'snapshot', \
              version = $7, commit_time = NULL, snapshot_last_key = NULL, snapshot_rows = 0, \
-             snapshot_total_rows = $8, snapshot_started_at = $9, updated_at = $9, source_shape = $10 \
+             snapshot_total_rows = $8, snapshot_started_at = $9, updated_at = $9, source_shape = $10, \
+             snapshot_into_target = NULL \
              WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
             &[&connector, &sink, &table.schema, &table.name, &target_schema, &target_table, &version, &total, &now, &shape],
         )
@@ -395,7 +408,25 @@ pub async fn begin_snapshot(
     Ok(())
 }
 
-/// Snapshot rows up to `last_key` (`rows` in all) are in the shadow table. Run in the
+/// The snapshot [`begin_snapshot`] started loads the target itself (see
+/// [`TableCheckpoint::snapshot_into_target`]). Run in the same transaction.
+pub async fn snapshot_into_target(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    table: &TableId,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE edfi_cdc.table_state SET snapshot_into_target = TRUE \
+         WHERE connector = $1 AND sink = $2 AND source_schema = $3 AND source_table = $4",
+        &[&connector, &sink, &table.schema, &table.name],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Snapshot rows up to `last_key` (`rows` in all) are in the shadow table (or the target, see
+/// [`snapshot_into_target`]). Run in the
 /// transaction that loaded them.
 pub async fn snapshot_progress(
     tx: &impl GenericClient,
@@ -459,7 +490,7 @@ pub async fn advance(
     let now = Utc::now();
     tx.execute(
         "UPDATE edfi_cdc.table_state SET phase = 'streaming', version = $3, commit_time = $4, \
-         snapshot_last_key = NULL, updated_at = $5 \
+         snapshot_last_key = NULL, snapshot_into_target = NULL, updated_at = $5 \
          WHERE connector = $1 AND sink = $2 AND phase IN ('streaming', 'pending_swap') AND version <= $3",
         &[&connector, &sink, &w.version, &w.commit_time, &now],
     )
@@ -871,6 +902,7 @@ mod tests {
             snapshot_rows: rows,
             snapshot_total_rows: None,
             snapshot_started_at: None,
+            snapshot_into_target: false,
         }
     }
 

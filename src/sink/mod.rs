@@ -667,6 +667,7 @@ mod tests {
             snapshot_rows: 0,
             snapshot_total_rows: None,
             snapshot_started_at: None,
+            snapshot_into_target: false,
         }
     }
 
@@ -729,6 +730,7 @@ mod tests {
         assert!(!snapshot_not_needed(false, Some(&awaiting), 10));
         let loading = TableCheckpoint {
             snapshot_started_at: Some(chrono::Utc::now()),
+            snapshot_into_target: false,
             ..state(Phase::Snapshot, 10)
         };
         assert!(!snapshot_not_needed(false, Some(&loading), 9));

@@ -1255,6 +1255,7 @@ impl RedshiftSink {
                     snapshot_rows: 0,
                     snapshot_total_rows: total_rows,
                     snapshot_started_at: Some(Utc::now()),
+                    snapshot_into_target: false,
                 });
             }
             SnapshotMarker::Chunk { last_key, rows, .. } => {

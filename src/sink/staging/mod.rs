@@ -71,6 +71,18 @@ struct TableRt {
     temp: String,
 }
 
+impl TableRt {
+    /// Where the table's snapshot goes: its shadow table, or the target itself on an initial
+    /// load (see [`TableCheckpoint::snapshot_into_target`]).
+    fn loading(&self) -> &PgName {
+        if self.state.as_ref().is_some_and(|s| s.snapshot_into_target) {
+            &self.target
+        } else {
+            &self.shadow
+        }
+    }
+}
+
 /// Counters for the periodic progress line.
 struct Progress {
     since: Instant,
@@ -745,7 +757,7 @@ impl StagingSink {
         let client = self.client.as_mut().expect("connected above");
         let rt = &self.tables[table];
         let dest = match rt.state.as_ref().map(|s| s.phase) {
-            Some(Phase::PendingSwap) => &rt.shadow,
+            Some(Phase::PendingSwap) => rt.loading(),
             _ => &rt.target,
         };
         let Ok(mut tx) = client.transaction().await else {
@@ -848,7 +860,7 @@ impl StagingSink {
                 // A table being (re-)snapshotted takes no changes: they are in the snapshot, or
                 // copies left by a poll cycle that failed before the table was reset.
                 let dest = match rt.state.as_ref().map(|s| s.phase) {
-                    Some(Phase::PendingSwap) => &rt.shadow,
+                    Some(Phase::PendingSwap) => rt.loading(),
                     Some(Phase::Streaming) => &rt.target,
                     Some(Phase::Snapshot) | None => continue,
                 };
@@ -881,6 +893,10 @@ impl StagingSink {
                     .as_ref()
                     .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
                 {
+                    if rt.loading() == &rt.target {
+                        info!(sink = %self.name, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published (loaded into the target)");
+                        continue;
+                    }
                     let cols = rt.columns.join(", ");
                     // A lane over some partitions (Kafka) has the rows of those only in its
                     // shadow: it replaces those keys, after deleting the rows of its
@@ -1006,15 +1022,6 @@ impl StagingSink {
                     self.temps.remove(&rt.temp);
                 }
                 rt.merge_chunks = false;
-                rt.state = Some(TableCheckpoint {
-                    phase: Phase::Snapshot,
-                    version,
-                    commit_time: None,
-                    snapshot_last_key: None,
-                    snapshot_rows: 0,
-                    snapshot_total_rows: total_rows,
-                    snapshot_started_at: Some(Utc::now()),
-                });
             }
             SnapshotMarker::Chunk { last_key, rows, .. } => {
                 if rt.ignoring_snapshot
@@ -1090,6 +1097,13 @@ impl StagingSink {
     /// Start a snapshot of `id`: an empty shadow table and the snapshot's checkpoint. `shape`:
     /// the table changed at the source, and its target is first changed to hold it (see
     /// [`ddl::ensure_table`]); the snapshot then fills the new columns of every row.
+    ///
+    /// An initial load — the target is empty, or holds only rows of an earlier snapshot that
+    /// loaded it and was never published — goes into the target itself (returns true): there
+    /// are no rows for readers to keep seeing, and copying a whole table from a shadow at the
+    /// publish doubled the cost of loading it. A lane over some partitions (Kafka) shares the
+    /// target with other lanes and always loads a shadow. The table's state says which, once
+    /// committed.
     async fn start_snapshot(
         &mut self,
         id: TableId,
@@ -1124,19 +1138,49 @@ impl StagingSink {
                 target_changes = %ensured.evolved.join("; "),
                 "the table changed at the source: target changed to match, re-snapshotting it");
         }
-        tx.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} (LIKE {t} INCLUDING ALL)",
-            s = rt.shadow.sql(),
-            t = rt.target.sql()
-        ))
-        .await
-        .map_err(pg)?;
-        // A new primary key at the source: the shadow has it; the target gets it at the publish.
+        let whole = self.lane.as_ref().is_none_or(|l| l.share == Share::Whole);
+        let unpublished = rt
+            .state
+            .as_ref()
+            .is_some_and(|s| s.snapshot_into_target && s.phase != Phase::Streaming);
+        let into_target = whole
+            && (unpublished
+                || tx
+                    .query_one(
+                        &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", rt.target.sql()),
+                        &[],
+                    )
+                    .await
+                    .map_err(pg)?
+                    .get::<_, bool>(0));
+        let loading = if into_target {
+            // Rows an earlier attempt loaded and never published: the source may have deleted
+            // some since.
+            tx.batch_execute(&format!(
+                "DROP TABLE IF EXISTS {s}; DELETE FROM {t}",
+                s = rt.shadow.sql(),
+                t = rt.target.sql()
+            ))
+            .await
+            .map_err(pg)?;
+            &rt.target
+        } else {
+            tx.batch_execute(&format!(
+                "DROP TABLE IF EXISTS {s}; CREATE TABLE {s} (LIKE {t} INCLUDING ALL)",
+                s = rt.shadow.sql(),
+                t = rt.target.sql()
+            ))
+            .await
+            .map_err(pg)?;
+            &rt.shadow
+        };
+        // A new primary key at the source: the table loaded has it (the target, when it is
+        // loaded itself, is empty); else the target gets it at the publish.
         ddl::rekey(
             &tx,
             &self.cfg,
             shape.as_deref().unwrap_or(&rt.schema),
-            &rt.shadow,
+            loading,
         )
         .await
         .map_err(pg)?;
@@ -1152,7 +1196,26 @@ impl StagingSink {
         )
         .await
         .map_err(pg)?;
-        commit_fenced(SINK, tx, self.lane.as_mut()).await
+        if into_target {
+            checkpoint::snapshot_into_target(&tx, &connector, &self.name, &id)
+                .await
+                .map_err(pg)?;
+        }
+        commit_fenced(SINK, tx, self.lane.as_mut()).await?;
+        if into_target {
+            info!(sink = SINK, table = %id, target = %rt.target, "initial load: the snapshot goes into the target itself");
+        }
+        self.tables.get_mut(&id).expect("table exists").state = Some(TableCheckpoint {
+            phase: Phase::Snapshot,
+            version,
+            commit_time: None,
+            snapshot_last_key: None,
+            snapshot_rows: 0,
+            snapshot_total_rows: total,
+            snapshot_started_at: Some(Utc::now()),
+            snapshot_into_target: into_target,
+        });
+        Ok(())
     }
 
     async fn apply_chunk(
@@ -1183,14 +1246,14 @@ impl StagingSink {
             .iter()
             .collect();
         if overlap {
-            apply_changes(&tx, rt, &rt.shadow, &events).await?;
+            apply_changes(&tx, rt, rt.loading(), &events).await?;
         } else {
             copy_rows(
                 &tx,
                 rt,
                 &format!(
                     "COPY {} ({}) FROM STDIN",
-                    rt.shadow.sql(),
+                    rt.loading().sql(),
                     rt.columns.join(", ")
                 ),
                 &events,
