@@ -363,8 +363,9 @@ pub async fn resnapshot_requests(
 }
 
 /// A table's snapshot starts (or restarts) at `version`: its row says `snapshot` with no
-/// progress, and an operator's request for it is consumed. Run in the transaction that creates
-/// the snapshot's shadow table, so a crash leaves either both or neither.
+/// progress, and an operator's request for it is consumed (returns whether there was one). Run
+/// in the transaction that creates the snapshot's shadow table, so a crash leaves either both
+/// or neither.
 #[allow(clippy::too_many_arguments)]
 pub async fn begin_snapshot(
     tx: &impl GenericClient,
@@ -375,15 +376,16 @@ pub async fn begin_snapshot(
     target_table: &str,
     version: i64,
     total_rows: Option<u64>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<bool, tokio_postgres::Error> {
     let shape = crate::event::shape_digest(table);
     let table = &table.id;
-    tx.execute(
-        "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 AND source_schema = $2 \
+    let consumed = tx
+        .execute(
+            "DELETE FROM edfi_cdc.resnapshot_requests WHERE connector = $1 AND source_schema = $2 \
          AND source_table = $3",
-        &[&connector, &table.schema, &table.name],
-    )
-    .await?;
+            &[&connector, &table.schema, &table.name],
+        )
+        .await?;
     let now = Utc::now();
     let total = total_rows.map(|n| n as i64);
     let updated = tx
@@ -405,7 +407,7 @@ pub async fn begin_snapshot(
         )
         .await?;
     }
-    Ok(())
+    Ok(consumed > 0)
 }
 
 /// The snapshot [`begin_snapshot`] started loads the target itself (see
@@ -423,6 +425,25 @@ pub async fn snapshot_into_target(
     )
     .await?;
     Ok(())
+}
+
+/// Whether `table`'s snapshot loaded the target itself and was not published since (so the
+/// target holds only rows of that load).
+pub async fn unpublished_load_into_target(
+    tx: &impl GenericClient,
+    connector: &str,
+    sink: &str,
+    table: &TableId,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM edfi_cdc.table_state WHERE connector = $1 AND sink = $2 \
+             AND source_schema = $3 AND source_table = $4 AND snapshot_into_target \
+             AND phase <> 'streaming'",
+            &[&connector, &sink, &table.schema, &table.name],
+        )
+        .await?
+        .is_some())
 }
 
 /// Snapshot rows up to `last_key` (`rows` in all) are in the shadow table (or the target, see
@@ -479,19 +500,38 @@ pub async fn applied_version(
         .map(|r| r.get(0)))
 }
 
-/// Every streaming or published table now reflects the source up to watermark `w`. Run in the
+/// Every streaming or published table now reflects the source up to watermark `w`, but those
+/// of `held`: a sink that does not take a snapshot in progress of a table (it already holds the
+/// table from that snapshot's version on) receives none of the table's changes until the
+/// snapshot ends — the poller sends them after it — so the table stays where it was. Run in the
 /// transaction that applied the changes up to `w`.
 pub async fn advance(
     tx: &impl GenericClient,
     connector: &str,
     sink: &str,
     w: &crate::event::Watermark,
+    held: &[&TableId],
 ) -> Result<(), tokio_postgres::Error> {
     let now = Utc::now();
+    // Literals, not parameters: the same text runs on Redshift (no arrays).
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let except: String = held
+        .iter()
+        .map(|t| {
+            format!(
+                " AND NOT (source_schema = {} AND source_table = {})",
+                literal(&t.schema),
+                literal(&t.name)
+            )
+        })
+        .collect();
     tx.execute(
-        "UPDATE edfi_cdc.table_state SET phase = 'streaming', version = $3, commit_time = $4, \
-         snapshot_last_key = NULL, snapshot_into_target = NULL, updated_at = $5 \
-         WHERE connector = $1 AND sink = $2 AND phase IN ('streaming', 'pending_swap') AND version <= $3",
+        &format!(
+            "UPDATE edfi_cdc.table_state SET phase = 'streaming', version = $3, commit_time = $4, \
+             snapshot_last_key = NULL, snapshot_into_target = NULL, updated_at = $5 \
+             WHERE connector = $1 AND sink = $2 AND phase IN ('streaming', 'pending_swap') \
+             AND version <= $3{except}"
+        ),
         &[&connector, &sink, &w.version, &w.commit_time, &now],
     )
     .await?;

@@ -280,6 +280,16 @@ async fn run_embedded(
         .filter(|s| !matches!(s, TableStart::Snapshot))
         .count();
     info!(connector = %name, resuming, snapshots = start.len() - resuming, "starting");
+    for (table, at) in &start {
+        if let TableStart::ResumeSnapshot { version, .. } = at {
+            for sink in &mut sinks {
+                match sink {
+                    SinkTask::Staging(s) => s.hold_during_resumed_snapshot(table, *version),
+                    SinkTask::Redshift(s) => s.hold_during_resumed_snapshot(table, *version),
+                }
+            }
+        }
+    }
 
     let (producer, consumers) = embedded::channel(config.stream.capacity, sinks.len());
     let (resnap_tx, resnap_rx) = mpsc::unbounded_channel();

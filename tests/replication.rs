@@ -673,6 +673,158 @@ async fn a_restarted_pollers_runs_follow_the_dead_ones_whatever_its_clock_says()
     );
 }
 
+/// Two sinks, and the poller resumes a snapshot that only one of them needs (here the Redshift
+/// sink's checkpoint and shadow table are set back to a snapshot of StudentSectionAssociation
+/// begun at its version, as a kill early in that snapshot leaves them). The poller sends none of the table's changes
+/// until the snapshot ends; rows deleted at the source meanwhile must still leave staging, which
+/// already held the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_skips_anothers_snapshot_keeps_the_changes_made_meanwhile() {
+    let mut rig = Rig::new(300, 33).await;
+    let redshift_db = redshift_beside_staging(&mut rig).await;
+    let redshift = connect(&redshift_db.url()).await;
+    let rep = rig.connector.run();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
+    rep.kill();
+    one_chunk_per_cycle(&rig, 1);
+    let set_back = redshift
+        .execute(
+            "UPDATE edfi_cdc.table_state SET phase = 'snapshot', snapshot_last_key = NULL, \
+             snapshot_rows = 0 WHERE sink = 'redshift' AND source_table = 'StudentSectionAssociation'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(set_back, 1);
+    redshift
+        .batch_execute(
+            "CREATE TABLE edfi_cdc_shadow.\"edfi-ods__edfi__studentsectionassociation\" \
+             (LIKE edfi.studentsectionassociation INCLUDING ALL)",
+        )
+        .await
+        .unwrap();
+    let rep = rig.connector.run();
+    // One row a cycle: the snapshot of the table's ~2,800 rows lasts many seconds.
+    wait_for("the snapshot to resume", CATCH_UP, || {
+        let log = rep.log();
+        async move {
+            log.contains("snapshot progress table=edfi.StudentSectionAssociation")
+                .then_some(())
+        }
+    })
+    .await;
+    rig.source
+        .batch_execute(
+            "DELETE FROM edfi.\"StudentSectionAssociation\" WHERE ctid IN \
+             (SELECT ctid FROM edfi.\"StudentSectionAssociation\" LIMIT 7)",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
+    let log = rep.kill();
+    assert!(
+        log.matches("snapshot progress table=edfi.StudentSectionAssociation")
+            .count()
+            > 100,
+        "the snapshot was not under way when the rows were deleted:\n{log}"
+    );
+    assert_equal(&rig.source, &rig.target, true).await;
+    assert_redshift_equal(&rig.source, &redshift).await;
+}
+
+/// Which load may delete a target's rows before loading it again: only one that loaded the
+/// target itself and was not published since. Once published — also when the table is then set
+/// to await a re-snapshot (a stream that lost records) — the rows are the readers', and the next
+/// load goes to a shadow table. A watermark that holds the table back leaves it as it was.
+#[tokio::test]
+async fn only_an_unpublished_load_into_the_target_may_empty_it_again() {
+    use edfi_cdc::checkpoint::{self, unpublished_load_into_target};
+    use edfi_cdc::event::{ColumnSchema, SourceType, TableId, TableSchema, Watermark};
+    let db = TestDb::create("intotarget").await;
+    let client = connect(&db.url()).await;
+    checkpoint::install(&client).await.unwrap();
+    let table = TableSchema {
+        id: TableId::new("edfi", "Student"),
+        columns: vec![ColumnSchema {
+            name: "StudentUSI".into(),
+            source_type: SourceType {
+                name: "int".into(),
+                max_length: None,
+                precision: None,
+                scale: None,
+            },
+            nullable: false,
+        }],
+        key: vec![0],
+    };
+    let id = &table.id;
+    let (c, sink) = ("edfi-ods", "staging");
+    let begin = |version| {
+        checkpoint::begin_snapshot(&client, c, sink, &table, "edfi", "student", version, None)
+    };
+    begin(10).await.unwrap();
+    assert!(
+        !unpublished_load_into_target(&client, c, sink, id)
+            .await
+            .unwrap(),
+        "a shadow load"
+    );
+    checkpoint::snapshot_into_target(&client, c, sink, id)
+        .await
+        .unwrap();
+    assert!(unpublished_load_into_target(&client, c, sink, id)
+        .await
+        .unwrap());
+    // Started again before its publish (the poller restarted it, or it awaits a re-snapshot).
+    checkpoint::await_snapshot(&client, c, sink, id, 12)
+        .await
+        .unwrap();
+    assert!(unpublished_load_into_target(&client, c, sink, id)
+        .await
+        .unwrap());
+    checkpoint::snapshot_loaded(&client, c, sink, id, 5)
+        .await
+        .unwrap();
+    assert!(unpublished_load_into_target(&client, c, sink, id)
+        .await
+        .unwrap());
+    let w = Watermark {
+        version: 20,
+        commit_time: None,
+    };
+    // Held: this sink does not take a snapshot of the table in progress (the table stays).
+    checkpoint::advance(&client, c, sink, &w, &[id])
+        .await
+        .unwrap();
+    assert!(unpublished_load_into_target(&client, c, sink, id)
+        .await
+        .unwrap());
+    checkpoint::advance(&client, c, sink, &w, &[])
+        .await
+        .unwrap();
+    assert!(
+        !unpublished_load_into_target(&client, c, sink, id)
+            .await
+            .unwrap(),
+        "published"
+    );
+    checkpoint::await_snapshot(&client, c, sink, id, 30)
+        .await
+        .unwrap();
+    assert!(
+        !unpublished_load_into_target(&client, c, sink, id)
+            .await
+            .unwrap(),
+        "published, then awaiting a re-snapshot"
+    );
+    begin(30).await.unwrap();
+    assert!(!unpublished_load_into_target(&client, c, sink, id)
+        .await
+        .unwrap());
+}
+
 /// Terminate the replicator's staging connections every `every` until `stop`; returns how many
 /// were terminated.
 async fn terminate_backends(

@@ -134,12 +134,13 @@ impl PollerPosition {
         r.map_err(err)
     }
 
+    /// Record a snapshot's start; returns whether it consumed a re-snapshot request.
     pub async fn begin_snapshot(
         &mut self,
         table: &TableSchema,
         version: i64,
         total: Option<u64>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<bool, SinkError> {
         let connector = self.connector.clone();
         let client = self.client().await?;
         let r = checkpoint::begin_snapshot(
@@ -153,7 +154,8 @@ impl PollerPosition {
             total,
         )
         .await;
-        self.done(r)
+        let consumed = r.as_ref().is_ok_and(|c| *c);
+        self.done(r.map(|_| ())).map(|()| consumed)
     }
 
     pub async fn snapshot_progress(
@@ -179,7 +181,7 @@ impl PollerPosition {
     pub async fn advance(&mut self, w: &Watermark) -> Result<(), SinkError> {
         let connector = self.connector.clone();
         let client = self.client().await?;
-        let r = checkpoint::advance(&*client, &connector, POLLER, w).await;
+        let r = checkpoint::advance(&*client, &connector, POLLER, w, &[]).await;
         self.done(r)
     }
 

@@ -32,8 +32,16 @@ pub enum Phase {
     },
     /// Waiting its turn for a snapshot; `id` goes into its start marker, the same id however
     /// often the marker is sent (see [`SnapshotMarker::Started`]), and so does whether an
-    /// operator (or a sink that lost records) asked for it.
-    Queued { id: u64, requested: bool },
+    /// operator (or a sink that lost records) asked for it. `at`: the version the snapshot
+    /// starts at, when not the cycle's that starts it — a snapshot the poller had started
+    /// before a restart without recording a chunk starts again at its first version, so that
+    /// the changes since (deletes of rows the first attempt already sent among them) follow it
+    /// in the stream, where consumers that skip the markers find them.
+    Queued {
+        id: u64,
+        requested: bool,
+        at: Option<i64>,
+    },
 }
 
 /// A new snapshot id: unique in this process, and across restarts as its clock moves on.
@@ -76,14 +84,26 @@ impl Tables {
         let queued = || Phase::Queued {
             id: snapshot_id(),
             requested: false,
+            at: None,
         };
         for (i, schema) in schemas.iter().enumerate() {
             let phase = match start.get(&schema.id) {
                 Some(TableStart::Stream { version }) => Phase::Streaming { last: *version },
-                // No chunk of it was recorded: the sinks may not even have its start.
-                Some(TableStart::ResumeSnapshot { last_key: None, .. }) if durable => {
+                // No chunk of it was recorded: the sinks may not even have its start. It starts
+                // again, from its first version, and every sink takes it (one already past that
+                // version would otherwise move the table on while the poller holds its changes
+                // back, and forget why if it restarted meanwhile).
+                Some(TableStart::ResumeSnapshot {
+                    last_key: None,
+                    version,
+                    ..
+                }) if durable => {
                     queue.push_back(i);
-                    queued()
+                    Phase::Queued {
+                        id: snapshot_id(),
+                        requested: true,
+                        at: Some(*version),
+                    }
                 }
                 Some(TableStart::ResumeSnapshot {
                     version,
@@ -178,7 +198,7 @@ impl Tables {
             .filter_map(|t| match t.phase {
                 Phase::Streaming { last } => Some(last),
                 Phase::Snapshotting { version, .. } => Some(version),
-                Phase::Queued { .. } => None,
+                Phase::Queued { at, .. } => at,
             })
             .min()
     }
@@ -193,15 +213,19 @@ impl Tables {
             warn!(table = %table, "re-snapshot requested for a table this connector does not replicate; ignored");
             return;
         };
-        if let Phase::Queued { requested, .. } = &mut self.runs[i].phase {
+        if let Phase::Queued { requested, at, .. } = &mut self.runs[i].phase {
             // Queued already (its first snapshot, or one resumed from scratch at start): it
-            // now counts as asked for.
+            // now counts as asked for, and starts at the cycle's version (a sink that lost
+            // records takes no snapshot older than what it saw; the source may no longer hold
+            // the changes since an earlier one).
             *requested = true;
+            *at = None;
         } else {
             info!(table = %table, "re-snapshot requested");
             self.runs[i].phase = Phase::Queued {
                 id: snapshot_id(),
                 requested: true,
+                at: None,
             };
             self.queue.retain(|&q| q != i);
             self.queue.push_back(i);
@@ -225,8 +249,9 @@ impl Tables {
         }
     }
 
-    /// Send the start marker of table `i`'s queued snapshot at `version` (recorded first in the
-    /// poller's position, if it keeps one); the table is then snapshotting.
+    /// Send the start marker of table `i`'s queued snapshot at `version`, or at the version it
+    /// was queued to start at (recorded first in the poller's position, if it keeps one); the
+    /// table is then snapshotting.
     pub async fn start_snapshot(
         &mut self,
         i: usize,
@@ -235,19 +260,21 @@ impl Tables {
         out: &Producer,
         position: &mut Option<PollerPosition>,
     ) -> Result<(), SourceError> {
-        let Phase::Queued { id, requested } = self.runs[i].phase else {
+        let Phase::Queued { id, requested, at } = self.runs[i].phase else {
             return Ok(());
         };
+        let version = at.unwrap_or(version);
         let schema = self.runs[i].schema.clone();
         info!(table = %schema.id, version, rows = ?total, "snapshot started");
-        if let Some(position) = position {
-            position
+        let consumed = match position {
+            Some(position) => position
                 .begin_snapshot(&schema, version, total)
                 .await
-                .map_err(SourceError::position)?;
-        }
+                .map_err(SourceError::position)?,
+            None => false,
+        };
         out.send(Message::Snapshot(SnapshotMarker::Started {
-            table: schema,
+            table: schema.clone(),
             version,
             total_rows: total,
             id,
@@ -262,6 +289,12 @@ impl Tables {
             started: Instant::now(),
             rows_at_start: 0,
         };
+        if consumed && at.is_some() {
+            // A request that came after this cycle read them, consumed by a snapshot from an
+            // earlier version (which a sink that lost records would not take): it asks for one
+            // from now on.
+            self.request_snapshot(&schema.id);
+        }
         Ok(())
     }
 
@@ -356,5 +389,75 @@ pub fn snapshot_row(schema: &Arc<TableSchema>, row: Vec<Value>, version: i64) ->
         after: Some(row),
         version,
         commit_time: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ColumnSchema, SourceType, TableId};
+    use crate::stream::embedded;
+
+    fn schema(name: &str) -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            id: TableId::new("edfi", name),
+            columns: vec![ColumnSchema {
+                name: "Id".into(),
+                source_type: SourceType {
+                    name: "int".into(),
+                    max_length: None,
+                    precision: None,
+                    scale: None,
+                },
+                nullable: false,
+            }],
+            key: vec![0],
+        })
+    }
+
+    /// The version of the start marker table `i`'s queued snapshot sends in a cycle at `cycle`.
+    async fn started_at(tables: &mut Tables, i: usize, cycle: i64) -> i64 {
+        let (producer, mut consumers) = embedded::channel(8, 1);
+        let out = Producer::Embedded(producer);
+        tables
+            .start_snapshot(i, cycle, None, &out, &mut None)
+            .await
+            .unwrap();
+        match consumers[0].try_recv() {
+            Some(Message::Snapshot(SnapshotMarker::Started { version, .. })) => version,
+            other => panic!("no start marker: {other:?}"),
+        }
+    }
+
+    /// A poller with its own position (Kafka, Kinesis) that died after recording a snapshot's
+    /// start and before any chunk starts it again at that version: the changes since then
+    /// follow it in the stream. Asked for again meanwhile, it starts at the cycle's version.
+    #[tokio::test]
+    async fn a_snapshot_without_a_recorded_chunk_starts_again_at_its_version() {
+        let schemas = vec![schema("A"), schema("B")];
+        let start = HashMap::from([
+            (
+                schemas[0].id.clone(),
+                TableStart::ResumeSnapshot {
+                    version: 42,
+                    last_key: None,
+                    rows: 0,
+                    total: None,
+                },
+            ),
+            (schemas[1].id.clone(), TableStart::Stream { version: 50 }),
+        ]);
+        let mut tables = Tables::new(&schemas, &start, true);
+        assert_eq!(
+            tables.lowest_needed(),
+            Some(42),
+            "the source keeps the changes since the snapshot's version"
+        );
+        assert_eq!(started_at(&mut tables, 0, 60).await, 42);
+
+        let mut tables = Tables::new(&schemas, &start, true);
+        tables.request_snapshot(&schemas[0].id);
+        assert_eq!(tables.lowest_needed(), Some(50));
+        assert_eq!(started_at(&mut tables, 0, 60).await, 60);
     }
 }

@@ -120,6 +120,19 @@ struct TableRt {
     snapshot: SnapshotRows,
 }
 
+impl TableRt {
+    /// The table stays at its checkpoint: this sink holds it from the version of the snapshot in
+    /// progress on and does not take that snapshot, and the poller sends none of the table's
+    /// changes until the snapshot ends (see [`checkpoint::advance`]).
+    fn held(&self) -> bool {
+        self.ignoring_snapshot
+            && self
+                .state
+                .as_ref()
+                .is_some_and(|s| s.phase != Phase::Snapshot)
+    }
+}
+
 /// One table's share of a load: its CSV parts and, per record, the key (to name a rejected
 /// row).
 struct TableLoad {
@@ -262,6 +275,18 @@ fn encode(
 }
 
 impl RedshiftSink {
+    /// The poller resumes a snapshot of `table` begun at `version` that this sink does not take
+    /// (it already holds the table from that version on; another sink needs the snapshot): the
+    /// poller sends none of the table's changes until the snapshot ends, so the table stays at
+    /// its checkpoint until then (see [`checkpoint::advance`]).
+    pub fn hold_during_resumed_snapshot(&mut self, table: &TableId, version: i64) {
+        if let Some(rt) = self.tables.get_mut(table) {
+            if super::snapshot_not_needed(false, rt.state.as_ref(), version) {
+                rt.ignoring_snapshot = true;
+            }
+        }
+    }
+
     /// Connect, create the checkpoint tables and missing targets, check existing ones, load the
     /// checkpoint, check the bucket and remove files of batches that never committed. Retries
     /// transient faults.
@@ -819,6 +844,9 @@ impl RedshiftSink {
             }
         }
         for rt in self.tables.values_mut() {
+            if rt.held() {
+                continue;
+            }
             if let Some(s) = rt
                 .state
                 .as_mut()
@@ -1085,10 +1113,11 @@ impl RedshiftSink {
             changed.insert(rt.target.to_string(), merged);
         }
         for rt in self.tables.values() {
-            if rt
-                .state
-                .as_ref()
-                .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
+            if !rt.held()
+                && rt
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
             {
                 // Another primary key at the source: the emptied target is declared with it.
                 let declared = super::declared_key(&tx, &rt.target).await.map_err(pg)?;
@@ -1154,7 +1183,13 @@ impl RedshiftSink {
         for clear in self.spill.clear() {
             tx.batch_execute(&clear).await.map_err(pg)?;
         }
-        checkpoint::advance(&tx, &connector, SINK, &w)
+        let held: Vec<&TableId> = self
+            .tables
+            .iter()
+            .filter(|(_, rt)| rt.held())
+            .map(|(id, _)| id)
+            .collect();
+        checkpoint::advance(&tx, &connector, SINK, &w, &held)
             .await
             .map_err(pg)?;
         let requests = checkpoint::resnapshot_requests(&tx, &connector)

@@ -72,6 +72,17 @@ struct TableRt {
 }
 
 impl TableRt {
+    /// The table stays at its checkpoint: this sink holds it from the version of the snapshot in
+    /// progress on and does not take that snapshot, and the poller sends none of the table's
+    /// changes until the snapshot ends (see [`checkpoint::advance`]).
+    fn held(&self) -> bool {
+        self.ignoring_snapshot
+            && self
+                .state
+                .as_ref()
+                .is_some_and(|s| s.phase != Phase::Snapshot)
+    }
+
     /// Where the table's snapshot goes: its shadow table, or the target itself on an initial
     /// load (see [`TableCheckpoint::snapshot_into_target`]).
     fn loading(&self) -> &PgName {
@@ -126,6 +137,18 @@ fn pg(e: tokio_postgres::Error) -> SinkError {
 }
 
 impl StagingSink {
+    /// The poller resumes a snapshot of `table` begun at `version` that this sink does not take
+    /// (it already holds the table from that version on; another sink needs the snapshot): the
+    /// poller sends none of the table's changes until the snapshot ends, so the table stays at
+    /// its checkpoint until then (see [`checkpoint::advance`]).
+    pub fn hold_during_resumed_snapshot(&mut self, table: &TableId, version: i64) {
+        if let Some(rt) = self.tables.get_mut(table) {
+            if super::snapshot_not_needed(false, rt.state.as_ref(), version) {
+                rt.ignoring_snapshot = true;
+            }
+        }
+    }
+
     /// Connect, create the checkpoint tables and missing target tables, check existing ones,
     /// and load the stored checkpoint. Retries transient faults.
     pub async fn open(
@@ -679,6 +702,9 @@ impl StagingSink {
         }
         self.progress.events += batch.events as u64 + spilled_events;
         for rt in self.tables.values_mut() {
+            if rt.held() {
+                continue;
+            }
             if let Some(s) = rt
                 .state
                 .as_mut()
@@ -687,6 +713,7 @@ impl StagingSink {
                 s.phase = Phase::Streaming;
                 s.version = w.version;
                 s.commit_time = w.commit_time;
+                s.snapshot_into_target = false;
                 metrics::table_applied(
                     &self.connector,
                     &self.name,
@@ -888,10 +915,11 @@ impl StagingSink {
                 }
             }
             for rt in self.tables.values() {
-                if rt
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
+                if !rt.held()
+                    && rt
+                        .state
+                        .as_ref()
+                        .is_some_and(|s| s.phase == Phase::PendingSwap && s.version <= w.version)
                 {
                     if rt.loading() == &rt.target {
                         info!(sink = %self.name, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published (loaded into the target)");
@@ -938,7 +966,13 @@ impl StagingSink {
                     info!(sink = %self.name, table = %rt.schema.id, target = %rt.target, version = w.version, "snapshot published");
                 }
             }
-            checkpoint::advance(&tx, &connector, &self.name, &w)
+            let held: Vec<&TableId> = self
+                .tables
+                .iter()
+                .filter(|(_, rt)| rt.held())
+                .map(|(id, _)| id)
+                .collect();
+            checkpoint::advance(&tx, &connector, &self.name, &w, &held)
                 .await
                 .map_err(pg)?;
             requests = checkpoint::resnapshot_requests(&tx, &connector)
@@ -1099,9 +1133,9 @@ impl StagingSink {
     /// [`ddl::ensure_table`]); the snapshot then fills the new columns of every row.
     ///
     /// An initial load — the target is empty, or holds only rows of an earlier snapshot that
-    /// loaded it and was never published — goes into the target itself (returns true): there
-    /// are no rows for readers to keep seeing, and copying a whole table from a shadow at the
-    /// publish doubled the cost of loading it. A lane over some partitions (Kafka) shares the
+    /// loaded it and was never published — goes into the target itself: there are no rows for
+    /// readers to keep seeing, and copying a whole table from a shadow at the publish wrote
+    /// every row twice. A lane over some partitions (Kafka) shares the
     /// target with other lanes and always loads a shadow. The table's state says which, once
     /// committed.
     async fn start_snapshot(
@@ -1139,12 +1173,12 @@ impl StagingSink {
                 "the table changed at the source: target changed to match, re-snapshotting it");
         }
         let whole = self.lane.as_ref().is_none_or(|l| l.share == Share::Whole);
-        let unpublished = rt
-            .state
-            .as_ref()
-            .is_some_and(|s| s.snapshot_into_target && s.phase != Phase::Streaming);
+        // Read from the checkpoint, not this process's copy of it: a table this process
+        // loaded and published, then set to await a re-snapshot, holds published rows.
         let into_target = whole
-            && (unpublished
+            && (checkpoint::unpublished_load_into_target(&tx, &connector, &self.name, &id)
+                .await
+                .map_err(pg)?
                 || tx
                     .query_one(
                         &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", rt.target.sql()),

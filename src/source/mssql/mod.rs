@@ -511,7 +511,8 @@ impl Poller {
             let baseline = match t.phase {
                 Phase::Streaming { last } => last,
                 Phase::Snapshotting { version, .. } => version,
-                Phase::Queued { .. } => continue,
+                Phase::Queued { at: Some(at), .. } => at,
+                Phase::Queued { at: None, .. } => continue,
             };
             match min_valid.get(&lookup_key(&t.schema.id)).copied().flatten() {
                 None => untracked.push(t.schema.id.clone()),
@@ -603,7 +604,7 @@ impl Poller {
             let baseline = match t.phase {
                 Phase::Streaming { last } => Some(last.max(version)),
                 Phase::Snapshotting { version, .. } => Some(version),
-                Phase::Queued { .. } => None,
+                Phase::Queued { at, .. } => at,
             };
             lowest = lowest.min(baseline.unwrap_or(version));
             if let Some(mv) = min_valid.get(&lookup_key(&t.schema.id)).copied().flatten() {

@@ -411,11 +411,9 @@ impl Poller {
             self.confirmed = parse_lsn(&created)?;
             info!(slot = %src.slot, why, at = %created, "replication slot created");
         } else if created_publication
-            || self
-                .tables
-                .runs
-                .iter()
-                .any(|t| added.contains(&t.schema.id) && !matches!(t.phase, Phase::Queued { .. }))
+            || self.tables.runs.iter().any(|t| {
+                added.contains(&t.schema.id) && !matches!(t.phase, Phase::Queued { at: None, .. })
+            })
         {
             // The slot holds changes from before the publication covered tables the sinks
             // hold: those were never published (and before PostgreSQL 18, decoding WAL older
@@ -440,10 +438,10 @@ impl Poller {
             .runs
             .iter()
             .filter(|t| match t.phase {
-                Phase::Streaming { last } | Phase::Snapshotting { version: last, .. } => {
-                    ((last + 1) as u64) < self.confirmed
-                }
-                Phase::Queued { .. } => false,
+                Phase::Streaming { last }
+                | Phase::Snapshotting { version: last, .. }
+                | Phase::Queued { at: Some(last), .. } => ((last + 1) as u64) < self.confirmed,
+                Phase::Queued { at: None, .. } => false,
             })
             .map(|t| t.schema.id.clone())
             .collect();
