@@ -673,11 +673,11 @@ async fn a_restarted_pollers_runs_follow_the_dead_ones_whatever_its_clock_says()
     );
 }
 
-/// Two sinks, and the poller resumes a snapshot that only one of them needs (here the Redshift
-/// sink's checkpoint and shadow table are set back to a snapshot of StudentSectionAssociation
-/// begun at its version, as a kill early in that snapshot leaves them). The poller sends none of the table's changes
-/// until the snapshot ends; rows deleted at the source meanwhile must still leave staging, which
-/// already held the table.
+/// Two sinks, and the poller resumes a snapshot that only one of them needs (one sink's
+/// checkpoint and shadow table are set back to a snapshot of StudentSectionAssociation begun at
+/// its version, as a kill early in that snapshot leaves them): first the Redshift sink's, then
+/// staging's. The poller sends none of the table's changes until the snapshot ends; rows deleted
+/// at the source meanwhile must still leave the other sink, which already held the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_that_skips_anothers_snapshot_keeps_the_changes_made_meanwhile() {
     let mut rig = Rig::new(300, 33).await;
@@ -688,50 +688,51 @@ async fn a_sink_that_skips_anothers_snapshot_keeps_the_changes_made_meanwhile() 
     wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
     rep.kill();
     one_chunk_per_cycle(&rig, 1);
-    let set_back = redshift
-        .execute(
-            "UPDATE edfi_cdc.table_state SET phase = 'snapshot', snapshot_last_key = NULL, \
-             snapshot_rows = 0 WHERE sink = 'redshift' AND source_table = 'StudentSectionAssociation'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(set_back, 1);
-    redshift
-        .batch_execute(
+    for (sink, db) in [("redshift", &redshift), ("staging", &rig.target)] {
+        let set_back = db
+            .execute(
+                "UPDATE edfi_cdc.table_state SET phase = 'snapshot', snapshot_last_key = NULL, \
+                 snapshot_rows = 0 WHERE sink = $1 AND source_table = 'StudentSectionAssociation'",
+                &[&sink],
+            )
+            .await
+            .unwrap();
+        assert_eq!(set_back, 1);
+        db.batch_execute(
             "CREATE TABLE edfi_cdc_shadow.\"edfi-ods__edfi__studentsectionassociation\" \
              (LIKE edfi.studentsectionassociation INCLUDING ALL)",
         )
         .await
         .unwrap();
-    let rep = rig.connector.run();
-    // One row a cycle: the snapshot of the table's ~2,800 rows lasts many seconds.
-    wait_for("the snapshot to resume", CATCH_UP, || {
-        let log = rep.log();
-        async move {
-            log.contains("snapshot progress table=edfi.StudentSectionAssociation")
-                .then_some(())
-        }
-    })
-    .await;
-    rig.source
-        .batch_execute(
-            "DELETE FROM edfi.\"StudentSectionAssociation\" WHERE ctid IN \
-             (SELECT ctid FROM edfi.\"StudentSectionAssociation\" LIMIT 7)",
-        )
-        .await
-        .unwrap();
-    wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
-    wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
-    let log = rep.kill();
-    assert!(
-        log.matches("snapshot progress table=edfi.StudentSectionAssociation")
-            .count()
-            > 100,
-        "the snapshot was not under way when the rows were deleted:\n{log}"
-    );
-    assert_equal(&rig.source, &rig.target, true).await;
-    assert_redshift_equal(&rig.source, &redshift).await;
+        let rep = rig.connector.run();
+        // One row a cycle: the snapshot of the table's ~2,800 rows lasts many seconds.
+        wait_for("the snapshot to resume", CATCH_UP, || {
+            let log = rep.log();
+            async move {
+                log.contains("snapshot progress table=edfi.StudentSectionAssociation")
+                    .then_some(())
+            }
+        })
+        .await;
+        rig.source
+            .batch_execute(
+                "DELETE FROM edfi.\"StudentSectionAssociation\" WHERE ctid IN \
+                 (SELECT ctid FROM edfi.\"StudentSectionAssociation\" LIMIT 7)",
+            )
+            .await
+            .unwrap();
+        wait_caught_up(&rig.source, &rig.target, TABLES, CATCH_UP).await;
+        wait_connector_caught_up(&rig.source, &redshift, "edfi-ods", TABLES, CATCH_UP).await;
+        let log = rep.kill();
+        assert!(
+            log.matches("snapshot progress table=edfi.StudentSectionAssociation")
+                .count()
+                > 100,
+            "{sink}: the snapshot was not under way when the rows were deleted:\n{log}"
+        );
+        assert_equal(&rig.source, &rig.target, true).await;
+        assert_redshift_equal(&rig.source, &redshift).await;
+    }
 }
 
 /// Which load may delete a target's rows before loading it again: only one that loaded the

@@ -1311,6 +1311,12 @@ impl RedshiftSink {
                 if rt.ignoring_snapshot
                     || rt.state.as_ref().is_none_or(|s| s.phase != Phase::Snapshot)
                 {
+                    // A held table's changes since the snapshot's version follow this marker:
+                    // a watermark received before it is committed with the table still held.
+                    if rt.held() && self.watermark.is_some() {
+                        self.flush(FlushReason::Snapshot, backoff, stop).await?;
+                    }
+                    let rt = self.tables.get_mut(&id).expect("table exists");
                     rt.ignoring_snapshot = false;
                     rt.snapshot = SnapshotRows::default();
                     return Ok(());
