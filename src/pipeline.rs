@@ -49,15 +49,6 @@ enum SinkTask {
     Redshift(Box<RedshiftSink>),
 }
 
-impl SinkTask {
-    fn kind(&self) -> &'static str {
-        match self {
-            SinkTask::Staging(_) => "staging",
-            SinkTask::Redshift(_) => "redshift",
-        }
-    }
-}
-
 /// A connector that calls AWS (batch files in S3, a Kinesis stream) needs a region, without
 /// which every call fails: a configuration error, reported before anything connects. The region
 /// comes from the standard places (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile; on EC2 the
@@ -309,12 +300,12 @@ async fn run_embedded(
     for (sink, input) in sinks.into_iter().zip(consumers) {
         let (resnap, stop) = (resnap_tx.clone(), sink_stop.clone());
         sink_tasks.spawn(async move {
-            let kind = sink.kind();
+            // The error names its sink.
             let r = match sink {
                 SinkTask::Staging(s) => s.run(Input::Embedded(input), resnap, stop).await,
                 SinkTask::Redshift(s) => s.run(Input::Embedded(input), resnap, stop).await,
             };
-            r.map_err(|e| anyhow::Error::new(e).context(format!("{kind} sink")))
+            r.map_err(anyhow::Error::new)
         });
     }
     drop(resnap_tx);

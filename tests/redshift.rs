@@ -336,6 +336,10 @@ async fn a_value_too_long_for_its_column_stops_the_sink_naming_table_and_key() {
             && log.contains("too long"),
         "the error names the table, key and column:\n{log}"
     );
+    assert!(
+        log.contains("connector edfi-ods: redshift sink rejected a row"),
+        "the sink is named once:\n{log}"
+    );
     let too_long: i64 = rig
         .target
         .query_one(
