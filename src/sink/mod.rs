@@ -290,6 +290,13 @@ pub fn snapshot_not_needed(requested: bool, state: Option<&TableCheckpoint>, ver
     }
 }
 
+/// A table a sink keeps at its checkpoint: it does not take the snapshot of the table in
+/// progress (it holds the table from that snapshot's version on), and the poller sends none of
+/// the table's changes until the snapshot ends (see [`checkpoint::advance`]).
+pub fn held_back(ignoring_snapshot: bool, state: Option<&TableCheckpoint>) -> bool {
+    ignoring_snapshot && state.is_some_and(|s| s.phase != Phase::Snapshot)
+}
+
 /// The table's rows are not claimed until a snapshot from `state.version` on is published
 /// (see [`checkpoint::await_snapshot`]).
 pub fn awaits_snapshot(state: &TableCheckpoint) -> bool {

@@ -50,9 +50,9 @@ use crate::sink::names::{
 use crate::stream::Input;
 
 use super::{
-    after_fault, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, retry, route,
-    snapshot_not_needed, Attempt, CommitSeconds, Compacted, Lane, Requests, Route, SinkError,
-    SETUP_LOCK,
+    after_fault, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows, held_back, retry,
+    route, snapshot_not_needed, Attempt, CommitSeconds, Compacted, Lane, Requests, Route,
+    SinkError, SETUP_LOCK,
 };
 use age::AgeClock;
 use files::Files;
@@ -118,19 +118,6 @@ struct TableRt {
     merge_chunks: bool,
     stage: String,
     snapshot: SnapshotRows,
-}
-
-impl TableRt {
-    /// The table stays at its checkpoint: this sink holds it from the version of the snapshot in
-    /// progress on and does not take that snapshot, and the poller sends none of the table's
-    /// changes until the snapshot ends (see [`checkpoint::advance`]).
-    fn held(&self) -> bool {
-        self.ignoring_snapshot
-            && self
-                .state
-                .as_ref()
-                .is_some_and(|s| s.phase != Phase::Snapshot)
-    }
 }
 
 /// One table's share of a load: its CSV parts and, per record, the key (to name a rejected
@@ -844,7 +831,7 @@ impl RedshiftSink {
             }
         }
         for rt in self.tables.values_mut() {
-            if rt.held() {
+            if held_back(rt.ignoring_snapshot, rt.state.as_ref()) {
                 continue;
             }
             if let Some(s) = rt
@@ -1113,7 +1100,7 @@ impl RedshiftSink {
             changed.insert(rt.target.to_string(), merged);
         }
         for rt in self.tables.values() {
-            if !rt.held()
+            if !held_back(rt.ignoring_snapshot, rt.state.as_ref())
                 && rt
                     .state
                     .as_ref()
@@ -1186,7 +1173,7 @@ impl RedshiftSink {
         let held: Vec<&TableId> = self
             .tables
             .iter()
-            .filter(|(_, rt)| rt.held())
+            .filter(|(_, rt)| held_back(rt.ignoring_snapshot, rt.state.as_ref()))
             .map(|(id, _)| id)
             .collect();
         checkpoint::advance(&tx, &connector, SINK, &w, &held)
@@ -1313,7 +1300,9 @@ impl RedshiftSink {
                 {
                     // A held table's changes since the snapshot's version follow this marker:
                     // a watermark received before it is committed with the table still held.
-                    if rt.held() && self.watermark.is_some() {
+                    if held_back(rt.ignoring_snapshot, rt.state.as_ref())
+                        && self.watermark.is_some()
+                    {
                         self.flush(FlushReason::Snapshot, backoff, stop).await?;
                     }
                     let rt = self.tables.get_mut(&id).expect("table exists");

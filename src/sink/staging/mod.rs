@@ -45,8 +45,8 @@ use crate::stream::Input;
 
 use super::{
     after_fault, awaits_snapshot, begin_fenced, commit_fenced, copy_failure, dedup_snapshot_rows,
-    retry, route, snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route, Share, SinkError,
-    SETUP_LOCK,
+    held_back, retry, route, snapshot_not_needed, Attempt, Compacted, Lane, Requests, Route, Share,
+    SinkError, SETUP_LOCK,
 };
 use crate::sink::names::{case, ident, shadow_table, staging_table, PgName, OP_COLUMN};
 
@@ -72,17 +72,6 @@ struct TableRt {
 }
 
 impl TableRt {
-    /// The table stays at its checkpoint: this sink holds it from the version of the snapshot in
-    /// progress on and does not take that snapshot, and the poller sends none of the table's
-    /// changes until the snapshot ends (see [`checkpoint::advance`]).
-    fn held(&self) -> bool {
-        self.ignoring_snapshot
-            && self
-                .state
-                .as_ref()
-                .is_some_and(|s| s.phase != Phase::Snapshot)
-    }
-
     /// Where the table's snapshot goes: its shadow table, or the target itself on an initial
     /// load (see [`TableCheckpoint::snapshot_into_target`]).
     fn loading(&self) -> &PgName {
@@ -702,7 +691,7 @@ impl StagingSink {
         }
         self.progress.events += batch.events as u64 + spilled_events;
         for rt in self.tables.values_mut() {
-            if rt.held() {
+            if held_back(rt.ignoring_snapshot, rt.state.as_ref()) {
                 continue;
             }
             if let Some(s) = rt
@@ -915,7 +904,7 @@ impl StagingSink {
                 }
             }
             for rt in self.tables.values() {
-                if !rt.held()
+                if !held_back(rt.ignoring_snapshot, rt.state.as_ref())
                     && rt
                         .state
                         .as_ref()
@@ -969,7 +958,7 @@ impl StagingSink {
             let held: Vec<&TableId> = self
                 .tables
                 .iter()
-                .filter(|(_, rt)| rt.held())
+                .filter(|(_, rt)| held_back(rt.ignoring_snapshot, rt.state.as_ref()))
                 .map(|(id, _)| id)
                 .collect();
             checkpoint::advance(&tx, &connector, &self.name, &w, &held)
